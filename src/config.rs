@@ -1,0 +1,264 @@
+//! Campaign configuration: the TOML file format, its validation, and the
+//! built-in demo campaign.
+
+use std::{collections::HashSet, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::policy::Objective;
+
+/// The demo campaigns served when no config file is given.
+pub const DEMO_CAMPAIGNS_TOML: &str = include_str!("../config/demo-campaigns.toml");
+
+/// Why a config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read campaign config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a field of the wrong type (the message has line and column).
+    #[error("campaign config {origin}: {message}")]
+    Parse {
+        /// File name or "built-in demo".
+        origin: String,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// A value that parses but cannot be served.
+    #[error("campaign config {origin}: {message}")]
+    Invalid {
+        /// File name or "built-in demo".
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Which learner a campaign uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum PolicyKind {
+    /// Beta-Bernoulli Thompson sampling per (segment, offer).
+    #[serde(rename = "segment-ts")]
+    SegmentTs,
+}
+
+impl PolicyKind {
+    /// The name used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::SegmentTs => "segment-ts",
+        }
+    }
+}
+
+/// An offer as configured.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferConfig {
+    /// Unique within the campaign: letters, digits, `_`, `-`, `.`; at most 64.
+    pub id: String,
+    /// Display name (defaults to the id).
+    #[serde(default)]
+    pub name: String,
+    /// Net value of one redemption (>= 0; > 0 under the value objective).
+    #[serde(default = "default_value")]
+    pub value: f64,
+    /// Product category.
+    #[serde(default)]
+    pub category: String,
+}
+
+/// A campaign as configured.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// Unique id: letters, digits, `_`, `-`, `.`; at most 64.
+    pub id: String,
+    /// The learner.
+    pub policy: PolicyKind,
+    /// Categorical context features forming the segment.
+    #[serde(default)]
+    pub segment_by: Vec<String>,
+    /// How long after a decision a redemption still counts.
+    #[serde(deserialize_with = "de_duration")]
+    pub reward_window: Duration,
+    /// What the campaign maximizes.
+    #[serde(default)]
+    pub objective: Objective,
+    /// Pseudo-observations a segment borrows from the rest of the campaign.
+    #[serde(default = "default_prior_strength")]
+    pub prior_strength: f64,
+    /// Segments tracked before new ones share the segment "(other)".
+    #[serde(default = "default_max_segments")]
+    pub max_segments: usize,
+    /// The offers.
+    #[serde(default)]
+    pub offers: Vec<OfferConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignsFile {
+    campaigns: Vec<CampaignConfig>,
+}
+
+fn default_value() -> f64 {
+    1.0
+}
+fn default_prior_strength() -> f64 {
+    10.0
+}
+fn default_max_segments() -> usize {
+    10_000
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "'{s}' is not a duration like \"7d\", \"12h\" or \"30s\": {e}"
+        ))
+    })
+}
+
+/// Loads and validates a campaign config file.
+pub fn load_file(path: &Path) -> Result<Vec<CampaignConfig>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// The built-in demo campaigns.
+pub fn demo() -> Result<Vec<CampaignConfig>, ConfigError> {
+    parse(DEMO_CAMPAIGNS_TOML, "built-in demo")
+}
+
+/// Parses and validates campaign config text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Vec<CampaignConfig>, ConfigError> {
+    let file: CampaignsFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    };
+    let mut campaigns = file.campaigns;
+    if campaigns.is_empty() {
+        return Err(invalid("no [[campaigns]] declared".into()));
+    }
+    let mut ids = HashSet::new();
+    for c in &mut campaigns {
+        validate_campaign(c).map_err(|m| invalid(format!("campaign '{}': {m}", c.id)))?;
+        if !ids.insert(c.id.clone()) {
+            return Err(invalid(format!("campaign id '{}' is declared twice", c.id)));
+        }
+    }
+    Ok(campaigns)
+}
+
+/// Whether `id` is a valid campaign or offer id.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
+    if !valid_id(&c.id) {
+        return Err("id must be 1-64 letters, digits, '_', '-' or '.'".into());
+    }
+    if c.reward_window.is_zero() {
+        return Err("reward_window must be longer than zero".into());
+    }
+    if c.reward_window > Duration::from_secs(366 * 86_400) {
+        return Err("reward_window must be at most a year".into());
+    }
+    if !(c.prior_strength.is_finite() && c.prior_strength >= 0.0) {
+        return Err("prior_strength must be a finite number >= 0".into());
+    }
+    if c.max_segments == 0 {
+        return Err("max_segments must be at least 1".into());
+    }
+    let mut seen = HashSet::new();
+    for f in &c.segment_by {
+        if f.is_empty() || f.len() > 64 {
+            return Err(format!("segment_by feature '{f}' must be 1-64 characters"));
+        }
+        if !seen.insert(f) {
+            return Err(format!("segment_by lists '{f}' twice"));
+        }
+    }
+    if c.offers.is_empty() {
+        return Err("declare at least one [[campaigns.offers]]".into());
+    }
+    let mut offer_ids = HashSet::new();
+    for o in &mut c.offers {
+        if !valid_id(&o.id) {
+            return Err(format!(
+                "offer id '{}' must be 1-64 letters, digits, '_', '-' or '.'",
+                o.id
+            ));
+        }
+        if !offer_ids.insert(o.id.clone()) {
+            return Err(format!("offer id '{}' is declared twice", o.id));
+        }
+        if !(o.value.is_finite() && o.value >= 0.0) {
+            return Err(format!(
+                "offer '{}': value must be a finite number >= 0",
+                o.id
+            ));
+        }
+        if c.objective == Objective::Value && o.value <= 0.0 {
+            return Err(format!(
+                "offer '{}': value must be > 0 under objective = \"value\"",
+                o.id
+            ));
+        }
+        if o.name.is_empty() {
+            o.name = o.id.clone();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_is_valid() {
+        let demo = demo().expect("demo config parses");
+        assert_eq!(demo[0].id, "coffee");
+        assert_eq!(demo[0].reward_window, Duration::from_secs(7 * 86_400));
+        assert!(demo[0].offers.len() >= 4);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let base = "[[campaigns]]\nid = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n";
+        let offer = "[[campaigns.offers]]\nid = \"a\"\n";
+        let err = |t: &str| parse(t, "t.toml").expect_err("should fail").to_string();
+        assert!(err(&format!("{base}{offer}{offer}")).contains("offer id 'a' is declared twice"));
+        assert!(err(base).contains("at least one"));
+        assert!(err(&base.replace("30s", "soon")).contains("not a duration"));
+        assert!(err(&base.replace("segment-ts", "magic")).contains("line 3"));
+        assert!(
+            err(&format!("{base}objective = \"value\"\n{offer}value = 0\n"))
+                .contains("must be > 0")
+        );
+        assert!(err(&format!("{base}colour = 1\n{offer}")).contains("unknown field"));
+        let ok = parse(&format!("{base}{offer}"), "t.toml").expect("valid");
+        assert_eq!(ok[0].offers[0].name, "a");
+        assert_eq!(ok[0].objective, Objective::Redemptions);
+    }
+}

@@ -1,0 +1,870 @@
+//! The learning loop. Campaign posteriors live in memory for reads; every
+//! change goes through one writer thread that applies it to sled together
+//! with its posterior change in one atomic batch, and answers only after the
+//! batch is durable when durability is asked for (group commit: one fsync
+//! serves every request that arrived while the previous one ran).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    config::{CampaignConfig, PolicyKind},
+    context::Context,
+    decision::{DecisionId, DecisionRecord, DecisionState, IdGenerator, now_ms},
+    error::Error,
+    policy::{
+        Objective,
+        segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, segment_key},
+        thompson,
+    },
+    store::{CellKey, Store, StoreError, WriteSet},
+};
+
+/// Most commands the writer applies in one batch.
+const MAX_GROUP: usize = 4096;
+/// Commands waiting for the writer before callers wait for room.
+const QUEUE: usize = 16_384;
+
+/// An offer of a served campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// Offer id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Value of one redemption.
+    pub value: f64,
+    /// Category.
+    pub category: String,
+    /// False for offers found in storage but no longer configured: they keep
+    /// their history and accept redemptions but are never chosen.
+    pub active: bool,
+}
+
+/// A campaign being served.
+#[derive(Debug)]
+pub struct Campaign {
+    /// Its configuration.
+    pub config: CampaignConfig,
+    /// False for campaigns found in storage but no longer configured.
+    pub active: bool,
+    /// Configured offers first, then retired ones.
+    pub offers: Vec<Offer>,
+    offer_index: HashMap<String, usize>,
+    model: RwLock<SegmentModel>,
+}
+
+impl Campaign {
+    fn new(config: CampaignConfig, active: bool) -> Self {
+        let offers: Vec<Offer> = config
+            .offers
+            .iter()
+            .map(|o| Offer {
+                id: o.id.clone(),
+                name: o.name.clone(),
+                value: o.value,
+                category: o.category.clone(),
+                active: true,
+            })
+            .collect();
+        let offer_index = offers
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.id.clone(), i))
+            .collect();
+        let model = RwLock::new(SegmentModel::new(offers.len()));
+        Campaign {
+            config,
+            active,
+            offers,
+            offer_index,
+            model,
+        }
+    }
+
+    fn add_retired_offer(&mut self, id: &str) -> usize {
+        let idx = self.model.get_mut().push_offer();
+        self.offers.push(Offer {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            value: 0.0,
+            category: String::new(),
+            active: false,
+        });
+        self.offer_index.insert(id.to_owned(), idx);
+        idx
+    }
+
+    /// Index of an offer id.
+    pub fn offer_index(&self, id: &str) -> Option<usize> {
+        self.offer_index.get(id).copied()
+    }
+
+    fn reward_window_ms(&self) -> i64 {
+        i64::try_from(self.config.reward_window.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A visit asking for an offer (validated at the edge).
+#[derive(Debug, Clone, Default)]
+pub struct SelectRequest {
+    /// Campaign id.
+    pub campaign: String,
+    /// Customer context.
+    pub context: Context,
+    /// Allowed offers; empty for all active ones.
+    pub candidates: Vec<String>,
+    /// Idempotency key.
+    pub request_id: Option<String>,
+}
+
+/// The outcome of a select.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// Decision id.
+    pub decision_id: DecisionId,
+    /// Chosen offer.
+    pub offer_id: String,
+    /// Its propensity.
+    pub propensity: f64,
+    /// End of the reward window (Unix ms).
+    pub expires_ms: i64,
+    /// Model version used.
+    pub model_version: u64,
+    /// Segment key.
+    pub segment: String,
+    /// True when an earlier decision was returned for the same request id.
+    pub replayed: bool,
+}
+
+impl Selection {
+    fn from_record(id: DecisionId, rec: &DecisionRecord, replayed: bool) -> Self {
+        Selection {
+            decision_id: id,
+            offer_id: rec.offer.clone(),
+            propensity: rec.propensity,
+            expires_ms: rec.expires_ms,
+            model_version: rec.model_version,
+            segment: rec.segment.clone(),
+            replayed,
+        }
+    }
+}
+
+/// A redemption (validated at the edge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redemption {
+    /// The decision.
+    pub decision_id: DecisionId,
+    /// Expected offer, if the caller wants it checked.
+    pub offer_id: Option<String>,
+    /// Realized value; defaults to the offer's value.
+    pub value: Option<f64>,
+}
+
+/// The outcome of a redemption.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redeemed {
+    /// True when it had been recorded before (counted once).
+    pub already_recorded: bool,
+    /// The decision's offer.
+    pub offer_id: String,
+    /// The decision's campaign.
+    pub campaign: String,
+}
+
+/// Lifetime counts of one offer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferStats {
+    /// Offer id.
+    pub offer_id: String,
+    /// Counts summed over segments.
+    pub counts: CellCounts,
+}
+
+/// Posterior of one (segment, offer) cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellStats {
+    /// Segment key.
+    pub segment: String,
+    /// Offer id.
+    pub offer_id: String,
+    /// Beta alpha.
+    pub alpha: f64,
+    /// Beta beta.
+    pub beta: f64,
+    /// Counts.
+    pub counts: CellCounts,
+}
+
+/// A campaign's counts and posteriors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignStats {
+    /// Campaign id.
+    pub campaign: String,
+    /// Per offer, in offer-id order.
+    pub offers: Vec<OfferStats>,
+    /// Per cell with evidence, by segment then offer.
+    pub cells: Vec<CellStats>,
+    /// Model version.
+    pub model_version: u64,
+}
+
+/// Engine options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineOptions {
+    /// Flush every decision to disk before SelectOffer answers.
+    pub durable_decisions: bool,
+}
+
+type Campaigns = BTreeMap<String, Campaign>;
+
+/// The decision engine shared by all request handlers.
+#[derive(Debug)]
+pub struct Engine {
+    campaigns: Arc<Campaigns>,
+    store: Store,
+    ids: IdGenerator,
+    writer: mpsc::Sender<Command>,
+    failed: Arc<AtomicBool>,
+    options: EngineOptions,
+}
+
+impl Engine {
+    /// Builds the engine from configured campaigns and the store's contents,
+    /// and starts the writer thread. Fails on unreadable stored records.
+    pub fn open(
+        store: Store,
+        configs: Vec<CampaignConfig>,
+        options: EngineOptions,
+    ) -> Result<Engine, StoreError> {
+        let mut campaigns: Campaigns = configs
+            .into_iter()
+            .map(|c| (c.id.clone(), Campaign::new(c, true)))
+            .collect();
+        let cells = store.load_cells()?;
+        for (key, counts) in &cells {
+            let campaign = campaigns.entry(key.campaign.clone()).or_insert_with(|| {
+                tracing::warn!(campaign = %key.campaign, "campaign in storage is not configured: kept for redemptions and stats, not served");
+                Campaign::new(retired_config(&key.campaign), false)
+            });
+            let idx = match campaign.offer_index(&key.offer) {
+                Some(i) => i,
+                None => {
+                    tracing::warn!(campaign = %key.campaign, offer = %key.offer, "offer in storage is not configured: kept as retired");
+                    campaign.add_retired_offer(&key.offer)
+                }
+            };
+            campaign
+                .model
+                .get_mut()
+                .set_cell(&key.segment, idx, *counts);
+        }
+        let decisions = store.check_decisions()?;
+        tracing::info!(cells = cells.len(), decisions, "store loaded");
+        let campaigns = Arc::new(campaigns);
+        let failed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            store: store.clone(),
+            campaigns: campaigns.clone(),
+            failed: failed.clone(),
+            options,
+        };
+        std::thread::Builder::new()
+            .name("offer-bandit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Sled(e.into()))?;
+        Ok(Engine {
+            campaigns,
+            store,
+            ids: IdGenerator::new(),
+            writer: tx,
+            failed,
+            options,
+        })
+    }
+
+    /// Served and retired campaigns, by id.
+    pub fn campaigns(&self) -> impl Iterator<Item = &Campaign> {
+        self.campaigns.values()
+    }
+
+    fn campaign(&self, id: &str) -> Result<&Campaign, Error> {
+        self.campaigns.get(id).ok_or_else(|| {
+            let known: Vec<&str> = self
+                .campaigns
+                .values()
+                .filter(|c| c.active)
+                .map(|c| c.config.id.as_str())
+                .collect();
+            Error::NotFound(format!(
+                "unknown campaign '{id}'; this server serves: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    fn check_healthy(&self) -> Result<(), Error> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(
+                "storage failed earlier; restart the server (see its log)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Chooses an offer by Thompson sampling and records the decision.
+    pub async fn select(&self, req: SelectRequest) -> Result<Selection, Error> {
+        self.check_healthy()?;
+        let campaign = self.campaign(&req.campaign)?;
+        if !campaign.active {
+            return Err(Error::FailedPrecondition(format!(
+                "campaign '{}' is no longer configured; it accepts redemptions but makes no decisions",
+                req.campaign
+            )));
+        }
+        let candidates = self.candidates(campaign, &req.candidates)?;
+        if let Some(rid) = &req.request_id {
+            // Fast path for retries; the writer re-checks under its lock.
+            if let Some(id) = self.store.request(&req.campaign, rid)? {
+                if let Some(rec) = self.store.decision(&id)? {
+                    if rec.expires_ms > now_ms() {
+                        return Ok(Selection::from_record(id, &rec, true));
+                    }
+                }
+            }
+        }
+        let segment = segment_key(&campaign.config.segment_by, &req.context)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let objective = campaign.config.objective;
+        let weights: Vec<f64> = candidates
+            .iter()
+            .map(|&i| objective.weight(campaign.offers[i].value))
+            .collect();
+        let (segment, arms, model_version) = {
+            let model = campaign.model.read();
+            let segment =
+                if model.has_segment(&segment) || model.segments() < campaign.config.max_segments {
+                    segment
+                } else {
+                    OVERFLOW_SEGMENT.to_owned()
+                };
+            let arms = model.arms(
+                &segment,
+                &candidates,
+                &weights,
+                campaign.config.prior_strength,
+            );
+            (segment, arms, model.version())
+        };
+        let choice = thompson::choose(&arms, &mut rand::rng())
+            .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
+        let offer = &campaign.offers[candidates[choice.index]];
+        let now = now_ms();
+        let id = self.ids.next(now);
+        let rec = DecisionRecord {
+            campaign: req.campaign,
+            offer: offer.id.clone(),
+            segment,
+            propensity: choice.propensity,
+            created_ms: now,
+            expires_ms: now.saturating_add(campaign.reward_window_ms()),
+            request_id: req.request_id,
+            model_version,
+            state: DecisionState::Pending,
+        };
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Decide { id, rec, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    fn candidates(&self, campaign: &Campaign, ids: &[String]) -> Result<Vec<usize>, Error> {
+        if ids.is_empty() {
+            let all: Vec<usize> = (0..campaign.offers.len())
+                .filter(|&i| campaign.offers[i].active)
+                .collect();
+            return if all.is_empty() {
+                Err(Error::FailedPrecondition(format!(
+                    "campaign '{}' has no active offers",
+                    campaign.config.id
+                )))
+            } else {
+                Ok(all)
+            };
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let idx = campaign.offer_index(id).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "candidate_offer_ids: unknown offer '{id}' in campaign '{}' (ListCampaigns shows its offers)",
+                    campaign.config.id
+                ))
+            })?;
+            if !campaign.offers[idx].active {
+                return Err(Error::FailedPrecondition(format!(
+                    "offer '{id}' is retired and cannot be chosen"
+                )));
+            }
+            if !out.contains(&idx) {
+                out.push(idx);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a redemption; answers once it is durable.
+    pub async fn redeem(&self, redemption: Redemption) -> Result<Redeemed, Error> {
+        self.check_healthy()?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Redeem {
+            redemption,
+            now_ms: now_ms(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Records many redemptions in one group commit; one result each, in order.
+    pub async fn redeem_many(
+        &self,
+        redemptions: Vec<Redemption>,
+    ) -> Result<Vec<Result<Redeemed, Error>>, Error> {
+        self.check_healthy()?;
+        let now = now_ms();
+        let mut waits = Vec::with_capacity(redemptions.len());
+        for redemption in redemptions {
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::Redeem {
+                redemption,
+                now_ms: now,
+                reply,
+            })
+            .await?;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            out.push(rx.await.map_err(|_| writer_gone())?);
+        }
+        Ok(out)
+    }
+
+    /// Finalizes decisions whose window has closed; returns how many were handled.
+    pub async fn sweep(&self, now_ms: i64, limit: usize) -> Result<usize, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Sweep {
+            now_ms,
+            limit,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Makes everything applied so far durable.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Flush { reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Counts and posteriors of a campaign.
+    pub fn stats(&self, campaign_id: &str) -> Result<CampaignStats, Error> {
+        let campaign = self.campaign(campaign_id)?;
+        let model = campaign.model.read();
+        let mut offers: Vec<OfferStats> = campaign
+            .offers
+            .iter()
+            .enumerate()
+            .map(|(i, o)| OfferStats {
+                offer_id: o.id.clone(),
+                counts: model.totals(i),
+            })
+            .collect();
+        offers.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
+        let mut cells: Vec<CellStats> = model
+            .iter_cells()
+            .map(|(segment, o, counts)| {
+                let (alpha, beta) = model.posterior(segment, o, campaign.config.prior_strength);
+                CellStats {
+                    segment: segment.to_owned(),
+                    offer_id: campaign.offers[o].id.clone(),
+                    alpha,
+                    beta,
+                    counts,
+                }
+            })
+            .collect();
+        cells.sort_by(|a, b| (&a.segment, &a.offer_id).cmp(&(&b.segment, &b.offer_id)));
+        Ok(CampaignStats {
+            campaign: campaign_id.to_owned(),
+            offers,
+            cells,
+            model_version: model.version(),
+        })
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> EngineOptions {
+        self.options
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.writer.send(cmd).await.map_err(|_| writer_gone())
+    }
+}
+
+fn writer_gone() -> Error {
+    Error::Unavailable(
+        "the storage writer has stopped; the server is shutting down or failed".into(),
+    )
+}
+
+fn retired_config(id: &str) -> CampaignConfig {
+    CampaignConfig {
+        id: id.to_owned(),
+        policy: PolicyKind::SegmentTs,
+        segment_by: Vec::new(),
+        reward_window: Duration::from_secs(1),
+        objective: Objective::Redemptions,
+        prior_strength: 0.0,
+        max_segments: usize::MAX,
+        offers: Vec::new(),
+    }
+}
+
+enum Command {
+    Decide {
+        id: DecisionId,
+        rec: DecisionRecord,
+        reply: oneshot::Sender<Result<Selection, Error>>,
+    },
+    Redeem {
+        redemption: Redemption,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<Redeemed, Error>>,
+    },
+    Sweep {
+        now_ms: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<usize, Error>>,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+enum Reply {
+    Select(
+        oneshot::Sender<Result<Selection, Error>>,
+        Result<Selection, Error>,
+    ),
+    Redeem(
+        oneshot::Sender<Result<Redeemed, Error>>,
+        Result<Redeemed, Error>,
+    ),
+    Sweep(oneshot::Sender<Result<usize, Error>>, Result<usize, Error>),
+    Flush(oneshot::Sender<Result<(), Error>>),
+}
+
+impl Reply {
+    fn send(self, failure: Option<&str>) {
+        let fail = |m: &str| {
+            Error::Unavailable(format!("storage write failed, nothing was recorded: {m}"))
+        };
+        // A caller that gave up (deadline, disconnect) dropped its receiver; that is fine.
+        match (self, failure) {
+            (Reply::Select(tx, r), None) => drop(tx.send(r)),
+            (Reply::Select(tx, _), Some(m)) => drop(tx.send(Err(fail(m)))),
+            (Reply::Redeem(tx, r), None) => drop(tx.send(r)),
+            (Reply::Redeem(tx, _), Some(m)) => drop(tx.send(Err(fail(m)))),
+            (Reply::Sweep(tx, r), None) => drop(tx.send(r)),
+            (Reply::Sweep(tx, _), Some(m)) => drop(tx.send(Err(fail(m)))),
+            (Reply::Flush(tx), None) => drop(tx.send(Ok(()))),
+            (Reply::Flush(tx), Some(m)) => drop(tx.send(Err(fail(m)))),
+        }
+    }
+}
+
+/// The single mutator of stored and in-memory state.
+struct Writer {
+    store: Store,
+    campaigns: Arc<Campaigns>,
+    failed: Arc<AtomicBool>,
+    options: EngineOptions,
+}
+
+/// Changes staged by one group, visible to later commands of the same group.
+#[derive(Default)]
+struct Group {
+    writes: WriteSet,
+    cells: HashMap<(String, String, usize), CellCounts>,
+    decisions: HashMap<DecisionId, DecisionRecord>,
+    requests: HashMap<(String, String), DecisionId>,
+    replies: Vec<Reply>,
+    durable: bool,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = Group::default();
+            self.apply(&mut group, first);
+            while group.replies.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(cmd) => self.apply(&mut group, cmd),
+                    Err(_) => break,
+                }
+            }
+            self.finish(group);
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    fn finish(&self, group: Group) {
+        let mut failure = None;
+        if self.failed.load(Ordering::Relaxed) {
+            failure = Some("an earlier storage failure".to_owned());
+        } else if !group.writes.is_empty() {
+            if let Err(e) = self.store.commit(group.writes) {
+                failure = Some(e.to_string());
+            }
+        }
+        if failure.is_none() && group.durable {
+            if let Err(e) = self.store.flush() {
+                // The batch is applied in sled but may not be on disk; memory no
+                // longer knows which. Refuse further work rather than diverge.
+                self.failed.store(true, Ordering::Relaxed);
+                failure = Some(e.to_string());
+            }
+        }
+        if let Some(f) = &failure {
+            tracing::error!(error = %f, "storage write failed");
+        } else {
+            for ((campaign, segment, offer), counts) in group.cells {
+                if let Some(c) = self.campaigns.get(&campaign) {
+                    c.model.write().set_cell(&segment, offer, counts);
+                }
+            }
+        }
+        for reply in group.replies {
+            reply.send(failure.as_deref());
+        }
+    }
+
+    fn apply(&self, g: &mut Group, cmd: Command) {
+        match cmd {
+            Command::Decide { id, rec, reply } => {
+                let r = self.decide(g, id, rec);
+                g.replies.push(Reply::Select(reply, r));
+            }
+            Command::Redeem {
+                redemption,
+                now_ms,
+                reply,
+            } => {
+                let r = self.redeem(g, &redemption, now_ms);
+                g.durable = true;
+                g.replies.push(Reply::Redeem(reply, r));
+            }
+            Command::Sweep {
+                now_ms,
+                limit,
+                reply,
+            } => {
+                let r = self.sweep(g, now_ms, limit);
+                g.replies.push(Reply::Sweep(reply, r));
+            }
+            Command::Flush { reply } => {
+                g.durable = true;
+                g.replies.push(Reply::Flush(reply));
+            }
+        }
+    }
+
+    fn decision(&self, g: &Group, id: &DecisionId) -> Result<Option<DecisionRecord>, Error> {
+        match g.decisions.get(id) {
+            Some(r) => Ok(Some(r.clone())),
+            None => Ok(self.store.decision(id)?),
+        }
+    }
+
+    fn put_decision(&self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
+        g.writes.put_decision(&id, &rec);
+        g.decisions.insert(id, rec);
+    }
+
+    /// Applies `change` to the cell of a decision, staging the result.
+    fn change_cell(
+        &self,
+        g: &mut Group,
+        rec: &DecisionRecord,
+        change: impl FnOnce(&mut CellCounts),
+    ) {
+        let Some(campaign) = self.campaigns.get(&rec.campaign) else {
+            tracing::warn!(campaign = %rec.campaign, "decision of an unknown campaign: posterior not updated");
+            return;
+        };
+        let Some(offer) = campaign.offer_index(&rec.offer) else {
+            tracing::warn!(campaign = %rec.campaign, offer = %rec.offer, "decision of an unknown offer: posterior not updated");
+            return;
+        };
+        let key = (rec.campaign.clone(), rec.segment.clone(), offer);
+        let mut counts = match g.cells.get(&key) {
+            Some(c) => *c,
+            None => campaign.model.read().cell(&rec.segment, offer),
+        };
+        change(&mut counts);
+        let cell = CellKey {
+            campaign: rec.campaign.clone(),
+            segment: rec.segment.clone(),
+            offer: rec.offer.clone(),
+        };
+        g.writes.put_cell(&cell, &counts);
+        g.cells.insert(key, counts);
+    }
+
+    fn decide(
+        &self,
+        g: &mut Group,
+        id: DecisionId,
+        rec: DecisionRecord,
+    ) -> Result<Selection, Error> {
+        if let Some(rid) = &rec.request_id {
+            let staged = g
+                .requests
+                .get(&(rec.campaign.clone(), rid.clone()))
+                .copied();
+            let existing = match staged {
+                Some(e) => Some(e),
+                None => self.store.request(&rec.campaign, rid)?,
+            };
+            if let Some(eid) = existing {
+                if let Some(erec) = self.decision(g, &eid)? {
+                    if erec.expires_ms > rec.created_ms {
+                        return Ok(Selection::from_record(eid, &erec, true));
+                    }
+                }
+            }
+            g.writes.put_request(&rec.campaign, rid, &id);
+            g.requests.insert((rec.campaign.clone(), rid.clone()), id);
+        }
+        self.change_cell(g, &rec, |c| c.trials += 1);
+        g.writes.put_expiry(rec.expires_ms, &id);
+        let selection = Selection::from_record(id, &rec, false);
+        self.put_decision(g, id, rec);
+        g.durable |= self.options.durable_decisions;
+        Ok(selection)
+    }
+
+    fn redeem(&self, g: &mut Group, r: &Redemption, now_ms: i64) -> Result<Redeemed, Error> {
+        let id = r.decision_id;
+        let Some(mut rec) = self.decision(g, &id)? else {
+            return Err(Error::NotFound(format!(
+                "no decision {id}: the id is unknown to this server"
+            )));
+        };
+        if let Some(offer) = &r.offer_id {
+            if *offer != rec.offer {
+                return Err(Error::InvalidArgument(format!(
+                    "offer_id '{offer}' does not match decision {id}, which chose '{}'",
+                    rec.offer
+                )));
+            }
+        }
+        let outcome = |already_recorded| Redeemed {
+            already_recorded,
+            offer_id: rec.offer.clone(),
+            campaign: rec.campaign.clone(),
+        };
+        match rec.state {
+            DecisionState::Redeemed { .. } => Ok(outcome(true)),
+            DecisionState::Expired => Err(late(&id, rec.expires_ms)),
+            DecisionState::Pending if now_ms > rec.expires_ms => {
+                let expires_ms = rec.expires_ms;
+                self.expire(g, id, rec);
+                Err(late(&id, expires_ms))
+            }
+            DecisionState::Pending => {
+                let value = match r.value {
+                    Some(v) => v,
+                    None => self.offer_value(&rec),
+                };
+                let result = outcome(false);
+                self.change_cell(g, &rec, |c| {
+                    c.successes += 1;
+                    c.value_sum += value;
+                });
+                rec.state = DecisionState::Redeemed {
+                    value,
+                    at_ms: now_ms,
+                };
+                self.put_decision(g, id, rec);
+                Ok(result)
+            }
+        }
+    }
+
+    fn offer_value(&self, rec: &DecisionRecord) -> f64 {
+        self.campaigns
+            .get(&rec.campaign)
+            .and_then(|c| c.offer_index(&rec.offer).map(|i| c.offers[i].value))
+            .unwrap_or(0.0)
+    }
+
+    /// Finalizes a pending decision as not redeemed and drops its indexes.
+    fn expire(&self, g: &mut Group, id: DecisionId, mut rec: DecisionRecord) {
+        self.change_cell(g, &rec, |c| c.expired += 1);
+        self.drop_indexes(g, id, &rec);
+        rec.state = DecisionState::Expired;
+        self.put_decision(g, id, rec);
+    }
+
+    fn drop_indexes(&self, g: &mut Group, id: DecisionId, rec: &DecisionRecord) {
+        g.writes.remove_expiry(rec.expires_ms, &id);
+        if let Some(rid) = &rec.request_id {
+            let key = (rec.campaign.clone(), rid.clone());
+            // Only if the key still points at this decision.
+            let current = match g.requests.get(&key) {
+                Some(c) => Some(*c),
+                None => self.store.request(&rec.campaign, rid).ok().flatten(),
+            };
+            if current == Some(id) {
+                g.writes.remove_request(&rec.campaign, rid);
+                g.requests.remove(&key);
+            }
+        }
+    }
+
+    fn sweep(&self, g: &mut Group, now_ms: i64, limit: usize) -> Result<usize, Error> {
+        let due = self.store.due_expiries(now_ms, limit)?;
+        let n = due.len();
+        for (expires_ms, id) in due {
+            match self.decision(g, &id)? {
+                Some(rec) if rec.state == DecisionState::Pending => self.expire(g, id, rec),
+                Some(rec) => self.drop_indexes(g, id, &rec),
+                None => g.writes.remove_expiry(expires_ms, &id),
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn late(id: &DecisionId, expires_ms: i64) -> Error {
+    Error::FailedPrecondition(format!(
+        "decision {id} is past its reward window (closed at unix ms {expires_ms}); late redemptions are not counted"
+    ))
+}

@@ -1,0 +1,37 @@
+//! The service's error type and its one mapping to gRPC status codes.
+
+use crate::store::StoreError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; the message says which field and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A named campaign or decision does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well-formed but the state forbids it (e.g. a late redemption).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The server cannot take the request now (shutting down, storage failed).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            Error::Unavailable(_) => tonic::Status::unavailable(msg),
+            Error::Store(StoreError::Sled(_)) => tonic::Status::unavailable(msg),
+            Error::Store(StoreError::Corrupt { .. }) => tonic::Status::data_loss(msg),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! offer-bandit: decides which loyalty offer each customer sees, by Thompson
+//! sampling, and learns from redemptions exactly once.
+//!
+//! The policies in [`policy`] are pure and shared with the `offer-sim`
+//! simulator; [`engine`] runs the learning loop over [`store`]; [`service`]
+//! and [`server`] put it on gRPC.
+
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod decision;
+pub mod engine;
+pub mod error;
+pub mod policy;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,0 +1,147 @@
+//! Wiring: storage, engine, gRPC services (with health and reflection), the
+//! expiry sweep, and graceful shutdown.
+
+use std::{future::Future, io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    config::CampaignConfig,
+    decision::now_ms,
+    engine::{Engine, EngineOptions},
+    proto::{
+        self, campaign_admin_server::CampaignAdminServer, offer_service_server::OfferServiceServer,
+    },
+    service::{Api, Limits},
+    store::Store,
+};
+
+/// Most decisions finalized per sweep step.
+const SWEEP_BATCH: usize = 10_000;
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Database directory.
+    pub data_dir: PathBuf,
+    /// Campaigns to serve.
+    pub campaigns: Vec<CampaignConfig>,
+    /// Engine options.
+    pub engine: EngineOptions,
+    /// Expiry sweep period.
+    pub sweep_interval: Duration,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests and flushes.
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = opts.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await?
+        .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
+    let campaigns = opts.campaigns.clone();
+    let engine_opts = opts.engine;
+    let engine = tokio::task::spawn_blocking(move || Engine::open(store, campaigns, engine_opts))
+        .await?
+        .context("loading the store (nothing was changed; fix or move the data directory)")?;
+    let engine = Arc::new(engine);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<OfferServiceServer<Api>>().await;
+    health.set_serving::<CampaignAdminServer<Api>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        data_dir = %opts.data_dir.display(),
+        campaigns = ?opts.campaigns.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        durable_decisions = opts.engine.durable_decisions,
+        sweep_interval = ?opts.sweep_interval,
+        "serving"
+    );
+    // Machine-readable line for scripts and tests that bind port 0.
+    let mut out = std::io::stdout();
+    writeln!(out, "offer-bandit listening on {addr}")?;
+    out.flush()?;
+
+    let sweeper = tokio::spawn(sweep_loop(engine.clone(), opts.sweep_interval));
+    let api = Api::new(engine.clone(), opts.limits);
+    let result = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(OfferServiceServer::new(api.clone()))
+        .add_service(CampaignAdminServer::new(api))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    sweeper.abort();
+    engine.flush().await.context("final flush")?;
+    tracing::info!("stopped; all acknowledged state is on disk");
+    result.context("gRPC server")
+}
+
+async fn sweep_loop(engine: Arc<Engine>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            match engine.sweep(now_ms(), SWEEP_BATCH).await {
+                Ok(n) if n == SWEEP_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed; retrying next tick");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}

@@ -1,0 +1,327 @@
+//! Thin gRPC handlers: validate the request, call the engine, convert the reply.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    config::valid_id,
+    context::{Context, FeatureValue},
+    decision::DecisionId,
+    engine::{CampaignStats, Engine, Redemption, SelectRequest},
+    error::Error,
+    proto::{
+        self, campaign_admin_server::CampaignAdmin, feature_value::Kind,
+        offer_service_server::OfferService,
+    },
+};
+
+/// Size limits on requests. Exceeding one is INVALID_ARGUMENT (or
+/// RESOURCE_EXHAUSTED for a stream that is too long), never a crash.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Features per context.
+    pub max_features: usize,
+    /// Bytes per feature name.
+    pub max_feature_name: usize,
+    /// Bytes per category value.
+    pub max_category: usize,
+    /// Candidate offers per request.
+    pub max_candidates: usize,
+    /// Bytes per customer id and request id.
+    pub max_key: usize,
+    /// Redemptions per RecordRedemptions stream.
+    pub max_stream: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_features: 64,
+            max_feature_name: 64,
+            max_category: 256,
+            max_candidates: 256,
+            max_key: 128,
+            max_stream: 50_000,
+        }
+    }
+}
+
+/// Implements `OfferService` and `CampaignAdmin`.
+#[derive(Debug, Clone)]
+pub struct Api {
+    engine: Arc<Engine>,
+    limits: Limits,
+}
+
+impl Api {
+    /// Handlers over an engine.
+    pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
+        Api { engine, limits }
+    }
+
+    fn select_request(&self, r: proto::SelectOfferRequest) -> Result<SelectRequest, Error> {
+        let l = &self.limits;
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if r.campaign.is_empty() {
+            return bad("campaign is required (ListCampaigns shows the campaigns)".into());
+        }
+        if !valid_id(&r.campaign) {
+            return bad("campaign must be 1-64 letters, digits, '_', '-' or '.'".into());
+        }
+        if r.context.len() > l.max_features {
+            return bad(format!(
+                "context has {} features; at most {} are allowed",
+                r.context.len(),
+                l.max_features
+            ));
+        }
+        let mut context = Context::with_capacity(r.context.len());
+        for (name, value) in r.context {
+            if name.is_empty() || name.len() > l.max_feature_name {
+                return bad(format!(
+                    "feature names must be 1-{} bytes; got {} bytes",
+                    l.max_feature_name,
+                    name.len()
+                ));
+            }
+            let v = match value.kind {
+                None => {
+                    return bad(format!(
+                        "feature '{name}' has no value: set number, category or flag"
+                    ));
+                }
+                Some(Kind::Number(x)) if !x.is_finite() => {
+                    return bad(format!("feature '{name}' is {x}; numbers must be finite"));
+                }
+                Some(Kind::Number(x)) => FeatureValue::Number(x),
+                Some(Kind::Category(c)) if c.len() > l.max_category => {
+                    return bad(format!(
+                        "feature '{name}': categories are at most {} bytes",
+                        l.max_category
+                    ));
+                }
+                Some(Kind::Category(c)) => FeatureValue::Category(c),
+                Some(Kind::Flag(b)) => FeatureValue::Flag(b),
+            };
+            context.insert(name, v);
+        }
+        if r.candidate_offer_ids.len() > l.max_candidates {
+            return bad(format!(
+                "at most {} candidate_offer_ids are allowed",
+                l.max_candidates
+            ));
+        }
+        if let Some(c) = r.candidate_offer_ids.iter().find(|c| !valid_id(c)) {
+            return bad(format!(
+                "candidate_offer_ids: '{}' is not an offer id",
+                truncate(c)
+            ));
+        }
+        if r.customer_id.len() > l.max_key {
+            return bad(format!("customer_id is at most {} bytes", l.max_key));
+        }
+        if r.request_id.len() > l.max_key {
+            return bad(format!("request_id is at most {} bytes", l.max_key));
+        }
+        Ok(SelectRequest {
+            campaign: r.campaign,
+            context,
+            candidates: r.candidate_offer_ids,
+            request_id: (!r.request_id.is_empty()).then_some(r.request_id),
+        })
+    }
+
+    fn redemption(&self, r: proto::RecordRedemptionRequest) -> Result<Redemption, Error> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if r.decision_id.is_empty() {
+            return bad("decision_id is required: pass the id SelectOffer returned".into());
+        }
+        let decision_id =
+            DecisionId::parse(&r.decision_id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if !r.offer_id.is_empty() && !valid_id(&r.offer_id) {
+            return bad(format!(
+                "offer_id '{}' is not an offer id",
+                truncate(&r.offer_id)
+            ));
+        }
+        if let Some(v) = r.value {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!("value is {v}; it must be a finite number >= 0"));
+            }
+        }
+        Ok(Redemption {
+            decision_id,
+            offer_id: (!r.offer_id.is_empty()).then_some(r.offer_id),
+            value: r.value,
+        })
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[tonic::async_trait]
+impl OfferService for Api {
+    async fn select_offer(
+        &self,
+        request: Request<proto::SelectOfferRequest>,
+    ) -> Result<Response<proto::SelectOfferResponse>, Status> {
+        let req = self.select_request(request.into_inner())?;
+        let s = self.engine.select(req).await?;
+        Ok(Response::new(proto::SelectOfferResponse {
+            decision_id: s.decision_id.to_string(),
+            offer_id: s.offer_id,
+            propensity: s.propensity,
+            expires_at_unix_ms: s.expires_ms,
+            model_version: s.model_version,
+            segment: s.segment,
+            replayed: s.replayed,
+        }))
+    }
+
+    async fn record_redemption(
+        &self,
+        request: Request<proto::RecordRedemptionRequest>,
+    ) -> Result<Response<proto::RecordRedemptionResponse>, Status> {
+        let r = self.redemption(request.into_inner())?;
+        let out = self.engine.redeem(r).await?;
+        Ok(Response::new(proto::RecordRedemptionResponse {
+            already_recorded: out.already_recorded,
+            offer_id: out.offer_id,
+            campaign: out.campaign,
+        }))
+    }
+
+    async fn record_redemptions(
+        &self,
+        request: Request<Streaming<proto::RecordRedemptionRequest>>,
+    ) -> Result<Response<proto::RecordRedemptionsResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut parsed = Vec::new();
+        while let Some(item) = stream.message().await? {
+            if parsed.len() == self.limits.max_stream {
+                return Err(Status::resource_exhausted(format!(
+                    "at most {} redemptions per stream; nothing was applied, split the stream (retries are safe)",
+                    self.limits.max_stream
+                )));
+            }
+            let id = item.decision_id.clone();
+            parsed.push((id, self.redemption(item)));
+        }
+        let valid: Vec<Redemption> = parsed
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .collect();
+        let mut applied = self.engine.redeem_many(valid).await?.into_iter();
+        let mut resp = proto::RecordRedemptionsResponse::default();
+        for (index, (decision_id, parsed)) in parsed.into_iter().enumerate() {
+            let outcome = match parsed {
+                Err(e) => Err(e),
+                Ok(_) => applied
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Unavailable("result missing".into()))),
+            };
+            let mut result = proto::RedemptionResult {
+                index: index as u64,
+                decision_id,
+                ..Default::default()
+            };
+            match outcome {
+                Ok(r) => {
+                    result.already_recorded = r.already_recorded;
+                    if r.already_recorded {
+                        resp.duplicates += 1;
+                    } else {
+                        resp.applied += 1;
+                    }
+                }
+                Err(e) => {
+                    let status = Status::from(e);
+                    result.code = status.code() as i32;
+                    result.message = status.message().to_owned();
+                    resp.rejected += 1;
+                }
+            }
+            resp.results.push(result);
+        }
+        Ok(Response::new(resp))
+    }
+}
+
+#[tonic::async_trait]
+impl CampaignAdmin for Api {
+    async fn list_campaigns(
+        &self,
+        _request: Request<proto::ListCampaignsRequest>,
+    ) -> Result<Response<proto::ListCampaignsResponse>, Status> {
+        let campaigns = self
+            .engine
+            .campaigns()
+            .filter(|c| c.active)
+            .map(|c| proto::Campaign {
+                id: c.config.id.clone(),
+                policy: c.config.policy.as_str().to_owned(),
+                segment_by: c.config.segment_by.clone(),
+                reward_window_seconds: c.config.reward_window.as_secs(),
+                objective: c.config.objective.as_str().to_owned(),
+                offers: c
+                    .offers
+                    .iter()
+                    .filter(|o| o.active)
+                    .map(|o| proto::Offer {
+                        id: o.id.clone(),
+                        name: o.name.clone(),
+                        value: o.value,
+                        category: o.category.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListCampaignsResponse { campaigns }))
+    }
+
+    async fn get_campaign_stats(
+        &self,
+        request: Request<proto::GetCampaignStatsRequest>,
+    ) -> Result<Response<proto::GetCampaignStatsResponse>, Status> {
+        let campaign = request.into_inner().campaign;
+        if campaign.is_empty() {
+            return Err(Error::InvalidArgument("campaign is required".into()).into());
+        }
+        Ok(Response::new(stats_to_proto(self.engine.stats(&campaign)?)))
+    }
+}
+
+fn stats_to_proto(s: CampaignStats) -> proto::GetCampaignStatsResponse {
+    proto::GetCampaignStatsResponse {
+        campaign: s.campaign,
+        offers: s
+            .offers
+            .into_iter()
+            .map(|o| proto::OfferStats {
+                offer_id: o.offer_id,
+                decisions: o.counts.trials,
+                pending: o.counts.pending(),
+                redeemed: o.counts.successes,
+                expired: o.counts.expired,
+                value_sum: o.counts.value_sum,
+            })
+            .collect(),
+        cells: s
+            .cells
+            .into_iter()
+            .map(|c| proto::CellStats {
+                segment: c.segment,
+                offer_id: c.offer_id,
+                alpha: c.alpha,
+                beta: c.beta,
+                trials: c.counts.trials,
+                successes: c.counts.successes,
+                mean: c.alpha / (c.alpha + c.beta),
+            })
+            .collect(),
+        model_version: s.model_version,
+    }
+}
