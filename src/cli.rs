@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// How often decisions past their reward window are finalized.
     #[arg(long, env = "OFFER_BANDIT_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
+    /// On SIGTERM/Ctrl-C, how long to wait for in-flight requests before closing connections.
+    #[arg(long, env = "OFFER_BANDIT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     /// Log format (logs go to stderr; filter with RUST_LOG, default "info").
     #[arg(
         long,

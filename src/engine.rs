@@ -336,12 +336,11 @@ impl Engine {
         let candidates = self.candidates(campaign, &req.candidates)?;
         if let Some(rid) = &req.request_id {
             // Fast path for retries; the writer re-checks under its lock.
-            if let Some(id) = self.store.request(&req.campaign, rid)? {
-                if let Some(rec) = self.store.decision(&id)? {
-                    if rec.expires_ms > now_ms() {
-                        return Ok(Selection::from_record(id, &rec, true));
-                    }
-                }
+            if let Some(id) = self.store.request(&req.campaign, rid)?
+                && let Some(rec) = self.store.decision(&id)?
+                && rec.expires_ms > now_ms()
+            {
+                return Ok(Selection::from_record(id, &rec, true));
             }
         }
         let segment = segment_key(&campaign.config.segment_by, &req.context)
@@ -638,18 +637,19 @@ impl Writer {
         let mut failure = None;
         if self.failed.load(Ordering::Relaxed) {
             failure = Some("an earlier storage failure".to_owned());
-        } else if !group.writes.is_empty() {
-            if let Err(e) = self.store.commit(group.writes) {
-                failure = Some(e.to_string());
-            }
+        } else if !group.writes.is_empty()
+            && let Err(e) = self.store.commit(group.writes)
+        {
+            failure = Some(e.to_string());
         }
-        if failure.is_none() && group.durable {
-            if let Err(e) = self.store.flush() {
-                // The batch is applied in sled but may not be on disk; memory no
-                // longer knows which. Refuse further work rather than diverge.
-                self.failed.store(true, Ordering::Relaxed);
-                failure = Some(e.to_string());
-            }
+        if failure.is_none()
+            && group.durable
+            && let Err(e) = self.store.flush()
+        {
+            // The batch is applied in sled but may not be on disk; memory no
+            // longer knows which. Refuse further work rather than diverge.
+            self.failed.store(true, Ordering::Relaxed);
+            failure = Some(e.to_string());
         }
         if let Some(f) = &failure {
             tracing::error!(error = %f, "storage write failed");
@@ -752,12 +752,11 @@ impl Writer {
                 Some(e) => Some(e),
                 None => self.store.request(&rec.campaign, rid)?,
             };
-            if let Some(eid) = existing {
-                if let Some(erec) = self.decision(g, &eid)? {
-                    if erec.expires_ms > rec.created_ms {
-                        return Ok(Selection::from_record(eid, &erec, true));
-                    }
-                }
+            if let Some(eid) = existing
+                && let Some(erec) = self.decision(g, &eid)?
+                && erec.expires_ms > rec.created_ms
+            {
+                return Ok(Selection::from_record(eid, &erec, true));
             }
             g.writes.put_request(&rec.campaign, rid, &id);
             g.requests.insert((rec.campaign.clone(), rid.clone()), id);
@@ -777,13 +776,13 @@ impl Writer {
                 "no decision {id}: the id is unknown to this server"
             )));
         };
-        if let Some(offer) = &r.offer_id {
-            if *offer != rec.offer {
-                return Err(Error::InvalidArgument(format!(
-                    "offer_id '{offer}' does not match decision {id}, which chose '{}'",
-                    rec.offer
-                )));
-            }
+        if let Some(offer) = &r.offer_id
+            && *offer != rec.offer
+        {
+            return Err(Error::InvalidArgument(format!(
+                "offer_id '{offer}' does not match decision {id}, which chose '{}'",
+                rec.offer
+            )));
         }
         let outcome = |already_recorded| Redeemed {
             already_recorded,

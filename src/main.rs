@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 sweep_interval: args.sweep_interval,
                 limits: Limits::default(),
+                shutdown_grace: args.shutdown_grace,
             };
             server::serve(opts, server::shutdown_signal()).await
         }

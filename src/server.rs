@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     /// Request limits.
     pub limits: Limits,
+    /// How long shutdown waits for in-flight requests and open connections.
+    pub shutdown_grace: Duration,
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests and flushes.
@@ -84,15 +86,32 @@ pub async fn serve(
 
     let sweeper = tokio::spawn(sweep_loop(engine.clone(), opts.sweep_interval));
     let api = Api::new(engine.clone(), opts.limits);
-    let result = tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(OfferServiceServer::new(api.clone()))
         .add_service(CampaignAdminServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            health.set_not_serving::<OfferServiceServer<Api>>().await;
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(opts.shutdown_grace, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(grace = ?opts.shutdown_grace, "connections still open after the grace period; closing them");
+                    Ok(())
+                }
+            }
+        }
+    };
     sweeper.abort();
     engine.flush().await.context("final flush")?;
     tracing::info!("stopped; all acknowledged state is on disk");

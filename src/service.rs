@@ -145,10 +145,10 @@ impl Api {
                 truncate(&r.offer_id)
             ));
         }
-        if let Some(v) = r.value {
-            if !v.is_finite() || v < 0.0 {
-                return bad(format!("value is {v}; it must be a finite number >= 0"));
-            }
+        if let Some(v) = r.value
+            && (!v.is_finite() || v < 0.0)
+        {
+            return bad(format!("value is {v}; it must be a finite number >= 0"));
         }
         Ok(Redemption {
             decision_id,

@@ -1,1 +1,11 @@
+//! Integration tests: each starts the real `offer-bandit` binary on an
+//! ephemeral port with its own data directory and talks real gRPC to it.
+#![allow(unreachable_pub)] // test helpers are shared between modules
 
+mod bad_input;
+mod crash;
+mod exactly_once;
+mod grpcurl;
+mod learning;
+mod persistence;
+mod support;

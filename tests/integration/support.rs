@@ -1,0 +1,225 @@
+//! `TestServer`: the real binary on port 0 in a temp dir, stopped on drop.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use offer_bandit::proto::{
+    self, FeatureValue, SelectOfferRequest, campaign_admin_client::CampaignAdminClient,
+    feature_value::Kind, offer_service_client::OfferServiceClient,
+};
+use tonic::transport::Channel;
+
+pub type Offers = OfferServiceClient<Channel>;
+pub type Admin = CampaignAdminClient<Channel>;
+
+/// A running server.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    config: Option<PathBuf>,
+    extra: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server with this campaign config (TOML) or the demo when `None`.
+    pub fn start(config_toml: Option<&str>, extra: &[&str]) -> TestServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let config = config_toml.map(|t| {
+            let p = tmp.path().join("campaigns.toml");
+            std::fs::write(&p, t).expect("write config");
+            p
+        });
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut s = TestServer {
+            child: None,
+            addr: String::new(),
+            data_dir,
+            config,
+            extra,
+            _tmp: Some(tmp),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_offer-bandit"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn offer-bandit");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("offer-bandit listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        self.addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not report its address in 30s");
+        self.child = Some(child);
+    }
+
+    /// The gRPC endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("url")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn offers(&self) -> Offers {
+        OfferServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> Admin {
+        CampaignAdminClient::new(self.channel().await)
+    }
+
+    /// SIGTERM, wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill");
+            assert!(status.success());
+            let code = wait_timeout(&mut child, Duration::from_secs(20));
+            assert_eq!(code, Some(0), "server should exit 0 after SIGTERM");
+        }
+    }
+
+    /// SIGKILL: no chance to flush.
+    #[allow(dead_code)]
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts a stopped or killed server again on the same data directory.
+    #[allow(dead_code)]
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    #[allow(dead_code)]
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn category(v: &str) -> FeatureValue {
+    FeatureValue {
+        kind: Some(Kind::Category(v.to_owned())),
+    }
+}
+
+pub fn number(v: f64) -> FeatureValue {
+    FeatureValue {
+        kind: Some(Kind::Number(v)),
+    }
+}
+
+/// A select request for `campaign` with categorical features.
+pub fn select(campaign: &str, features: &[(&str, &str)]) -> SelectOfferRequest {
+    let context: HashMap<String, FeatureValue> = features
+        .iter()
+        .map(|(k, v)| (k.to_string(), category(v)))
+        .collect();
+    SelectOfferRequest {
+        campaign: campaign.to_owned(),
+        context,
+        ..Default::default()
+    }
+}
+
+pub fn redeem(decision_id: &str) -> proto::RecordRedemptionRequest {
+    proto::RecordRedemptionRequest {
+        decision_id: decision_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A campaign config with `offers`, segmented by `segment_by`.
+pub fn campaign_toml(id: &str, segment_by: &[&str], window: &str, offers: &[&str]) -> String {
+    let by: Vec<String> = segment_by.iter().map(|s| format!("\"{s}\"")).collect();
+    let mut t = format!(
+        "[[campaigns]]\nid = \"{id}\"\npolicy = \"segment-ts\"\nsegment_by = [{}]\nreward_window = \"{window}\"\n",
+        by.join(", ")
+    );
+    for o in offers {
+        t.push_str(&format!(
+            "[[campaigns.offers]]\nid = \"{o}\"\nvalue = 1.0\n"
+        ));
+    }
+    t
+}
+
+/// Sends redemptions in one RecordRedemptions stream; returns (applied, duplicates, rejected).
+pub async fn redeem_batch(client: &mut Offers, ids: &[String]) -> proto::RecordRedemptionsResponse {
+    let reqs: Vec<_> = ids.iter().map(|id| redeem(id)).collect();
+    client
+        .record_redemptions(tokio_stream::iter(reqs))
+        .await
+        .expect("record_redemptions")
+        .into_inner()
+}
