@@ -11,6 +11,8 @@ pub mod context;
 pub mod decision;
 pub mod engine;
 pub mod error;
+pub mod features;
+pub mod linalg;
 pub mod policy;
 pub mod proto;
 pub mod server;

@@ -1,6 +1,8 @@
 //! Decision policies, shared by the server and the simulator. Pure: no gRPC or
 //! storage types; randomness is injected.
 
+pub mod baseline;
+pub mod contextual;
 pub mod segment;
 pub mod special;
 pub mod thompson;
@@ -34,4 +36,58 @@ impl Objective {
             Objective::Value => offer_value,
         }
     }
+}
+
+/// What a policy derives from a visit's context, once per decision, and keeps
+/// with the decision so that a late outcome updates the right statistics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Features {
+    /// Segment key (segment Thompson sampling); empty otherwise.
+    pub segment: String,
+    /// Encoded context as (index, value) pairs, indices increasing
+    /// (contextual policies); empty otherwise.
+    pub x: Vec<(u32, f64)>,
+}
+
+/// How a decision ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// Redeemed within the reward window, worth `value`.
+    Redeemed {
+        /// Value of the redemption.
+        value: f64,
+    },
+    /// The reward window passed without a redemption.
+    Expired,
+}
+
+/// Why a context cannot be used by a policy.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyError {
+    /// The context does not fit the policy's segments.
+    #[error(transparent)]
+    Segment(#[from] segment::SegmentError),
+    /// The context does not fit the policy's feature encoding.
+    #[error("{0}")]
+    Encoding(String),
+}
+
+/// A decision policy: the same code chooses offers in the server and in the
+/// simulator. Offers are indices into the campaign's offer list; candidates
+/// are never empty and hold no duplicates.
+///
+/// The learning protocol mirrors the server: [`Policy::on_decision`] when a
+/// decision is made (its outcome pending), then exactly one
+/// [`Policy::on_outcome`] when it is redeemed or expires.
+pub trait Policy: Send {
+    /// Derives the features this policy uses from a context.
+    fn features(&self, context: &crate::context::Context) -> Result<Features, PolicyError>;
+    /// Chooses one of `candidates`.
+    fn choose(&self, features: &Features, candidates: &[usize], rng: &mut dyn rand::Rng) -> usize;
+    /// Probability that [`Policy::choose`] returns `offer` in the current state.
+    fn propensity(&self, features: &Features, candidates: &[usize], offer: usize) -> f64;
+    /// A decision was made; its outcome is pending.
+    fn on_decision(&mut self, features: &Features, offer: usize);
+    /// A pending decision ended.
+    fn on_outcome(&mut self, features: &Features, offer: usize, outcome: Outcome);
 }

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::thompson::Arm;
+use rand::Rng;
+
+use super::thompson::{self, Arm};
+use super::{Features, Outcome, Policy, PolicyError};
 use crate::context::{Context, FeatureValue};
 
 /// Segment key used when a campaign has more segments than it may track.
@@ -240,13 +243,74 @@ impl SegmentModel {
             .zip(weights)
             .map(|(&o, &w)| {
                 let (alpha, beta) = self.posterior(segment, o, prior_strength);
-                Arm {
-                    alpha,
-                    beta,
-                    weight: w,
-                }
+                Arm::new(alpha, beta, w)
             })
             .collect()
+    }
+}
+
+/// Segment Thompson sampling as a [`Policy`]: the posterior and choice rule
+/// the server uses, over an in-memory [`SegmentModel`].
+#[derive(Debug, Clone)]
+pub struct SegmentTs {
+    segment_by: Vec<String>,
+    weights: Vec<f64>,
+    prior_strength: f64,
+    model: SegmentModel,
+}
+
+impl SegmentTs {
+    /// Segments by `segment_by`; `weights[i]` multiplies offer i's sampled rate.
+    pub fn new(segment_by: Vec<String>, weights: Vec<f64>, prior_strength: f64) -> Self {
+        let model = SegmentModel::new(weights.len());
+        SegmentTs {
+            segment_by,
+            weights,
+            prior_strength,
+            model,
+        }
+    }
+
+    /// The posterior counts.
+    pub fn model(&self) -> &SegmentModel {
+        &self.model
+    }
+
+    fn arms_for(&self, segment: &str, candidates: &[usize]) -> Vec<Arm> {
+        let weights: Vec<f64> = candidates
+            .iter()
+            .map(|&c| self.weights.get(c).copied().unwrap_or(1.0))
+            .collect();
+        self.model
+            .arms(segment, candidates, &weights, self.prior_strength)
+    }
+}
+
+impl Policy for SegmentTs {
+    fn features(&self, context: &Context) -> Result<Features, PolicyError> {
+        Ok(Features {
+            segment: segment_key(&self.segment_by, context)?,
+            x: Vec::new(),
+        })
+    }
+    fn choose(&self, f: &Features, candidates: &[usize], rng: &mut dyn Rng) -> usize {
+        let arms = self.arms_for(&f.segment, candidates);
+        thompson::argmax_draw(&arms, rng).map_or(candidates[0], |i| candidates[i])
+    }
+    fn propensity(&self, f: &Features, candidates: &[usize], offer: usize) -> f64 {
+        match candidates.iter().position(|&c| c == offer) {
+            Some(i) => thompson::win_probability(&self.arms_for(&f.segment, candidates), i),
+            None => 0.0,
+        }
+    }
+    fn on_decision(&mut self, f: &Features, offer: usize) {
+        self.model.record_trial(&f.segment, offer);
+    }
+    fn on_outcome(&mut self, f: &Features, offer: usize, outcome: Outcome) {
+        match outcome {
+            Outcome::Redeemed { value } => self.model.record_success(&f.segment, offer, value),
+            Outcome::Expired => self.model.record_expiry(&f.segment, offer),
+        }
     }
 }
 

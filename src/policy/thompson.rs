@@ -1,10 +1,11 @@
-//! Thompson sampling over independent Beta posteriors, and the exact
-//! probability (propensity) that it picks a given arm.
+//! Thompson sampling over independent posteriors (Beta rates, Gaussian
+//! latent scores), and the exact probability (propensity) that it picks a
+//! given arm.
 
 use rand::Rng;
 use rand_distr::{Beta, Distribution};
 
-use super::special::{beta_cdf_with_ln_beta, ln_beta};
+use super::special::{beta_cdf_with_ln_beta, ln_beta, normal_cdf};
 
 /// One candidate offer as Thompson sampling sees it: a Beta posterior of its
 /// redemption rate and the weight its sampled rate is multiplied by (the offer
@@ -17,9 +18,20 @@ pub struct Arm {
     pub beta: f64,
     /// Score weight (> 0).
     pub weight: f64,
+    ln_b: f64,
 }
 
 impl Arm {
+    /// An arm with posterior Beta(alpha, beta) whose rate is multiplied by `weight`.
+    pub fn new(alpha: f64, beta: f64, weight: f64) -> Self {
+        Arm {
+            alpha,
+            beta,
+            weight,
+            ln_b: ln_beta(alpha, beta),
+        }
+    }
+
     /// Posterior mean of the redemption rate.
     pub fn mean(&self) -> f64 {
         self.alpha / (self.alpha + self.beta)
@@ -52,19 +64,136 @@ pub struct Choice {
 
 /// Draws one score per arm, picks the largest, and computes its propensity.
 /// Returns `None` for an empty slice.
-pub fn choose<R: Rng + ?Sized>(arms: &[Arm], rng: &mut R) -> Option<Choice> {
-    let index = sample_argmax(arms, rng)?;
+pub fn choose<D: ScoreDistribution>(arms: &[D], rng: &mut dyn Rng) -> Option<Choice> {
+    let index = argmax_draw(arms, rng)?;
     Some(Choice {
         index,
         propensity: win_probability(arms, index),
     })
 }
 
-/// Draws one score per arm and returns the index of the largest.
-pub fn sample_argmax<R: Rng + ?Sized>(arms: &[Arm], rng: &mut R) -> Option<usize> {
+/// An arm's score distribution, as Thompson sampling and the propensity
+/// quadrature see it. The score is what is compared across arms (a sampled
+/// rate, possibly weighted by offer value).
+pub trait ScoreDistribution {
+    /// One draw of the score.
+    fn sample_score(&self, rng: &mut dyn Rng) -> f64;
+    /// The score at `c` standard deviations from the mean of the underlying
+    /// (latent) distribution; increasing in `c`, clipped to the support.
+    fn score_at(&self, c: f64) -> f64;
+    /// Density of the score at `s`.
+    fn score_pdf(&self, s: f64) -> f64;
+    /// P(score <= s).
+    fn score_cdf(&self, s: f64) -> f64;
+}
+
+impl ScoreDistribution for Arm {
+    fn sample_score(&self, rng: &mut dyn Rng) -> f64 {
+        self.sample(rng)
+    }
+    fn score_at(&self, c: f64) -> f64 {
+        (self.mean() + c * self.sd()).clamp(0.0, 1.0) * self.weight
+    }
+    fn score_pdf(&self, s: f64) -> f64 {
+        let x = s / self.weight;
+        if x <= 0.0 || x >= 1.0 {
+            return 0.0;
+        }
+        ((self.alpha - 1.0) * x.ln() + (self.beta - 1.0) * (1.0 - x).ln() - self.ln_b).exp()
+            / self.weight
+    }
+    fn score_cdf(&self, s: f64) -> f64 {
+        beta_cdf_with_ln_beta(s / self.weight, self.alpha, self.beta, self.ln_b)
+    }
+}
+
+/// How a Gaussian latent score becomes the compared score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The latent value is the rate itself (linear regression).
+    Identity,
+    /// The rate is the logistic sigmoid of the latent value (logistic regression).
+    Logistic,
+}
+
+/// A Gaussian posterior predictive of an offer's latent score, its link to a
+/// rate, and the weight the rate is multiplied by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GaussianArm {
+    /// Predictive mean of the latent score.
+    pub mean: f64,
+    /// Predictive standard deviation (> 0).
+    pub sd: f64,
+    /// Latent-to-rate link.
+    pub link: Link,
+    /// Score weight (> 0).
+    pub weight: f64,
+}
+
+impl GaussianArm {
+    fn score_of(self, z: f64) -> f64 {
+        match self.link {
+            Link::Identity => z * self.weight,
+            Link::Logistic => sigmoid(z) * self.weight,
+        }
+    }
+
+    /// Latent value whose score is `s`, and d(latent)/d(score) there; `None`
+    /// outside the score range.
+    fn latent_of(self, s: f64) -> Option<(f64, f64)> {
+        let r = s / self.weight;
+        match self.link {
+            Link::Identity => Some((r, 1.0 / self.weight)),
+            Link::Logistic => (r > 0.0 && r < 1.0)
+                .then(|| ((r / (1.0 - r)).ln(), 1.0 / (self.weight * r * (1.0 - r)))),
+        }
+    }
+
+    fn below(&self, s: f64) -> f64 {
+        match self.link {
+            Link::Logistic if s <= 0.0 => 0.0,
+            Link::Logistic if s >= self.weight => 1.0,
+            _ => 0.5,
+        }
+    }
+}
+
+/// The logistic sigmoid.
+pub fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl ScoreDistribution for GaussianArm {
+    fn sample_score(&self, rng: &mut dyn Rng) -> f64 {
+        let z: f64 = rand_distr::StandardNormal.sample(rng);
+        self.score_of(self.mean + self.sd * z)
+    }
+    fn score_at(&self, c: f64) -> f64 {
+        self.score_of(self.mean + c * self.sd)
+    }
+    fn score_pdf(&self, s: f64) -> f64 {
+        match self.latent_of(s) {
+            Some((z, dz)) => {
+                let u = (z - self.mean) / self.sd;
+                (-0.5 * u * u).exp() / (self.sd * (2.0 * std::f64::consts::PI).sqrt()) * dz
+            }
+            None => 0.0,
+        }
+    }
+    fn score_cdf(&self, s: f64) -> f64 {
+        match self.latent_of(s) {
+            Some((z, _)) => normal_cdf((z - self.mean) / self.sd),
+            None => self.below(s),
+        }
+    }
+}
+
+/// Draws one score per arm and returns the index of the largest (ties go to
+/// the first). `None` for an empty slice.
+pub fn argmax_draw<D: ScoreDistribution>(arms: &[D], rng: &mut dyn Rng) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (i, arm) in arms.iter().enumerate() {
-        let s = arm.sample(rng);
+        let s = arm.sample_score(rng);
         if best.is_none_or(|(_, b)| s > b) {
             best = Some((i, s));
         }
@@ -72,59 +201,52 @@ pub fn sample_argmax<R: Rng + ?Sized>(arms: &[Arm], rng: &mut R) -> Option<usize
     best.map(|(i, _)| i)
 }
 
-/// Number of standard deviations beyond which a Beta's mass is ignored.
+/// Standard deviations beyond which a distribution's mass is ignored.
 const TAIL_SDS: f64 = 10.0;
 
-/// P(arm `k` has the largest weighted draw), by quadrature:
-/// `∫ f_k(x) Π_{j≠k} F_j(w_k x / w_j) dx`, where `f`/`F` are Beta densities and
-/// CDFs. The integration range is split where competitors' CDFs rise, so steps
-/// are resolved; accuracy is far inside 0.001 in the tests against Monte Carlo.
-pub fn win_probability(arms: &[Arm], k: usize) -> f64 {
+/// P(arm `k` has the largest score draw), by quadrature:
+/// `∫ f_k(s) Π_{j≠k} F_j(s) ds` with `f`/`F` the score densities and CDFs.
+/// The range is split around arm k's own bell and where rivals' CDFs rise,
+/// so steps are resolved; accuracy is tested against 200k-draw Monte Carlo.
+pub fn win_probability<D: ScoreDistribution>(arms: &[D], k: usize) -> f64 {
     let Some(me) = arms.get(k) else { return 0.0 };
     if arms.len() == 1 {
         return 1.0;
     }
-    let (lo, hi) = support(me);
-    // Split arm k's own bell so each piece is smooth enough for 16 nodes...
-    let (m, s) = (me.mean(), me.sd());
-    let mut breaks = vec![lo, hi];
-    for d in [-5.0, -2.5, -1.0, 1.0, 2.5, 5.0] {
-        let b = m + d * s;
-        if b > lo && b < hi {
-            breaks.push(b);
-        }
+    let (lo, hi) = (me.score_at(-TAIL_SDS), me.score_at(TAIL_SDS));
+    if hi <= lo {
+        // A point mass: the product of rivals' CDFs at that point.
+        return arms
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .map(|(_, a)| a.score_cdf(lo))
+            .product::<f64>()
+            .clamp(0.0, 1.0);
     }
-    // ...and where competitors' CDFs rise, mapped into arm k's rate scale.
-    let mut rivals = Vec::with_capacity(arms.len() - 1);
+    let mut breaks = Vec::with_capacity(8 + 3 * arms.len());
+    breaks.extend([lo, hi]);
+    for c in [-5.0, -2.5, -1.0, 1.0, 2.5, 5.0] {
+        breaks.push(me.score_at(c));
+    }
+    let mut rivals: Vec<(&D, f64, f64)> = Vec::with_capacity(arms.len() - 1);
     for (j, arm) in arms.iter().enumerate() {
         if j == k {
             continue;
         }
-        let scale = arm.weight / me.weight; // x_k > scale * x_j  <=>  x_j < x_k / scale
-        let (jl, jh) = support(arm);
-        let (tl, th) = (jl * scale, jh * scale);
-        if th <= lo {
+        let (rl, rh) = (arm.score_at(-TAIL_SDS), arm.score_at(TAIL_SDS));
+        if rh <= lo {
             continue; // arm k always beats j
         }
-        if tl >= hi {
+        if rl >= hi {
             return 0.0; // j always beats arm k
         }
-        for b in [tl, th] {
-            if b > lo && b < hi {
-                breaks.push(b);
-            }
-        }
-        rivals.push(Rival {
-            arm: *arm,
-            scale,
-            ln_b: ln_beta(arm.alpha, arm.beta),
-            lo: tl,
-            hi: th,
-        });
+        breaks.extend([rl, rh, arm.score_at(0.0)]);
+        rivals.push((arm, rl, rh));
     }
+    breaks.retain(|b| *b >= lo && *b <= hi);
     breaks.sort_by(f64::total_cmp);
     breaks.dedup();
-    let ln_b_me = ln_beta(me.alpha, me.beta);
     let mut total = 0.0;
     for w in breaks.windows(2) {
         let (a, b) = (w[0], w[1]);
@@ -135,20 +257,20 @@ pub fn win_probability(arms: &[Arm], k: usize) -> f64 {
         let mid = 0.5 * (a + b);
         for (node, weight) in GAUSS_LEGENDRE_16 {
             for x in [mid - half * node, mid + half * node] {
-                let f = beta_pdf(x, me.alpha, me.beta, ln_b_me);
+                let f = me.score_pdf(x);
                 if f == 0.0 {
                     continue;
                 }
                 let mut prod = f;
-                for r in &rivals {
-                    if x >= r.hi {
+                for (r, rl, rh) in &rivals {
+                    if x >= *rh {
                         continue;
                     }
-                    if x <= r.lo {
+                    if x <= *rl {
                         prod = 0.0;
                         break;
                     }
-                    prod *= r.cdf(x);
+                    prod *= r.score_cdf(x);
                     if prod == 0.0 {
                         break;
                     }
@@ -158,34 +280,6 @@ pub fn win_probability(arms: &[Arm], k: usize) -> f64 {
         }
     }
     total.clamp(0.0, 1.0)
-}
-
-struct Rival {
-    arm: Arm,
-    scale: f64,
-    ln_b: f64,
-    lo: f64,
-    hi: f64,
-}
-
-impl Rival {
-    fn cdf(&self, x: f64) -> f64 {
-        beta_cdf_with_ln_beta(x / self.scale, self.arm.alpha, self.arm.beta, self.ln_b)
-    }
-}
-
-/// Where a Beta has its mass: mean ± TAIL_SDS standard deviations, within [0, 1].
-fn support(arm: &Arm) -> (f64, f64) {
-    let m = arm.mean();
-    let s = arm.sd();
-    ((m - TAIL_SDS * s).max(0.0), (m + TAIL_SDS * s).min(1.0))
-}
-
-fn beta_pdf(x: f64, a: f64, b: f64, ln_b: f64) -> f64 {
-    if x <= 0.0 || x >= 1.0 {
-        return 0.0;
-    }
-    ((a - 1.0) * x.ln() + (b - 1.0) * (1.0 - x).ln() - ln_b).exp()
 }
 
 /// Positive nodes and weights of 16-point Gauss-Legendre quadrature on [-1, 1]
@@ -208,18 +302,14 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn arm(alpha: f64, beta: f64, weight: f64) -> Arm {
-        Arm {
-            alpha,
-            beta,
-            weight,
-        }
+        Arm::new(alpha, beta, weight)
     }
 
     fn monte_carlo(arms: &[Arm], draws: usize, seed: u64) -> Vec<f64> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut wins = vec![0usize; arms.len()];
         for _ in 0..draws {
-            if let Some(i) = sample_argmax(arms, &mut rng) {
+            if let Some(i) = argmax_draw(arms, &mut rng) {
                 wins[i] += 1;
             }
         }
@@ -278,6 +368,83 @@ mod tests {
             .map(|i| arm(1.0 + f64::from(i), 30.0 + 7.0 * f64::from(i), 1.0))
             .collect();
         check_against_reference(&many, 6);
+    }
+
+    fn gaussian(mean: f64, sd: f64, link: Link, weight: f64) -> GaussianArm {
+        GaussianArm {
+            mean,
+            sd,
+            link,
+            weight,
+        }
+    }
+
+    fn check_gaussian(arms: &[GaussianArm], seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let draws = 200_000;
+        let mut wins = vec![0usize; arms.len()];
+        for _ in 0..draws {
+            if let Some(i) = argmax_draw(arms, &mut rng) {
+                wins[i] += 1;
+            }
+        }
+        let mut sum = 0.0;
+        for (k, w) in wins.iter().enumerate() {
+            let want = *w as f64 / draws as f64;
+            let got = win_probability(arms, k);
+            sum += got;
+            assert!(
+                (got - want).abs() < 0.01,
+                "arm {k}: quadrature {got:.4} vs 200k draws {want:.4} ({arms:?})"
+            );
+        }
+        assert!((sum - 1.0).abs() < 0.005, "propensities sum to {sum}");
+    }
+
+    #[test]
+    fn gaussian_propensity_matches_200k_draw_reference() {
+        use Link::{Identity, Logistic};
+        // Linear scores: overlapping, one narrow step inside a broad bell.
+        check_gaussian(
+            &[
+                gaussian(0.10, 0.05, Identity, 1.0),
+                gaussian(0.12, 0.002, Identity, 1.0),
+                gaussian(0.05, 0.10, Identity, 1.0),
+            ],
+            11,
+        );
+        // Logistic scores, value-weighted: links and weights change who wins.
+        check_gaussian(
+            &[
+                gaussian(-2.0, 0.6, Logistic, 3.5),
+                gaussian(-1.0, 0.3, Logistic, 1.0),
+                gaussian(-3.0, 1.5, Logistic, 8.0),
+                gaussian(-2.5, 0.05, Logistic, 2.0),
+            ],
+            12,
+        );
+        // Twelve offers from a fresh model (broad, equal) and a converged one.
+        check_gaussian(&[gaussian(0.0, 2.0, Logistic, 1.0); 12], 13);
+        let converged: Vec<GaussianArm> = (0..12)
+            .map(|i| gaussian(-3.0 + 0.15 * f64::from(i), 0.2, Logistic, 1.0))
+            .collect();
+        check_gaussian(&converged, 14);
+    }
+
+    #[test]
+    fn gaussian_sampler_matches_moments() {
+        let a = gaussian(0.3, 0.2, Link::Identity, 2.0);
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        let n = 200_000;
+        let draws: Vec<f64> = (0..n).map(|_| a.sample_score(&mut rng)).collect();
+        let mean = draws.iter().sum::<f64>() / n as f64;
+        let var = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+        // Score = 2 z with z ~ N(0.3, 0.2^2): mean 0.6, variance 0.16.
+        assert!(
+            (mean - 0.6).abs() < 5.0 * (0.16 / n as f64).sqrt(),
+            "mean {mean}"
+        );
+        assert!((var - 0.16).abs() < 0.02 * 0.16, "variance {var}");
     }
 
     #[test]

@@ -1,0 +1,420 @@
+//! Feature encoding: a customer context becomes a sparse vector of fixed
+//! dimension, the same way in the server and the simulator. Numbers are
+//! scaled by declared ranges and bucketized (effects are often steps — "after
+//! 2pm" — not slopes); declared categories are one-hot with an "other"
+//! column; open vocabularies are hashed; flags are 0/1; an intercept is
+//! always column 0.
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::{Context, FeatureValue};
+
+/// How one context feature is encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum FeatureSpec {
+    /// A number: one column scaled from `[min, max]` to `[0, 1]` (clamped),
+    /// plus one column per bucket delimited by `bins` (increasing edges).
+    Numeric {
+        /// Context feature name.
+        name: String,
+        /// Value mapped to 0.
+        min: f64,
+        /// Value mapped to 1.
+        max: f64,
+        /// Bucket edges: `[a, b]` gives buckets `< a`, `[a, b)`, `>= b`.
+        #[serde(default)]
+        bins: Vec<f64>,
+    },
+    /// A category with a declared vocabulary: one column per value plus one
+    /// for any other value.
+    Categorical {
+        /// Context feature name.
+        name: String,
+        /// Known values.
+        values: Vec<String>,
+    },
+    /// A category with an open vocabulary, hashed into the shared hashed block.
+    Hashed {
+        /// Context feature name.
+        name: String,
+    },
+    /// A yes/no value: one column, 1 when true.
+    Flag {
+        /// Context feature name.
+        name: String,
+    },
+}
+
+impl FeatureSpec {
+    /// The context feature this spec reads.
+    pub fn name(&self) -> &str {
+        match self {
+            FeatureSpec::Numeric { name, .. }
+            | FeatureSpec::Categorical { name, .. }
+            | FeatureSpec::Hashed { name }
+            | FeatureSpec::Flag { name } => name,
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            FeatureSpec::Numeric { bins, .. } => 1 + bins.len() + usize::from(!bins.is_empty()),
+            FeatureSpec::Categorical { values, .. } => values.len() + 1,
+            FeatureSpec::Hashed { .. } => 0,
+            FeatureSpec::Flag { .. } => 1,
+        }
+    }
+}
+
+/// Why an encoder cannot be built or a context cannot be encoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    /// The feature specs are inconsistent.
+    #[error("feature '{name}': {message}")]
+    Spec {
+        /// The feature.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A context value has the wrong kind for its spec.
+    #[error("feature '{name}' must be {expected}, not {got}")]
+    Kind {
+        /// The feature.
+        name: String,
+        /// What the spec expects.
+        expected: &'static str,
+        /// What the context holds.
+        got: &'static str,
+    },
+}
+
+/// Encodes contexts into sparse vectors of dimension [`Encoder::dim`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoder {
+    specs: Vec<FeatureSpec>,
+    offsets: Vec<usize>,
+    hash_offset: usize,
+    hash_bits: u32,
+    dim: usize,
+}
+
+fn kind_name(v: &FeatureValue) -> &'static str {
+    match v {
+        FeatureValue::Number(_) => "a number",
+        FeatureValue::Category(_) => "a category",
+        FeatureValue::Flag(_) => "a flag",
+    }
+}
+
+/// FNV-1a, stable across platforms and releases (stored vectors depend on it).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Encoder {
+    /// An encoder for `specs`; hashed features share `2^hash_bits` columns
+    /// (0 bits when no feature is hashed).
+    pub fn new(specs: Vec<FeatureSpec>, hash_bits: u32) -> Result<Encoder, EncodeError> {
+        let mut seen = std::collections::HashSet::new();
+        for s in &specs {
+            let bad = |message: String| EncodeError::Spec {
+                name: s.name().to_owned(),
+                message,
+            };
+            if !seen.insert(s.name().to_owned()) {
+                return Err(bad("declared twice".into()));
+            }
+            match s {
+                FeatureSpec::Numeric { min, max, bins, .. } => {
+                    if !(min.is_finite() && max.is_finite() && min < max) {
+                        return Err(bad(format!("min ({min}) must be below max ({max})")));
+                    }
+                    if bins.iter().any(|b| !b.is_finite()) || bins.windows(2).any(|w| w[0] >= w[1])
+                    {
+                        return Err(bad("bins must be finite and strictly increasing".into()));
+                    }
+                }
+                FeatureSpec::Categorical { values, .. } => {
+                    if values.is_empty() {
+                        return Err(bad("a categorical feature needs at least one value".into()));
+                    }
+                }
+                FeatureSpec::Hashed { .. } => {
+                    if !(1..=16).contains(&hash_bits) {
+                        return Err(bad(format!("hash_bits must be 1..=16, not {hash_bits}")));
+                    }
+                }
+                FeatureSpec::Flag { .. } => {}
+            }
+        }
+        let mut offsets = Vec::with_capacity(specs.len());
+        let mut next = 1; // column 0 is the intercept
+        for s in &specs {
+            offsets.push(next);
+            next += s.width();
+        }
+        let hashed = specs
+            .iter()
+            .any(|s| matches!(s, FeatureSpec::Hashed { .. }));
+        let hash_bits = if hashed { hash_bits } else { 0 };
+        let hash_offset = next;
+        let dim = next + if hashed { 1usize << hash_bits } else { 0 };
+        Ok(Encoder {
+            specs,
+            offsets,
+            hash_offset,
+            hash_bits,
+            dim,
+        })
+    }
+
+    /// Dimension of encoded vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The feature specs.
+    pub fn specs(&self) -> &[FeatureSpec] {
+        &self.specs
+    }
+
+    /// Encodes a context as (column, value) pairs with increasing columns.
+    /// Missing features contribute nothing; unknown categories go to the
+    /// feature's "other" column; context features without a spec are ignored.
+    pub fn encode(&self, context: &Context) -> Result<Vec<(u32, f64)>, EncodeError> {
+        let mut x: Vec<(u32, f64)> = Vec::with_capacity(2 + 2 * self.specs.len());
+        x.push((0, 1.0));
+        let mut hashed: Vec<(u32, f64)> = Vec::new();
+        for (spec, &off) in self.specs.iter().zip(&self.offsets) {
+            let Some(v) = context.get(spec.name()) else {
+                continue;
+            };
+            let wrong = |expected| EncodeError::Kind {
+                name: spec.name().to_owned(),
+                expected,
+                got: kind_name(v),
+            };
+            match spec {
+                FeatureSpec::Numeric { min, max, bins, .. } => {
+                    let FeatureValue::Number(n) = v else {
+                        return Err(wrong("a number"));
+                    };
+                    x.push((off as u32, ((n - min) / (max - min)).clamp(0.0, 1.0)));
+                    if !bins.is_empty() {
+                        let bucket = bins.iter().take_while(|b| *n >= **b).count();
+                        x.push(((off + 1 + bucket) as u32, 1.0));
+                    }
+                }
+                FeatureSpec::Categorical { values, .. } => {
+                    let FeatureValue::Category(c) = v else {
+                        return Err(wrong("a category"));
+                    };
+                    let i = values.iter().position(|s| s == c).unwrap_or(values.len());
+                    x.push(((off + i) as u32, 1.0));
+                }
+                FeatureSpec::Flag { .. } => {
+                    let FeatureValue::Flag(b) = v else {
+                        return Err(wrong("a flag"));
+                    };
+                    if *b {
+                        x.push((off as u32, 1.0));
+                    }
+                }
+                FeatureSpec::Hashed { name } => {
+                    let label = match v {
+                        FeatureValue::Category(c) => c.clone(),
+                        FeatureValue::Flag(b) => b.to_string(),
+                        FeatureValue::Number(n) => format!("{n}"),
+                    };
+                    let h = fnv1a(&[name.as_bytes(), label.as_bytes()]);
+                    let col = self.hash_offset + (h & ((1u64 << self.hash_bits) - 1)) as usize;
+                    hashed.push((col as u32, 1.0));
+                }
+            }
+        }
+        if !hashed.is_empty() {
+            hashed.sort_by_key(|p| p.0);
+            // Collisions add up.
+            for (c, v) in hashed {
+                match x.last_mut() {
+                    Some(last) if last.0 == c => last.1 += v,
+                    _ => x.push((c, v)),
+                }
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// Builds specs from example contexts (the simulator's datasets and
+/// scenarios): numbers get their observed range and `bins` quantile buckets;
+/// categories with at most `max_vocabulary` values are one-hot, others hashed;
+/// flags stay flags. Features are taken in name order.
+pub fn infer_specs<'a>(
+    examples: impl IntoIterator<Item = &'a Context>,
+    bins: usize,
+    max_vocabulary: usize,
+) -> Vec<FeatureSpec> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut numbers: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut cats: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut flags: BTreeSet<String> = BTreeSet::new();
+    for ctx in examples {
+        for (k, v) in ctx {
+            match v {
+                FeatureValue::Number(n) => numbers.entry(k.clone()).or_default().push(*n),
+                FeatureValue::Category(c) => {
+                    cats.entry(k.clone()).or_default().insert(c.clone());
+                }
+                FeatureValue::Flag(_) => {
+                    flags.insert(k.clone());
+                }
+            }
+        }
+    }
+    let mut specs = Vec::new();
+    for (name, mut xs) in numbers {
+        xs.sort_by(f64::total_cmp);
+        let (min, max) = (xs[0], xs[xs.len() - 1]);
+        if min >= max {
+            continue;
+        }
+        let mut edges: Vec<f64> = (1..bins)
+            .map(|q| xs[(q * xs.len() / bins).min(xs.len() - 1)])
+            .filter(|e| *e > min)
+            .collect();
+        edges.dedup();
+        specs.push(FeatureSpec::Numeric {
+            name,
+            min,
+            max,
+            bins: edges,
+        });
+    }
+    for (name, values) in cats {
+        if values.len() <= max_vocabulary {
+            specs.push(FeatureSpec::Categorical {
+                name,
+                values: values.into_iter().collect(),
+            });
+        } else {
+            specs.push(FeatureSpec::Hashed { name });
+        }
+    }
+    for name in flags {
+        specs.push(FeatureSpec::Flag { name });
+    }
+    specs.sort_by(|a, b| a.name().cmp(b.name()));
+    specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(pairs: &[(&str, FeatureValue)]) -> Context {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn encodes_numbers_categories_flags_and_hashes() {
+        let specs = vec![
+            FeatureSpec::Numeric {
+                name: "hour".into(),
+                min: 0.0,
+                max: 24.0,
+                bins: vec![10.0, 14.0],
+            },
+            FeatureSpec::Categorical {
+                name: "tier".into(),
+                values: vec!["low".into(), "high".into()],
+            },
+            FeatureSpec::Flag {
+                name: "member".into(),
+            },
+            FeatureSpec::Hashed {
+                name: "store".into(),
+            },
+        ];
+        let e = Encoder::new(specs, 4).expect("valid");
+        // 1 intercept + (1 + 3 buckets) + (2 + other) + 1 flag + 16 hashed.
+        assert_eq!(e.dim(), 1 + 4 + 3 + 1 + 16);
+        let x = e
+            .encode(&ctx(&[
+                ("hour", FeatureValue::Number(15.0)),
+                ("tier", FeatureValue::Category("gold".into())),
+                ("member", FeatureValue::Flag(true)),
+                ("store", FeatureValue::Category("s-17".into())),
+                ("unused", FeatureValue::Number(1.0)),
+            ]))
+            .expect("encodes");
+        assert_eq!(
+            &x[..5],
+            &[(0, 1.0), (1, 15.0 / 24.0), (4, 1.0), (7, 1.0), (8, 1.0)]
+        );
+        assert_eq!(x.len(), 6);
+        assert!(x[5].0 >= 9 && (x[5].0 as usize) < e.dim());
+        assert!(x.windows(2).all(|w| w[0].0 < w[1].0));
+        // Missing features contribute nothing; the intercept is always there.
+        assert_eq!(e.encode(&Context::new()).expect("empty"), vec![(0, 1.0)]);
+        // Wrong kinds are errors.
+        let err = e.encode(&ctx(&[("hour", FeatureValue::Category("x".into()))]));
+        assert!(matches!(err, Err(EncodeError::Kind { .. })));
+    }
+
+    #[test]
+    fn rejects_bad_specs_and_infers_from_examples() {
+        let bad = vec![FeatureSpec::Numeric {
+            name: "a".into(),
+            min: 1.0,
+            max: 1.0,
+            bins: vec![],
+        }];
+        assert!(Encoder::new(bad, 0).is_err());
+        let dup = vec![
+            FeatureSpec::Flag { name: "a".into() },
+            FeatureSpec::Flag { name: "a".into() },
+        ];
+        assert!(Encoder::new(dup, 0).is_err());
+        let examples: Vec<Context> = (0..100)
+            .map(|i| {
+                ctx(&[
+                    ("n", FeatureValue::Number(f64::from(i))),
+                    ("c", FeatureValue::Category(format!("v{}", i % 3))),
+                ])
+            })
+            .collect();
+        let specs = infer_specs(&examples, 4, 10);
+        assert_eq!(specs.len(), 2);
+        assert_eq!(
+            specs[0],
+            FeatureSpec::Categorical {
+                name: "c".into(),
+                values: vec!["v0".into(), "v1".into(), "v2".into()]
+            }
+        );
+        assert_eq!(
+            specs[1],
+            FeatureSpec::Numeric {
+                name: "n".into(),
+                min: 0.0,
+                max: 99.0,
+                bins: vec![25.0, 50.0, 75.0]
+            }
+        );
+    }
+}

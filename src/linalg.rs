@@ -1,0 +1,116 @@
+//! The little linear algebra the regression posteriors need: a dense
+//! symmetric matrix and sparse vectors, with O(d^2) rank-1 updates.
+
+use serde::{Deserialize, Serialize};
+
+/// A sparse vector: (index, value) pairs with increasing indices.
+pub type Sparse = [(u32, f64)];
+
+/// A dense symmetric `d x d` matrix, row-major.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SymMatrix {
+    d: usize,
+    a: Vec<f64>,
+}
+
+impl SymMatrix {
+    /// `scale` times the identity.
+    pub fn scaled_identity(d: usize, scale: f64) -> Self {
+        let mut a = vec![0.0; d * d];
+        for i in 0..d {
+            a[i * d + i] = scale;
+        }
+        SymMatrix { d, a }
+    }
+
+    /// Dimension.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
+    /// Entry (i, j).
+    pub fn get(&self, i: usize, j: usize) -> f64 {
+        self.a[i * self.d + j]
+    }
+
+    /// Largest diagonal entry.
+    pub fn max_diagonal(&self) -> f64 {
+        (0..self.d)
+            .map(|i| self.a[i * self.d + i])
+            .fold(0.0, f64::max)
+    }
+
+    /// `x^T A x` for a sparse `x`: O(nnz^2).
+    pub fn quad(&self, x: &Sparse) -> f64 {
+        let mut s = 0.0;
+        for &(i, xi) in x {
+            let row = &self.a[i as usize * self.d..];
+            let mut r = 0.0;
+            for &(j, xj) in x {
+                r += row[j as usize] * xj;
+            }
+            s += xi * r;
+        }
+        s
+    }
+
+    /// `A x` for a sparse `x` (dense result): O(d nnz).
+    pub fn mul_sparse(&self, x: &Sparse) -> Vec<f64> {
+        let mut out = vec![0.0; self.d];
+        for &(j, xj) in x {
+            // A is symmetric: column j is row j.
+            let row = &self.a[j as usize * self.d..(j as usize + 1) * self.d];
+            for (o, a) in out.iter_mut().zip(row) {
+                *o += a * xj;
+            }
+        }
+        out
+    }
+
+    /// `A -= c u u^T`: O(d^2).
+    pub fn rank1_sub(&mut self, u: &[f64], c: f64) {
+        for (i, ui) in u.iter().enumerate() {
+            let cu = c * ui;
+            if cu == 0.0 {
+                continue;
+            }
+            let row = &mut self.a[i * self.d..(i + 1) * self.d];
+            for (r, uj) in row.iter_mut().zip(u) {
+                *r -= cu * uj;
+            }
+        }
+    }
+
+    /// `A *= f`.
+    pub fn scale(&mut self, f: f64) {
+        for a in &mut self.a {
+            *a *= f;
+        }
+    }
+}
+
+/// `w . x` for dense `w` and sparse `x`.
+pub fn dot_sparse(w: &[f64], x: &Sparse) -> f64 {
+    x.iter()
+        .map(|&(i, v)| w.get(i as usize).copied().unwrap_or(0.0) * v)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quad_mul_and_rank1_agree_with_dense_arithmetic() {
+        let mut a = SymMatrix::scaled_identity(3, 2.0);
+        let u = [1.0, 2.0, 0.0];
+        a.rank1_sub(&u, -0.5); // A = 2I + 0.5 u u^T
+        assert_eq!(a.get(0, 1), 1.0);
+        assert_eq!(a.get(1, 1), 4.0);
+        let x: Vec<(u32, f64)> = vec![(0, 1.0), (1, -1.0)];
+        // x^T A x = 2*2 + 0.5*(1-2)^2 = 4.5
+        assert!((a.quad(&x) - 4.5).abs() < 1e-12);
+        assert_eq!(a.mul_sparse(&x), vec![2.5 - 1.0, 1.0 - 4.0, 0.0]);
+        assert_eq!(dot_sparse(&[1.0, 2.0, 3.0], &x), -1.0);
+    }
+}
