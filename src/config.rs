@@ -5,7 +5,11 @@ use std::{collections::HashSet, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::policy::Objective;
+use crate::features::{EncodeError, Encoder, FeatureSpec};
+use crate::policy::{
+    Objective,
+    contextual::{ContextualConfig, Likelihood},
+};
 
 /// The demo campaigns served when no config file is given.
 pub const DEMO_CAMPAIGNS_TOML: &str = include_str!("../config/demo-campaigns.toml");
@@ -45,6 +49,12 @@ pub enum PolicyKind {
     /// Beta-Bernoulli Thompson sampling per (segment, offer).
     #[serde(rename = "segment-ts")]
     SegmentTs,
+    /// Contextual Thompson sampling, Bayesian linear regression per offer.
+    #[serde(rename = "linear-ts")]
+    LinearTs,
+    /// Contextual Thompson sampling, Bayesian logistic regression per offer.
+    #[serde(rename = "logistic-ts")]
+    LogisticTs,
 }
 
 impl PolicyKind {
@@ -52,6 +62,17 @@ impl PolicyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             PolicyKind::SegmentTs => "segment-ts",
+            PolicyKind::LinearTs => "linear-ts",
+            PolicyKind::LogisticTs => "logistic-ts",
+        }
+    }
+
+    /// The regression likelihood of a contextual policy.
+    pub fn likelihood(self) -> Option<Likelihood> {
+        match self {
+            PolicyKind::SegmentTs => None,
+            PolicyKind::LinearTs => Some(Likelihood::Linear),
+            PolicyKind::LogisticTs => Some(Likelihood::Logistic),
         }
     }
 }
@@ -99,7 +120,59 @@ pub struct CampaignConfig {
     /// The offers.
     #[serde(default)]
     pub offers: Vec<OfferConfig>,
+    /// Context features of contextual policies (`linear-ts`, `logistic-ts`).
+    #[serde(default)]
+    pub features: Vec<FeatureSpec>,
+    /// Columns shared by `hashed` features: 2^hash_bits.
+    #[serde(default = "default_hash_bits")]
+    pub hash_bits: u32,
+    /// Contextual: multiplies the predictive standard deviation when sampling.
+    #[serde(default)]
+    pub exploration: Option<f64>,
+    /// Contextual: prior variance of each weight.
+    #[serde(default)]
+    pub prior_variance: Option<f64>,
+    /// Contextual: prior redemption rate (the intercept's prior mean).
+    #[serde(default)]
+    pub prior_rate: Option<f64>,
+    /// `linear-ts`: observation noise variance.
+    #[serde(default)]
+    pub noise_variance: Option<f64>,
+    /// Contextual: an offer's evidence halves every this many of its
+    /// observations (no forgetting when absent).
+    #[serde(default)]
+    pub half_life: Option<f64>,
 }
+
+impl CampaignConfig {
+    /// The contextual model settings, `None` for `segment-ts`.
+    pub fn contextual(&self) -> Option<ContextualConfig> {
+        let mut c = ContextualConfig::new(self.policy.likelihood()?);
+        if let Some(v) = self.exploration {
+            c.exploration = v;
+        }
+        if let Some(v) = self.prior_variance {
+            c.prior_variance = v;
+        }
+        if let Some(v) = self.prior_rate {
+            c.prior_rate = v;
+        }
+        if let Some(v) = self.noise_variance {
+            c.noise_variance = v;
+        }
+        c.half_life = self.half_life;
+        Some(c)
+    }
+
+    /// The feature encoder of a contextual campaign (validated at load).
+    pub fn encoder(&self) -> Result<Encoder, EncodeError> {
+        Encoder::new(self.features.clone(), self.hash_bits)
+    }
+}
+
+/// Largest encoded dimension a contextual campaign may have: the model keeps
+/// a d x d covariance per offer and updates it in O(d^2).
+pub const MAX_DIMENSION: usize = 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +188,9 @@ fn default_prior_strength() -> f64 {
 }
 fn default_max_segments() -> usize {
     10_000
+}
+fn default_hash_bits() -> u32 {
+    8
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -201,6 +277,7 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
     if c.offers.is_empty() {
         return Err("declare at least one [[campaigns.offers]]".into());
     }
+    validate_contextual(c)?;
     let mut offer_ids = HashSet::new();
     for o in &mut c.offers {
         if !valid_id(&o.id) {
@@ -226,6 +303,58 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
         }
         if o.name.is_empty() {
             o.name = o.id.clone();
+        }
+    }
+    Ok(())
+}
+
+fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
+    let positive = |name: &str, v: Option<f64>| match v {
+        Some(x) if !(x.is_finite() && x > 0.0) => {
+            Err(format!("{name} must be a finite number > 0"))
+        }
+        _ => Ok(()),
+    };
+    positive("exploration", c.exploration)?;
+    positive("prior_variance", c.prior_variance)?;
+    positive("noise_variance", c.noise_variance)?;
+    positive("half_life", c.half_life)?;
+    if let Some(r) = c.prior_rate
+        && !(r > 0.0 && r < 1.0)
+    {
+        return Err("prior_rate must be between 0 and 1".into());
+    }
+    match c.policy.likelihood() {
+        None => {
+            let contextual_keys = [
+                ("features", !c.features.is_empty()),
+                ("exploration", c.exploration.is_some()),
+                ("prior_variance", c.prior_variance.is_some()),
+                ("prior_rate", c.prior_rate.is_some()),
+                ("noise_variance", c.noise_variance.is_some()),
+                ("half_life", c.half_life.is_some()),
+            ];
+            if let Some((k, _)) = contextual_keys.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{k} applies to linear-ts and logistic-ts, not {}",
+                    c.policy.as_str()
+                ));
+            }
+        }
+        Some(_) => {
+            if !c.segment_by.is_empty() {
+                return Err(format!(
+                    "segment_by applies to segment-ts; {} learns from [[campaigns.features]]",
+                    c.policy.as_str()
+                ));
+            }
+            let encoder = c.encoder().map_err(|e| e.to_string())?;
+            if encoder.dim() > MAX_DIMENSION {
+                return Err(format!(
+                    "the features encode to {} dimensions; at most {MAX_DIMENSION} are allowed",
+                    encoder.dim()
+                ));
+            }
         }
     }
     Ok(())
@@ -257,6 +386,18 @@ mod tests {
                 .contains("must be > 0")
         );
         assert!(err(&format!("{base}colour = 1\n{offer}")).contains("unknown field"));
+        assert!(err(&format!("{base}half_life = 10.0\n{offer}")).contains("half_life applies to"));
+        let ctx = base.replace("segment-ts", "logistic-ts");
+        let feature =
+            "[[campaigns.features]]\nkind = \"numeric\"\nname = \"hour\"\nmin = 0\nmax = 24\n";
+        assert!(
+            err(&format!("{ctx}{offer}{feature}{}", "bins = [14, 10]\n"))
+                .contains("strictly increasing")
+        );
+        assert!(err(&format!("{ctx}exploration = -1.0\n{offer}")).contains("exploration must be"));
+        let ok =
+            parse(&format!("{ctx}{offer}{feature}bins = [10, 14]\n"), "t.toml").expect("valid");
+        assert_eq!(ok[0].encoder().expect("encoder").dim(), 1 + 1 + 3);
         let ok = parse(&format!("{base}{offer}"), "t.toml").expect("valid");
         assert_eq!(ok[0].offers[0].name, "a");
         assert_eq!(ok[0].objective, Objective::Redemptions);

@@ -131,6 +131,9 @@ pub struct DecisionRecord {
     pub model_version: u64,
     /// Life-cycle state.
     pub state: DecisionState,
+    /// Encoded context (contextual campaigns; empty for segment-ts), so that
+    /// a redemption days later updates the model with the features it chose on.
+    pub features: Vec<(u32, f64)>,
 }
 
 /// Current Unix time in milliseconds.

@@ -21,8 +21,10 @@ use crate::{
     context::Context,
     decision::{DecisionId, DecisionRecord, DecisionState, IdGenerator, now_ms},
     error::Error,
+    features::Encoder,
     policy::{
         Objective,
+        contextual::{ContextualConfig, GaussianPosterior, gaussian_arms},
         segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, segment_key},
         thompson,
     },
@@ -60,7 +62,18 @@ pub struct Campaign {
     /// Configured offers first, then retired ones.
     pub offers: Vec<Offer>,
     offer_index: HashMap<String, usize>,
+    /// Per (segment, offer) counts: the posterior of segment-ts, and the
+    /// decision ledger (single segment "") of contextual campaigns.
     model: RwLock<SegmentModel>,
+    contextual: Option<Contextual>,
+}
+
+/// The regression posteriors of a contextual campaign.
+#[derive(Debug)]
+struct Contextual {
+    encoder: Encoder,
+    config: ContextualConfig,
+    models: RwLock<Vec<GaussianPosterior>>,
 }
 
 impl Campaign {
@@ -82,17 +95,35 @@ impl Campaign {
             .map(|(i, o)| (o.id.clone(), i))
             .collect();
         let model = RwLock::new(SegmentModel::new(offers.len()));
+        // The config was validated at load, so the encoder builds.
+        let contextual = match (config.contextual(), config.encoder()) {
+            (Some(cfg), Ok(encoder)) => Some(Contextual {
+                models: RwLock::new(
+                    (0..offers.len())
+                        .map(|_| GaussianPosterior::prior(encoder.dim(), &cfg))
+                        .collect(),
+                ),
+                encoder,
+                config: cfg,
+            }),
+            _ => None,
+        };
         Campaign {
             config,
             active,
             offers,
             offer_index,
             model,
+            contextual,
         }
     }
 
     fn add_retired_offer(&mut self, id: &str) -> usize {
         let idx = self.model.get_mut().push_offer();
+        if let Some(c) = &mut self.contextual {
+            let prior = GaussianPosterior::prior(c.encoder.dim(), &c.config);
+            c.models.get_mut().push(prior);
+        }
         self.offers.push(Offer {
             id: id.to_owned(),
             name: id.to_owned(),
@@ -189,6 +220,11 @@ pub struct OfferStats {
     pub offer_id: String,
     /// Counts summed over segments.
     pub counts: CellCounts,
+    /// Contextual campaigns: observations absorbed by the offer's model.
+    pub model_observations: u64,
+    /// Contextual campaigns: mean predicted redemption rate over the
+    /// contexts the model learned from (0 before any).
+    pub mean_predicted_rate: f64,
 }
 
 /// Posterior of one (segment, offer) cell.
@@ -269,6 +305,36 @@ impl Engine {
                 .get_mut()
                 .set_cell(&key.segment, idx, *counts);
         }
+        let models = store.load_models()?;
+        for (campaign_id, offer, posterior) in models {
+            let Some(campaign) = campaigns.get_mut(&campaign_id) else {
+                tracing::warn!(campaign = %campaign_id, "stored model of an unknown campaign: ignored");
+                continue;
+            };
+            let idx = match campaign.offer_index(&offer) {
+                Some(i) => i,
+                None => campaign.add_retired_offer(&offer),
+            };
+            match &mut campaign.contextual {
+                Some(c) if posterior.mean.len() == c.encoder.dim() => {
+                    c.models.get_mut()[idx] = posterior
+                }
+                Some(c) => {
+                    return Err(StoreError::Corrupt {
+                        key: format!("model {campaign_id}/{offer}"),
+                        reason: format!(
+                            "stored model has {} dimensions but the configured features encode to {}; \
+                             changing a contextual campaign's features needs a new campaign id",
+                            posterior.mean.len(),
+                            c.encoder.dim()
+                        ),
+                    });
+                }
+                None => {
+                    tracing::warn!(campaign = %campaign_id, "stored regression model but the campaign is not contextual: ignored")
+                }
+            }
+        }
         let decisions = store.check_decisions()?;
         tracing::info!(cells = cells.len(), decisions, "store loaded");
         let campaigns = Arc::new(campaigns);
@@ -343,31 +409,55 @@ impl Engine {
                 return Ok(Selection::from_record(id, &rec, true));
             }
         }
-        let segment = segment_key(&campaign.config.segment_by, &req.context)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let objective = campaign.config.objective;
-        let weights: Vec<f64> = candidates
-            .iter()
-            .map(|&i| objective.weight(campaign.offers[i].value))
-            .collect();
-        let (segment, arms, model_version) = {
-            let model = campaign.model.read();
-            let segment =
-                if model.has_segment(&segment) || model.segments() < campaign.config.max_segments {
-                    segment
-                } else {
-                    OVERFLOW_SEGMENT.to_owned()
+        let (segment, features, choice, model_version) = match &campaign.contextual {
+            Some(ctx) => {
+                let x = ctx
+                    .encoder
+                    .encode(&req.context)
+                    .map_err(|e| Error::InvalidArgument(format!("context: {e}")))?;
+                let weights: Vec<f64> = campaign
+                    .offers
+                    .iter()
+                    .map(|o| objective.weight(o.value))
+                    .collect();
+                let arms = {
+                    let models = ctx.models.read();
+                    gaussian_arms(&models, &ctx.config, &weights, &x, &candidates)
                 };
-            let arms = model.arms(
-                &segment,
-                &candidates,
-                &weights,
-                campaign.config.prior_strength,
-            );
-            (segment, arms, model.version())
+                let choice = thompson::choose(&arms, &mut rand::rng())
+                    .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
+                (String::new(), x, choice, campaign.model.read().version())
+            }
+            None => {
+                let segment = segment_key(&campaign.config.segment_by, &req.context)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let weights: Vec<f64> = candidates
+                    .iter()
+                    .map(|&i| objective.weight(campaign.offers[i].value))
+                    .collect();
+                let (segment, arms, model_version) = {
+                    let model = campaign.model.read();
+                    let segment = if model.has_segment(&segment)
+                        || model.segments() < campaign.config.max_segments
+                    {
+                        segment
+                    } else {
+                        OVERFLOW_SEGMENT.to_owned()
+                    };
+                    let arms = model.arms(
+                        &segment,
+                        &candidates,
+                        &weights,
+                        campaign.config.prior_strength,
+                    );
+                    (segment, arms, model.version())
+                };
+                let choice = thompson::choose(&arms, &mut rand::rng())
+                    .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
+                (segment, Vec::new(), choice, model_version)
+            }
         };
-        let choice = thompson::choose(&arms, &mut rand::rng())
-            .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
         let offer = &campaign.offers[candidates[choice.index]];
         let now = now_ms();
         let id = self.ids.next(now);
@@ -381,6 +471,7 @@ impl Engine {
             request_id: req.request_id,
             model_version,
             state: DecisionState::Pending,
+            features,
         };
         let (reply, rx) = oneshot::channel();
         self.send(Command::Decide { id, rec, reply }).await?;
@@ -486,9 +577,23 @@ impl Engine {
             .offers
             .iter()
             .enumerate()
-            .map(|(i, o)| OfferStats {
-                offer_id: o.id.clone(),
-                counts: model.totals(i),
+            .map(|(i, o)| {
+                let posterior = campaign
+                    .contextual
+                    .as_ref()
+                    .and_then(|c| c.models.read().get(i).cloned());
+                let (model_observations, mean_predicted_rate) = match posterior {
+                    Some(p) if p.decisions > 0 => {
+                        (p.observations, p.predicted_sum / p.decisions as f64)
+                    }
+                    _ => (0, 0.0),
+                };
+                OfferStats {
+                    offer_id: o.id.clone(),
+                    counts: model.totals(i),
+                    model_observations,
+                    mean_predicted_rate,
+                }
             })
             .collect();
         offers.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
@@ -540,6 +645,13 @@ fn retired_config(id: &str) -> CampaignConfig {
         prior_strength: 0.0,
         max_segments: usize::MAX,
         offers: Vec::new(),
+        features: Vec::new(),
+        hash_bits: 0,
+        exploration: None,
+        prior_variance: None,
+        prior_rate: None,
+        noise_variance: None,
+        half_life: None,
     }
 }
 
@@ -609,6 +721,7 @@ struct Writer {
 struct Group {
     writes: WriteSet,
     cells: HashMap<(String, String, usize), CellCounts>,
+    models: HashMap<(String, usize), GaussianPosterior>,
     decisions: HashMap<DecisionId, DecisionRecord>,
     requests: HashMap<(String, String), DecisionId>,
     replies: Vec<Reply>,
@@ -657,6 +770,16 @@ impl Writer {
             for ((campaign, segment, offer), counts) in group.cells {
                 if let Some(c) = self.campaigns.get(&campaign) {
                     c.model.write().set_cell(&segment, offer, counts);
+                }
+            }
+            for ((campaign, offer), posterior) in group.models {
+                if let Some(ctx) = self
+                    .campaigns
+                    .get(&campaign)
+                    .and_then(|c| c.contextual.as_ref())
+                    && let Some(slot) = ctx.models.write().get_mut(offer)
+                {
+                    *slot = posterior;
                 }
             }
         }
@@ -737,6 +860,37 @@ impl Writer {
         g.cells.insert(key, counts);
     }
 
+    /// Teaches a contextual campaign's model a new decision (`redeemed`
+    /// false) or its redemption (true), staging the new posterior. Expiry
+    /// teaches nothing: the decision was learned as a non-redemption when
+    /// it was made (see `GaussianPosterior::learn_decision`).
+    fn learn(&self, g: &mut Group, rec: &DecisionRecord, redeemed: bool) {
+        let Some(campaign) = self.campaigns.get(&rec.campaign) else {
+            return;
+        };
+        let Some(ctx) = &campaign.contextual else {
+            return;
+        };
+        let Some(offer) = campaign.offer_index(&rec.offer) else {
+            return;
+        };
+        let key = (rec.campaign.clone(), offer);
+        let mut posterior = match g.models.remove(&key) {
+            Some(p) => p,
+            None => match ctx.models.read().get(offer) {
+                Some(p) => p.clone(),
+                None => return,
+            },
+        };
+        if redeemed {
+            posterior.learn_redemption(&rec.features, &ctx.config);
+        } else {
+            posterior.learn_decision(&rec.features, &ctx.config);
+        }
+        g.writes.put_model(&rec.campaign, &rec.offer, &posterior);
+        g.models.insert(key, posterior);
+    }
+
     fn decide(
         &self,
         g: &mut Group,
@@ -762,6 +916,7 @@ impl Writer {
             g.requests.insert((rec.campaign.clone(), rid.clone()), id);
         }
         self.change_cell(g, &rec, |c| c.trials += 1);
+        self.learn(g, &rec, false);
         g.writes.put_expiry(rec.expires_ms, &id);
         let selection = Selection::from_record(id, &rec, false);
         self.put_decision(g, id, rec);
@@ -807,6 +962,7 @@ impl Writer {
                     c.successes += 1;
                     c.value_sum += value;
                 });
+                self.learn(g, &rec, true);
                 rec.state = DecisionState::Redeemed {
                     value,
                     at_ms: now_ms,

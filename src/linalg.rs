@@ -33,13 +33,6 @@ impl SymMatrix {
         self.a[i * self.d + j]
     }
 
-    /// Largest diagonal entry.
-    pub fn max_diagonal(&self) -> f64 {
-        (0..self.d)
-            .map(|i| self.a[i * self.d + i])
-            .fold(0.0, f64::max)
-    }
-
     /// `x^T A x` for a sparse `x`: O(nnz^2).
     pub fn quad(&self, x: &Sparse) -> f64 {
         let mut s = 0.0;
@@ -78,13 +71,6 @@ impl SymMatrix {
             for (r, uj) in row.iter_mut().zip(u) {
                 *r -= cu * uj;
             }
-        }
-    }
-
-    /// `A *= f`.
-    pub fn scale(&mut self, f: f64) {
-        for a in &mut self.a {
-            *a *= f;
         }
     }
 }

@@ -307,6 +307,8 @@ fn stats_to_proto(s: CampaignStats) -> proto::GetCampaignStatsResponse {
                 redeemed: o.counts.successes,
                 expired: o.counts.expired,
                 value_sum: o.counts.value_sum,
+                model_observations: o.model_observations,
+                mean_predicted_rate: o.mean_predicted_rate,
             })
             .collect(),
         cells: s

@@ -18,11 +18,11 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     decision::{DecisionId, DecisionRecord},
-    policy::segment::CellCounts,
+    policy::{contextual::GaussianPosterior, segment::CellCounts},
 };
 
 /// Schema of the key layout above.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// Format version byte in front of every stored value.
 pub const FORMAT_VERSION: u8 = 1;
 
@@ -31,6 +31,7 @@ const CELL: &[u8] = b"m/";
 const DECISION: &[u8] = b"d/";
 const EXPIRY: &[u8] = b"x/";
 const REQUEST: &[u8] = b"r/";
+const MODEL: &[u8] = b"p/";
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,10 @@ fn parse_cell_key(key: &[u8]) -> Option<CellKey> {
     })
 }
 
+fn model_key(campaign: &str, offer: &str) -> Vec<u8> {
+    [MODEL, campaign.as_bytes(), &[0], offer.as_bytes()].concat()
+}
+
 fn decision_key(id: &DecisionId) -> Vec<u8> {
     [DECISION, &id.0].concat()
 }
@@ -174,6 +179,29 @@ impl Store {
                 reason: "malformed cell key".into(),
             })?;
             out.push((key, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every contextual posterior, as (campaign, offer, posterior). Fails on
+    /// the first unreadable record.
+    pub fn load_models(&self) -> Result<Vec<(String, String, GaussianPosterior)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(MODEL) {
+            let (k, v) = item?;
+            let rest = &k[MODEL.len()..];
+            let split = rest.iter().position(|&b| b == 0);
+            let parsed = split.and_then(|i| {
+                Some((
+                    String::from_utf8(rest[..i].to_vec()).ok()?,
+                    String::from_utf8(rest[i + 1..].to_vec()).ok()?,
+                ))
+            });
+            let (campaign, offer) = parsed.ok_or_else(|| StoreError::Corrupt {
+                key: escape(&k),
+                reason: "malformed model key".into(),
+            })?;
+            out.push((campaign, offer, decode(&k, &v)?));
         }
         Ok(out)
     }
@@ -283,6 +311,12 @@ impl WriteSet {
         self.len += 1;
     }
 
+    /// Sets the contextual posterior of one offer.
+    pub fn put_model(&mut self, campaign: &str, offer: &str, model: &GaussianPosterior) {
+        self.batch.insert(model_key(campaign, offer), encode(model));
+        self.len += 1;
+    }
+
     /// Sets a decision record.
     pub fn put_decision(&mut self, id: &DecisionId, rec: &DecisionRecord) {
         self.batch.insert(decision_key(id), encode(rec));
@@ -331,6 +365,7 @@ mod tests {
             request_id: Some("r1".into()),
             model_version: 3,
             state: DecisionState::Pending,
+            features: vec![(0, 1.0), (5, 0.25)],
         }
     }
 

@@ -201,8 +201,9 @@ pub fn argmax_draw<D: ScoreDistribution>(arms: &[D], rng: &mut dyn Rng) -> Optio
     best.map(|(i, _)| i)
 }
 
-/// Standard deviations beyond which a distribution's mass is ignored.
-const TAIL_SDS: f64 = 10.0;
+/// Standard deviations beyond which a distribution's mass is ignored
+/// (a normal tail beyond 7 sd holds 1.3e-12).
+const TAIL_SDS: f64 = 7.0;
 
 /// P(arm `k` has the largest score draw), by quadrature:
 /// `∫ f_k(s) Π_{j≠k} F_j(s) ds` with `f`/`F` the score densities and CDFs.
@@ -226,9 +227,12 @@ pub fn win_probability<D: ScoreDistribution>(arms: &[D], k: usize) -> f64 {
     }
     let mut breaks = Vec::with_capacity(8 + 3 * arms.len());
     breaks.extend([lo, hi]);
-    for c in [-5.0, -2.5, -1.0, 1.0, 2.5, 5.0] {
+    for c in [-3.5, -1.5, 0.0, 1.5, 3.5] {
         breaks.push(me.score_at(c));
     }
+    // A rival whose CDF rises within much less than one of arm k's pieces
+    // gets its own breaks, so that 16 nodes per piece resolve the step.
+    let my_piece = me.score_at(0.75) - me.score_at(-0.75);
     let mut rivals: Vec<(&D, f64, f64)> = Vec::with_capacity(arms.len() - 1);
     for (j, arm) in arms.iter().enumerate() {
         if j == k {
@@ -241,7 +245,16 @@ pub fn win_probability<D: ScoreDistribution>(arms: &[D], k: usize) -> f64 {
         if rl >= hi {
             return 0.0; // j always beats arm k
         }
-        breaks.extend([rl, rh, arm.score_at(0.0)]);
+        let (r3l, r3h) = (arm.score_at(-3.0), arm.score_at(3.0));
+        if r3h - r3l < my_piece {
+            breaks.extend([
+                r3l,
+                arm.score_at(-1.0),
+                arm.score_at(0.0),
+                arm.score_at(1.0),
+                r3h,
+            ]);
+        }
         rivals.push((arm, rl, rh));
     }
     breaks.retain(|b| *b >= lo && *b <= hi);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::support::{TestServer, campaign_toml, redeem_batch, select};
+use crate::support::{TestServer, campaign_toml, logistic_campaign_toml, redeem_batch, select};
 
 /// Runs `rounds` visits in waves of `wave` concurrent selects; redemptions
 /// (drawn from `rate(segment, offer)`) go back in one stream per wave.
@@ -91,5 +91,32 @@ async fn each_segment_finds_its_own_best_offer() {
             best(seg)
         );
         assert!(s > 0.80, "segment {seg}: best offer got {s:.3}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logistic_ts_learns_a_context_dependent_best_offer() {
+    // No segment_by: the model learns from the encoded context alone.
+    let server = TestServer::start(
+        Some(&logistic_campaign_toml(
+            "promo",
+            &["commuter", "weekender"],
+            "1h",
+            &["a", "b", "c", "d"],
+        )),
+        &[],
+    );
+    let best = |seg: &str| if seg == "commuter" { "a" } else { "c" };
+    let chosen = run(&server, &["commuter", "weekender"], 4_000, |seg, o| {
+        if o == best(seg) { 0.30 } else { 0.05 }
+    })
+    .await;
+    for seg in ["commuter", "weekender"] {
+        let s = share(&chosen[seg], best(seg), 1_000);
+        println!(
+            "logistic-ts, customers of type {seg}: share of their best offer '{}' in their last 1,000 selections: {s:.3}",
+            best(seg)
+        );
+        assert!(s > 0.80, "type {seg}: best offer got {s:.3}");
     }
 }

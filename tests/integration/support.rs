@@ -223,3 +223,20 @@ pub async fn redeem_batch(client: &mut Offers, ids: &[String]) -> proto::RecordR
         .expect("record_redemptions")
         .into_inner()
 }
+
+/// A `logistic-ts` campaign learning from one categorical feature `type`
+/// with values `types`, no segments.
+pub fn logistic_campaign_toml(id: &str, types: &[&str], window: &str, offers: &[&str]) -> String {
+    let values: Vec<String> = types.iter().map(|s| format!("\"{s}\"")).collect();
+    let mut t = format!(
+        "[[campaigns]]\nid = \"{id}\"\npolicy = \"logistic-ts\"\nreward_window = \"{window}\"\n\
+         [[campaigns.features]]\nkind = \"categorical\"\nname = \"type\"\nvalues = [{}]\n",
+        values.join(", ")
+    );
+    for o in offers {
+        t.push_str(&format!(
+            "[[campaigns.offers]]\nid = \"{o}\"\nvalue = 1.0\n"
+        ));
+    }
+    t
+}

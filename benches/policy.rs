@@ -1,0 +1,147 @@
+//! Policy hot paths: one decision (choose + propensity) and one posterior
+//! update, for segment-ts and contextual TS (K = 12 offers, d = 64).
+//! Run: `cargo bench --bench policy`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use offer_bandit::{
+    context::{Context, FeatureValue},
+    features::{Encoder, FeatureSpec},
+    policy::{
+        Features, Outcome, Policy,
+        contextual::{ContextualConfig, ContextualTs, Likelihood},
+        segment::SegmentTs,
+    },
+};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+
+const OFFERS: usize = 12;
+
+/// 64 encoded dimensions: intercept + 7 categoricals of 7 values (+ other)
+/// + 2 numerics with 5 buckets (1 + 6 columns each) + 1 flag... = 64.
+fn encoder() -> Encoder {
+    let mut specs: Vec<FeatureSpec> = (0..6)
+        .map(|i| FeatureSpec::Categorical {
+            name: format!("c{i}"),
+            values: (0..7).map(|v| format!("v{v}")).collect(),
+        })
+        .collect();
+    specs.push(FeatureSpec::Numeric {
+        name: "hour".into(),
+        min: 0.0,
+        max: 24.0,
+        bins: vec![6.0, 11.0, 14.0, 18.0, 22.0],
+    });
+    specs.push(FeatureSpec::Numeric {
+        name: "basket".into(),
+        min: 0.0,
+        max: 100.0,
+        bins: vec![10.0, 20.0, 40.0, 60.0, 80.0],
+    });
+    specs.push(FeatureSpec::Flag {
+        name: "member".into(),
+    });
+    let e = Encoder::new(specs, 0).expect("valid specs");
+    assert_eq!(e.dim(), 64);
+    e
+}
+
+fn context(rng: &mut ChaCha8Rng) -> Context {
+    let mut c = Context::new();
+    for i in 0..6 {
+        c.insert(
+            format!("c{i}"),
+            FeatureValue::Category(format!("v{}", rng.random_range(0..8))),
+        );
+    }
+    c.insert(
+        "hour".into(),
+        FeatureValue::Number(rng.random_range(0.0..24.0)),
+    );
+    c.insert(
+        "basket".into(),
+        FeatureValue::Number(rng.random_range(0.0..100.0)),
+    );
+    c.insert("member".into(), FeatureValue::Flag(rng.random()));
+    c
+}
+
+/// A policy after `n` decisions with ~5-15% redemption rates, and sample features.
+fn trained(policy: &mut dyn Policy, n: usize) -> Vec<Features> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let candidates: Vec<usize> = (0..OFFERS).collect();
+    let mut samples = Vec::new();
+    for i in 0..n {
+        let f = policy.features(&context(&mut rng)).expect("encodes");
+        let o = policy.choose(&f, &candidates, &mut rng);
+        policy.on_decision(&f, o);
+        let p = 0.05 + 0.01 * o as f64;
+        let outcome = if rng.random::<f64>() < p {
+            Outcome::Redeemed { value: 1.0 }
+        } else {
+            Outcome::Expired
+        };
+        policy.on_outcome(&f, o, outcome);
+        if i % 97 == 0 {
+            samples.push(f);
+        }
+    }
+    samples
+}
+
+fn decide(c: &mut Criterion, name: &str, policy: &mut dyn Policy) {
+    let samples = trained(policy, 20_000);
+    let candidates: Vec<usize> = (0..OFFERS).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut i = 0;
+    c.bench_function(&format!("{name}/select+propensity"), |b| {
+        b.iter(|| {
+            i = (i + 1) % samples.len();
+            let f = &samples[i];
+            let o = policy.choose(f, &candidates, &mut rng);
+            black_box(policy.propensity(f, &candidates, o))
+        })
+    });
+    c.bench_function(&format!("{name}/select"), |b| {
+        b.iter(|| {
+            i = (i + 1) % samples.len();
+            black_box(policy.choose(&samples[i], &candidates, &mut rng))
+        })
+    });
+    let mut rng2 = ChaCha8Rng::seed_from_u64(11);
+    let ctxs: Vec<Context> = (0..512).map(|_| context(&mut rng2)).collect();
+    c.bench_function(&format!("{name}/features"), |b| {
+        b.iter(|| {
+            i = (i + 1) % ctxs.len();
+            black_box(policy.features(&ctxs[i]).expect("encodes"))
+        })
+    });
+    c.bench_function(&format!("{name}/update"), |b| {
+        b.iter(|| {
+            i = (i + 1) % samples.len();
+            policy.on_decision(&samples[i], i % OFFERS)
+        })
+    });
+}
+
+fn benches(c: &mut Criterion) {
+    let weights = vec![1.0; OFFERS];
+    let mut logistic = ContextualTs::new(
+        encoder(),
+        ContextualConfig::new(Likelihood::Logistic),
+        weights.clone(),
+    );
+    decide(c, "logistic-ts(K=12,d=64)", &mut logistic);
+    let mut linear = ContextualTs::new(
+        encoder(),
+        ContextualConfig::new(Likelihood::Linear),
+        weights.clone(),
+    );
+    decide(c, "linear-ts(K=12,d=64)", &mut linear);
+    let mut segment = SegmentTs::new(vec!["c0".into(), "c1".into()], weights, 10.0);
+    decide(c, "segment-ts(K=12,64 segments)", &mut segment);
+}
+
+criterion_group!(policy, benches);
+criterion_main!(policy);
