@@ -219,8 +219,15 @@ impl SegmentModel {
     /// other segments)`: a new segment starts from the campaign's experience,
     /// and its own evidence outweighs the prior after a few dozen decisions.
     pub fn posterior(&self, segment: &str, offer: usize, prior_strength: f64) -> (f64, f64) {
-        let own = self.cell(segment, offer);
-        let rest = self.totals(offer).minus(own);
+        Self::shrunk(
+            self.cell(segment, offer),
+            self.totals(offer),
+            prior_strength,
+        )
+    }
+
+    fn shrunk(own: CellCounts, totals: CellCounts, prior_strength: f64) -> (f64, f64) {
+        let rest = totals.minus(own);
         let rest_n = rest.trials as f64;
         let rest_rate = (1.0 + rest.successes as f64) / (2.0 + rest_n);
         let m = prior_strength.min(rest_n).max(0.0);
@@ -238,11 +245,13 @@ impl SegmentModel {
         weights: &[f64],
         prior_strength: f64,
     ) -> Vec<Arm> {
+        let row = self.cells.get(segment);
         offers
             .iter()
             .zip(weights)
             .map(|(&o, &w)| {
-                let (alpha, beta) = self.posterior(segment, o, prior_strength);
+                let own = row.and_then(|r| r.get(o)).copied().unwrap_or_default();
+                let (alpha, beta) = Self::shrunk(own, self.totals(o), prior_strength);
                 Arm::new(alpha, beta, w)
             })
             .collect()
