@@ -1,1 +1,324 @@
-fn main() {}
+//! `offer-sim`: compare offer policies on simulated loyalty programs and on
+//! full-feedback datasets, with the library's own policies and the server's
+//! decision/feedback loop, without the network.
+
+mod dataset;
+mod experiment;
+mod output;
+mod policies;
+
+mod report;
+mod results;
+mod run;
+
+mod scenario;
+mod stats;
+mod world;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use offer_bandit::features::{Encoder, infer_specs};
+
+use crate::{
+    dataset::Dataset,
+    experiment::{Plan, execute},
+    policies::{POLICY_HELP, PolicyEnv},
+    results::RunReport,
+    scenario::Scenario,
+    world::{ReplayWorld, ScenarioWorld},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "offer-sim",
+    version,
+    about = "Compare loyalty-offer policies before they go live",
+    long_about = "Compare loyalty-offer policies before they go live.\n\n\
+        `compare` runs policies on a simulated loyalty program (a scenario file);\n\
+        `replay` runs them on a full-feedback dataset (true redemption probability\n\
+        of every offer for every visit). Both print a table, and with --out write\n\
+        results.json, curves.csv, report.html and regret.svg.",
+    after_help = "Example:\n  offer-sim compare --scenario simulator/scenarios/coffee-loyalty.toml --out sim-report"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare policies on a simulated population (scenario file).
+    Compare(CompareArgs),
+    /// Compare policies on a full-feedback dataset (CSV with p_<offer> columns).
+    Replay(ReplayArgs),
+}
+
+/// What the policies maximize.
+#[derive(Clone, Copy, ValueEnum)]
+enum ObjectiveArg {
+    /// P(redeem).
+    Redemptions,
+    /// P(redeem) x offer net value.
+    Value,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Comma-separated policy specs:
+    #[arg(long, value_delimiter = ',', long_help = format!("Comma-separated policy specs:\n{POLICY_HELP}"))]
+    policies: Option<Vec<String>>,
+    /// Independent runs per policy (seeds first-seed, first-seed+1, ...).
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// First seed; the same seed gives the same results.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Decisions per run (default: the scenario's horizon or the dataset's rows).
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// What the learners maximize.
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Redemptions)]
+    objective: ObjectiveArg,
+    /// Pseudo-observations a new segment borrows from the campaign (segment-ts).
+    #[arg(long, default_value_t = 10.0)]
+    prior_strength: f64,
+    /// Write results.json, curves.csv, report.html and regret.svg here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the per-policy results as a JSON array instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Contextual policies: quantile buckets per numeric feature.
+    #[arg(long, default_value_t = 8)]
+    bins: usize,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Scenario file (TOML); see simulator/scenarios/coffee-loyalty.toml.
+    #[arg(long)]
+    scenario: PathBuf,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Full-feedback dataset (CSV).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Visit the rows in a seeded random order instead of file order.
+    #[arg(long)]
+    shuffle: bool,
+    /// Categorical column whose values are the report's segments
+    /// (default: `lifecycle` if present, else the first categorical column).
+    #[arg(long)]
+    segment_by: Option<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+const DEFAULT_POLICIES: &str = "uniform,fixed-best,epsilon-greedy,ucb1,segment-ts,logistic-ts";
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Compare(a) => compare(a),
+        Command::Replay(a) => replay(a),
+    }
+}
+
+fn specs(common: &Common, extra: &[&str]) -> Vec<String> {
+    match &common.policies {
+        Some(p) => p
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => DEFAULT_POLICIES
+            .split(',')
+            .chain(extra.iter().copied())
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+fn threads(common: &Common) -> usize {
+    common
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+fn weights(objective: ObjectiveArg, values: &[f64]) -> Vec<f64> {
+    match objective {
+        ObjectiveArg::Redemptions => vec![1.0; values.len()],
+        ObjectiveArg::Value => values.iter().map(|v| v.max(1e-9)).collect(),
+    }
+}
+
+fn best_offer(weighted_means: &[f64]) -> usize {
+    weighted_means
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+fn compare(a: CompareArgs) -> anyhow::Result<()> {
+    let scenario = Scenario::load(&a.scenario)?;
+    let offers: Vec<String> = scenario.offers().iter().map(|o| o.id.clone()).collect();
+    let values: Vec<f64> = scenario.offers().iter().map(|o| o.net_value()).collect();
+    let w = weights(a.common.objective, &values);
+    let means = ScenarioWorld::offer_means(&scenario, 20_000, a.common.first_seed);
+    let weighted: Vec<f64> = means.iter().zip(&w).map(|(m, w)| m * w).collect();
+    let rule = |ctx: &offer_bandit::context::Context, c: &[usize]| scenario.marketer_choice(ctx, c);
+    let plan = Plan {
+        specs: specs(&a.common, &["marketer"]),
+        seeds: a.common.seeds,
+        first_seed: a.common.first_seed,
+        rounds: a.common.rounds.unwrap_or_else(|| scenario.rounds()),
+        segment_feature: scenario.report_segment().to_owned(),
+        offers: offers.clone(),
+        env: PolicyEnv {
+            offers: offers.clone(),
+            weights: w,
+            best_fixed: best_offer(&weighted),
+            default_segment_by: vec![scenario.report_segment().to_owned()],
+            marketer: scenario.has_marketer_rule().then_some(&rule as _),
+            prior_strength: a.common.prior_strength,
+            encoder: ScenarioWorld::encoder(&scenario, a.common.first_seed)?,
+        },
+        threads: threads(&a.common),
+        progress: !a.common.quiet,
+    };
+    let outcome = execute(&plan, &|seed| ScenarioWorld::new(&scenario, seed))?;
+    finish(
+        &a.common,
+        RunReport {
+            mode: "compare".into(),
+            title: scenario.name().to_owned(),
+            source: a.scenario.display().to_string(),
+            command: command_line(),
+            seeds: plan.seeds,
+            first_seed: plan.first_seed,
+            rounds: plan.rounds,
+            oracle_mean_reward: outcome.oracle_mean_reward,
+            oracle_mean_value: outcome.oracle_mean_value,
+            random_mean_reward: outcome.random_mean_reward,
+            offers,
+            segment_feature: plan.segment_feature.clone(),
+            policies: outcome.policies,
+            curves: outcome.curves,
+            shares: outcome.shares,
+        },
+    )
+}
+
+fn replay(a: ReplayArgs) -> anyhow::Result<()> {
+    let data = Dataset::load(&a.dataset)?;
+    let segment_feature = match a.segment_by.clone() {
+        Some(f) => {
+            if !data.features.contains(&f) {
+                anyhow::bail!("--segment-by {f}: the dataset has no column '{f}'");
+            }
+            f
+        }
+        None => data
+            .features
+            .iter()
+            .zip(&data.numeric)
+            .find(|(f, _)| *f == "lifecycle")
+            .or_else(|| data.features.iter().zip(&data.numeric).find(|(_, n)| !**n))
+            .map(|(f, _)| f.clone())
+            .unwrap_or_default(),
+    };
+    let mean_values: Vec<f64> = (0..data.offers.len())
+        .map(|k| data.rows.iter().map(|r| r.value[k]).sum::<f64>() / data.rows.len() as f64)
+        .collect();
+    let w = weights(a.common.objective, &mean_values);
+    let weighted: Vec<f64> = match a.common.objective {
+        ObjectiveArg::Redemptions => data.offer_means(),
+        ObjectiveArg::Value => (0..data.offers.len())
+            .map(|k| data.rows.iter().map(|r| r.p[k] * r.value[k]).sum::<f64>())
+            .collect(),
+    };
+    let plan = Plan {
+        specs: specs(&a.common, &[]),
+        seeds: a.common.seeds,
+        first_seed: a.common.first_seed,
+        rounds: a.common.rounds.unwrap_or(data.rows.len() as u64),
+        segment_feature: segment_feature.clone(),
+        offers: data.offers.clone(),
+        env: PolicyEnv {
+            offers: data.offers.clone(),
+            weights: w,
+            best_fixed: best_offer(&weighted),
+            default_segment_by: vec![segment_feature],
+            marketer: None,
+            prior_strength: a.common.prior_strength,
+            encoder: Encoder::new(
+                infer_specs(data.rows.iter().map(|r| &r.context), a.common.bins, 32),
+                8,
+            )?,
+        },
+        threads: threads(&a.common),
+        progress: !a.common.quiet,
+    };
+    let shuffle = a.shuffle;
+    let outcome = execute(&plan, &|seed| ReplayWorld::new(&data, seed, shuffle))
+        .with_context(|| format!("replaying {}", a.dataset.display()))?;
+    let title = a.dataset.file_stem().map_or_else(
+        || "dataset".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    finish(
+        &a.common,
+        RunReport {
+            mode: "replay".into(),
+            title,
+            source: a.dataset.display().to_string(),
+            command: command_line(),
+            seeds: plan.seeds,
+            first_seed: plan.first_seed,
+            rounds: plan.rounds,
+            oracle_mean_reward: outcome.oracle_mean_reward,
+            oracle_mean_value: outcome.oracle_mean_value,
+            random_mean_reward: outcome.random_mean_reward,
+            offers: data.offers.clone(),
+            segment_feature: plan.segment_feature.clone(),
+            policies: outcome.policies,
+            curves: outcome.curves,
+            shares: outcome.shares,
+        },
+    )
+}
+
+fn finish(common: &Common, report: RunReport) -> anyhow::Result<()> {
+    if common.json {
+        println!("{}", output::json(&report)?);
+    } else {
+        print!("{}", output::table(&report));
+    }
+    if let Some(dir) = &common.out {
+        output::write_dir(dir, &report)?;
+        if !common.json {
+            println!(
+                "wrote {}/report.html (and results.json, curves.csv, regret.svg)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Policy specs on the command line (`segment-ts:lifecycle+spend_tier`,
+//! `epsilon-greedy:0.05`, ...) and the library policies they build.
+
+use anyhow::{Context as _, bail};
+use offer_bandit::{
+    context::Context,
+    policy::{
+        Features, Outcome, Policy, PolicyError,
+        baseline::{EpsilonGreedy, Fixed, Ucb1, Uniform},
+        contextual::{ContextualConfig, ContextualTs, Likelihood},
+        segment::SegmentTs,
+    },
+};
+use rand::Rng;
+
+/// The policies `--policies` accepts, for `--help` and error messages.
+pub(crate) const POLICY_HELP: &str = "\
+uniform                     uniform random over the candidates
+fixed-best                  the offer with the best mean rate (known only in hindsight)
+fixed:OFFER                 always OFFER
+epsilon-greedy[:EPS]        best rate so far, a random offer with probability EPS (0.1)
+ucb1                        UCB1 on each offer's rate
+segment-ts[:F1+F2..]        Beta Thompson sampling per segment of categorical features
+                            (default: the scenario's report segment)
+marketer                    the scenario's static rule (e.g. BOGO to everyone after 2pm)
+linear-ts[:OPTS]            contextual Thompson sampling, Bayesian linear regression per offer
+logistic-ts[:OPTS]          contextual Thompson sampling, Bayesian logistic regression per offer
+                            OPTS: KEY=VALUE joined by '+': exploration, prior-variance,
+                            prior-rate, noise-variance, half-life (observations per offer)";
+
+/// A marketer's static rule: context and candidates in, an offer out.
+pub(crate) type Rule<'a> = dyn Fn(&Context, &[usize]) -> usize + Sync + 'a;
+
+/// What building a policy needs to know about the world.
+pub(crate) struct PolicyEnv<'a> {
+    /// Offer ids.
+    pub(crate) offers: Vec<String>,
+    /// Objective weight of each offer (1, or its value under `--objective value`).
+    pub(crate) weights: Vec<f64>,
+    /// Offer with the best mean weighted rate over the world.
+    pub(crate) best_fixed: usize,
+    /// Segment features for `segment-ts` without arguments.
+    pub(crate) default_segment_by: Vec<String>,
+    /// The scenario's marketer rule, if it has one.
+    pub(crate) marketer: Option<&'a Rule<'a>>,
+    /// Pseudo-observations a segment borrows from the campaign (as the server).
+    pub(crate) prior_strength: f64,
+    /// Feature encoding for contextual policies.
+    pub(crate) encoder: offer_bandit::features::Encoder,
+}
+
+fn contextual_config(
+    spec: &str,
+    likelihood: Likelihood,
+    opts: Option<&str>,
+) -> anyhow::Result<ContextualConfig> {
+    let mut c = ContextualConfig::new(likelihood);
+    for kv in opts
+        .into_iter()
+        .flat_map(|o| o.split('+'))
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("policy '{spec}': option '{kv}' is not KEY=VALUE"))?;
+        let v: f64 = v
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v > 0.0)
+            .with_context(|| format!("policy '{spec}': {k} must be a positive number"))?;
+        match k {
+            "exploration" => c.exploration = v,
+            "prior-variance" => c.prior_variance = v,
+            "prior-rate" if v < 1.0 => c.prior_rate = v,
+            "noise-variance" => c.noise_variance = v,
+            "half-life" => c.half_life = Some(v),
+            _ => bail!("policy '{spec}': unknown or out-of-range option '{kv}'"),
+        }
+    }
+    Ok(c)
+}
+
+/// Builds the policy `spec` names.
+pub(crate) fn build<'a>(spec: &str, env: &PolicyEnv<'a>) -> anyhow::Result<Box<dyn Policy + 'a>> {
+    let (name, arg) = match spec.split_once(':') {
+        Some((n, a)) => (n.trim(), Some(a.trim())),
+        None => (spec.trim(), None),
+    };
+    let policy: Box<dyn Policy + 'a> = match (name, arg) {
+        ("uniform", None) => Box::new(Uniform),
+        ("fixed-best", None) => Box::new(Fixed {
+            offer: env.best_fixed,
+        }),
+        ("fixed", Some(id)) => {
+            let offer = env.offers.iter().position(|o| o == id).with_context(|| {
+                format!(
+                    "policy '{spec}': no offer '{id}' (offers: {})",
+                    env.offers.join(", ")
+                )
+            })?;
+            Box::new(Fixed { offer })
+        }
+        ("epsilon-greedy", eps) => {
+            let eps = match eps {
+                Some(e) => e
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|e| (0.0..=1.0).contains(e))
+                    .with_context(|| format!("policy '{spec}': epsilon must be in [0, 1]"))?,
+                None => 0.1,
+            };
+            Box::new(EpsilonGreedy::new(eps, env.weights.clone()))
+        }
+        ("ucb1", None) => Box::new(Ucb1::new(env.weights.clone())),
+        ("segment-ts", by) => {
+            let segment_by = match by {
+                Some(list) => list.split('+').map(|f| f.trim().to_owned()).collect(),
+                None => env.default_segment_by.clone(),
+            };
+            Box::new(SegmentTs::new(
+                segment_by,
+                env.weights.clone(),
+                env.prior_strength,
+            ))
+        }
+        ("linear-ts", opts) => Box::new(ContextualTs::new(
+            env.encoder.clone(),
+            contextual_config(spec, Likelihood::Linear, opts)?,
+            env.weights.clone(),
+        )),
+        ("logistic-ts", opts) => Box::new(ContextualTs::new(
+            env.encoder.clone(),
+            contextual_config(spec, Likelihood::Logistic, opts)?,
+            env.weights.clone(),
+        )),
+        ("marketer", None) => match env.marketer {
+            Some(rule) => Box::new(Marketer {
+                rule,
+                offers: env.offers.len(),
+            }),
+            None => bail!("policy 'marketer' needs a scenario with a [[marketer_rule]] list"),
+        },
+        _ => bail!("unknown policy '{spec}'; known policies:\n{POLICY_HELP}"),
+    };
+    Ok(policy)
+}
+
+/// A static rule written by a marketer: no learning.
+struct Marketer<'a> {
+    rule: &'a Rule<'a>,
+    offers: usize,
+}
+
+impl Marketer<'_> {
+    /// The first offer of the preference order that is a candidate.
+    fn pick(f: &Features, candidates: &[usize]) -> usize {
+        f.x.iter()
+            .map(|&(o, _)| o as usize)
+            .find(|o| candidates.contains(o))
+            .unwrap_or(candidates[0])
+    }
+}
+
+impl Policy for Marketer<'_> {
+    /// The rule's order of preference over all offers for this context, as
+    /// (offer, rank) pairs: what the rule picks, then what it picks without
+    /// that offer, and so on.
+    fn features(&self, context: &Context) -> Result<Features, PolicyError> {
+        let mut left: Vec<usize> = (0..self.offers).collect();
+        let mut x = Vec::with_capacity(self.offers);
+        while !left.is_empty() {
+            let mut o = (self.rule)(context, &left);
+            if !left.contains(&o) {
+                o = left[0];
+            }
+            left.retain(|&c| c != o);
+            x.push((o as u32, x.len() as f64));
+        }
+        Ok(Features {
+            segment: String::new(),
+            x,
+        })
+    }
+    fn choose(&self, f: &Features, candidates: &[usize], _: &mut dyn Rng) -> usize {
+        Self::pick(f, candidates)
+    }
+    fn propensity(&self, f: &Features, candidates: &[usize], offer: usize) -> f64 {
+        f64::from(u8::from(Self::pick(f, candidates) == offer))
+    }
+    fn on_decision(&mut self, _: &Features, _: usize) {}
+    fn on_outcome(&mut self, _: &Features, _: usize, _: Outcome) {}
+}

@@ -1,0 +1,211 @@
+//! The decision/feedback loop of one (policy, seed) run, the server's loop
+//! without the network: decide, keep the decision pending, deliver its
+//! redemption after a delay or its expiry at the end of the reward window.
+
+use std::{cmp::Ordering, collections::BinaryHeap, collections::HashMap, time::Instant};
+
+use offer_bandit::{
+    context::{Context, FeatureValue},
+    policy::{Features, Outcome, Policy},
+};
+use rand::Rng;
+
+/// One visit as the loop sees it.
+pub(crate) struct Visit<'a> {
+    /// What the policy sees.
+    pub(crate) context: &'a Context,
+    /// Offers available at this visit (non-empty, sorted).
+    pub(crate) candidates: &'a [usize],
+    /// True redemption probability of every offer.
+    pub(crate) p: &'a [f64],
+    /// Net value of every offer if redeemed.
+    pub(crate) value: &'a [f64],
+    /// Coins drawn by the world independently of the policy, so that every
+    /// policy faces the same ones: offer k is redeemed when `u[k] < p[k]`...
+    pub(crate) u: &'a [f64],
+    /// ...after this many rounds.
+    pub(crate) delay: u64,
+}
+
+/// A source of visits: a simulated population or a full-feedback dataset.
+pub(crate) trait World {
+    /// Number of offers (the length of `p` and `value`).
+    fn offers(&self) -> usize;
+    /// Rounds after which an unredeemed decision expires; 0 means feedback
+    /// is immediate (no delays).
+    fn window(&self) -> u64;
+    /// The visit at `round` (rounds are asked for in increasing order).
+    fn visit(&mut self, round: u64) -> Visit<'_>;
+}
+
+/// Totals of one run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SeedResult {
+    pub(crate) rounds: u64,
+    /// Redemptions that happened (within the window).
+    pub(crate) redemptions: f64,
+    /// Net value realized.
+    pub(crate) value: f64,
+    /// Sum of p of the chosen offers.
+    pub(crate) expected: f64,
+    /// Sum of p x value of the chosen offers.
+    pub(crate) expected_value: f64,
+    /// Sum of the best p.
+    pub(crate) oracle: f64,
+    /// Sum of the best p x value.
+    pub(crate) oracle_value: f64,
+    /// Sum of the mean p over candidates.
+    pub(crate) random: f64,
+    /// Seconds spent inside the policy (features, choose, learn).
+    pub(crate) policy_seconds: f64,
+    /// (round, cumulative regret, window expected reward, window oracle reward).
+    pub(crate) curve: Vec<(u64, f64, f64, f64)>,
+    /// Segment value -> (choices per offer, oracle-best per offer), second half of the run.
+    pub(crate) shares: HashMap<String, (Vec<u64>, Vec<u64>)>,
+}
+
+struct Pending {
+    due: u64,
+    seq: u64,
+    features: Features,
+    offer: usize,
+    outcome: Outcome,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.due, o.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// The label of a context's segment for the share report.
+pub(crate) fn segment_label(context: &Context, feature: &str) -> String {
+    match context.get(feature) {
+        Some(FeatureValue::Category(c)) => c.clone(),
+        Some(FeatureValue::Flag(b)) => b.to_string(),
+        Some(FeatureValue::Number(x)) => format!("{x}"),
+        None => "(missing)".to_owned(),
+    }
+}
+
+fn argmax(candidates: &[usize], score: impl Fn(usize) -> f64) -> (usize, f64) {
+    let mut best = (candidates[0], f64::NEG_INFINITY);
+    for &c in candidates {
+        let s = score(c);
+        if s > best.1 {
+            best = (c, s);
+        }
+    }
+    best
+}
+
+/// Runs `rounds` decisions of `policy` against `world`. `progress` is called
+/// with the number of rounds done since its previous call.
+pub(crate) fn run(
+    policy: &mut dyn Policy,
+    world: &mut dyn World,
+    rounds: u64,
+    rng: &mut dyn Rng,
+    segment_feature: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<SeedResult> {
+    let offers = world.offers();
+    let window = world.window();
+    let step = (rounds / 200).max(1);
+    let mut r = SeedResult {
+        rounds,
+        ..SeedResult::default()
+    };
+    let mut queue: BinaryHeap<Pending> = BinaryHeap::new();
+    let (mut win_expected, mut win_oracle, mut regret) = (0.0, 0.0, 0.0);
+    let mut since_progress = 0;
+    for round in 0..rounds {
+        let started = Instant::now();
+        while queue.peek().is_some_and(|p| p.due <= round) {
+            if let Some(p) = queue.pop() {
+                policy.on_outcome(&p.features, p.offer, p.outcome);
+            }
+        }
+        let mut policy_seconds = started.elapsed().as_secs_f64();
+        let visit = world.visit(round);
+        let started = Instant::now();
+        let features = policy.features(visit.context)?;
+        let offer = policy.choose(&features, visit.candidates, rng);
+        policy.on_decision(&features, offer);
+        let redeemed = visit.u[offer] < visit.p[offer] && (window == 0 || visit.delay <= window);
+        let outcome = if redeemed {
+            Outcome::Redeemed {
+                value: visit.value[offer],
+            }
+        } else {
+            Outcome::Expired
+        };
+        if window == 0 {
+            policy.on_outcome(&features, offer, outcome);
+        } else {
+            let due = round + if redeemed { visit.delay.max(1) } else { window };
+            queue.push(Pending {
+                due,
+                seq: round,
+                features,
+                offer,
+                outcome,
+            });
+        }
+        policy_seconds += started.elapsed().as_secs_f64();
+        r.policy_seconds += policy_seconds;
+
+        // Bookkeeping, outside the timed part.
+        let (best, best_p) = argmax(visit.candidates, |c| visit.p[c]);
+        let (_, best_pv) = argmax(visit.candidates, |c| visit.p[c] * visit.value[c]);
+        let p = visit.p[offer];
+        r.expected += p;
+        r.expected_value += p * visit.value[offer];
+        r.oracle += best_p;
+        r.oracle_value += best_pv;
+        r.random += visit.candidates.iter().map(|&c| visit.p[c]).sum::<f64>()
+            / visit.candidates.len() as f64;
+        if redeemed {
+            r.redemptions += 1.0;
+            r.value += visit.value[offer];
+        }
+        regret += best_p - p;
+        win_expected += p;
+        win_oracle += best_p;
+        if round >= rounds / 2 {
+            let label = segment_label(visit.context, segment_feature);
+            let entry = r
+                .shares
+                .entry(label)
+                .or_insert_with(|| (vec![0; offers], vec![0; offers]));
+            entry.0[offer] += 1;
+            entry.1[best] += 1;
+        }
+        if (round + 1) % step == 0 || round + 1 == rounds {
+            let n = ((round % step) + 1) as f64;
+            r.curve
+                .push((round + 1, regret, win_expected / n, win_oracle / n));
+            win_expected = 0.0;
+            win_oracle = 0.0;
+        }
+        since_progress += 1;
+        if since_progress == 4096 {
+            progress(since_progress);
+            since_progress = 0;
+        }
+    }
+    progress(since_progress);
+    Ok(r)
+}

@@ -1,0 +1,203 @@
+//! End-to-end tests of the `offer-sim` binary on the shipped sample data and
+//! scenarios.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/loyalty_sample.csv");
+
+fn scenario(name: &str) -> String {
+    format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn offer_sim(args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_offer-sim"))
+        .args(args)
+        .output()
+        .expect("offer-sim runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "offer-sim {args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+fn json(args: &[&str]) -> Vec<Value> {
+    let mut all = args.to_vec();
+    all.extend(["--json", "--quiet"]);
+    let (stdout, _) = offer_sim(&all);
+    serde_json::from_str::<Vec<Value>>(&stdout).expect("--json prints an array")
+}
+
+/// The JSON without wall-clock figures, which vary run to run.
+fn without_timing(mut v: Vec<Value>) -> Vec<Value> {
+    for p in &mut v {
+        if let Some(o) = p.as_object_mut() {
+            o.remove("decisions_per_second");
+        }
+    }
+    v
+}
+
+fn num(p: &Value, key: &str) -> f64 {
+    p[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {p}"))
+}
+
+/// Closed forms from the file itself: mean of max p and mean of mean p.
+fn closed_forms(path: &str) -> (f64, f64) {
+    let text = std::fs::read_to_string(path).expect("sample");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let p_cols: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i].starts_with("p_"))
+        .collect();
+    let (mut oracle, mut random, mut n) = (0.0, 0.0, 0.0);
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let p: Vec<f64> = p_cols.iter().map(|&i| f[i].parse().expect("p")).collect();
+        oracle += p.iter().copied().fold(0.0, f64::max);
+        random += p.iter().sum::<f64>() / p.len() as f64;
+        n += 1.0;
+    }
+    (oracle / n, random / n)
+}
+
+#[test]
+fn replay_json_has_the_contract_keys_and_the_closed_forms() {
+    let v = json(&[
+        "replay",
+        "--dataset",
+        SAMPLE,
+        "--seeds",
+        "3",
+        "--policies",
+        "uniform,fixed-best,segment-ts,logistic-ts",
+    ]);
+    assert_eq!(v.len(), 4);
+    for key in [
+        "policy",
+        "rounds",
+        "mean_reward",
+        "mean_expected_reward",
+        "fraction_of_oracle",
+        "value_per_1000",
+        "fraction_of_value_oracle",
+        "decisions_per_second",
+        "fraction_of_oracle_ci",
+    ] {
+        assert!(v.iter().all(|p| p.get(key).is_some()), "key {key} missing");
+    }
+    let (oracle, random) = closed_forms(SAMPLE);
+    let uniform = &v[0];
+    // Uniform random's expected reward is a random variable; its mean over
+    // 3 x 2,000 draws is within a few standard errors of the closed form...
+    assert!(
+        (num(uniform, "mean_expected_reward") - random).abs() < 0.004,
+        "{uniform}"
+    );
+    // ...and the oracle implied by the report is exactly the file's.
+    let implied_oracle = num(uniform, "mean_expected_reward") / num(uniform, "fraction_of_oracle");
+    assert!(
+        (implied_oracle - oracle).abs() < 1e-9,
+        "{implied_oracle} vs {oracle}"
+    );
+    assert_eq!(num(uniform, "rounds"), 2000.0);
+}
+
+#[test]
+fn replay_report_states_oracle_and_random_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf-8 path");
+    offer_sim(&[
+        "replay",
+        "--dataset",
+        SAMPLE,
+        "--seeds",
+        "2",
+        "--policies",
+        "uniform",
+        "--quiet",
+        "--out",
+        out,
+    ]);
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    let (oracle, random) = closed_forms(SAMPLE);
+    assert!((report["oracle_mean_reward"].as_f64().expect("oracle") - oracle).abs() < 1e-12);
+    assert!((report["random_mean_reward"].as_f64().expect("random") - random).abs() < 1e-12);
+    for f in ["report.html", "curves.csv", "regret.svg"] {
+        let text = std::fs::read_to_string(dir.path().join(f)).expect(f);
+        assert!(text.len() > 100, "{f} is too short");
+    }
+}
+
+#[test]
+fn same_seed_same_json_different_seed_different_json() {
+    let args = [
+        "replay",
+        "--dataset",
+        SAMPLE,
+        "--seeds",
+        "2",
+        "--policies",
+        "epsilon-greedy,segment-ts,logistic-ts",
+        "--shuffle",
+    ];
+    let a = without_timing(json(&args));
+    let b = without_timing(json(&args));
+    assert_eq!(a, b, "same seed must give identical results");
+    let mut other = args.to_vec();
+    other.extend(["--first-seed", "7"]);
+    let c = without_timing(json(&other));
+    assert_ne!(a, c, "different seeds must differ");
+}
+
+#[test]
+fn thompson_sampling_beats_random_far_outside_the_interval() {
+    let v = json(&[
+        "compare",
+        "--scenario",
+        &scenario("coffee-loyalty"),
+        "--seeds",
+        "4",
+        "--rounds",
+        "6000",
+        "--policies",
+        "uniform,segment-ts,logistic-ts",
+    ]);
+    let uniform_high = v[0]["fraction_of_oracle_ci"]["high"].as_f64().expect("ci");
+    for ts in &v[1..] {
+        let low = ts["fraction_of_oracle_ci"]["low"].as_f64().expect("ci");
+        let uniform_width = uniform_high - num(&v[0], "fraction_of_oracle");
+        assert!(
+            low > uniform_high + 5.0 * uniform_width.max(0.01),
+            "{} ({low:.3}) does not clear uniform ({uniform_high:.3}) by far",
+            ts["policy"]
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_explained() {
+    let out = Command::new(env!("CARGO_BIN_EXE_offer-sim"))
+        .args([
+            "replay",
+            "--dataset",
+            SAMPLE,
+            "--policies",
+            "nonsense",
+            "--quiet",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown policy 'nonsense'") && err.contains("segment-ts"),
+        "{err}"
+    );
+}
