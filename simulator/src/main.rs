@@ -3,7 +3,10 @@
 //! decision/feedback loop, without the network.
 
 mod dataset;
+mod evaluate;
 mod experiment;
+mod logs;
+mod ope;
 mod output;
 mod policies;
 
@@ -53,6 +56,64 @@ enum Command {
     Compare(CompareArgs),
     /// Compare policies on a full-feedback dataset (CSV with p_<offer> columns).
     Replay(ReplayArgs),
+    /// Estimate what a policy would have earned on logged decisions (off-policy evaluation).
+    Ope(OpeArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    offer-sim ope --logs decisions.jsonl --policy uniform\n  \
+    offer-sim ope --logs decisions.jsonl --policy logistic-ts --train-fraction 0.5\n  \
+    offer-sim ope --obd ../shared/data/obd --campaign men --behavior random --target bts --prior ../shared/data/obd/prior_bts.yaml")]
+struct OpeArgs {
+    /// The service's decision log (`offer-bandit export`, JSON Lines).
+    #[arg(long, conflicts_with = "obd")]
+    logs: Option<PathBuf>,
+    /// Target policy for --logs: uniform, fixed:OFFER, or a learning policy
+    /// (segment-ts, linear-ts, logistic-ts...) trained on the first
+    /// --train-fraction of the log and frozen.
+    #[arg(long, default_value = "uniform")]
+    policy: String,
+    /// Share of the log (oldest first) a learning target policy is trained on.
+    #[arg(long, default_value_t = 0.5)]
+    train_fraction: f64,
+    /// Instead of freezing, evaluate the learning policy with the replay
+    /// method (needs a uniformly random log).
+    #[arg(long)]
+    replay: bool,
+    /// Reward: 1 per redemption, or the redemption's value.
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Redemptions)]
+    reward: ObjectiveArg,
+    /// Open Bandit Dataset directory (holding random/ and bts/).
+    #[arg(long)]
+    obd: Option<PathBuf>,
+    /// OBD campaign (all, men, women).
+    #[arg(long, default_value = "men")]
+    campaign: String,
+    /// OBD policy whose log is read: random or bts.
+    #[arg(long, default_value = "random")]
+    behavior: String,
+    /// OBD policy to evaluate: bts (from --prior) or random.
+    #[arg(long, default_value = "bts")]
+    target: String,
+    /// prior_bts.yaml of the OBD (the production Bernoulli-TS prior).
+    #[arg(long)]
+    prior: Option<PathBuf>,
+    /// Monte Carlo simulations for the BTS action distribution.
+    #[arg(long, default_value_t = 100_000)]
+    sims: usize,
+    /// Clip importance weights at this value.
+    #[arg(long)]
+    clip: Option<f64>,
+    /// Bootstrap resamples for the 95% intervals.
+    #[arg(long, default_value_t = 500)]
+    bootstrap: usize,
+    /// Seed (bootstrap, Monte Carlo, policy randomness).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object per estimator.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What the policies maximize.
@@ -133,6 +194,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Compare(a) => compare(a),
         Command::Replay(a) => replay(a),
+        Command::Ope(a) => ope(a),
     }
 }
 
@@ -318,6 +380,163 @@ fn finish(common: &Common, report: RunReport) -> anyhow::Result<()> {
                 "wrote {}/report.html (and results.json, curves.csv, regret.svg)",
                 dir.display()
             );
+        }
+    }
+    Ok(())
+}
+
+fn ope(a: OpeArgs) -> anyhow::Result<()> {
+    let opts = ope::Options {
+        clip: a.clip,
+        bootstrap: a.bootstrap.max(1),
+        seed: a.seed,
+    };
+    let (estimates, header) = if let Some(dir) = &a.obd {
+        let prior_dist = || -> anyhow::Result<Vec<Vec<f64>>> {
+            let path = a
+                .prior
+                .as_ref()
+                .context("--target bts needs --prior prior_bts.yaml")?;
+            let (alpha, beta) = logs::load_bts_prior(path, &a.campaign)?;
+            Ok(logs::bts_action_dist(&alpha, &beta, 3, a.sims, a.seed))
+        };
+        let log = logs::load_obd(dir, &a.behavior, &a.campaign)?;
+        let targets = match a.target.as_str() {
+            "bts" => {
+                let dist = prior_dist()?;
+                if dist.len() != log.actions.len() {
+                    anyhow::bail!(
+                        "the prior has {} items, the log {}",
+                        dist.len(),
+                        log.actions.len()
+                    );
+                }
+                evaluate::per_slot(&log, &dist)
+            }
+            "random" => evaluate::uniform(&log),
+            t => anyhow::bail!("--target must be bts or random, not '{t}'"),
+        };
+        let truth_log = logs::load_obd(dir, &a.target, &a.campaign)?;
+        let truth =
+            truth_log.rows.iter().map(|r| r.reward).sum::<f64>() / truth_log.rows.len() as f64;
+        let rounds = evaluate::rounds(&log, &targets);
+        (
+            ope::with_truth(ope::estimate_all(&rounds, &opts), truth),
+            format!(
+                "OBD {}: value of {} estimated from the {} log ({} impressions); ground truth {:.5} = mean click of the {} log",
+                a.campaign,
+                a.target,
+                a.behavior,
+                log.rows.len(),
+                truth,
+                a.target
+            ),
+        )
+    } else {
+        let path = a
+            .logs
+            .as_ref()
+            .context("give --logs FILE.jsonl or --obd DIR")?;
+        let (log, pending) = logs::load_export(path, matches!(a.reward, ObjectiveArg::Value))?;
+        let header = format!(
+            "{}: {} resolved decisions ({pending} pending skipped), target {}",
+            path.display(),
+            log.rows.len(),
+            a.policy
+        );
+        match a.policy.as_str() {
+            "uniform" => (
+                ope::estimate_all(&evaluate::rounds(&log, &evaluate::uniform(&log)), &opts),
+                header,
+            ),
+            spec if spec.starts_with("fixed:") => {
+                let id = &spec["fixed:".len()..];
+                let k = log
+                    .actions
+                    .iter()
+                    .position(|x| x == id)
+                    .with_context(|| format!("no offer '{id}' in the log"))?;
+                (
+                    ope::estimate_all(&evaluate::rounds(&log, &evaluate::fixed(&log, k)), &opts),
+                    header,
+                )
+            }
+            spec => {
+                let env = PolicyEnv {
+                    offers: log.actions.clone(),
+                    weights: vec![1.0; log.actions.len()],
+                    best_fixed: 0,
+                    default_segment_by: Vec::new(),
+                    marketer: None,
+                    prior_strength: 10.0,
+                    encoder: Encoder::new(
+                        infer_specs(log.rows.iter().map(|r| &r.context), 8, 32),
+                        8,
+                    )?,
+                };
+                let mut policy = policies::build(spec, &env)?;
+                if a.replay {
+                    if !evaluate::is_uniform(&log) {
+                        anyhow::bail!(
+                            "--replay needs a log of uniformly random decisions (propensity = 1 / candidates)"
+                        );
+                    }
+                    let (mean, se, kept) =
+                        evaluate::replay_learning(policy.as_mut(), &log, a.seed)?;
+                    let e = ope::Estimate {
+                        estimator: "replay".into(),
+                        estimate: mean,
+                        ci_low: mean - 1.96 * se,
+                        ci_high: mean + 1.96 * se,
+                        effective_sample_size: kept as f64,
+                        rounds: log.rows.len(),
+                        ground_truth: None,
+                        relative_error: None,
+                        warnings: if kept < 100 {
+                            vec![format!("only {kept} decisions matched")]
+                        } else {
+                            Vec::new()
+                        },
+                    };
+                    (vec![e], header)
+                } else {
+                    if !(a.train_fraction > 0.0 && a.train_fraction < 1.0) {
+                        anyhow::bail!("--train-fraction must be between 0 and 1");
+                    }
+                    let train = (log.rows.len() as f64 * a.train_fraction) as usize;
+                    let (test, targets) = evaluate::frozen(policy.as_mut(), &log, train)?;
+                    (
+                        ope::estimate_all(&evaluate::rounds(&test, &targets), &opts),
+                        header,
+                    )
+                }
+            }
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&estimates)?);
+        return Ok(());
+    }
+    println!("{header}");
+    println!(
+        "{:<10} {:>10} {:>22} {:>10} {:>12}",
+        "estimator", "estimate", "95% interval", "ESS", "rel. error"
+    );
+    for e in &estimates {
+        println!(
+            "{:<10} {:>10.5} {:>22} {:>10.0} {:>12}",
+            e.estimator,
+            e.estimate,
+            format!("[{:.5}, {:.5}]", e.ci_low, e.ci_high),
+            e.effective_sample_size,
+            e.relative_error
+                .map_or("-".to_owned(), |r| format!("{:.1}%", 100.0 * r))
+        );
+    }
+    let mut warned = std::collections::BTreeSet::new();
+    for w in estimates.iter().flat_map(|e| &e.warnings) {
+        if warned.insert(w.clone()) {
+            println!("warning: {w}");
         }
     }
     Ok(())

@@ -201,3 +201,52 @@ fn bad_inputs_are_explained() {
         "{err}"
     );
 }
+
+#[test]
+fn ope_on_the_open_bandit_sample_reports_every_estimator_against_ground_truth() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/obd");
+    let prior = concat!(env!("CARGO_MANIFEST_DIR"), "/data/obd/prior_bts.yaml");
+    for (behavior, target) in [("random", "bts"), ("bts", "random")] {
+        let (stdout, _) = offer_sim(&[
+            "ope",
+            "--obd",
+            dir,
+            "--campaign",
+            "men",
+            "--behavior",
+            behavior,
+            "--target",
+            target,
+            "--prior",
+            prior,
+            "--sims",
+            "20000",
+            "--bootstrap",
+            "100",
+            "--json",
+        ]);
+        let v: Vec<Value> = serde_json::from_str(&stdout).expect("--json prints an array");
+        let names: Vec<&str> = v.iter().filter_map(|e| e["estimator"].as_str()).collect();
+        assert_eq!(names, ["ips", "snips", "dm", "dr"]);
+        for e in &v {
+            for key in [
+                "estimate",
+                "ci_low",
+                "ci_high",
+                "ground_truth",
+                "relative_error",
+                "effective_sample_size",
+            ] {
+                assert!(e[key].as_f64().is_some_and(f64::is_finite), "{key} in {e}");
+            }
+            assert!(
+                num(e, "ci_low") <= num(e, "estimate") + 1e-12
+                    && num(e, "estimate") <= num(e, "ci_high") + 1e-12,
+                "{e}"
+            );
+        }
+        // Ground truth is the target's own mean click over its 1,000 logged impressions.
+        let truth = num(&v[0], "ground_truth");
+        assert!(truth > 0.0 && truth < 0.05, "{truth}");
+    }
+}
