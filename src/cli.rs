@@ -28,6 +28,32 @@ pub enum Command {
         /// The TOML file.
         path: PathBuf,
     },
+    /// Write a running server's decision log as JSON Lines (the input of `offer-sim ope`).
+    Export(ExportArgs),
+}
+
+/// Flags of `offer-bandit export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// The server's gRPC address.
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Campaign id.
+    #[arg(long)]
+    pub campaign: String,
+    /// Decisions since: a duration ago ("24h", "7d") or Unix milliseconds (default: all).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Decisions before: a duration ago or Unix milliseconds (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Log line format.

@@ -134,6 +134,11 @@ pub struct DecisionRecord {
     /// Encoded context (contextual campaigns; empty for segment-ts), so that
     /// a redemption days later updates the model with the features it chose on.
     pub features: Vec<(u32, f64)>,
+    /// The context the policy saw, sorted by name (for the decision log and
+    /// off-policy evaluation).
+    pub context: Vec<(String, crate::context::FeatureValue)>,
+    /// The offers it chose among.
+    pub candidates: Vec<String>,
 }
 
 /// Current Unix time in milliseconds.

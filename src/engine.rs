@@ -472,6 +472,15 @@ impl Engine {
             model_version,
             state: DecisionState::Pending,
             features,
+            context: {
+                let mut c: Vec<_> = req.context.into_iter().collect();
+                c.sort_by(|a, b| a.0.cmp(&b.0));
+                c
+            },
+            candidates: candidates
+                .iter()
+                .map(|&i| campaign.offers[i].id.clone())
+                .collect(),
         };
         let (reply, rx) = oneshot::channel();
         self.send(Command::Decide { id, rec, reply }).await?;
@@ -617,6 +626,27 @@ impl Engine {
             cells,
             model_version: model.version(),
         })
+    }
+
+    /// Streams the decisions of `campaign` made in `[since_ms, until_ms)` to
+    /// `sink` from a blocking thread, in time order; stops when `sink`
+    /// returns false (the client went away).
+    pub fn export(
+        &self,
+        campaign: &str,
+        since_ms: i64,
+        until_ms: i64,
+        mut sink: impl FnMut(DecisionId, DecisionRecord) -> bool,
+    ) -> Result<(), Error> {
+        self.campaign(campaign)?;
+        self.store.scan_decisions(since_ms, until_ms, |id, rec| {
+            if rec.campaign == campaign {
+                sink(id, rec)
+            } else {
+                true
+            }
+        })?;
+        Ok(())
     }
 
     /// The engine's options.

@@ -11,6 +11,7 @@ pub mod context;
 pub mod decision;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod features;
 pub mod linalg;
 pub mod policy;

@@ -32,6 +32,11 @@ async fn main() -> anyhow::Result<()> {
             };
             server::serve(opts, server::shutdown_signal()).await
         }
+        Command::Export(args) => {
+            let n = offer_bandit::export::run(args).await?;
+            eprintln!("exported {n} decisions");
+            Ok(())
+        }
         Command::CheckConfig { path } => {
             for c in config::load_file(&path)? {
                 let offers: Vec<&str> = c.offers.iter().map(|o| o.id.as_str()).collect();

@@ -252,6 +252,51 @@ impl OfferService for Api {
 
 #[tonic::async_trait]
 impl CampaignAdmin for Api {
+    type ExportDecisionsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<proto::DecisionLogEntry, Status>>;
+
+    async fn export_decisions(
+        &self,
+        request: Request<proto::ExportDecisionsRequest>,
+    ) -> Result<Response<Self::ExportDecisionsStream>, Status> {
+        let r = request.into_inner();
+        if r.campaign.is_empty() {
+            return Err(Error::InvalidArgument("campaign is required".into()).into());
+        }
+        if r.since_unix_ms < 0 || r.until_unix_ms < 0 {
+            return Err(Error::InvalidArgument(
+                "since_unix_ms and until_unix_ms must be >= 0".into(),
+            )
+            .into());
+        }
+        let until = if r.until_unix_ms == 0 {
+            i64::MAX
+        } else {
+            r.until_unix_ms
+        };
+        if until <= r.since_unix_ms {
+            return Err(
+                Error::InvalidArgument("until_unix_ms must be after since_unix_ms".into()).into(),
+            );
+        }
+        // Unknown campaigns fail before the stream starts.
+        self.engine.stats(&r.campaign)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let failed = tx.clone();
+            let result = engine.export(&r.campaign, r.since_unix_ms, until, |id, rec| {
+                tx.blocking_send(Ok(log_entry(id, rec))).is_ok()
+            });
+            if let Err(e) = result {
+                let _ = failed.blocking_send(Err(e.into()));
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn list_campaigns(
         &self,
         _request: Request<proto::ListCampaignsRequest>,
@@ -291,6 +336,41 @@ impl CampaignAdmin for Api {
             return Err(Error::InvalidArgument("campaign is required".into()).into());
         }
         Ok(Response::new(stats_to_proto(self.engine.stats(&campaign)?)))
+    }
+}
+
+fn log_entry(id: DecisionId, rec: crate::decision::DecisionRecord) -> proto::DecisionLogEntry {
+    use crate::decision::DecisionState;
+    let (outcome, value, redeemed_unix_ms) = match rec.state {
+        DecisionState::Pending => ("pending", None, None),
+        DecisionState::Redeemed { value, at_ms } => ("redeemed", Some(value), Some(at_ms)),
+        DecisionState::Expired => ("expired", None, None),
+    };
+    proto::DecisionLogEntry {
+        decision_id: id.to_string(),
+        campaign: rec.campaign,
+        created_unix_ms: rec.created_ms,
+        expires_unix_ms: rec.expires_ms,
+        context: rec
+            .context
+            .into_iter()
+            .map(|(k, v)| {
+                let kind = match v {
+                    FeatureValue::Number(n) => Kind::Number(n),
+                    FeatureValue::Category(c) => Kind::Category(c),
+                    FeatureValue::Flag(b) => Kind::Flag(b),
+                };
+                (k, proto::FeatureValue { kind: Some(kind) })
+            })
+            .collect(),
+        candidate_offer_ids: rec.candidates,
+        offer_id: rec.offer,
+        propensity: rec.propensity,
+        model_version: rec.model_version,
+        segment: rec.segment,
+        outcome: outcome.to_owned(),
+        value,
+        redeemed_unix_ms,
     }
 }
 

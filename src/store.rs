@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Schema of the key layout above.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Format version byte in front of every stored value.
 pub const FORMAT_VERSION: u8 = 1;
 
@@ -218,6 +218,33 @@ impl Store {
         Ok(n)
     }
 
+    /// Decision records made in `[since_ms, until_ms)`, in time order, with
+    /// their ids; `visit` returns false to stop early.
+    pub fn scan_decisions(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        mut visit: impl FnMut(DecisionId, DecisionRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let from = [DECISION, &since_ms.max(0).to_be_bytes()].concat();
+        let to = [DECISION, &until_ms.max(0).to_be_bytes()].concat();
+        for item in self.tree.range(from..to) {
+            let (k, v) = item?;
+            let mut id = [0u8; 16];
+            if k.len() != DECISION.len() + 16 {
+                return Err(StoreError::Corrupt {
+                    key: escape(&k),
+                    reason: "malformed decision key".into(),
+                });
+            }
+            id.copy_from_slice(&k[DECISION.len()..]);
+            if !visit(DecisionId(id), decode(&k, &v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// A decision record.
     pub fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
         let key = decision_key(id);
@@ -366,6 +393,11 @@ mod tests {
             model_version: 3,
             state: DecisionState::Pending,
             features: vec![(0, 1.0), (5, 0.25)],
+            context: vec![(
+                "tier".into(),
+                crate::context::FeatureValue::Category("gold".into()),
+            )],
+            candidates: vec!["a".into(), "b".into()],
         }
     }
 

@@ -3,6 +3,7 @@
 //! decision/feedback loop, without the network.
 
 mod dataset;
+mod drive;
 mod evaluate;
 mod experiment;
 mod logs;
@@ -58,6 +59,51 @@ enum Command {
     Replay(ReplayArgs),
     /// Estimate what a policy would have earned on logged decisions (off-policy evaluation).
     Ope(OpeArgs),
+    /// Send a scenario's customers to a live server over gRPC, redeeming per the scenario's truth.
+    Drive(DriveArgs),
+    /// Print an offer-bandit campaign file for a scenario's offers (to serve it with --config).
+    CampaignConfig(CampaignConfigArgs),
+}
+
+#[derive(Args)]
+struct DriveArgs {
+    /// The server's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Scenario file (TOML).
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Campaign id on the server (see `offer-sim campaign-config`).
+    #[arg(long)]
+    campaign: String,
+    /// Visits to send.
+    #[arg(long, default_value_t = 10_000)]
+    decisions: u64,
+    /// Concurrent SelectOffer calls per wave.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seed of the visits and redemption coins.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CampaignConfigArgs {
+    /// Scenario file (TOML).
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Campaign id.
+    #[arg(long)]
+    id: Option<String>,
+    /// segment-ts, linear-ts or logistic-ts.
+    #[arg(long, default_value = "segment-ts")]
+    policy: String,
+    /// Reward window (e.g. 7d; tests use seconds).
+    #[arg(long, default_value = "7d")]
+    reward_window: String,
 }
 
 #[derive(Args)]
@@ -105,9 +151,12 @@ struct OpeArgs {
     /// Clip importance weights at this value.
     #[arg(long)]
     clip: Option<f64>,
-    /// Bootstrap resamples for the 95% intervals.
+    /// Bootstrap resamples for the intervals.
     #[arg(long, default_value_t = 500)]
     bootstrap: usize,
+    /// Confidence level of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    level: f64,
     /// Seed (bootstrap, Monte Carlo, policy randomness).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -195,6 +244,39 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(a) => compare(a),
         Command::Replay(a) => replay(a),
         Command::Ope(a) => ope(a),
+        Command::Drive(a) => {
+            let scenario = Scenario::load(&a.scenario)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let d = rt.block_on(drive::drive(
+                &a.target,
+                &scenario,
+                &a.campaign,
+                a.decisions,
+                a.concurrency.max(1),
+                a.seed,
+            ))?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                println!(
+                    "{} decisions, {} redemptions ({} refused); mean true redemption probability of the chosen offers {:.4}",
+                    d.decisions, d.redemptions, d.rejected, d.mean_expected_reward
+                );
+            }
+            Ok(())
+        }
+        Command::CampaignConfig(a) => {
+            let scenario = Scenario::load(&a.scenario)?;
+            let id = a.id.clone().unwrap_or_else(|| scenario.name().to_owned());
+            let encoder = ScenarioWorld::encoder(&scenario, 1)?;
+            print!(
+                "{}",
+                drive::campaign_toml(&scenario, &id, &a.policy, &a.reward_window, &encoder)?
+            );
+            Ok(())
+        }
     }
 }
 
@@ -386,10 +468,14 @@ fn finish(common: &Common, report: RunReport) -> anyhow::Result<()> {
 }
 
 fn ope(a: OpeArgs) -> anyhow::Result<()> {
+    if !(a.level > 0.5 && a.level < 1.0) {
+        anyhow::bail!("--level must be between 0.5 and 1");
+    }
     let opts = ope::Options {
         clip: a.clip,
         bootstrap: a.bootstrap.max(1),
         seed: a.seed,
+        level: a.level,
     };
     let (estimates, header) = if let Some(dir) = &a.obd {
         let prior_dist = || -> anyhow::Result<Vec<Vec<f64>>> {
@@ -486,8 +572,8 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
                     let e = ope::Estimate {
                         estimator: "replay".into(),
                         estimate: mean,
-                        ci_low: mean - 1.96 * se,
-                        ci_high: mean + 1.96 * se,
+                        ci_low: mean - z_score(a.level) * se,
+                        ci_high: mean + z_score(a.level) * se,
                         effective_sample_size: kept as f64,
                         rounds: log.rows.len(),
                         ground_truth: None,
@@ -520,7 +606,11 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
     println!("{header}");
     println!(
         "{:<10} {:>10} {:>22} {:>10} {:>12}",
-        "estimator", "estimate", "95% interval", "ESS", "rel. error"
+        "estimator",
+        "estimate",
+        format!("{:.0}% interval", 100.0 * a.level),
+        "ESS",
+        "rel. error"
     );
     for e in &estimates {
         println!(
@@ -540,4 +630,20 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Two-sided normal quantile for a confidence level (0.9, 0.95, 0.99 exact to
+/// three digits; others by bisection on the normal CDF).
+fn z_score(level: f64) -> f64 {
+    let target = 0.5 + level / 2.0;
+    let (mut lo, mut hi) = (0.0, 10.0);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if offer_bandit::policy::special::normal_cdf(mid) < target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
 }

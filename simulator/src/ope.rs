@@ -31,9 +31,9 @@ pub(crate) struct Estimate {
     pub(crate) estimator: String,
     /// Estimated value of the target policy (mean reward per decision).
     pub(crate) estimate: f64,
-    /// Lower end of the 95% bootstrap interval.
+    /// Lower end of the bootstrap interval (95% unless --level says otherwise).
     pub(crate) ci_low: f64,
-    /// Upper end of the 95% bootstrap interval.
+    /// Upper end of the bootstrap interval.
     pub(crate) ci_high: f64,
     /// (sum w)^2 / sum w^2 of the importance weights used.
     pub(crate) effective_sample_size: f64,
@@ -56,6 +56,8 @@ pub(crate) struct Options {
     pub(crate) bootstrap: usize,
     /// Seed of the bootstrap.
     pub(crate) seed: u64,
+    /// Confidence level of the intervals (e.g. 0.95).
+    pub(crate) level: f64,
 }
 
 fn weight(r: &Round, clip: Option<f64>) -> f64 {
@@ -176,8 +178,8 @@ pub(crate) fn estimate_all(rounds: &[Round], opts: &Options) -> Vec<Estimate> {
             Estimate {
                 estimator: (*name).to_owned(),
                 estimate: point(name, rounds, &mut (0..n), opts.clip),
-                ci_low: q(0.025),
-                ci_high: q(0.975),
+                ci_low: q((1.0 - opts.level) / 2.0),
+                ci_high: q((1.0 + opts.level) / 2.0),
                 effective_sample_size: if *name == "dm" { n as f64 } else { ess },
                 rounds: n,
                 ground_truth: None,
@@ -254,6 +256,7 @@ mod tests {
             clip: None,
             bootstrap: 200,
             seed,
+            level: 0.95,
         }
     }
 
@@ -365,6 +368,7 @@ mod tests {
                 clip: None,
                 bootstrap: 10,
                 seed: 1,
+                level: 0.95,
             },
         );
         assert!(

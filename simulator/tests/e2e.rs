@@ -1,0 +1,195 @@
+//! End to end: the real server, driven by `offer-sim drive` with scenario
+//! traffic under segment-ts; its decision log exported with
+//! `offer-bandit export`; `offer-sim ope` estimates other policies' value on
+//! that log, and the interval must contain their value simulated directly.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+fn offer_sim() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_offer-sim"))
+}
+
+/// The server binary, built next to offer-sim by `cargo test --workspace`.
+fn offer_bandit() -> PathBuf {
+    let p = offer_sim().with_file_name(format!("offer-bandit{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo test --workspace` (it builds the server too)",
+        p.display()
+    );
+    p
+}
+
+fn run(bin: &PathBuf, args: &[&str]) -> String {
+    let out = Command::new(bin).args(args).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/coffee-loyalty.toml");
+    let config = dir.path().join("campaign.toml");
+    let toml = run(
+        &offer_sim(),
+        &[
+            "campaign-config",
+            "--scenario",
+            scenario,
+            "--id",
+            "coffee",
+            "--reward-window",
+            "4s",
+        ],
+    );
+    std::fs::write(&config, toml).expect("write config");
+    let data = dir.path().join("data");
+    let mut child = Command::new(offer_bandit())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--sweep-interval",
+            "100ms",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let _server = Server(child);
+    let addr = format!(
+        "http://{}",
+        line.trim().rsplit(' ').next().expect("address")
+    );
+
+    // One policy (the server's segment-ts) makes 4,000 decisions; all resolve.
+    let driven = run(
+        &offer_sim(),
+        &[
+            "drive",
+            "--target",
+            &addr,
+            "--scenario",
+            scenario,
+            "--campaign",
+            "coffee",
+            "--decisions",
+            "4000",
+            "--seed",
+            "7",
+            "--json",
+        ],
+    );
+    let driven: Value = serde_json::from_str(&driven).expect("drive --json");
+    // A redemption refused as late would turn a success into a failure in the log.
+    assert_eq!(driven["rejected"], 0, "redemptions refused: {driven}");
+    // Let every reward window close and the sweep expire the rest.
+    std::thread::sleep(Duration::from_millis(4_600));
+    let log = dir.path().join("log.jsonl");
+    run(
+        &offer_bandit(),
+        &[
+            "export",
+            "--server",
+            &addr,
+            "--campaign",
+            "coffee",
+            "--out",
+            log.to_str().expect("utf-8"),
+        ],
+    );
+    let lines = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(lines.lines().count(), 4_000);
+    assert!(
+        !lines.contains("\"pending\""),
+        "every decision resolved before the export"
+    );
+
+    // Each target's true value over the same 4,000 visits, by simulating it
+    // directly (its expected reward, averaged over 16 seeds of visits).
+    let truth = |policy: &str| -> f64 {
+        let out = run(
+            &offer_sim(),
+            &[
+                "compare",
+                "--scenario",
+                scenario,
+                "--rounds",
+                "4000",
+                "--seeds",
+                "16",
+                "--policies",
+                policy,
+                "--json",
+                "--quiet",
+            ],
+        );
+        let v: Vec<Value> = serde_json::from_str(&out).expect("json");
+        v[0]["mean_expected_reward"].as_f64().expect("value")
+    };
+    for target in ["uniform", "fixed:double_points"] {
+        let want = truth(target);
+        let out = run(
+            &offer_sim(),
+            &[
+                "ope",
+                "--logs",
+                log.to_str().expect("utf-8"),
+                "--policy",
+                target,
+                "--level",
+                "0.99",
+                "--json",
+            ],
+        );
+        let v: Vec<Value> = serde_json::from_str(&out).expect("json");
+        for e in v
+            .iter()
+            .filter(|e| e["estimator"] == "ips" || e["estimator"] == "dr")
+        {
+            let (lo, hi) = (
+                e["ci_low"].as_f64().expect("lo"),
+                e["ci_high"].as_f64().expect("hi"),
+            );
+            println!(
+                "{target}: {} {:.4} in [{lo:.4}, {hi:.4}], simulated {want:.4}",
+                e["estimator"], e["estimate"]
+            );
+            assert!(
+                lo <= want && want <= hi,
+                "{target}: {} interval [{lo}, {hi}] misses {want}",
+                e["estimator"]
+            );
+        }
+    }
+}
