@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     policies::{PolicyEnv, build},
-    results::{CurvePoint, PolicyCurve, PolicyShares, PolicySummary, SegmentShares},
+    results::{CurvePoint, PolicyCurve, PolicyShares, PolicySummary, RunReport, SegmentShares},
     run::{SeedResult, World, run},
     stats::{estimate, median},
 };
@@ -47,6 +47,36 @@ pub(crate) struct Outcome {
     pub(crate) oracle_mean_reward: f64,
     pub(crate) oracle_mean_value: f64,
     pub(crate) random_mean_reward: f64,
+}
+
+impl Outcome {
+    /// The full report of a run.
+    pub(crate) fn into_report(
+        self,
+        mode: &str,
+        title: &str,
+        source: &str,
+        command: &str,
+        plan: &Plan<'_>,
+    ) -> RunReport {
+        RunReport {
+            mode: mode.to_owned(),
+            title: title.to_owned(),
+            source: source.to_owned(),
+            command: command.to_owned(),
+            seeds: plan.seeds,
+            first_seed: plan.first_seed,
+            rounds: plan.rounds,
+            oracle_mean_reward: self.oracle_mean_reward,
+            oracle_mean_value: self.oracle_mean_value,
+            random_mean_reward: self.random_mean_reward,
+            offers: plan.offers.clone(),
+            segment_feature: plan.segment_feature.clone(),
+            policies: self.policies,
+            curves: self.curves,
+            shares: self.shares,
+        }
+    }
 }
 
 /// Runs the plan; `world(seed)` makes the world of one seed (the same for

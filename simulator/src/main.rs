@@ -348,25 +348,10 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         progress: !a.common.quiet,
     };
     let outcome = execute(&plan, &|seed| ScenarioWorld::new(&scenario, seed))?;
+    let source = a.scenario.display().to_string();
     finish(
         &a.common,
-        RunReport {
-            mode: "compare".into(),
-            title: scenario.name().to_owned(),
-            source: a.scenario.display().to_string(),
-            command: command_line(),
-            seeds: plan.seeds,
-            first_seed: plan.first_seed,
-            rounds: plan.rounds,
-            oracle_mean_reward: outcome.oracle_mean_reward,
-            oracle_mean_value: outcome.oracle_mean_value,
-            random_mean_reward: outcome.random_mean_reward,
-            offers,
-            segment_feature: plan.segment_feature.clone(),
-            policies: outcome.policies,
-            curves: outcome.curves,
-            shares: outcome.shares,
-        },
+        outcome.into_report("compare", scenario.name(), &source, &command_line(), &plan),
     )
 }
 
@@ -427,25 +412,10 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         || "dataset".to_owned(),
         |s| s.to_string_lossy().into_owned(),
     );
+    let source = a.dataset.display().to_string();
     finish(
         &a.common,
-        RunReport {
-            mode: "replay".into(),
-            title,
-            source: a.dataset.display().to_string(),
-            command: command_line(),
-            seeds: plan.seeds,
-            first_seed: plan.first_seed,
-            rounds: plan.rounds,
-            oracle_mean_reward: outcome.oracle_mean_reward,
-            oracle_mean_value: outcome.oracle_mean_value,
-            random_mean_reward: outcome.random_mean_reward,
-            offers: data.offers.clone(),
-            segment_feature: plan.segment_feature.clone(),
-            policies: outcome.policies,
-            curves: outcome.curves,
-            shares: outcome.shares,
-        },
+        outcome.into_report("replay", &title, &source, &command_line(), &plan),
     )
 }
 

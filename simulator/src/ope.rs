@@ -274,7 +274,9 @@ mod tests {
                 }
             }
         }
-        println!("coverage of the 95% intervals over {trials} trials (ips, snips, dm, dr): {covered:?}");
+        println!(
+            "coverage of the 95% intervals over {trials} trials (ips, snips, dm, dr): {covered:?}"
+        );
         // IPS, SNIPS and DR are unbiased (DR given either the model or the
         // propensities right); nominal coverage is 95%; we require 85%.
         for (k, name) in ["ips", "snips", "dr"].iter().enumerate() {
