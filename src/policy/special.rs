@@ -89,7 +89,7 @@ pub fn beta_cdf_with_ln_beta(x: f64, a: f64, b: f64, ln_b: f64) -> f64 {
 
 fn beta_continued_fraction(x: f64, a: f64, b: f64) -> f64 {
     const TINY: f64 = 1e-300;
-    const EPS: f64 = 1e-12;
+    const EPS: f64 = 1e-10;
     let qab = a + b;
     let qap = a + 1.0;
     let qam = a - 1.0;
