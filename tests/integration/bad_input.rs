@@ -2,7 +2,8 @@
 //! server keeps serving.
 
 use offer_bandit::proto::{
-    FeatureValue, GetCampaignStatsRequest, RecordRedemptionRequest, SelectOfferRequest,
+    ExportDecisionsRequest, FeatureValue, GetCampaignStatsRequest, RecordRedemptionRequest,
+    SelectOfferRequest,
 };
 use tonic::Code;
 
@@ -12,6 +13,7 @@ enum Bad {
     Select(SelectOfferRequest),
     Redeem(RecordRedemptionRequest),
     Stats(GetCampaignStatsRequest),
+    Export(ExportDecisionsRequest),
 }
 
 fn with(mut r: SelectOfferRequest, f: impl FnOnce(&mut SelectOfferRequest)) -> Bad {
@@ -220,13 +222,63 @@ async fn bad_inputs_get_specific_statuses() {
             Code::NotFound,
             "unknown campaign",
         ),
+        (
+            "contextual campaign: number where a category is declared",
+            with(select("coffee-personal", &[("lifecycle", "active")]), |r| {
+                r.context.insert("spend_tier".into(), number(3.0));
+            }),
+            Code::InvalidArgument,
+            "feature 'spend_tier' must be a category",
+        ),
+        (
+            "contextual campaign: category where a number is declared",
+            with(select("coffee-personal", &[("hour", "afternoon")]), |_| {}),
+            Code::InvalidArgument,
+            "feature 'hour' must be a number",
+        ),
+        (
+            "export without campaign",
+            Bad::Export(ExportDecisionsRequest::default()),
+            Code::InvalidArgument,
+            "campaign is required",
+        ),
+        (
+            "export of unknown campaign",
+            Bad::Export(ExportDecisionsRequest {
+                campaign: "tea".into(),
+                ..Default::default()
+            }),
+            Code::NotFound,
+            "unknown campaign",
+        ),
+        (
+            "export with negative time",
+            Bad::Export(ExportDecisionsRequest {
+                campaign: "coffee".into(),
+                since_unix_ms: -5,
+                ..Default::default()
+            }),
+            Code::InvalidArgument,
+            "must be >= 0",
+        ),
+        (
+            "export with an empty time range",
+            Bad::Export(ExportDecisionsRequest {
+                campaign: "coffee".into(),
+                since_unix_ms: 2_000,
+                until_unix_ms: 1_000,
+            }),
+            Code::InvalidArgument,
+            "until_unix_ms must be after",
+        ),
     ];
-    assert!(cases.len() >= 12);
+    assert!(cases.len() >= 30, "{} cases", cases.len());
     for (name, case, code, needle) in cases {
         let status = match case {
             Bad::Select(r) => client.select_offer(r).await.map(|_| ()),
             Bad::Redeem(r) => client.record_redemption(r).await.map(|_| ()),
             Bad::Stats(r) => admin.get_campaign_stats(r).await.map(|_| ()),
+            Bad::Export(r) => admin.export_decisions(r).await.map(|_| ()),
         }
         .expect_err(name);
         assert_eq!(status.code(), code, "{name}: {status:?}");
