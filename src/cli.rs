@@ -79,6 +79,17 @@ pub struct ServeArgs {
         default_value = "offer-bandit-data"
     )]
     pub data_dir: PathBuf,
+    /// Address of the Prometheus `/metrics` HTTP endpoint (port 0 picks a free
+    /// port, printed on stdout as "offer-bandit metrics on ADDR").
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Do not serve /metrics.
+    #[arg(long, env = "OFFER_BANDIT_NO_METRICS")]
+    pub no_metrics: bool,
     /// Campaign config file (TOML). Without it the built-in demo campaign "coffee" is served.
     #[arg(long, env = "OFFER_BANDIT_CONFIG")]
     pub config: Option<PathBuf>,

@@ -482,9 +482,15 @@ impl Engine {
                 .map(|&i| campaign.offers[i].id.clone())
                 .collect(),
         };
+        let campaign_id = rec.campaign.clone();
         let (reply, rx) = oneshot::channel();
         self.send(Command::Decide { id, rec, reply }).await?;
-        rx.await.map_err(|_| writer_gone())?
+        let selection = rx.await.map_err(|_| writer_gone())??;
+        if !selection.replayed {
+            metrics::counter!("offer_bandit_decisions_total", "campaign" => campaign_id, "offer" => selection.offer_id.clone())
+                .increment(1);
+        }
+        Ok(selection)
     }
 
     fn candidates(&self, campaign: &Campaign, ids: &[String]) -> Result<Vec<usize>, Error> {
@@ -531,7 +537,9 @@ impl Engine {
             reply,
         })
         .await?;
-        rx.await.map_err(|_| writer_gone())?
+        let result = rx.await.map_err(|_| writer_gone())?;
+        count_redemption(&result);
+        result
     }
 
     /// Records many redemptions in one group commit; one result each, in order.
@@ -554,7 +562,9 @@ impl Engine {
         }
         let mut out = Vec::with_capacity(waits.len());
         for rx in waits {
-            out.push(rx.await.map_err(|_| writer_gone())?);
+            let result = rx.await.map_err(|_| writer_gone())?;
+            count_redemption(&result);
+            out.push(result);
         }
         Ok(out)
     }
@@ -659,6 +669,19 @@ impl Engine {
     }
 }
 
+fn count_redemption(result: &Result<Redeemed, Error>) {
+    match result {
+        Ok(r) if !r.already_recorded => {
+            metrics::counter!("offer_bandit_redemptions_applied_total", "campaign" => r.campaign.clone())
+                .increment(1);
+        }
+        Err(Error::FailedPrecondition(m)) if m.contains("past its reward window") => {
+            metrics::counter!("offer_bandit_late_redemptions_total").increment(1);
+        }
+        _ => {}
+    }
+}
+
 fn writer_gone() -> Error {
     Error::Unavailable(
         "the storage writer has stopped; the server is shutting down or failed".into(),
@@ -756,6 +779,7 @@ struct Group {
     requests: HashMap<(String, String), DecisionId>,
     replies: Vec<Reply>,
     durable: bool,
+    expired: u64,
 }
 
 impl Writer {
@@ -785,6 +809,7 @@ impl Writer {
         {
             failure = Some(e.to_string());
         }
+        let flush_started = std::time::Instant::now();
         if failure.is_none()
             && group.durable
             && let Err(e) = self.store.flush()
@@ -794,9 +819,14 @@ impl Writer {
             self.failed.store(true, Ordering::Relaxed);
             failure = Some(e.to_string());
         }
+        if group.durable {
+            metrics::histogram!("offer_bandit_flush_duration_seconds")
+                .record(flush_started.elapsed().as_secs_f64());
+        }
         if let Some(f) = &failure {
             tracing::error!(error = %f, "storage write failed");
         } else {
+            metrics::counter!("offer_bandit_expiries_total").increment(group.expired);
             for ((campaign, segment, offer), counts) in group.cells {
                 if let Some(c) = self.campaigns.get(&campaign) {
                     c.model.write().set_cell(&segment, offer, counts);
@@ -1013,6 +1043,7 @@ impl Writer {
     /// Finalizes a pending decision as not redeemed and drops its indexes.
     fn expire(&self, g: &mut Group, id: DecisionId, mut rec: DecisionRecord) {
         self.change_cell(g, &rec, |c| c.expired += 1);
+        g.expired += 1;
         self.drop_indexes(g, id, &rec);
         rec.state = DecisionState::Expired;
         self.put_decision(g, id, rec);

@@ -14,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod features;
 pub mod linalg;
+pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod server;

@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
                 sweep_interval: args.sweep_interval,
                 limits: Limits::default(),
                 shutdown_grace: args.shutdown_grace,
+                metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
             };
             server::serve(opts, server::shutdown_signal()).await
         }

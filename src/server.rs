@@ -37,6 +37,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// How long shutdown waits for in-flight requests and open connections.
     pub shutdown_grace: Duration,
+    /// Where to serve Prometheus `/metrics` (None: not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests and flushes.
@@ -79,8 +81,25 @@ pub async fn serve(
         sweep_interval = ?opts.sweep_interval,
         "serving"
     );
-    // Machine-readable line for scripts and tests that bind port 0.
     let mut out = std::io::stdout();
+    let metrics_task = match opts.metrics_listen {
+        Some(m) => {
+            let handle = crate::metrics::install()?;
+            let listener = tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {m}"))?;
+            let maddr = listener.local_addr()?;
+            tracing::info!(%maddr, "serving /metrics");
+            writeln!(out, "offer-bandit metrics on {maddr}")?;
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                handle,
+                engine.clone(),
+            )))
+        }
+        None => None,
+    };
+    // Machine-readable line for scripts and tests that bind port 0.
     writeln!(out, "offer-bandit listening on {addr}")?;
     out.flush()?;
 
@@ -89,6 +108,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .layer(crate::metrics::RpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -113,6 +133,9 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     engine.flush().await.context("final flush")?;
     tracing::info!("stopped; all acknowledged state is on disk");
     result.context("gRPC server")

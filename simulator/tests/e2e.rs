@@ -71,6 +71,8 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--sweep-interval",
             "100ms",
         ])
@@ -83,9 +85,14 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
         .spawn()
         .expect("server starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address line");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    while !line.starts_with("offer-bandit listening on") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).expect("address line") > 0,
+            "no address line"
+        );
+    }
     let _server = Server(child);
     let addr = format!(
         "http://{}",

@@ -7,5 +7,6 @@ mod crash;
 mod exactly_once;
 mod grpcurl;
 mod learning;
+mod metrics;
 mod persistence;
 mod support;

@@ -22,6 +22,8 @@ pub type Admin = CampaignAdminClient<Channel>;
 pub struct TestServer {
     child: Option<Child>,
     pub addr: String,
+    /// The Prometheus endpoint (host:port).
+    pub metrics_addr: String,
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
     extra: Vec<String>,
@@ -42,6 +44,7 @@ impl TestServer {
         let mut s = TestServer {
             child: None,
             addr: String::new(),
+            metrics_addr: String::new(),
             data_dir,
             config,
             extra,
@@ -56,6 +59,8 @@ impl TestServer {
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&self.data_dir);
         if let Some(c) = &self.config {
@@ -69,13 +74,17 @@ impl TestServer {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut metrics = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(m) = line.strip_prefix("offer-bandit metrics on ") {
+                    metrics = m.to_owned();
+                }
                 if let Some(addr) = line.strip_prefix("offer-bandit listening on ") {
-                    let _ = tx.send(addr.to_owned());
+                    let _ = tx.send((addr.to_owned(), metrics.clone()));
                 }
             }
         });
-        self.addr = rx
+        (self.addr, self.metrics_addr) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server did not report its address in 30s");
         self.child = Some(child);

@@ -1,0 +1,155 @@
+//! Prometheus metrics: the recorder, a tower layer that counts and times
+//! every RPC by method and status, and a small HTTP listener for `/metrics`
+//! on its own port.
+//!
+//! Series:
+//! - `offer_bandit_rpc_requests_total{method, code}` and
+//!   `offer_bandit_rpc_duration_seconds{method}` (histogram);
+//! - `offer_bandit_decisions_total{campaign, offer}` (offer shares);
+//! - `offer_bandit_decisions_pending{campaign}` (gauge, at scrape time);
+//! - `offer_bandit_redemptions_applied_total{campaign}`,
+//!   `offer_bandit_late_redemptions_total`, `offer_bandit_expiries_total`;
+//! - `offer_bandit_flush_duration_seconds` (histogram).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::engine::Engine;
+
+/// Latency buckets in seconds: 50 µs to 2.5 s.
+const BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    2.5,
+];
+
+/// Installs the process-wide recorder.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets(&BUCKETS)?
+        .install_recorder()?)
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    engine: Arc<Engine>,
+) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let handle = handle.clone();
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            // Read the request head (bounded; the body, if any, is ignored).
+            while read < buf.len() {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    socket.read(&mut buf[read..]),
+                )
+                .await
+                {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => read += n,
+                }
+                if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..read]);
+            let (status, body) =
+                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+                    record_pending(&engine);
+                    ("200 OK", handle.render())
+                } else {
+                    (
+                        "404 Not Found",
+                        "only GET /metrics is served here\n".to_owned(),
+                    )
+                };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+fn record_pending(engine: &Engine) {
+    for c in engine.campaigns() {
+        if let Ok(stats) = engine.stats(&c.config.id) {
+            let pending: u64 = stats.offers.iter().map(|o| o.counts.pending()).sum();
+            metrics::gauge!("offer_bandit_decisions_pending", "campaign" => c.config.id.clone())
+                .set(pending as f64);
+        }
+    }
+}
+
+/// Counts and times every RPC (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics { inner }
+    }
+}
+
+/// The service [`RpcMetricsLayer`] wraps around the gRPC routes.
+#[derive(Debug, Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_owned();
+        let started = Instant::now();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let result = future.await;
+            // Errors of unary calls arrive as a "trailers-only" response whose
+            // headers carry grpc-status; a successful unary call has none yet.
+            let code = match &result {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map_or_else(|| "0".to_owned(), str::to_owned),
+                Err(_) => "transport".to_owned(),
+            };
+            metrics::counter!("offer_bandit_rpc_requests_total", "method" => method.clone(), "code" => code)
+                .increment(1);
+            metrics::histogram!("offer_bandit_rpc_duration_seconds", "method" => method)
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
