@@ -114,7 +114,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(OfferServiceServer::new(api.clone()))
         .add_service(CampaignAdminServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
@@ -139,6 +139,21 @@ pub async fn serve(
     engine.flush().await.context("final flush")?;
     tracing::info!("stopped; all acknowledged state is on disk");
     result.context("gRPC server")
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC frames go out
+/// at once instead of waiting for the peer's delayed ACK (tens of ms).
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        if let Err(e) = conn.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        Ok(conn)
+    })
 }
 
 async fn sweep_loop(engine: Arc<Engine>, every: Duration) {

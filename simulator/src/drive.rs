@@ -25,7 +25,8 @@ pub(crate) struct Driven {
     pub(crate) mean_expected_reward: f64,
 }
 
-fn to_proto(v: &FeatureValue) -> proto::FeatureValue {
+/// A context value on the wire.
+pub(crate) fn to_proto(v: &FeatureValue) -> proto::FeatureValue {
     let kind = match v {
         FeatureValue::Number(n) => Kind::Number(*n),
         FeatureValue::Category(c) => Kind::Category(c.clone()),

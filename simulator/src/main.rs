@@ -6,6 +6,7 @@ mod dataset;
 mod drive;
 mod evaluate;
 mod experiment;
+mod load;
 mod logs;
 mod ope;
 mod output;
@@ -63,6 +64,45 @@ enum Command {
     Drive(DriveArgs),
     /// Print an offer-bandit campaign file for a scenario's offers (to serve it with --config).
     CampaignConfig(CampaignConfigArgs),
+    /// Load-test a live server: throughput and latency percentiles per RPC.
+    Load(LoadArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Example (the stack's baseline, then the real work):\n  \
+    offer-sim load --target http://127.0.0.1:50051 --rpc health --concurrency 32 --duration 10s\n  \
+    offer-sim load --target http://127.0.0.1:50051 --scenario simulator/scenarios/coffee-loyalty.toml --campaign coffee --concurrency 32 --duration 10s")]
+struct LoadArgs {
+    /// The server's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Scenario whose customers visit (default: coffee-loyalty, built in).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Campaign id on the server.
+    #[arg(long, default_value = "coffee")]
+    campaign: String,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How long to run (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Total calls per second to aim for (default: as fast as possible).
+    #[arg(long)]
+    rps: Option<f64>,
+    /// SelectOffer (with redemptions flowing back) or Health/Check (baseline).
+    #[arg(long, value_enum, default_value_t = load::LoadRpc::Select)]
+    rpc: load::LoadRpc,
+    /// Wall-clock seconds per simulated day of redemption delay.
+    #[arg(long, default_value_t = 1.0)]
+    seconds_per_day: f64,
+    /// Seed of the customers and coins.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -264,6 +304,60 @@ fn main() -> anyhow::Result<()> {
                     "{} decisions, {} redemptions ({} refused); mean true redemption probability of the chosen offers {:.4}",
                     d.decisions, d.redemptions, d.rejected, d.mean_expected_reward
                 );
+            }
+            Ok(())
+        }
+        Command::Load(a) => {
+            let scenario = match &a.scenario {
+                Some(p) => Scenario::load(p)?,
+                None => Scenario::parse(
+                    include_str!("../scenarios/coffee-loyalty.toml"),
+                    "coffee-loyalty (built in)",
+                )?,
+            };
+            let opts = load::LoadOptions {
+                target: a.target.clone(),
+                campaign: a.campaign.clone(),
+                concurrency: a.concurrency.max(1),
+                duration: a.duration,
+                rps: a.rps,
+                rpc: a.rpc,
+                seconds_per_day: a.seconds_per_day,
+                seed: a.seed,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(load::run(opts, std::sync::Arc::new(scenario)))?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} for {:.1}s, {} callers{}",
+                    report.target,
+                    report.seconds,
+                    report.concurrency,
+                    report
+                        .rps_limit
+                        .map_or(String::new(), |r| format!(", aiming at {r} calls/s"))
+                );
+                println!(
+                    "{:<28} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8}  errors",
+                    "rpc", "calls/s", "items/s", "p50 us", "p90 us", "p99 us", "p99.9 us"
+                );
+                for r in &report.rpcs {
+                    println!(
+                        "{:<28} {:>10.0} {:>12.0} {:>8} {:>8} {:>8} {:>8}  {:?}",
+                        r.rpc,
+                        r.per_second,
+                        r.items_per_second,
+                        r.p50_us,
+                        r.p90_us,
+                        r.p99_us,
+                        r.p999_us,
+                        r.errors
+                    );
+                }
             }
             Ok(())
         }

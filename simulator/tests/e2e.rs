@@ -120,6 +120,30 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
     let driven: Value = serde_json::from_str(&driven).expect("drive --json");
     // A redemption refused as late would turn a success into a failure in the log.
     assert_eq!(driven["rejected"], 0, "redemptions refused: {driven}");
+    // The load command against the same server: the no-work baseline.
+    let load = run(
+        &offer_sim(),
+        &[
+            "load",
+            "--target",
+            &addr,
+            "--rpc",
+            "health",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+            "--json",
+        ],
+    );
+    let load: Value = serde_json::from_str(&load).expect("load --json");
+    assert!(load["rpcs"][0]["ok"].as_u64().unwrap_or(0) > 100, "{load}");
+    assert!(
+        load["rpcs"][0]["errors"]
+            .as_object()
+            .is_some_and(|e| e.is_empty()),
+        "{load}"
+    );
     // Let every reward window close and the sweep expire the rest.
     std::thread::sleep(Duration::from_millis(4_600));
     let log = dir.path().join("log.jsonl");

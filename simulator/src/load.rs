@@ -1,0 +1,284 @@
+//! `offer-sim load`: drives a live server over gRPC with scenario customers
+//! and reports throughput and latency percentiles per RPC. Redemptions flow
+//! back after their simulated delay (scaled by `--seconds-per-day`), batched
+//! through `RecordRedemptions`. `--rpc health` calls `grpc.health.v1.Health/Check`
+//! instead of SelectOffer: an RPC that does no work, the stack's baseline.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use offer_bandit::proto::{self, offer_service_client::OfferServiceClient};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::scenario::{Scenario, SimVisit};
+
+/// Which RPC the workers call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LoadRpc {
+    /// SelectOffer with scenario customers (and redemptions flowing back).
+    Select,
+    /// grpc.health.v1.Health/Check: the stack's no-work baseline.
+    Health,
+}
+
+/// What to run.
+pub(crate) struct LoadOptions {
+    pub(crate) target: String,
+    pub(crate) campaign: String,
+    pub(crate) concurrency: usize,
+    pub(crate) duration: Duration,
+    pub(crate) rps: Option<f64>,
+    pub(crate) rpc: LoadRpc,
+    pub(crate) seconds_per_day: f64,
+    pub(crate) seed: u64,
+}
+
+/// Figures of one RPC.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RpcFigures {
+    pub(crate) rpc: String,
+    /// Calls that returned OK.
+    pub(crate) ok: u64,
+    /// Failed calls by gRPC status code name.
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// OK calls per second over the run.
+    pub(crate) per_second: f64,
+    /// Items per second (redemptions for RecordRedemptions, else = per_second).
+    pub(crate) items_per_second: f64,
+    pub(crate) p50_us: u64,
+    pub(crate) p90_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    pub(crate) max_us: u64,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LoadReport {
+    pub(crate) target: String,
+    pub(crate) campaign: String,
+    pub(crate) concurrency: usize,
+    pub(crate) seconds: f64,
+    pub(crate) rps_limit: Option<f64>,
+    pub(crate) rpcs: Vec<RpcFigures>,
+}
+
+#[derive(Default)]
+struct Tally {
+    hist: Option<Histogram<u64>>,
+    ok: u64,
+    items: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn record(&mut self, started: Instant, result: Result<u64, tonic::Status>) {
+        match result {
+            Ok(items) => {
+                let us = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                if let Some(h) = &mut self.hist {
+                    let _ = h.record(us.max(1));
+                }
+                self.ok += 1;
+                self.items += items;
+            }
+            Err(s) => *self.errors.entry(format!("{:?}", s.code())).or_insert(0) += 1,
+        }
+    }
+
+    fn merge(&mut self, o: Tally) {
+        if let (Some(h), Some(oh)) = (&mut self.hist, &o.hist) {
+            let _ = h.add(oh);
+        }
+        self.ok += o.ok;
+        self.items += o.items;
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_insert(0) += v;
+        }
+    }
+
+    fn figures(&self, rpc: &str, seconds: f64) -> RpcFigures {
+        let q = |p: f64| self.hist.as_ref().map_or(0, |h| h.value_at_quantile(p));
+        RpcFigures {
+            rpc: rpc.to_owned(),
+            ok: self.ok,
+            errors: self.errors.clone(),
+            per_second: self.ok as f64 / seconds,
+            items_per_second: self.items as f64 / seconds,
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: self.hist.as_ref().map_or(0, |h| h.max()),
+        }
+    }
+}
+
+fn tally() -> Tally {
+    Tally {
+        hist: Histogram::new_with_bounds(1, 60_000_000, 3).ok(),
+        ..Tally::default()
+    }
+}
+
+/// A redemption waiting for its simulated delay.
+struct Due {
+    at: Instant,
+    decision_id: String,
+}
+
+/// Runs the load; returns its report.
+pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::Result<LoadReport> {
+    let channel = tonic::transport::Endpoint::from_shared(opts.target.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", opts.target))?;
+    let started = Instant::now();
+    let deadline = started + opts.duration;
+    let due: Arc<Mutex<Vec<Due>>> = Arc::new(Mutex::new(Vec::new()));
+    let per_worker_interval = opts
+        .rps
+        .map(|r| Duration::from_secs_f64(opts.concurrency as f64 / r.max(1e-9)));
+    let mut workers = Vec::with_capacity(opts.concurrency);
+    for w in 0..opts.concurrency {
+        let channel = channel.clone();
+        let scenario = scenario.clone();
+        let due = due.clone();
+        let campaign = opts.campaign.clone();
+        let (rpc, seed, spd) = (opts.rpc, opts.seed, opts.seconds_per_day);
+        workers.push(tokio::spawn(async move {
+            let mut offers = OfferServiceClient::new(channel.clone());
+            let mut health = HealthClient::new(channel);
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+            let mut t = tally();
+            let mut visit = SimVisit::new();
+            let mut ticker = per_worker_interval.map(|i| {
+                let mut t = tokio::time::interval(i);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            let mut round: u64 = w as u64;
+            while Instant::now() < deadline {
+                if let Some(tk) = &mut ticker {
+                    tk.tick().await;
+                }
+                match rpc {
+                    LoadRpc::Health => {
+                        let s = Instant::now();
+                        let r = health
+                            .check(HealthCheckRequest {
+                                service: String::new(),
+                            })
+                            .await
+                            .map(|_| 1);
+                        t.record(s, r);
+                    }
+                    LoadRpc::Select => {
+                        scenario.draw_visit(round % scenario.rounds().max(1), &mut rng, &mut visit);
+                        round += 1;
+                        let req = proto::SelectOfferRequest {
+                            campaign: campaign.clone(),
+                            context: visit
+                                .context
+                                .iter()
+                                .map(|(k, v)| (k.clone(), crate::drive::to_proto(v)))
+                                .collect(),
+                            ..Default::default()
+                        };
+                        let s = Instant::now();
+                        let r = offers.select_offer(req).await;
+                        let resp = r.as_ref().ok().map(|r| r.get_ref().clone());
+                        t.record(s, r.map(|_| 1));
+                        if let Some(resp) = resp {
+                            let p = scenario
+                                .offers()
+                                .iter()
+                                .position(|o| o.id == resp.offer_id)
+                                .map_or(0.0, |k| visit.p[k]);
+                            if rng.random::<f64>() < p {
+                                let delay = scenario.draw_delay_days(&mut rng) * spd;
+                                if let Ok(mut d) = due.lock() {
+                                    d.push(Due {
+                                        at: Instant::now()
+                                            + Duration::from_secs_f64(delay.max(0.0)),
+                                        decision_id: resp.decision_id,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            t
+        }));
+    }
+    // Redemptions flow back in batches as they come due.
+    let redeemer = {
+        let due = due.clone();
+        let mut offers = OfferServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            let mut t = tally();
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let now = Instant::now();
+                let batch: Vec<proto::RecordRedemptionRequest> = match due.lock() {
+                    Ok(mut d) => {
+                        let (ready, later): (Vec<Due>, Vec<Due>) =
+                            d.drain(..).partition(|x| x.at <= now);
+                        *d = later;
+                        ready
+                            .into_iter()
+                            .map(|x| proto::RecordRedemptionRequest {
+                                decision_id: x.decision_id,
+                                ..Default::default()
+                            })
+                            .collect()
+                    }
+                    Err(_) => break,
+                };
+                if batch.is_empty() {
+                    continue;
+                }
+                let n = batch.len() as u64;
+                let s = Instant::now();
+                let r = offers
+                    .record_redemptions(tokio_stream::iter(batch))
+                    .await
+                    .map(|_| n);
+                t.record(s, r);
+            }
+            t
+        })
+    };
+    let mut select = tally();
+    for w in workers {
+        select.merge(w.await?);
+    }
+    let redeem = redeemer.await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let name = match opts.rpc {
+        LoadRpc::Select => "SelectOffer",
+        LoadRpc::Health => "Health/Check",
+    };
+    let mut rpcs = vec![select.figures(name, seconds)];
+    if opts.rpc == LoadRpc::Select {
+        rpcs.push(redeem.figures("RecordRedemptions (batches)", seconds));
+    }
+    Ok(LoadReport {
+        target: opts.target,
+        campaign: opts.campaign,
+        concurrency: opts.concurrency,
+        seconds,
+        rps_limit: opts.rps,
+        rpcs,
+    })
+}
