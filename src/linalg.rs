@@ -33,26 +33,30 @@ impl SymMatrix {
         self.a[i * self.d + j]
     }
 
-    /// `x^T A x` for a sparse `x`: O(nnz^2).
+    /// `x^T A x` for a sparse `x`: O(nnz^2). Entries of `x` beyond the
+    /// dimension (a vector encoded under another feature spec) are ignored.
     pub fn quad(&self, x: &Sparse) -> f64 {
+        let d = self.d;
         let mut s = 0.0;
-        for &(i, xi) in x {
-            let row = &self.a[i as usize * self.d..];
+        for &(i, xi) in x.iter().filter(|(i, _)| (*i as usize) < d) {
+            let row = &self.a[i as usize * d..(i as usize + 1) * d];
             let mut r = 0.0;
             for &(j, xj) in x {
-                r += row[j as usize] * xj;
+                r += row.get(j as usize).copied().unwrap_or(0.0) * xj;
             }
             s += xi * r;
         }
         s
     }
 
-    /// `A x` for a sparse `x` (dense result): O(d nnz).
+    /// `A x` for a sparse `x` (dense result): O(d nnz). Entries beyond the
+    /// dimension are ignored.
     pub fn mul_sparse(&self, x: &Sparse) -> Vec<f64> {
-        let mut out = vec![0.0; self.d];
-        for &(j, xj) in x {
+        let d = self.d;
+        let mut out = vec![0.0; d];
+        for &(j, xj) in x.iter().filter(|(j, _)| (*j as usize) < d) {
             // A is symmetric: column j is row j.
-            let row = &self.a[j as usize * self.d..(j as usize + 1) * self.d];
+            let row = &self.a[j as usize * d..(j as usize + 1) * d];
             for (o, a) in out.iter_mut().zip(row) {
                 *o += a * xj;
             }
@@ -98,5 +102,9 @@ mod tests {
         assert!((a.quad(&x) - 4.5).abs() < 1e-12);
         assert_eq!(a.mul_sparse(&x), vec![2.5 - 1.0, 1.0 - 4.0, 0.0]);
         assert_eq!(dot_sparse(&[1.0, 2.0, 3.0], &x), -1.0);
+        // A vector from a wider encoding cannot index out of bounds.
+        let wide: Vec<(u32, f64)> = vec![(0, 1.0), (1, -1.0), (7, 5.0)];
+        assert!((a.quad(&wide) - 4.5).abs() < 1e-12);
+        assert_eq!(a.mul_sparse(&wide), a.mul_sparse(&x));
     }
 }
