@@ -934,6 +934,16 @@ impl Writer {
         let Some(offer) = campaign.offer_index(&rec.offer) else {
             return;
         };
+        if rec
+            .features
+            .iter()
+            .any(|(i, _)| *i as usize >= ctx.encoder.dim())
+        {
+            // Encoded under another feature spec (the config changed): its
+            // columns mean something else now, so it teaches nothing.
+            tracing::warn!(campaign = %rec.campaign, "decision encoded under other features: model not updated");
+            return;
+        }
         let key = (rec.campaign.clone(), offer);
         let mut posterior = match g.models.remove(&key) {
             Some(p) => p,
