@@ -9,7 +9,7 @@ use offer_bandit::{
     policy::{
         Features, Outcome, Policy,
         contextual::{ContextualConfig, ContextualTs, Likelihood},
-        segment::SegmentTs,
+        segment::{DEFAULT_SNAPSHOT_TOLERANCE, SegmentTs},
     },
 };
 use rand::{RngExt, SeedableRng};
@@ -139,7 +139,12 @@ fn benches(c: &mut Criterion) {
         weights.clone(),
     );
     decide(c, "linear-ts(K=12,d=64)", &mut linear);
-    let mut segment = SegmentTs::new(vec!["c0".into(), "c1".into()], weights, 10.0);
+    let mut segment = SegmentTs::new(
+        vec!["c0".into(), "c1".into()],
+        weights,
+        10.0,
+        DEFAULT_SNAPSHOT_TOLERANCE,
+    );
     decide(c, "segment-ts(K=12,64 segments)", &mut segment);
 }
 

@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// default decisions reach disk within 500 ms, redemptions always before OK).
     #[arg(long, env = "OFFER_BANDIT_DURABLE_DECISIONS")]
     pub durable_decisions: bool,
+    /// Page cache of the embedded database, in MiB (what does not fit is read
+    /// from disk; this bounds most of the server's memory).
+    #[arg(long, env = "OFFER_BANDIT_CACHE_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=65_536))]
+    pub cache_mb: u64,
     /// How often decisions past their reward window are finalized.
     #[arg(long, env = "OFFER_BANDIT_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,

@@ -117,6 +117,11 @@ pub struct CampaignConfig {
     /// Segments tracked before new ones share the segment "(other)".
     #[serde(default = "default_max_segments")]
     pub max_segments: usize,
+    /// `segment-ts`: how far (in posterior standard deviations) a segment's
+    /// live posterior may drift from the snapshot decisions sample from
+    /// before a new snapshot is taken; 0 samples the live posterior every time.
+    #[serde(default = "default_snapshot_tolerance")]
+    pub snapshot_tolerance: f64,
     /// The offers.
     #[serde(default)]
     pub offers: Vec<OfferConfig>,
@@ -185,6 +190,9 @@ fn default_value() -> f64 {
 }
 fn default_prior_strength() -> f64 {
     10.0
+}
+fn default_snapshot_tolerance() -> f64 {
+    crate::policy::segment::DEFAULT_SNAPSHOT_TOLERANCE
 }
 fn default_max_segments() -> usize {
     10_000
@@ -264,6 +272,11 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
     }
     if c.max_segments == 0 {
         return Err("max_segments must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&c.snapshot_tolerance) {
+        return Err(
+            "snapshot_tolerance must be between 0 and 1 (posterior standard deviations)".into(),
+        );
     }
     let mut seen = HashSet::new();
     for f in &c.segment_by {

@@ -25,10 +25,10 @@ use crate::{
     policy::{
         Objective,
         contextual::{ContextualConfig, GaussianPosterior, gaussian_arms},
-        segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, segment_key},
+        segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, SnapshotCache, segment_key},
         thompson,
     },
-    store::{CellKey, Store, StoreError, WriteSet},
+    store::{CellKey, ExpiryEntry, Store, StoreError, WriteSet},
 };
 
 /// Most commands the writer applies in one batch.
@@ -65,6 +65,8 @@ pub struct Campaign {
     /// Per (segment, offer) counts: the posterior of segment-ts, and the
     /// decision ledger (single segment "") of contextual campaigns.
     model: RwLock<SegmentModel>,
+    /// segment-ts: the posterior snapshots decisions sample from.
+    snapshots: SnapshotCache,
     contextual: Option<Contextual>,
 }
 
@@ -109,6 +111,7 @@ impl Campaign {
             _ => None,
         };
         Campaign {
+            snapshots: SnapshotCache::new(config.snapshot_tolerance),
             config,
             active,
             offers,
@@ -436,7 +439,7 @@ impl Engine {
                     .iter()
                     .map(|&i| objective.weight(campaign.offers[i].value))
                     .collect();
-                let (segment, arms, model_version) = {
+                let (segment, choice, model_version) = {
                     let model = campaign.model.read();
                     let segment = if model.has_segment(&segment)
                         || model.segments() < campaign.config.max_segments
@@ -445,15 +448,17 @@ impl Engine {
                     } else {
                         OVERFLOW_SEGMENT.to_owned()
                     };
-                    let arms = model.arms(
+                    let choice = campaign.snapshots.choose(
+                        &model,
                         &segment,
                         &candidates,
                         &weights,
                         campaign.config.prior_strength,
+                        &mut rand::rng(),
                     );
-                    (segment, arms, model.version())
+                    (segment, choice, model.version())
                 };
-                let choice = thompson::choose(&arms, &mut rand::rng())
+                let choice = choice
                     .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
                 (segment, Vec::new(), choice, model_version)
             }
@@ -697,6 +702,7 @@ fn retired_config(id: &str) -> CampaignConfig {
         objective: Objective::Redemptions,
         prior_strength: 0.0,
         max_segments: usize::MAX,
+        snapshot_tolerance: 0.0,
         offers: Vec::new(),
         features: Vec::new(),
         hash_bits: 0,
@@ -777,6 +783,8 @@ struct Group {
     models: HashMap<(String, usize), GaussianPosterior>,
     decisions: HashMap<DecisionId, DecisionRecord>,
     requests: HashMap<(String, String), DecisionId>,
+    /// New decisions per campaign: when the last window closes, and the ids.
+    expiries: HashMap<String, (i64, Vec<DecisionId>)>,
     replies: Vec<Reply>,
     durable: bool,
     expired: u64,
@@ -800,7 +808,17 @@ impl Writer {
         }
     }
 
-    fn finish(&self, group: Group) {
+    fn finish(&self, mut group: Group) {
+        for (expires_ms, ids) in group.expiries.values() {
+            group.writes.put_expiries(*expires_ms, ids);
+        }
+        for ((campaign, offer), posterior) in &group.models {
+            if let Some(c) = self.campaigns.get(campaign)
+                && let Some(o) = c.offers.get(*offer)
+            {
+                group.writes.put_model(campaign, &o.id, posterior);
+            }
+        }
         let mut failure = None;
         if self.failed.load(Ordering::Relaxed) {
             failure = Some("an earlier storage failure".to_owned());
@@ -957,7 +975,7 @@ impl Writer {
         } else {
             posterior.learn_decision(&rec.features, &ctx.config);
         }
-        g.writes.put_model(&rec.campaign, &rec.offer, &posterior);
+        // Written once per group, in `finish`: a posterior is d² numbers.
         g.models.insert(key, posterior);
     }
 
@@ -987,7 +1005,12 @@ impl Writer {
         }
         self.change_cell(g, &rec, |c| c.trials += 1);
         self.learn(g, &rec, false);
-        g.writes.put_expiry(rec.expires_ms, &id);
+        let (last, ids) = g
+            .expiries
+            .entry(rec.campaign.clone())
+            .or_insert((rec.expires_ms, Vec::new()));
+        *last = (*last).max(rec.expires_ms);
+        ids.push(id);
         let selection = Selection::from_record(id, &rec, false);
         self.put_decision(g, id, rec);
         g.durable |= self.options.durable_decisions;
@@ -1050,17 +1073,17 @@ impl Writer {
             .unwrap_or(0.0)
     }
 
-    /// Finalizes a pending decision as not redeemed and drops its indexes.
+    /// Finalizes a pending decision as not redeemed and drops its request
+    /// key. Its expiry entry goes when the sweep has handled the whole entry.
     fn expire(&self, g: &mut Group, id: DecisionId, mut rec: DecisionRecord) {
         self.change_cell(g, &rec, |c| c.expired += 1);
         g.expired += 1;
-        self.drop_indexes(g, id, &rec);
+        self.drop_request(g, id, &rec);
         rec.state = DecisionState::Expired;
         self.put_decision(g, id, rec);
     }
 
-    fn drop_indexes(&self, g: &mut Group, id: DecisionId, rec: &DecisionRecord) {
-        g.writes.remove_expiry(rec.expires_ms, &id);
+    fn drop_request(&self, g: &mut Group, id: DecisionId, rec: &DecisionRecord) {
         if let Some(rid) = &rec.request_id {
             let key = (rec.campaign.clone(), rid.clone());
             // Only if the key still points at this decision.
@@ -1075,15 +1098,22 @@ impl Writer {
         }
     }
 
+    /// Finalizes the decisions of due expiry entries (at least `limit` of
+    /// them when that many are due) and drops the entries; returns how many
+    /// decisions it looked at.
     fn sweep(&self, g: &mut Group, now_ms: i64, limit: usize) -> Result<usize, Error> {
-        let due = self.store.due_expiries(now_ms, limit)?;
-        let n = due.len();
-        for (expires_ms, id) in due {
-            match self.decision(g, &id)? {
-                Some(rec) if rec.state == DecisionState::Pending => self.expire(g, id, rec),
-                Some(rec) => self.drop_indexes(g, id, &rec),
-                None => g.writes.remove_expiry(expires_ms, &id),
+        let due: Vec<ExpiryEntry> = self.store.due_expiries(now_ms, limit)?;
+        let mut n = 0;
+        for entry in due {
+            for &id in &entry.ids {
+                n += 1;
+                match self.decision(g, &id)? {
+                    Some(rec) if rec.state == DecisionState::Pending => self.expire(g, id, rec),
+                    Some(rec) => self.drop_request(g, id, &rec),
+                    None => {}
+                }
             }
+            g.writes.remove_expiries(&entry);
         }
         Ok(n)
     }

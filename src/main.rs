@@ -9,6 +9,10 @@ use offer_bandit::{
     service::Limits,
 };
 
+/// mimalloc: glibc's malloc spent a fifth of the server's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -30,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
                 limits: Limits::default(),
                 shutdown_grace: args.shutdown_grace,
                 metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
+                cache_bytes: args.cache_mb << 20,
             };
             server::serve(opts, server::shutdown_signal()).await
         }

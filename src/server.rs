@@ -39,6 +39,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus `/metrics` (None: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests and flushes.
@@ -47,7 +49,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data_dir = opts.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+    let cache_bytes = opts.cache_bytes;
+    let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&data_dir, cache_bytes))
         .await?
         .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
     let campaigns = opts.campaigns.clone();
@@ -163,7 +166,7 @@ async fn sweep_loop(engine: Arc<Engine>, every: Duration) {
         tick.tick().await;
         loop {
             match engine.sweep(now_ms(), SWEEP_BATCH).await {
-                Ok(n) if n == SWEEP_BATCH => continue,
+                Ok(n) if n >= SWEEP_BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "expiry sweep failed; retrying next tick");

@@ -4,8 +4,12 @@
 //! - `meta/schema`: schema version;
 //! - `m/{campaign}\0{segment}\0{offer}`: [`CellCounts`] of a posterior cell;
 //! - `d/{decision id}`: [`DecisionRecord`];
-//! - `x/{expires ms, big-endian}{decision id}`: decisions whose window is open
-//!   (the expiry sweep walks it in time order);
+//! - `x/{expires ms, big-endian}{first decision id}`: the decisions of one
+//!   campaign made in one write group, whose windows all close by that time
+//!   (16-byte ids, concatenated; an empty value stands for the key's id
+//!   alone). The expiry sweep walks them in time order and drops an entry
+//!   once it has finalized its decisions, so a decision costs one write of
+//!   its own plus a share of its group's entry;
 //! - `r/{campaign}\0{request id}`: decision id of an idempotent request.
 //!
 //! Every value starts with a format-version byte. Changes are applied as one
@@ -23,6 +27,8 @@ use crate::{
 
 /// Schema of the key layout above.
 pub const SCHEMA_VERSION: u32 = 3;
+/// Page cache of [`Store::open`]: 128 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
 pub const FORMAT_VERSION: u8 = 1;
 
@@ -145,10 +151,21 @@ fn request_key(campaign: &str, request_id: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, checking the schema version.
-    /// Fails when another process holds the directory.
+    /// Opens (or creates) the store in `dir` with sled's default page cache,
+    /// checking the schema version. Fails when another process holds the
+    /// directory.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of at most `cache_bytes` (sled's own
+    /// default is 1 GiB; what is not cached is read from disk).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         let tree = db.open_tree("offer-bandit")?;
         match tree.get(META_SCHEMA)? {
             None => {
@@ -270,28 +287,43 @@ impl Store {
         }
     }
 
-    /// Up to `limit` decisions whose window closed at or before `now_ms`, oldest first.
-    pub fn due_expiries(
-        &self,
-        now_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, DecisionId)>, StoreError> {
+    /// Expiry entries whose windows closed at or before `now_ms`, oldest
+    /// first, until they hold at least `limit` decisions.
+    pub fn due_expiries(&self, now_ms: i64, limit: usize) -> Result<Vec<ExpiryEntry>, StoreError> {
         let end = [EXPIRY, &now_ms.saturating_add(1).to_be_bytes()].concat();
         let mut out = Vec::new();
-        for item in self.tree.range(EXPIRY.to_vec()..end).take(limit) {
-            let (k, _) = item?;
+        let mut n = 0;
+        for item in self.tree.range(EXPIRY.to_vec()..end) {
+            if n >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let corrupt = |reason: &str| StoreError::Corrupt {
+                key: escape(&k),
+                reason: reason.into(),
+            };
             let rest = &k[EXPIRY.len()..];
             if rest.len() != 24 {
-                return Err(StoreError::Corrupt {
-                    key: escape(&k),
-                    reason: "malformed expiry key".into(),
-                });
+                return Err(corrupt("malformed expiry key"));
             }
             let mut ms = [0u8; 8];
             ms.copy_from_slice(&rest[..8]);
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&rest[8..]);
-            out.push((i64::from_be_bytes(ms), DecisionId(id)));
+            let first = decision_id(&rest[8..]).ok_or_else(|| corrupt("malformed expiry key"))?;
+            let ids = if v.is_empty() {
+                vec![first]
+            } else if v.len() % 16 == 0 {
+                v.chunks_exact(16).filter_map(decision_id).collect()
+            } else {
+                return Err(corrupt(
+                    "expiry entry is not a list of 16-byte decision ids",
+                ));
+            };
+            n += ids.len();
+            out.push(ExpiryEntry {
+                expires_ms: i64::from_be_bytes(ms),
+                first,
+                ids,
+            });
         }
         Ok(out)
     }
@@ -312,6 +344,22 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+fn decision_id(bytes: &[u8]) -> Option<DecisionId> {
+    Some(DecisionId(bytes.try_into().ok()?))
+}
+
+/// Decisions of one campaign and write group whose windows all close by
+/// `expires_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryEntry {
+    /// When the last of their windows closes (Unix ms).
+    pub expires_ms: i64,
+    /// The entry's key: its first decision.
+    pub first: DecisionId,
+    /// The decisions, `first` among them.
+    pub ids: Vec<DecisionId>,
 }
 
 /// Changes to apply together, atomically.
@@ -350,15 +398,23 @@ impl WriteSet {
         self.len += 1;
     }
 
-    /// Adds a decision to the expiry index.
-    pub fn put_expiry(&mut self, expires_ms: i64, id: &DecisionId) {
-        self.batch.insert(expiry_key(expires_ms, id), Vec::new());
+    /// Adds decisions whose windows all close by `expires_ms` to the expiry
+    /// index, as one entry keyed by the first of them. Nothing for no ids.
+    pub fn put_expiries(&mut self, expires_ms: i64, ids: &[DecisionId]) {
+        let Some(first) = ids.first() else { return };
+        let value = if ids.len() == 1 {
+            Vec::new()
+        } else {
+            ids.iter().flat_map(|id| id.0).collect()
+        };
+        self.batch.insert(expiry_key(expires_ms, first), value);
         self.len += 1;
     }
 
-    /// Removes a decision from the expiry index.
-    pub fn remove_expiry(&mut self, expires_ms: i64, id: &DecisionId) {
-        self.batch.remove(expiry_key(expires_ms, id));
+    /// Removes an expiry entry.
+    pub fn remove_expiries(&mut self, entry: &ExpiryEntry) {
+        self.batch
+            .remove(expiry_key(entry.expires_ms, &entry.first));
         self.len += 1;
     }
 
@@ -421,7 +477,8 @@ mod tests {
             let mut w = WriteSet::default();
             w.put_cell(&key, &counts);
             w.put_decision(&id, &rec());
-            w.put_expiry(20, &id);
+            w.put_expiries(20, &[id]);
+            w.put_expiries(30, &[DecisionId([8; 16]), DecisionId([9; 16])]);
             w.put_request("c", "r1", &id);
             store.commit(w)?;
             store.flush()?;
@@ -431,7 +488,27 @@ mod tests {
         assert_eq!(store.decision(&id)?, Some(rec()));
         assert_eq!(store.request("c", "r1")?, Some(id));
         assert_eq!(store.due_expiries(19, 10)?, vec![]);
-        assert_eq!(store.due_expiries(20, 10)?, vec![(20, id)]);
+        let single = ExpiryEntry {
+            expires_ms: 20,
+            first: id,
+            ids: vec![id],
+        };
+        assert_eq!(store.due_expiries(20, 10)?, vec![single.clone()]);
+        let pair = ExpiryEntry {
+            expires_ms: 30,
+            first: DecisionId([8; 16]),
+            ids: vec![DecisionId([8; 16]), DecisionId([9; 16])],
+        };
+        // `limit` counts decisions; an entry is never split.
+        assert_eq!(store.due_expiries(40, 1)?, vec![single.clone()]);
+        assert_eq!(
+            store.due_expiries(40, 2)?,
+            vec![single.clone(), pair.clone()]
+        );
+        let mut w = WriteSet::default();
+        w.remove_expiries(&single);
+        store.commit(w)?;
+        assert_eq!(store.due_expiries(40, 10)?, vec![pair]);
         assert_eq!(store.check_decisions()?, 1);
         Ok(())
     }

@@ -27,6 +27,9 @@ pub(crate) enum LoadRpc {
     Select,
     /// grpc.health.v1.Health/Check: the stack's no-work baseline.
     Health,
+    /// Durable redemptions: `--decisions` decisions are made first (not
+    /// timed), then redeemed in streams of `--batch` (1: unary RecordRedemption).
+    Redeem,
 }
 
 /// What to run.
@@ -39,6 +42,10 @@ pub(crate) struct LoadOptions {
     pub(crate) rpc: LoadRpc,
     pub(crate) seconds_per_day: f64,
     pub(crate) seed: u64,
+    /// `Redeem`: decisions made before the timed phase.
+    pub(crate) decisions: usize,
+    /// `Redeem`: redemptions per RecordRedemptions stream (1: unary).
+    pub(crate) batch: usize,
 }
 
 /// Figures of one RPC.
@@ -129,6 +136,37 @@ fn tally() -> Tally {
     }
 }
 
+/// Requests each worker draws before the timed run and then cycles through.
+const POOL: usize = 2048;
+
+/// `n` SelectOffer requests for scenario visits, with each visit's true
+/// redemption probabilities, drawn from round `w * n` on.
+fn request_pool(
+    scenario: &Scenario,
+    campaign: &str,
+    w: usize,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(proto::SelectOfferRequest, Vec<f64>)> {
+    let mut visit = SimVisit::new();
+    (0..n)
+        .map(|i| {
+            let round = (w * n + i) as u64 % scenario.rounds().max(1);
+            scenario.draw_visit(round, rng, &mut visit);
+            let req = proto::SelectOfferRequest {
+                campaign: campaign.to_owned(),
+                context: visit
+                    .context
+                    .iter()
+                    .map(|(k, v)| (k.clone(), crate::drive::to_proto(v)))
+                    .collect(),
+                ..Default::default()
+            };
+            (req, visit.p.clone())
+        })
+        .collect()
+}
+
 /// A redemption waiting for its simulated delay.
 struct Due {
     at: Instant,
@@ -141,6 +179,9 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", opts.target))?;
+    if opts.rpc == LoadRpc::Redeem {
+        return run_redeem(opts, scenario, channel).await;
+    }
     let started = Instant::now();
     let deadline = started + opts.duration;
     let due: Arc<Mutex<Vec<Due>>> = Arc::new(Mutex::new(Vec::new()));
@@ -160,7 +201,9 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
             let mut rng =
                 ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
             let mut t = tally();
-            let mut visit = SimVisit::new();
+            // Requests are drawn before the clock starts, so that the load
+            // generator spends its time sending, not simulating customers.
+            let pool = request_pool(&scenario, &campaign, w, POOL, &mut rng);
             let mut ticker = per_worker_interval.map(|i| {
                 let mut t = tokio::time::interval(i);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,6 +215,7 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
                     tk.tick().await;
                 }
                 match rpc {
+                    LoadRpc::Redeem => break,
                     LoadRpc::Health => {
                         let s = Instant::now();
                         let r = health
@@ -183,19 +227,10 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
                         t.record(s, r);
                     }
                     LoadRpc::Select => {
-                        scenario.draw_visit(round % scenario.rounds().max(1), &mut rng, &mut visit);
+                        let (req, p) = &pool[round as usize % pool.len()];
                         round += 1;
-                        let req = proto::SelectOfferRequest {
-                            campaign: campaign.clone(),
-                            context: visit
-                                .context
-                                .iter()
-                                .map(|(k, v)| (k.clone(), crate::drive::to_proto(v)))
-                                .collect(),
-                            ..Default::default()
-                        };
                         let s = Instant::now();
-                        let r = offers.select_offer(req).await;
+                        let r = offers.select_offer(req.clone()).await;
                         let resp = r.as_ref().ok().map(|r| r.get_ref().clone());
                         t.record(s, r.map(|_| 1));
                         if let Some(resp) = resp {
@@ -203,7 +238,7 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
                                 .offers()
                                 .iter()
                                 .position(|o| o.id == resp.offer_id)
-                                .map_or(0.0, |k| visit.p[k]);
+                                .map_or(0.0, |k| p[k]);
                             if rng.random::<f64>() < p {
                                 let delay = scenario.draw_delay_days(&mut rng) * spd;
                                 if let Ok(mut d) = due.lock() {
@@ -266,8 +301,8 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
     let redeem = redeemer.await?;
     let seconds = started.elapsed().as_secs_f64();
     let name = match opts.rpc {
-        LoadRpc::Select => "SelectOffer",
         LoadRpc::Health => "Health/Check",
+        _ => "SelectOffer",
     };
     let mut rpcs = vec![select.figures(name, seconds)];
     if opts.rpc == LoadRpc::Select {
@@ -280,5 +315,116 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
         seconds,
         rps_limit: opts.rps,
         rpcs,
+    })
+}
+
+/// `--rpc redeem`: makes `opts.decisions` decisions as fast as it can (not
+/// timed), then redeems them from `opts.concurrency` callers in streams of
+/// `opts.batch` until all are redeemed or `opts.duration` has passed.
+/// Every OK counts only once the server has flushed it to disk.
+async fn run_redeem(
+    opts: LoadOptions,
+    scenario: Arc<Scenario>,
+    channel: tonic::transport::Channel,
+) -> anyhow::Result<LoadReport> {
+    let ids: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::with_capacity(opts.decisions)));
+    let prefill_started = Instant::now();
+    let mut makers = Vec::with_capacity(opts.concurrency);
+    let per_worker = opts.decisions.div_ceil(opts.concurrency);
+    for w in 0..opts.concurrency {
+        let mut offers = OfferServiceClient::new(channel.clone());
+        let (scenario, ids, campaign) = (scenario.clone(), ids.clone(), opts.campaign.clone());
+        let seed = opts.seed;
+        makers.push(tokio::spawn(async move {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+            let pool = request_pool(&scenario, &campaign, w, POOL.min(per_worker), &mut rng);
+            let mut t = tally();
+            for i in 0..per_worker {
+                let req = pool[i % pool.len()].0.clone();
+                let s = Instant::now();
+                let r = offers.select_offer(req).await;
+                if let Ok(resp) = &r
+                    && let Ok(mut ids) = ids.lock()
+                {
+                    ids.push(resp.get_ref().decision_id.clone());
+                }
+                t.record(s, r.map(|_| 1));
+            }
+            t
+        }));
+    }
+    let mut select = tally();
+    for m in makers {
+        select.merge(m.await?);
+    }
+    let prefill_seconds = prefill_started.elapsed().as_secs_f64();
+    let batch = opts.batch.max(1);
+    let started = Instant::now();
+    let deadline = started + opts.duration;
+    let mut workers = Vec::with_capacity(opts.concurrency);
+    for _ in 0..opts.concurrency {
+        let mut offers = OfferServiceClient::new(channel.clone());
+        let ids = ids.clone();
+        workers.push(tokio::spawn(async move {
+            let mut t = tally();
+            while Instant::now() < deadline {
+                let chunk: Vec<String> = match ids.lock() {
+                    Ok(mut ids) => {
+                        let n = ids.len().saturating_sub(batch);
+                        ids.split_off(n)
+                    }
+                    Err(_) => break,
+                };
+                if chunk.is_empty() {
+                    break;
+                }
+                let s = Instant::now();
+                let r = if batch == 1 {
+                    offers
+                        .record_redemption(proto::RecordRedemptionRequest {
+                            decision_id: chunk.into_iter().next().unwrap_or_default(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| 1)
+                } else {
+                    let items =
+                        chunk
+                            .into_iter()
+                            .map(|decision_id| proto::RecordRedemptionRequest {
+                                decision_id,
+                                ..Default::default()
+                            });
+                    offers
+                        .record_redemptions(tokio_stream::iter(items))
+                        .await
+                        .map(|r| r.get_ref().applied)
+                };
+                t.record(s, r);
+            }
+            t
+        }));
+    }
+    let mut redeem = tally();
+    for w in workers {
+        redeem.merge(w.await?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let name = if batch == 1 {
+        "RecordRedemption (unary)".to_owned()
+    } else {
+        format!("RecordRedemptions ({batch}/stream)")
+    };
+    Ok(LoadReport {
+        target: opts.target,
+        campaign: opts.campaign,
+        concurrency: opts.concurrency,
+        seconds,
+        rps_limit: None,
+        rpcs: vec![
+            select.figures("SelectOffer (prefill, untimed)", prefill_seconds),
+            redeem.figures(&name, seconds),
+        ],
     })
 }

@@ -91,9 +91,16 @@ struct LoadArgs {
     /// Total calls per second to aim for (default: as fast as possible).
     #[arg(long)]
     rps: Option<f64>,
-    /// SelectOffer (with redemptions flowing back) or Health/Check (baseline).
+    /// SelectOffer (with redemptions flowing back), Health/Check (baseline),
+    /// or durable redemptions of decisions made first.
     #[arg(long, value_enum, default_value_t = load::LoadRpc::Select)]
     rpc: load::LoadRpc,
+    /// With --rpc redeem: decisions to make (untimed) before redeeming them.
+    #[arg(long, default_value_t = 200_000)]
+    decisions: usize,
+    /// With --rpc redeem: redemptions per RecordRedemptions stream (1 = unary RecordRedemption).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
     /// Wall-clock seconds per simulated day of redemption delay.
     #[arg(long, default_value_t = 1.0)]
     seconds_per_day: f64,
@@ -324,6 +331,8 @@ fn main() -> anyhow::Result<()> {
                 rpc: a.rpc,
                 seconds_per_day: a.seconds_per_day,
                 seed: a.seed,
+                decisions: a.decisions,
+                batch: a.batch,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

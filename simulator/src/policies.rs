@@ -8,7 +8,7 @@ use offer_bandit::{
         Features, Outcome, Policy, PolicyError,
         baseline::{EpsilonGreedy, Fixed, Ucb1, Uniform},
         contextual::{ContextualConfig, ContextualTs, Likelihood},
-        segment::SegmentTs,
+        segment::{DEFAULT_SNAPSHOT_TOLERANCE, SegmentTs},
     },
 };
 use rand::Rng;
@@ -121,6 +121,7 @@ pub(crate) fn build<'a>(spec: &str, env: &PolicyEnv<'a>) -> anyhow::Result<Box<d
                 segment_by,
                 env.weights.clone(),
                 env.prior_strength,
+                DEFAULT_SNAPSHOT_TOLERANCE,
             ))
         }
         ("linear-ts", opts) => Box::new(ContextualTs::new(
