@@ -30,18 +30,78 @@ pub enum Command {
     },
     /// Write a running server's decision log as JSON Lines (the input of `offer-sim ope`).
     Export(ExportArgs),
+    /// Erase one customer's decisions from a running server (GDPR/CCPA), posteriors included.
+    Forget(ForgetArgs),
+    /// Write a consistent backup of a running server's store to a file.
+    Backup(BackupArgs),
+    /// Turn a backup file into a new data directory (the server must not be using it).
+    Restore(RestoreArgs),
 }
 
-/// Flags of `offer-bandit export`.
+/// How the admin subcommands reach a server.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ExportArgs {
-    /// The server's gRPC address.
+pub struct ClientArgs {
+    /// The server's gRPC address (https:// for TLS).
     #[arg(
         long,
         env = "OFFER_BANDIT_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
+    /// PEM certificate of the CA (or the self-signed server certificate) to
+    /// trust for https:// (default: the system's roots are not used; pass one).
+    #[arg(long, env = "OFFER_BANDIT_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Domain name to check the server's certificate against (default: the host of --server).
+    #[arg(long, env = "OFFER_BANDIT_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+    /// File holding the bearer token (or set OFFER_BANDIT_AUTH_TOKEN).
+    #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// The token itself (environment only, never shown).
+    #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN", hide = true, hide_env_values = true)]
+    pub auth_token: Option<String>,
+}
+
+/// Flags of `offer-bandit forget`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ForgetArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The customer id, as sent in SelectOffer.
+    #[arg(long)]
+    pub customer_id: String,
+}
+
+/// Flags of `offer-bandit backup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The backup file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Flags of `offer-bandit restore`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The new data directory (must not hold a store yet).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+/// Flags of `offer-bandit export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Campaign id.
     #[arg(long)]
     pub campaign: String,
@@ -107,6 +167,61 @@ pub struct ServeArgs {
     /// On SIGTERM/Ctrl-C, how long to wait for in-flight requests before closing connections.
     #[arg(long, env = "OFFER_BANDIT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// PEM certificate chain for TLS (with --tls-key); without both, gRPC is plaintext.
+    #[arg(long, env = "OFFER_BANDIT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "OFFER_BANDIT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// File holding the bearer token callers must send as
+    /// "authorization: Bearer <token>" (at least 16 bytes). The token can
+    /// also come from the environment variable OFFER_BANDIT_AUTH_TOKEN.
+    #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// The token itself (environment only, never shown).
+    #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN", hide = true, hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// What the token protects: "admin" (CampaignAdmin) or "all" (every RPC but health checks).
+    #[arg(long, env = "OFFER_BANDIT_AUTH_SCOPE", value_enum, default_value = "admin")]
+    pub auth_scope: crate::guard::AuthScope,
+    /// File holding the 64-hex-digit key customer ids are hashed under. Without
+    /// it the store generates one on first start and keeps it. A store refuses
+    /// to start under a different key than the one it was first used with.
+    #[arg(long, env = "OFFER_BANDIT_CUSTOMER_KEY_FILE")]
+    pub customer_key_file: Option<PathBuf>,
+    /// How long resolved (redeemed or expired) decision records are kept after
+    /// their reward window, e.g. "90d"; "never" keeps them. Their evidence stays
+    /// in the posteriors either way.
+    #[arg(long, env = "OFFER_BANDIT_RETENTION", default_value = "90d", value_parser = parse_retention)]
+    pub retention: Retention,
+    /// Most OfferService and CampaignAdmin requests in flight; beyond it,
+    /// requests get RESOURCE_EXHAUSTED at once (health checks are never limited).
+    #[arg(long, env = "OFFER_BANDIT_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_in_flight: u64,
+    /// Longest a request may run before DEADLINE_EXCEEDED.
+    #[arg(long, env = "OFFER_BANDIT_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest request message, in bytes.
+    #[arg(long, env = "OFFER_BANDIT_MAX_MESSAGE_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
+    pub max_message_bytes: u64,
+    /// Most features in one context.
+    #[arg(long, env = "OFFER_BANDIT_MAX_FEATURES", default_value_t = 64)]
+    pub max_features: usize,
+    /// Longest feature name, in bytes.
+    #[arg(long, env = "OFFER_BANDIT_MAX_FEATURE_NAME", default_value_t = 64)]
+    pub max_feature_name: usize,
+    /// Longest category value, in bytes.
+    #[arg(long, env = "OFFER_BANDIT_MAX_CATEGORY", default_value_t = 256)]
+    pub max_category: usize,
+    /// Most candidate offers in one request.
+    #[arg(long, env = "OFFER_BANDIT_MAX_CANDIDATES", default_value_t = 256)]
+    pub max_candidates: usize,
+    /// Longest customer_id or request_id, in bytes.
+    #[arg(long, env = "OFFER_BANDIT_MAX_KEY", default_value_t = 128)]
+    pub max_key: usize,
+    /// Most redemptions in one RecordRedemptions stream.
+    #[arg(long, env = "OFFER_BANDIT_MAX_STREAM", default_value_t = 50_000)]
+    pub max_stream: usize,
     /// Log format (logs go to stderr; filter with RUST_LOG, default "info").
     #[arg(
         long,
@@ -115,4 +230,24 @@ pub struct ServeArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+}
+
+/// How long resolved decision records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Pruned this long after their reward window.
+    For(Duration),
+    /// Never pruned.
+    Never,
+}
+
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s == "never" {
+        return Ok(Retention::Never);
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (or \"never\")"))?;
+    if d < Duration::from_secs(1) {
+        return Err("retention must be at least 1s (or \"never\")".into());
+    }
+    Ok(Retention::For(d))
 }

@@ -139,6 +139,9 @@ pub struct DecisionRecord {
     pub context: Vec<(String, crate::context::FeatureValue)>,
     /// The offers it chose among.
     pub candidates: Vec<String>,
+    /// The customer, as a keyed hash (see [`crate::customer`]), when the
+    /// request named one: the handle of erasure.
+    pub customer: Option<crate::customer::CustomerHash>,
 }
 
 /// Current Unix time in milliseconds.

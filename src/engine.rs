@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     config::{CampaignConfig, PolicyKind},
     context::Context,
+    customer::{CustomerHash, CustomerKey},
     decision::{DecisionId, DecisionRecord, DecisionState, IdGenerator, now_ms},
     error::Error,
     features::Encoder,
@@ -159,6 +160,8 @@ pub struct SelectRequest {
     pub candidates: Vec<String>,
     /// Idempotency key.
     pub request_id: Option<String>,
+    /// The customer, if the caller named one (stored only as a keyed hash).
+    pub customer_id: Option<String>,
 }
 
 /// The outcome of a select.
@@ -276,6 +279,18 @@ pub struct Engine {
     writer: mpsc::Sender<Command>,
     failed: Arc<AtomicBool>,
     options: EngineOptions,
+    customer_key: CustomerKey,
+}
+
+/// What erasing a customer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Forgotten {
+    /// Decision records erased.
+    pub decisions: u64,
+    /// Of those, decisions subtracted from a regression posterior.
+    pub model_updates: u64,
+    /// Whether every subtraction was exact.
+    pub exact: bool,
 }
 
 impl Engine {
@@ -285,6 +300,7 @@ impl Engine {
         store: Store,
         configs: Vec<CampaignConfig>,
         options: EngineOptions,
+        customer_key: CustomerKey,
     ) -> Result<Engine, StoreError> {
         let mut campaigns: Campaigns = configs
             .into_iter()
@@ -360,6 +376,7 @@ impl Engine {
             writer: tx,
             failed,
             options,
+            customer_key,
         })
     }
 
@@ -486,6 +503,7 @@ impl Engine {
                 .iter()
                 .map(|&i| campaign.offers[i].id.clone())
                 .collect(),
+            customer: req.customer_id.as_deref().map(|c| self.customer_key.hash(c)),
         };
         let campaign_id = rec.campaign.clone();
         let (reply, rx) = oneshot::channel();
@@ -583,6 +601,38 @@ impl Engine {
             reply,
         })
         .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Erases every decision of a customer and subtracts them from the
+    /// posteriors; answers once that is durable.
+    pub async fn forget(&self, customer_id: &str) -> Result<Forgotten, Error> {
+        self.check_healthy()?;
+        let customer = self.customer_key.hash(customer_id);
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Forget { customer, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Deletes up to `limit` resolved decision records whose reward window
+    /// closed before `before_ms` (their evidence stays in the posteriors);
+    /// returns how many.
+    pub async fn prune(&self, before_ms: i64, limit: usize) -> Result<usize, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Prune {
+            before_ms,
+            limit,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Writes a consistent backup of the whole store to `path`; returns the
+    /// entries written. Writes wait meanwhile (the writer thread makes it).
+    pub async fn backup(&self, path: std::path::PathBuf) -> Result<u64, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Backup { path, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
 
@@ -733,6 +783,19 @@ enum Command {
     Flush {
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    Forget {
+        customer: CustomerHash,
+        reply: oneshot::Sender<Result<Forgotten, Error>>,
+    },
+    Prune {
+        before_ms: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<usize, Error>>,
+    },
+    Backup {
+        path: std::path::PathBuf,
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
 }
 
 enum Reply {
@@ -746,6 +809,10 @@ enum Reply {
     ),
     Sweep(oneshot::Sender<Result<usize, Error>>, Result<usize, Error>),
     Flush(oneshot::Sender<Result<(), Error>>),
+    Forget(
+        oneshot::Sender<Result<Forgotten, Error>>,
+        Result<Forgotten, Error>,
+    ),
 }
 
 impl Reply {
@@ -763,6 +830,8 @@ impl Reply {
             (Reply::Sweep(tx, _), Some(m)) => drop(tx.send(Err(fail(m)))),
             (Reply::Flush(tx), None) => drop(tx.send(Ok(()))),
             (Reply::Flush(tx), Some(m)) => drop(tx.send(Err(fail(m)))),
+            (Reply::Forget(tx, r), None) => drop(tx.send(r)),
+            (Reply::Forget(tx, _), Some(m)) => drop(tx.send(Err(fail(m)))),
         }
     }
 }
@@ -783,6 +852,9 @@ struct Group {
     models: HashMap<(String, usize), GaussianPosterior>,
     decisions: HashMap<DecisionId, DecisionRecord>,
     requests: HashMap<(String, String), DecisionId>,
+    /// Decisions deleted in this group (erased or pruned): gone for later
+    /// commands of the group although the store still has them.
+    erased: std::collections::HashSet<DecisionId>,
     /// New decisions per campaign: when the last window closes, and the ids.
     expiries: HashMap<String, (i64, Vec<DecisionId>)>,
     replies: Vec<Reply>,
@@ -792,11 +864,29 @@ struct Group {
 
 impl Writer {
     fn run(self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(first) = rx.blocking_recv() {
+        let mut next: Option<Command> = None;
+        loop {
+            let first = match next.take() {
+                Some(cmd) => cmd,
+                None => match rx.blocking_recv() {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+            };
+            // A backup runs alone, between groups: everything before it is
+            // committed and nothing writes while it runs.
+            if let Command::Backup { path, reply } = first {
+                let _ = reply.send(self.backup(&path));
+                continue;
+            }
             let mut group = Group::default();
             self.apply(&mut group, first);
             while group.replies.len() < MAX_GROUP {
                 match rx.try_recv() {
+                    Ok(cmd @ Command::Backup { .. }) => {
+                        next = Some(cmd);
+                        break;
+                    }
                     Ok(cmd) => self.apply(&mut group, cmd),
                     Err(_) => break,
                 }
@@ -893,10 +983,30 @@ impl Writer {
                 g.durable = true;
                 g.replies.push(Reply::Flush(reply));
             }
+            Command::Forget { customer, reply } => {
+                let r = self.forget(g, &customer);
+                g.durable = true;
+                g.replies.push(Reply::Forget(reply, r));
+            }
+            Command::Prune {
+                before_ms,
+                limit,
+                reply,
+            } => {
+                let r = self.prune(g, before_ms, limit);
+                g.replies.push(Reply::Sweep(reply, r));
+            }
+            Command::Backup { reply, .. } => {
+                // `run` never hands a backup to a group.
+                let _ = reply.send(Err(Error::Unavailable("backup misrouted; retry".into())));
+            }
         }
     }
 
     fn decision(&self, g: &Group, id: &DecisionId) -> Result<Option<DecisionRecord>, Error> {
+        if g.erased.contains(id) {
+            return Ok(None);
+        }
         match g.decisions.get(id) {
             Some(r) => Ok(Some(r.clone())),
             None => Ok(self.store.decision(id)?),
@@ -1005,6 +1115,9 @@ impl Writer {
         }
         self.change_cell(g, &rec, |c| c.trials += 1);
         self.learn(g, &rec, false);
+        if let Some(c) = &rec.customer {
+            g.writes.put_customer(c, &id);
+        }
         let (last, ids) = g
             .expiries
             .entry(rec.campaign.clone())
@@ -1096,6 +1209,114 @@ impl Writer {
                 g.requests.remove(&key);
             }
         }
+    }
+
+    /// Erases a customer's decisions: subtracts each from its cell (and
+    /// regression posterior), then deletes the record and its indexes.
+    fn forget(&self, g: &mut Group, customer: &CustomerHash) -> Result<Forgotten, Error> {
+        let mut ids = self.store.customer_decisions(customer)?;
+        // Decisions of this group are not in the store's index yet.
+        ids.extend(
+            g.decisions
+                .iter()
+                .filter(|(_, r)| r.customer.as_ref() == Some(customer))
+                .map(|(id, _)| *id),
+        );
+        ids.sort();
+        ids.dedup();
+        let mut out = Forgotten {
+            exact: true,
+            ..Forgotten::default()
+        };
+        for id in ids {
+            g.writes.remove_customer(customer, &id);
+            let Some(rec) = self.decision(g, &id)? else {
+                continue; // pruned or erased before: only the index was left
+            };
+            if rec.customer.as_ref() != Some(customer) {
+                continue;
+            }
+            self.change_cell(g, &rec, |c| {
+                c.trials = c.trials.saturating_sub(1);
+                match rec.state {
+                    DecisionState::Pending => {}
+                    DecisionState::Redeemed { value, .. } => {
+                        c.successes = c.successes.saturating_sub(1);
+                        c.value_sum -= value;
+                    }
+                    DecisionState::Expired => c.expired = c.expired.saturating_sub(1),
+                }
+            });
+            if let Some(exact) = self.unlearn(g, &rec) {
+                out.model_updates += 1;
+                out.exact &= exact;
+            }
+            self.drop_request(g, id, &rec);
+            g.writes.remove_decision(&id);
+            g.decisions.remove(&id);
+            g.erased.insert(id);
+            out.decisions += 1;
+        }
+        Ok(out)
+    }
+
+    /// Subtracts a decision from its contextual posterior: `None` when the
+    /// campaign is not contextual, else whether the subtraction was exact.
+    fn unlearn(&self, g: &mut Group, rec: &DecisionRecord) -> Option<bool> {
+        let campaign = self.campaigns.get(&rec.campaign)?;
+        let ctx = campaign.contextual.as_ref()?;
+        let offer = campaign.offer_index(&rec.offer)?;
+        if rec
+            .features
+            .iter()
+            .any(|(i, _)| *i as usize >= ctx.encoder.dim())
+        {
+            return Some(false); // never learned (encoded under other features)
+        }
+        let key = (rec.campaign.clone(), offer);
+        let mut posterior = match g.models.remove(&key) {
+            Some(p) => p,
+            None => ctx.models.read().get(offer)?.clone(),
+        };
+        let redeemed = matches!(rec.state, DecisionState::Redeemed { .. });
+        let exact = posterior.unlearn_decision(&rec.features, redeemed, &ctx.config);
+        g.models.insert(key, posterior);
+        Some(exact)
+    }
+
+    fn backup(&self, path: &std::path::Path) -> Result<u64, Error> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(
+                "storage failed earlier; restart the server (see its log)".into(),
+            ));
+        }
+        let file = std::fs::File::create(path).map_err(|e| {
+            Error::Unavailable(format!("cannot create the backup file {}: {e}", path.display()))
+        })?;
+        let mut out = std::io::BufWriter::new(file);
+        let n = self.store.write_snapshot(&mut out)?;
+        out.into_inner()
+            .map_err(|e| Error::Unavailable(format!("writing the backup: {e}")))?
+            .sync_all()
+            .map_err(|e| Error::Unavailable(format!("writing the backup: {e}")))?;
+        Ok(n)
+    }
+
+    /// Deletes resolved records past retention (see [`Engine::prune`]).
+    fn prune(&self, g: &mut Group, before_ms: i64, limit: usize) -> Result<usize, Error> {
+        let old = self.store.prunable(before_ms, limit)?;
+        let n = old.len();
+        for (id, rec) in old {
+            if g.decisions.contains_key(&id) {
+                continue; // changed in this group; next time
+            }
+            if let Some(c) = &rec.customer {
+                g.writes.remove_customer(c, &id);
+            }
+            g.writes.remove_decision(&id);
+            g.erased.insert(id);
+        }
+        Ok(n)
     }
 
     /// Finalizes the decisions of due expiry entries (at least `limit` of

@@ -32,6 +32,9 @@ impl From<Error> for tonic::Status {
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
             Error::Store(StoreError::Sled(_)) => tonic::Status::unavailable(msg),
             Error::Store(StoreError::Corrupt { .. }) => tonic::Status::data_loss(msg),
+            Error::Store(StoreError::CustomerKeyMismatch { .. }) => {
+                tonic::Status::failed_precondition(msg)
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! `offer-bandit export`: a gRPC client that writes a running server's
+//! The admin subcommands that talk to a running server: `export` writes the
 //! decision log as JSON Lines, one decision per line (the format is in the
-//! README; `offer-sim ope --logs` reads it).
+//! README; `offer-sim ope --logs` reads it); `forget` erases a customer;
+//! `backup` writes a consistent snapshot of the store to a file.
 
 use std::io::Write;
 
@@ -8,9 +9,9 @@ use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    cli::ExportArgs,
+    cli::{BackupArgs, ExportArgs, ForgetArgs},
     decision::now_ms,
-    proto::{self, campaign_admin_client::CampaignAdminClient, feature_value::Kind},
+    proto::{self, feature_value::Kind},
 };
 
 /// A time bound: a duration ago ("24h") or Unix milliseconds.
@@ -75,9 +76,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
         .map(parse_time)
         .transpose()?
         .unwrap_or(0);
-    let mut client = CampaignAdminClient::connect(args.server.clone())
-        .await
-        .with_context(|| format!("cannot connect to {}", args.server))?;
+    let mut client = crate::client::admin(&args.client).await?;
     let mut stream = client
         .export_decisions(proto::ExportDecisionsRequest {
             campaign: args.campaign.clone(),
@@ -105,4 +104,55 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
     }
     out.flush()?;
     Ok(n)
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", s.code(), s.message())
+}
+
+/// `offer-bandit forget`: erases a customer and prints what was erased.
+pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
+    let mut client = crate::client::admin(&args.client).await?;
+    let r = client
+        .forget_customer(proto::ForgetCustomerRequest {
+            customer_id: args.customer_id,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "erased {} decisions ({} subtracted from regression posteriors, {})",
+        r.decisions_erased,
+        r.model_updates,
+        if r.posteriors_exact { "exactly" } else { "approximately" }
+    );
+    Ok(())
+}
+
+/// `offer-bandit backup`: streams a snapshot into `--out` (written to a
+/// temporary name first, so a failed backup never leaves a partial file).
+pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let mut client = crate::client::admin(&args.client).await?;
+    let mut stream = client
+        .backup(proto::BackupRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    let partial = args.out.with_extension("partial");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?,
+    );
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.message().await.map_err(status)? {
+        out.write_all(&chunk.data)?;
+        bytes += chunk.data.len() as u64;
+    }
+    out.into_inner()
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", partial.display()))?
+        .sync_all()?;
+    std::fs::rename(&partial, &args.out)
+        .with_context(|| format!("cannot move the backup to {}", args.out.display()))?;
+    println!("backup of {bytes} bytes written to {}", args.out.display());
+    Ok(())
 }

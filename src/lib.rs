@@ -6,13 +6,16 @@
 //! and [`server`] put it on gRPC.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod context;
+pub mod customer;
 pub mod decision;
 pub mod engine;
 pub mod error;
 pub mod export;
 pub mod features;
+pub mod guard;
 pub mod linalg;
 pub mod metrics;
 pub mod policy;

@@ -1,10 +1,13 @@
 //! The `offer-bandit` binary.
 
+use anyhow::Context as _;
 use clap::Parser;
 use offer_bandit::{
-    cli::{Cli, Command, LogFormat},
+    cli::{Cli, Command, LogFormat, Retention, ServeArgs},
     config,
+    customer::CustomerKey,
     engine::EngineOptions,
+    guard::GuardConfig,
     server::{self, ServeOptions},
     service::Limits,
 };
@@ -19,28 +22,23 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_logs(args.log_format);
-            let campaigns = match &args.config {
-                Some(path) => config::load_file(path)?,
-                None => config::demo()?,
-            };
-            let opts = ServeOptions {
-                listen: args.listen,
-                data_dir: args.data_dir,
-                campaigns,
-                engine: EngineOptions {
-                    durable_decisions: args.durable_decisions,
-                },
-                sweep_interval: args.sweep_interval,
-                limits: Limits::default(),
-                shutdown_grace: args.shutdown_grace,
-                metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
-                cache_bytes: args.cache_mb << 20,
-            };
+            let opts = serve_options(args)?;
             server::serve(opts, server::shutdown_signal()).await
         }
         Command::Export(args) => {
             let n = offer_bandit::export::run(args).await?;
             eprintln!("exported {n} decisions");
+            Ok(())
+        }
+        Command::Forget(args) => offer_bandit::export::forget(args).await,
+        Command::Backup(args) => offer_bandit::export::backup(args).await,
+        Command::Restore(args) => {
+            let n = offer_bandit::store::restore_snapshot(&args.from, &args.data_dir)?;
+            println!(
+                "restored {n} entries into {}; start the server with --data-dir {}",
+                args.data_dir.display(),
+                args.data_dir.display()
+            );
             Ok(())
         }
         Command::CheckConfig { path } => {
@@ -59,6 +57,59 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Validates `serve`'s flags into the server's options.
+fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
+    let campaigns = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => config::demo()?,
+    };
+    let token = offer_bandit::client::read_token(
+        args.auth_token_file.as_deref(),
+        args.auth_token.as_deref(),
+    )?;
+    let customer_key = args
+        .customer_key_file
+        .as_ref()
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the customer key file {}", p.display()))?;
+            CustomerKey::from_hex(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .transpose()?;
+    Ok(ServeOptions {
+        engine: EngineOptions {
+            durable_decisions: args.durable_decisions,
+        },
+        sweep_interval: args.sweep_interval,
+        limits: Limits {
+            max_features: args.max_features,
+            max_feature_name: args.max_feature_name,
+            max_category: args.max_category,
+            max_candidates: args.max_candidates,
+            max_key: args.max_key,
+            max_stream: args.max_stream,
+        },
+        shutdown_grace: args.shutdown_grace,
+        metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
+        cache_bytes: args.cache_mb << 20,
+        customer_key,
+        retention: match args.retention {
+            Retention::For(d) => Some(d),
+            Retention::Never => None,
+        },
+        guard: GuardConfig {
+            token,
+            scope: args.auth_scope,
+            max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
+            request_timeout: args.request_timeout,
+        },
+        tls: args.tls_cert.zip(args.tls_key),
+        max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
+        ..ServeOptions::new(args.listen, args.data_dir, campaigns)
+    })
 }
 
 fn init_logs(format: LogFormat) {

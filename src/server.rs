@@ -8,6 +8,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::{
     config::CampaignConfig,
+    customer::CustomerKey,
+    guard::{GuardConfig, GuardLayer},
     decision::now_ms,
     engine::{Engine, EngineOptions},
     proto::{
@@ -41,6 +43,39 @@ pub struct ServeOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// sled page cache, bytes.
     pub cache_bytes: u64,
+    /// The key customer ids are hashed under (None: the store's own).
+    pub customer_key: Option<CustomerKey>,
+    /// Resolved decision records are deleted this long after their window
+    /// (None: kept).
+    pub retention: Option<Duration>,
+    /// Authentication, in-flight limit and deadlines.
+    pub guard: GuardConfig,
+    /// PEM certificate chain and key (None: plaintext).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Largest request message, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl ServeOptions {
+    /// Defaults for `campaigns` served from `data_dir` on `listen`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, campaigns: Vec<CampaignConfig>) -> Self {
+        ServeOptions {
+            listen,
+            data_dir,
+            campaigns,
+            engine: EngineOptions::default(),
+            sweep_interval: Duration::from_secs(1),
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            metrics_listen: None,
+            cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            customer_key: None,
+            retention: Some(Duration::from_secs(90 * 86_400)),
+            guard: GuardConfig::default(),
+            tls: None,
+            max_message_bytes: 4 << 20,
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests and flushes.
@@ -55,9 +90,14 @@ pub async fn serve(
         .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
     let campaigns = opts.campaigns.clone();
     let engine_opts = opts.engine;
-    let engine = tokio::task::spawn_blocking(move || Engine::open(store, campaigns, engine_opts))
-        .await?
-        .context("loading the store (nothing was changed; fix or move the data directory)")?;
+    let configured_key = opts.customer_key.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        let key = store.customer_key(configured_key)?;
+        tracing::info!(fingerprint = %key.fingerprint(), "customer ids are hashed under this key");
+        Engine::open(store, campaigns, engine_opts, key)
+    })
+    .await?
+    .context("loading the store (nothing was changed; fix or move the data directory)")?;
     let engine = Arc::new(engine);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -82,6 +122,14 @@ pub async fn serve(
         campaigns = ?opts.campaigns.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
         durable_decisions = opts.engine.durable_decisions,
         sweep_interval = ?opts.sweep_interval,
+        retention = ?opts.retention,
+        tls = opts.tls.is_some(),
+        auth = opts.guard.token.is_some(),
+        auth_scope = ?opts.guard.scope,
+        max_in_flight = opts.guard.max_in_flight,
+        request_timeout = ?opts.guard.request_timeout,
+        limits = ?opts.limits,
+        cache_bytes = opts.cache_bytes,
         "serving"
     );
     let mut out = std::io::stdout();
@@ -106,17 +154,43 @@ pub async fn serve(
     writeln!(out, "offer-bandit listening on {addr}")?;
     out.flush()?;
 
-    let sweeper = tokio::spawn(sweep_loop(engine.clone(), opts.sweep_interval));
+    let sweeper = tokio::spawn(sweep_loop(
+        engine.clone(),
+        opts.sweep_interval,
+        opts.retention,
+    ));
     let api = Api::new(engine.clone(), opts.limits);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &opts.tls {
+        let cert_pem = std::fs::read(cert)
+            .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
+        let key_pem = std::fs::read(key)
+            .with_context(|| format!("reading the TLS key {}", key.display()))?;
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(cert_pem, key_pem),
+            ))
+            .context("the TLS certificate or key is not usable")?;
+    }
+    let max_msg = opts.max_message_bytes;
+    let server = builder
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .layer(crate::metrics::RpcMetricsLayer)
+        .layer(GuardLayer::new(&opts.guard))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(OfferServiceServer::new(api.clone()))
-        .add_service(CampaignAdminServer::new(api))
+        .add_service(
+            OfferServiceServer::new(api.clone())
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
+        )
+        .add_service(
+            CampaignAdminServer::new(api)
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(64 << 20),
+        )
         .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;
         });
@@ -159,11 +233,19 @@ fn incoming(
     })
 }
 
-async fn sweep_loop(engine: Arc<Engine>, every: Duration) {
+async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Duration>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if let Some(keep) = retention {
+            let before = now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            match engine.prune(before, SWEEP_BATCH).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(decisions = n, "pruned decision records past retention"),
+                Err(e) => tracing::warn!(error = %e, "pruning failed; retrying next tick"),
+            }
+        }
         loop {
             match engine.sweep(now_ms(), SWEEP_BATCH).await {
                 Ok(n) if n >= SWEEP_BATCH => continue,

@@ -129,6 +129,7 @@ impl Api {
             context,
             candidates: r.candidate_offer_ids,
             request_id: (!r.request_id.is_empty()).then_some(r.request_id),
+            customer_id: (!r.customer_id.is_empty()).then_some(r.customer_id),
         })
     }
 
@@ -250,10 +251,89 @@ impl OfferService for Api {
     }
 }
 
+/// Bytes per BackupChunk.
+const BACKUP_CHUNK: usize = 1 << 20;
+
 #[tonic::async_trait]
 impl CampaignAdmin for Api {
     type ExportDecisionsStream =
         tokio_stream::wrappers::ReceiverStream<Result<proto::DecisionLogEntry, Status>>;
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<proto::BackupChunk, Status>>;
+
+    async fn forget_customer(
+        &self,
+        request: Request<proto::ForgetCustomerRequest>,
+    ) -> Result<Response<proto::ForgetCustomerResponse>, Status> {
+        let id = request.into_inner().customer_id;
+        if id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "customer_id is required: the id passed to SelectOffer".into(),
+            )
+            .into());
+        }
+        if id.len() > self.limits.max_key {
+            return Err(Error::InvalidArgument(format!(
+                "customer_id is at most {} bytes",
+                self.limits.max_key
+            ))
+            .into());
+        }
+        let f = self.engine.forget(&id).await?;
+        tracing::info!(decisions = f.decisions, exact = f.exact, "customer erased");
+        Ok(Response::new(proto::ForgetCustomerResponse {
+            decisions_erased: f.decisions,
+            model_updates: f.model_updates,
+            posteriors_exact: f.exact,
+        }))
+    }
+
+    async fn backup(
+        &self,
+        _request: Request<proto::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let file = tempfile::Builder::new()
+            .prefix("offer-bandit-backup-")
+            .tempfile()
+            .map_err(|e| Error::Unavailable(format!("cannot create a temporary file: {e}")))?;
+        let entries = self.engine.backup(file.path().to_path_buf()).await?;
+        tracing::info!(entries, "backup taken");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            // The temporary file is deleted when `file` drops, after the last chunk.
+            let mut reader = match file.reopen() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::unavailable(format!(
+                        "reading the backup: {e}"
+                    ))));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0u8; BACKUP_CHUNK];
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(Ok(proto::BackupChunk { data: buf })).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::unavailable(format!(
+                            "reading the backup: {e}"
+                        ))));
+                        break;
+                    }
+                }
+            }
+            drop(file);
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
 
     async fn export_decisions(
         &self,

@@ -10,7 +10,13 @@
 //!   alone). The expiry sweep walks them in time order and drops an entry
 //!   once it has finalized its decisions, so a decision costs one write of
 //!   its own plus a share of its group's entry;
-//! - `r/{campaign}\0{request id}`: decision id of an idempotent request.
+//! - `r/{campaign}\0{request id}`: decision id of an idempotent request;
+//! - `c/{customer hash}{decision id}`: the decisions of a customer (for
+//!   erasure), under the keyed hash of [`crate::customer`];
+//! - `meta/customer-key`, `meta/customer-key-fingerprint`: the generated
+//!   customer key (when none is configured) and the fingerprint of the key
+//!   in use, so that a changed key is refused rather than silently breaking
+//!   erasure.
 //!
 //! Every value starts with a format-version byte. Changes are applied as one
 //! atomic batch (see [`WriteSet`]), so a crash never splits a decision from
@@ -21,12 +27,14 @@ use std::path::Path;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    decision::{DecisionId, DecisionRecord},
+    customer::{CustomerHash, CustomerKey},
+    decision::{DecisionId, DecisionRecord, DecisionState},
     policy::{contextual::GaussianPosterior, segment::CellCounts},
 };
 
-/// Schema of the key layout above.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Schema of the key layout above. 4 added the customer of each decision;
+/// a schema-3 store is migrated when opened.
+pub const SCHEMA_VERSION: u32 = 4;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -38,6 +46,9 @@ const DECISION: &[u8] = b"d/";
 const EXPIRY: &[u8] = b"x/";
 const REQUEST: &[u8] = b"r/";
 const MODEL: &[u8] = b"p/";
+const CUSTOMER: &[u8] = b"c/";
+const META_CUSTOMER_KEY: &[u8] = b"meta/customer-key";
+const META_CUSTOMER_FINGERPRINT: &[u8] = b"meta/customer-key-fingerprint";
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +63,17 @@ pub enum StoreError {
         key: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The configured customer key is not the one the store was written with.
+    #[error(
+        "this store's customer ids are hashed under the key with fingerprint {stored}, but {configured}; \
+         erasure would miss every earlier decision. Configure the original key (--customer-key-file)"
+    )]
+    CustomerKeyMismatch {
+        /// Fingerprint recorded in the store.
+        stored: String,
+        /// What was configured instead.
+        configured: String,
     },
 }
 
@@ -146,6 +168,10 @@ fn expiry_key(expires_ms: i64, id: &DecisionId) -> Vec<u8> {
     [EXPIRY, &expires_ms.to_be_bytes(), &id.0].concat()
 }
 
+fn customer_key(customer: &CustomerHash, id: &DecisionId) -> Vec<u8> {
+    [CUSTOMER, &customer.0, &id.0].concat()
+}
+
 fn request_key(campaign: &str, request_id: &str) -> Vec<u8> {
     [REQUEST, campaign.as_bytes(), &[0], request_id.as_bytes()].concat()
 }
@@ -173,6 +199,7 @@ impl Store {
                 db.flush()?;
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(v) if v.as_ref() == 3u32.to_be_bytes() => migrate_from_3(&db, &tree)?,
             Some(v) => {
                 return Err(StoreError::Corrupt {
                     key: escape(META_SCHEMA),
@@ -184,6 +211,87 @@ impl Store {
             }
         }
         Ok(Store { db, tree })
+    }
+
+    /// The key customer ids are hashed under: `configured` if given (and it
+    /// must be the key the store was first used with), else the key this
+    /// store generated on first use.
+    pub fn customer_key(&self, configured: Option<CustomerKey>) -> Result<CustomerKey, StoreError> {
+        let stored_fp = self
+            .tree
+            .get(META_CUSTOMER_FINGERPRINT)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let generated = match self.tree.get(META_CUSTOMER_KEY)? {
+            None => None,
+            Some(v) => Some(CustomerKey::from_bytes(v.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    key: escape(META_CUSTOMER_KEY),
+                    reason: "the stored customer key is not 32 bytes".into(),
+                }
+            })?)),
+        };
+        let key = match (configured, generated, &stored_fp) {
+            (Some(k), _, Some(fp)) if k.fingerprint() != *fp => {
+                return Err(StoreError::CustomerKeyMismatch {
+                    stored: fp.clone(),
+                    configured: format!("the configured key's is {}", k.fingerprint()),
+                });
+            }
+            (Some(k), _, _) => k,
+            (None, Some(k), _) => k,
+            (None, None, Some(fp)) => {
+                return Err(StoreError::CustomerKeyMismatch {
+                    stored: fp.clone(),
+                    configured: "no key is configured".into(),
+                });
+            }
+            (None, None, None) => {
+                let k = CustomerKey::generate();
+                self.tree.insert(META_CUSTOMER_KEY, k.bytes().to_vec())?;
+                k
+            }
+        };
+        if stored_fp.is_none() {
+            self.tree
+                .insert(META_CUSTOMER_FINGERPRINT, key.fingerprint().into_bytes())?;
+            self.db.flush()?;
+        }
+        Ok(key)
+    }
+
+    /// The decisions recorded for a customer.
+    pub fn customer_decisions(&self, customer: &CustomerHash) -> Result<Vec<DecisionId>, StoreError> {
+        let prefix = [CUSTOMER, &customer.0].concat();
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let id = decision_id(&k[prefix.len()..]).ok_or_else(|| StoreError::Corrupt {
+                key: escape(&k),
+                reason: "malformed customer index key".into(),
+            })?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+
+    /// Resolved decisions whose reward window closed before `before_ms`,
+    /// oldest first: at most `limit`, looking at no more than `10 * limit`
+    /// records (still-pending old decisions are passed over).
+    pub fn prunable(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(DecisionId, DecisionRecord)>, StoreError> {
+        let mut out = Vec::new();
+        let mut looked = 0usize;
+        self.scan_decisions(0, before_ms, |id, rec| {
+            looked += 1;
+            if rec.state != DecisionState::Pending && rec.expires_ms < before_ms {
+                out.push((id, rec));
+            }
+            out.len() < limit && looked < limit.saturating_mul(10)
+        })?;
+        Ok(out)
     }
 
     /// Every posterior cell. Fails on the first unreadable record.
@@ -340,10 +448,86 @@ impl Store {
         Ok(())
     }
 
+    /// Writes every key and value to `out` as a backup file (see
+    /// [`restore_snapshot`]); returns how many entries. Consistent only if
+    /// nothing writes meanwhile: the engine calls it from its writer thread.
+    pub fn write_snapshot(&self, out: &mut impl std::io::Write) -> Result<u64, StoreError> {
+        let io = |e: std::io::Error| StoreError::Sled(e.into());
+        let mut hasher = blake3::Hasher::new();
+        let mut put = |bytes: &[u8], out: &mut dyn std::io::Write| -> Result<(), StoreError> {
+            hasher.update(bytes);
+            out.write_all(bytes).map_err(io)
+        };
+        put(SNAPSHOT_MAGIC, out)?;
+        put(&SCHEMA_VERSION.to_be_bytes(), out)?;
+        let mut n = 0u64;
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            put(&(k.len() as u32).to_be_bytes(), out)?;
+            put(&k, out)?;
+            put(&(v.len() as u32).to_be_bytes(), out)?;
+            put(&v, out)?;
+            n += 1;
+        }
+        put(&SNAPSHOT_END.to_be_bytes(), out)?;
+        put(&n.to_be_bytes(), out)?;
+        out.write_all(hasher.finalize().as_bytes()).map_err(io)?;
+        out.flush().map_err(io)?;
+        Ok(n)
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// Schema 3 stored decisions without their customer: rewrites each record
+/// with none, then marks the store as schema 4, in one batch.
+fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct DecisionRecordV3 {
+        campaign: String,
+        offer: String,
+        segment: String,
+        propensity: f64,
+        created_ms: i64,
+        expires_ms: i64,
+        request_id: Option<String>,
+        model_version: u64,
+        state: DecisionState,
+        features: Vec<(u32, f64)>,
+        context: Vec<(String, crate::context::FeatureValue)>,
+        candidates: Vec<String>,
+    }
+    let mut batch = sled::Batch::default();
+    let mut n = 0usize;
+    for item in tree.scan_prefix(DECISION) {
+        let (k, v) = item?;
+        let old: DecisionRecordV3 = decode(&k, &v)?;
+        let rec = DecisionRecord {
+            campaign: old.campaign,
+            offer: old.offer,
+            segment: old.segment,
+            propensity: old.propensity,
+            created_ms: old.created_ms,
+            expires_ms: old.expires_ms,
+            request_id: old.request_id,
+            model_version: old.model_version,
+            state: old.state,
+            features: old.features,
+            context: old.context,
+            candidates: old.candidates,
+            customer: None,
+        };
+        batch.insert(k, encode(&rec));
+        n += 1;
+    }
+    batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
+    tree.apply_batch(batch)?;
+    db.flush()?;
+    tracing::info!(decisions = n, "migrated the store from schema 3 to {SCHEMA_VERSION}");
+    Ok(())
 }
 
 fn decision_id(bytes: &[u8]) -> Option<DecisionId> {
@@ -360,6 +544,77 @@ pub struct ExpiryEntry {
     pub first: DecisionId,
     /// The decisions, `first` among them.
     pub ids: Vec<DecisionId>,
+}
+
+/// First bytes of a backup file.
+const SNAPSHOT_MAGIC: &[u8] = b"offer-bandit backup 1\n";
+/// Stands where a key length would, after the last entry.
+const SNAPSHOT_END: u32 = u32::MAX;
+
+/// Turns a backup file written by [`Store::write_snapshot`] into a new store
+/// in `dir`, which must not hold one yet. The whole file is checked (format,
+/// schema, checksum) before anything is written. Returns the entries restored.
+pub fn restore_snapshot(file: &Path, dir: &Path) -> Result<u64, StoreError> {
+    let bad = |reason: String| StoreError::Corrupt {
+        key: file.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(file).map_err(|e| bad(format!("cannot read: {e}")))?;
+    if bytes.len() < SNAPSHOT_MAGIC.len() + 4 + 4 + 8 + 32 || !bytes.starts_with(SNAPSHOT_MAGIC) {
+        return Err(bad("not an offer-bandit backup file".into()));
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    if blake3::hash(body).as_bytes() != digest {
+        return Err(bad("checksum mismatch: the file is truncated or damaged".into()));
+    }
+    let mut at = SNAPSHOT_MAGIC.len();
+    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        let s = body
+            .get(at..at + n)
+            .ok_or_else(|| bad("the file ends inside an entry".into()))?;
+        at += n;
+        Ok(s)
+    };
+    let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let schema = u32_of(take(4)?);
+    if schema != SCHEMA_VERSION {
+        return Err(bad(format!(
+            "backup of schema {schema}; this build restores schema {SCHEMA_VERSION}"
+        )));
+    }
+    let mut entries = Vec::new();
+    loop {
+        let klen = u32_of(take(4)?);
+        if klen == SNAPSHOT_END {
+            break;
+        }
+        let k = take(klen as usize)?.to_vec();
+        let vlen = u32_of(take(4)?) as usize;
+        let v = take(vlen)?.to_vec();
+        entries.push((k, v));
+    }
+    let count = take(8)?;
+    let count = u64::from_be_bytes(count.try_into().map_err(|_| bad("short count".into()))?);
+    if count != entries.len() as u64 {
+        return Err(bad(format!("{} entries but the file says {count}", entries.len())));
+    }
+    if dir.join("db").exists() || dir.join("conf").exists() {
+        return Err(bad(format!(
+            "{} already holds a store; restore into a new directory",
+            dir.display()
+        )));
+    }
+    let db = sled::Config::new().path(dir).open()?;
+    let tree = db.open_tree("offer-bandit")?;
+    for chunk in entries.chunks(10_000) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in chunk {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        tree.apply_batch(batch)?;
+    }
+    db.flush()?;
+    Ok(count)
 }
 
 /// Changes to apply together, atomically.
@@ -418,6 +673,24 @@ impl WriteSet {
         self.len += 1;
     }
 
+    /// Removes a decision record.
+    pub fn remove_decision(&mut self, id: &DecisionId) {
+        self.batch.remove(decision_key(id));
+        self.len += 1;
+    }
+
+    /// Indexes a decision under its customer.
+    pub fn put_customer(&mut self, customer: &CustomerHash, id: &DecisionId) {
+        self.batch.insert(customer_key(customer, id), Vec::new());
+        self.len += 1;
+    }
+
+    /// Drops a decision from its customer's index.
+    pub fn remove_customer(&mut self, customer: &CustomerHash, id: &DecisionId) {
+        self.batch.remove(customer_key(customer, id));
+        self.len += 1;
+    }
+
     /// Points an idempotency key at a decision.
     pub fn put_request(&mut self, campaign: &str, request_id: &str, id: &DecisionId) {
         self.batch
@@ -435,7 +708,6 @@ impl WriteSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::DecisionState;
 
     fn rec() -> DecisionRecord {
         DecisionRecord {
@@ -454,6 +726,7 @@ mod tests {
                 crate::context::FeatureValue::Category("gold".into()),
             )],
             candidates: vec!["a".into(), "b".into()],
+            customer: Some(CustomerHash([3; 32])),
         }
     }
 
@@ -528,5 +801,131 @@ mod tests {
             decode::<DecisionRecord>(key, &[FORMAT_VERSION, 0xff]),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn schema_3_stores_are_migrated() -> Result<(), StoreError> {
+        #[derive(serde::Serialize)]
+        struct V3 {
+            campaign: String,
+            offer: String,
+            segment: String,
+            propensity: f64,
+            created_ms: i64,
+            expires_ms: i64,
+            request_id: Option<String>,
+            model_version: u64,
+            state: DecisionState,
+            features: Vec<(u32, f64)>,
+            context: Vec<(String, crate::context::FeatureValue)>,
+            candidates: Vec<String>,
+        }
+        let r = rec();
+        let old = V3 {
+            campaign: r.campaign.clone(),
+            offer: r.offer.clone(),
+            segment: r.segment.clone(),
+            propensity: r.propensity,
+            created_ms: r.created_ms,
+            expires_ms: r.expires_ms,
+            request_id: r.request_id.clone(),
+            model_version: r.model_version,
+            state: r.state,
+            features: r.features.clone(),
+            context: r.context.clone(),
+            candidates: r.candidates.clone(),
+        };
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let id = DecisionId([5; 16]);
+        {
+            let store = Store::open(dir.path())?;
+            store.tree.insert(META_SCHEMA, &3u32.to_be_bytes())?;
+            store.tree.insert(decision_key(&id), encode(&old))?;
+            store.flush()?;
+        }
+        let store = Store::open(dir.path())?;
+        let want = DecisionRecord {
+            customer: None,
+            ..rec()
+        };
+        assert_eq!(store.decision(&id)?, Some(want));
+        assert_eq!(
+            store.tree.get(META_SCHEMA)?.as_deref(),
+            Some(&SCHEMA_VERSION.to_be_bytes()[..])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn customer_keys_are_kept_and_a_changed_key_is_refused() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let generated = {
+            let store = Store::open(dir.path())?;
+            store.customer_key(None)?
+        };
+        let store = Store::open(dir.path())?;
+        assert_eq!(store.customer_key(None)?, generated, "kept across restarts");
+        assert_eq!(store.customer_key(Some(generated.clone()))?, generated);
+        let other = CustomerKey::from_bytes([9; 32]);
+        assert!(matches!(
+            store.customer_key(Some(other.clone())),
+            Err(StoreError::CustomerKeyMismatch { .. })
+        ));
+        // A store first used with a configured key needs it every time.
+        let dir2 = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let store2 = Store::open(dir2.path())?;
+        assert_eq!(store2.customer_key(Some(other.clone()))?, other);
+        assert!(matches!(
+            store2.customer_key(None),
+            Err(StoreError::CustomerKeyMismatch { .. })
+        ));
+        // The index finds a customer's decisions.
+        let c = other.hash("member-42");
+        let mut w = WriteSet::default();
+        w.put_customer(&c, &DecisionId([1; 16]));
+        w.put_customer(&c, &DecisionId([2; 16]));
+        w.put_customer(&other.hash("member-43"), &DecisionId([3; 16]));
+        store2.commit(w)?;
+        assert_eq!(
+            store2.customer_decisions(&c)?,
+            vec![DecisionId([1; 16]), DecisionId([2; 16])]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn snapshots_restore_exactly_and_damage_is_refused() -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError::Sled(e.into());
+        let dir = tempfile::tempdir().map_err(io)?;
+        let store = Store::open(&dir.path().join("a"))?;
+        let mut w = WriteSet::default();
+        for i in 0..50u8 {
+            w.put_decision(&DecisionId([i; 16]), &rec());
+        }
+        store.commit(w)?;
+        let file = dir.path().join("backup");
+        let n = store.write_snapshot(&mut std::fs::File::create(&file).map_err(io)?)?;
+        assert_eq!(n, 51, "50 decisions and the schema");
+        assert_eq!(restore_snapshot(&file, &dir.path().join("b"))?, n);
+        let restored = Store::open(&dir.path().join("b"))?;
+        let all = |s: &Store| -> Vec<(Vec<u8>, Vec<u8>)> {
+            s.tree
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        };
+        assert_eq!(all(&restored), all(&store));
+        // Into an existing store: refused.
+        assert!(restore_snapshot(&file, &dir.path().join("b")).is_err());
+        // A flipped byte or a cut file: refused, nothing created.
+        let mut bytes = std::fs::read(&file).map_err(io)?;
+        bytes[40] ^= 1;
+        std::fs::write(&file, &bytes).map_err(io)?;
+        assert!(restore_snapshot(&file, &dir.path().join("c")).is_err());
+        std::fs::write(&file, &bytes[..bytes.len() / 2]).map_err(io)?;
+        assert!(restore_snapshot(&file, &dir.path().join("c")).is_err());
+        assert!(!dir.path().join("c").exists());
+        Ok(())
     }
 }

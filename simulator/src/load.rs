@@ -195,6 +195,7 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
         let due = due.clone();
         let campaign = opts.campaign.clone();
         let (rpc, seed, spd) = (opts.rpc, opts.seed, opts.seconds_per_day);
+        let concurrency = opts.concurrency;
         workers.push(tokio::spawn(async move {
             let mut offers = OfferServiceClient::new(channel.clone());
             let mut health = HealthClient::new(channel);
@@ -204,8 +205,11 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
             // Requests are drawn before the clock starts, so that the load
             // generator spends its time sending, not simulating customers.
             let pool = request_pool(&scenario, &campaign, w, POOL, &mut rng);
+            // Phases are staggered so that callers do not fire in bursts.
+            let phase = w as f64 / concurrency as f64;
             let mut ticker = per_worker_interval.map(|i| {
-                let mut t = tokio::time::interval(i);
+                let start = tokio::time::Instant::now() + i.mul_f64(phase);
+                let mut t = tokio::time::interval_at(start, i);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 t
             });

@@ -150,6 +150,55 @@ impl GaussianPosterior {
         (dot_sparse(&self.mean, x), self.cov.quad(x).max(1e-12))
     }
 
+    /// Removes one observation `y` at `x` that [`GaussianPosterior::update`]
+    /// absorbed earlier (erasure of a customer). Exact for linear regression
+    /// without forgetting, whose posterior is a sum of per-observation
+    /// terms; for logistic regression, or with forgetting, the observation
+    /// is taken out as a Gaussian pseudo-observation at the current estimate,
+    /// which is approximate. Returns whether it was exact. Does nothing (and
+    /// returns false) when the posterior is too narrow along `x` for the
+    /// observation to have been part of it.
+    pub fn unlearn(&mut self, x: &Sparse, y: f64, config: &ContextualConfig) -> bool {
+        let (mu, s2) = self.predictive(x);
+        let (noise, target) = match config.likelihood {
+            Likelihood::Linear => (config.noise_variance, y),
+            Likelihood::Logistic => {
+                let p = sigmoid(mu);
+                let h = (p * (1.0 - p)).max(1e-9);
+                // The Laplace step is a Gaussian observation of the latent
+                // score with variance 1/h and this target.
+                (1.0 / h, mu + (y - p) / h)
+            }
+        };
+        let denom = noise - s2;
+        if denom <= 1e-12 * noise {
+            return false;
+        }
+        let sx = self.cov.mul_sparse(x);
+        let gain = (mu - target) / denom;
+        for (m, s) in self.mean.iter_mut().zip(&sx) {
+            *m += s * gain;
+        }
+        self.cov.rank1_sub(&sx, -1.0 / denom);
+        self.observations = self.observations.saturating_sub(1);
+        config.likelihood == Likelihood::Linear && config.half_life.is_none()
+    }
+
+    /// Forgets a decision learned by [`GaussianPosterior::learn_decision`]
+    /// (and, if `redeemed`, its [`GaussianPosterior::learn_redemption`]).
+    /// Returns whether the subtraction was exact.
+    pub fn unlearn_decision(&mut self, x: &Sparse, redeemed: bool, config: &ContextualConfig) -> bool {
+        let mut exact = true;
+        if redeemed {
+            exact &= self.unlearn(x, 1.0, config);
+        }
+        exact &= self.unlearn(x, 0.0, config);
+        let (mu, _) = self.predictive(x);
+        self.predicted_sum = (self.predicted_sum - Self::rate(mu, config.likelihood)).max(0.0);
+        self.decisions = self.decisions.saturating_sub(1);
+        exact
+    }
+
     /// Absorbs one observation `y` (1 redeemed, 0 not) at `x`.
     pub fn update(&mut self, x: &Sparse, y: f64, config: &ContextualConfig) {
         let (mu, mut s2) = self.predictive(x);
@@ -321,6 +370,55 @@ mod tests {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn unlearning_a_customer_restores_the_posterior_without_them() {
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let d = 6;
+        let rows: Vec<(Vec<(u32, f64)>, bool)> = (0..400)
+            .map(|_| (design(&mut rng, d), rng.random::<f64>() < 0.2))
+            .collect();
+        let erased = [17usize, 203, 399];
+        for likelihood in [Likelihood::Linear, Likelihood::Logistic] {
+            let config = ContextualConfig::new(likelihood);
+            let mut with_all = GaussianPosterior::prior(d, &config);
+            let mut without = GaussianPosterior::prior(d, &config);
+            for (i, (x, redeemed)) in rows.iter().enumerate() {
+                with_all.learn_decision(x, &config);
+                if *redeemed {
+                    with_all.learn_redemption(x, &config);
+                }
+                if !erased.contains(&i) {
+                    without.learn_decision(x, &config);
+                    if *redeemed {
+                        without.learn_redemption(x, &config);
+                    }
+                }
+            }
+            let mut exact = true;
+            for &i in erased.iter().rev() {
+                exact &= with_all.unlearn_decision(&rows[i].0, rows[i].1, &config);
+            }
+            let err = max_error(&with_all.mean, &without.mean);
+            let cov_err = (0..d)
+                .map(|i| (with_all.cov.get(i, i) - without.cov.get(i, i)).abs() / without.cov.get(i, i))
+                .fold(0.0, f64::max);
+            assert_eq!(with_all.observations, without.observations);
+            assert_eq!(with_all.decisions, without.decisions);
+            match likelihood {
+                // A sum of terms: taking three out is exact (to rounding).
+                Likelihood::Linear => {
+                    assert!(exact);
+                    assert!(err < 1e-9 && cov_err < 1e-9, "linear: {err} {cov_err}");
+                }
+                // A sequence of Laplace steps: close, and said to be approximate.
+                Likelihood::Logistic => {
+                    assert!(!exact);
+                    assert!(err < 0.02 && cov_err < 0.02, "logistic: {err} {cov_err}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,9 +4,13 @@
 
 mod bad_input;
 mod crash;
+mod erasure;
 mod exactly_once;
 mod grpcurl;
 mod learning;
 mod metrics;
+mod overload;
 mod persistence;
+mod security;
+mod storage;
 mod support;

@@ -54,6 +54,27 @@ impl TestServer {
         s
     }
 
+    /// Starts a server on an existing data directory (not removed on drop).
+    pub fn start_on(config_toml: Option<&str>, data_dir: &Path, extra: &[&str]) -> TestServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let config = config_toml.map(|t| {
+            let p = tmp.path().join("campaigns.toml");
+            std::fs::write(&p, t).expect("write config");
+            p
+        });
+        let mut s = TestServer {
+            child: None,
+            addr: String::new(),
+            metrics_addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            config,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        s.spawn();
+        s
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_offer-bandit"));
         cmd.arg("serve")

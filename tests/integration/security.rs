@@ -1,0 +1,179 @@
+//! Bearer-token authentication (admin only, or every RPC but health) and TLS.
+
+use std::time::Duration;
+
+use offer_bandit::proto::{
+    self, campaign_admin_client::CampaignAdminClient, offer_service_client::OfferServiceClient,
+};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::support::{TestServer, select};
+
+const TOKEN: &str = "s3cret-token-for-tests-0123456789";
+
+fn with_token<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("ascii"),
+        );
+    }
+    r
+}
+
+fn token_file(dir: &std::path::Path) -> String {
+    let p = dir.join("token");
+    std::fs::write(&p, format!("{TOKEN}\n")).expect("write token");
+    p.display().to_string()
+}
+
+async fn code_of<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+#[tokio::test]
+async fn admin_rpcs_need_the_token_and_offers_do_not_by_default() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(None, &["--auth-token-file", &token_file(tmp.path())]);
+    let mut admin = server.admin().await;
+    let mut offers = server.offers().await;
+    let list = || proto::ListCampaignsRequest {};
+    let none = admin.list_campaigns(with_token(list(), None)).await;
+    let err = none.expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("authorization: Bearer"), "{}", err.message());
+    let wrong = admin
+        .list_campaigns(with_token(list(), Some("not-the-token-at-all-xx")))
+        .await;
+    assert_eq!(code_of(wrong).await, Code::Unauthenticated);
+    let ok = admin.list_campaigns(with_token(list(), Some(TOKEN))).await;
+    assert_eq!(code_of(ok).await, Code::Ok);
+    // Scope "admin": checkout traffic needs no token.
+    let sel = offers
+        .select_offer(select("coffee", &[("lifecycle", "active")]))
+        .await;
+    assert_eq!(code_of(sel).await, Code::Ok);
+    // The admin CLI sends the token from the environment.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args(["export", "--server", &server.url(), "--campaign", "coffee"])
+        .env("OFFER_BANDIT_AUTH_TOKEN", TOKEN)
+        .output()
+        .expect("run export");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args(["export", "--server", &server.url(), "--campaign", "coffee"])
+        .env_remove("OFFER_BANDIT_AUTH_TOKEN")
+        .output()
+        .expect("run export");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("authorization: Bearer"), "{err}");
+}
+
+#[tokio::test]
+async fn scope_all_protects_every_rpc_but_health() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(
+        None,
+        &["--auth-token-file", &token_file(tmp.path()), "--auth-scope", "all"],
+    );
+    let channel = server.channel().await;
+    let mut offers = OfferServiceClient::new(channel.clone());
+    let req = || select("coffee", &[("lifecycle", "active")]);
+    assert_eq!(
+        code_of(offers.select_offer(with_token(req(), None)).await).await,
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code_of(offers.select_offer(with_token(req(), Some(TOKEN))).await).await,
+        Code::Ok
+    );
+    let mut health = HealthClient::new(channel);
+    let h = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert_eq!(code_of(h).await, Code::Ok, "health stays open for load balancers");
+}
+
+#[test]
+fn short_tokens_are_refused_at_startup() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics", "--data-dir"])
+        .arg(tmp.path().join("d"))
+        .env("OFFER_BANDIT_AUTH_TOKEN", "short")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 bytes"));
+}
+
+#[tokio::test]
+async fn tls_serves_https_with_the_configured_certificate() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let cert_path = tmp.path().join("cert.pem");
+    let key_path = tmp.path().join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
+    let server = TestServer::start(
+        None,
+        &[
+            "--tls-cert",
+            &cert_path.display().to_string(),
+            "--tls-key",
+            &key_path.display().to_string(),
+        ],
+    );
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(cert.pem()))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", server.addr))
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("TLS connect");
+    let mut admin = CampaignAdminClient::new(channel);
+    let list = admin
+        .list_campaigns(proto::ListCampaignsRequest {})
+        .await
+        .expect("list over TLS");
+    assert!(!list.into_inner().campaigns.is_empty());
+    // A plaintext client gets no answer from a TLS server.
+    let plain = tokio::time::timeout(Duration::from_secs(5), async {
+        let ch = Channel::from_shared(server.url()).expect("url").connect().await?;
+        CampaignAdminClient::new(ch)
+            .list_campaigns(proto::ListCampaignsRequest {})
+            .await
+            .map_err(|s| -> Box<dyn std::error::Error> { s.into() })
+            .map(|_| ())?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
+    .await;
+    assert!(!matches!(plain, Ok(Ok(()))), "plaintext must not work");
+    // The admin CLI speaks TLS with --ca-cert.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args(["export", "--campaign", "coffee", "--tls-domain", "localhost"])
+        .arg("--server")
+        .arg(format!("https://{}", server.addr))
+        .arg("--ca-cert")
+        .arg(&cert_path)
+        .output()
+        .expect("run export");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
