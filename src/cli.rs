@@ -59,7 +59,12 @@ pub struct ClientArgs {
     #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
     /// The token itself (environment only, never shown).
-    #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN", hide = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_AUTH_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
     pub auth_token: Option<String>,
 }
 
@@ -179,10 +184,20 @@ pub struct ServeArgs {
     #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
     /// The token itself (environment only, never shown).
-    #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN", hide = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_AUTH_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
     pub auth_token: Option<String>,
     /// What the token protects: "admin" (CampaignAdmin) or "all" (every RPC but health checks).
-    #[arg(long, env = "OFFER_BANDIT_AUTH_SCOPE", value_enum, default_value = "admin")]
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_AUTH_SCOPE",
+        value_enum,
+        default_value = "admin"
+    )]
     pub auth_scope: crate::guard::AuthScope,
     /// File holding the 64-hex-digit key customer ids are hashed under. Without
     /// it the store generates one on first start and keeps it. A store refuses

@@ -87,10 +87,16 @@ mod tests {
         let hex = "00".repeat(31) + "ff";
         let k = CustomerKey::from_hex(&format!(" {hex}\n")).expect("valid");
         assert_eq!(k.bytes()[31], 0xff);
-        assert_eq!(k.fingerprint(), CustomerKey::from_hex(&hex).expect("valid").fingerprint());
+        assert_eq!(
+            k.fingerprint(),
+            CustomerKey::from_hex(&hex).expect("valid").fingerprint()
+        );
         assert_eq!(k.fingerprint().len(), 16);
         assert!(CustomerKey::from_hex("abc").is_err());
         assert!(CustomerKey::from_hex(&"zz".repeat(32)).is_err());
-        assert!(!format!("{k:?}").contains(&hex), "Debug must not print the key");
+        assert!(
+            !format!("{k:?}").contains(&hex),
+            "Debug must not print the key"
+        );
     }
 }

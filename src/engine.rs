@@ -503,11 +503,19 @@ impl Engine {
                 .iter()
                 .map(|&i| campaign.offers[i].id.clone())
                 .collect(),
-            customer: req.customer_id.as_deref().map(|c| self.customer_key.hash(c)),
+            customer: req
+                .customer_id
+                .as_deref()
+                .map(|c| self.customer_key.hash(c)),
         };
         let campaign_id = rec.campaign.clone();
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Decide { id, rec, reply }).await?;
+        self.send(Command::Decide {
+            id,
+            rec: Box::new(rec),
+            reply,
+        })
+        .await?;
         let selection = rx.await.map_err(|_| writer_gone())??;
         if !selection.replayed {
             metrics::counter!("offer_bandit_decisions_total", "campaign" => campaign_id, "offer" => selection.offer_id.clone())
@@ -767,7 +775,7 @@ fn retired_config(id: &str) -> CampaignConfig {
 enum Command {
     Decide {
         id: DecisionId,
-        rec: DecisionRecord,
+        rec: Box<DecisionRecord>,
         reply: oneshot::Sender<Result<Selection, Error>>,
     },
     Redeem {
@@ -959,7 +967,7 @@ impl Writer {
     fn apply(&self, g: &mut Group, cmd: Command) {
         match cmd {
             Command::Decide { id, rec, reply } => {
-                let r = self.decide(g, id, rec);
+                let r = self.decide(g, id, *rec);
                 g.replies.push(Reply::Select(reply, r));
             }
             Command::Redeem {
@@ -1291,7 +1299,10 @@ impl Writer {
             ));
         }
         let file = std::fs::File::create(path).map_err(|e| {
-            Error::Unavailable(format!("cannot create the backup file {}: {e}", path.display()))
+            Error::Unavailable(format!(
+                "cannot create the backup file {}: {e}",
+                path.display()
+            ))
         })?;
         let mut out = std::io::BufWriter::new(file);
         let n = self.store.write_snapshot(&mut out)?;

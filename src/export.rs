@@ -124,7 +124,11 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
         "erased {} decisions ({} subtracted from regression posteriors, {})",
         r.decisions_erased,
         r.model_updates,
-        if r.posteriors_exact { "exactly" } else { "approximately" }
+        if r.posteriors_exact {
+            "exactly"
+        } else {
+            "approximately"
+        }
     );
     Ok(())
 }

@@ -75,10 +75,7 @@ impl GuardLayer {
     pub fn new(config: &GuardConfig) -> Self {
         GuardLayer {
             shared: Arc::new(Shared {
-                token: config
-                    .token
-                    .as_deref()
-                    .map(|t| blake3::hash(t.as_bytes())),
+                token: config.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
                 scope: config.scope,
                 permits: Arc::new(Semaphore::new(config.max_in_flight)),
                 max_in_flight: config.max_in_flight,
@@ -130,7 +127,11 @@ fn route(path: &str) -> Route {
 
 impl Shared {
     /// None when the request may pass; the refusal otherwise.
-    fn refuse_unauthenticated<B>(&self, req: &http::Request<B>, route: Route) -> Option<tonic::Status> {
+    fn refuse_unauthenticated<B>(
+        &self,
+        req: &http::Request<B>,
+        route: Route,
+    ) -> Option<tonic::Status> {
         let want = self.token.as_ref()?;
         let protected = match self.scope {
             AuthScope::Admin => route == Route::Admin,
@@ -149,7 +150,9 @@ impl Shared {
                 "this RPC needs the header 'authorization: Bearer <token>' (the server's --auth-token-file)",
             )),
             Some(t) if blake3::hash(t.trim().as_bytes()) == *want => None,
-            Some(_) => Some(tonic::Status::unauthenticated("the bearer token is not valid")),
+            Some(_) => Some(tonic::Status::unauthenticated(
+                "the bearer token is not valid",
+            )),
         }
     }
 }
@@ -214,8 +217,14 @@ mod tests {
             route("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
             Route::Reflection
         );
-        assert_eq!(route("/offerbandit.v1.OfferService/SelectOffer"), Route::Offers);
-        assert_eq!(route("/offerbandit.v1.CampaignAdmin/ListCampaigns"), Route::Admin);
+        assert_eq!(
+            route("/offerbandit.v1.OfferService/SelectOffer"),
+            Route::Offers
+        );
+        assert_eq!(
+            route("/offerbandit.v1.CampaignAdmin/ListCampaigns"),
+            Route::Admin
+        );
         assert_eq!(route("/offerbandit.v1.CampaignAdminX/Y"), Route::Other);
     }
 
@@ -246,15 +255,30 @@ mod tests {
                 ..GuardConfig::default()
             });
             let s = &layer.shared;
-            let refused = |auth| s.refuse_unauthenticated(&request(auth), route_).map(|st| st.code());
+            let refused = |auth| {
+                s.refuse_unauthenticated(&request(auth), route_)
+                    .map(|st| st.code())
+            };
             let expect = needs.then_some(tonic::Code::Unauthenticated);
-            assert_eq!(refused(None), expect, "{scope:?} {route_:?} without a token");
+            assert_eq!(
+                refused(None),
+                expect,
+                "{scope:?} {route_:?} without a token"
+            );
             assert_eq!(refused(Some("Bearer wrong-token-of-some-length")), expect);
-            assert_eq!(refused(Some(token)), expect, "the Bearer prefix is required");
+            assert_eq!(
+                refused(Some(token)),
+                expect,
+                "the Bearer prefix is required"
+            );
             assert_eq!(refused(Some(&format!("Bearer {token}"))), None);
         }
         // No token configured: nothing is refused.
         let open = GuardLayer::new(&GuardConfig::default());
-        assert!(open.shared.refuse_unauthenticated(&request(None), Route::Admin).is_none());
+        assert!(
+            open.shared
+                .refuse_unauthenticated(&request(None), Route::Admin)
+                .is_none()
+        );
     }
 }

@@ -23,6 +23,12 @@ impl SymMatrix {
         SymMatrix { d, a }
     }
 
+    /// Whether the storage holds exactly `d * d` finite numbers (a decoded
+    /// record could claim otherwise).
+    pub fn is_well_formed(&self) -> bool {
+        self.d.checked_mul(self.d) == Some(self.a.len()) && self.a.iter().all(|v| v.is_finite())
+    }
+
     /// Dimension.
     pub fn dim(&self) -> usize {
         self.d

@@ -75,8 +75,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         .map(|p| {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read the customer key file {}", p.display()))?;
-            CustomerKey::from_hex(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            CustomerKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         })
         .transpose()?;
     Ok(ServeOptions {

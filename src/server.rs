@@ -9,9 +9,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::{
     config::CampaignConfig,
     customer::CustomerKey,
-    guard::{GuardConfig, GuardLayer},
     decision::now_ms,
     engine::{Engine, EngineOptions},
+    guard::{GuardConfig, GuardLayer},
     proto::{
         self, campaign_admin_server::CampaignAdminServer, offer_service_server::OfferServiceServer,
     },
@@ -165,12 +165,13 @@ pub async fn serve(
     if let Some((cert, key)) = &opts.tls {
         let cert_pem = std::fs::read(cert)
             .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
-        let key_pem = std::fs::read(key)
-            .with_context(|| format!("reading the TLS key {}", key.display()))?;
+        let key_pem =
+            std::fs::read(key).with_context(|| format!("reading the TLS key {}", key.display()))?;
         builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(cert_pem, key_pem),
-            ))
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
+            )
             .context("the TLS certificate or key is not usable")?;
     }
     let max_msg = opts.max_message_bytes;
@@ -239,7 +240,8 @@ async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Dura
     loop {
         tick.tick().await;
         if let Some(keep) = retention {
-            let before = now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            let before =
+                now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
             match engine.prune(before, SWEEP_BATCH).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(decisions = n, "pruned decision records past retention"),

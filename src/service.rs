@@ -61,76 +61,7 @@ impl Api {
     }
 
     fn select_request(&self, r: proto::SelectOfferRequest) -> Result<SelectRequest, Error> {
-        let l = &self.limits;
-        let bad = |m: String| Err(Error::InvalidArgument(m));
-        if r.campaign.is_empty() {
-            return bad("campaign is required (ListCampaigns shows the campaigns)".into());
-        }
-        if !valid_id(&r.campaign) {
-            return bad("campaign must be 1-64 letters, digits, '_', '-' or '.'".into());
-        }
-        if r.context.len() > l.max_features {
-            return bad(format!(
-                "context has {} features; at most {} are allowed",
-                r.context.len(),
-                l.max_features
-            ));
-        }
-        let mut context = Context::with_capacity(r.context.len());
-        for (name, value) in r.context {
-            if name.is_empty() || name.len() > l.max_feature_name {
-                return bad(format!(
-                    "feature names must be 1-{} bytes; got {} bytes",
-                    l.max_feature_name,
-                    name.len()
-                ));
-            }
-            let v = match value.kind {
-                None => {
-                    return bad(format!(
-                        "feature '{name}' has no value: set number, category or flag"
-                    ));
-                }
-                Some(Kind::Number(x)) if !x.is_finite() => {
-                    return bad(format!("feature '{name}' is {x}; numbers must be finite"));
-                }
-                Some(Kind::Number(x)) => FeatureValue::Number(x),
-                Some(Kind::Category(c)) if c.len() > l.max_category => {
-                    return bad(format!(
-                        "feature '{name}': categories are at most {} bytes",
-                        l.max_category
-                    ));
-                }
-                Some(Kind::Category(c)) => FeatureValue::Category(c),
-                Some(Kind::Flag(b)) => FeatureValue::Flag(b),
-            };
-            context.insert(name, v);
-        }
-        if r.candidate_offer_ids.len() > l.max_candidates {
-            return bad(format!(
-                "at most {} candidate_offer_ids are allowed",
-                l.max_candidates
-            ));
-        }
-        if let Some(c) = r.candidate_offer_ids.iter().find(|c| !valid_id(c)) {
-            return bad(format!(
-                "candidate_offer_ids: '{}' is not an offer id",
-                truncate(c)
-            ));
-        }
-        if r.customer_id.len() > l.max_key {
-            return bad(format!("customer_id is at most {} bytes", l.max_key));
-        }
-        if r.request_id.len() > l.max_key {
-            return bad(format!("request_id is at most {} bytes", l.max_key));
-        }
-        Ok(SelectRequest {
-            campaign: r.campaign,
-            context,
-            candidates: r.candidate_offer_ids,
-            request_id: (!r.request_id.is_empty()).then_some(r.request_id),
-            customer_id: (!r.customer_id.is_empty()).then_some(r.customer_id),
-        })
+        validate_select(&self.limits, r)
     }
 
     fn redemption(&self, r: proto::RecordRedemptionRequest) -> Result<Redemption, Error> {
@@ -157,6 +88,81 @@ impl Api {
             value: r.value,
         })
     }
+}
+
+/// Checks a SelectOffer request against `limits` and converts it for the
+/// engine; the error names the field. Never panics on any input (a fuzz
+/// target checks).
+pub fn validate_select(l: &Limits, r: proto::SelectOfferRequest) -> Result<SelectRequest, Error> {
+    let bad = |m: String| Err(Error::InvalidArgument(m));
+    if r.campaign.is_empty() {
+        return bad("campaign is required (ListCampaigns shows the campaigns)".into());
+    }
+    if !valid_id(&r.campaign) {
+        return bad("campaign must be 1-64 letters, digits, '_', '-' or '.'".into());
+    }
+    if r.context.len() > l.max_features {
+        return bad(format!(
+            "context has {} features; at most {} are allowed",
+            r.context.len(),
+            l.max_features
+        ));
+    }
+    let mut context = Context::with_capacity(r.context.len());
+    for (name, value) in r.context {
+        if name.is_empty() || name.len() > l.max_feature_name {
+            return bad(format!(
+                "feature names must be 1-{} bytes; got {} bytes",
+                l.max_feature_name,
+                name.len()
+            ));
+        }
+        let v = match value.kind {
+            None => {
+                return bad(format!(
+                    "feature '{name}' has no value: set number, category or flag"
+                ));
+            }
+            Some(Kind::Number(x)) if !x.is_finite() => {
+                return bad(format!("feature '{name}' is {x}; numbers must be finite"));
+            }
+            Some(Kind::Number(x)) => FeatureValue::Number(x),
+            Some(Kind::Category(c)) if c.len() > l.max_category => {
+                return bad(format!(
+                    "feature '{name}': categories are at most {} bytes",
+                    l.max_category
+                ));
+            }
+            Some(Kind::Category(c)) => FeatureValue::Category(c),
+            Some(Kind::Flag(b)) => FeatureValue::Flag(b),
+        };
+        context.insert(name, v);
+    }
+    if r.candidate_offer_ids.len() > l.max_candidates {
+        return bad(format!(
+            "at most {} candidate_offer_ids are allowed",
+            l.max_candidates
+        ));
+    }
+    if let Some(c) = r.candidate_offer_ids.iter().find(|c| !valid_id(c)) {
+        return bad(format!(
+            "candidate_offer_ids: '{}' is not an offer id",
+            truncate(c)
+        ));
+    }
+    if r.customer_id.len() > l.max_key {
+        return bad(format!("customer_id is at most {} bytes", l.max_key));
+    }
+    if r.request_id.len() > l.max_key {
+        return bad(format!("request_id is at most {} bytes", l.max_key));
+    }
+    Ok(SelectRequest {
+        campaign: r.campaign,
+        context,
+        candidates: r.candidate_offer_ids,
+        request_id: (!r.request_id.is_empty()).then_some(r.request_id),
+        customer_id: (!r.customer_id.is_empty()).then_some(r.customer_id),
+    })
 }
 
 fn truncate(s: &str) -> String {
@@ -316,7 +322,10 @@ impl CampaignAdmin for Api {
                     Ok(0) => break,
                     Ok(n) => {
                         buf.truncate(n);
-                        if tx.blocking_send(Ok(proto::BackupChunk { data: buf })).is_err() {
+                        if tx
+                            .blocking_send(Ok(proto::BackupChunk { data: buf }))
+                            .is_err()
+                        {
                             break;
                         }
                     }

@@ -223,12 +223,12 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned());
         let generated = match self.tree.get(META_CUSTOMER_KEY)? {
             None => None,
-            Some(v) => Some(CustomerKey::from_bytes(v.as_ref().try_into().map_err(|_| {
-                StoreError::Corrupt {
+            Some(v) => Some(CustomerKey::from_bytes(v.as_ref().try_into().map_err(
+                |_| StoreError::Corrupt {
                     key: escape(META_CUSTOMER_KEY),
                     reason: "the stored customer key is not 32 bytes".into(),
-                }
-            })?)),
+                },
+            )?)),
         };
         let key = match (configured, generated, &stored_fp) {
             (Some(k), _, Some(fp)) if k.fingerprint() != *fp => {
@@ -260,7 +260,10 @@ impl Store {
     }
 
     /// The decisions recorded for a customer.
-    pub fn customer_decisions(&self, customer: &CustomerHash) -> Result<Vec<DecisionId>, StoreError> {
+    pub fn customer_decisions(
+        &self,
+        customer: &CustomerHash,
+    ) -> Result<Vec<DecisionId>, StoreError> {
         let prefix = [CUSTOMER, &customer.0].concat();
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(&prefix) {
@@ -326,7 +329,14 @@ impl Store {
                 key: escape(&k),
                 reason: "malformed model key".into(),
             })?;
-            out.push((campaign, offer, decode(&k, &v)?));
+            let posterior: GaussianPosterior = decode(&k, &v)?;
+            if !posterior.is_well_formed() {
+                return Err(StoreError::Corrupt {
+                    key: escape(&k),
+                    reason: "the posterior's mean and covariance do not agree".into(),
+                });
+            }
+            out.push((campaign, offer, posterior));
         }
         Ok(out)
     }
@@ -526,7 +536,10 @@ fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
     tree.apply_batch(batch)?;
     db.flush()?;
-    tracing::info!(decisions = n, "migrated the store from schema 3 to {SCHEMA_VERSION}");
+    tracing::info!(
+        decisions = n,
+        "migrated the store from schema 3 to {SCHEMA_VERSION}"
+    );
     Ok(())
 }
 
@@ -560,44 +573,11 @@ pub fn restore_snapshot(file: &Path, dir: &Path) -> Result<u64, StoreError> {
         reason,
     };
     let bytes = std::fs::read(file).map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() < SNAPSHOT_MAGIC.len() + 4 + 4 + 8 + 32 || !bytes.starts_with(SNAPSHOT_MAGIC) {
-        return Err(bad("not an offer-bandit backup file".into()));
+    let entries = parse_snapshot(&bytes).map_err(bad)?;
+    for (k, v) in &entries {
+        check_entry(k, v)?;
     }
-    let (body, digest) = bytes.split_at(bytes.len() - 32);
-    if blake3::hash(body).as_bytes() != digest {
-        return Err(bad("checksum mismatch: the file is truncated or damaged".into()));
-    }
-    let mut at = SNAPSHOT_MAGIC.len();
-    let mut take = |n: usize| -> Result<&[u8], StoreError> {
-        let s = body
-            .get(at..at + n)
-            .ok_or_else(|| bad("the file ends inside an entry".into()))?;
-        at += n;
-        Ok(s)
-    };
-    let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    let schema = u32_of(take(4)?);
-    if schema != SCHEMA_VERSION {
-        return Err(bad(format!(
-            "backup of schema {schema}; this build restores schema {SCHEMA_VERSION}"
-        )));
-    }
-    let mut entries = Vec::new();
-    loop {
-        let klen = u32_of(take(4)?);
-        if klen == SNAPSHOT_END {
-            break;
-        }
-        let k = take(klen as usize)?.to_vec();
-        let vlen = u32_of(take(4)?) as usize;
-        let v = take(vlen)?.to_vec();
-        entries.push((k, v));
-    }
-    let count = take(8)?;
-    let count = u64::from_be_bytes(count.try_into().map_err(|_| bad("short count".into()))?);
-    if count != entries.len() as u64 {
-        return Err(bad(format!("{} entries but the file says {count}", entries.len())));
-    }
+    let count = entries.len() as u64;
     if dir.join("db").exists() || dir.join("conf").exists() {
         return Err(bad(format!(
             "{} already holds a store; restore into a new directory",
@@ -609,12 +589,89 @@ pub fn restore_snapshot(file: &Path, dir: &Path) -> Result<u64, StoreError> {
     for chunk in entries.chunks(10_000) {
         let mut batch = sled::Batch::default();
         for (k, v) in chunk {
-            batch.insert(k.as_slice(), v.as_slice());
+            batch.insert(*k, *v);
         }
         tree.apply_batch(batch)?;
     }
     db.flush()?;
     Ok(count)
+}
+
+/// A key and its value, borrowed from a backup file.
+pub type SnapshotEntry<'a> = (&'a [u8], &'a [u8]);
+
+/// The entries of a backup file, after checking its format, schema and
+/// checksum; the reason when it is not a usable backup. Never panics on
+/// any input (a fuzz target checks).
+pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry<'_>>, String> {
+    if bytes.len() < SNAPSHOT_MAGIC.len() + 4 + 4 + 8 + 32 || !bytes.starts_with(SNAPSHOT_MAGIC) {
+        return Err("not an offer-bandit backup file".into());
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    if blake3::hash(body).as_bytes() != digest {
+        return Err("checksum mismatch: the file is truncated or damaged".into());
+    }
+    let mut at = SNAPSHOT_MAGIC.len();
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        let end = at.checked_add(n).ok_or("an entry length overflows")?;
+        let s = body.get(at..end).ok_or("the file ends inside an entry")?;
+        at = end;
+        Ok(s)
+    };
+    let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let schema = u32_of(take(4)?);
+    if schema != SCHEMA_VERSION {
+        return Err(format!(
+            "backup of schema {schema}; this build restores schema {SCHEMA_VERSION}"
+        ));
+    }
+    let mut entries = Vec::new();
+    loop {
+        let klen = u32_of(take(4)?);
+        if klen == SNAPSHOT_END {
+            break;
+        }
+        let k = take(klen as usize)?;
+        let vlen = u32_of(take(4)?) as usize;
+        let v = take(vlen)?;
+        entries.push((k, v));
+    }
+    let count = take(8)?;
+    let count = u64::from_be_bytes(count.try_into().map_err(|_| "short count")?);
+    if count != entries.len() as u64 {
+        return Err(format!(
+            "{} entries but the file says {count}",
+            entries.len()
+        ));
+    }
+    Ok(entries)
+}
+
+/// Decodes one stored entry by its key, as startup and the engine do;
+/// `Ok` when this build can use it. Never panics on any input (a fuzz
+/// target checks).
+pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    if key.starts_with(DECISION) {
+        decode::<DecisionRecord>(key, value).map(drop)
+    } else if key.starts_with(CELL) {
+        parse_cell_key(key).ok_or_else(|| StoreError::Corrupt {
+            key: escape(key),
+            reason: "malformed cell key".into(),
+        })?;
+        decode::<CellCounts>(key, value).map(drop)
+    } else if key.starts_with(MODEL) {
+        let p: GaussianPosterior = decode(key, value)?;
+        if p.is_well_formed() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                key: escape(key),
+                reason: "the posterior's mean and covariance do not agree".into(),
+            })
+        }
+    } else {
+        Ok(())
+    }
 }
 
 /// Changes to apply together, atomically.

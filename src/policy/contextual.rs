@@ -150,6 +150,14 @@ impl GaussianPosterior {
         (dot_sparse(&self.mean, x), self.cov.quad(x).max(1e-12))
     }
 
+    /// Whether a decoded posterior is usable: mean and covariance agree on
+    /// the dimension and hold finite numbers.
+    pub fn is_well_formed(&self) -> bool {
+        self.mean.len() == self.cov.dim()
+            && self.cov.is_well_formed()
+            && self.mean.iter().all(|m| m.is_finite())
+    }
+
     /// Removes one observation `y` at `x` that [`GaussianPosterior::update`]
     /// absorbed earlier (erasure of a customer). Exact for linear regression
     /// without forgetting, whose posterior is a sum of per-observation
@@ -187,7 +195,12 @@ impl GaussianPosterior {
     /// Forgets a decision learned by [`GaussianPosterior::learn_decision`]
     /// (and, if `redeemed`, its [`GaussianPosterior::learn_redemption`]).
     /// Returns whether the subtraction was exact.
-    pub fn unlearn_decision(&mut self, x: &Sparse, redeemed: bool, config: &ContextualConfig) -> bool {
+    pub fn unlearn_decision(
+        &mut self,
+        x: &Sparse,
+        redeemed: bool,
+        config: &ContextualConfig,
+    ) -> bool {
         let mut exact = true;
         if redeemed {
             exact &= self.unlearn(x, 1.0, config);
@@ -402,7 +415,9 @@ mod tests {
             }
             let err = max_error(&with_all.mean, &without.mean);
             let cov_err = (0..d)
-                .map(|i| (with_all.cov.get(i, i) - without.cov.get(i, i)).abs() / without.cov.get(i, i))
+                .map(|i| {
+                    (with_all.cov.get(i, i) - without.cov.get(i, i)).abs() / without.cov.get(i, i)
+                })
                 .fold(0.0, f64::max);
             assert_eq!(with_all.observations, without.observations);
             assert_eq!(with_all.decisions, without.decisions);

@@ -29,10 +29,13 @@ fn totals(s: &GetCampaignStatsResponse) -> (u64, u64) {
 async fn visits(offers: &mut Offers, campaign: &str, customer: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
-        let mut req = select(campaign, &[("tier", if i % 2 == 0 { "gold" } else { "silver" })]);
+        let mut req = select(
+            campaign,
+            &[("tier", if i.is_multiple_of(2) { "gold" } else { "silver" })],
+        );
         req.customer_id = customer.to_owned();
         let d = offers.select_offer(req).await.expect("select").into_inner();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             offers
                 .record_redemption(redeem(&d.decision_id))
                 .await
@@ -48,7 +51,11 @@ fn export_lines(server: &TestServer, campaign: &str) -> Vec<String> {
         .args(["export", "--server", &server.url(), "--campaign", campaign])
         .output()
         .expect("export");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
@@ -105,7 +112,12 @@ async fn forgetting_a_customer_erases_records_and_subtracts_exactly() {
                 .iter()
                 .find(|x| x.segment == c.segment && x.offer_id == c.offer_id);
             let (d, r) = a.map_or((0, 0), |a| (a.trials, a.successes));
-            (c.segment.clone(), c.offer_id.clone(), c.trials - d, c.successes - r)
+            (
+                c.segment.clone(),
+                c.offer_id.clone(),
+                c.trials - d,
+                c.successes - r,
+            )
         })
         .filter(|x| x.2 > 0)
         .collect();
@@ -126,7 +138,10 @@ async fn forgetting_a_customer_erases_records_and_subtracts_exactly() {
     assert_eq!(late.expect_err("erased").code(), Code::NotFound);
     let log = export_lines(&server, "c");
     assert_eq!(log.len(), 8);
-    assert!(log.iter().all(|l| alice_ids.iter().all(|id| !l.contains(id))));
+    assert!(
+        log.iter()
+            .all(|l| alice_ids.iter().all(|id| !l.contains(id)))
+    );
     assert!(bob_ids.iter().all(|id| log.iter().any(|l| l.contains(id))));
     // Erasing again finds nothing; the erasure survives a restart.
     let again = admin
@@ -178,7 +193,11 @@ async fn contextual_posteriors_are_downdated_exactly_for_linear_ts() {
         assert_eq!((r.decisions_erased, r.model_updates), (6, 6), "{policy}");
         assert_eq!(r.posteriors_exact, exact, "{policy}");
         let after = stats(&mut admin, "k").await;
-        assert_eq!(obs(&after), 15 - 9, "{policy}: 6 decisions + 3 redemptions out");
+        assert_eq!(
+            obs(&after),
+            15 - 9,
+            "{policy}: 6 decisions + 3 redemptions out"
+        );
     }
 }
 
@@ -196,7 +215,10 @@ async fn resolved_records_are_pruned_after_retention_but_keep_their_evidence() {
     // Window 1 s + retention 1 s, swept every 100 ms.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !export_lines(&server, "r").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "records were not pruned");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records were not pruned"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let s = stats(&mut admin, "r").await;

@@ -14,7 +14,7 @@ use crate::support::{TestServer, category, select};
 async fn a_flood_is_shed_and_health_stays_responsive() {
     let server = TestServer::start(None, &["--max-in-flight", "4"]);
     let mut callers = Vec::new();
-    for c in 0..4 {
+    for c in 0..4u32 {
         // Several connections, many streams each.
         let channel = server.channel().await;
         for i in 0..100 {
@@ -22,8 +22,14 @@ async fn a_flood_is_shed_and_health_stays_responsive() {
             callers.push(tokio::spawn(async move {
                 let mut codes = Vec::new();
                 for j in 0..5 {
-                    let tier = if (c + i + j) % 2 == 0 { "gold" } else { "silver" };
-                    let r = client.select_offer(select("coffee", &[("tier", tier)])).await;
+                    let tier = if (c + i + j).is_multiple_of(2) {
+                        "gold"
+                    } else {
+                        "silver"
+                    };
+                    let r = client
+                        .select_offer(select("coffee", &[("tier", tier)]))
+                        .await;
                     codes.push(r.map_or_else(|s| s.code(), |_| Code::Ok));
                 }
                 codes
@@ -42,7 +48,10 @@ async fn a_flood_is_shed_and_health_stays_responsive() {
             }),
         )
         .await;
-        assert!(matches!(r, Ok(Ok(_))), "health check failed during the flood");
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "health check failed during the flood"
+        );
         slowest = slowest.max(t.elapsed());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -59,7 +68,10 @@ async fn a_flood_is_shed_and_health_stays_responsive() {
     }
     assert!(ok > 0, "some requests must get through");
     assert!(shed > 0, "2000 requests over 4 slots must shed some");
-    assert!(slowest < Duration::from_secs(1), "slowest health check {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest health check {slowest:?}"
+    );
     // Calm again: served normally.
     let mut offers = server.offers().await;
     offers
@@ -94,7 +106,8 @@ async fn oversized_messages_are_refused() {
     let server = TestServer::start(None, &["--max-message-bytes", "2048"]);
     let mut offers = server.offers().await;
     let mut req = select("coffee", &[]);
-    req.context.insert("note".into(), category(&"x".repeat(4000)));
+    req.context
+        .insert("note".into(), category(&"x".repeat(4000)));
     let status = offers.select_offer(req).await.expect_err("too large");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     offers

@@ -49,7 +49,11 @@ async fn admin_rpcs_need_the_token_and_offers_do_not_by_default() {
     let none = admin.list_campaigns(with_token(list(), None)).await;
     let err = none.expect_err("no token");
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(err.message().contains("authorization: Bearer"), "{}", err.message());
+    assert!(
+        err.message().contains("authorization: Bearer"),
+        "{}",
+        err.message()
+    );
     let wrong = admin
         .list_campaigns(with_token(list(), Some("not-the-token-at-all-xx")))
         .await;
@@ -67,7 +71,11 @@ async fn admin_rpcs_need_the_token_and_offers_do_not_by_default() {
         .env("OFFER_BANDIT_AUTH_TOKEN", TOKEN)
         .output()
         .expect("run export");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
         .args(["export", "--server", &server.url(), "--campaign", "coffee"])
@@ -84,7 +92,12 @@ async fn scope_all_protects_every_rpc_but_health() {
     let tmp = tempfile::tempdir().expect("tmp");
     let server = TestServer::start(
         None,
-        &["--auth-token-file", &token_file(tmp.path()), "--auth-scope", "all"],
+        &[
+            "--auth-token-file",
+            &token_file(tmp.path()),
+            "--auth-scope",
+            "all",
+        ],
     );
     let channel = server.channel().await;
     let mut offers = OfferServiceClient::new(channel.clone());
@@ -103,14 +116,24 @@ async fn scope_all_protects_every_rpc_but_health() {
             service: String::new(),
         })
         .await;
-    assert_eq!(code_of(h).await, Code::Ok, "health stays open for load balancers");
+    assert_eq!(
+        code_of(h).await,
+        Code::Ok,
+        "health stays open for load balancers"
+    );
 }
 
 #[test]
 fn short_tokens_are_refused_at_startup() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            "--data-dir",
+        ])
         .arg(tmp.path().join("d"))
         .env("OFFER_BANDIT_AUTH_TOKEN", "short")
         .output()
@@ -156,7 +179,10 @@ async fn tls_serves_https_with_the_configured_certificate() {
     assert!(!list.into_inner().campaigns.is_empty());
     // A plaintext client gets no answer from a TLS server.
     let plain = tokio::time::timeout(Duration::from_secs(5), async {
-        let ch = Channel::from_shared(server.url()).expect("url").connect().await?;
+        let ch = Channel::from_shared(server.url())
+            .expect("url")
+            .connect()
+            .await?;
         CampaignAdminClient::new(ch)
             .list_campaigns(proto::ListCampaignsRequest {})
             .await
@@ -168,12 +194,22 @@ async fn tls_serves_https_with_the_configured_certificate() {
     assert!(!matches!(plain, Ok(Ok(()))), "plaintext must not work");
     // The admin CLI speaks TLS with --ca-cert.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
-        .args(["export", "--campaign", "coffee", "--tls-domain", "localhost"])
+        .args([
+            "export",
+            "--campaign",
+            "coffee",
+            "--tls-domain",
+            "localhost",
+        ])
         .arg("--server")
         .arg(format!("https://{}", server.addr))
         .arg("--ca-cert")
         .arg(&cert_path)
         .output()
         .expect("run export");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -17,7 +17,13 @@ use crate::support::{TestServer, campaign_toml, redeem, select};
 /// Runs `serve` on `data_dir` expecting it to refuse; returns its stderr.
 fn refused_start(data_dir: &std::path::Path) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -58,11 +64,15 @@ async fn a_corrupt_record_stops_startup_and_names_its_key() {
             .expect("a decision")
             .expect("key");
         // Right format version, garbage after it.
-        tree.insert(&key, vec![1u8, 0xff, 0xff, 0xff]).expect("insert");
+        tree.insert(&key, vec![1u8, 0xff, 0xff, 0xff])
+            .expect("insert");
         db.flush().expect("flush");
     }
     let err = refused_start(server.data_dir());
-    assert!(err.contains("corrupt or unsupported record at key d/"), "{err}");
+    assert!(
+        err.contains("corrupt or unsupported record at key d/"),
+        "{err}"
+    );
     assert!(err.contains("nothing was changed"), "{err}");
     // And again: the store was not reset by the failed start.
     let err = refused_start(server.data_dir());
@@ -98,10 +108,10 @@ async fn a_backup_taken_under_load_restores_a_consistent_store() {
         workers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let tier = if (w + i) % 2 == 0 { "gold" } else { "silver" };
+                let tier = if (w + i).is_multiple_of(2) { "gold" } else { "silver" };
                 if let Ok(d) = offers.select_offer(select("b", &[("tier", tier)])).await {
                     made.fetch_add(1, Ordering::Relaxed);
-                    if i % 3 == 0 {
+                    if i.is_multiple_of(3) {
                         let _ = offers
                             .record_redemption(redeem(&d.into_inner().decision_id))
                             .await;
@@ -121,7 +131,11 @@ async fn a_backup_taken_under_load_restores_a_consistent_store() {
         .arg(&file)
         .output()
         .expect("backup");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let at_backup = made.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
@@ -136,7 +150,11 @@ async fn a_backup_taken_under_load_restores_a_consistent_store() {
         .arg(&restored_dir)
         .output()
         .expect("restore");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Restoring over an existing store is refused.
     let again = Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
         .args(["restore", "--from"])
@@ -176,6 +194,12 @@ async fn a_backup_taken_under_load_restores_a_consistent_store() {
     let successes: u64 = stats.offers.iter().map(|o| o.redeemed).sum();
     assert_eq!(trials, records);
     assert_eq!(successes, redeemed);
-    assert!(records >= 300, "the backup holds what was made before it ({records})");
-    assert!(records <= at_backup + 8, "nothing made after the backup ({records} vs {at_backup})");
+    assert!(
+        records >= 300,
+        "the backup holds what was made before it ({records})"
+    );
+    assert!(
+        records <= at_backup + 8,
+        "nothing made after the backup ({records} vs {at_backup})"
+    );
 }

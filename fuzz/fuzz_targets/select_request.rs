@@ -1,0 +1,28 @@
+//! Any bytes as a SelectOffer request: decode, validate, then segment and
+//! encode the context for every demo campaign, as the server would. Nothing
+//! may panic; invalid input must come back as an error.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use offer_bandit::{config, policy::segment::segment_key, proto, service};
+use prost::Message;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(request) = proto::SelectOfferRequest::decode(data) else {
+        return;
+    };
+    let Ok(req) = service::validate_select(&service::Limits::default(), request) else {
+        return;
+    };
+    let Ok(campaigns) = config::demo() else {
+        return;
+    };
+    for c in campaigns {
+        let _ = segment_key(&c.segment_by, &req.context);
+        if let Ok(encoder) = c.encoder() {
+            if let Ok(x) = encoder.encode(&req.context) {
+                assert!(x.iter().all(|(i, v)| (*i as usize) < encoder.dim() && v.is_finite()));
+            }
+        }
+    }
+});
