@@ -2,8 +2,8 @@
 //! server keeps serving.
 
 use offer_bandit::proto::{
-    ExportDecisionsRequest, FeatureValue, GetCampaignStatsRequest, RecordRedemptionRequest,
-    SelectOfferRequest,
+    ExportDecisionsRequest, FeatureValue, ForgetCustomerRequest, GetCampaignStatsRequest,
+    RecordRedemptionRequest, SelectOfferRequest,
 };
 use tonic::Code;
 
@@ -14,6 +14,7 @@ enum Bad {
     Redeem(RecordRedemptionRequest),
     Stats(GetCampaignStatsRequest),
     Export(ExportDecisionsRequest),
+    Forget(ForgetCustomerRequest),
 }
 
 fn with(mut r: SelectOfferRequest, f: impl FnOnce(&mut SelectOfferRequest)) -> Bad {
@@ -271,6 +272,28 @@ async fn bad_inputs_get_specific_statuses() {
             Code::InvalidArgument,
             "until_unix_ms must be after",
         ),
+        (
+            "forget without a customer id",
+            Bad::Forget(ForgetCustomerRequest::default()),
+            Code::InvalidArgument,
+            "customer_id is required",
+        ),
+        (
+            "forget with an oversized customer id",
+            Bad::Forget(ForgetCustomerRequest {
+                customer_id: "c".repeat(129),
+            }),
+            Code::InvalidArgument,
+            "customer_id is at most 128 bytes",
+        ),
+        (
+            "stats of a campaign with bad characters",
+            Bad::Stats(GetCampaignStatsRequest {
+                campaign: "no spaces".into(),
+            }),
+            Code::NotFound,
+            "unknown campaign",
+        ),
     ];
     assert!(cases.len() >= 30, "{} cases", cases.len());
     for (name, case, code, needle) in cases {
@@ -279,6 +302,7 @@ async fn bad_inputs_get_specific_statuses() {
             Bad::Redeem(r) => client.record_redemption(r).await.map(|_| ()),
             Bad::Stats(r) => admin.get_campaign_stats(r).await.map(|_| ()),
             Bad::Export(r) => admin.export_decisions(r).await.map(|_| ()),
+            Bad::Forget(r) => admin.forget_customer(r).await.map(|_| ()),
         }
         .expect_err(name);
         assert_eq!(status.code(), code, "{name}: {status:?}");
