@@ -142,6 +142,12 @@ pub struct DecisionRecord {
     /// The customer, as a keyed hash (see [`crate::customer`]), when the
     /// request named one: the handle of erasure.
     pub customer: Option<crate::customer::CustomerHash>,
+    /// Contextual campaigns: the learning sequence number at which the
+    /// decision was learned (0: not learned by a regression model). Events
+    /// after the last model checkpoint are replayed from these at startup.
+    pub learned_seq: u64,
+    /// The same for its redemption (0: none learned).
+    pub redeemed_seq: u64,
 }
 
 /// Current Unix time in milliseconds.

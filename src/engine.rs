@@ -32,6 +32,12 @@ use crate::{
     store::{CellKey, ExpiryEntry, Store, StoreError, WriteSet},
 };
 
+/// How often contextual posteriors are written to sled. Between
+/// checkpoints each learning event is durable through its decision record
+/// (and replayed from it at startup), so a posterior of d² numbers is not
+/// rewritten with every decision.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// Most commands the writer applies in one batch.
 const MAX_GROUP: usize = 4096;
 /// Commands waiting for the writer before callers wait for room.
@@ -354,8 +360,14 @@ impl Engine {
                 }
             }
         }
-        let decisions = store.check_decisions()?;
-        tracing::info!(cells = cells.len(), decisions, "store loaded");
+        let checkpoint = store.model_seq()?;
+        let (decisions, last_seq) = replay_learning(&store, &mut campaigns, checkpoint)?;
+        tracing::info!(
+            cells = cells.len(),
+            decisions,
+            replayed = last_seq.saturating_sub(checkpoint),
+            "store loaded"
+        );
         let campaigns = Arc::new(campaigns);
         let failed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -364,6 +376,9 @@ impl Engine {
             campaigns: campaigns.clone(),
             failed: failed.clone(),
             options,
+            seq: std::cell::Cell::new(last_seq),
+            dirty: std::cell::RefCell::new(std::collections::HashSet::new()),
+            last_checkpoint: std::cell::Cell::new(std::time::Instant::now()),
         };
         std::thread::Builder::new()
             .name("offer-bandit-writer".into())
@@ -507,6 +522,8 @@ impl Engine {
                 .customer_id
                 .as_deref()
                 .map(|c| self.customer_key.hash(c)),
+            learned_seq: 0,
+            redeemed_seq: 0,
         };
         let campaign_id = rec.campaign.clone();
         let (reply, rx) = oneshot::channel();
@@ -850,6 +867,11 @@ struct Writer {
     campaigns: Arc<Campaigns>,
     failed: Arc<AtomicBool>,
     options: EngineOptions,
+    /// The last learning sequence number handed out.
+    seq: std::cell::Cell<u64>,
+    /// Contextual posteriors changed since the last checkpoint.
+    dirty: std::cell::RefCell<std::collections::HashSet<(String, usize)>>,
+    last_checkpoint: std::cell::Cell<std::time::Instant>,
 }
 
 /// Changes staged by one group, visible to later commands of the same group.
@@ -867,6 +889,9 @@ struct Group {
     expiries: HashMap<String, (i64, Vec<DecisionId>)>,
     replies: Vec<Reply>,
     durable: bool,
+    /// Write every changed posterior with this group (erasure, pruning,
+    /// flush, backup) instead of waiting for the next checkpoint.
+    checkpoint: bool,
     expired: u64,
 }
 
@@ -884,6 +909,11 @@ impl Writer {
             // A backup runs alone, between groups: everything before it is
             // committed and nothing writes while it runs.
             if let Command::Backup { path, reply } = first {
+                // Posteriors as of now, so the backup needs no replay.
+                self.finish(Group {
+                    checkpoint: true,
+                    ..Group::default()
+                });
                 let _ = reply.send(self.backup(&path));
                 continue;
             }
@@ -901,6 +931,10 @@ impl Writer {
             }
             self.finish(group);
         }
+        self.finish(Group {
+            checkpoint: true,
+            ..Group::default()
+        });
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -910,12 +944,28 @@ impl Writer {
         for (expires_ms, ids) in group.expiries.values() {
             group.writes.put_expiries(*expires_ms, ids);
         }
-        for ((campaign, offer), posterior) in &group.models {
-            if let Some(c) = self.campaigns.get(campaign)
-                && let Some(o) = c.offers.get(*offer)
-            {
-                group.writes.put_model(campaign, &o.id, posterior);
+        let checkpoint = (group.checkpoint
+            || self.last_checkpoint.get().elapsed() >= CHECKPOINT_EVERY)
+            && !self.dirty.borrow().is_empty();
+        if checkpoint {
+            for (campaign, offer) in self.dirty.borrow().iter() {
+                let Some(c) = self.campaigns.get(campaign) else {
+                    continue;
+                };
+                let (Some(o), Some(ctx)) = (c.offers.get(*offer), &c.contextual) else {
+                    continue;
+                };
+                let key = (campaign.clone(), *offer);
+                match group.models.get(&key) {
+                    Some(p) => group.writes.put_model(campaign, &o.id, p),
+                    None => {
+                        if let Some(p) = ctx.models.read().get(*offer) {
+                            group.writes.put_model(campaign, &o.id, p);
+                        }
+                    }
+                }
             }
+            group.writes.put_model_seq(self.seq.get());
         }
         let mut failure = None;
         if self.failed.load(Ordering::Relaxed) {
@@ -942,6 +992,10 @@ impl Writer {
         if let Some(f) = &failure {
             tracing::error!(error = %f, "storage write failed");
         } else {
+            if checkpoint {
+                self.dirty.borrow_mut().clear();
+                self.last_checkpoint.set(std::time::Instant::now());
+            }
             metrics::counter!("offer_bandit_expiries_total").increment(group.expired);
             for ((campaign, segment, offer), counts) in group.cells {
                 if let Some(c) = self.campaigns.get(&campaign) {
@@ -989,6 +1043,7 @@ impl Writer {
             }
             Command::Flush { reply } => {
                 g.durable = true;
+                g.checkpoint = true;
                 g.replies.push(Reply::Flush(reply));
             }
             Command::Forget { customer, reply } => {
@@ -1060,15 +1115,16 @@ impl Writer {
     /// false) or its redemption (true), staging the new posterior. Expiry
     /// teaches nothing: the decision was learned as a non-redemption when
     /// it was made (see `GaussianPosterior::learn_decision`).
-    fn learn(&self, g: &mut Group, rec: &DecisionRecord, redeemed: bool) {
+    /// Returns the event's learning sequence number (0: nothing learned).
+    fn learn(&self, g: &mut Group, rec: &DecisionRecord, redeemed: bool) -> u64 {
         let Some(campaign) = self.campaigns.get(&rec.campaign) else {
-            return;
+            return 0;
         };
         let Some(ctx) = &campaign.contextual else {
-            return;
+            return 0;
         };
         let Some(offer) = campaign.offer_index(&rec.offer) else {
-            return;
+            return 0;
         };
         if rec
             .features
@@ -1078,14 +1134,14 @@ impl Writer {
             // Encoded under another feature spec (the config changed): its
             // columns mean something else now, so it teaches nothing.
             tracing::warn!(campaign = %rec.campaign, "decision encoded under other features: model not updated");
-            return;
+            return 0;
         }
         let key = (rec.campaign.clone(), offer);
         let mut posterior = match g.models.remove(&key) {
             Some(p) => p,
             None => match ctx.models.read().get(offer) {
                 Some(p) => p.clone(),
-                None => return,
+                None => return 0,
             },
         };
         if redeemed {
@@ -1093,8 +1149,12 @@ impl Writer {
         } else {
             posterior.learn_decision(&rec.features, &ctx.config);
         }
-        // Written once per group, in `finish`: a posterior is d² numbers.
+        self.dirty.borrow_mut().insert(key.clone());
         g.models.insert(key, posterior);
+        // Written at the next checkpoint (`finish`); until then the event is
+        // durable as this sequence number in its decision record.
+        self.seq.set(self.seq.get() + 1);
+        self.seq.get()
     }
 
     fn decide(
@@ -1122,7 +1182,8 @@ impl Writer {
             g.requests.insert((rec.campaign.clone(), rid.clone()), id);
         }
         self.change_cell(g, &rec, |c| c.trials += 1);
-        self.learn(g, &rec, false);
+        let mut rec = rec;
+        rec.learned_seq = self.learn(g, &rec, false);
         if let Some(c) = &rec.customer {
             g.writes.put_customer(c, &id);
         }
@@ -1176,7 +1237,7 @@ impl Writer {
                     c.successes += 1;
                     c.value_sum += value;
                 });
-                self.learn(g, &rec, true);
+                rec.redeemed_seq = self.learn(g, &rec, true);
                 rec.state = DecisionState::Redeemed {
                     value,
                     at_ms: now_ms,
@@ -1288,7 +1349,10 @@ impl Writer {
         };
         let redeemed = matches!(rec.state, DecisionState::Redeemed { .. });
         let exact = posterior.unlearn_decision(&rec.features, redeemed, &ctx.config);
+        self.dirty.borrow_mut().insert(key.clone());
         g.models.insert(key, posterior);
+        // The erased record can no longer be replayed: checkpoint now.
+        g.checkpoint = true;
         Some(exact)
     }
 
@@ -1326,6 +1390,8 @@ impl Writer {
             }
             g.writes.remove_decision(&id);
             g.erased.insert(id);
+            // A pruned record can no longer be replayed: checkpoint now.
+            g.checkpoint = true;
         }
         Ok(n)
     }
@@ -1349,6 +1415,62 @@ impl Writer {
         }
         Ok(n)
     }
+}
+
+/// Reads every decision record (failing on an unreadable one) and re-applies
+/// the learning events after the model checkpoint `checkpoint` to the
+/// contextual posteriors, in their original order, so that the models are
+/// exactly what they were when the process stopped. Returns the number of
+/// decisions and the last sequence number seen.
+fn replay_learning(
+    store: &Store,
+    campaigns: &mut Campaigns,
+    checkpoint: u64,
+) -> Result<(usize, u64), StoreError> {
+    /// A learning event: (seq, campaign, offer, features, redemption?).
+    type Event = (u64, String, String, Vec<(u32, f64)>, bool);
+    let mut events: Vec<Event> = Vec::new();
+    let mut n = 0usize;
+    store.scan_decisions(0, i64::MAX, |_, rec| {
+        n += 1;
+        for (seq, redeemed) in [(rec.learned_seq, false), (rec.redeemed_seq, true)] {
+            if seq > checkpoint {
+                events.push((
+                    seq,
+                    rec.campaign.clone(),
+                    rec.offer.clone(),
+                    rec.features.clone(),
+                    redeemed,
+                ));
+            }
+        }
+        true
+    })?;
+    events.sort_by_key(|e| e.0);
+    let mut last = checkpoint;
+    for (seq, campaign, offer, x, redeemed) in events {
+        last = last.max(seq);
+        let Some(c) = campaigns.get_mut(&campaign) else {
+            continue;
+        };
+        let Some(i) = c.offer_index(&offer) else {
+            continue;
+        };
+        let Some(ctx) = &mut c.contextual else {
+            continue;
+        };
+        if x.iter().any(|(j, _)| *j as usize >= ctx.encoder.dim()) {
+            continue;
+        }
+        if let Some(p) = ctx.models.get_mut().get_mut(i) {
+            if redeemed {
+                p.learn_redemption(&x, &ctx.config);
+            } else {
+                p.learn_decision(&x, &ctx.config);
+            }
+        }
+    }
+    Ok((n, last))
 }
 
 fn late(id: &DecisionId, expires_ms: i64) -> Error {

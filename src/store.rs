@@ -13,6 +13,9 @@
 //! - `r/{campaign}\0{request id}`: decision id of an idempotent request;
 //! - `c/{customer hash}{decision id}`: the decisions of a customer (for
 //!   erasure), under the keyed hash of [`crate::customer`];
+//! - `p/{campaign}\0{offer}`: a contextual posterior as of the last model
+//!   checkpoint, and `meta/model-seq`: the last learning event it includes
+//!   (later events are replayed from the decision records at startup);
 //! - `meta/customer-key`, `meta/customer-key-fingerprint`: the generated
 //!   customer key (when none is configured) and the fingerprint of the key
 //!   in use, so that a changed key is refused rather than silently breaking
@@ -49,6 +52,7 @@ const MODEL: &[u8] = b"p/";
 const CUSTOMER: &[u8] = b"c/";
 const META_CUSTOMER_KEY: &[u8] = b"meta/customer-key";
 const META_CUSTOMER_FINGERPRINT: &[u8] = b"meta/customer-key-fingerprint";
+const META_MODEL_SEQ: &[u8] = b"meta/model-seq";
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -353,6 +357,20 @@ impl Store {
         Ok(n)
     }
 
+    /// The learning sequence number the stored contextual posteriors
+    /// include (0 before the first checkpoint).
+    pub fn model_seq(&self) -> Result<u64, StoreError> {
+        match self.tree.get(META_MODEL_SEQ)? {
+            None => Ok(0),
+            Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    key: escape(META_MODEL_SEQ),
+                    reason: "not an 8-byte sequence number".into(),
+                }
+            })?)),
+        }
+    }
+
     /// Decision records made in `[since_ms, until_ms)`, in time order, with
     /// their ids; `visit` returns false to stop early.
     pub fn scan_decisions(
@@ -529,6 +547,8 @@ fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
             context: old.context,
             candidates: old.candidates,
             customer: None,
+            learned_seq: 0,
+            redeemed_seq: 0,
         };
         batch.insert(k, encode(&rec));
         n += 1;
@@ -704,6 +724,12 @@ impl WriteSet {
         self.len += 1;
     }
 
+    /// Records that the stored posteriors include learning events up to `seq`.
+    pub fn put_model_seq(&mut self, seq: u64) {
+        self.batch.insert(META_MODEL_SEQ, &seq.to_be_bytes());
+        self.len += 1;
+    }
+
     /// Sets a decision record.
     pub fn put_decision(&mut self, id: &DecisionId, rec: &DecisionRecord) {
         self.batch.insert(decision_key(id), encode(rec));
@@ -784,6 +810,8 @@ mod tests {
             )],
             candidates: vec!["a".into(), "b".into()],
             customer: Some(CustomerHash([3; 32])),
+            learned_seq: 7,
+            redeemed_seq: 0,
         }
     }
 
@@ -903,6 +931,7 @@ mod tests {
         let store = Store::open(dir.path())?;
         let want = DecisionRecord {
             customer: None,
+            learned_seq: 0,
             ..rec()
         };
         assert_eq!(store.decision(&id)?, Some(want));

@@ -31,7 +31,14 @@ async fn visits(offers: &mut Offers, campaign: &str, customer: &str, n: usize) -
     for i in 0..n {
         let mut req = select(
             campaign,
-            &[("tier", if i.is_multiple_of(2) { "gold" } else { "silver" })],
+            &[(
+                "tier",
+                if i.is_multiple_of(2) {
+                    "gold"
+                } else {
+                    "silver"
+                },
+            )],
         );
         req.customer_id = customer.to_owned();
         let d = offers.select_offer(req).await.expect("select").into_inner();

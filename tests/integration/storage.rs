@@ -108,7 +108,11 @@ async fn a_backup_taken_under_load_restores_a_consistent_store() {
         workers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let tier = if (w + i).is_multiple_of(2) { "gold" } else { "silver" };
+                let tier = if (w + i).is_multiple_of(2) {
+                    "gold"
+                } else {
+                    "silver"
+                };
                 if let Ok(d) = offers.select_offer(select("b", &[("tier", tier)])).await {
                     made.fetch_add(1, Ordering::Relaxed);
                     if i.is_multiple_of(3) {
