@@ -44,8 +44,12 @@ async fn main() -> anyhow::Result<()> {
         Command::CheckConfig { path } => {
             for c in config::load_file(&path)? {
                 let offers: Vec<&str> = c.offers.iter().map(|o| o.id.as_str()).collect();
+                let dimension = match (c.contextual(), c.encoder()) {
+                    (Some(_), Ok(e)) => format!(", encoded dimension {}", e.dim()),
+                    _ => String::new(),
+                };
                 println!(
-                    "campaign {}: policy {}, segment_by {:?}, reward_window {}, objective {}, offers {}",
+                    "campaign {}: policy {}, segment_by {:?}, reward_window {}, objective {}{dimension}, offers {}",
                     c.id,
                     c.policy.as_str(),
                     c.segment_by,
