@@ -391,13 +391,41 @@ impl SnapshotCache {
         prior_strength: f64,
         rng: &mut dyn Rng,
     ) -> Option<Choice> {
-        let live = model.arms(segment, candidates, weights, prior_strength);
-        let snap = self.snapshot(segment, candidates, live);
-        let index = thompson::argmax_draw(&snap.arms, rng)?;
+        let (snap, index) = self.draw(model, segment, candidates, weights, prior_strength, rng)?;
         Some(Choice {
             index,
             propensity: snap.propensity(index),
         })
+    }
+
+    /// [`SnapshotCache::choose`] without the propensity: the index into
+    /// `candidates` only (for callers that never log one).
+    pub fn choose_index(
+        &self,
+        model: &SegmentModel,
+        segment: &str,
+        candidates: &[usize],
+        weights: &[f64],
+        prior_strength: f64,
+        rng: &mut dyn Rng,
+    ) -> Option<usize> {
+        self.draw(model, segment, candidates, weights, prior_strength, rng)
+            .map(|(_, i)| i)
+    }
+
+    fn draw(
+        &self,
+        model: &SegmentModel,
+        segment: &str,
+        candidates: &[usize],
+        weights: &[f64],
+        prior_strength: f64,
+        rng: &mut dyn Rng,
+    ) -> Option<(Arc<Snapshot>, usize)> {
+        let live = model.arms(segment, candidates, weights, prior_strength);
+        let snap = self.snapshot(segment, candidates, live);
+        let index = thompson::argmax_draw(&snap.arms, rng)?;
+        Some((snap, index))
     }
 
     /// The probability that [`SnapshotCache::choose`] picks `candidates[i]`
@@ -470,7 +498,7 @@ impl Policy for SegmentTs {
     fn choose(&self, f: &Features, candidates: &[usize], rng: &mut dyn Rng) -> usize {
         let weights = self.weights_for(candidates);
         self.cache
-            .choose(
+            .choose_index(
                 &self.model,
                 &f.segment,
                 candidates,
@@ -478,7 +506,7 @@ impl Policy for SegmentTs {
                 self.prior_strength,
                 rng,
             )
-            .map_or(candidates[0], |c| candidates[c.index])
+            .map_or(candidates[0], |i| candidates[i])
     }
     fn propensity(&self, f: &Features, candidates: &[usize], offer: usize) -> f64 {
         match candidates.iter().position(|&c| c == offer) {
