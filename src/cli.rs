@@ -55,7 +55,17 @@ pub struct ClientArgs {
     /// Domain name to check the server's certificate against (default: the host of --server).
     #[arg(long, env = "OFFER_BANDIT_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
-    /// File holding the bearer token (or set OFFER_BANDIT_AUTH_TOKEN).
+    /// The bearer token to send.
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+/// Where a bearer token comes from: a file, or the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// File holding the bearer token, at least 16 bytes (or set
+    /// OFFER_BANDIT_AUTH_TOKEN). The server requires it as
+    /// "authorization: Bearer <token>"; the admin commands send it.
     #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
     /// The token itself (environment only, never shown).
@@ -66,6 +76,13 @@ pub struct ClientArgs {
         hide_env_values = true
     )]
     pub auth_token: Option<String>,
+}
+
+impl TokenArgs {
+    /// The token, if one is configured (validated).
+    pub fn read(&self) -> anyhow::Result<Option<String>> {
+        crate::client::read_token(self.auth_token_file.as_deref(), self.auth_token.as_deref())
+    }
 }
 
 /// Flags of `offer-bandit forget`.
@@ -178,19 +195,9 @@ pub struct ServeArgs {
     /// PEM private key for TLS (with --tls-cert).
     #[arg(long, env = "OFFER_BANDIT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// File holding the bearer token callers must send as
-    /// "authorization: Bearer <token>" (at least 16 bytes). The token can
-    /// also come from the environment variable OFFER_BANDIT_AUTH_TOKEN.
-    #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN_FILE")]
-    pub auth_token_file: Option<PathBuf>,
-    /// The token itself (environment only, never shown).
-    #[arg(
-        long,
-        env = "OFFER_BANDIT_AUTH_TOKEN",
-        hide = true,
-        hide_env_values = true
-    )]
-    pub auth_token: Option<String>,
+    /// The bearer token callers must send (none: no authentication).
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// What the token protects: "admin" (CampaignAdmin) or "all" (every RPC but health checks).
     #[arg(
         long,

@@ -71,7 +71,9 @@ pub async fn admin(args: &ClientArgs) -> anyhow::Result<Admin> {
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", args.server))?;
-    let token = read_token(args.auth_token_file.as_deref(), args.auth_token.as_deref())?
+    let token = args
+        .token
+        .read()?
         .map(|t| format!("Bearer {t}").parse())
         .transpose()
         .context("the bearer token must be printable ASCII")?;

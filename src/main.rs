@@ -69,10 +69,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         Some(path) => config::load_file(path)?,
         None => config::demo()?,
     };
-    let token = offer_bandit::client::read_token(
-        args.auth_token_file.as_deref(),
-        args.auth_token.as_deref(),
-    )?;
+    let token = args.token.read()?;
     let customer_key = args
         .customer_key_file
         .as_ref()

@@ -510,24 +510,26 @@ impl Store {
     }
 }
 
+/// A decision record as schema 3 stored it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DecisionRecordV3 {
+    campaign: String,
+    offer: String,
+    segment: String,
+    propensity: f64,
+    created_ms: i64,
+    expires_ms: i64,
+    request_id: Option<String>,
+    model_version: u64,
+    state: DecisionState,
+    features: Vec<(u32, f64)>,
+    context: Vec<(String, crate::context::FeatureValue)>,
+    candidates: Vec<String>,
+}
+
 /// Schema 3 stored decisions without their customer: rewrites each record
 /// with none, then marks the store as schema 4, in one batch.
 fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
-    #[derive(serde::Deserialize)]
-    struct DecisionRecordV3 {
-        campaign: String,
-        offer: String,
-        segment: String,
-        propensity: f64,
-        created_ms: i64,
-        expires_ms: i64,
-        request_id: Option<String>,
-        model_version: u64,
-        state: DecisionState,
-        features: Vec<(u32, f64)>,
-        context: Vec<(String, crate::context::FeatureValue)>,
-        candidates: Vec<String>,
-    }
     let mut batch = sled::Batch::default();
     let mut n = 0usize;
     for item in tree.scan_prefix(DECISION) {
@@ -890,23 +892,8 @@ mod tests {
 
     #[test]
     fn schema_3_stores_are_migrated() -> Result<(), StoreError> {
-        #[derive(serde::Serialize)]
-        struct V3 {
-            campaign: String,
-            offer: String,
-            segment: String,
-            propensity: f64,
-            created_ms: i64,
-            expires_ms: i64,
-            request_id: Option<String>,
-            model_version: u64,
-            state: DecisionState,
-            features: Vec<(u32, f64)>,
-            context: Vec<(String, crate::context::FeatureValue)>,
-            candidates: Vec<String>,
-        }
         let r = rec();
-        let old = V3 {
+        let old = DecisionRecordV3 {
             campaign: r.campaign.clone(),
             offer: r.offer.clone(),
             segment: r.segment.clone(),

@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = segment_key(&c.segment_by, &req.context);
         if let Ok(encoder) = c.encoder() {
             if let Ok(x) = encoder.encode(&req.context) {
-                assert!(x.iter().all(|(i, v)| (*i as usize) < encoder.dim() && v.is_finite()));
+                assert!(
+                    x.iter()
+                        .all(|(i, v)| (*i as usize) < encoder.dim() && v.is_finite())
+                );
             }
         }
     }
