@@ -30,6 +30,8 @@ pub enum Command {
     },
     /// Write a running server's decision log as JSON Lines (the input of `offer-sim ope`).
     Export(ExportArgs),
+    /// Print a running server's campaign report: bandit vs control uplift, offers.
+    Report(ReportArgs),
     /// Erase one customer's decisions from a running server (GDPR/CCPA), posteriors included.
     Forget(ForgetArgs),
     /// Write a consistent backup of a running server's store to a file.
@@ -83,6 +85,20 @@ impl TokenArgs {
     pub fn read(&self) -> anyhow::Result<Option<String>> {
         crate::client::read_token(self.auth_token_file.as_deref(), self.auth_token.as_deref())
     }
+}
+
+/// Flags of `offer-bandit report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Campaign id.
+    #[arg(long)]
+    pub campaign: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `offer-bandit forget`.

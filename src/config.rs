@@ -122,6 +122,16 @@ pub struct CampaignConfig {
     /// before a new snapshot is taken; 0 samples the live posterior every time.
     #[serde(default = "default_snapshot_tolerance")]
     pub snapshot_tolerance: f64,
+    /// Share of customers (stable per customer id; per request for
+    /// anonymous visits) served by the control policy instead of the
+    /// bandit, to measure what personalization is worth. 0: no control group.
+    #[serde(default)]
+    pub control_share: f64,
+    /// The offer the control group gets, when it is among the candidates;
+    /// without it (or when it is not a candidate) the control group gets a
+    /// uniformly random candidate.
+    #[serde(default)]
+    pub control_offer: Option<String>,
     /// The offers.
     #[serde(default)]
     pub offers: Vec<OfferConfig>,
@@ -291,6 +301,16 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
         return Err("declare at least one [[campaigns.offers]]".into());
     }
     validate_contextual(c)?;
+    if !(0.0..1.0).contains(&c.control_share) {
+        return Err("control_share must be at least 0 and below 1".into());
+    }
+    if let Some(o) = &c.control_offer
+        && !c.offers.iter().any(|x| &x.id == o)
+    {
+        return Err(format!(
+            "control_offer '{o}' is not one of the campaign's offers"
+        ));
+    }
     let mut offer_ids = HashSet::new();
     for o in &mut c.offers {
         if !valid_id(&o.id) {
@@ -414,5 +434,22 @@ mod tests {
         let ok = parse(&format!("{base}{offer}"), "t.toml").expect("valid");
         assert_eq!(ok[0].offers[0].name, "a");
         assert_eq!(ok[0].objective, Objective::Redemptions);
+    }
+
+    #[test]
+    fn control_groups_are_validated() {
+        let base = "[[campaigns]]\nid = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n";
+        let offer = "[[campaigns.offers]]\nid = \"a\"\n";
+        let load = |t: String| parse(&t, "test.toml");
+        assert!(
+            load(format!(
+                "{base}control_share = 0.2\ncontrol_offer = \"a\"\n{offer}"
+            ))
+            .is_ok()
+        );
+        let e = load(format!("{base}control_share = 1.0\n{offer}")).expect_err("share 1");
+        assert!(e.to_string().contains("control_share"), "{e}");
+        let e = load(format!("{base}control_offer = \"zz\"\n{offer}")).expect_err("unknown");
+        assert!(e.to_string().contains("control_offer 'zz'"), "{e}");
     }
 }

@@ -148,6 +148,8 @@ pub struct DecisionRecord {
     pub learned_seq: u64,
     /// The same for its redemption (0: none learned).
     pub redeemed_seq: u64,
+    /// Who chose the offer: the bandit or the control group.
+    pub arm: crate::uplift::Arm,
 }
 
 /// Current Unix time in milliseconds.

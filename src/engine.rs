@@ -30,6 +30,7 @@ use crate::{
         thompson,
     },
     store::{CellKey, ExpiryEntry, Store, StoreError, WriteSet},
+    uplift::{Arm, ArmCounts, ArmSummary, Uplift},
 };
 
 /// How often contextual posteriors are written to sled. Between
@@ -74,6 +75,8 @@ pub struct Campaign {
     model: RwLock<SegmentModel>,
     /// segment-ts: the posterior snapshots decisions sample from.
     snapshots: SnapshotCache,
+    /// Counts of the bandit and the control group (see [`Arm::index`]).
+    arms: RwLock<[ArmCounts; 2]>,
     contextual: Option<Contextual>,
 }
 
@@ -119,6 +122,7 @@ impl Campaign {
         };
         Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
+            arms: RwLock::new([ArmCounts::default(); 2]),
             config,
             active,
             offers,
@@ -187,6 +191,8 @@ pub struct Selection {
     pub segment: String,
     /// True when an earlier decision was returned for the same request id.
     pub replayed: bool,
+    /// Who chose the offer.
+    pub arm: Arm,
 }
 
 impl Selection {
@@ -199,6 +205,7 @@ impl Selection {
             model_version: rec.model_version,
             segment: rec.segment.clone(),
             replayed,
+            arm: rec.arm,
         }
     }
 }
@@ -265,6 +272,68 @@ pub struct CampaignStats {
     pub cells: Vec<CellStats>,
     /// Model version.
     pub model_version: u64,
+}
+
+/// One offer in a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferReport {
+    /// Offer id.
+    pub offer_id: String,
+    /// Its counts over every segment and both arms.
+    pub counts: CellCounts,
+    /// Its share of the campaign's decisions.
+    pub share: f64,
+    /// Posterior mean of its redemption rate over the whole campaign
+    /// (Beta(1 + redemptions, 1 + other decisions)).
+    pub posterior_mean: f64,
+    /// 2.5% quantile of that posterior.
+    pub posterior_low: f64,
+    /// 97.5% quantile of that posterior.
+    pub posterior_high: f64,
+}
+
+/// What `GetCampaignReport` answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignReport {
+    /// Campaign id.
+    pub campaign: String,
+    /// Configured control share.
+    pub control_share: f64,
+    /// The bandit arm.
+    pub bandit: ArmSummary,
+    /// The control arm.
+    pub control: ArmSummary,
+    /// Bandit minus control, once both arms have decisions.
+    pub uplift: Option<Uplift>,
+    /// Per offer, in offer-id order.
+    pub offers: Vec<OfferReport>,
+    /// Per segment x offer, as in the stats.
+    pub cells: Vec<CellStats>,
+}
+
+/// The control policy's pick: the campaign's control offer when it is a
+/// candidate (propensity 1), else a uniformly random candidate.
+fn control_choice(campaign: &Campaign, candidates: &[usize]) -> thompson::Choice {
+    let fixed = campaign
+        .config
+        .control_offer
+        .as_deref()
+        .and_then(|id| campaign.offer_index(id))
+        .and_then(|i| candidates.iter().position(|&c| c == i));
+    match fixed {
+        Some(index) => thompson::Choice {
+            index,
+            propensity: 1.0,
+        },
+        None => {
+            use rand::RngExt;
+            let n = candidates.len().max(1);
+            thompson::Choice {
+                index: rand::rng().random_range(0..n),
+                propensity: 1.0 / n as f64,
+            }
+        }
+    }
 }
 
 /// Engine options.
@@ -357,6 +426,20 @@ impl Engine {
                 }
                 None => {
                     tracing::warn!(campaign = %campaign_id, "stored regression model but the campaign is not contextual: ignored")
+                }
+            }
+        }
+        for (campaign_id, arm, counts) in store.load_arms()? {
+            let Some(campaign) = campaigns.get_mut(&campaign_id) else {
+                continue;
+            };
+            match Arm::ALL.into_iter().find(|a| a.as_str() == arm) {
+                Some(a) => campaign.arms.get_mut()[a.index()] = counts,
+                None => {
+                    return Err(StoreError::Corrupt {
+                        key: format!("a/{campaign_id}/{arm}"),
+                        reason: "unknown arm".into(),
+                    });
                 }
             }
         }
@@ -495,6 +578,11 @@ impl Engine {
                 (segment, Vec::new(), choice, model_version)
             }
         };
+        let arm = self.arm_of(campaign, req.customer_id.as_deref());
+        let choice = match arm {
+            Arm::Bandit => choice,
+            Arm::Control => control_choice(campaign, &candidates),
+        };
         let offer = &campaign.offers[candidates[choice.index]];
         let now = now_ms();
         let id = self.ids.next(now);
@@ -524,6 +612,7 @@ impl Engine {
                 .map(|c| self.customer_key.hash(c)),
             learned_seq: 0,
             redeemed_seq: 0,
+            arm,
         };
         let campaign_id = rec.campaign.clone();
         let (reply, rx) = oneshot::channel();
@@ -539,6 +628,67 @@ impl Engine {
                 .increment(1);
         }
         Ok(selection)
+    }
+
+    /// The arm of a visit: stable per customer (a keyed hash of campaign and
+    /// customer), drawn per request for anonymous visits.
+    fn arm_of(&self, campaign: &Campaign, customer_id: Option<&str>) -> Arm {
+        let share = campaign.config.control_share;
+        if share <= 0.0 {
+            return Arm::Bandit;
+        }
+        let u = match customer_id {
+            Some(c) => crate::uplift::stable_draw(
+                &self
+                    .customer_key
+                    .hash(&format!("arm\0{}\0{c}", campaign.config.id))
+                    .0,
+            ),
+            None => rand::random::<f64>(),
+        };
+        Arm::of(u, share)
+    }
+
+    /// The bandit and control arms of a campaign, their uplift, and per-offer
+    /// traffic and posteriors.
+    pub fn report(&self, campaign_id: &str) -> Result<CampaignReport, Error> {
+        let campaign = self.campaign(campaign_id)?;
+        let arms = *campaign.arms.read();
+        let (bandit, control, uplift) = crate::uplift::compare(arms[0], arms[1]);
+        let stats = self.stats(campaign_id)?;
+        let total: u64 = stats.offers.iter().map(|o| o.counts.trials).sum();
+        let offers = stats
+            .offers
+            .iter()
+            .map(|o| {
+                let c = o.counts;
+                let (alpha, beta) = (
+                    1.0 + c.successes as f64,
+                    1.0 + c.trials.saturating_sub(c.successes) as f64,
+                );
+                OfferReport {
+                    offer_id: o.offer_id.clone(),
+                    counts: c,
+                    share: if total > 0 {
+                        c.trials as f64 / total as f64
+                    } else {
+                        0.0
+                    },
+                    posterior_mean: alpha / (alpha + beta),
+                    posterior_low: crate::policy::special::beta_quantile(0.025, alpha, beta),
+                    posterior_high: crate::policy::special::beta_quantile(0.975, alpha, beta),
+                }
+            })
+            .collect();
+        Ok(CampaignReport {
+            campaign: campaign_id.to_owned(),
+            control_share: campaign.config.control_share,
+            bandit,
+            control,
+            uplift,
+            offers,
+            cells: stats.cells,
+        })
     }
 
     fn candidates(&self, campaign: &Campaign, ids: &[String]) -> Result<Vec<usize>, Error> {
@@ -778,6 +928,8 @@ fn retired_config(id: &str) -> CampaignConfig {
         prior_strength: 0.0,
         max_segments: usize::MAX,
         snapshot_tolerance: 0.0,
+        control_share: 0.0,
+        control_offer: None,
         offers: Vec::new(),
         features: Vec::new(),
         hash_bits: 0,
@@ -879,6 +1031,7 @@ struct Writer {
 struct Group {
     writes: WriteSet,
     cells: HashMap<(String, String, usize), CellCounts>,
+    arms: HashMap<(String, Arm), ArmCounts>,
     models: HashMap<(String, usize), GaussianPosterior>,
     decisions: HashMap<DecisionId, DecisionRecord>,
     requests: HashMap<(String, String), DecisionId>,
@@ -997,6 +1150,11 @@ impl Writer {
                 self.last_checkpoint.set(std::time::Instant::now());
             }
             metrics::counter!("offer_bandit_expiries_total").increment(group.expired);
+            for ((campaign, arm), counts) in group.arms {
+                if let Some(c) = self.campaigns.get(&campaign) {
+                    c.arms.write()[arm.index()] = counts;
+                }
+            }
             for ((campaign, segment, offer), counts) in group.cells {
                 if let Some(c) = self.campaigns.get(&campaign) {
                     c.model.write().set_cell(&segment, offer, counts);
@@ -1079,6 +1237,21 @@ impl Writer {
     fn put_decision(&self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
         g.writes.put_decision(&id, &rec);
         g.decisions.insert(id, rec);
+    }
+
+    /// Applies `change` to the arm counts of a decision, staging the result.
+    fn change_arm(&self, g: &mut Group, rec: &DecisionRecord, change: impl FnOnce(&mut ArmCounts)) {
+        let Some(campaign) = self.campaigns.get(&rec.campaign) else {
+            return;
+        };
+        let key = (rec.campaign.clone(), rec.arm);
+        let mut counts = match g.arms.get(&key) {
+            Some(c) => *c,
+            None => campaign.arms.read()[rec.arm.index()],
+        };
+        change(&mut counts);
+        g.writes.put_arm(&rec.campaign, rec.arm, &counts);
+        g.arms.insert(key, counts);
     }
 
     /// Applies `change` to the cell of a decision, staging the result.
@@ -1182,6 +1355,7 @@ impl Writer {
             g.requests.insert((rec.campaign.clone(), rid.clone()), id);
         }
         self.change_cell(g, &rec, |c| c.trials += 1);
+        self.change_arm(g, &rec, |a| a.decisions += 1);
         let mut rec = rec;
         rec.learned_seq = self.learn(g, &rec, false);
         if let Some(c) = &rec.customer {
@@ -1237,6 +1411,11 @@ impl Writer {
                     c.successes += 1;
                     c.value_sum += value;
                 });
+                self.change_arm(g, &rec, |a| {
+                    a.redemptions += 1;
+                    a.value_sum += value;
+                    a.value_sq_sum += value * value;
+                });
                 rec.redeemed_seq = self.learn(g, &rec, true);
                 rec.state = DecisionState::Redeemed {
                     value,
@@ -1259,6 +1438,7 @@ impl Writer {
     /// key. Its expiry entry goes when the sweep has handled the whole entry.
     fn expire(&self, g: &mut Group, id: DecisionId, mut rec: DecisionRecord) {
         self.change_cell(g, &rec, |c| c.expired += 1);
+        self.change_arm(g, &rec, |a| a.expired += 1);
         g.expired += 1;
         self.drop_request(g, id, &rec);
         rec.state = DecisionState::Expired;
@@ -1314,6 +1494,18 @@ impl Writer {
                         c.value_sum -= value;
                     }
                     DecisionState::Expired => c.expired = c.expired.saturating_sub(1),
+                }
+            });
+            self.change_arm(g, &rec, |a| {
+                a.decisions = a.decisions.saturating_sub(1);
+                match rec.state {
+                    DecisionState::Pending => {}
+                    DecisionState::Redeemed { value, .. } => {
+                        a.redemptions = a.redemptions.saturating_sub(1);
+                        a.value_sum -= value;
+                        a.value_sq_sum -= value * value;
+                    }
+                    DecisionState::Expired => a.expired = a.expired.saturating_sub(1),
                 }
             });
             if let Some(exact) = self.unlearn(g, &rec) {

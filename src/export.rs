@@ -1,7 +1,8 @@
 //! The admin subcommands that talk to a running server: `export` writes the
 //! decision log as JSON Lines, one decision per line (the format is in the
 //! README; `offer-sim ope --logs` reads it); `forget` erases a customer;
-//! `backup` writes a consistent snapshot of the store to a file.
+//! `backup` writes a consistent snapshot of the store to a file; `report`
+//! prints the bandit-versus-control report.
 
 use std::io::Write;
 
@@ -9,7 +10,7 @@ use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    cli::{BackupArgs, ExportArgs, ForgetArgs},
+    cli::{BackupArgs, ExportArgs, ForgetArgs, ReportArgs},
     decision::now_ms,
     proto::{self, feature_value::Kind},
 };
@@ -50,6 +51,7 @@ pub fn to_json(e: proto::DecisionLogEntry) -> Value {
         "model_version": e.model_version,
         "segment": e.segment,
         "outcome": e.outcome,
+        "arm": e.arm,
     });
     if let Some(m) = o.as_object_mut() {
         if let Some(v) = e.value {
@@ -158,5 +160,127 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     std::fs::rename(&partial, &args.out)
         .with_context(|| format!("cannot move the backup to {}", args.out.display()))?;
     println!("backup of {bytes} bytes written to {}", args.out.display());
+    Ok(())
+}
+
+fn estimate_json(e: Option<&proto::Estimate>) -> Value {
+    match e {
+        Some(e) => json!({"value": e.value, "low": e.low, "high": e.high}),
+        None => Value::Null,
+    }
+}
+
+fn arm_json(a: Option<&proto::ArmReport>) -> Value {
+    match a {
+        Some(a) => json!({
+            "arm": a.arm,
+            "decisions": a.decisions,
+            "redemptions": a.redemptions,
+            "pending": a.pending,
+            "redemption_rate": estimate_json(a.redemption_rate.as_ref()),
+            "value_per_1000": estimate_json(a.value_per_1000.as_ref()),
+        }),
+        None => Value::Null,
+    }
+}
+
+/// The report as JSON (the `--json` output of `offer-bandit report`).
+pub fn report_json(r: &proto::CampaignReport) -> Value {
+    json!({
+        "campaign": r.campaign,
+        "control_share": r.control_share,
+        "bandit": arm_json(r.bandit.as_ref()),
+        "control": arm_json(r.control.as_ref()),
+        "uplift": r.uplift.as_ref().map_or(Value::Null, |u| json!({
+            "rate_difference": estimate_json(u.rate_difference.as_ref()),
+            "rate_relative": estimate_json(u.rate_relative.as_ref()),
+            "value_per_1000_difference": estimate_json(u.value_per_1000_difference.as_ref()),
+        })),
+        "offers": r.offers.iter().map(|o| json!({
+            "offer_id": o.offer_id,
+            "decisions": o.decisions,
+            "redemptions": o.redemptions,
+            "traffic_share": o.traffic_share,
+            "posterior": estimate_json(o.posterior.as_ref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn pct(e: Option<&proto::Estimate>) -> String {
+    e.map_or("-".into(), |e| {
+        format!(
+            "{:.2}% [{:.2}, {:.2}]",
+            100.0 * e.value,
+            100.0 * e.low,
+            100.0 * e.high
+        )
+    })
+}
+
+fn num(e: Option<&proto::Estimate>) -> String {
+    e.map_or("-".into(), |e| {
+        format!("{:.1} [{:.1}, {:.1}]", e.value, e.low, e.high)
+    })
+}
+
+/// `offer-bandit report`: the campaign report as a table or JSON.
+pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let mut client = crate::client::admin(&args.client).await?;
+    let r = client
+        .get_campaign_report(proto::GetCampaignReportRequest {
+            campaign: args.campaign,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report_json(&r))?);
+        return Ok(());
+    }
+    println!(
+        "campaign {} (control share {:.0}%)",
+        r.campaign,
+        100.0 * r.control_share
+    );
+    println!(
+        "{:<8} {:>10} {:>10} {:>8}  {:<28} value per 1000 (95% CI)",
+        "arm", "decisions", "redeemed", "pending", "redemption rate (95% CI)"
+    );
+    for a in [&r.bandit, &r.control].into_iter().flatten() {
+        println!(
+            "{:<8} {:>10} {:>10} {:>8}  {:<28} {}",
+            a.arm,
+            a.decisions,
+            a.redemptions,
+            a.pending,
+            pct(a.redemption_rate.as_ref()),
+            num(a.value_per_1000.as_ref())
+        );
+    }
+    match &r.uplift {
+        Some(u) => {
+            println!(
+                "uplift: {} points of redemption rate; {} relative; {} value per 1000",
+                pct(u.rate_difference.as_ref()),
+                pct(u.rate_relative.as_ref()),
+                num(u.value_per_1000_difference.as_ref())
+            );
+        }
+        None => println!("uplift: not yet (an arm has no decisions)"),
+    }
+    println!(
+        "{:<24} {:>10} {:>8} {:>10}  posterior rate (95% CI)",
+        "offer", "decisions", "share", "redeemed"
+    );
+    for o in &r.offers {
+        println!(
+            "{:<24} {:>10} {:>7.1}% {:>10}  {}",
+            o.offer_id,
+            o.decisions,
+            100.0 * o.traffic_share,
+            o.redemptions,
+            pct(o.posterior.as_ref())
+        );
+    }
     Ok(())
 }

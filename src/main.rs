@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Forget(args) => offer_bandit::export::forget(args).await,
+        Command::Report(args) => offer_bandit::export::report(args).await,
         Command::Backup(args) => offer_bandit::export::backup(args).await,
         Command::Restore(args) => {
             let n = offer_bandit::store::restore_snapshot(&args.from, &args.data_dir)?;

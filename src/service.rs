@@ -185,6 +185,7 @@ impl OfferService for Api {
             model_version: s.model_version,
             segment: s.segment,
             replayed: s.replayed,
+            arm: s.arm.as_str().to_owned(),
         }))
     }
 
@@ -265,6 +266,19 @@ impl CampaignAdmin for Api {
     type ExportDecisionsStream =
         tokio_stream::wrappers::ReceiverStream<Result<proto::DecisionLogEntry, Status>>;
     type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<proto::BackupChunk, Status>>;
+
+    async fn get_campaign_report(
+        &self,
+        request: Request<proto::GetCampaignReportRequest>,
+    ) -> Result<Response<proto::CampaignReport>, Status> {
+        let campaign = request.into_inner().campaign;
+        if campaign.is_empty() {
+            return Err(Error::InvalidArgument("campaign is required".into()).into());
+        }
+        Ok(Response::new(report_to_proto(
+            self.engine.report(&campaign)?,
+        )))
+    }
 
     async fn forget_customer(
         &self,
@@ -436,6 +450,7 @@ fn log_entry(id: DecisionId, rec: crate::decision::DecisionRecord) -> proto::Dec
         DecisionState::Expired => ("expired", None, None),
     };
     proto::DecisionLogEntry {
+        arm: rec.arm.as_str().to_owned(),
         decision_id: id.to_string(),
         campaign: rec.campaign,
         created_unix_ms: rec.created_ms,
@@ -460,6 +475,62 @@ fn log_entry(id: DecisionId, rec: crate::decision::DecisionRecord) -> proto::Dec
         outcome: outcome.to_owned(),
         value,
         redeemed_unix_ms,
+    }
+}
+
+fn estimate(e: crate::uplift::Estimate) -> Option<proto::Estimate> {
+    Some(proto::Estimate {
+        value: e.value,
+        low: e.low,
+        high: e.high,
+    })
+}
+
+fn arm_to_proto(a: crate::uplift::ArmSummary) -> proto::ArmReport {
+    proto::ArmReport {
+        arm: a.arm.as_str().to_owned(),
+        decisions: a.counts.decisions,
+        redemptions: a.counts.redemptions,
+        pending: a.counts.pending(),
+        redemption_rate: estimate(a.rate),
+        value_per_1000: estimate(a.value_per_1000),
+    }
+}
+
+fn report_to_proto(r: crate::engine::CampaignReport) -> proto::CampaignReport {
+    let cells = stats_to_proto(CampaignStats {
+        campaign: r.campaign.clone(),
+        offers: Vec::new(),
+        cells: r.cells,
+        model_version: 0,
+    })
+    .cells;
+    proto::CampaignReport {
+        campaign: r.campaign,
+        control_share: r.control_share,
+        bandit: Some(arm_to_proto(r.bandit)),
+        control: Some(arm_to_proto(r.control)),
+        uplift: r.uplift.map(|u| proto::UpliftReport {
+            rate_difference: estimate(u.rate_difference),
+            rate_relative: u.rate_relative.and_then(estimate),
+            value_per_1000_difference: estimate(u.value_per_1000_difference),
+        }),
+        offers: r
+            .offers
+            .into_iter()
+            .map(|o| proto::OfferReport {
+                offer_id: o.offer_id,
+                decisions: o.counts.trials,
+                redemptions: o.counts.successes,
+                traffic_share: o.share,
+                posterior: Some(proto::Estimate {
+                    value: o.posterior_mean,
+                    low: o.posterior_low,
+                    high: o.posterior_high,
+                }),
+            })
+            .collect(),
+        cells,
     }
 }
 

@@ -11,6 +11,8 @@
 //!   once it has finalized its decisions, so a decision costs one write of
 //!   its own plus a share of its group's entry;
 //! - `r/{campaign}\0{request id}`: decision id of an idempotent request;
+//! - `a/{campaign}\0{arm}`: [`crate::uplift::ArmCounts`] of the bandit and
+//!   the control group;
 //! - `c/{customer hash}{decision id}`: the decisions of a customer (for
 //!   erasure), under the keyed hash of [`crate::customer`];
 //! - `p/{campaign}\0{offer}`: a contextual posterior as of the last model
@@ -50,6 +52,7 @@ const EXPIRY: &[u8] = b"x/";
 const REQUEST: &[u8] = b"r/";
 const MODEL: &[u8] = b"p/";
 const CUSTOMER: &[u8] = b"c/";
+const ARM: &[u8] = b"a/";
 const META_CUSTOMER_KEY: &[u8] = b"meta/customer-key";
 const META_CUSTOMER_FINGERPRINT: &[u8] = b"meta/customer-key-fingerprint";
 const META_MODEL_SEQ: &[u8] = b"meta/model-seq";
@@ -261,6 +264,27 @@ impl Store {
             self.db.flush()?;
         }
         Ok(key)
+    }
+
+    /// Every campaign's arm counts, as (campaign, arm name, counts).
+    pub fn load_arms(&self) -> Result<Vec<(String, String, crate::uplift::ArmCounts)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(ARM) {
+            let (k, v) = item?;
+            let rest = &k[ARM.len()..];
+            let parsed = rest.iter().position(|&b| b == 0).and_then(|i| {
+                Some((
+                    String::from_utf8(rest[..i].to_vec()).ok()?,
+                    String::from_utf8(rest[i + 1..].to_vec()).ok()?,
+                ))
+            });
+            let (campaign, arm) = parsed.ok_or_else(|| StoreError::Corrupt {
+                key: escape(&k),
+                reason: "malformed arm key".into(),
+            })?;
+            out.push((campaign, arm, decode(&k, &v)?));
+        }
+        Ok(out)
     }
 
     /// The decisions recorded for a customer.
@@ -551,6 +575,7 @@ fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
             customer: None,
             learned_seq: 0,
             redeemed_seq: 0,
+            arm: crate::uplift::Arm::Bandit,
         };
         batch.insert(k, encode(&rec));
         n += 1;
@@ -758,6 +783,18 @@ impl WriteSet {
         self.len += 1;
     }
 
+    /// Sets the counts of one arm of a campaign.
+    pub fn put_arm(
+        &mut self,
+        campaign: &str,
+        arm: crate::uplift::Arm,
+        counts: &crate::uplift::ArmCounts,
+    ) {
+        let key = [ARM, campaign.as_bytes(), &[0], arm.as_str().as_bytes()].concat();
+        self.batch.insert(key, encode(counts));
+        self.len += 1;
+    }
+
     /// Removes a decision record.
     pub fn remove_decision(&mut self, id: &DecisionId) {
         self.batch.remove(decision_key(id));
@@ -814,6 +851,7 @@ mod tests {
             customer: Some(CustomerHash([3; 32])),
             learned_seq: 7,
             redeemed_seq: 0,
+            arm: crate::uplift::Arm::Control,
         }
     }
 
@@ -919,6 +957,7 @@ mod tests {
         let want = DecisionRecord {
             customer: None,
             learned_seq: 0,
+            arm: crate::uplift::Arm::Bandit,
             ..rec()
         };
         assert_eq!(store.decision(&id)?, Some(want));

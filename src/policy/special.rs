@@ -55,6 +55,23 @@ pub fn normal_cdf(z: f64) -> f64 {
     0.5 * erfc(-z / std::f64::consts::SQRT_2)
 }
 
+/// The `q` quantile of Beta(a, b), by bisection on [`beta_cdf`] (to 1e-10).
+pub fn beta_quantile(q: f64, a: f64, b: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if beta_cdf(mid, a, b) < q {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo < 1e-10 {
+            break;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
 /// Regularized incomplete beta I_x(a, b): the CDF of Beta(a, b) at x.
 ///
 /// Continued fraction (modified Lentz) with the symmetry relation; when both
@@ -171,5 +188,17 @@ mod tests {
         assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
         assert!((normal_cdf(1.959_963_985) - 0.975).abs() < 1e-6);
         assert!((normal_cdf(-1.0) - 0.158_655_254).abs() < 1e-6);
+    }
+
+    #[test]
+    fn beta_quantiles_invert_the_cdf() {
+        // Beta(1, 1) is uniform; Beta(2, 1) has CDF x^2.
+        assert!((beta_quantile(0.3, 1.0, 1.0) - 0.3).abs() < 1e-8);
+        assert!((beta_quantile(0.25, 2.0, 1.0) - 0.5).abs() < 1e-8);
+        for (a, b) in [(3.0, 40.0), (120.0, 880.0)] {
+            for q in [0.025, 0.5, 0.975] {
+                assert!((beta_cdf(beta_quantile(q, a, b), a, b) - q).abs() < 1e-7);
+            }
+        }
     }
 }
