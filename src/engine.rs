@@ -172,6 +172,8 @@ pub struct SelectRequest {
     pub request_id: Option<String>,
     /// The customer, if the caller named one (stored only as a keyed hash).
     pub customer_id: Option<String>,
+    /// Explain the decision: every offer's estimate, and why any was excluded.
+    pub explain: bool,
 }
 
 /// The outcome of a select.
@@ -193,6 +195,24 @@ pub struct Selection {
     pub replayed: bool,
     /// Who chose the offer.
     pub arm: Arm,
+    /// With `explain`: one entry per offer of the campaign.
+    pub explanation: Vec<Explanation>,
+}
+
+/// Why an offer was or was not chosen, as `SelectOffer { explain }` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// Offer id.
+    pub offer_id: String,
+    /// Why it could not be chosen (None: it was a candidate).
+    pub excluded: Option<String>,
+    /// Posterior redemption rate for this visit: mean and 95% interval.
+    pub rate: Option<crate::uplift::Estimate>,
+    /// The same times the offer's value.
+    pub value: Option<crate::uplift::Estimate>,
+    /// Probability that the visit's arm picks it under the current
+    /// posterior (0 when excluded).
+    pub probability: f64,
 }
 
 impl Selection {
@@ -206,6 +226,7 @@ impl Selection {
             segment: rec.segment.clone(),
             replayed,
             arm: rec.arm,
+            explanation: Vec::new(),
         }
     }
 }
@@ -583,6 +604,11 @@ impl Engine {
             Arm::Bandit => choice,
             Arm::Control => control_choice(campaign, &candidates),
         };
+        let explanation = if req.explain {
+            self.explain(campaign, &segment, &features, &candidates, arm)
+        } else {
+            Vec::new()
+        };
         let offer = &campaign.offers[candidates[choice.index]];
         let now = now_ms();
         let id = self.ids.next(now);
@@ -622,7 +648,8 @@ impl Engine {
             reply,
         })
         .await?;
-        let selection = rx.await.map_err(|_| writer_gone())??;
+        let mut selection = rx.await.map_err(|_| writer_gone())??;
+        selection.explanation = explanation;
         if !selection.replayed {
             metrics::counter!("offer_bandit_decisions_total", "campaign" => campaign_id, "offer" => selection.offer_id.clone())
                 .increment(1);
@@ -647,6 +674,125 @@ impl Engine {
             None => rand::random::<f64>(),
         };
         Arm::of(u, share)
+    }
+
+    /// Every offer's estimate for this visit (see [`Explanation`]).
+    fn explain(
+        &self,
+        campaign: &Campaign,
+        segment: &str,
+        x: &[(u32, f64)],
+        candidates: &[usize],
+        arm: Arm,
+    ) -> Vec<Explanation> {
+        use crate::policy::special::beta_quantile;
+        use crate::uplift::Estimate;
+        let objective = campaign.config.objective;
+        // (mean, low, high) of the redemption rate, per candidate.
+        let (rates, probabilities): (Vec<(f64, f64, f64)>, Vec<f64>) = match &campaign.contextual {
+            Some(ctx) => {
+                let models = ctx.models.read();
+                let weights: Vec<f64> = campaign
+                    .offers
+                    .iter()
+                    .map(|o| objective.weight(o.value))
+                    .collect();
+                let arms = gaussian_arms(&models, &ctx.config, &weights, x, candidates);
+                let rate = |z: f64| GaussianPosterior::rate(z, ctx.config.likelihood);
+                let rates = candidates
+                    .iter()
+                    .map(|&c| {
+                        let (m, v) = models.get(c).map_or((0.0, 1.0), |p| p.predictive(x));
+                        let sd = v.sqrt();
+                        (rate(m), rate(m - 1.96 * sd), rate(m + 1.96 * sd))
+                    })
+                    .collect();
+                let probs = (0..arms.len())
+                    .map(|i| thompson::win_probability(&arms, i))
+                    .collect();
+                (rates, probs)
+            }
+            None => {
+                let weights: Vec<f64> = candidates
+                    .iter()
+                    .map(|&i| objective.weight(campaign.offers[i].value))
+                    .collect();
+                let model = campaign.model.read();
+                let arms = model.arms(
+                    segment,
+                    candidates,
+                    &weights,
+                    campaign.config.prior_strength,
+                );
+                let rates = arms
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.mean(),
+                            beta_quantile(0.025, a.alpha, a.beta),
+                            beta_quantile(0.975, a.alpha, a.beta),
+                        )
+                    })
+                    .collect();
+                let probs = (0..arms.len())
+                    .map(|i| thompson::win_probability(&arms, i))
+                    .collect();
+                (rates, probs)
+            }
+        };
+        let probabilities = match arm {
+            Arm::Bandit => probabilities,
+            Arm::Control => {
+                let fixed = control_choice(campaign, candidates);
+                (0..candidates.len())
+                    .map(|i| {
+                        if fixed.propensity == 1.0 {
+                            if i == fixed.index { 1.0 } else { 0.0 }
+                        } else {
+                            1.0 / candidates.len() as f64
+                        }
+                    })
+                    .collect()
+            }
+        };
+        let mut out: Vec<Explanation> = campaign
+            .offers
+            .iter()
+            .enumerate()
+            .map(|(i, o)| match candidates.iter().position(|&c| c == i) {
+                Some(k) => {
+                    let (m, lo, hi) = rates[k];
+                    Explanation {
+                        offer_id: o.id.clone(),
+                        excluded: None,
+                        rate: Some(Estimate {
+                            value: m,
+                            low: lo,
+                            high: hi,
+                        }),
+                        value: Some(Estimate {
+                            value: m * o.value,
+                            low: lo * o.value,
+                            high: hi * o.value,
+                        }),
+                        probability: probabilities[k],
+                    }
+                }
+                None => Explanation {
+                    offer_id: o.id.clone(),
+                    excluded: Some(if !o.active {
+                        "retired: no longer in the campaign's configuration".into()
+                    } else {
+                        "not among this request's candidate_offer_ids".into()
+                    }),
+                    rate: None,
+                    value: None,
+                    probability: 0.0,
+                },
+            })
+            .collect();
+        out.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
+        out
     }
 
     /// The bandit and control arms of a campaign, their uplift, and per-offer

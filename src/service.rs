@@ -162,6 +162,7 @@ pub fn validate_select(l: &Limits, r: proto::SelectOfferRequest) -> Result<Selec
         candidates: r.candidate_offer_ids,
         request_id: (!r.request_id.is_empty()).then_some(r.request_id),
         customer_id: (!r.customer_id.is_empty()).then_some(r.customer_id),
+        explain: r.explain,
     })
 }
 
@@ -186,6 +187,17 @@ impl OfferService for Api {
             segment: s.segment,
             replayed: s.replayed,
             arm: s.arm.as_str().to_owned(),
+            explanation: s
+                .explanation
+                .into_iter()
+                .map(|e| proto::OfferExplanation {
+                    offer_id: e.offer_id,
+                    excluded_reason: e.excluded.unwrap_or_default(),
+                    redemption_rate: e.rate.and_then(estimate),
+                    value: e.value.and_then(estimate),
+                    probability: e.probability,
+                })
+                .collect(),
         }))
     }
 

@@ -7,6 +7,7 @@ mod control;
 mod crash;
 mod erasure;
 mod exactly_once;
+mod explain;
 mod grpcurl;
 mod learning;
 mod metrics;
