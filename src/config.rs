@@ -92,6 +92,31 @@ pub struct OfferConfig {
     /// Product category.
     #[serde(default)]
     pub category: String,
+    /// Most decisions that may ever choose this offer.
+    #[serde(default)]
+    pub max_decisions: Option<u64>,
+    /// Most redemptions: the offer stops being chosen once its redemptions
+    /// plus the redemptions its pending decisions are expected to bring
+    /// reach this (redemptions of decisions already made are always honored).
+    #[serde(default)]
+    pub max_redemptions: Option<u64>,
+    /// Most decisions per UTC day, paced over the day.
+    #[serde(default)]
+    pub max_decisions_per_day: Option<u64>,
+    /// Most redemptions per UTC day (expected, as for max_redemptions), paced.
+    #[serde(default)]
+    pub max_redemptions_per_day: Option<u64>,
+}
+
+/// At most `max` times the same offer per customer per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCap {
+    /// Times.
+    pub max: u32,
+    /// The period, e.g. "7d".
+    #[serde(deserialize_with = "de_duration")]
+    pub period: Duration,
 }
 
 /// A campaign as configured.
@@ -132,6 +157,10 @@ pub struct CampaignConfig {
     /// uniformly random candidate.
     #[serde(default)]
     pub control_offer: Option<String>,
+    /// Frequency cap: a customer (by customer_id) gets the same offer at
+    /// most `max` times per `period`; anonymous visits are not capped.
+    #[serde(default)]
+    pub frequency_cap: Option<FrequencyCap>,
     /// The offers.
     #[serde(default)]
     pub offers: Vec<OfferConfig>,
@@ -337,6 +366,24 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
         if o.name.is_empty() {
             o.name = o.id.clone();
         }
+        for (name, cap) in [
+            ("max_decisions", o.max_decisions),
+            ("max_redemptions", o.max_redemptions),
+            ("max_decisions_per_day", o.max_decisions_per_day),
+            ("max_redemptions_per_day", o.max_redemptions_per_day),
+        ] {
+            if cap == Some(0) {
+                return Err(format!(
+                    "offer '{}': {name} must be at least 1 (remove the offer to stop it)",
+                    o.id
+                ));
+            }
+        }
+    }
+    if let Some(f) = &c.frequency_cap
+        && (f.max == 0 || f.period.is_zero())
+    {
+        return Err("frequency_cap needs max >= 1 and a period longer than zero".into());
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    budget::DailyCounts,
     config::{CampaignConfig, PolicyKind},
     context::Context,
     customer::{CustomerHash, CustomerKey},
@@ -77,6 +78,8 @@ pub struct Campaign {
     snapshots: SnapshotCache,
     /// Counts of the bandit and the control group (see [`Arm::index`]).
     arms: RwLock<[ArmCounts; 2]>,
+    /// Per offer: today's counts, for daily budgets.
+    daily: RwLock<Vec<DailyCounts>>,
     contextual: Option<Contextual>,
 }
 
@@ -123,6 +126,7 @@ impl Campaign {
         Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
             arms: RwLock::new([ArmCounts::default(); 2]),
+            daily: RwLock::new(vec![DailyCounts::default(); config.offers.len()]),
             config,
             active,
             offers,
@@ -134,6 +138,7 @@ impl Campaign {
 
     fn add_retired_offer(&mut self, id: &str) -> usize {
         let idx = self.model.get_mut().push_offer();
+        self.daily.get_mut().push(DailyCounts::default());
         if let Some(c) = &mut self.contextual {
             let prior = GaussianPosterior::prior(c.encoder.dim(), &c.config);
             c.models.get_mut().push(prior);
@@ -464,6 +469,16 @@ impl Engine {
                 }
             }
         }
+        for (campaign_id, offer, counts) in store.load_daily()? {
+            let Some(campaign) = campaigns.get_mut(&campaign_id) else {
+                continue;
+            };
+            if let Some(i) = campaign.offer_index(&offer)
+                && let Some(slot) = campaign.daily.get_mut().get_mut(i)
+            {
+                *slot = counts;
+            }
+        }
         let checkpoint = store.model_seq()?;
         let (decisions, last_seq) = replay_learning(&store, &mut campaigns, checkpoint)?;
         tracing::info!(
@@ -539,6 +554,8 @@ impl Engine {
             )));
         }
         let candidates = self.candidates(campaign, &req.candidates)?;
+        let (candidates, excluded) =
+            self.within_budget(campaign, candidates, req.customer_id.as_deref())?;
         if let Some(rid) = &req.request_id {
             // Fast path for retries; the writer re-checks under its lock.
             if let Some(id) = self.store.request(&req.campaign, rid)?
@@ -605,7 +622,7 @@ impl Engine {
             Arm::Control => control_choice(campaign, &candidates),
         };
         let explanation = if req.explain {
-            self.explain(campaign, &segment, &features, &candidates, arm)
+            self.explain(campaign, &segment, &features, &candidates, &excluded, arm)
         } else {
             Vec::new()
         };
@@ -676,6 +693,89 @@ impl Engine {
         Arm::of(u, share)
     }
 
+    /// Drops the candidates whose budget is spent, whose daily pacing is
+    /// ahead, or that the customer has had too often; returns the rest and
+    /// the reasons. RESOURCE_EXHAUSTED when nothing is left.
+    #[allow(clippy::type_complexity)]
+    fn within_budget(
+        &self,
+        campaign: &Campaign,
+        candidates: Vec<usize>,
+        customer_id: Option<&str>,
+    ) -> Result<(Vec<usize>, Vec<(usize, String)>), Error> {
+        let now = now_ms();
+        let mut excluded = Vec::new();
+        let seen = match (&campaign.config.frequency_cap, customer_id) {
+            (Some(cap), Some(c)) => {
+                let hash = self.customer_key.hash(c);
+                let since = now - i64::try_from(cap.period.as_millis()).unwrap_or(i64::MAX);
+                let mut seen: HashMap<String, u32> = HashMap::new();
+                for id in self.store.customer_decisions(&hash)? {
+                    if id.created_ms() < since {
+                        continue;
+                    }
+                    if let Some(rec) = self.store.decision(&id)?
+                        && rec.campaign == campaign.config.id
+                        && rec.created_ms >= since
+                    {
+                        *seen.entry(rec.offer).or_default() += 1;
+                    }
+                }
+                Some((cap, seen))
+            }
+            _ => None,
+        };
+        let model = campaign.model.read();
+        let daily = campaign.daily.read();
+        let kept: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&i| {
+                let offer = &campaign.offers[i];
+                let why = campaign
+                    .config
+                    .offers
+                    .iter()
+                    .find(|o| o.id == offer.id)
+                    .and_then(|cfg| {
+                        crate::budget::exhausted(
+                            cfg,
+                            model.totals(i),
+                            daily.get(i).copied().unwrap_or_default(),
+                            now,
+                        )
+                    })
+                    .or_else(|| {
+                        let (cap, seen) = seen.as_ref()?;
+                        let n = seen.get(&offer.id).copied().unwrap_or(0);
+                        (n >= cap.max).then(|| {
+                            format!(
+                                "frequency cap: this customer got it {n} times in the last {}",
+                                humantime::format_duration(cap.period)
+                            )
+                        })
+                    });
+                match why {
+                    Some(w) => {
+                        excluded.push((i, w));
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .collect();
+        if kept.is_empty() {
+            let reasons: Vec<String> = excluded
+                .iter()
+                .map(|(i, w)| format!("{}: {w}", campaign.offers[*i].id))
+                .collect();
+            return Err(Error::ResourceExhausted(format!(
+                "no candidate offer can be chosen now: {}",
+                reasons.join("; ")
+            )));
+        }
+        Ok((kept, excluded))
+    }
+
     /// Every offer's estimate for this visit (see [`Explanation`]).
     fn explain(
         &self,
@@ -683,6 +783,7 @@ impl Engine {
         segment: &str,
         x: &[(u32, f64)],
         candidates: &[usize],
+        excluded: &[(usize, String)],
         arm: Arm,
     ) -> Vec<Explanation> {
         use crate::policy::special::beta_quantile;
@@ -780,11 +881,15 @@ impl Engine {
                 }
                 None => Explanation {
                     offer_id: o.id.clone(),
-                    excluded: Some(if !o.active {
-                        "retired: no longer in the campaign's configuration".into()
-                    } else {
-                        "not among this request's candidate_offer_ids".into()
-                    }),
+                    excluded: Some(
+                        if let Some((_, why)) = excluded.iter().find(|(j, _)| *j == i) {
+                            why.clone()
+                        } else if !o.active {
+                            "retired: no longer in the campaign's configuration".into()
+                        } else {
+                            "not among this request's candidate_offer_ids".into()
+                        },
+                    ),
                     rate: None,
                     value: None,
                     probability: 0.0,
@@ -1076,6 +1181,7 @@ fn retired_config(id: &str) -> CampaignConfig {
         snapshot_tolerance: 0.0,
         control_share: 0.0,
         control_offer: None,
+        frequency_cap: None,
         offers: Vec::new(),
         features: Vec::new(),
         hash_bits: 0,
@@ -1178,6 +1284,7 @@ struct Group {
     writes: WriteSet,
     cells: HashMap<(String, String, usize), CellCounts>,
     arms: HashMap<(String, Arm), ArmCounts>,
+    daily: HashMap<(String, usize), DailyCounts>,
     models: HashMap<(String, usize), GaussianPosterior>,
     decisions: HashMap<DecisionId, DecisionRecord>,
     requests: HashMap<(String, String), DecisionId>,
@@ -1296,6 +1403,13 @@ impl Writer {
                 self.last_checkpoint.set(std::time::Instant::now());
             }
             metrics::counter!("offer_bandit_expiries_total").increment(group.expired);
+            for ((campaign, offer), counts) in group.daily {
+                if let Some(c) = self.campaigns.get(&campaign)
+                    && let Some(slot) = c.daily.write().get_mut(offer)
+                {
+                    *slot = counts;
+                }
+            }
             for ((campaign, arm), counts) in group.arms {
                 if let Some(c) = self.campaigns.get(&campaign) {
                     c.arms.write()[arm.index()] = counts;
@@ -1383,6 +1497,37 @@ impl Writer {
     fn put_decision(&self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
         g.writes.put_decision(&id, &rec);
         g.decisions.insert(id, rec);
+    }
+
+    /// Applies `change` to today's counts (as of `at_ms`) of a decision's
+    /// offer, staging the result.
+    fn change_daily(
+        &self,
+        g: &mut Group,
+        rec: &DecisionRecord,
+        at_ms: i64,
+        change: impl FnOnce(&mut DailyCounts),
+    ) {
+        let Some(campaign) = self.campaigns.get(&rec.campaign) else {
+            return;
+        };
+        let Some(offer) = campaign.offer_index(&rec.offer) else {
+            return;
+        };
+        let key = (rec.campaign.clone(), offer);
+        let current = match g.daily.get(&key) {
+            Some(c) => *c,
+            None => campaign
+                .daily
+                .read()
+                .get(offer)
+                .copied()
+                .unwrap_or_default(),
+        };
+        let mut counts = current.on(at_ms);
+        change(&mut counts);
+        g.writes.put_daily(&rec.campaign, &rec.offer, &counts);
+        g.daily.insert(key, counts);
     }
 
     /// Applies `change` to the arm counts of a decision, staging the result.
@@ -1502,6 +1647,7 @@ impl Writer {
         }
         self.change_cell(g, &rec, |c| c.trials += 1);
         self.change_arm(g, &rec, |a| a.decisions += 1);
+        self.change_daily(g, &rec, rec.created_ms, |d| d.decisions += 1);
         let mut rec = rec;
         rec.learned_seq = self.learn(g, &rec, false);
         if let Some(c) = &rec.customer {
@@ -1557,6 +1703,7 @@ impl Writer {
                     c.successes += 1;
                     c.value_sum += value;
                 });
+                self.change_daily(g, &rec, now_ms, |d| d.redemptions += 1);
                 self.change_arm(g, &rec, |a| {
                     a.redemptions += 1;
                     a.value_sum += value;

@@ -14,6 +14,9 @@ pub enum Error {
     /// The request is well-formed but the state forbids it (e.g. a late redemption).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Nothing may be chosen now (budgets spent, caps reached).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The server cannot take the request now (shutting down, storage failed).
     #[error("{0}")]
     Unavailable(String),
@@ -30,6 +33,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
             Error::Store(StoreError::Sled(_)) => tonic::Status::unavailable(msg),
             Error::Store(StoreError::Corrupt { .. }) => tonic::Status::data_loss(msg),
             Error::Store(StoreError::CustomerKeyMismatch { .. }) => {

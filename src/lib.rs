@@ -5,6 +5,7 @@
 //! simulator; [`engine`] runs the learning loop over [`store`]; [`service`]
 //! and [`server`] put it on gRPC.
 
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -13,6 +13,8 @@
 //! - `r/{campaign}\0{request id}`: decision id of an idempotent request;
 //! - `a/{campaign}\0{arm}`: [`crate::uplift::ArmCounts`] of the bandit and
 //!   the control group;
+//! - `u/{campaign}\0{offer}`: [`crate::budget::DailyCounts`] of the offer's
+//!   current UTC day, for daily budgets;
 //! - `c/{customer hash}{decision id}`: the decisions of a customer (for
 //!   erasure), under the keyed hash of [`crate::customer`];
 //! - `p/{campaign}\0{offer}`: a contextual posterior as of the last model
@@ -53,6 +55,7 @@ const REQUEST: &[u8] = b"r/";
 const MODEL: &[u8] = b"p/";
 const CUSTOMER: &[u8] = b"c/";
 const ARM: &[u8] = b"a/";
+const DAILY: &[u8] = b"u/";
 const META_CUSTOMER_KEY: &[u8] = b"meta/customer-key";
 const META_CUSTOMER_FINGERPRINT: &[u8] = b"meta/customer-key-fingerprint";
 const META_MODEL_SEQ: &[u8] = b"meta/model-seq";
@@ -266,23 +269,38 @@ impl Store {
         Ok(key)
     }
 
+    /// Every offer's daily counts, as (campaign, offer, counts).
+    pub fn load_daily(
+        &self,
+    ) -> Result<Vec<(String, String, crate::budget::DailyCounts)>, StoreError> {
+        self.load_pairs(DAILY)
+    }
+
     /// Every campaign's arm counts, as (campaign, arm name, counts).
     pub fn load_arms(&self) -> Result<Vec<(String, String, crate::uplift::ArmCounts)>, StoreError> {
+        self.load_pairs(ARM)
+    }
+
+    /// Every `{prefix}{a}\0{b}` entry, decoded.
+    fn load_pairs<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<(String, String, T)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(ARM) {
+        for item in self.tree.scan_prefix(prefix) {
             let (k, v) = item?;
-            let rest = &k[ARM.len()..];
+            let rest = &k[prefix.len()..];
             let parsed = rest.iter().position(|&b| b == 0).and_then(|i| {
                 Some((
                     String::from_utf8(rest[..i].to_vec()).ok()?,
                     String::from_utf8(rest[i + 1..].to_vec()).ok()?,
                 ))
             });
-            let (campaign, arm) = parsed.ok_or_else(|| StoreError::Corrupt {
+            let (a, b) = parsed.ok_or_else(|| StoreError::Corrupt {
                 key: escape(&k),
-                reason: "malformed arm key".into(),
+                reason: "malformed key".into(),
             })?;
-            out.push((campaign, arm, decode(&k, &v)?));
+            out.push((a, b, decode(&k, &v)?));
         }
         Ok(out)
     }
@@ -780,6 +798,13 @@ impl WriteSet {
     pub fn remove_expiries(&mut self, entry: &ExpiryEntry) {
         self.batch
             .remove(expiry_key(entry.expires_ms, &entry.first));
+        self.len += 1;
+    }
+
+    /// Sets today's counts of one offer.
+    pub fn put_daily(&mut self, campaign: &str, offer: &str, counts: &crate::budget::DailyCounts) {
+        let key = [DAILY, campaign.as_bytes(), &[0], offer.as_bytes()].concat();
+        self.batch.insert(key, encode(counts));
         self.len += 1;
     }
 

@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)] // test helpers are shared between modules
 
 mod bad_input;
+mod budgets;
 mod control;
 mod crash;
 mod erasure;

@@ -1,0 +1,134 @@
+//! Budgets, daily pacing and frequency caps: an exhausted offer is no longer
+//! chosen, the reason is explained, and nothing left is RESOURCE_EXHAUSTED.
+
+use tonic::Code;
+
+use crate::support::{Offers, TestServer, redeem, select};
+
+fn campaign(extra: &str, a: &str) -> String {
+    format!(
+        "[[campaigns]]\nid = \"b\"\npolicy = \"segment-ts\"\nreward_window = \"1h\"\n{extra}\n\
+         [[campaigns.offers]]\nid = \"a\"\n{a}\n[[campaigns.offers]]\nid = \"other\"\n"
+    )
+}
+
+/// SelectOffer with candidates `ids`, for `customer` if given.
+async fn pick(
+    offers: &mut Offers,
+    ids: &[&str],
+    customer: Option<&str>,
+) -> Result<String, tonic::Status> {
+    let mut req = select("b", &[]);
+    req.candidate_offer_ids = ids.iter().map(|s| s.to_string()).collect();
+    req.customer_id = customer.unwrap_or_default().to_owned();
+    offers
+        .select_offer(req)
+        .await
+        .map(|r| r.into_inner().decision_id)
+}
+
+#[tokio::test]
+async fn lifetime_decision_and_redemption_budgets() {
+    let server = TestServer::start(Some(&campaign("", "max_decisions = 5")), &[]);
+    let mut offers = server.offers().await;
+    for _ in 0..5 {
+        pick(&mut offers, &["a"], None)
+            .await
+            .expect("within budget");
+    }
+    let err = pick(&mut offers, &["a"], None).await.expect_err("spent");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message().contains("decision budget spent: 5 of 5"),
+        "{}",
+        err.message()
+    );
+    // With another candidate, the other one is chosen, and explain says why.
+    let mut req = select("b", &[]);
+    req.explain = true;
+    let d = offers.select_offer(req).await.expect("select").into_inner();
+    assert_eq!(d.offer_id, "other");
+    let a = d.explanation.iter().find(|e| e.offer_id == "a").expect("a");
+    assert!(a.excluded_reason.contains("decision budget"), "{a:?}");
+    assert_eq!(a.probability, 0.0);
+    drop(server);
+
+    let server = TestServer::start(Some(&campaign("", "max_redemptions = 3")), &[]);
+    let mut offers = server.offers().await;
+    for _ in 0..3 {
+        let id = pick(&mut offers, &["a"], None)
+            .await
+            .expect("within budget");
+        offers.record_redemption(redeem(&id)).await.expect("redeem");
+    }
+    let err = pick(&mut offers, &["a"], None).await.expect_err("spent");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message()
+            .contains("redemption budget spent: 3 redeemed"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn daily_budgets_are_paced_and_survive_a_restart() {
+    let cap = 40;
+    let mut server = TestServer::start(
+        Some(&campaign("", &format!("max_decisions_per_day = {cap}"))),
+        &[],
+    );
+    let mut offers = server.offers().await;
+    let before = offer_bandit::budget::paced_allowance(cap, offer_bandit::decision::now_ms());
+    let mut made = 0;
+    while pick(&mut offers, &["a"], None).await.is_ok() {
+        made += 1;
+        assert!(made <= cap, "the daily cap must hold");
+    }
+    let after = offer_bandit::budget::paced_allowance(cap, offer_bandit::decision::now_ms());
+    // Paced: what this time of day allows (it may tick up during the test).
+    assert!(
+        (before..=after).contains(&made),
+        "{made} made, {before}..{after} allowed"
+    );
+    drop(offers);
+    server.restart();
+    let mut offers = server.offers().await;
+    let err = pick(&mut offers, &["a"], None)
+        .await
+        .expect_err("still spent after a restart");
+    assert!(
+        err.message().contains("daily decision budget paced"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn frequency_caps_limit_each_customer() {
+    let config = campaign("frequency_cap = { max = 2, period = \"1h\" }", "");
+    let server = TestServer::start(Some(&config), &[]);
+    let mut offers = server.offers().await;
+    for _ in 0..2 {
+        pick(&mut offers, &["a"], Some("ann"))
+            .await
+            .expect("under the cap");
+    }
+    let err = pick(&mut offers, &["a"], Some("ann"))
+        .await
+        .expect_err("capped");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message()
+            .contains("frequency cap: this customer got it 2 times"),
+        "{}",
+        err.message()
+    );
+    // Others, and anonymous visits, are not affected.
+    pick(&mut offers, &["a"], Some("ben"))
+        .await
+        .expect("another customer");
+    for _ in 0..3 {
+        pick(&mut offers, &["a"], None).await.expect("anonymous");
+    }
+}
