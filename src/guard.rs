@@ -85,6 +85,16 @@ impl GuardLayer {
     }
 }
 
+impl GuardLayer {
+    /// `OfferService` and `CampaignAdmin` requests running now (a streamed
+    /// response counts until its handler has returned the stream).
+    pub fn in_flight(&self) -> usize {
+        self.shared
+            .max_in_flight
+            .saturating_sub(self.shared.permits.available_permits())
+    }
+}
+
 impl<S> tower::Layer<S> for GuardLayer {
     type Service = Guard<S>;
     fn layer(&self, inner: S) -> Self::Service {

@@ -175,10 +175,11 @@ pub async fn serve(
             .context("the TLS certificate or key is not usable")?;
     }
     let max_msg = opts.max_message_bytes;
+    let guard = GuardLayer::new(&opts.guard);
     let server = builder
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .layer(crate::metrics::RpcMetricsLayer)
-        .layer(GuardLayer::new(&opts.guard))
+        .layer(guard.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -201,10 +202,26 @@ pub async fn serve(
         () = shutdown => {
             health.set_not_serving::<OfferServiceServer<Api>>().await;
             let _ = stop_tx.send(());
-            match tokio::time::timeout(opts.shutdown_grace, &mut server).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!(grace = ?opts.shutdown_grace, "connections still open after the grace period; closing them");
+            // Idle keep-alive connections (every checkout service holds
+            // one) would keep a graceful shutdown waiting for the whole
+            // grace period: stop once no request is in flight.
+            // Two quiet checks 20 ms apart, so that a request whose headers
+            // were still being read is not cut.
+            let drained = async {
+                let mut quiet = 0;
+                while quiet < 2 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    quiet = if guard.in_flight() == 0 { quiet + 1 } else { 0 };
+                }
+            };
+            tokio::select! {
+                r = &mut server => r,
+                () = drained => {
+                    tracing::info!("no requests in flight; closing idle connections");
+                    Ok(())
+                }
+                () = tokio::time::sleep(opts.shutdown_grace) => {
+                    tracing::warn!(grace = ?opts.shutdown_grace, in_flight = guard.in_flight(), "requests still running after the grace period; closing them");
                     Ok(())
                 }
             }

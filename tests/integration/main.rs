@@ -15,5 +15,6 @@ mod metrics;
 mod overload;
 mod persistence;
 mod security;
+mod shutdown;
 mod storage;
 mod support;

@@ -148,6 +148,26 @@ impl TestServer {
         }
     }
 
+    /// Sends SIGTERM without waiting.
+    #[allow(dead_code)]
+    pub fn sigterm(&self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        }
+    }
+
+    /// Waits for the process to exit; its exit code, None after `limit`.
+    #[allow(dead_code)]
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        wait_timeout(&mut child, limit)
+    }
+
     /// SIGKILL: no chance to flush.
     #[allow(dead_code)]
     pub fn kill(&mut self) {
