@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod customer;
+pub mod dashboard;
 pub mod decision;
 pub mod engine;
 pub mod error;

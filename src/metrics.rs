@@ -1,6 +1,6 @@
 //! Prometheus metrics: the recorder, a tower layer that counts and times
 //! every RPC by method and status, and a small HTTP listener for `/metrics`
-//! on its own port.
+//! on its own port (which also serves the [`crate::dashboard`]).
 //!
 //! Series:
 //! - `offer_bandit_rpc_requests_total{method, code}` and
@@ -67,19 +67,45 @@ pub async fn serve(
                     break;
                 }
             }
-            let head = String::from_utf8_lossy(&buf[..read]);
-            let (status, body) =
-                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                    record_pending(&engine);
-                    ("200 OK", handle.render())
-                } else {
-                    (
+            let head = String::from_utf8_lossy(&buf[..read]).into_owned();
+            let path = head
+                .strip_prefix("GET ")
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or("")
+                .to_owned();
+            let (status, content_type, body) = if path == "/metrics"
+                || path.starts_with("/metrics?")
+            {
+                record_pending(&engine);
+                ("200 OK", "text/plain; version=0.0.4", handle.render())
+            } else if path == "/" {
+                (
+                    "200 OK",
+                    "text/html; charset=utf-8",
+                    crate::dashboard::index(&engine),
+                )
+            } else if let Some(id) = path.strip_prefix("/campaigns/") {
+                // The offer-share chart reads the decision log: off the async threads.
+                let (engine, id) = (engine.clone(), id.to_owned());
+                match tokio::task::spawn_blocking(move || crate::dashboard::campaign(&engine, &id))
+                    .await
+                {
+                    Ok(Some(page)) => ("200 OK", "text/html; charset=utf-8", page),
+                    _ => (
                         "404 Not Found",
-                        "only GET /metrics is served here\n".to_owned(),
-                    )
-                };
+                        "text/plain",
+                        "no such campaign\n".to_owned(),
+                    ),
+                }
+            } else {
+                (
+                    "404 Not Found",
+                    "text/plain",
+                    "served here: GET /metrics, GET / (dashboard), GET /campaigns/ID\n".to_owned(),
+                )
+            };
             let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = socket.write_all(response.as_bytes()).await;

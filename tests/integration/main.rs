@@ -6,6 +6,7 @@ mod bad_input;
 mod budgets;
 mod control;
 mod crash;
+mod dashboard;
 mod erasure;
 mod exactly_once;
 mod explain;
