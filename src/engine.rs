@@ -316,6 +316,15 @@ pub struct OfferReport {
     pub posterior_low: f64,
     /// 97.5% quantile of that posterior.
     pub posterior_high: f64,
+    /// Lifetime decisions left under `max_decisions` (None: no budget).
+    pub decisions_left: Option<u64>,
+    /// Lifetime redemptions left under `max_redemptions`, not counting
+    /// those expected from pending decisions (None: no budget).
+    pub redemptions_left: Option<u64>,
+    /// Decisions left today under `max_decisions_per_day`.
+    pub decisions_left_today: Option<u64>,
+    /// Redemptions left today under `max_redemptions_per_day`.
+    pub redemptions_left_today: Option<u64>,
 }
 
 /// What `GetCampaignReport` answers.
@@ -908,6 +917,8 @@ impl Engine {
         let (bandit, control, uplift) = crate::uplift::compare(arms[0], arms[1]);
         let stats = self.stats(campaign_id)?;
         let total: u64 = stats.offers.iter().map(|o| o.counts.trials).sum();
+        let now = now_ms();
+        let daily = campaign.daily.read().clone();
         let offers = stats
             .offers
             .iter()
@@ -917,7 +928,24 @@ impl Engine {
                     1.0 + c.successes as f64,
                     1.0 + c.trials.saturating_sub(c.successes) as f64,
                 );
+                let cfg = campaign.config.offers.iter().find(|x| x.id == o.offer_id);
+                let today = campaign
+                    .offer_index(&o.offer_id)
+                    .and_then(|i| daily.get(i).copied())
+                    .unwrap_or_default()
+                    .on(now);
+                let left = |cap: Option<u64>, used: u64| cap.map(|c| c.saturating_sub(used));
                 OfferReport {
+                    decisions_left: left(cfg.and_then(|x| x.max_decisions), c.trials),
+                    redemptions_left: left(cfg.and_then(|x| x.max_redemptions), c.successes),
+                    decisions_left_today: left(
+                        cfg.and_then(|x| x.max_decisions_per_day),
+                        today.decisions,
+                    ),
+                    redemptions_left_today: left(
+                        cfg.and_then(|x| x.max_redemptions_per_day),
+                        today.redemptions,
+                    ),
                     offer_id: o.offer_id.clone(),
                     counts: c,
                     share: if total > 0 {

@@ -201,6 +201,10 @@ pub fn report_json(r: &proto::CampaignReport) -> Value {
             "decisions": o.decisions,
             "redemptions": o.redemptions,
             "traffic_share": o.traffic_share,
+            "decisions_left": o.decisions_left,
+            "redemptions_left": o.redemptions_left,
+            "decisions_left_today": o.decisions_left_today,
+            "redemptions_left_today": o.redemptions_left_today,
             "posterior": estimate_json(o.posterior.as_ref()),
         })).collect::<Vec<_>>(),
     })
@@ -269,17 +273,31 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         None => println!("uplift: not yet (an arm has no decisions)"),
     }
     println!(
-        "{:<24} {:>10} {:>8} {:>10}  posterior rate (95% CI)",
-        "offer", "decisions", "share", "redeemed"
+        "{:<24} {:>10} {:>8} {:>10}  {:<28} budget left",
+        "offer", "decisions", "share", "redeemed", "posterior rate (95% CI)"
     );
     for o in &r.offers {
+        let left: Vec<String> = [
+            ("decisions", o.decisions_left),
+            ("redemptions", o.redemptions_left),
+            ("decisions today", o.decisions_left_today),
+            ("redemptions today", o.redemptions_left_today),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| format!("{v} {name}")))
+        .collect();
         println!(
-            "{:<24} {:>10} {:>7.1}% {:>10}  {}",
+            "{:<24} {:>10} {:>7.1}% {:>10}  {:<28} {}",
             o.offer_id,
             o.decisions,
             100.0 * o.traffic_share,
             o.redemptions,
-            pct(o.posterior.as_ref())
+            pct(o.posterior.as_ref()),
+            if left.is_empty() {
+                "-".to_owned()
+            } else {
+                left.join(", ")
+            }
         );
     }
     Ok(())

@@ -535,6 +535,10 @@ fn report_to_proto(r: crate::engine::CampaignReport) -> proto::CampaignReport {
                 decisions: o.counts.trials,
                 redemptions: o.counts.successes,
                 traffic_share: o.share,
+                decisions_left: o.decisions_left,
+                redemptions_left: o.redemptions_left,
+                decisions_left_today: o.decisions_left_today,
+                redemptions_left_today: o.redemptions_left_today,
                 posterior: Some(proto::Estimate {
                     value: o.posterior_mean,
                     low: o.posterior_low,

@@ -51,6 +51,29 @@ async fn lifetime_decision_and_redemption_budgets() {
     let a = d.explanation.iter().find(|e| e.offer_id == "a").expect("a");
     assert!(a.excluded_reason.contains("decision budget"), "{a:?}");
     assert_eq!(a.probability, 0.0);
+    let report = server
+        .admin()
+        .await
+        .get_campaign_report(offer_bandit::proto::GetCampaignReportRequest {
+            campaign: "b".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    let left = |id: &str| {
+        let o = report
+            .offers
+            .iter()
+            .find(|o| o.offer_id == id)
+            .expect("offer");
+        (o.decisions_left, o.redemptions_left)
+    };
+    assert_eq!(
+        left("a"),
+        (Some(0), None),
+        "the report shows the budget left"
+    );
+    assert_eq!(left("other"), (None, None));
     drop(server);
 
     let server = TestServer::start(Some(&campaign("", "max_redemptions = 3")), &[]);
