@@ -32,6 +32,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Print a running server's campaign report: bandit vs control uplift, offers.
     Report(ReportArgs),
+    /// Pause, resume or retire an offer on a running server (takes effect at once).
+    OfferStatus(OfferStatusArgs),
+    /// Pause or resume a campaign on a running server (takes effect at once).
+    CampaignStatus(CampaignStatusArgs),
     /// Erase one customer's decisions from a running server (GDPR/CCPA), posteriors included.
     Forget(ForgetArgs),
     /// Write a consistent backup of a running server's store to a file.
@@ -99,6 +103,37 @@ pub struct ReportArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Flags of `offer-bandit offer-status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OfferStatusArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Campaign id.
+    #[arg(long)]
+    pub campaign: String,
+    /// Offer id.
+    #[arg(long)]
+    pub offer: String,
+    /// "active", "paused" or "retired" (final).
+    #[arg(long)]
+    pub status: String,
+}
+
+/// Flags of `offer-bandit campaign-status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CampaignStatusArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Campaign id.
+    #[arg(long)]
+    pub campaign: String,
+    /// "active" or "paused".
+    #[arg(long)]
+    pub status: String,
 }
 
 /// Flags of `offer-bandit forget`.

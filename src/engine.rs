@@ -80,6 +80,8 @@ pub struct Campaign {
     arms: RwLock<[ArmCounts; 2]>,
     /// Per offer: today's counts, for daily budgets.
     daily: RwLock<Vec<DailyCounts>>,
+    /// What operators paused or retired.
+    status: RwLock<CampaignStatus>,
     contextual: Option<Contextual>,
 }
 
@@ -127,6 +129,7 @@ impl Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
             arms: RwLock::new([ArmCounts::default(); 2]),
             daily: RwLock::new(vec![DailyCounts::default(); config.offers.len()]),
+            status: RwLock::new(CampaignStatus::default()),
             config,
             active,
             offers,
@@ -152,6 +155,34 @@ impl Campaign {
         });
         self.offer_index.insert(id.to_owned(), idx);
         idx
+    }
+
+    /// The operator-set status of an offer.
+    pub fn offer_status(&self, id: &str) -> OfferStatus {
+        self.status
+            .read()
+            .offers
+            .iter()
+            .find(|(o, _)| o == id)
+            .map_or(OfferStatus::Active, |(_, s)| *s)
+    }
+
+    /// Whether an operator paused the campaign.
+    pub fn paused(&self) -> bool {
+        self.status.read().paused
+    }
+
+    /// Why offer `i` cannot be chosen, or None when it can.
+    fn unavailable(&self, i: usize) -> Option<String> {
+        let o = self.offers.get(i)?;
+        if !o.active {
+            return Some("retired: no longer in the campaign's configuration".into());
+        }
+        match self.offer_status(&o.id) {
+            OfferStatus::Active => None,
+            OfferStatus::Paused => Some("paused by an operator".into()),
+            OfferStatus::Retired => Some("retired by an operator".into()),
+        }
     }
 
     /// Index of an offer id.
@@ -298,6 +329,49 @@ pub struct CampaignStats {
     pub cells: Vec<CellStats>,
     /// Model version.
     pub model_version: u64,
+}
+
+/// What an operator set for an offer (`SetOfferStatus`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OfferStatus {
+    /// Chosen as usual.
+    #[default]
+    Active,
+    /// Not chosen until resumed; its decisions still accept redemptions.
+    Paused,
+    /// Never chosen again; its decisions still accept redemptions.
+    Retired,
+}
+
+impl OfferStatus {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferStatus::Active => "active",
+            OfferStatus::Paused => "paused",
+            OfferStatus::Retired => "retired",
+        }
+    }
+
+    /// Parses the API name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            OfferStatus::Active,
+            OfferStatus::Paused,
+            OfferStatus::Retired,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// The operator-set state of a campaign, stored as one record.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CampaignStatus {
+    /// Paused: no decisions until resumed; redemptions still accepted.
+    pub paused: bool,
+    /// Offers whose status is not `Active`.
+    pub offers: Vec<(String, OfferStatus)>,
 }
 
 /// One offer in a report.
@@ -478,6 +552,11 @@ impl Engine {
                 }
             }
         }
+        for (campaign_id, status) in store.load_statuses()? {
+            if let Some(campaign) = campaigns.get_mut(&campaign_id) {
+                *campaign.status.get_mut() = status;
+            }
+        }
         for (campaign_id, offer, counts) in store.load_daily()? {
             let Some(campaign) = campaigns.get_mut(&campaign_id) else {
                 continue;
@@ -559,6 +638,12 @@ impl Engine {
         if !campaign.active {
             return Err(Error::FailedPrecondition(format!(
                 "campaign '{}' is no longer configured; it accepts redemptions but makes no decisions",
+                req.campaign
+            )));
+        }
+        if campaign.paused() {
+            return Err(Error::FailedPrecondition(format!(
+                "campaign '{}' is paused by an operator; it accepts redemptions but makes no decisions",
                 req.campaign
             )));
         }
@@ -893,8 +978,8 @@ impl Engine {
                     excluded: Some(
                         if let Some((_, why)) = excluded.iter().find(|(j, _)| *j == i) {
                             why.clone()
-                        } else if !o.active {
-                            "retired: no longer in the campaign's configuration".into()
+                        } else if let Some(why) = campaign.unavailable(i) {
+                            why
                         } else {
                             "not among this request's candidate_offer_ids".into()
                         },
@@ -973,7 +1058,7 @@ impl Engine {
     fn candidates(&self, campaign: &Campaign, ids: &[String]) -> Result<Vec<usize>, Error> {
         if ids.is_empty() {
             let all: Vec<usize> = (0..campaign.offers.len())
-                .filter(|&i| campaign.offers[i].active)
+                .filter(|&i| campaign.unavailable(i).is_none())
                 .collect();
             return if all.is_empty() {
                 Err(Error::FailedPrecondition(format!(
@@ -992,9 +1077,9 @@ impl Engine {
                     campaign.config.id
                 ))
             })?;
-            if !campaign.offers[idx].active {
+            if let Some(why) = campaign.unavailable(idx) {
                 return Err(Error::FailedPrecondition(format!(
-                    "offer '{id}' is retired and cannot be chosen"
+                    "offer '{id}' cannot be chosen: {why}"
                 )));
             }
             if !out.contains(&idx) {
@@ -1076,6 +1161,65 @@ impl Engine {
         self.send(Command::Prune {
             before_ms,
             limit,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Pauses, resumes or retires an offer; durable when it answers, and
+    /// seen by the next SelectOffer.
+    pub async fn set_offer_status(
+        &self,
+        campaign_id: &str,
+        offer_id: &str,
+        status: OfferStatus,
+    ) -> Result<(), Error> {
+        let campaign = self.campaign(campaign_id)?;
+        let Some(i) = campaign.offer_index(offer_id) else {
+            return Err(Error::NotFound(format!(
+                "no offer '{offer_id}' in campaign '{campaign_id}'"
+            )));
+        };
+        if !campaign.offers[i].active {
+            return Err(Error::FailedPrecondition(format!(
+                "offer '{offer_id}' is no longer in the campaign's configuration"
+            )));
+        }
+        let current = campaign.offer_status(offer_id);
+        if current == OfferStatus::Retired && status != OfferStatus::Retired {
+            return Err(Error::FailedPrecondition(format!(
+                "offer '{offer_id}' was retired; retirement is final (add a new offer instead)"
+            )));
+        }
+        let mut next = campaign.status.read().clone();
+        next.offers.retain(|(o, _)| o != offer_id);
+        if status != OfferStatus::Active {
+            next.offers.push((offer_id.to_owned(), status));
+            next.offers.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        self.put_status(campaign_id, next).await
+    }
+
+    /// Pauses or resumes a campaign; durable when it answers.
+    pub async fn set_campaign_paused(&self, campaign_id: &str, paused: bool) -> Result<(), Error> {
+        let campaign = self.campaign(campaign_id)?;
+        if !campaign.active {
+            return Err(Error::FailedPrecondition(format!(
+                "campaign '{campaign_id}' is no longer configured"
+            )));
+        }
+        let mut next = campaign.status.read().clone();
+        next.paused = paused;
+        self.put_status(campaign_id, next).await
+    }
+
+    async fn put_status(&self, campaign: &str, status: CampaignStatus) -> Result<(), Error> {
+        self.check_healthy()?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SetStatus {
+            campaign: campaign.to_owned(),
+            status,
             reply,
         })
         .await?;
@@ -1253,6 +1397,11 @@ enum Command {
         path: std::path::PathBuf,
         reply: oneshot::Sender<Result<u64, Error>>,
     },
+    SetStatus {
+        campaign: String,
+        status: CampaignStatus,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 enum Reply {
@@ -1313,6 +1462,7 @@ struct Group {
     cells: HashMap<(String, String, usize), CellCounts>,
     arms: HashMap<(String, Arm), ArmCounts>,
     daily: HashMap<(String, usize), DailyCounts>,
+    statuses: HashMap<String, CampaignStatus>,
     models: HashMap<(String, usize), GaussianPosterior>,
     decisions: HashMap<DecisionId, DecisionRecord>,
     requests: HashMap<(String, String), DecisionId>,
@@ -1431,6 +1581,11 @@ impl Writer {
                 self.last_checkpoint.set(std::time::Instant::now());
             }
             metrics::counter!("offer_bandit_expiries_total").increment(group.expired);
+            for (campaign, status) in group.statuses {
+                if let Some(c) = self.campaigns.get(&campaign) {
+                    *c.status.write() = status;
+                }
+            }
             for ((campaign, offer), counts) in group.daily {
                 if let Some(c) = self.campaigns.get(&campaign)
                     && let Some(slot) = c.daily.write().get_mut(offer)
@@ -1504,6 +1659,16 @@ impl Writer {
             } => {
                 let r = self.prune(g, before_ms, limit);
                 g.replies.push(Reply::Sweep(reply, r));
+            }
+            Command::SetStatus {
+                campaign,
+                status,
+                reply,
+            } => {
+                g.writes.put_status(&campaign, &status);
+                g.statuses.insert(campaign, status);
+                g.durable = true;
+                g.replies.push(Reply::Flush(reply));
             }
             Command::Backup { reply, .. } => {
                 // `run` never hands a backup to a group.

@@ -279,6 +279,51 @@ impl CampaignAdmin for Api {
         tokio_stream::wrappers::ReceiverStream<Result<proto::DecisionLogEntry, Status>>;
     type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<proto::BackupChunk, Status>>;
 
+    async fn set_offer_status(
+        &self,
+        request: Request<proto::SetOfferStatusRequest>,
+    ) -> Result<Response<proto::SetStatusResponse>, Status> {
+        let r = request.into_inner();
+        if r.campaign.is_empty() || r.offer_id.is_empty() {
+            return Err(Error::InvalidArgument("campaign and offer_id are required".into()).into());
+        }
+        let status = crate::engine::OfferStatus::parse(&r.status).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "status '{}' is not one of active, paused, retired",
+                truncate(&r.status)
+            ))
+        })?;
+        self.engine
+            .set_offer_status(&r.campaign, &r.offer_id, status)
+            .await?;
+        tracing::info!(campaign = %r.campaign, offer = %r.offer_id, status = status.as_str(), "offer status set");
+        Ok(Response::new(proto::SetStatusResponse {}))
+    }
+
+    async fn set_campaign_status(
+        &self,
+        request: Request<proto::SetCampaignStatusRequest>,
+    ) -> Result<Response<proto::SetStatusResponse>, Status> {
+        let r = request.into_inner();
+        if r.campaign.is_empty() {
+            return Err(Error::InvalidArgument("campaign is required".into()).into());
+        }
+        let paused = match r.status.as_str() {
+            "active" => false,
+            "paused" => true,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "status '{}' is not one of active, paused",
+                    truncate(other)
+                ))
+                .into());
+            }
+        };
+        self.engine.set_campaign_paused(&r.campaign, paused).await?;
+        tracing::info!(campaign = %r.campaign, status = %r.status, "campaign status set");
+        Ok(Response::new(proto::SetStatusResponse {}))
+    }
+
     async fn get_campaign_report(
         &self,
         request: Request<proto::GetCampaignReportRequest>,
@@ -435,8 +480,10 @@ impl CampaignAdmin for Api {
                         name: o.name.clone(),
                         value: o.value,
                         category: o.category.clone(),
+                        status: c.offer_status(&o.id).as_str().to_owned(),
                     })
                     .collect(),
+                status: if c.paused() { "paused" } else { "active" }.to_owned(),
             })
             .collect();
         Ok(Response::new(proto::ListCampaignsResponse { campaigns }))

@@ -15,6 +15,8 @@
 //!   the control group;
 //! - `u/{campaign}\0{offer}`: [`crate::budget::DailyCounts`] of the offer's
 //!   current UTC day, for daily budgets;
+//! - `s/{campaign}`: what operators paused or retired
+//!   ([`crate::engine::CampaignStatus`]);
 //! - `c/{customer hash}{decision id}`: the decisions of a customer (for
 //!   erasure), under the keyed hash of [`crate::customer`];
 //! - `p/{campaign}\0{offer}`: a contextual posterior as of the last model
@@ -56,6 +58,7 @@ const MODEL: &[u8] = b"p/";
 const CUSTOMER: &[u8] = b"c/";
 const ARM: &[u8] = b"a/";
 const DAILY: &[u8] = b"u/";
+const STATUS: &[u8] = b"s/";
 const META_CUSTOMER_KEY: &[u8] = b"meta/customer-key";
 const META_CUSTOMER_FINGERPRINT: &[u8] = b"meta/customer-key-fingerprint";
 const META_MODEL_SEQ: &[u8] = b"meta/model-seq";
@@ -267,6 +270,23 @@ impl Store {
             self.db.flush()?;
         }
         Ok(key)
+    }
+
+    /// Every campaign's operator-set status.
+    pub fn load_statuses(
+        &self,
+    ) -> Result<Vec<(String, crate::engine::CampaignStatus)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(STATUS) {
+            let (k, v) = item?;
+            let campaign =
+                String::from_utf8(k[STATUS.len()..].to_vec()).map_err(|_| StoreError::Corrupt {
+                    key: escape(&k),
+                    reason: "malformed status key".into(),
+                })?;
+            out.push((campaign, decode(&k, &v)?));
+        }
+        Ok(out)
     }
 
     /// Every offer's daily counts, as (campaign, offer, counts).
@@ -798,6 +818,13 @@ impl WriteSet {
     pub fn remove_expiries(&mut self, entry: &ExpiryEntry) {
         self.batch
             .remove(expiry_key(entry.expires_ms, &entry.first));
+        self.len += 1;
+    }
+
+    /// Sets a campaign's operator-set status.
+    pub fn put_status(&mut self, campaign: &str, status: &crate::engine::CampaignStatus) {
+        let key = [STATUS, campaign.as_bytes()].concat();
+        self.batch.insert(key, encode(status));
         self.len += 1;
     }
 

@@ -12,6 +12,7 @@ mod exactly_once;
 mod explain;
 mod grpcurl;
 mod learning;
+mod live_admin;
 mod metrics;
 mod overload;
 mod persistence;
