@@ -72,10 +72,13 @@ pub fn exhausted(
         ));
     }
     if let Some(cap) = offer.max_redemptions {
-        // Pending decisions will bring more: count them at the rate seen so far.
-        let resolved = totals.successes + totals.expired;
-        let rate = if resolved > 0 {
-            totals.successes as f64 / resolved as f64
+        // Pending decisions will bring more: count them at the rate seen so
+        // far over all decisions. Redemptions arrive before expiries, so a
+        // rate over resolved decisions alone would be near 1 early on and
+        // block the offer at once; this one errs low while the first
+        // windows are open.
+        let rate = if totals.trials > 0 {
+            totals.successes as f64 / totals.trials as f64
         } else {
             0.0
         };
@@ -143,13 +146,17 @@ mod tests {
         o.max_decisions = Some(1000);
         assert!(exhausted(&o, counts(999, 0, 0), DailyCounts::default(), noon).is_none());
         assert!(exhausted(&o, counts(1000, 0, 0), DailyCounts::default(), noon).is_some());
-        // 100 redeemed of 900 resolved (1/9) and 100 pending: 111.1 expected.
+        // 100 redeemed of 1000 decisions (10%), 100 pending: 110 expected.
         let mut o = offer();
-        o.max_redemptions = Some(112);
-        assert!(exhausted(&o, counts(1000, 100, 800), DailyCounts::default(), noon).is_none());
         o.max_redemptions = Some(111);
+        assert!(exhausted(&o, counts(1000, 100, 800), DailyCounts::default(), noon).is_none());
+        o.max_redemptions = Some(110);
         let why = exhausted(&o, counts(1000, 100, 800), DailyCounts::default(), noon);
-        assert!(why.is_some_and(|w| w.contains("11.1 expected")));
+        assert!(why.is_some_and(|w| w.contains("10.0 expected")));
+        // Early on, with no expiry yet: 20 redeemed of 1000 does not block a
+        // budget of 500 (a rate over resolved decisions would say 1000).
+        o.max_redemptions = Some(500);
+        assert!(exhausted(&o, counts(1000, 20, 0), DailyCounts::default(), noon).is_none());
     }
 
     #[test]

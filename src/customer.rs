@@ -33,7 +33,7 @@ impl CustomerKey {
     /// Parses 64 hex digits (surrounding whitespace ignored).
     pub fn from_hex(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        if t.len() != 64 {
+        if !t.is_ascii() || t.len() != 64 {
             return Err(format!(
                 "a customer key is 64 hex digits (32 bytes); got {} characters",
                 t.len()

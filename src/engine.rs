@@ -647,11 +647,10 @@ impl Engine {
                 req.campaign
             )));
         }
-        let candidates = self.candidates(campaign, &req.candidates)?;
-        let (candidates, excluded) =
-            self.within_budget(campaign, candidates, req.customer_id.as_deref())?;
         if let Some(rid) = &req.request_id {
-            // Fast path for retries; the writer re-checks under its lock.
+            // Fast path for retries, before budgets and statuses: a retry
+            // gets its decision even if that decision spent the last of a
+            // budget. The writer re-checks under its lock.
             if let Some(id) = self.store.request(&req.campaign, rid)?
                 && let Some(rec) = self.store.decision(&id)?
                 && rec.expires_ms > now_ms()
@@ -659,6 +658,9 @@ impl Engine {
                 return Ok(Selection::from_record(id, &rec, true));
             }
         }
+        let candidates = self.candidates(campaign, &req.candidates)?;
+        let (candidates, excluded) =
+            self.within_budget(campaign, candidates, req.customer_id.as_deref())?;
         let objective = campaign.config.objective;
         let (segment, features, choice, model_version) = match &campaign.contextual {
             Some(ctx) => {
@@ -1157,9 +1159,19 @@ impl Engine {
     /// closed before `before_ms` (their evidence stays in the posteriors);
     /// returns how many.
     pub async fn prune(&self, before_ms: i64, limit: usize) -> Result<usize, Error> {
+        // Only records made a full reward window before the cut can be past
+        // it; scanning no further keeps each pass to prunable records.
+        let longest = self
+            .campaigns
+            .values()
+            .map(|c| c.reward_window_ms())
+            .max()
+            .unwrap_or(0);
+        let created_before = before_ms.saturating_sub(longest);
         let (reply, rx) = oneshot::channel();
         self.send(Command::Prune {
             before_ms,
+            created_before,
             limit,
             reply,
         })
@@ -1186,19 +1198,11 @@ impl Engine {
                 "offer '{offer_id}' is no longer in the campaign's configuration"
             )));
         }
-        let current = campaign.offer_status(offer_id);
-        if current == OfferStatus::Retired && status != OfferStatus::Retired {
-            return Err(Error::FailedPrecondition(format!(
-                "offer '{offer_id}' was retired; retirement is final (add a new offer instead)"
-            )));
-        }
-        let mut next = campaign.status.read().clone();
-        next.offers.retain(|(o, _)| o != offer_id);
-        if status != OfferStatus::Active {
-            next.offers.push((offer_id.to_owned(), status));
-            next.offers.sort_by(|a, b| a.0.cmp(&b.0));
-        }
-        self.put_status(campaign_id, next).await
+        self.put_status(
+            campaign_id,
+            StatusChange::Offer(offer_id.to_owned(), status),
+        )
+        .await
     }
 
     /// Pauses or resumes a campaign; durable when it answers.
@@ -1209,17 +1213,16 @@ impl Engine {
                 "campaign '{campaign_id}' is no longer configured"
             )));
         }
-        let mut next = campaign.status.read().clone();
-        next.paused = paused;
-        self.put_status(campaign_id, next).await
+        self.put_status(campaign_id, StatusChange::Paused(paused))
+            .await
     }
 
-    async fn put_status(&self, campaign: &str, status: CampaignStatus) -> Result<(), Error> {
+    async fn put_status(&self, campaign: &str, change: StatusChange) -> Result<(), Error> {
         self.check_healthy()?;
         let (reply, rx) = oneshot::channel();
         self.send(Command::SetStatus {
             campaign: campaign.to_owned(),
-            status,
+            change,
             reply,
         })
         .await?;
@@ -1390,6 +1393,7 @@ enum Command {
     },
     Prune {
         before_ms: i64,
+        created_before: i64,
         limit: usize,
         reply: oneshot::Sender<Result<usize, Error>>,
     },
@@ -1399,9 +1403,46 @@ enum Command {
     },
     SetStatus {
         campaign: String,
-        status: CampaignStatus,
+        change: StatusChange,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+}
+
+/// One operator change, merged by the writer into the campaign's status so
+/// that concurrent changes do not overwrite each other.
+#[derive(Debug, Clone)]
+enum StatusChange {
+    Offer(String, OfferStatus),
+    Paused(bool),
+}
+
+impl CampaignStatus {
+    /// This status with `change` applied; an error when it would undo a
+    /// retirement.
+    fn with(&self, change: &StatusChange) -> Result<CampaignStatus, Error> {
+        let mut next = self.clone();
+        match change {
+            StatusChange::Paused(p) => next.paused = *p,
+            StatusChange::Offer(offer, status) => {
+                let current = next
+                    .offers
+                    .iter()
+                    .find(|(o, _)| o == offer)
+                    .map_or(OfferStatus::Active, |(_, s)| *s);
+                if current == OfferStatus::Retired && *status != OfferStatus::Retired {
+                    return Err(Error::FailedPrecondition(format!(
+                        "offer '{offer}' was retired; retirement is final (add a new offer instead)"
+                    )));
+                }
+                next.offers.retain(|(o, _)| o != offer);
+                if *status != OfferStatus::Active {
+                    next.offers.push((offer.clone(), *status));
+                    next.offers.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+            }
+        }
+        Ok(next)
+    }
 }
 
 enum Reply {
@@ -1654,21 +1695,40 @@ impl Writer {
             }
             Command::Prune {
                 before_ms,
+                created_before,
                 limit,
                 reply,
             } => {
-                let r = self.prune(g, before_ms, limit);
+                let r = self.prune(g, before_ms, created_before, limit);
                 g.replies.push(Reply::Sweep(reply, r));
             }
             Command::SetStatus {
                 campaign,
-                status,
+                change,
                 reply,
             } => {
-                g.writes.put_status(&campaign, &status);
-                g.statuses.insert(campaign, status);
-                g.durable = true;
-                g.replies.push(Reply::Flush(reply));
+                let current = match g.statuses.get(&campaign) {
+                    Some(st) => Some(st.clone()),
+                    None => self
+                        .campaigns
+                        .get(&campaign)
+                        .map(|c| c.status.read().clone()),
+                };
+                let next = match current {
+                    Some(c) => c.with(&change),
+                    None => Err(Error::NotFound(format!("unknown campaign '{campaign}'"))),
+                };
+                match next {
+                    Ok(next) => {
+                        g.writes.put_status(&campaign, &next);
+                        g.statuses.insert(campaign, next);
+                        g.durable = true;
+                        g.replies.push(Reply::Flush(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Backup { reply, .. } => {
                 // `run` never hands a backup to a group.
@@ -2056,8 +2116,14 @@ impl Writer {
     }
 
     /// Deletes resolved records past retention (see [`Engine::prune`]).
-    fn prune(&self, g: &mut Group, before_ms: i64, limit: usize) -> Result<usize, Error> {
-        let old = self.store.prunable(before_ms, limit)?;
+    fn prune(
+        &self,
+        g: &mut Group,
+        before_ms: i64,
+        created_before: i64,
+        limit: usize,
+    ) -> Result<usize, Error> {
+        let old = self.store.prunable(before_ms, created_before, limit)?;
         let n = old.len();
         for (id, rec) in old {
             if g.decisions.contains_key(&id) {

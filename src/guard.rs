@@ -200,7 +200,12 @@ where
             ));
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
-        let timeout = self.shared.timeout;
+        // A backup takes as long as the store is large; it is not limited.
+        let timeout = if req.uri().path() == "/offerbandit.v1.CampaignAdmin/Backup" {
+            Duration::MAX
+        } else {
+            self.shared.timeout
+        };
         let future = self.inner.call(req);
         Box::pin(async move {
             let _permit = permit;

@@ -156,7 +156,18 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().to_owned();
+        // Only our own services' paths become labels: any other path is
+        // "other", so that random paths cannot grow the registry.
+        let path = req.uri().path();
+        let method = if ["/offerbandit.v1.", "/grpc.health.", "/grpc.reflection."]
+            .iter()
+            .any(|p| path.starts_with(p))
+            && path.len() <= 128
+        {
+            path.to_owned()
+        } else {
+            "other".to_owned()
+        };
         let started = Instant::now();
         let future = self.inner.call(req);
         Box::pin(async move {

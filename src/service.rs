@@ -78,9 +78,12 @@ impl Api {
             ));
         }
         if let Some(v) = r.value
-            && (!v.is_finite() || v < 0.0)
+            && (!v.is_finite() || !(0.0..=MAX_VALUE).contains(&v))
         {
-            return bad(format!("value is {v}; it must be a finite number >= 0"));
+            return bad(format!(
+                "value is {v}; it must be a number from 0 to {}",
+                MAX_VALUE as u64
+            ));
         }
         Ok(Redemption {
             decision_id,
@@ -269,6 +272,10 @@ impl OfferService for Api {
         Ok(Response::new(resp))
     }
 }
+
+/// Largest redemption value accepted (squares of values are summed for the
+/// report's intervals; this keeps them finite).
+pub const MAX_VALUE: f64 = 1e9;
 
 /// Bytes per BackupChunk.
 const BACKUP_CHUNK: usize = 1 << 20;

@@ -344,16 +344,18 @@ impl Store {
     }
 
     /// Resolved decisions whose reward window closed before `before_ms`,
-    /// oldest first: at most `limit`, looking at no more than `10 * limit`
-    /// records (still-pending old decisions are passed over).
+    /// among those made before `created_before`, oldest first: at most
+    /// `limit`, looking at no more than `10 * limit` records (still-pending
+    /// old decisions are passed over).
     pub fn prunable(
         &self,
         before_ms: i64,
+        created_before: i64,
         limit: usize,
     ) -> Result<Vec<(DecisionId, DecisionRecord)>, StoreError> {
         let mut out = Vec::new();
         let mut looked = 0usize;
-        self.scan_decisions(0, before_ms, |id, rec| {
+        self.scan_decisions(0, created_before.min(before_ms), |id, rec| {
             looked += 1;
             if rec.state != DecisionState::Pending && rec.expires_ms < before_ms {
                 out.push((id, rec));

@@ -187,7 +187,16 @@ async fn bad_inputs_get_specific_statuses() {
                 ..redeem(&decision.decision_id)
             }),
             Code::InvalidArgument,
-            "finite number >= 0",
+            "must be a number from 0 to",
+        ),
+        (
+            "absurd value",
+            Bad::Redeem(RecordRedemptionRequest {
+                value: Some(1e200),
+                ..redeem(&decision.decision_id)
+            }),
+            Code::InvalidArgument,
+            "must be a number from 0 to 1000000000",
         ),
         (
             "NaN value",
@@ -196,7 +205,7 @@ async fn bad_inputs_get_specific_statuses() {
                 ..redeem(&decision.decision_id)
             }),
             Code::InvalidArgument,
-            "finite number >= 0",
+            "must be a number from 0 to",
         ),
         (
             "wrong offer for the decision",
