@@ -2023,9 +2023,16 @@ impl Writer {
             exact: true,
             ..Forgotten::default()
         };
+        // Read everything first: a failed read must not leave half an
+        // erasure staged in this group.
+        let mut records = Vec::with_capacity(ids.len());
         for id in ids {
+            let rec = self.decision(g, &id)?;
+            records.push((id, rec));
+        }
+        for (id, rec) in records {
             g.writes.remove_customer(customer, &id);
-            let Some(rec) = self.decision(g, &id)? else {
+            let Some(rec) = rec else {
                 continue; // pruned or erased before: only the index was left
             };
             if rec.customer.as_ref() != Some(customer) {

@@ -596,9 +596,24 @@ struct DecisionRecordV3 {
 fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     let mut n = 0usize;
+    // Schema 3 had no control groups: every decision was the bandit's, and
+    // the arm counts start from them.
+    let mut arms: std::collections::BTreeMap<String, crate::uplift::ArmCounts> =
+        std::collections::BTreeMap::new();
     for item in tree.scan_prefix(DECISION) {
         let (k, v) = item?;
         let old: DecisionRecordV3 = decode(&k, &v)?;
+        let a = arms.entry(old.campaign.clone()).or_default();
+        a.decisions += 1;
+        match old.state {
+            DecisionState::Pending => {}
+            DecisionState::Redeemed { value, .. } => {
+                a.redemptions += 1;
+                a.value_sum += value;
+                a.value_sq_sum += value * value;
+            }
+            DecisionState::Expired => a.expired += 1,
+        }
         let rec = DecisionRecord {
             campaign: old.campaign,
             offer: old.offer,
@@ -619,6 +634,16 @@ fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
         };
         batch.insert(k, encode(&rec));
         n += 1;
+    }
+    for (campaign, counts) in &arms {
+        let key = [
+            ARM,
+            campaign.as_bytes(),
+            &[0],
+            crate::uplift::Arm::Bandit.as_str().as_bytes(),
+        ]
+        .concat();
+        batch.insert(key, encode(counts));
     }
     batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
     tree.apply_batch(batch)?;
@@ -1019,6 +1044,11 @@ mod tests {
             store.tree.get(META_SCHEMA)?.as_deref(),
             Some(&SCHEMA_VERSION.to_be_bytes()[..])
         );
+        // The bandit arm starts from the migrated decisions.
+        let arms = store.load_arms()?;
+        assert_eq!(arms.len(), 1);
+        assert_eq!((arms[0].0.as_str(), arms[0].1.as_str()), ("c", "bandit"));
+        assert_eq!(arms[0].2.decisions, 1);
         Ok(())
     }
 
