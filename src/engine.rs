@@ -799,6 +799,17 @@ impl Engine {
         candidates: Vec<usize>,
         customer_id: Option<&str>,
     ) -> Result<(Vec<usize>, Vec<(usize, String)>), Error> {
+        let limited = campaign.config.frequency_cap.is_some()
+            || campaign.config.offers.iter().any(|o| {
+                o.max_decisions.is_some()
+                    || o.max_redemptions.is_some()
+                    || o.max_decisions_per_day.is_some()
+                    || o.max_redemptions_per_day.is_some()
+            });
+        if !limited {
+            // The common case on the hot path: nothing to check.
+            return Ok((candidates, Vec::new()));
+        }
         let now = now_ms();
         let mut excluded = Vec::new();
         let seen = match (&campaign.config.frequency_cap, customer_id) {

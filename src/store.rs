@@ -910,6 +910,22 @@ impl WriteSet {
 mod tests {
     use super::*;
 
+    /// Opens a store just closed: sled's background threads can hold the
+    /// directory's lock for a moment after the last handle drops.
+    fn reopen(dir: &Path) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir) {
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn rec() -> DecisionRecord {
         DecisionRecord {
             campaign: "c".into(),
@@ -960,7 +976,7 @@ mod tests {
             store.commit(w)?;
             store.flush()?;
         }
-        let store = Store::open(dir.path())?;
+        let store = reopen(dir.path())?;
         assert_eq!(store.load_cells()?, vec![(key, counts)]);
         assert_eq!(store.decision(&id)?, Some(rec()));
         assert_eq!(store.request("c", "r1")?, Some(id));
@@ -1032,7 +1048,7 @@ mod tests {
             store.tree.insert(decision_key(&id), encode(&old))?;
             store.flush()?;
         }
-        let store = Store::open(dir.path())?;
+        let store = reopen(dir.path())?;
         let want = DecisionRecord {
             customer: None,
             learned_seq: 0,
@@ -1059,7 +1075,7 @@ mod tests {
             let store = Store::open(dir.path())?;
             store.customer_key(None)?
         };
-        let store = Store::open(dir.path())?;
+        let store = reopen(dir.path())?;
         assert_eq!(store.customer_key(None)?, generated, "kept across restarts");
         assert_eq!(store.customer_key(Some(generated.clone()))?, generated);
         let other = CustomerKey::from_bytes([9; 32]);
