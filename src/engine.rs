@@ -82,6 +82,9 @@ pub struct Campaign {
     daily: RwLock<Vec<DailyCounts>>,
     /// What operators paused or retired.
     status: RwLock<CampaignStatus>,
+    /// Whether any offer has a budget or the campaign a frequency cap (if
+    /// not, SelectOffer skips the budget checks).
+    limited: bool,
     contextual: Option<Contextual>,
 }
 
@@ -127,6 +130,13 @@ impl Campaign {
         };
         Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
+            limited: config.frequency_cap.is_some()
+                || config.offers.iter().any(|o| {
+                    o.max_decisions.is_some()
+                        || o.max_redemptions.is_some()
+                        || o.max_decisions_per_day.is_some()
+                        || o.max_redemptions_per_day.is_some()
+                }),
             arms: RwLock::new([ArmCounts::default(); 2]),
             daily: RwLock::new(vec![DailyCounts::default(); config.offers.len()]),
             status: RwLock::new(CampaignStatus::default()),
@@ -799,14 +809,7 @@ impl Engine {
         candidates: Vec<usize>,
         customer_id: Option<&str>,
     ) -> Result<(Vec<usize>, Vec<(usize, String)>), Error> {
-        let limited = campaign.config.frequency_cap.is_some()
-            || campaign.config.offers.iter().any(|o| {
-                o.max_decisions.is_some()
-                    || o.max_redemptions.is_some()
-                    || o.max_decisions_per_day.is_some()
-                    || o.max_redemptions_per_day.is_some()
-            });
-        if !limited {
+        if !campaign.limited {
             // The common case on the hot path: nothing to check.
             return Ok((candidates, Vec::new()));
         }
