@@ -32,6 +32,18 @@ pub enum Command {
     Export(ExportArgs),
     /// Print a running server's campaign report: bandit vs control uplift, offers.
     Report(ReportArgs),
+    /// Print a running server's config of a campaign as TOML, with its revision.
+    CampaignGet(CampaignGetArgs),
+    /// Create a campaign on a running server, or replace its config, from a TOML file.
+    ///
+    /// The file holds one campaign, in the campaign file's format. Changes
+    /// keep what the campaign learned, so the policy, segment_by and features
+    /// cannot change (use a new campaign id); offers the file drops are
+    /// retired. Live changes survive restarts unless the campaign file
+    /// (--config) is edited afterwards: then the file wins.
+    CampaignPut(CampaignPutArgs),
+    /// Add an offer to a campaign on a running server; it starts at the prior.
+    OfferAdd(OfferAddArgs),
     /// Pause, resume or retire an offer on a running server (takes effect at once).
     OfferStatus(OfferStatusArgs),
     /// Pause or resume a campaign on a running server (takes effect at once).
@@ -103,6 +115,71 @@ pub struct ReportArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Flags of `offer-bandit campaign-get`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CampaignGetArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Campaign id.
+    #[arg(long)]
+    pub campaign: String,
+    /// Print JSON (revision, source, served, config_toml) instead of TOML.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `offer-bandit campaign-put`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CampaignPutArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// TOML file with one campaign (a [[campaigns]] entry, or its keys at the top level).
+    pub file: PathBuf,
+    /// Apply only if the campaign is still at this revision (0: only create).
+    #[arg(long)]
+    pub expected_revision: Option<u64>,
+}
+
+/// Flags of `offer-bandit offer-add`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OfferAddArgs {
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Campaign id.
+    #[arg(long)]
+    pub campaign: String,
+    /// Offer id: 1-64 letters, digits, '_', '-' or '.'.
+    #[arg(long)]
+    pub id: String,
+    /// Display name (default: the id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Net value of one redemption (default 1).
+    #[arg(long)]
+    pub value: Option<f64>,
+    /// Product category.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Most decisions that may ever choose it.
+    #[arg(long)]
+    pub max_decisions: Option<u64>,
+    /// Most redemptions, counting those its pending decisions are expected to bring.
+    #[arg(long)]
+    pub max_redemptions: Option<u64>,
+    /// Most decisions per UTC day, paced over the day.
+    #[arg(long)]
+    pub max_decisions_per_day: Option<u64>,
+    /// Most redemptions per UTC day, paced over the day.
+    #[arg(long)]
+    pub max_redemptions_per_day: Option<u64>,
+    /// Apply only if the campaign is still at this revision.
+    #[arg(long)]
+    pub expected_revision: Option<u64>,
 }
 
 /// Flags of `offer-bandit offer-status`.

@@ -3,7 +3,7 @@
 
 use std::{collections::HashSet, path::Path, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::features::{EncodeError, Encoder, FeatureSpec};
 use crate::policy::{
@@ -44,7 +44,7 @@ pub enum ConfigError {
 }
 
 /// Which learner a campaign uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PolicyKind {
     /// Beta-Bernoulli Thompson sampling per (segment, offer).
     #[serde(rename = "segment-ts")]
@@ -78,7 +78,7 @@ impl PolicyKind {
 }
 
 /// An offer as configured.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfferConfig {
     /// Unique within the campaign: letters, digits, `_`, `-`, `.`; at most 64.
@@ -93,34 +93,34 @@ pub struct OfferConfig {
     #[serde(default)]
     pub category: String,
     /// Most decisions that may ever choose this offer.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_decisions: Option<u64>,
     /// Most redemptions: the offer stops being chosen once its redemptions
     /// plus the redemptions its pending decisions are expected to bring
     /// reach this (redemptions of decisions already made are always honored).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions: Option<u64>,
     /// Most decisions per UTC day, paced over the day.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_decisions_per_day: Option<u64>,
     /// Most redemptions per UTC day (expected, as for max_redemptions), paced.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions_per_day: Option<u64>,
 }
 
 /// At most `max` times the same offer per customer per `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrequencyCap {
     /// Times.
     pub max: u32,
     /// The period, e.g. "7d".
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub period: Duration,
 }
 
 /// A campaign as configured.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignConfig {
     /// Unique id: letters, digits, `_`, `-`, `.`; at most 64.
@@ -131,7 +131,7 @@ pub struct CampaignConfig {
     #[serde(default)]
     pub segment_by: Vec<String>,
     /// How long after a decision a redemption still counts.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub reward_window: Duration,
     /// What the campaign maximizes.
     #[serde(default)]
@@ -155,11 +155,11 @@ pub struct CampaignConfig {
     /// The offer the control group gets, when it is among the candidates;
     /// without it (or when it is not a candidate) the control group gets a
     /// uniformly random candidate.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_offer: Option<String>,
     /// Frequency cap: a customer (by customer_id) gets the same offer at
     /// most `max` times per `period`; anonymous visits are not capped.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_cap: Option<FrequencyCap>,
     /// The offers.
     #[serde(default)]
@@ -171,20 +171,20 @@ pub struct CampaignConfig {
     #[serde(default = "default_hash_bits")]
     pub hash_bits: u32,
     /// Contextual: multiplies the predictive standard deviation when sampling.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exploration: Option<f64>,
     /// Contextual: prior variance of each weight.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior_variance: Option<f64>,
     /// Contextual: prior redemption rate (the intercept's prior mean).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior_rate: Option<f64>,
     /// `linear-ts`: observation noise variance.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_variance: Option<f64>,
     /// Contextual: an offer's evidence halves every this many of its
     /// observations (no forgetting when absent).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub half_life: Option<f64>,
 }
 
@@ -218,7 +218,7 @@ impl CampaignConfig {
 /// a d x d covariance per offer and updates it in O(d^2).
 pub const MAX_DIMENSION: usize = 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CampaignsFile {
     campaigns: Vec<CampaignConfig>,
@@ -238,6 +238,10 @@ fn default_max_segments() -> usize {
 }
 fn default_hash_bits() -> u32 {
     8
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -285,6 +289,105 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<CampaignConfig>, ConfigErro
         }
     }
     Ok(campaigns)
+}
+
+/// Parses and validates one campaign, as sent to a running server: either
+/// a file with exactly one `[[campaigns]]` entry, or the campaign's keys at
+/// the top level (with `[[offers]]` and `[[features]]` tables).
+pub fn parse_campaign(text: &str, origin: &str) -> Result<CampaignConfig, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut campaigns = if table.contains_key("campaigns") {
+        parse(text, origin)?
+    } else {
+        let mut c: CampaignConfig =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.to_owned(),
+                    message: e.to_string(),
+                })?;
+        validate_campaign(&mut c).map_err(|m| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message: format!("campaign '{}': {m}", c.id),
+        })?;
+        vec![c]
+    };
+    if campaigns.len() != 1 {
+        return Err(ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message: format!(
+                "declares {} campaigns; send one campaign at a time",
+                campaigns.len()
+            ),
+        });
+    }
+    Ok(campaigns.remove(0))
+}
+
+impl CampaignConfig {
+    /// The campaign as a config file of its own (what `parse_campaign`
+    /// reads back to an equal config).
+    pub fn to_toml(&self) -> String {
+        let file = CampaignsFile {
+            campaigns: vec![self.clone()],
+        };
+        // Every field is a string, number, bool, table or array of them,
+        // which TOML always represents.
+        toml::to_string(&file).unwrap_or_default()
+    }
+
+    /// A digest of the whole config: equal configs, equal fingerprints.
+    pub fn fingerprint(&self) -> String {
+        blake3::hash(self.to_toml().as_bytes()).to_hex()[..16].to_owned()
+    }
+
+    /// Why a running campaign cannot become `next`, or None when it can.
+    /// What its learned state means must stay the same: the policy, the
+    /// segment features and the encoded features (a change needs a new
+    /// campaign id). Everything else may change: offers (added, edited, or
+    /// dropped, which retires them), budgets, caps, the control group, the
+    /// objective, the reward window of new decisions, priors and exploration.
+    pub fn update_conflict(&self, next: &CampaignConfig) -> Option<String> {
+        let hint = "changing it would change what the learned posteriors mean; create a new campaign id instead";
+        if next.id != self.id {
+            return Some(format!(
+                "the config is for campaign '{}', not '{}'",
+                next.id, self.id
+            ));
+        }
+        if next.policy != self.policy {
+            return Some(format!(
+                "policy is {}, not {}: {hint}",
+                self.policy.as_str(),
+                next.policy.as_str()
+            ));
+        }
+        if next.segment_by != self.segment_by {
+            return Some(format!(
+                "segment_by is {:?}, not {:?}: {hint}",
+                self.segment_by, next.segment_by
+            ));
+        }
+        if next.features != self.features || next.hash_bits != self.hash_bits {
+            return Some(format!(
+                "features and hash_bits must stay as they are: {hint}"
+            ));
+        }
+        None
+    }
+}
+
+/// Validates a campaign built in code (as [`parse`] validates a file's),
+/// filling in defaults such as offer names.
+pub fn validate(mut config: CampaignConfig, origin: &str) -> Result<CampaignConfig, ConfigError> {
+    validate_campaign(&mut config).map_err(|m| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message: format!("campaign '{}': {m}", config.id),
+    })?;
+    Ok(config)
 }
 
 /// Whether `id` is a valid campaign or offer id.
@@ -498,5 +601,69 @@ mod tests {
         assert!(e.to_string().contains("control_share"), "{e}");
         let e = load(format!("{base}control_offer = \"zz\"\n{offer}")).expect_err("unknown");
         assert!(e.to_string().contains("control_offer 'zz'"), "{e}");
+    }
+
+    #[test]
+    fn configs_round_trip_through_toml() {
+        let mut all = demo().expect("demo");
+        let full = "[[campaigns]]\nid = \"f\"\npolicy = \"segment-ts\"\nsegment_by = [\"tier\"]\n\
+                    reward_window = \"36h 30m\"\nobjective = \"value\"\ncontrol_share = 0.25\n\
+                    control_offer = \"a\"\nfrequency_cap = { max = 2, period = \"7d\" }\n\
+                    [[campaigns.offers]]\nid = \"a\"\nvalue = 2.5\nmax_decisions = 10\n\
+                    max_redemptions_per_day = 3\n[[campaigns.offers]]\nid = \"b\"\nname = \"B!\"\n";
+        all.extend(parse(full, "full").expect("full config"));
+        for c in all {
+            let text = c.to_toml();
+            let back = parse_campaign(&text, "round trip").expect("reads back");
+            assert_eq!(back, c, "{text}");
+            assert_eq!(back.fingerprint(), c.fingerprint());
+        }
+    }
+
+    #[test]
+    fn one_campaign_is_read_bare_or_as_a_file() {
+        let bare = "id = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n[[offers]]\nid = \"a\"\n";
+        let c = parse_campaign(bare, "bare").expect("bare");
+        let file = parse_campaign(&c.to_toml(), "file").expect("file");
+        assert_eq!(c, file);
+        let two = format!("{}{}", c.to_toml(), c.to_toml().replace("\"c\"", "\"d\""));
+        let e = parse_campaign(&two, "two").expect_err("two campaigns");
+        assert!(e.to_string().contains("one campaign at a time"), "{e}");
+        let e = parse_campaign(&bare.replace("30s", "0s"), "zero").expect_err("invalid");
+        assert!(e.to_string().contains("reward_window"), "{e}");
+        let e = parse_campaign("id = ", "syntax").expect_err("syntax");
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn updates_keep_what_the_posteriors_mean() {
+        let c = demo().expect("demo").remove(0);
+        let mut next = c.clone();
+        next.offers.pop();
+        next.control_share = 0.3;
+        next.reward_window = Duration::from_secs(60);
+        assert_eq!(c.update_conflict(&next), None);
+        assert_ne!(c.fingerprint(), next.fingerprint());
+        let mut bad = c.clone();
+        bad.segment_by.pop();
+        assert!(
+            c.update_conflict(&bad)
+                .expect("conflict")
+                .contains("segment_by")
+        );
+        let mut bad = c.clone();
+        bad.policy = PolicyKind::LinearTs;
+        assert!(
+            c.update_conflict(&bad)
+                .expect("conflict")
+                .contains("policy")
+        );
+        let mut bad = c.clone();
+        bad.id = "other".into();
+        assert!(
+            c.update_conflict(&bad)
+                .expect("conflict")
+                .contains("'other'")
+        );
     }
 }

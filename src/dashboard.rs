@@ -40,7 +40,7 @@ fn page(title: &str, body: &str) -> String {
 /// The index page: every served campaign.
 pub fn index(engine: &Engine) -> String {
     let mut b = String::from("<h1>offer-bandit</h1><ul>");
-    for c in engine.campaigns().filter(|c| c.active) {
+    for c in engine.campaigns().into_iter().filter(|c| c.active) {
         let id = esc(&c.config.id);
         let _ = write!(
             b,

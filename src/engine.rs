@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     budget::DailyCounts,
-    config::{CampaignConfig, PolicyKind},
+    config::{CampaignConfig, OfferConfig, PolicyKind},
     context::Context,
     customer::{CustomerHash, CustomerKey},
     decision::{DecisionId, DecisionRecord, DecisionState, IdGenerator, now_ms},
@@ -30,6 +30,7 @@ use crate::{
         segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, SnapshotCache, segment_key},
         thompson,
     },
+    revisions::{Revision, Source, StoredCampaign},
     store::{CellKey, ExpiryEntry, Store, StoreError, WriteSet},
     uplift::{Arm, ArmCounts, ArmSummary, Uplift},
 };
@@ -61,27 +62,58 @@ pub struct Offer {
     pub active: bool,
 }
 
-/// A campaign being served.
+impl Offer {
+    fn configured(o: &crate::config::OfferConfig) -> Offer {
+        Offer {
+            id: o.id.clone(),
+            name: o.name.clone(),
+            value: o.value,
+            category: o.category.clone(),
+            active: true,
+        }
+    }
+}
+
+/// Whether any offer has a budget or the campaign a frequency cap.
+fn limited(config: &CampaignConfig) -> bool {
+    config.frequency_cap.is_some()
+        || config.offers.iter().any(|o| {
+            o.max_decisions.is_some()
+                || o.max_redemptions.is_some()
+                || o.max_decisions_per_day.is_some()
+                || o.max_redemptions_per_day.is_some()
+        })
+}
+
+/// One revision of a campaign being served. A config change makes a new
+/// revision that shares the learned state of the one before (posteriors,
+/// counts, statuses): requests in flight keep the revision they started
+/// with, and offers only ever get appended, so an offer's index means the
+/// same in every revision.
 #[derive(Debug)]
 pub struct Campaign {
     /// Its configuration.
     pub config: CampaignConfig,
+    /// Which revision of the config this is.
+    pub revision: Revision,
     /// False for campaigns found in storage but no longer configured.
     pub active: bool,
-    /// Configured offers first, then retired ones.
+    /// Every offer the campaign ever had, in the order they were added:
+    /// offers no longer in the config are kept as retired.
     pub offers: Vec<Offer>,
     offer_index: HashMap<String, usize>,
     /// Per (segment, offer) counts: the posterior of segment-ts, and the
     /// decision ledger (single segment "") of contextual campaigns.
-    model: RwLock<SegmentModel>,
-    /// segment-ts: the posterior snapshots decisions sample from.
+    model: Arc<RwLock<SegmentModel>>,
+    /// segment-ts: the posterior snapshots decisions sample from (a cache,
+    /// so each revision starts its own).
     snapshots: SnapshotCache,
     /// Counts of the bandit and the control group (see [`Arm::index`]).
-    arms: RwLock<[ArmCounts; 2]>,
+    arms: Arc<RwLock<[ArmCounts; 2]>>,
     /// Per offer: today's counts, for daily budgets.
-    daily: RwLock<Vec<DailyCounts>>,
+    daily: Arc<RwLock<Vec<DailyCounts>>>,
     /// What operators paused or retired.
-    status: RwLock<CampaignStatus>,
+    status: Arc<RwLock<CampaignStatus>>,
     /// Whether any offer has a budget or the campaign a frequency cap (if
     /// not, SelectOffer skips the budget checks).
     limited: bool,
@@ -93,78 +125,106 @@ pub struct Campaign {
 struct Contextual {
     encoder: Encoder,
     config: ContextualConfig,
-    models: RwLock<Vec<GaussianPosterior>>,
+    models: Arc<RwLock<Vec<GaussianPosterior>>>,
 }
 
 impl Campaign {
-    fn new(config: CampaignConfig, active: bool) -> Self {
-        let offers: Vec<Offer> = config
-            .offers
-            .iter()
-            .map(|o| Offer {
-                id: o.id.clone(),
-                name: o.name.clone(),
-                value: o.value,
-                category: o.category.clone(),
-                active: true,
-            })
-            .collect();
-        let offer_index = offers
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (o.id.clone(), i))
-            .collect();
-        let model = RwLock::new(SegmentModel::new(offers.len()));
+    fn new(config: CampaignConfig, revision: Revision, active: bool) -> Self {
         // The config was validated at load, so the encoder builds.
         let contextual = match (config.contextual(), config.encoder()) {
             (Some(cfg), Ok(encoder)) => Some(Contextual {
-                models: RwLock::new(
-                    (0..offers.len())
-                        .map(|_| GaussianPosterior::prior(encoder.dim(), &cfg))
-                        .collect(),
-                ),
+                models: Arc::default(),
                 encoder,
                 config: cfg,
             }),
             _ => None,
         };
-        Campaign {
+        let mut campaign = Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
-            limited: config.frequency_cap.is_some()
-                || config.offers.iter().any(|o| {
-                    o.max_decisions.is_some()
-                        || o.max_redemptions.is_some()
-                        || o.max_decisions_per_day.is_some()
-                        || o.max_redemptions_per_day.is_some()
-                }),
-            arms: RwLock::new([ArmCounts::default(); 2]),
-            daily: RwLock::new(vec![DailyCounts::default(); config.offers.len()]),
-            status: RwLock::new(CampaignStatus::default()),
-            config,
+            limited: limited(&config),
+            arms: Arc::new(RwLock::new([ArmCounts::default(); 2])),
+            daily: Arc::default(),
+            status: Arc::default(),
+            revision,
             active,
-            offers,
-            offer_index,
-            model,
+            offers: Vec::new(),
+            offer_index: HashMap::new(),
+            model: Arc::new(RwLock::new(SegmentModel::new(0))),
             contextual,
+            config,
+        };
+        for o in campaign.config.offers.clone() {
+            campaign.push_offer(Offer::configured(&o));
         }
+        campaign
+    }
+
+    /// The next revision: `config` over this revision's learned state.
+    /// Offers new to the campaign start at the prior; offers the config no
+    /// longer lists are kept as retired. The caller checked
+    /// [`CampaignConfig::update_conflict`].
+    fn revised(&self, config: CampaignConfig, revision: Revision) -> Campaign {
+        let contextual = self.contextual.as_ref().and_then(|c| {
+            Some(Contextual {
+                encoder: c.encoder.clone(),
+                config: config.contextual()?,
+                models: c.models.clone(),
+            })
+        });
+        let mut next = Campaign {
+            snapshots: SnapshotCache::new(config.snapshot_tolerance),
+            limited: limited(&config),
+            arms: self.arms.clone(),
+            daily: self.daily.clone(),
+            status: self.status.clone(),
+            revision,
+            active: true,
+            offers: self
+                .offers
+                .iter()
+                .map(|o| Offer {
+                    active: false,
+                    ..o.clone()
+                })
+                .collect(),
+            offer_index: self.offer_index.clone(),
+            model: self.model.clone(),
+            contextual,
+            config,
+        };
+        for o in next.config.offers.clone() {
+            match next.offer_index(&o.id) {
+                Some(i) => next.offers[i] = Offer::configured(&o),
+                None => {
+                    next.push_offer(Offer::configured(&o));
+                }
+            }
+        }
+        next
+    }
+
+    /// Appends an offer, with a prior in every per-offer table of the
+    /// shared state; returns its index.
+    fn push_offer(&mut self, offer: Offer) -> usize {
+        let idx = self.model.write().push_offer();
+        self.daily.write().push(DailyCounts::default());
+        if let Some(c) = &self.contextual {
+            let prior = GaussianPosterior::prior(c.encoder.dim(), &c.config);
+            c.models.write().push(prior);
+        }
+        self.offer_index.insert(offer.id.clone(), idx);
+        self.offers.push(offer);
+        idx
     }
 
     fn add_retired_offer(&mut self, id: &str) -> usize {
-        let idx = self.model.get_mut().push_offer();
-        self.daily.get_mut().push(DailyCounts::default());
-        if let Some(c) = &mut self.contextual {
-            let prior = GaussianPosterior::prior(c.encoder.dim(), &c.config);
-            c.models.get_mut().push(prior);
-        }
-        self.offers.push(Offer {
+        self.push_offer(Offer {
             id: id.to_owned(),
             name: id.to_owned(),
             value: 0.0,
             category: String::new(),
             active: false,
-        });
-        self.offer_index.insert(id.to_owned(), idx);
-        idx
+        })
     }
 
     /// The operator-set status of an offer.
@@ -462,12 +522,13 @@ pub struct EngineOptions {
     pub durable_decisions: bool,
 }
 
-type Campaigns = BTreeMap<String, Campaign>;
+/// The campaigns served, by id: each its current revision.
+type Campaigns = BTreeMap<String, Arc<Campaign>>;
 
 /// The decision engine shared by all request handlers.
 #[derive(Debug)]
 pub struct Engine {
-    campaigns: Arc<Campaigns>,
+    campaigns: Arc<RwLock<Campaigns>>,
     store: Store,
     ids: IdGenerator,
     writer: mpsc::Sender<Command>,
@@ -496,15 +557,31 @@ impl Engine {
         options: EngineOptions,
         customer_key: CustomerKey,
     ) -> Result<Engine, StoreError> {
-        let mut campaigns: Campaigns = configs
-            .into_iter()
-            .map(|c| (c.id.clone(), Campaign::new(c, true)))
-            .collect();
+        let mut campaigns: BTreeMap<String, Campaign> = BTreeMap::new();
+        let mut revisions = WriteSet::default();
+        for r in crate::revisions::resolve(configs, store.load_configs()?, now_ms())? {
+            if let Some(note) = &r.note {
+                tracing::warn!(campaign = %r.config.id, "{note}");
+            }
+            if r.changed {
+                revisions.put_config(
+                    &r.config.id,
+                    &StoredCampaign::new(&r.config, r.revision.clone()),
+                );
+            }
+            if !r.served {
+                tracing::warn!(campaign = %r.config.id, "campaign in storage is no longer in the campaign file: kept for redemptions and reports, not served");
+            }
+            campaigns.insert(
+                r.config.id.clone(),
+                Campaign::new(r.config, r.revision, r.served),
+            );
+        }
         let cells = store.load_cells()?;
         for (key, counts) in &cells {
             let campaign = campaigns.entry(key.campaign.clone()).or_insert_with(|| {
                 tracing::warn!(campaign = %key.campaign, "campaign in storage is not configured: kept for redemptions and stats, not served");
-                Campaign::new(retired_config(&key.campaign), false)
+                Campaign::new(retired_config(&key.campaign), Revision::unknown(), false)
             });
             let idx = match campaign.offer_index(&key.offer) {
                 Some(i) => i,
@@ -513,10 +590,7 @@ impl Engine {
                     campaign.add_retired_offer(&key.offer)
                 }
             };
-            campaign
-                .model
-                .get_mut()
-                .set_cell(&key.segment, idx, *counts);
+            campaign.model.write().set_cell(&key.segment, idx, *counts);
         }
         let models = store.load_models()?;
         for (campaign_id, offer, posterior) in models {
@@ -530,7 +604,7 @@ impl Engine {
             };
             match &mut campaign.contextual {
                 Some(c) if posterior.mean.len() == c.encoder.dim() => {
-                    c.models.get_mut()[idx] = posterior
+                    c.models.write()[idx] = posterior
                 }
                 Some(c) => {
                     return Err(StoreError::Corrupt {
@@ -553,7 +627,7 @@ impl Engine {
                 continue;
             };
             match Arm::ALL.into_iter().find(|a| a.as_str() == arm) {
-                Some(a) => campaign.arms.get_mut()[a.index()] = counts,
+                Some(a) => campaign.arms.write()[a.index()] = counts,
                 None => {
                     return Err(StoreError::Corrupt {
                         key: format!("a/{campaign_id}/{arm}"),
@@ -564,7 +638,7 @@ impl Engine {
         }
         for (campaign_id, status) in store.load_statuses()? {
             if let Some(campaign) = campaigns.get_mut(&campaign_id) {
-                *campaign.status.get_mut() = status;
+                *campaign.status.write() = status;
             }
         }
         for (campaign_id, offer, counts) in store.load_daily()? {
@@ -572,7 +646,7 @@ impl Engine {
                 continue;
             };
             if let Some(i) = campaign.offer_index(&offer)
-                && let Some(slot) = campaign.daily.get_mut().get_mut(i)
+                && let Some(slot) = campaign.daily.write().get_mut(i)
             {
                 *slot = counts;
             }
@@ -585,7 +659,14 @@ impl Engine {
             replayed = last_seq.saturating_sub(checkpoint),
             "store loaded"
         );
-        let campaigns = Arc::new(campaigns);
+        if !revisions.is_empty() {
+            store.commit(revisions)?;
+        }
+        let campaigns: Campaigns = campaigns
+            .into_iter()
+            .map(|(id, c)| (id, Arc::new(c)))
+            .collect();
+        let campaigns = Arc::new(RwLock::new(campaigns));
         let failed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
@@ -612,15 +693,16 @@ impl Engine {
         })
     }
 
-    /// Served and retired campaigns, by id.
-    pub fn campaigns(&self) -> impl Iterator<Item = &Campaign> {
-        self.campaigns.values()
+    /// Served and retired campaigns, by id: the current revision of each.
+    pub fn campaigns(&self) -> Vec<Arc<Campaign>> {
+        self.campaigns.read().values().cloned().collect()
     }
 
-    fn campaign(&self, id: &str) -> Result<&Campaign, Error> {
-        self.campaigns.get(id).ok_or_else(|| {
-            let known: Vec<&str> = self
-                .campaigns
+    /// The current revision of a campaign; NOT_FOUND names the served ones.
+    pub fn campaign(&self, id: &str) -> Result<Arc<Campaign>, Error> {
+        let campaigns = self.campaigns.read();
+        campaigns.get(id).cloned().ok_or_else(|| {
+            let known: Vec<&str> = campaigns
                 .values()
                 .filter(|c| c.active)
                 .map(|c| c.config.id.as_str())
@@ -668,9 +750,9 @@ impl Engine {
                 return Ok(Selection::from_record(id, &rec, true));
             }
         }
-        let candidates = self.candidates(campaign, &req.candidates)?;
+        let candidates = self.candidates(&campaign, &req.candidates)?;
         let (candidates, excluded) =
-            self.within_budget(campaign, candidates, req.customer_id.as_deref())?;
+            self.within_budget(&campaign, candidates, req.customer_id.as_deref())?;
         let objective = campaign.config.objective;
         let (segment, features, choice, model_version) = match &campaign.contextual {
             Some(ctx) => {
@@ -722,13 +804,13 @@ impl Engine {
                 (segment, Vec::new(), choice, model_version)
             }
         };
-        let arm = self.arm_of(campaign, req.customer_id.as_deref());
+        let arm = self.arm_of(&campaign, req.customer_id.as_deref());
         let choice = match arm {
             Arm::Bandit => choice,
-            Arm::Control => control_choice(campaign, &candidates),
+            Arm::Control => control_choice(&campaign, &candidates),
         };
         let explanation = if req.explain {
-            self.explain(campaign, &segment, &features, &candidates, &excluded, arm)
+            self.explain(&campaign, &segment, &features, &candidates, &excluded, arm)
         } else {
             Vec::new()
         };
@@ -1177,6 +1259,7 @@ impl Engine {
         // it; scanning no further keeps each pass to prunable records.
         let longest = self
             .campaigns
+            .read()
             .values()
             .map(|c| c.reward_window_ms())
             .max()
@@ -1237,6 +1320,28 @@ impl Engine {
         self.send(Command::SetStatus {
             campaign: campaign.to_owned(),
             change,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Applies a config change (see [`ConfigChange`]) on top of the current
+    /// revision, or of `expected_revision` only (ABORTED if the campaign is
+    /// at another; 0: the campaign must not exist yet). Durable when it
+    /// answers, and seen by the next SelectOffer.
+    pub async fn revise(
+        &self,
+        campaign: &str,
+        change: ConfigChange,
+        expected_revision: Option<u64>,
+    ) -> Result<Arc<Campaign>, Error> {
+        self.check_healthy()?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Revise {
+            campaign: campaign.to_owned(),
+            change,
+            expected_revision,
             reply,
         })
         .await?;
@@ -1420,6 +1525,22 @@ enum Command {
         change: StatusChange,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    Revise {
+        campaign: String,
+        change: ConfigChange,
+        expected_revision: Option<u64>,
+        reply: oneshot::Sender<Result<Arc<Campaign>, Error>>,
+    },
+}
+
+/// A change to a campaign's config, applied by the writer to the revision
+/// current when it runs (so concurrent changes do not overwrite each other).
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    /// Create the campaign, or replace its config.
+    Put(Box<CampaignConfig>),
+    /// Add one offer to the campaign's current config.
+    AddOffer(Box<OfferConfig>),
 }
 
 /// One operator change, merged by the writer into the campaign's status so
@@ -1500,7 +1621,7 @@ impl Reply {
 /// The single mutator of stored and in-memory state.
 struct Writer {
     store: Store,
-    campaigns: Arc<Campaigns>,
+    campaigns: Arc<RwLock<Campaigns>>,
     failed: Arc<AtomicBool>,
     options: EngineOptions,
     /// The last learning sequence number handed out.
@@ -1535,6 +1656,10 @@ struct Group {
 }
 
 impl Writer {
+    fn campaign(&self, id: &str) -> Option<Arc<Campaign>> {
+        self.campaigns.read().get(id).cloned()
+    }
+
     fn run(self, mut rx: mpsc::Receiver<Command>) {
         let mut next: Option<Command> = None;
         loop {
@@ -1556,11 +1681,28 @@ impl Writer {
                 let _ = reply.send(self.backup(&path));
                 continue;
             }
+            // So does a config change: every learning event before it is
+            // checkpointed under the old config, every later one is learned
+            // (and replayed at startup) under the new one.
+            if let Command::Revise {
+                campaign,
+                change,
+                expected_revision,
+                reply,
+            } = first
+            {
+                self.finish(Group {
+                    checkpoint: true,
+                    ..Group::default()
+                });
+                let _ = reply.send(self.revise(&campaign, change, expected_revision));
+                continue;
+            }
             let mut group = Group::default();
             self.apply(&mut group, first);
             while group.replies.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(cmd @ Command::Backup { .. }) => {
+                    Ok(cmd @ (Command::Backup { .. } | Command::Revise { .. })) => {
                         next = Some(cmd);
                         break;
                     }
@@ -1588,7 +1730,7 @@ impl Writer {
             && !self.dirty.borrow().is_empty();
         if checkpoint {
             for (campaign, offer) in self.dirty.borrow().iter() {
-                let Some(c) = self.campaigns.get(campaign) else {
+                let Some(c) = self.campaign(campaign) else {
                     continue;
                 };
                 let (Some(o), Some(ctx)) = (c.offers.get(*offer), &c.contextual) else {
@@ -1637,32 +1779,30 @@ impl Writer {
             }
             metrics::counter!("offer_bandit_expiries_total").increment(group.expired);
             for (campaign, status) in group.statuses {
-                if let Some(c) = self.campaigns.get(&campaign) {
+                if let Some(c) = self.campaign(&campaign) {
                     *c.status.write() = status;
                 }
             }
             for ((campaign, offer), counts) in group.daily {
-                if let Some(c) = self.campaigns.get(&campaign)
+                if let Some(c) = self.campaign(&campaign)
                     && let Some(slot) = c.daily.write().get_mut(offer)
                 {
                     *slot = counts;
                 }
             }
             for ((campaign, arm), counts) in group.arms {
-                if let Some(c) = self.campaigns.get(&campaign) {
+                if let Some(c) = self.campaign(&campaign) {
                     c.arms.write()[arm.index()] = counts;
                 }
             }
             for ((campaign, segment, offer), counts) in group.cells {
-                if let Some(c) = self.campaigns.get(&campaign) {
+                if let Some(c) = self.campaign(&campaign) {
                     c.model.write().set_cell(&segment, offer, counts);
                 }
             }
             for ((campaign, offer), posterior) in group.models {
-                if let Some(ctx) = self
-                    .campaigns
-                    .get(&campaign)
-                    .and_then(|c| c.contextual.as_ref())
+                if let Some(c) = self.campaign(&campaign)
+                    && let Some(ctx) = &c.contextual
                     && let Some(slot) = ctx.models.write().get_mut(offer)
                 {
                     *slot = posterior;
@@ -1723,10 +1863,7 @@ impl Writer {
             } => {
                 let current = match g.statuses.get(&campaign) {
                     Some(st) => Some(st.clone()),
-                    None => self
-                        .campaigns
-                        .get(&campaign)
-                        .map(|c| c.status.read().clone()),
+                    None => self.campaign(&campaign).map(|c| c.status.read().clone()),
                 };
                 let next = match current {
                     Some(c) => c.with(&change),
@@ -1747,6 +1884,12 @@ impl Writer {
             Command::Backup { reply, .. } => {
                 // `run` never hands a backup to a group.
                 let _ = reply.send(Err(Error::Unavailable("backup misrouted; retry".into())));
+            }
+            Command::Revise { reply, .. } => {
+                // Nor a config change.
+                let _ = reply.send(Err(Error::Unavailable(
+                    "config change misrouted; retry".into(),
+                )));
             }
         }
     }
@@ -1775,7 +1918,7 @@ impl Writer {
         at_ms: i64,
         change: impl FnOnce(&mut DailyCounts),
     ) {
-        let Some(campaign) = self.campaigns.get(&rec.campaign) else {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
             return;
         };
         let Some(offer) = campaign.offer_index(&rec.offer) else {
@@ -1799,7 +1942,7 @@ impl Writer {
 
     /// Applies `change` to the arm counts of a decision, staging the result.
     fn change_arm(&self, g: &mut Group, rec: &DecisionRecord, change: impl FnOnce(&mut ArmCounts)) {
-        let Some(campaign) = self.campaigns.get(&rec.campaign) else {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
             return;
         };
         let key = (rec.campaign.clone(), rec.arm);
@@ -1819,7 +1962,7 @@ impl Writer {
         rec: &DecisionRecord,
         change: impl FnOnce(&mut CellCounts),
     ) {
-        let Some(campaign) = self.campaigns.get(&rec.campaign) else {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
             tracing::warn!(campaign = %rec.campaign, "decision of an unknown campaign: posterior not updated");
             return;
         };
@@ -1848,7 +1991,7 @@ impl Writer {
     /// it was made (see `GaussianPosterior::learn_decision`).
     /// Returns the event's learning sequence number (0: nothing learned).
     fn learn(&self, g: &mut Group, rec: &DecisionRecord, redeemed: bool) -> u64 {
-        let Some(campaign) = self.campaigns.get(&rec.campaign) else {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
             return 0;
         };
         let Some(ctx) = &campaign.contextual else {
@@ -1988,8 +2131,7 @@ impl Writer {
     }
 
     fn offer_value(&self, rec: &DecisionRecord) -> f64 {
-        self.campaigns
-            .get(&rec.campaign)
+        self.campaign(&rec.campaign)
             .and_then(|c| c.offer_index(&rec.offer).map(|i| c.offers[i].value))
             .unwrap_or(0.0)
     }
@@ -2091,7 +2233,7 @@ impl Writer {
     /// Subtracts a decision from its contextual posterior: `None` when the
     /// campaign is not contextual, else whether the subtraction was exact.
     fn unlearn(&self, g: &mut Group, rec: &DecisionRecord) -> Option<bool> {
-        let campaign = self.campaigns.get(&rec.campaign)?;
+        let campaign = self.campaign(&rec.campaign)?;
         let ctx = campaign.contextual.as_ref()?;
         let offer = campaign.offer_index(&rec.offer)?;
         if rec
@@ -2113,6 +2255,103 @@ impl Writer {
         // The erased record can no longer be replayed: checkpoint now.
         g.checkpoint = true;
         Some(exact)
+    }
+
+    /// Makes the next revision of a campaign's config durable, then serves
+    /// it: from the next SelectOffer on, decisions use it.
+    fn revise(
+        &self,
+        campaign: &str,
+        change: ConfigChange,
+        expected_revision: Option<u64>,
+    ) -> Result<Arc<Campaign>, Error> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(
+                "storage failed earlier; restart the server (see its log)".into(),
+            ));
+        }
+        let current = self.campaign(campaign);
+        let at = current.as_ref().map_or(0, |c| c.revision.number);
+        if let Some(expected) = expected_revision
+            && expected != at
+        {
+            return Err(Error::Aborted(if at == 0 {
+                format!("campaign '{campaign}' does not exist (expected revision {expected})")
+            } else {
+                format!(
+                    "campaign '{campaign}' is at revision {at}, not {expected}: it changed since you read it; read it again and retry"
+                )
+            }));
+        }
+        let config = match (change, &current) {
+            (ConfigChange::Put(config), _) => *config,
+            (ConfigChange::AddOffer(offer), Some(c)) => {
+                if c.config.offers.iter().any(|o| o.id == offer.id) {
+                    return Err(Error::AlreadyExists(format!(
+                        "campaign '{campaign}' already has an offer '{}'",
+                        offer.id
+                    )));
+                }
+                let mut config = c.config.clone();
+                config.offers.push(*offer);
+                crate::config::validate(config, "the new offer")
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?
+            }
+            (ConfigChange::AddOffer(_), None) => {
+                return Err(Error::NotFound(format!("unknown campaign '{campaign}'")));
+            }
+        };
+        if config.id != campaign {
+            return Err(Error::InvalidArgument(format!(
+                "the config is for campaign '{}', not '{campaign}'",
+                config.id
+            )));
+        }
+        if let Some(c) = &current {
+            if c.revision.number == 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "campaign '{campaign}' has history from before stored configs; declare it in the campaign file (or use a new id)"
+                )));
+            }
+            if let Some(why) = c.config.update_conflict(&config) {
+                return Err(Error::FailedPrecondition(format!(
+                    "campaign '{campaign}': {why}"
+                )));
+            }
+            if c.config == config && c.active {
+                return Ok(c.clone()); // nothing changes
+            }
+        }
+        let revision = Revision {
+            number: at + 1,
+            source: Source::Api,
+            file_fingerprint: current
+                .as_ref()
+                .and_then(|c| c.revision.file_fingerprint.clone()),
+            updated_ms: now_ms(),
+        };
+        let mut writes = WriteSet::default();
+        writes.put_config(campaign, &StoredCampaign::new(&config, revision.clone()));
+        self.store.commit(writes)?;
+        if let Err(e) = self.store.flush() {
+            // As in `finish`: memory no longer knows what is on disk.
+            self.failed.store(true, Ordering::Relaxed);
+            tracing::error!(error = %e, "storage write failed");
+            return Err(Error::Unavailable(format!(
+                "storage write failed, the change may not be recorded: {e}"
+            )));
+        }
+        // Only now does the shared state grow (new offers' priors), so a
+        // failed write leaves it as it was.
+        let next = Arc::new(match &current {
+            Some(c) => c.revised(config, revision),
+            None => Campaign::new(config, revision, true),
+        });
+        self.campaigns
+            .write()
+            .insert(campaign.to_owned(), next.clone());
+        metrics::counter!("offer_bandit_config_revisions_total").increment(1);
+        Ok(next)
     }
 
     fn backup(&self, path: &std::path::Path) -> Result<u64, Error> {
@@ -2189,7 +2428,7 @@ impl Writer {
 /// decisions and the last sequence number seen.
 fn replay_learning(
     store: &Store,
-    campaigns: &mut Campaigns,
+    campaigns: &mut BTreeMap<String, Campaign>,
     checkpoint: u64,
 ) -> Result<(usize, u64), StoreError> {
     /// A learning event: (seq, campaign, offer, features, redemption?).
@@ -2221,13 +2460,13 @@ fn replay_learning(
         let Some(i) = c.offer_index(&offer) else {
             continue;
         };
-        let Some(ctx) = &mut c.contextual else {
+        let Some(ctx) = &c.contextual else {
             continue;
         };
         if x.iter().any(|(j, _)| *j as usize >= ctx.encoder.dim()) {
             continue;
         }
-        if let Some(p) = ctx.models.get_mut().get_mut(i) {
+        if let Some(p) = ctx.models.write().get_mut(i) {
             if redeemed {
                 p.learn_redemption(&x, &ctx.config);
             } else {

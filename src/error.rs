@@ -20,6 +20,12 @@ pub enum Error {
     /// The server cannot take the request now (shutting down, storage failed).
     #[error("{0}")]
     Unavailable(String),
+    /// A conditional change found another revision than it expected.
+    #[error("{0}")]
+    Aborted(String),
+    /// What the request creates exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -36,6 +42,9 @@ impl From<Error> for tonic::Status {
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
             Error::Store(StoreError::Sled(_)) => tonic::Status::unavailable(msg),
             Error::Store(StoreError::Corrupt { .. }) => tonic::Status::data_loss(msg),
+            Error::Aborted(_) => tonic::Status::aborted(msg),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            Error::Store(StoreError::Config(_)) => tonic::Status::failed_precondition(msg),
             Error::Store(StoreError::CustomerKeyMismatch { .. }) => {
                 tonic::Status::failed_precondition(msg)
             }

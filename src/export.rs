@@ -2,8 +2,8 @@
 //! decision log as JSON Lines, one decision per line (the format is in the
 //! README; `offer-sim ope --logs` reads it); `forget` erases a customer;
 //! `backup` writes a consistent snapshot of the store to a file; `report`
-//! prints the bandit-versus-control report; `offer-status` and
-//! `campaign-status` pause, resume or retire offers and campaigns.
+//! prints the bandit-versus-control report. The live campaign changes are
+//! in [`crate::admin_cli`].
 
 use std::io::Write;
 
@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    cli::{BackupArgs, CampaignStatusArgs, ExportArgs, ForgetArgs, OfferStatusArgs, ReportArgs},
+    cli::{BackupArgs, ExportArgs, ForgetArgs, ReportArgs},
     decision::now_ms,
     proto::{self, feature_value::Kind},
 };
@@ -109,7 +109,8 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
     Ok(n)
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
+/// A gRPC error as the CLI prints it.
+pub fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", s.code(), s.message())
 }
 
@@ -301,37 +302,5 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             }
         );
     }
-    Ok(())
-}
-
-/// `offer-bandit offer-status`.
-pub async fn offer_status(args: OfferStatusArgs) -> anyhow::Result<()> {
-    let mut client = crate::client::admin(&args.client).await?;
-    client
-        .set_offer_status(proto::SetOfferStatusRequest {
-            campaign: args.campaign.clone(),
-            offer_id: args.offer.clone(),
-            status: args.status.clone(),
-        })
-        .await
-        .map_err(status)?;
-    println!(
-        "offer {} of campaign {} is now {}",
-        args.offer, args.campaign, args.status
-    );
-    Ok(())
-}
-
-/// `offer-bandit campaign-status`.
-pub async fn campaign_status(args: CampaignStatusArgs) -> anyhow::Result<()> {
-    let mut client = crate::client::admin(&args.client).await?;
-    client
-        .set_campaign_status(proto::SetCampaignStatusRequest {
-            campaign: args.campaign.clone(),
-            status: args.status.clone(),
-        })
-        .await
-        .map_err(status)?;
-    println!("campaign {} is now {}", args.campaign, args.status);
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! simulator; [`engine`] runs the learning loop over [`store`]; [`service`]
 //! and [`server`] put it on gRPC.
 
+pub mod admin_cli;
 pub mod budget;
 pub mod cli;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod policy;
 pub mod proto;
+pub mod revisions;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -32,8 +32,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Forget(args) => offer_bandit::export::forget(args).await,
         Command::Report(args) => offer_bandit::export::report(args).await,
-        Command::OfferStatus(args) => offer_bandit::export::offer_status(args).await,
-        Command::CampaignStatus(args) => offer_bandit::export::campaign_status(args).await,
+        Command::OfferStatus(args) => offer_bandit::admin_cli::offer_status(args).await,
+        Command::CampaignStatus(args) => offer_bandit::admin_cli::campaign_status(args).await,
+        Command::CampaignGet(args) => offer_bandit::admin_cli::campaign_get(args).await,
+        Command::CampaignPut(args) => offer_bandit::admin_cli::campaign_put(args).await,
+        Command::OfferAdd(args) => offer_bandit::admin_cli::offer_add(args).await,
         Command::Backup(args) => offer_bandit::export::backup(args).await,
         Command::Restore(args) => {
             let n = offer_bandit::store::restore_snapshot(&args.from, &args.data_dir)?;

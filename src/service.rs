@@ -277,6 +277,20 @@ impl OfferService for Api {
 /// report's intervals; this keeps them finite).
 pub const MAX_VALUE: f64 = 1e9;
 
+/// Largest campaign config PutCampaign accepts.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+fn config_response(c: &crate::engine::Campaign) -> proto::CampaignConfigResponse {
+    proto::CampaignConfigResponse {
+        campaign: c.config.id.clone(),
+        config_toml: c.config.to_toml(),
+        revision: c.revision.number,
+        source: c.revision.source.as_str().to_owned(),
+        updated_at_unix_ms: c.revision.updated_ms,
+        served: c.active,
+    }
+}
+
 /// Bytes per BackupChunk.
 const BACKUP_CHUNK: usize = 1 << 20;
 
@@ -329,6 +343,75 @@ impl CampaignAdmin for Api {
         self.engine.set_campaign_paused(&r.campaign, paused).await?;
         tracing::info!(campaign = %r.campaign, status = %r.status, "campaign status set");
         Ok(Response::new(proto::SetStatusResponse {}))
+    }
+
+    async fn get_campaign_config(
+        &self,
+        request: Request<proto::GetCampaignConfigRequest>,
+    ) -> Result<Response<proto::CampaignConfigResponse>, Status> {
+        let campaign = request.into_inner().campaign;
+        if campaign.is_empty() {
+            return Err(Error::InvalidArgument("campaign is required".into()).into());
+        }
+        let c = self.engine.campaign(&campaign)?;
+        Ok(Response::new(config_response(&c)))
+    }
+
+    async fn put_campaign(
+        &self,
+        request: Request<proto::PutCampaignRequest>,
+    ) -> Result<Response<proto::CampaignConfigResponse>, Status> {
+        let r = request.into_inner();
+        if r.config_toml.len() > MAX_CONFIG_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "config_toml is {} bytes; at most {MAX_CONFIG_BYTES} are accepted",
+                r.config_toml.len()
+            ))
+            .into());
+        }
+        let config = crate::config::parse_campaign(&r.config_toml, "config_toml")
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let id = config.id.clone();
+        let c = self
+            .engine
+            .revise(
+                &id,
+                crate::engine::ConfigChange::Put(Box::new(config)),
+                r.expected_revision,
+            )
+            .await?;
+        tracing::info!(campaign = %id, revision = c.revision.number, "campaign config put");
+        Ok(Response::new(config_response(&c)))
+    }
+
+    async fn add_offer(
+        &self,
+        request: Request<proto::AddOfferRequest>,
+    ) -> Result<Response<proto::CampaignConfigResponse>, Status> {
+        let r = request.into_inner();
+        if r.campaign.is_empty() || r.offer_id.is_empty() {
+            return Err(Error::InvalidArgument("campaign and offer_id are required".into()).into());
+        }
+        let offer = crate::config::OfferConfig {
+            id: r.offer_id.clone(),
+            name: r.name,
+            value: r.value.unwrap_or(1.0),
+            category: r.category,
+            max_decisions: r.max_decisions,
+            max_redemptions: r.max_redemptions,
+            max_decisions_per_day: r.max_decisions_per_day,
+            max_redemptions_per_day: r.max_redemptions_per_day,
+        };
+        let c = self
+            .engine
+            .revise(
+                &r.campaign,
+                crate::engine::ConfigChange::AddOffer(Box::new(offer)),
+                r.expected_revision,
+            )
+            .await?;
+        tracing::info!(campaign = %r.campaign, offer = %truncate(&r.offer_id), revision = c.revision.number, "offer added");
+        Ok(Response::new(config_response(&c)))
     }
 
     async fn get_campaign_report(
@@ -471,6 +554,7 @@ impl CampaignAdmin for Api {
         let campaigns = self
             .engine
             .campaigns()
+            .into_iter()
             .filter(|c| c.active)
             .map(|c| proto::Campaign {
                 id: c.config.id.clone(),
@@ -491,6 +575,7 @@ impl CampaignAdmin for Api {
                     })
                     .collect(),
                 status: if c.paused() { "paused" } else { "active" }.to_owned(),
+                revision: c.revision.number,
             })
             .collect();
         Ok(Response::new(proto::ListCampaignsResponse { campaigns }))

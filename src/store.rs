@@ -17,6 +17,10 @@
 //!   current UTC day, for daily budgets;
 //! - `s/{campaign}`: what operators paused or retired
 //!   ([`crate::engine::CampaignStatus`]);
+//! - `k/{campaign}`: the campaign's config revision
+//!   ([`crate::revisions::StoredCampaign`]; a store without them, from
+//!   before live campaign changes, reads as if every campaign came from the
+//!   file);
 //! - `c/{customer hash}{decision id}`: the decisions of a customer (for
 //!   erasure), under the keyed hash of [`crate::customer`];
 //! - `p/{campaign}\0{offer}`: a contextual posterior as of the last model
@@ -59,6 +63,7 @@ const CUSTOMER: &[u8] = b"c/";
 const ARM: &[u8] = b"a/";
 const DAILY: &[u8] = b"u/";
 const STATUS: &[u8] = b"s/";
+const CONFIG: &[u8] = b"k/";
 const META_CUSTOMER_KEY: &[u8] = b"meta/customer-key";
 const META_CUSTOMER_FINGERPRINT: &[u8] = b"meta/customer-key-fingerprint";
 const META_MODEL_SEQ: &[u8] = b"meta/model-seq";
@@ -77,6 +82,10 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The campaign file conflicts with a stored campaign revision, or a
+    /// stored revision no longer validates.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     /// The configured customer key is not the one the store was written with.
     #[error(
         "this store's customer ids are hashed under the key with fingerprint {stored}, but {configured}; \
@@ -276,13 +285,27 @@ impl Store {
     pub fn load_statuses(
         &self,
     ) -> Result<Vec<(String, crate::engine::CampaignStatus)>, StoreError> {
+        self.load_by_campaign(STATUS)
+    }
+
+    /// Every campaign's stored config revision.
+    pub fn load_configs(
+        &self,
+    ) -> Result<Vec<(String, crate::revisions::StoredCampaign)>, StoreError> {
+        self.load_by_campaign(CONFIG)
+    }
+
+    fn load_by_campaign<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(STATUS) {
+        for item in self.tree.scan_prefix(prefix) {
             let (k, v) = item?;
             let campaign =
-                String::from_utf8(k[STATUS.len()..].to_vec()).map_err(|_| StoreError::Corrupt {
+                String::from_utf8(k[prefix.len()..].to_vec()).map_err(|_| StoreError::Corrupt {
                     key: escape(&k),
-                    reason: "malformed status key".into(),
+                    reason: "malformed campaign key".into(),
                 })?;
             out.push((campaign, decode(&k, &v)?));
         }
@@ -771,6 +794,12 @@ pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
             reason: "malformed cell key".into(),
         })?;
         decode::<CellCounts>(key, value).map(drop)
+    } else if key.starts_with(CONFIG) {
+        let stored: crate::revisions::StoredCampaign = decode(key, value)?;
+        stored.config().map(drop).map_err(|e| StoreError::Corrupt {
+            key: escape(key),
+            reason: e.to_string(),
+        })
     } else if key.starts_with(MODEL) {
         let p: GaussianPosterior = decode(key, value)?;
         if p.is_well_formed() {
@@ -845,6 +874,13 @@ impl WriteSet {
     pub fn remove_expiries(&mut self, entry: &ExpiryEntry) {
         self.batch
             .remove(expiry_key(entry.expires_ms, &entry.first));
+        self.len += 1;
+    }
+
+    /// Stores a campaign's config revision.
+    pub fn put_config(&mut self, campaign: &str, stored: &crate::revisions::StoredCampaign) {
+        let key = [CONFIG, campaign.as_bytes()].concat();
+        self.batch.insert(key, encode(stored));
         self.len += 1;
     }
 
