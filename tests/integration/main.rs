@@ -13,6 +13,7 @@ mod explain;
 mod grpcurl;
 mod learning;
 mod live_admin;
+mod live_config;
 mod metrics;
 mod overload;
 mod persistence;

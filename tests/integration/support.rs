@@ -190,6 +190,13 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Replaces the campaign file read at the next start.
+    #[allow(dead_code)]
+    pub fn rewrite_config(&self, toml: &str) {
+        let path = self.config.as_ref().expect("started with a config file");
+        std::fs::write(path, toml).expect("write config");
+    }
+
     #[allow(dead_code)]
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
