@@ -1393,15 +1393,18 @@ impl Engine {
         offers.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
         let mut cells: Vec<CellStats> = model
             .iter_cells()
-            .map(|(segment, o, counts)| {
+            .filter_map(|(segment, o, counts)| {
+                // The shared model may already hold an offer that a newer
+                // revision than this one added.
+                let offer = campaign.offers.get(o)?;
                 let (alpha, beta) = model.posterior(segment, o, campaign.config.prior_strength);
-                CellStats {
+                Some(CellStats {
                     segment: segment.to_owned(),
-                    offer_id: campaign.offers[o].id.clone(),
+                    offer_id: offer.id.clone(),
                     alpha,
                     beta,
                     counts,
-                }
+                })
             })
             .collect();
         cells.sort_by(|a, b| (&a.segment, &a.offer_id).cmp(&(&b.segment, &b.offer_id)));

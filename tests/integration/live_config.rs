@@ -125,7 +125,11 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
     // chosen by the next request.
     let added = add_offer(&mut admin, "l", "c").await.expect("add c");
     assert_eq!(added.revision, 2);
-    assert!(added.config_toml.contains("id = \"c\""), "{}", added.config_toml);
+    assert!(
+        added.config_toml.contains("id = \"c\""),
+        "{}",
+        added.config_toml
+    );
     let mut req_c = select("l", &[]);
     req_c.candidate_offer_ids = vec!["c".into()];
     req_c.explain = true;
@@ -137,13 +141,20 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
     assert_eq!(d.offer_id, "c");
     let c = d.explanation.iter().find(|e| e.offer_id == "c").expect("c");
     let rate = c.redemption_rate.as_ref().expect("rate");
-    assert!(rate.high - rate.low > 0.3, "a cold offer is uncertain: {rate:?}");
+    assert!(
+        rate.high - rate.low > 0.3,
+        "a cold offer is uncertain: {rate:?}"
+    );
     assert!((c.value.as_ref().expect("value").value - 2.0 * rate.value).abs() < 1e-9);
     let dup = add_offer(&mut admin, "l", "c").await.expect_err("twice");
     assert_eq!(dup.code(), Code::AlreadyExists);
-    let unknown = add_offer(&mut admin, "zz", "c").await.expect_err("no campaign");
+    let unknown = add_offer(&mut admin, "zz", "c")
+        .await
+        .expect_err("no campaign");
     assert_eq!(unknown.code(), Code::NotFound);
-    let bad = add_offer(&mut admin, "l", "no spaces").await.expect_err("bad id");
+    let bad = add_offer(&mut admin, "l", "no spaces")
+        .await
+        .expect_err("bad id");
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("offer id"), "{}", bad.message());
 
@@ -152,7 +163,9 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         .await
         .config_toml
         .replace("segment-ts", "linear-ts");
-    let e = put(&mut admin, &other_policy, None).await.expect_err("policy");
+    let e = put(&mut admin, &other_policy, None)
+        .await
+        .expect_err("policy");
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("new campaign id"), "{}", e.message());
     let e = put(&mut admin, "id = ", None).await.expect_err("syntax");
@@ -165,7 +178,11 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
     assert!(e.message().contains("reward_window"), "{}", e.message());
     let stale = put(&mut admin, &file, Some(1)).await.expect_err("stale");
     assert_eq!(stale.code(), Code::Aborted);
-    assert!(stale.message().contains("revision 2"), "{}", stale.message());
+    assert!(
+        stale.message().contains("revision 2"),
+        "{}",
+        stale.message()
+    );
 
     // A new config drops a (retired) and gives c a budget; b keeps what
     // it learned.
@@ -173,7 +190,11 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
                 [[offers]]\nid = \"b\"\n[[offers]]\nid = \"c\"\nvalue = 2.0\nmax_decisions = 1\n";
     let r = put(&mut admin, next, Some(2)).await.expect("replace l");
     assert_eq!(r.revision, 3);
-    assert_eq!(chosen(&mut offers, "l", 40).await, ["b"], "c's budget is spent, a is gone");
+    assert_eq!(
+        chosen(&mut offers, "l", 40).await,
+        ["b"],
+        "c's budget is spent, a is gone"
+    );
     let mut req_a = select("l", &[]);
     req_a.candidate_offer_ids = vec!["a".into()];
     let e = offers.select_offer(req_a).await.expect_err("a retired");
@@ -196,18 +217,36 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
     // The CLI: read, write, add.
     let (ok, out, err) = cli(&server, &["campaign-get", "--campaign", "n"]);
     assert!(ok, "{err}");
-    assert!(out.contains("revision 1 (api") && out.contains("id = \"n\""), "{out}");
+    assert!(
+        out.contains("revision 1 (api") && out.contains("id = \"n\""),
+        "{out}"
+    );
     let edited = server.data_dir().with_extension("n.toml");
     std::fs::write(&edited, bare.replace("\"1h\"", "\"2h\"")).expect("write");
     let (ok, out, err) = cli(
         &server,
-        &["campaign-put", &edited.display().to_string(), "--expected-revision", "1"],
+        &[
+            "campaign-put",
+            &edited.display().to_string(),
+            "--expected-revision",
+            "1",
+        ],
     );
     assert!(ok, "{err}");
     assert!(out.contains("revision 2"), "{out}");
     let (ok, out, err) = cli(
         &server,
-        &["offer-add", "--campaign", "n", "--id", "z", "--name", "Zed", "--value", "3"],
+        &[
+            "offer-add",
+            "--campaign",
+            "n",
+            "--id",
+            "z",
+            "--name",
+            "Zed",
+            "--value",
+            "3",
+        ],
     );
     assert!(ok, "{err}");
     assert!(out.contains("revision 3"), "{out}");
@@ -226,7 +265,11 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
     assert_eq!(chosen(&mut offers, "l", 40).await, ["b"]);
     let n = get(&mut admin, "n").await;
     assert_eq!(n.revision, 3);
-    assert!(n.config_toml.contains("2h") && n.config_toml.contains("Zed"), "{}", n.config_toml);
+    assert!(
+        n.config_toml.contains("2h") && n.config_toml.contains("Zed"),
+        "{}",
+        n.config_toml
+    );
     assert_eq!(chosen(&mut offers, "n", 60).await, ["x", "y", "z"]);
 
     // An edited campaign file wins over the live changes of its campaigns,
@@ -302,7 +345,11 @@ async fn offers_added_while_requests_run_are_served_without_errors() {
         .into_inner();
     for id in &known {
         let n = seen.iter().filter(|o| *o == id).count() as u64;
-        let o = stats.offers.iter().find(|o| &o.offer_id == id).expect("offer");
+        let o = stats
+            .offers
+            .iter()
+            .find(|o| &o.offer_id == id)
+            .expect("offer");
         assert_eq!(o.decisions, n, "{id}");
         assert_eq!(o.redeemed, if id == "o0" { 0 } else { n }, "{id}");
     }
@@ -337,12 +384,20 @@ async fn an_offer_added_to_a_contextual_campaign_learns_and_survives_a_crash() {
     let stats = |s: offer_bandit::proto::GetCampaignStatsResponse| {
         s.offers
             .iter()
-            .map(|o| (o.offer_id.clone(), o.model_observations, o.mean_predicted_rate))
+            .map(|o| {
+                (
+                    o.offer_id.clone(),
+                    o.model_observations,
+                    o.mean_predicted_rate,
+                )
+            })
             .collect::<Vec<_>>()
     };
     let before = stats(
         admin
-            .get_campaign_stats(GetCampaignStatsRequest { campaign: "p".into() })
+            .get_campaign_stats(GetCampaignStatsRequest {
+                campaign: "p".into(),
+            })
             .await
             .expect("stats")
             .into_inner(),
@@ -356,7 +411,9 @@ async fn an_offer_added_to_a_contextual_campaign_learns_and_survives_a_crash() {
     let mut admin = server.admin().await;
     let after = stats(
         admin
-            .get_campaign_stats(GetCampaignStatsRequest { campaign: "p".into() })
+            .get_campaign_stats(GetCampaignStatsRequest {
+                campaign: "p".into(),
+            })
             .await
             .expect("stats")
             .into_inner(),
