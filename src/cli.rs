@@ -37,10 +37,10 @@ pub enum Command {
     /// Create a campaign on a running server, or replace its config, from a TOML file.
     ///
     /// The file holds one campaign, in the campaign file's format. Changes
-    /// keep what the campaign learned, so the policy, segment_by and features
-    /// cannot change (use a new campaign id); offers the file drops are
-    /// retired. Live changes survive restarts unless the campaign file
-    /// (--config) is edited afterwards: then the file wins.
+    /// keep what the campaign learned, so the policy, segment_by, features
+    /// and hash_bits cannot change (use a new campaign id); offers the file
+    /// drops are no longer chosen. Live changes survive restarts unless the
+    /// campaign file (--config) is edited afterwards: then the file wins.
     CampaignPut(CampaignPutArgs),
     /// Add an offer to a campaign on a running server; it starts at the prior.
     OfferAdd(OfferAddArgs),

@@ -214,6 +214,9 @@ impl CampaignConfig {
     }
 }
 
+/// Largest budget an offer may declare (TOML integers are 64-bit signed).
+pub const MAX_BUDGET: u64 = i64::MAX as u64;
+
 /// Largest encoded dimension a contextual campaign may have: the model keeps
 /// a d x d covariance per offer and updates it in O(d^2).
 pub const MAX_DIMENSION: usize = 1024;
@@ -291,6 +294,55 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<CampaignConfig>, ConfigErro
     Ok(campaigns)
 }
 
+/// A campaign as the campaign file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileCampaign {
+    /// The validated config.
+    pub config: CampaignConfig,
+    /// A digest of the campaign's entry as the file writes it (keys and
+    /// values, not comments or layout), to tell at startup whether an
+    /// operator edited it since the server last read it. Taken over what
+    /// the file says rather than the parsed config, so that a release that
+    /// adds a field or changes a default does not look like an edit.
+    pub fingerprint: String,
+}
+
+/// [`parse`], with each campaign's [`FileCampaign::fingerprint`].
+pub fn parse_file(text: &str, origin: &str) -> Result<Vec<FileCampaign>, ConfigError> {
+    let configs = parse(text, origin)?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    let entries = table
+        .get("campaigns")
+        .and_then(|c| c.as_array())
+        .cloned()
+        .unwrap_or_default();
+    Ok(configs
+        .into_iter()
+        .zip(entries)
+        .map(|(config, entry)| FileCampaign {
+            config,
+            fingerprint: blake3::hash(entry.to_string().as_bytes()).to_hex()[..16].to_owned(),
+        })
+        .collect())
+}
+
+/// [`load_file`], with fingerprints.
+pub fn load_file_campaigns(path: &Path) -> Result<Vec<FileCampaign>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_file(&text, &path.display().to_string())
+}
+
+/// [`demo`], with fingerprints.
+pub fn demo_campaigns() -> Result<Vec<FileCampaign>, ConfigError> {
+    parse_file(DEMO_CAMPAIGNS_TOML, "built-in demo")
+}
+
 /// Parses and validates one campaign, as sent to a running server: either
 /// a file with exactly one `[[campaigns]]` entry, or the campaign's keys at
 /// the top level (with `[[offers]]` and `[[features]]` tables).
@@ -302,13 +354,11 @@ pub fn parse_campaign(text: &str, origin: &str) -> Result<CampaignConfig, Config
     let mut campaigns = if table.contains_key("campaigns") {
         parse(text, origin)?
     } else {
-        let mut c: CampaignConfig =
-            table
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: origin.to_owned(),
-                    message: e.to_string(),
-                })?;
+        // From the text, not the table, so that errors keep their line.
+        let mut c: CampaignConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         validate_campaign(&mut c).map_err(|m| ConfigError::Invalid {
             origin: origin.to_owned(),
             message: format!("campaign '{}': {m}", c.id),
@@ -328,20 +378,22 @@ pub fn parse_campaign(text: &str, origin: &str) -> Result<CampaignConfig, Config
 }
 
 impl CampaignConfig {
-    /// The campaign as a config file of its own (what `parse_campaign`
-    /// reads back to an equal config).
-    pub fn to_toml(&self) -> String {
+    /// The campaign as a config file of its own, which `parse_campaign`
+    /// reads back to an equal config (checked: an error otherwise).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
         let file = CampaignsFile {
             campaigns: vec![self.clone()],
         };
-        // Every field is a string, number, bool, table or array of them,
-        // which TOML always represents.
-        toml::to_string(&file).unwrap_or_default()
-    }
-
-    /// A digest of the whole config: equal configs, equal fingerprints.
-    pub fn fingerprint(&self) -> String {
-        blake3::hash(self.to_toml().as_bytes()).to_hex()[..16].to_owned()
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: format!("campaign '{}'", self.id),
+            message,
+        };
+        let text = toml::to_string(&file).map_err(|e| invalid(e.to_string()))?;
+        match parse_campaign(&text, "its TOML form") {
+            Ok(back) if back == *self => Ok(text),
+            Ok(_) => Err(invalid("does not read back as itself from TOML".into())),
+            Err(e) => Err(invalid(format!("does not read back from TOML: {e}"))),
+        }
     }
 
     /// Why a running campaign cannot become `next`, or None when it can.
@@ -469,6 +521,12 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
         if o.name.is_empty() {
             o.name = o.id.clone();
         }
+        if o.name.chars().count() > 256 || o.category.chars().count() > 64 {
+            return Err(format!(
+                "offer '{}': name may have at most 256 characters, category 64",
+                o.id
+            ));
+        }
         for (name, cap) in [
             ("max_decisions", o.max_decisions),
             ("max_redemptions", o.max_redemptions),
@@ -478,6 +536,12 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
             if cap == Some(0) {
                 return Err(format!(
                     "offer '{}': {name} must be at least 1 (remove the offer to stop it)",
+                    o.id
+                ));
+            }
+            if cap.is_some_and(|c| c > MAX_BUDGET) {
+                return Err(format!(
+                    "offer '{}': {name} must be at most {MAX_BUDGET} (leave it out for no limit)",
                     o.id
                 ));
             }
@@ -613,10 +677,9 @@ mod tests {
                     max_redemptions_per_day = 3\n[[campaigns.offers]]\nid = \"b\"\nname = \"B!\"\n";
         all.extend(parse(full, "full").expect("full config"));
         for c in all {
-            let text = c.to_toml();
+            let text = c.to_toml().expect("toml");
             let back = parse_campaign(&text, "round trip").expect("reads back");
             assert_eq!(back, c, "{text}");
-            assert_eq!(back.fingerprint(), c.fingerprint());
         }
     }
 
@@ -624,15 +687,41 @@ mod tests {
     fn one_campaign_is_read_bare_or_as_a_file() {
         let bare = "id = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n[[offers]]\nid = \"a\"\n";
         let c = parse_campaign(bare, "bare").expect("bare");
-        let file = parse_campaign(&c.to_toml(), "file").expect("file");
+        let text = c.to_toml().expect("toml");
+        let file = parse_campaign(&text, "file").expect("file");
         assert_eq!(c, file);
-        let two = format!("{}{}", c.to_toml(), c.to_toml().replace("\"c\"", "\"d\""));
+        let two = format!("{text}{}", text.replace("\"c\"", "\"d\""));
         let e = parse_campaign(&two, "two").expect_err("two campaigns");
         assert!(e.to_string().contains("one campaign at a time"), "{e}");
         let e = parse_campaign(&bare.replace("30s", "0s"), "zero").expect_err("invalid");
         assert!(e.to_string().contains("reward_window"), "{e}");
         let e = parse_campaign("id = ", "syntax").expect_err("syntax");
         assert!(e.to_string().contains("line 1"), "{e}");
+        let e = parse_campaign(&format!("{bare}colour = 3\n"), "unknown").expect_err("unknown");
+        assert!(e.to_string().contains("line "), "{e}");
+        let file = "[[campaigns]]\nid = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n\
+                    [[campaigns.offers]]\nid = \"a\"\nmax_decisions = 9223372036854775808\n";
+        let e = parse(file, "huge").expect_err("too large");
+        assert!(e.to_string().contains("at most"), "{e}");
+    }
+
+    #[test]
+    fn fingerprints_follow_what_the_file_says() {
+        let base = "[[campaigns]]\nid = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n\
+                    [[campaigns.offers]]\nid = \"a\"\n";
+        let fp = |t: &str| parse_file(t, "t").expect("valid")[0].fingerprint.clone();
+        let reordered = base.replace(
+            "policy = \"segment-ts\"\nreward_window = \"30s\"",
+            "reward_window = \"30s\" # a comment\n\npolicy = \"segment-ts\"",
+        );
+        assert_eq!(
+            fp(base),
+            fp(&reordered),
+            "layout and comments are not edits"
+        );
+        assert_ne!(fp(base), fp(&base.replace("30s", "31s")));
+        let demo = demo_campaigns().expect("demo");
+        assert_ne!(demo[0].fingerprint, demo[1].fingerprint);
     }
 
     #[test]
@@ -643,7 +732,6 @@ mod tests {
         next.control_share = 0.3;
         next.reward_window = Duration::from_secs(60);
         assert_eq!(c.update_conflict(&next), None);
-        assert_ne!(c.fingerprint(), next.fingerprint());
         let mut bad = c.clone();
         bad.segment_by.pop();
         assert!(

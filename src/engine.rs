@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     budget::DailyCounts,
-    config::{CampaignConfig, OfferConfig, PolicyKind},
+    config::{CampaignConfig, FileCampaign, OfferConfig, PolicyKind},
     context::Context,
     customer::{CustomerHash, CustomerKey},
     decision::{DecisionId, DecisionRecord, DecisionState, IdGenerator, now_ms},
@@ -96,6 +96,9 @@ pub struct Campaign {
     pub config: CampaignConfig,
     /// Which revision of the config this is.
     pub revision: Revision,
+    /// Offers earlier revisions had and this one dropped, as they were
+    /// last configured (their values price late redemptions).
+    retired: Vec<OfferConfig>,
     /// False for campaigns found in storage but no longer configured.
     pub active: bool,
     /// Every offer the campaign ever had, in the order they were added:
@@ -146,6 +149,7 @@ impl Campaign {
             daily: Arc::default(),
             status: Arc::default(),
             revision,
+            retired: Vec::new(),
             active,
             offers: Vec::new(),
             offer_index: HashMap::new(),
@@ -165,12 +169,25 @@ impl Campaign {
     /// [`CampaignConfig::update_conflict`].
     fn revised(&self, config: CampaignConfig, revision: Revision) -> Campaign {
         let contextual = self.contextual.as_ref().and_then(|c| {
+            let next = config.contextual()?;
+            if (next.prior_variance, next.prior_rate)
+                != (c.config.prior_variance, c.config.prior_rate)
+            {
+                // A new prior for the offers that have learned nothing yet,
+                // as a restart would build them (they have no checkpoint).
+                for m in c.models.write().iter_mut() {
+                    if m.observations == 0 && m.decisions == 0 {
+                        *m = GaussianPosterior::prior(c.encoder.dim(), &next);
+                    }
+                }
+            }
             Some(Contextual {
                 encoder: c.encoder.clone(),
-                config: config.contextual()?,
+                config: next,
                 models: c.models.clone(),
             })
         });
+        let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
         let mut next = Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
             limited: limited(&config),
@@ -178,6 +195,7 @@ impl Campaign {
             daily: self.daily.clone(),
             status: self.status.clone(),
             revision,
+            retired,
             active: true,
             offers: self
                 .offers
@@ -553,7 +571,7 @@ impl Engine {
     /// and starts the writer thread. Fails on unreadable stored records.
     pub fn open(
         store: Store,
-        configs: Vec<CampaignConfig>,
+        configs: Vec<FileCampaign>,
         options: EngineOptions,
         customer_key: CustomerKey,
     ) -> Result<Engine, StoreError> {
@@ -566,16 +584,21 @@ impl Engine {
             if r.changed {
                 revisions.put_config(
                     &r.config.id,
-                    &StoredCampaign::new(&r.config, r.revision.clone()),
+                    &StoredCampaign::new(&r.config, r.revision.clone(), r.retired.clone())?,
                 );
             }
             if !r.served {
                 tracing::warn!(campaign = %r.config.id, "campaign in storage is no longer in the campaign file: kept for redemptions and reports, not served");
             }
-            campaigns.insert(
-                r.config.id.clone(),
-                Campaign::new(r.config, r.revision, r.served),
-            );
+            let mut campaign = Campaign::new(r.config, r.revision, r.served);
+            for o in &r.retired {
+                campaign.push_offer(Offer {
+                    active: false,
+                    ..Offer::configured(o)
+                });
+            }
+            campaign.retired = r.retired;
+            campaigns.insert(campaign.config.id.clone(), campaign);
         }
         let cells = store.load_cells()?;
         for (key, counts) in &cells {
@@ -2278,17 +2301,28 @@ impl Writer {
         if let Some(expected) = expected_revision
             && expected != at
         {
-            return Err(Error::Aborted(if at == 0 {
-                format!("campaign '{campaign}' does not exist (expected revision {expected})")
+            return Err(if current.is_none() {
+                Error::Aborted(format!(
+                    "campaign '{campaign}' does not exist (expected revision {expected})"
+                ))
+            } else if expected == 0 {
+                Error::AlreadyExists(format!(
+                    "campaign '{campaign}' exists already (at revision {at}); expected_revision 0 only creates"
+                ))
             } else {
-                format!(
+                Error::Aborted(format!(
                     "campaign '{campaign}' is at revision {at}, not {expected}: it changed since you read it; read it again and retry"
-                )
-            }));
+                ))
+            });
         }
         let config = match (change, &current) {
             (ConfigChange::Put(config), _) => *config,
             (ConfigChange::AddOffer(offer), Some(c)) => {
+                if !c.active {
+                    return Err(Error::FailedPrecondition(format!(
+                        "campaign '{campaign}' is not served (it left the campaign file); PutCampaign its config to serve it again"
+                    )));
+                }
                 if c.config.offers.iter().any(|o| o.id == offer.id) {
                     return Err(Error::AlreadyExists(format!(
                         "campaign '{campaign}' already has an offer '{}'",
@@ -2321,6 +2355,17 @@ impl Writer {
                     "campaign '{campaign}': {why}"
                 )));
             }
+            // Back into the config after an operator retired it: it would
+            // never be chosen.
+            if let Some(o) = config.offers.iter().find(|o| {
+                c.offer_status(&o.id) == OfferStatus::Retired
+                    && !c.config.offers.iter().any(|x| x.id == o.id)
+            }) {
+                return Err(Error::FailedPrecondition(format!(
+                    "offer '{}' was retired by an operator and retirement is final; use a new offer id",
+                    o.id
+                )));
+            }
             if c.config == config && c.active {
                 return Ok(c.clone()); // nothing changes
             }
@@ -2333,8 +2378,14 @@ impl Writer {
                 .and_then(|c| c.revision.file_fingerprint.clone()),
             updated_ms: now_ms(),
         };
+        let retired = match &current {
+            Some(c) => crate::revisions::dropped_offers(&c.config, &c.retired, &config),
+            None => Vec::new(),
+        };
+        let stored = StoredCampaign::new(&config, revision.clone(), retired)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut writes = WriteSet::default();
-        writes.put_config(campaign, &StoredCampaign::new(&config, revision.clone()));
+        writes.put_config(campaign, &stored);
         self.store.commit(writes)?;
         if let Err(e) = self.store.flush() {
             // As in `finish`: memory no longer knows what is on disk.

@@ -72,8 +72,8 @@ async fn main() -> anyhow::Result<()> {
 /// Validates `serve`'s flags into the server's options.
 fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
     let campaigns = match &args.config {
-        Some(path) => config::load_file(path)?,
-        None => config::demo()?,
+        Some(path) => config::load_file_campaigns(path)?,
+        None => config::demo_campaigns()?,
     };
     let token = args.token.read()?;
     let customer_key = args

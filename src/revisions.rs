@@ -9,13 +9,18 @@
 //!   fingerprint), the stored revision wins: live changes survive restarts.
 //! - If the file's version changed since, the file wins: an operator edited
 //!   it after the live changes, and it becomes a new revision.
-//! - A campaign the file does not declare is served from storage if its
-//!   last revision came from the API, and is kept unserved (it still takes
-//!   redemptions and shows in reports) if it came from the file.
+//! - A campaign the file does not declare is served from storage if it
+//!   was created through the API and never was in the file; one that was
+//!   in the file and left it is kept unserved (it still takes redemptions
+//!   and shows in reports), whatever changed it live in between.
+//!
+//! Offers a revision drops are kept with it as retired offers, so that
+//! their values (for redemptions of their pending decisions) and names
+//! survive restarts.
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CampaignConfig, ConfigError, parse_campaign};
+use crate::config::{CampaignConfig, ConfigError, FileCampaign, OfferConfig, parse_campaign};
 
 /// Where a revision came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,28 +68,80 @@ impl Revision {
     }
 }
 
-/// A revision as stored: the config as TOML, and its revision.
+/// A revision as stored: the config as TOML, its revision, and the offers
+/// earlier revisions had and this one dropped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredCampaign {
     /// [`CampaignConfig::to_toml`].
     pub toml: String,
     /// Its revision.
     pub revision: Revision,
+    /// Offers no longer in the config, as they were last configured.
+    #[serde(with = "as_json")]
+    pub retired: Vec<OfferConfig>,
+}
+
+/// Offer configs skip unset fields when serialized, which a format that
+/// does not describe itself (the store's) cannot read back: they are
+/// stored as JSON text.
+mod as_json {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
+
+    use crate::config::OfferConfig;
+
+    pub(super) fn serialize<S: Serializer>(
+        offers: &[OfferConfig],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&serde_json::to_string(offers).map_err(S::Error::custom)?)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<OfferConfig>, D::Error> {
+        serde_json::from_str(&String::deserialize(d)?).map_err(D::Error::custom)
+    }
 }
 
 impl StoredCampaign {
-    /// The stored revision of `config`.
-    pub fn new(config: &CampaignConfig, revision: Revision) -> Self {
-        StoredCampaign {
-            toml: config.to_toml(),
+    /// The stored revision of `config`; fails if it has no TOML form.
+    pub fn new(
+        config: &CampaignConfig,
+        revision: Revision,
+        retired: Vec<OfferConfig>,
+    ) -> Result<Self, ConfigError> {
+        Ok(StoredCampaign {
+            toml: config.to_toml()?,
             revision,
-        }
+            retired,
+        })
     }
 
     /// The config, validated as a file would be.
-    pub fn config(&self) -> Result<CampaignConfig, ConfigError> {
-        parse_campaign(&self.toml, "stored revision")
+    pub fn config(&self, campaign: &str) -> Result<CampaignConfig, ConfigError> {
+        parse_campaign(
+            &self.toml,
+            &format!(
+                "stored revision {} of campaign '{campaign}'",
+                self.revision.number
+            ),
+        )
     }
+}
+
+/// The offers of `old` (and those it had retired) that `next` leaves out.
+pub fn dropped_offers(
+    old: &CampaignConfig,
+    old_retired: &[OfferConfig],
+    next: &CampaignConfig,
+) -> Vec<OfferConfig> {
+    let mut out: Vec<OfferConfig> = Vec::new();
+    for o in old.offers.iter().chain(old_retired) {
+        if !next.offers.iter().any(|n| n.id == o.id) && !out.iter().any(|x| x.id == o.id) {
+            out.push(o.clone());
+        }
+    }
+    out
 }
 
 /// What the server runs for one campaign after reconciling.
@@ -94,6 +151,8 @@ pub struct Resolved {
     pub config: CampaignConfig,
     /// Its revision.
     pub revision: Revision,
+    /// Offers earlier revisions had and this one dropped.
+    pub retired: Vec<OfferConfig>,
     /// Whether SelectOffer serves it.
     pub served: bool,
     /// Whether this is a new revision, to be stored.
@@ -105,42 +164,47 @@ pub struct Resolved {
 /// Reconciles the campaign file with the stored revisions (see the module
 /// documentation); `now_ms` dates new revisions.
 pub fn resolve(
-    file: Vec<CampaignConfig>,
+    file: Vec<FileCampaign>,
     mut stored: Vec<(String, StoredCampaign)>,
     now_ms: i64,
 ) -> Result<Vec<Resolved>, ConfigError> {
     let mut out = Vec::new();
-    for config in file {
-        let fingerprint = config.fingerprint();
+    for FileCampaign {
+        config,
+        fingerprint,
+    } in file
+    {
         let previous = stored
             .iter()
             .position(|(id, _)| *id == config.id)
             .map(|i| stored.swap_remove(i).1);
-        let from_file = |number: u64, note: Option<String>| Resolved {
-            revision: Revision {
-                number,
-                source: Source::File,
-                file_fingerprint: Some(fingerprint.clone()),
-                updated_ms: now_ms,
-            },
-            config: config.clone(),
-            served: true,
-            changed: true,
-            note,
+        let revision = |number: u64| Revision {
+            number,
+            source: Source::File,
+            file_fingerprint: Some(fingerprint.clone()),
+            updated_ms: now_ms,
         };
         let resolved = match previous {
-            None => from_file(1, None),
+            None => Resolved {
+                revision: revision(1),
+                config,
+                retired: Vec::new(),
+                served: true,
+                changed: true,
+                note: None,
+            },
             Some(s) if s.revision.file_fingerprint.as_deref() == Some(fingerprint.as_str()) => {
                 Resolved {
-                    config: s.config()?,
+                    config: s.config(&config.id)?,
                     revision: s.revision,
+                    retired: s.retired,
                     served: true,
                     changed: false,
                     note: None,
                 }
             }
             Some(s) => {
-                let old = s.config()?;
+                let old = s.config(&config.id)?;
                 if let Some(why) = old.update_conflict(&config) {
                     return Err(ConfigError::Invalid {
                         origin: "campaign file".into(),
@@ -154,17 +218,27 @@ pub fn resolve(
                         s.revision.number
                     )
                 });
-                from_file(s.revision.number + 1, note)
+                Resolved {
+                    revision: revision(s.revision.number + 1),
+                    retired: dropped_offers(&old, &s.retired, &config),
+                    config,
+                    served: true,
+                    changed: true,
+                    note,
+                }
             }
         };
         out.push(resolved);
     }
     stored.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, s) in stored {
+    for (id, s) in stored {
         out.push(Resolved {
-            config: s.config()?,
-            served: s.revision.source == Source::Api,
+            config: s.config(&id)?,
+            // Served only if it never was in the file: one that left the
+            // file was taken out of service there.
+            served: s.revision.file_fingerprint.is_none(),
             revision: s.revision,
+            retired: s.retired,
             changed: false,
             note: None,
         });
@@ -180,30 +254,40 @@ mod tests {
         crate::config::demo().expect("demo").remove(0)
     }
 
-    fn api(
+    fn file(config: &CampaignConfig, fingerprint: &str) -> FileCampaign {
+        FileCampaign {
+            config: config.clone(),
+            fingerprint: fingerprint.into(),
+        }
+    }
+
+    fn stored(
         config: &CampaignConfig,
         number: u64,
-        file_fingerprint: Option<String>,
+        source: Source,
+        file_fingerprint: Option<&str>,
     ) -> StoredCampaign {
         StoredCampaign::new(
             config,
             Revision {
                 number,
-                source: Source::Api,
-                file_fingerprint,
+                source,
+                file_fingerprint: file_fingerprint.map(str::to_owned),
                 updated_ms: 5,
             },
+            Vec::new(),
         )
+        .expect("toml")
     }
 
     #[test]
     fn a_new_campaign_starts_from_the_file() {
-        let r = resolve(vec![demo()], vec![], 7).expect("resolve");
+        let r = resolve(vec![file(&demo(), "f1")], vec![], 7).expect("resolve");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].config, demo());
         assert_eq!(r[0].revision.number, 1);
         assert_eq!(r[0].revision.source, Source::File);
-        assert_eq!(r[0].revision.file_fingerprint, Some(demo().fingerprint()));
+        assert_eq!(r[0].revision.file_fingerprint.as_deref(), Some("f1"));
         assert!(r[0].served && r[0].changed);
     }
 
@@ -211,8 +295,8 @@ mod tests {
     fn live_changes_survive_an_unchanged_file() {
         let mut live = demo();
         live.control_share = 0.4;
-        let stored = vec![(live.id.clone(), api(&live, 3, Some(demo().fingerprint())))];
-        let r = resolve(vec![demo()], stored, 7).expect("resolve");
+        let s = vec![(live.id.clone(), stored(&live, 3, Source::Api, Some("f1")))];
+        let r = resolve(vec![file(&demo(), "f1")], s, 7).expect("resolve");
         assert_eq!(r[0].config, live);
         assert_eq!(r[0].revision.number, 3);
         assert!(!r[0].changed);
@@ -223,49 +307,93 @@ mod tests {
         let mut live = demo();
         live.control_share = 0.4;
         let mut edited = demo();
-        edited.offers.pop();
-        let stored = vec![(live.id.clone(), api(&live, 3, Some(demo().fingerprint())))];
-        let r = resolve(vec![edited.clone()], stored, 7).expect("resolve");
+        let gone = edited.offers.pop().expect("an offer");
+        let s = vec![(live.id.clone(), stored(&live, 3, Source::Api, Some("f1")))];
+        let r = resolve(vec![file(&edited, "f2")], s, 7).expect("resolve");
         assert_eq!(r[0].config, edited);
         assert_eq!(r[0].revision.number, 4);
         assert_eq!(r[0].revision.source, Source::File);
+        assert_eq!(r[0].retired, [gone], "the dropped offer is kept as retired");
         assert!(r[0].changed);
         assert!(r[0].note.as_deref().unwrap_or("").contains("revision 3"));
     }
 
     #[test]
     fn the_file_cannot_change_what_a_campaign_learned() {
-        let stored = vec![("coffee".to_owned(), api(&demo(), 2, Some("old".into())))];
+        let s = vec![(
+            "coffee".to_owned(),
+            stored(&demo(), 2, Source::Api, Some("old")),
+        )];
         let mut edited = demo();
         edited.segment_by = vec!["region".into()];
-        let e = resolve(vec![edited], stored, 7).expect_err("conflict");
+        let e = resolve(vec![file(&edited, "new")], s, 7).expect_err("conflict");
         assert!(e.to_string().contains("segment_by"), "{e}");
     }
 
     #[test]
-    fn campaigns_missing_from_the_file_are_served_if_made_live() {
-        let mut made_live = demo();
-        made_live.id = "live".into();
-        let mut from_file = demo();
-        from_file.id = "gone".into();
-        let stored = vec![
-            ("live".to_owned(), api(&made_live, 1, None)),
+    fn campaigns_missing_from_the_file_are_served_only_if_made_live() {
+        let with_id = |id: &str| {
+            let mut c = demo();
+            c.id = id.into();
+            c
+        };
+        let s = vec![
+            (
+                "live".to_owned(),
+                stored(&with_id("live"), 1, Source::Api, None),
+            ),
             (
                 "gone".to_owned(),
-                StoredCampaign::new(
-                    &from_file,
-                    Revision {
-                        number: 1,
-                        source: Source::File,
-                        file_fingerprint: Some(from_file.fingerprint()),
-                        updated_ms: 1,
-                    },
-                ),
+                stored(&with_id("gone"), 1, Source::File, Some("f9")),
+            ),
+            // From the file, changed through the API, then removed from the
+            // file: the removal is the latest intent.
+            (
+                "edited".to_owned(),
+                stored(&with_id("edited"), 2, Source::Api, Some("f8")),
             ),
         ];
-        let r = resolve(vec![demo()], stored, 7).expect("resolve");
+        let r = resolve(vec![file(&demo(), "f1")], s, 7).expect("resolve");
         let served: Vec<(&str, bool)> =
             r.iter().map(|x| (x.config.id.as_str(), x.served)).collect();
-        assert_eq!(served, [("coffee", true), ("gone", false), ("live", true)]);
+        assert_eq!(
+            served,
+            [
+                ("coffee", true),
+                ("edited", false),
+                ("gone", false),
+                ("live", true)
+            ]
+        );
+    }
+
+    #[test]
+    fn stored_revisions_read_back() {
+        let mut retired = demo().offers;
+        retired[0].max_decisions = Some(3);
+        let s = StoredCampaign::new(&demo(), Revision::unknown(), retired).expect("toml");
+        let bytes = postcard::to_stdvec(&s).expect("encode");
+        let back: StoredCampaign = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn dropped_offers_accumulate() {
+        let old = demo();
+        let mut next = demo();
+        let b = next.offers.remove(1);
+        let a = next.offers.remove(0);
+        let earlier = crate::config::OfferConfig {
+            id: "older".into(),
+            ..a.clone()
+        };
+        let dropped = dropped_offers(&old, std::slice::from_ref(&earlier), &next);
+        assert_eq!(dropped, [a.clone(), b, earlier]);
+        next.offers.push(a);
+        assert_eq!(
+            dropped_offers(&old, &[], &next).len(),
+            1,
+            "re-added offers are not retired"
+        );
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::{
-    config::CampaignConfig,
+    config::FileCampaign,
     customer::CustomerKey,
     decision::now_ms,
     engine::{Engine, EngineOptions},
@@ -30,7 +30,7 @@ pub struct ServeOptions {
     /// Database directory.
     pub data_dir: PathBuf,
     /// Campaigns to serve.
-    pub campaigns: Vec<CampaignConfig>,
+    pub campaigns: Vec<FileCampaign>,
     /// Engine options.
     pub engine: EngineOptions,
     /// Expiry sweep period.
@@ -58,7 +58,7 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     /// Defaults for `campaigns` served from `data_dir` on `listen`.
-    pub fn new(listen: SocketAddr, data_dir: PathBuf, campaigns: Vec<CampaignConfig>) -> Self {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, campaigns: Vec<FileCampaign>) -> Self {
         ServeOptions {
             listen,
             data_dir,
@@ -119,7 +119,7 @@ pub async fn serve(
     tracing::info!(
         %addr,
         data_dir = %opts.data_dir.display(),
-        campaigns = ?opts.campaigns.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        campaigns = ?opts.campaigns.iter().map(|c| c.config.id.as_str()).collect::<Vec<_>>(),
         durable_decisions = opts.engine.durable_decisions,
         sweep_interval = ?opts.sweep_interval,
         retention = ?opts.retention,

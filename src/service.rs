@@ -280,15 +280,26 @@ pub const MAX_VALUE: f64 = 1e9;
 /// Largest campaign config PutCampaign accepts.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
-fn config_response(c: &crate::engine::Campaign) -> proto::CampaignConfigResponse {
-    proto::CampaignConfigResponse {
+fn config_response(c: &crate::engine::Campaign) -> Result<proto::CampaignConfigResponse, Status> {
+    if c.revision.number == 0 {
+        return Err(Error::FailedPrecondition(format!(
+            "campaign '{}' is in storage from before stored configs, with no config of its own; declare it in the campaign file",
+            c.config.id
+        ))
+        .into());
+    }
+    let config_toml = c
+        .config
+        .to_toml()
+        .map_err(|e| Status::internal(format!("the config has no TOML form: {e}")))?;
+    Ok(proto::CampaignConfigResponse {
         campaign: c.config.id.clone(),
-        config_toml: c.config.to_toml(),
+        config_toml,
         revision: c.revision.number,
         source: c.revision.source.as_str().to_owned(),
         updated_at_unix_ms: c.revision.updated_ms,
         served: c.active,
-    }
+    })
 }
 
 /// Bytes per BackupChunk.
@@ -354,7 +365,7 @@ impl CampaignAdmin for Api {
             return Err(Error::InvalidArgument("campaign is required".into()).into());
         }
         let c = self.engine.campaign(&campaign)?;
-        Ok(Response::new(config_response(&c)))
+        Ok(Response::new(config_response(&c)?))
     }
 
     async fn put_campaign(
@@ -381,7 +392,7 @@ impl CampaignAdmin for Api {
             )
             .await?;
         tracing::info!(campaign = %id, revision = c.revision.number, "campaign config put");
-        Ok(Response::new(config_response(&c)))
+        Ok(Response::new(config_response(&c)?))
     }
 
     async fn add_offer(
@@ -411,7 +422,7 @@ impl CampaignAdmin for Api {
             )
             .await?;
         tracing::info!(campaign = %r.campaign, offer = %truncate(&r.offer_id), revision = c.revision.number, "offer added");
-        Ok(Response::new(config_response(&c)))
+        Ok(Response::new(config_response(&c)?))
     }
 
     async fn get_campaign_report(

@@ -796,10 +796,13 @@ pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         decode::<CellCounts>(key, value).map(drop)
     } else if key.starts_with(CONFIG) {
         let stored: crate::revisions::StoredCampaign = decode(key, value)?;
-        stored.config().map(drop).map_err(|e| StoreError::Corrupt {
-            key: escape(key),
-            reason: e.to_string(),
-        })
+        stored
+            .config(&escape(key))
+            .map(drop)
+            .map_err(|e| StoreError::Corrupt {
+                key: escape(key),
+                reason: e.to_string(),
+            })
     } else if key.starts_with(MODEL) {
         let p: GaussianPosterior = decode(key, value)?;
         if p.is_well_formed() {

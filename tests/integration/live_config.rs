@@ -110,6 +110,13 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         .await
         .expect("select b")
         .into_inner();
+    let mut req_a = select("l", &[]);
+    req_a.candidate_offer_ids = vec!["a".into()];
+    let pending_a = offers
+        .select_offer(req_a.clone())
+        .await
+        .expect("select a")
+        .into_inner();
 
     // A new campaign, created only if absent, served at once.
     let bare = "id = \"n\"\npolicy = \"segment-ts\"\nreward_window = \"1h\"\n\
@@ -119,7 +126,7 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
     assert!(created.served);
     assert_eq!(chosen(&mut offers, "n", 40).await, ["x", "y"]);
     let again = put(&mut admin, bare, Some(0)).await.expect_err("exists");
-    assert_eq!(again.code(), Code::Aborted, "{again:?}");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
 
     // An offer added to a running campaign starts at the prior and can be
     // chosen by the next request.
@@ -157,6 +164,17 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         .expect_err("bad id");
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("offer id"), "{}", bad.message());
+    let huge = admin
+        .add_offer(AddOfferRequest {
+            campaign: "l".into(),
+            offer_id: "big".into(),
+            max_decisions: Some(u64::MAX),
+            ..Default::default()
+        })
+        .await
+        .expect_err("budget beyond TOML's integers");
+    assert_eq!(huge.code(), Code::InvalidArgument);
+    assert!(huge.message().contains("at most"), "{}", huge.message());
 
     // Changes that would change what the campaign learned are refused.
     let other_policy = get(&mut admin, "l")
@@ -195,9 +213,10 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         ["b"],
         "c's budget is spent, a is gone"
     );
-    let mut req_a = select("l", &[]);
-    req_a.candidate_offer_ids = vec!["a".into()];
-    let e = offers.select_offer(req_a).await.expect_err("a retired");
+    let e = offers
+        .select_offer(req_a.clone())
+        .await
+        .expect_err("a retired");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     // A decision made under revision 1 still takes its redemption.
     offers
@@ -263,6 +282,21 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
     let l = get(&mut admin, "l").await;
     assert_eq!((l.revision, l.source.as_str()), (3, "api"));
     assert_eq!(chosen(&mut offers, "l", 40).await, ["b"]);
+    // The dropped offer's pending decision is redeemed at its configured
+    // value (1.0), not forgotten across the restart.
+    offers
+        .record_redemption(redeem(&pending_a.decision_id))
+        .await
+        .expect("redeem a decision of a dropped offer");
+    let stats = admin
+        .get_campaign_stats(GetCampaignStatsRequest {
+            campaign: "l".into(),
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    let a = stats.offers.iter().find(|o| o.offer_id == "a").expect("a");
+    assert_eq!((a.redeemed, a.value_sum), (1, 1.0), "{a:?}");
     let n = get(&mut admin, "n").await;
     assert_eq!(n.revision, 3);
     assert!(
@@ -293,6 +327,59 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         .map(|c| (c.id.as_str(), c.revision))
         .collect();
     assert_eq!(ids, [("l", 4), ("n", 3)]);
+    // An operator's retirement is final, also for a new config.
+    admin
+        .set_offer_status(offer_bandit::proto::SetOfferStatusRequest {
+            campaign: "l".into(),
+            offer_id: "d".into(),
+            status: "retired".into(),
+        })
+        .await
+        .expect("retire d");
+    let without_d = "id = \"l\"\npolicy = \"segment-ts\"\nreward_window = \"1h\"\n\
+                     [[offers]]\nid = \"a\"\n[[offers]]\nid = \"b\"\n";
+    put(&mut admin, without_d, None).await.expect("drop d");
+    let e = add_offer(&mut admin, "l", "d")
+        .await
+        .expect_err("d is retired for good");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("retirement is final"),
+        "{}",
+        e.message()
+    );
+
+    // Removing a campaign from the file takes it out of service, even
+    // after live changes; PutCampaign serves it again.
+    add_offer(&mut admin, "l", "e")
+        .await
+        .expect("a live change to l");
+    drop((offers, admin));
+    server.rewrite_config(&campaign_toml("other", &[], "1h", &["a"]));
+    server.restart();
+    let mut offers = server.offers().await;
+    let mut admin = server.admin().await;
+    let e = offers
+        .select_offer(select("l", &[]))
+        .await
+        .expect_err("l left the file");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(!get(&mut admin, "l").await.served);
+    let e = add_offer(&mut admin, "l", "f")
+        .await
+        .expect_err("not served");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        chosen(&mut offers, "n", 60).await,
+        ["x", "y", "z"],
+        "n never was in the file"
+    );
+    let current = get(&mut admin, "l").await.config_toml;
+    let back = put(&mut admin, &current, None)
+        .await
+        .expect("serve l again");
+    assert!(back.served && back.source == "api");
+    assert_eq!(chosen(&mut offers, "l", 40).await, ["a", "b", "e"]);
 }
 
 #[tokio::test]
