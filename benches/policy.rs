@@ -98,9 +98,7 @@ fn decide(c: &mut Criterion, name: &str, policy: &mut dyn Policy) {
     c.bench_function(&format!("{name}/select+propensity"), |b| {
         b.iter(|| {
             i = (i + 1) % samples.len();
-            let f = &samples[i];
-            let o = policy.choose(f, &candidates, &mut rng);
-            black_box(policy.propensity(f, &candidates, o))
+            black_box(policy.choose_with_propensity(&samples[i], &candidates, &mut rng))
         })
     });
     c.bench_function(&format!("{name}/select"), |b| {

@@ -43,14 +43,17 @@ impl SymMatrix {
     /// dimension (a vector encoded under another feature spec) are ignored.
     pub fn quad(&self, x: &Sparse) -> f64 {
         let d = self.d;
+        // By symmetry: the diagonal plus twice the lower triangle.
         let mut s = 0.0;
-        for &(i, xi) in x.iter().filter(|(i, _)| (*i as usize) < d) {
-            let row = &self.a[i as usize * d..(i as usize + 1) * d];
+        for (k, &(i, xi)) in x.iter().enumerate() {
+            let Some(row) = self.a.get(i as usize * d..(i as usize + 1) * d) else {
+                continue;
+            };
             let mut r = 0.0;
-            for &(j, xj) in x {
+            for &(j, xj) in &x[..k] {
                 r += row.get(j as usize).copied().unwrap_or(0.0) * xj;
             }
-            s += xi * r;
+            s += xi * (2.0 * r + row[i as usize] * xi);
         }
         s
     }

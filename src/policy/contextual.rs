@@ -352,6 +352,18 @@ impl Policy for ContextualTs {
             None => 0.0,
         }
     }
+    fn choose_with_propensity(
+        &self,
+        f: &Features,
+        candidates: &[usize],
+        rng: &mut dyn Rng,
+    ) -> (usize, f64) {
+        // As the server does: the arms once, for the draw and the propensity.
+        match thompson::choose(&self.arms(&f.x, candidates), rng) {
+            Some(c) => (candidates[c.index], c.propensity),
+            None => (candidates[0], 1.0),
+        }
+    }
     fn on_decision(&mut self, f: &Features, offer: usize) {
         if let Some(m) = self.models.get_mut(offer) {
             m.learn_decision(&f.x, &self.config);

@@ -86,6 +86,18 @@ pub trait Policy: Send {
     fn choose(&self, features: &Features, candidates: &[usize], rng: &mut dyn rand::Rng) -> usize;
     /// Probability that [`Policy::choose`] returns `offer` in the current state.
     fn propensity(&self, features: &Features, candidates: &[usize], offer: usize) -> f64;
+    /// [`Policy::choose`] and the chosen offer's [`Policy::propensity`]:
+    /// what the server does for every decision. Policies that can share
+    /// work between the two override it.
+    fn choose_with_propensity(
+        &self,
+        features: &Features,
+        candidates: &[usize],
+        rng: &mut dyn rand::Rng,
+    ) -> (usize, f64) {
+        let offer = self.choose(features, candidates, rng);
+        (offer, self.propensity(features, candidates, offer))
+    }
     /// A decision was made; its outcome is pending.
     fn on_decision(&mut self, features: &Features, offer: usize);
     /// A pending decision ended.

@@ -521,6 +521,27 @@ impl Policy for SegmentTs {
             None => 0.0,
         }
     }
+    fn choose_with_propensity(
+        &self,
+        f: &Features,
+        candidates: &[usize],
+        rng: &mut dyn Rng,
+    ) -> (usize, f64) {
+        // As the server does: one snapshot lookup for the draw and the propensity.
+        let weights = self.weights_for(candidates);
+        self.cache
+            .choose(
+                &self.model,
+                &f.segment,
+                candidates,
+                &weights,
+                self.prior_strength,
+                rng,
+            )
+            .map_or((candidates[0], 1.0), |c| {
+                (candidates[c.index], c.propensity)
+            })
+    }
     fn on_decision(&mut self, f: &Features, offer: usize) {
         self.model.record_trial(&f.segment, offer);
     }

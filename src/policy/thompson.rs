@@ -123,6 +123,14 @@ pub trait ScoreDistribution {
     {
         self.clone()
     }
+    /// P(`arms[k]` has the largest draw), when a closed form or a cheaper
+    /// quadrature than [`win_probability`]'s general one applies.
+    fn win_probability_shortcut(_arms: &[Self], _k: usize) -> Option<f64>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl ScoreDistribution for Arm {
@@ -208,6 +216,47 @@ pub fn sigmoid(z: f64) -> f64 {
 }
 
 impl ScoreDistribution for GaussianArm {
+    /// Linear scores (identity link), with every rival that can matter at
+    /// least as spread as arm k: the integrand `φ(t) Π Φ_j(μ_k + σ_k t)`
+    /// is then smooth on the scale of t, and Gauss-Hermite quadrature with
+    /// 32 nodes integrates it to about 1e-7, the accuracy of the normal CDF
+    /// used (tested against the closed form
+    /// of two arms and against the piecewise quadrature), with a quarter of
+    /// the general method's CDF evaluations. This is the common case: the
+    /// chosen offer is usually the leader, which has the most evidence.
+    fn win_probability_shortcut(arms: &[Self], k: usize) -> Option<f64> {
+        let linear = |a: &GaussianArm| {
+            (a.link == Link::Identity).then_some((a.mean * a.weight, a.sd * a.weight))
+        };
+        let (mk, sk) = linear(arms.get(k)?)?;
+        let mut rivals: Vec<(f64, f64)> = Vec::with_capacity(arms.len());
+        for (j, arm) in arms.iter().enumerate() {
+            if j == k {
+                continue;
+            }
+            let (mj, sj) = linear(arm)?;
+            if mj + TAIL_SDS * sj <= mk - TAIL_SDS * sk {
+                continue; // always below arm k
+            }
+            if mj - TAIL_SDS * sj >= mk + TAIL_SDS * sk {
+                return Some(0.0); // always above
+            }
+            if sj < sk || sj.is_nan() {
+                return None; // a step within arm k's bell: the general method
+            }
+            // Φ((μk + σk t - μj) / σj) = Φ(a t + b)
+            rivals.push((sk / sj, (mk - mj) / sj));
+        }
+        let mut total = 0.0;
+        for &(t, w) in gauss_hermite() {
+            let mut prod = w;
+            for &(a, b) in &rivals {
+                prod *= normal_cdf(a * t + b);
+            }
+            total += prod;
+        }
+        Some(total.clamp(0.0, 1.0))
+    }
     fn sample_score(&self, rng: &mut dyn Rng) -> f64 {
         let z: f64 = rand_distr::StandardNormal.sample(rng);
         self.score_of(self.mean + self.sd * z)
@@ -263,6 +312,15 @@ const TAIL_SDS: f64 = 7.0;
 /// The range is split around arm k's own bell and where rivals' CDFs rise,
 /// so steps are resolved; accuracy is tested against 200k-draw Monte Carlo.
 pub fn win_probability<D: ScoreDistribution + Clone>(arms: &[D], k: usize) -> f64 {
+    if let Some(p) = D::win_probability_shortcut(arms, k) {
+        return p;
+    }
+    win_probability_by_pieces(arms, k)
+}
+
+/// [`win_probability`] by piecewise Gauss-Legendre quadrature, for any
+/// score distributions.
+pub fn win_probability_by_pieces<D: ScoreDistribution + Clone>(arms: &[D], k: usize) -> f64 {
     let arms: Vec<D> = arms.iter().map(ScoreDistribution::prepared).collect();
     let arms = arms.as_slice();
     let Some(me) = arms.get(k) else { return 0.0 };
@@ -349,6 +407,60 @@ pub fn win_probability<D: ScoreDistribution + Clone>(arms: &[D], k: usize) -> f6
         }
     }
     total.clamp(0.0, 1.0)
+}
+
+/// Nodes and weights of 32-point Gauss-Hermite quadrature for the standard
+/// normal density (`∫ φ(t) g(t) dt ≈ Σ w g(t)`), computed once by Newton's
+/// method on the Hermite recurrence (Numerical Recipes' `gauher`); nodes
+/// whose weight is below 1e-16 are dropped.
+fn gauss_hermite() -> &'static [(f64, f64)] {
+    static NODES: std::sync::OnceLock<Vec<(f64, f64)>> = std::sync::OnceLock::new();
+    NODES.get_or_init(|| {
+        const N: usize = 32;
+        let n = N as f64;
+        let pim4 = std::f64::consts::PI.powf(-0.25);
+        // Orthonormal Hermite polynomial H_N at z, and its derivative.
+        let hermite = |z: f64| {
+            let (mut p1, mut p2) = (pim4, 0.0);
+            for j in 1..=N {
+                let p3 = p2;
+                p2 = p1;
+                let j = j as f64;
+                p1 = z * (2.0 / j).sqrt() * p2 - ((j - 1.0) / j).sqrt() * p3;
+            }
+            (p1, (2.0 * n).sqrt() * p2)
+        };
+        let mut roots: Vec<f64> = Vec::with_capacity(N / 2);
+        let mut out = Vec::with_capacity(N);
+        for i in 0..N / 2 {
+            // The largest root first; each guess from the roots before it.
+            let mut z = match i {
+                0 => (2.0 * n + 1.0).sqrt() - 1.85575 * (2.0 * n + 1.0).powf(-1.0 / 6.0),
+                1 => roots[0] - 1.14 * n.powf(0.426) / roots[0],
+                2 => 1.86 * roots[1] - 0.86 * roots[0],
+                3 => 1.91 * roots[2] - 0.91 * roots[1],
+                _ => 2.0 * roots[i - 1] - roots[i - 2],
+            };
+            for _ in 0..100 {
+                let (p, dp) = hermite(z);
+                let step = p / dp;
+                z -= step;
+                if step.abs() < 1e-15 {
+                    break;
+                }
+            }
+            roots.push(z);
+            let (_, dp) = hermite(z);
+            // Weight for e^{-x^2}, then for the normal density (t = √2 x).
+            let w = 2.0 / (dp * dp) / std::f64::consts::PI.sqrt();
+            if w > 1e-16 {
+                let t = std::f64::consts::SQRT_2 * z;
+                out.push((t, w));
+                out.push((-t, w));
+            }
+        }
+        out
+    })
 }
 
 /// Positive nodes and weights of 8-point Gauss-Legendre quadrature on [-1, 1]
@@ -510,6 +622,63 @@ mod tests {
                 .collect();
             check_gaussian(&arms, 100 + case);
         }
+    }
+
+    #[test]
+    fn gauss_hermite_integrates_normal_moments() {
+        let nodes = gauss_hermite();
+        let moment = |k: i32| nodes.iter().map(|(t, w)| w * t.powi(k)).sum::<f64>();
+        assert!((moment(0) - 1.0).abs() < 1e-12);
+        assert!(moment(1).abs() < 1e-12);
+        assert!((moment(2) - 1.0).abs() < 1e-12);
+        assert!((moment(4) - 3.0).abs() < 1e-10);
+        assert!((moment(10) - 945.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn linear_propensities_match_the_closed_form_and_the_general_quadrature() {
+        // Two arms: P(1 beats 2) = Φ((μ1 - μ2) / sqrt(σ1² + σ2²)).
+        for (m1, s1, m2, s2) in [
+            (0.1, 0.02, 0.08, 0.03),
+            (0.0, 1.0, 0.5, 1.0),
+            (0.3, 0.1, 0.1, 0.9),
+        ] {
+            let arms = [
+                gaussian(m1, s1, Link::Identity, 1.0),
+                gaussian(m2, s2, Link::Identity, 1.0),
+            ];
+            let want = normal_cdf((m1 - m2) / (s1 * s1 + s2 * s2).sqrt());
+            let fast = GaussianArm::win_probability_shortcut(&arms, 0).expect("applies");
+            assert!((fast - want).abs() < 1e-7, "{fast} vs {want}");
+            assert!((win_probability_by_pieces(&arms, 0) - want).abs() < 1e-6);
+        }
+        // Twelve arms, the narrowest chosen, value weights on linear scores.
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let mut shortcuts = 0;
+        for _ in 0..50 {
+            let arms: Vec<GaussianArm> = (0..12)
+                .map(|_| {
+                    gaussian(
+                        rng.random_range(0.02..0.2),
+                        rng.random_range(0.01..0.1),
+                        Link::Identity,
+                        rng.random_range(0.5..4.0),
+                    )
+                })
+                .collect();
+            for k in 0..arms.len() {
+                let general = win_probability_by_pieces(&arms, k);
+                // None: a narrower rival, left to the general method.
+                if let Some(fast) = GaussianArm::win_probability_shortcut(&arms, k) {
+                    assert!((fast - general).abs() < 1e-6, "{fast} vs {general}");
+                    shortcuts += 1;
+                }
+            }
+        }
+        assert!(shortcuts >= 50, "the shortcut was checked {shortcuts} times");
+        // Logistic scores are not linear: no shortcut.
+        let logistic = [gaussian(-2.0, 0.1, Link::Logistic, 1.0); 2];
+        assert_eq!(GaussianArm::win_probability_shortcut(&logistic, 0), None);
     }
 
     #[test]
