@@ -258,16 +258,16 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Er
 
 /// Loads and validates a campaign config file.
 pub fn load_file(path: &Path) -> Result<Vec<CampaignConfig>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse(&text, &path.display().to_string())
+    Ok(configs_of(load_file_campaigns(path)?))
 }
 
 /// The built-in demo campaigns.
 pub fn demo() -> Result<Vec<CampaignConfig>, ConfigError> {
-    parse(DEMO_CAMPAIGNS_TOML, "built-in demo")
+    Ok(configs_of(demo_campaigns()?))
+}
+
+fn configs_of(campaigns: Vec<FileCampaign>) -> Vec<CampaignConfig> {
+    campaigns.into_iter().map(|c| c.config).collect()
 }
 
 /// Parses and validates campaign config text; `origin` names it in errors.

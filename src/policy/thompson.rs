@@ -675,7 +675,10 @@ mod tests {
                 }
             }
         }
-        assert!(shortcuts >= 50, "the shortcut was checked {shortcuts} times");
+        assert!(
+            shortcuts >= 50,
+            "the shortcut was checked {shortcuts} times"
+        );
         // Logistic scores are not linear: no shortcut.
         let logistic = [gaussian(-2.0, 0.1, Link::Logistic, 1.0); 2];
         assert_eq!(GaussianArm::win_probability_shortcut(&logistic, 0), None);

@@ -5,7 +5,7 @@
 
 use offer_bandit::proto::{
     AddOfferRequest, CampaignConfigResponse, GetCampaignConfigRequest, GetCampaignStatsRequest,
-    ListCampaignsRequest, PutCampaignRequest,
+    ListCampaignsRequest, OfferStats, PutCampaignRequest,
 };
 use tonic::Code;
 
@@ -51,6 +51,21 @@ async fn get(admin: &mut Admin, campaign: &str) -> CampaignConfigResponse {
         .await
         .expect("get config")
         .into_inner()
+}
+
+async fn offer_stats(admin: &mut Admin, campaign: &str, offer: &str) -> OfferStats {
+    let stats = admin
+        .get_campaign_stats(GetCampaignStatsRequest {
+            campaign: campaign.into(),
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    stats
+        .offers
+        .into_iter()
+        .find(|o| o.offer_id == offer)
+        .expect("offer in stats")
 }
 
 /// The offers SelectOffer picks over `n` visits.
@@ -223,14 +238,7 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         .record_redemption(redeem(&pending.decision_id))
         .await
         .expect("redeem under the new revision");
-    let stats = admin
-        .get_campaign_stats(GetCampaignStatsRequest {
-            campaign: "l".into(),
-        })
-        .await
-        .expect("stats")
-        .into_inner();
-    let b = stats.offers.iter().find(|o| o.offer_id == "b").expect("b");
+    let b = offer_stats(&mut admin, "l", "b").await;
     assert_eq!(b.redeemed, 4, "b's history is kept: {b:?}");
 
     // The CLI: read, write, add.
@@ -288,14 +296,7 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         .record_redemption(redeem(&pending_a.decision_id))
         .await
         .expect("redeem a decision of a dropped offer");
-    let stats = admin
-        .get_campaign_stats(GetCampaignStatsRequest {
-            campaign: "l".into(),
-        })
-        .await
-        .expect("stats")
-        .into_inner();
-    let a = stats.offers.iter().find(|o| o.offer_id == "a").expect("a");
+    let a = offer_stats(&mut admin, "l", "a").await;
     assert_eq!((a.redeemed, a.value_sum), (1, 1.0), "{a:?}");
     let n = get(&mut admin, "n").await;
     assert_eq!(n.revision, 3);
