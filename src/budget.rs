@@ -54,6 +54,36 @@ pub fn paced_allowance(cap: u64, ms: i64) -> u64 {
     u64::try_from(allowed).unwrap_or(cap).min(cap)
 }
 
+/// Why `offer` may not be chosen for one more decision at `now_ms`, by its
+/// decision budgets alone: `trials` decisions so far, `today` the counts of
+/// the current day. The writer checks this again for every decision, so
+/// concurrent requests cannot overshoot a decision budget.
+pub fn decisions_exhausted(
+    offer: &OfferConfig,
+    trials: u64,
+    today: DailyCounts,
+    now_ms: i64,
+) -> Option<String> {
+    let today = today.on(now_ms);
+    if let Some(cap) = offer.max_decisions
+        && trials >= cap
+    {
+        return Some(format!(
+            "decision budget spent: {trials} of {cap} decisions"
+        ));
+    }
+    if let Some(cap) = offer.max_decisions_per_day {
+        let allowed = paced_allowance(cap, now_ms);
+        if today.decisions >= allowed {
+            return Some(format!(
+                "daily decision budget paced: {} of {cap} used, {allowed} allowed by this time of day (UTC)",
+                today.decisions
+            ));
+        }
+    }
+    None
+}
+
 /// Why `offer` may not be chosen at `now_ms`, or `None` when it may.
 /// `totals` are its lifetime counts; `today` its counts of the current day.
 pub fn exhausted(
@@ -63,13 +93,8 @@ pub fn exhausted(
     now_ms: i64,
 ) -> Option<String> {
     let today = today.on(now_ms);
-    if let Some(cap) = offer.max_decisions
-        && totals.trials >= cap
-    {
-        return Some(format!(
-            "decision budget spent: {} of {cap} decisions",
-            totals.trials
-        ));
+    if let Some(why) = decisions_exhausted(offer, totals.trials, today, now_ms) {
+        return Some(why);
     }
     if let Some(cap) = offer.max_redemptions {
         // Pending decisions will bring more: count them at the rate seen so
@@ -88,15 +113,6 @@ pub fn exhausted(
                 "redemption budget spent: {} redeemed and {:.1} expected from pending decisions, of {cap}",
                 totals.successes,
                 expected - totals.successes as f64
-            ));
-        }
-    }
-    if let Some(cap) = offer.max_decisions_per_day {
-        let allowed = paced_allowance(cap, now_ms);
-        if today.decisions >= allowed {
-            return Some(format!(
-                "daily decision budget paced: {} of {cap} used, {allowed} allowed by this time of day (UTC)",
-                today.decisions
             ));
         }
     }

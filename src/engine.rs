@@ -41,6 +41,10 @@ use crate::{
 /// rewritten with every decision.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// How many times SelectOffer chooses again when the writer finds that
+/// concurrent decisions spent the chosen offer's decision budget.
+const MAX_BUDGET_RETRIES: usize = 4;
+
 /// Most commands the writer applies in one batch.
 const MAX_GROUP: usize = 4096;
 /// Commands waiting for the writer before callers wait for room.
@@ -748,6 +752,27 @@ impl Engine {
 
     /// Chooses an offer by Thompson sampling and records the decision.
     pub async fn select(&self, req: SelectRequest) -> Result<Selection, Error> {
+        // A decision budget another request spent while this one chose:
+        // choose again without that offer.
+        let mut spent: Vec<String> = Vec::new();
+        loop {
+            match self.select_among(req.clone(), &spent).await {
+                Err(Error::Spent { offer, why }) if spent.len() < MAX_BUDGET_RETRIES => {
+                    tracing::debug!(offer = %offer, "{why}: choosing again");
+                    spent.push(offer);
+                }
+                Err(Error::Spent { offer, why }) => {
+                    return Err(Error::ResourceExhausted(format!(
+                        "no candidate offer can be chosen now: {offer}: {why}"
+                    )));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// [`Engine::select`] without the offers in `spent`.
+    async fn select_among(&self, req: SelectRequest, spent: &[String]) -> Result<Selection, Error> {
         self.check_healthy()?;
         let campaign = self.campaign(&req.campaign)?;
         if !campaign.active {
@@ -773,7 +798,8 @@ impl Engine {
                 return Ok(Selection::from_record(id, &rec, true));
             }
         }
-        let candidates = self.candidates(&campaign, &req.candidates)?;
+        let mut candidates = self.candidates(&campaign, &req.candidates)?;
+        candidates.retain(|&i| !spent.contains(&campaign.offers[i].id));
         let (candidates, excluded) =
             self.within_budget(&campaign, candidates, req.customer_id.as_deref())?;
         let objective = campaign.config.objective;
@@ -1666,6 +1692,9 @@ struct Group {
     daily: HashMap<(String, usize), DailyCounts>,
     statuses: HashMap<String, CampaignStatus>,
     models: HashMap<(String, usize), GaussianPosterior>,
+    /// Decisions this group added per offer (erasures in the same group
+    /// are not subtracted: budget checks err on the safe side).
+    trials: HashMap<(String, usize), u64>,
     decisions: HashMap<DecisionId, DecisionRecord>,
     requests: HashMap<(String, String), DecisionId>,
     /// Decisions deleted in this group (erased or pruned): gone for later
@@ -2057,6 +2086,31 @@ impl Writer {
         self.seq.get()
     }
 
+    /// Why a decision's offer has no decision budget left, counting the
+    /// decisions staged in this group, or None.
+    fn decision_budget_spent(&self, g: &mut Group, rec: &DecisionRecord) -> Option<String> {
+        let campaign = self.campaign(&rec.campaign)?;
+        if !campaign.limited {
+            return None;
+        }
+        let cfg = campaign.config.offers.iter().find(|o| o.id == rec.offer)?;
+        if cfg.max_decisions.is_none() && cfg.max_decisions_per_day.is_none() {
+            return None;
+        }
+        let i = campaign.offer_index(&rec.offer)?;
+        let staged = g.trials.entry((rec.campaign.clone(), i)).or_insert(0);
+        let trials = campaign.model.read().totals(i).trials + *staged;
+        let today = match g.daily.get(&(rec.campaign.clone(), i)) {
+            Some(d) => *d,
+            None => campaign.daily.read().get(i).copied().unwrap_or_default(),
+        };
+        let why = crate::budget::decisions_exhausted(cfg, trials, today, rec.created_ms);
+        if why.is_none() {
+            *staged += 1;
+        }
+        why
+    }
+
     fn decide(
         &self,
         g: &mut Group,
@@ -2078,6 +2132,16 @@ impl Writer {
             {
                 return Ok(Selection::from_record(eid, &erec, true));
             }
+        }
+        // SelectOffer checked the decision budgets against committed counts;
+        // decisions made meanwhile are only known here.
+        if let Some(why) = self.decision_budget_spent(g, &rec) {
+            return Err(Error::Spent {
+                offer: rec.offer.clone(),
+                why,
+            });
+        }
+        if let Some(rid) = &rec.request_id {
             g.writes.put_request(&rec.campaign, rid, &id);
             g.requests.insert((rec.campaign.clone(), rid.clone()), id);
         }

@@ -155,3 +155,42 @@ async fn frequency_caps_limit_each_customer() {
         pick(&mut offers, &["a"], None).await.expect("anonymous");
     }
 }
+
+#[tokio::test]
+async fn concurrent_requests_cannot_overshoot_a_decision_budget() {
+    // 8 callers at once; without the writer's re-check, every request in
+    // flight when the 25th decision commits could choose "a" too.
+    let server = TestServer::start(Some(&campaign("", "max_decisions = 25")), &[]);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut offers = server.offers().await;
+        tasks.push(tokio::spawn(async move {
+            let mut chosen = Vec::new();
+            for _ in 0..40 {
+                let d = offers
+                    .select_offer(select("b", &[]))
+                    .await
+                    .expect("\"other\" is always left")
+                    .into_inner();
+                chosen.push(d.offer_id);
+            }
+            chosen
+        }));
+    }
+    let mut a = 0;
+    for t in tasks {
+        a += t.await.expect("task").iter().filter(|o| *o == "a").count();
+    }
+    assert_eq!(a, 25, "exactly the budget");
+    let stats = server
+        .admin()
+        .await
+        .get_campaign_stats(offer_bandit::proto::GetCampaignStatsRequest {
+            campaign: "b".into(),
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    let sa = stats.offers.iter().find(|o| o.offer_id == "a").expect("a");
+    assert_eq!(sa.decisions, 25);
+}
