@@ -46,7 +46,7 @@ pub enum Command {
     OfferAdd(OfferAddArgs),
     /// Pause, resume or retire an offer on a running server (takes effect at once).
     OfferStatus(OfferStatusArgs),
-    /// Pause or resume a campaign on a running server (takes effect at once).
+    /// Pause, resume or retire a campaign on a running server (takes effect at once).
     CampaignStatus(CampaignStatusArgs),
     /// Erase one customer's decisions from a running server (GDPR/CCPA), posteriors included.
     Forget(ForgetArgs),
@@ -208,7 +208,7 @@ pub struct CampaignStatusArgs {
     /// Campaign id.
     #[arg(long)]
     pub campaign: String,
-    /// "active" or "paused".
+    /// "active", "paused" or "retired" (final: never served again; redemptions still count).
     #[arg(long)]
     pub status: String,
 }

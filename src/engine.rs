@@ -172,6 +172,7 @@ impl Campaign {
     /// longer lists are kept as retired. The caller checked
     /// [`CampaignConfig::update_conflict`].
     fn revised(&self, config: CampaignConfig, revision: Revision) -> Campaign {
+        let active = !revision.retired;
         let contextual = self.contextual.as_ref().and_then(|c| {
             let next = config.contextual()?;
             if (next.prior_variance, next.prior_rate)
@@ -200,7 +201,7 @@ impl Campaign {
             status: self.status.clone(),
             revision,
             retired,
-            active: true,
+            active,
             offers: self
                 .offers
                 .iter()
@@ -591,7 +592,7 @@ impl Engine {
                     &StoredCampaign::new(&r.config, r.revision.clone(), r.retired.clone())?,
                 );
             }
-            if !r.served {
+            if !r.served && !r.revision.retired {
                 tracing::warn!(campaign = %r.config.id, "campaign in storage is no longer in the campaign file: kept for redemptions and reports, not served");
             }
             let mut campaign = Campaign::new(r.config, r.revision, r.served);
@@ -777,8 +778,13 @@ impl Engine {
         let campaign = self.campaign(&req.campaign)?;
         if !campaign.active {
             return Err(Error::FailedPrecondition(format!(
-                "campaign '{}' is no longer configured; it accepts redemptions but makes no decisions",
-                req.campaign
+                "campaign '{}' {}; it accepts redemptions but makes no decisions",
+                req.campaign,
+                if campaign.revision.retired {
+                    "was retired by an operator"
+                } else {
+                    "is no longer configured"
+                }
             )));
         }
         if campaign.paused() {
@@ -1354,6 +1360,11 @@ impl Engine {
     /// Pauses or resumes a campaign; durable when it answers.
     pub async fn set_campaign_paused(&self, campaign_id: &str, paused: bool) -> Result<(), Error> {
         let campaign = self.campaign(campaign_id)?;
+        if campaign.revision.retired {
+            return Err(Error::FailedPrecondition(format!(
+                "campaign '{campaign_id}' was retired by an operator and retirement is final"
+            )));
+        }
         if !campaign.active {
             return Err(Error::FailedPrecondition(format!(
                 "campaign '{campaign_id}' is no longer configured"
@@ -1593,6 +1604,9 @@ pub enum ConfigChange {
     Put(Box<CampaignConfig>),
     /// Add one offer to the campaign's current config.
     AddOffer(Box<OfferConfig>),
+    /// Stop serving the campaign for good (its decisions still take
+    /// redemptions and it stays in reports).
+    Retire,
 }
 
 /// One operator change, merged by the writer into the campaign's status so
@@ -2379,8 +2393,23 @@ impl Writer {
                 ))
             });
         }
+        if let Some(c) = &current
+            && c.revision.retired
+        {
+            if matches!(change, ConfigChange::Retire) {
+                return Ok(c.clone());
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "campaign '{campaign}' was retired by an operator and retirement is final; use a new campaign id"
+            )));
+        }
+        let retiring = matches!(change, ConfigChange::Retire);
         let config = match (change, &current) {
             (ConfigChange::Put(config), _) => *config,
+            (ConfigChange::Retire, Some(c)) => c.config.clone(),
+            (ConfigChange::Retire, None) => {
+                return Err(Error::NotFound(format!("unknown campaign '{campaign}'")));
+            }
             (ConfigChange::AddOffer(offer), Some(c)) => {
                 if !c.active {
                     return Err(Error::FailedPrecondition(format!(
@@ -2430,17 +2459,22 @@ impl Writer {
                     o.id
                 )));
             }
-            if c.config == config && c.active {
+            if c.config == config && c.active && !retiring {
                 return Ok(c.clone()); // nothing changes
             }
         }
         let revision = Revision {
             number: at + 1,
             source: Source::Api,
+            // Kept while the campaign is served: an unchanged file then
+            // leaves live changes alone. A campaign that left the file and
+            // is served again through the API belongs to the API now.
             file_fingerprint: current
                 .as_ref()
+                .filter(|c| c.active)
                 .and_then(|c| c.revision.file_fingerprint.clone()),
             updated_ms: now_ms(),
+            retired: retiring,
         };
         let retired = match &current {
             Some(c) => crate::revisions::dropped_offers(&c.config, &c.retired, &config),

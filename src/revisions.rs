@@ -14,6 +14,8 @@
 //!   in the file and left it is kept unserved (it still takes redemptions
 //!   and shows in reports), whatever changed it live in between.
 //!
+//! - A campaign an operator retired stays retired, whatever the file says.
+//!
 //! Offers a revision drops are kept with it as retired offers, so that
 //! their values (for redemptions of their pending decisions) and names
 //! survive restarts.
@@ -54,6 +56,9 @@ pub struct Revision {
     pub file_fingerprint: Option<String>,
     /// When it was made, unix ms.
     pub updated_ms: i64,
+    /// An operator retired the campaign: it is never served again, whatever
+    /// the campaign file says.
+    pub retired: bool,
 }
 
 impl Revision {
@@ -64,6 +69,7 @@ impl Revision {
             source: Source::File,
             file_fingerprint: None,
             updated_ms: 0,
+            retired: false,
         }
     }
 }
@@ -183,8 +189,20 @@ pub fn resolve(
             source: Source::File,
             file_fingerprint: Some(fingerprint.clone()),
             updated_ms: now_ms,
+            retired: false,
         };
         let resolved = match previous {
+            Some(s) if s.revision.retired => Resolved {
+                config: s.config(&config.id)?,
+                revision: s.revision,
+                retired: s.retired,
+                served: false,
+                changed: false,
+                note: Some(
+                    "the campaign file declares a campaign an operator retired; retirement is final, so it is not served"
+                        .into(),
+                ),
+            },
             None => Resolved {
                 revision: revision(1),
                 config,
@@ -236,7 +254,7 @@ pub fn resolve(
             config: s.config(&id)?,
             // Served only if it never was in the file: one that left the
             // file was taken out of service there.
-            served: s.revision.file_fingerprint.is_none(),
+            served: s.revision.file_fingerprint.is_none() && !s.revision.retired,
             revision: s.revision,
             retired: s.retired,
             changed: false,
@@ -274,6 +292,7 @@ mod tests {
                 source,
                 file_fingerprint: file_fingerprint.map(str::to_owned),
                 updated_ms: 5,
+                retired: false,
             },
             Vec::new(),
         )
@@ -375,6 +394,26 @@ mod tests {
         let bytes = postcard::to_stdvec(&s).expect("encode");
         let back: StoredCampaign = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn a_retired_campaign_stays_retired() {
+        let mut s = stored(&demo(), 2, Source::Api, Some("f1"));
+        s.revision.retired = true;
+        for fp in ["f1", "edited"] {
+            let r = resolve(
+                vec![file(&demo(), fp)],
+                vec![("coffee".into(), s.clone())],
+                7,
+            )
+            .expect("resolve");
+            assert!(!r[0].served && !r[0].changed, "{fp}");
+            assert!(r[0].revision.retired);
+        }
+        let mut live = s.clone();
+        live.revision.file_fingerprint = None;
+        let r = resolve(vec![], vec![("coffee".into(), live)], 7).expect("resolve");
+        assert!(!r[0].served);
     }
 
     #[test]

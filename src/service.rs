@@ -340,18 +340,22 @@ impl CampaignAdmin for Api {
         if r.campaign.is_empty() {
             return Err(Error::InvalidArgument("campaign is required".into()).into());
         }
-        let paused = match r.status.as_str() {
-            "active" => false,
-            "paused" => true,
+        match r.status.as_str() {
+            "active" => self.engine.set_campaign_paused(&r.campaign, false).await?,
+            "paused" => self.engine.set_campaign_paused(&r.campaign, true).await?,
+            "retired" => {
+                self.engine
+                    .revise(&r.campaign, crate::engine::ConfigChange::Retire, None)
+                    .await?;
+            }
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "status '{}' is not one of active, paused",
+                    "status '{}' is not one of active, paused, retired",
                     truncate(other)
                 ))
                 .into());
             }
-        };
-        self.engine.set_campaign_paused(&r.campaign, paused).await?;
+        }
         tracing::info!(campaign = %r.campaign, status = %r.status, "campaign status set");
         Ok(Response::new(proto::SetStatusResponse {}))
     }

@@ -381,6 +381,62 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         .expect("serve l again");
     assert!(back.served && back.source == "api");
     assert_eq!(chosen(&mut offers, "l", 40).await, ["a", "b", "e"]);
+
+    // Retiring a campaign is final: no decisions, its earlier decisions
+    // still take redemptions, no config change or resume brings it back,
+    // and a restart keeps it retired.
+    let last = offers
+        .select_offer(select("n", &[]))
+        .await
+        .expect("select n")
+        .into_inner();
+    let (ok, out, err) = cli(
+        &server,
+        &["campaign-status", "--campaign", "n", "--status", "retired"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("retired"), "{out}");
+    let e = offers
+        .select_offer(select("n", &[]))
+        .await
+        .expect_err("retired");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("retired by an operator"),
+        "{}",
+        e.message()
+    );
+    offers
+        .record_redemption(redeem(&last.decision_id))
+        .await
+        .expect("a retired campaign's decision is still redeemed");
+    let e = add_offer(&mut admin, "n", "w").await.expect_err("final");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("retirement is final"),
+        "{}",
+        e.message()
+    );
+    let (ok, _, err) = cli(
+        &server,
+        &["campaign-status", "--campaign", "n", "--status", "active"],
+    );
+    assert!(!ok && err.contains("retirement is final"), "{err}");
+    drop((offers, admin));
+    server.kill();
+    server.relaunch();
+    let mut offers = server.offers().await;
+    let e = offers
+        .select_offer(select("n", &[]))
+        .await
+        .expect_err("still retired after a crash");
+    assert!(
+        e.message().contains("retired by an operator"),
+        "{}",
+        e.message()
+    );
+    // And l, served again through the API, is still served.
+    assert_eq!(chosen(&mut offers, "l", 40).await, ["a", "b", "e"]);
 }
 
 #[tokio::test]
