@@ -19,10 +19,13 @@ pub struct DailyCounts {
 }
 
 impl DailyCounts {
-    /// The counts as of `now_ms`: zero once the day has changed.
+    /// The counts as of `now_ms`: zero once the day has changed. Never
+    /// back to an earlier day: a decision stamped just before midnight that
+    /// reaches the writer after one stamped just after counts for the new
+    /// day rather than resetting it.
     pub fn on(self, now_ms: i64) -> DailyCounts {
         let day = day_of(now_ms);
-        if self.day == day {
+        if self.day >= day {
             self
         } else {
             DailyCounts {
@@ -152,6 +155,19 @@ mod tests {
             expired,
             value_sum: 0.0,
         }
+    }
+
+    #[test]
+    fn days_only_move_forward() {
+        let day2 = DailyCounts {
+            day: 2,
+            decisions: 7,
+            redemptions: 1,
+        };
+        // A decision stamped on day 1 reaching the writer late keeps day 2.
+        assert_eq!(day2.on(2 * DAY_MS - 1), day2);
+        assert_eq!(day2.on(2 * DAY_MS + 5), day2);
+        assert_eq!(day2.on(3 * DAY_MS).decisions, 0);
     }
 
     #[test]

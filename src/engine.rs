@@ -41,10 +41,6 @@ use crate::{
 /// rewritten with every decision.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// How many times SelectOffer chooses again when the writer finds that
-/// concurrent decisions spent the chosen offer's decision budget.
-const MAX_BUDGET_RETRIES: usize = 4;
-
 /// Most commands the writer applies in one batch.
 const MAX_GROUP: usize = 4096;
 /// Commands waiting for the writer before callers wait for room.
@@ -754,26 +750,32 @@ impl Engine {
     /// Chooses an offer by Thompson sampling and records the decision.
     pub async fn select(&self, req: SelectRequest) -> Result<Selection, Error> {
         // A decision budget another request spent while this one chose:
-        // choose again without that offer.
-        let mut spent: Vec<String> = Vec::new();
+        // choose again without that offer (each time one offer fewer, so
+        // this ends), in the same arm.
+        let mut spent: Vec<(String, String)> = Vec::new();
+        let anonymous_draw = rand::random::<f64>();
         loop {
-            match self.select_among(req.clone(), &spent).await {
-                Err(Error::Spent { offer, why }) if spent.len() < MAX_BUDGET_RETRIES => {
-                    tracing::debug!(offer = %offer, "{why}: choosing again");
-                    spent.push(offer);
-                }
+            match self.select_among(req.clone(), &spent, anonymous_draw).await {
                 Err(Error::Spent { offer, why }) => {
-                    return Err(Error::ResourceExhausted(format!(
-                        "no candidate offer can be chosen now: {offer}: {why}"
-                    )));
+                    tracing::debug!(offer = %offer, "{why}: choosing again");
+                    if spent.iter().any(|(o, _)| *o == offer) {
+                        return Err(Error::ResourceExhausted(format!("{offer}: {why}")));
+                    }
+                    spent.push((offer, why));
                 }
                 other => return other,
             }
         }
     }
 
-    /// [`Engine::select`] without the offers in `spent`.
-    async fn select_among(&self, req: SelectRequest, spent: &[String]) -> Result<Selection, Error> {
+    /// [`Engine::select`] without the offers in `spent` (offer, why), with
+    /// `anonymous_draw` deciding the arm of a visit without a customer id.
+    async fn select_among(
+        &self,
+        req: SelectRequest,
+        spent: &[(String, String)],
+        anonymous_draw: f64,
+    ) -> Result<Selection, Error> {
         self.check_healthy()?;
         let campaign = self.campaign(&req.campaign)?;
         if !campaign.active {
@@ -804,10 +806,9 @@ impl Engine {
                 return Ok(Selection::from_record(id, &rec, true));
             }
         }
-        let mut candidates = self.candidates(&campaign, &req.candidates)?;
-        candidates.retain(|&i| !spent.contains(&campaign.offers[i].id));
+        let candidates = self.candidates(&campaign, &req.candidates)?;
         let (candidates, excluded) =
-            self.within_budget(&campaign, candidates, req.customer_id.as_deref())?;
+            self.within_budget(&campaign, candidates, req.customer_id.as_deref(), spent)?;
         let objective = campaign.config.objective;
         let (segment, features, choice, model_version) = match &campaign.contextual {
             Some(ctx) => {
@@ -859,7 +860,7 @@ impl Engine {
                 (segment, Vec::new(), choice, model_version)
             }
         };
-        let arm = self.arm_of(&campaign, req.customer_id.as_deref());
+        let arm = self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw);
         let choice = match arm {
             Arm::Bandit => choice,
             Arm::Control => control_choice(&campaign, &candidates),
@@ -918,8 +919,9 @@ impl Engine {
     }
 
     /// The arm of a visit: stable per customer (a keyed hash of campaign and
-    /// customer), drawn per request for anonymous visits.
-    fn arm_of(&self, campaign: &Campaign, customer_id: Option<&str>) -> Arm {
+    /// customer), `anonymous_draw` (uniform, drawn per request) for
+    /// anonymous visits.
+    fn arm_of(&self, campaign: &Campaign, customer_id: Option<&str>, anonymous_draw: f64) -> Arm {
         let share = campaign.config.control_share;
         if share <= 0.0 {
             return Arm::Bandit;
@@ -931,7 +933,7 @@ impl Engine {
                     .hash(&format!("arm\0{}\0{c}", campaign.config.id))
                     .0,
             ),
-            None => rand::random::<f64>(),
+            None => anonymous_draw,
         };
         Arm::of(u, share)
     }
@@ -945,13 +947,27 @@ impl Engine {
         campaign: &Campaign,
         candidates: Vec<usize>,
         customer_id: Option<&str>,
+        spent: &[(String, String)],
     ) -> Result<(Vec<usize>, Vec<(usize, String)>), Error> {
-        if !campaign.limited {
+        if !campaign.limited && spent.is_empty() {
             // The common case on the hot path: nothing to check.
             return Ok((candidates, Vec::new()));
         }
         let now = now_ms();
         let mut excluded = Vec::new();
+        // Offers the writer found spent by concurrent decisions.
+        let candidates: Vec<usize> = candidates
+            .into_iter()
+            .filter(
+                |&i| match spent.iter().find(|(o, _)| *o == campaign.offers[i].id) {
+                    Some((_, why)) => {
+                        excluded.push((i, why.clone()));
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .collect();
         let seen = match (&campaign.config.frequency_cap, customer_id) {
             (Some(cap), Some(c)) => {
                 let hash = self.customer_key.hash(c);

@@ -46,14 +46,15 @@ impl SymMatrix {
         // By symmetry: the diagonal plus twice the lower triangle.
         let mut s = 0.0;
         for (k, &(i, xi)) in x.iter().enumerate() {
-            let Some(row) = self.a.get(i as usize * d..(i as usize + 1) * d) else {
+            let i = i as usize;
+            let Some(row) = self.a.get(i * d..(i + 1) * d).filter(|_| i < d) else {
                 continue;
             };
             let mut r = 0.0;
             for &(j, xj) in &x[..k] {
                 r += row.get(j as usize).copied().unwrap_or(0.0) * xj;
             }
-            s += xi * (2.0 * r + row[i as usize] * xi);
+            s += xi * (2.0 * r + row[i] * xi);
         }
         s
     }

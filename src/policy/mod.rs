@@ -103,3 +103,75 @@ pub trait Policy: Send {
     /// A pending decision ended.
     fn on_outcome(&mut self, features: &Features, offer: usize, outcome: Outcome);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{Context, FeatureValue};
+    use crate::features::{Encoder, FeatureSpec};
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// `choose_with_propensity` is `choose` then `propensity`, draw for draw.
+    fn check_one_pass(policy: &mut dyn Policy) {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let candidates: Vec<usize> = (0..4).collect();
+        let mut contexts = Vec::new();
+        for i in 0..300 {
+            let mut c = Context::new();
+            c.insert(
+                "tier".into(),
+                FeatureValue::Category(["a", "b", "c"][i % 3].into()),
+            );
+            let f = policy.features(&c).expect("features");
+            let o = policy.choose(&f, &candidates, &mut rng);
+            policy.on_decision(&f, o);
+            let outcome = if rng.random::<f64>() < 0.1 + 0.05 * o as f64 {
+                Outcome::Redeemed { value: 1.0 }
+            } else {
+                Outcome::Expired
+            };
+            policy.on_outcome(&f, o, outcome);
+            contexts.push(f);
+        }
+        for (i, f) in contexts.iter().enumerate().step_by(7) {
+            let mut a = ChaCha8Rng::seed_from_u64(100 + i as u64);
+            let mut b = a.clone();
+            let o = policy.choose(f, &candidates, &mut a);
+            let p = policy.propensity(f, &candidates, o);
+            let (o2, p2) = policy.choose_with_propensity(f, &candidates, &mut b);
+            assert_eq!(o, o2);
+            assert!((p - p2).abs() < 1e-12, "{p} vs {p2}");
+        }
+    }
+
+    #[test]
+    fn one_pass_choice_equals_choose_then_propensity() {
+        let encoder = Encoder::new(
+            vec![FeatureSpec::Categorical {
+                name: "tier".into(),
+                values: vec!["a".into(), "b".into()],
+            }],
+            0,
+        )
+        .expect("encoder");
+        for likelihood in [
+            contextual::Likelihood::Logistic,
+            contextual::Likelihood::Linear,
+        ] {
+            let mut p = contextual::ContextualTs::new(
+                encoder.clone(),
+                contextual::ContextualConfig::new(likelihood),
+                vec![1.0, 2.0, 1.0, 1.5],
+            );
+            check_one_pass(&mut p);
+        }
+        let mut s = segment::SegmentTs::new(
+            vec!["tier".into()],
+            vec![1.0; 4],
+            10.0,
+            segment::DEFAULT_SNAPSHOT_TOLERANCE,
+        );
+        check_one_pass(&mut s);
+    }
+}
