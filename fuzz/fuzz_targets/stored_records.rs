@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         1 => b"m/coffee\0lapsing|afternoon\0bogo_afternoon",
         2 => b"p/coffee-personal\0bogo_afternoon",
         3 => b"k/coffee", // a campaign config revision (TOML inside)
-        _ => value, // the key itself is fuzzed too
+        _ => value,       // the key itself is fuzzed too
     };
     let _ = check_entry(key, value);
 });
