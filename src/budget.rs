@@ -1,7 +1,7 @@
 //! Budgets and pacing: whether an offer may still be chosen, given its
 //! lifetime counts, today's counts and the time of day. Pure: the engine
 //! keeps the counts; frequency caps need the customer's history and live
-//! in the engine.
+//! in the engine (checked when choosing, and again by the writer).
 
 use serde::{Deserialize, Serialize};
 

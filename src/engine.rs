@@ -970,20 +970,10 @@ impl Engine {
             .collect();
         let seen = match (&campaign.config.frequency_cap, customer_id) {
             (Some(cap), Some(c)) => {
-                let hash = self.customer_key.hash(c);
-                let since = now - i64::try_from(cap.period.as_millis()).unwrap_or(i64::MAX);
-                let mut seen: HashMap<String, u32> = HashMap::new();
-                for id in self.store.customer_decisions(&hash)? {
-                    if id.created_ms() < since {
-                        continue;
-                    }
-                    if let Some(rec) = self.store.decision(&id)?
-                        && rec.campaign == campaign.config.id
-                        && rec.created_ms >= since
-                    {
-                        *seen.entry(rec.offer).or_default() += 1;
-                    }
-                }
+                let ids = self.store.customer_decisions(&self.customer_key.hash(c))?;
+                let seen = offers_seen(ids, &campaign.config.id, cap_start(cap, now), |id| {
+                    Ok(self.store.decision(id)?)
+                })?;
                 Some((cap, seen))
             }
             _ => None,
@@ -1009,13 +999,7 @@ impl Engine {
                     })
                     .or_else(|| {
                         let (cap, seen) = seen.as_ref()?;
-                        let n = seen.get(&offer.id).copied().unwrap_or(0);
-                        (n >= cap.max).then(|| {
-                            format!(
-                                "frequency cap: this customer got it {n} times in the last {}",
-                                humantime::format_duration(cap.period)
-                            )
-                        })
+                        cap_reached(cap, seen.get(&offer.id).copied().unwrap_or(0))
                     });
                 match why {
                     Some(w) => {
@@ -2118,11 +2102,46 @@ impl Writer {
 
     /// Why a decision's offer has no decision budget left, counting the
     /// decisions staged in this group, or None.
-    fn decision_budget_spent(&self, g: &mut Group, rec: &DecisionRecord) -> Option<String> {
-        let campaign = self.campaign(&rec.campaign)?;
+    fn decision_budget_spent(
+        &self,
+        g: &mut Group,
+        rec: &DecisionRecord,
+    ) -> Result<Option<String>, Error> {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
+            return Ok(None);
+        };
         if !campaign.limited {
-            return None;
+            return Ok(None);
         }
+        if let (Some(cap), Some(customer)) = (&campaign.config.frequency_cap, &rec.customer) {
+            // The customer's committed decisions and those of this group.
+            let mut ids = self.store.customer_decisions(customer)?;
+            ids.extend(
+                g.decisions
+                    .iter()
+                    .filter(|(_, r)| r.customer.as_ref() == Some(customer))
+                    .map(|(id, _)| *id),
+            );
+            ids.sort();
+            ids.dedup();
+            let seen = offers_seen(ids, &rec.campaign, cap_start(cap, rec.created_ms), |id| {
+                self.decision(g, id)
+            })?;
+            if let Some(why) = cap_reached(cap, seen.get(&rec.offer).copied().unwrap_or(0)) {
+                return Ok(Some(why));
+            }
+        }
+        Ok(self.decision_count_spent(g, &campaign, rec))
+    }
+
+    /// The decision-budget part of [`Writer::decision_budget_spent`];
+    /// counts the decision in the group's staged trials when it passes.
+    fn decision_count_spent(
+        &self,
+        g: &mut Group,
+        campaign: &Campaign,
+        rec: &DecisionRecord,
+    ) -> Option<String> {
         let cfg = campaign.config.offers.iter().find(|o| o.id == rec.offer)?;
         if cfg.max_decisions.is_none() && cfg.max_decisions_per_day.is_none() {
             return None;
@@ -2165,7 +2184,7 @@ impl Writer {
         }
         // SelectOffer checked the decision budgets against committed counts;
         // decisions made meanwhile are only known here.
-        if let Some(why) = self.decision_budget_spent(g, &rec) {
+        if let Some(why) = self.decision_budget_spent(g, &rec)? {
             return Err(Error::Spent {
                 offer: rec.offer.clone(),
                 why,
@@ -2643,6 +2662,45 @@ fn replay_learning(
         }
     }
     Ok((n, last))
+}
+
+/// When the frequency-cap window ending at `now_ms` starts.
+fn cap_start(cap: &crate::config::FrequencyCap, now_ms: i64) -> i64 {
+    now_ms.saturating_sub(i64::try_from(cap.period.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How often each offer of `campaign` went to a customer since `since_ms`,
+/// among the customer's decisions `ids`, read with `read`.
+fn offers_seen(
+    ids: Vec<DecisionId>,
+    campaign: &str,
+    since_ms: i64,
+    mut read: impl FnMut(&DecisionId) -> Result<Option<DecisionRecord>, Error>,
+) -> Result<HashMap<String, u32>, Error> {
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for id in ids {
+        if id.created_ms() < since_ms {
+            continue;
+        }
+        if let Some(rec) = read(&id)?
+            && rec.campaign == campaign
+            && rec.created_ms >= since_ms
+        {
+            *seen.entry(rec.offer).or_default() += 1;
+        }
+    }
+    Ok(seen)
+}
+
+/// Why a customer who got an offer `n` times in the cap's period may not
+/// get it again, or None.
+fn cap_reached(cap: &crate::config::FrequencyCap, n: u32) -> Option<String> {
+    (n >= cap.max).then(|| {
+        format!(
+            "frequency cap: this customer got it {n} times in the last {}",
+            humantime::format_duration(cap.period)
+        )
+    })
 }
 
 fn late(id: &DecisionId, expires_ms: i64) -> Error {

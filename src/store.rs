@@ -1158,7 +1158,7 @@ mod tests {
         let n = store.write_snapshot(&mut std::fs::File::create(&file).map_err(io)?)?;
         assert_eq!(n, 51, "50 decisions and the schema");
         assert_eq!(restore_snapshot(&file, &dir.path().join("b"))?, n);
-        let restored = Store::open(&dir.path().join("b"))?;
+        let restored = reopen(&dir.path().join("b"))?;
         let all = |s: &Store| -> Vec<(Vec<u8>, Vec<u8>)> {
             s.tree
                 .iter()

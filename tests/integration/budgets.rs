@@ -194,3 +194,41 @@ async fn concurrent_requests_cannot_overshoot_a_decision_budget() {
     let sa = stats.offers.iter().find(|o| o.offer_id == "a").expect("a");
     assert_eq!(sa.decisions, 25);
 }
+
+#[tokio::test]
+async fn simultaneous_visits_of_one_customer_respect_the_frequency_cap() {
+    // One customer, eight requests at once, each offer at most once: two
+    // decisions in all, whatever the timing.
+    let server = TestServer::start(
+        Some(&campaign(
+            "frequency_cap = { max = 1, period = \"7d\" }",
+            "",
+        )),
+        &[],
+    );
+    for round in 0..3 {
+        let customer = format!("c{round}");
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let mut offers = server.offers().await;
+            let customer = customer.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut req = select("b", &[]);
+                req.customer_id = customer;
+                offers
+                    .select_offer(req)
+                    .await
+                    .map(|r| r.into_inner().offer_id)
+            }));
+        }
+        let mut chosen = Vec::new();
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(offer) => chosen.push(offer),
+                Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
+            }
+        }
+        chosen.sort();
+        assert_eq!(chosen, ["a", "other"], "round {round}");
+    }
+}
