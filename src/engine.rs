@@ -1973,6 +1973,25 @@ impl Writer {
         }
     }
 
+    /// A customer's decisions: those in the store's index and those of
+    /// this group (not indexed yet), sorted, each once.
+    fn customer_decisions(
+        &self,
+        g: &Group,
+        customer: &CustomerHash,
+    ) -> Result<Vec<DecisionId>, Error> {
+        let mut ids = self.store.customer_decisions(customer)?;
+        ids.extend(
+            g.decisions
+                .iter()
+                .filter(|(_, r)| r.customer.as_ref() == Some(customer))
+                .map(|(id, _)| *id),
+        );
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     fn put_decision(&self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
         g.writes.put_decision(&id, &rec);
         g.decisions.insert(id, rec);
@@ -2114,16 +2133,7 @@ impl Writer {
             return Ok(None);
         }
         if let (Some(cap), Some(customer)) = (&campaign.config.frequency_cap, &rec.customer) {
-            // The customer's committed decisions and those of this group.
-            let mut ids = self.store.customer_decisions(customer)?;
-            ids.extend(
-                g.decisions
-                    .iter()
-                    .filter(|(_, r)| r.customer.as_ref() == Some(customer))
-                    .map(|(id, _)| *id),
-            );
-            ids.sort();
-            ids.dedup();
+            let ids = self.customer_decisions(g, customer)?;
             let seen = offers_seen(ids, &rec.campaign, cap_start(cap, rec.created_ms), |id| {
                 self.decision(g, id)
             })?;
@@ -2304,16 +2314,7 @@ impl Writer {
     /// Erases a customer's decisions: subtracts each from its cell (and
     /// regression posterior), then deletes the record and its indexes.
     fn forget(&self, g: &mut Group, customer: &CustomerHash) -> Result<Forgotten, Error> {
-        let mut ids = self.store.customer_decisions(customer)?;
-        // Decisions of this group are not in the store's index yet.
-        ids.extend(
-            g.decisions
-                .iter()
-                .filter(|(_, r)| r.customer.as_ref() == Some(customer))
-                .map(|(id, _)| *id),
-        );
-        ids.sort();
-        ids.dedup();
+        let ids = self.customer_decisions(g, customer)?;
         let mut out = Forgotten {
             exact: true,
             ..Forgotten::default()

@@ -525,8 +525,15 @@ async fn an_offer_added_to_a_contextual_campaign_learns_and_survives_a_crash() {
                 .expect("redeem");
         }
     }
-    let stats = |s: offer_bandit::proto::GetCampaignStatsResponse| {
-        s.offers
+    async fn models(admin: &mut Admin) -> Vec<(String, u64, f64)> {
+        admin
+            .get_campaign_stats(GetCampaignStatsRequest {
+                campaign: "p".into(),
+            })
+            .await
+            .expect("stats")
+            .into_inner()
+            .offers
             .iter()
             .map(|o| {
                 (
@@ -535,17 +542,9 @@ async fn an_offer_added_to_a_contextual_campaign_learns_and_survives_a_crash() {
                     o.mean_predicted_rate,
                 )
             })
-            .collect::<Vec<_>>()
-    };
-    let before = stats(
-        admin
-            .get_campaign_stats(GetCampaignStatsRequest {
-                campaign: "p".into(),
-            })
-            .await
-            .expect("stats")
-            .into_inner(),
-    );
+            .collect()
+    }
+    let before = models(&mut admin).await;
     let fresh = before.iter().find(|o| o.0 == "fresh").expect("fresh");
     assert!(fresh.1 > 0, "the added offer's model learned: {before:?}");
     // Kill -9 between model checkpoints: the replayed models are the same.
@@ -553,14 +552,6 @@ async fn an_offer_added_to_a_contextual_campaign_learns_and_survives_a_crash() {
     server.kill();
     server.relaunch();
     let mut admin = server.admin().await;
-    let after = stats(
-        admin
-            .get_campaign_stats(GetCampaignStatsRequest {
-                campaign: "p".into(),
-            })
-            .await
-            .expect("stats")
-            .into_inner(),
-    );
+    let after = models(&mut admin).await;
     assert_eq!(before, after);
 }
