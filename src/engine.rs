@@ -1340,6 +1340,9 @@ impl Engine {
         status: OfferStatus,
     ) -> Result<(), Error> {
         let campaign = self.campaign(campaign_id)?;
+        if campaign.revision.retired {
+            return Err(retired_error(campaign_id));
+        }
         let Some(i) = campaign.offer_index(offer_id) else {
             return Err(Error::NotFound(format!(
                 "no offer '{offer_id}' in campaign '{campaign_id}'"
@@ -1361,9 +1364,7 @@ impl Engine {
     pub async fn set_campaign_paused(&self, campaign_id: &str, paused: bool) -> Result<(), Error> {
         let campaign = self.campaign(campaign_id)?;
         if campaign.revision.retired {
-            return Err(Error::FailedPrecondition(format!(
-                "campaign '{campaign_id}' was retired by an operator and retirement is final"
-            )));
+            return Err(retired_error(campaign_id));
         }
         if !campaign.active {
             return Err(Error::FailedPrecondition(format!(
@@ -1709,6 +1710,8 @@ struct Group {
     /// Decisions this group added per offer (erasures in the same group
     /// are not subtracted: budget checks err on the safe side).
     trials: HashMap<(String, usize), u64>,
+    /// The decisions staged in this group, by customer.
+    by_customer: HashMap<CustomerHash, Vec<DecisionId>>,
     decisions: HashMap<DecisionId, DecisionRecord>,
     requests: HashMap<(String, String), DecisionId>,
     /// Decisions deleted in this group (erased or pruned): gone for later
@@ -1934,7 +1937,11 @@ impl Writer {
                     Some(st) => Some(st.clone()),
                     None => self.campaign(&campaign).map(|c| c.status.read().clone()),
                 };
+                let retired = self.campaign(&campaign).is_some_and(|c| c.revision.retired);
                 let next = match current {
+                    // Checked here too: a retirement may have landed since
+                    // the caller looked.
+                    Some(_) if retired => Err(retired_error(&campaign)),
                     Some(c) => c.with(&change),
                     None => Err(Error::NotFound(format!("unknown campaign '{campaign}'"))),
                 };
@@ -1981,18 +1988,16 @@ impl Writer {
         customer: &CustomerHash,
     ) -> Result<Vec<DecisionId>, Error> {
         let mut ids = self.store.customer_decisions(customer)?;
-        ids.extend(
-            g.decisions
-                .iter()
-                .filter(|(_, r)| r.customer.as_ref() == Some(customer))
-                .map(|(id, _)| *id),
-        );
+        ids.extend(g.by_customer.get(customer).into_iter().flatten().copied());
         ids.sort();
         ids.dedup();
         Ok(ids)
     }
 
     fn put_decision(&self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
+        if let Some(c) = &rec.customer {
+            g.by_customer.entry(*c).or_default().push(id);
+        }
         g.writes.put_decision(&id, &rec);
         g.decisions.insert(id, rec);
     }
@@ -2191,6 +2196,13 @@ impl Writer {
             {
                 return Ok(Selection::from_record(eid, &erec, true));
             }
+        }
+        // A request that read the campaign before its retirement landed.
+        if self
+            .campaign(&rec.campaign)
+            .is_some_and(|c| c.revision.retired)
+        {
+            return Err(retired_error(&rec.campaign));
         }
         // SelectOffer checked the decision budgets against committed counts;
         // decisions made meanwhile are only known here.
@@ -2435,9 +2447,7 @@ impl Writer {
             if matches!(change, ConfigChange::Retire) {
                 return Ok(c.clone());
             }
-            return Err(Error::FailedPrecondition(format!(
-                "campaign '{campaign}' was retired by an operator and retirement is final; use a new campaign id"
-            )));
+            return Err(retired_error(campaign));
         }
         let retiring = matches!(change, ConfigChange::Retire);
         let config = match (change, &current) {
@@ -2475,9 +2485,15 @@ impl Writer {
         }
         if let Some(c) = &current {
             if c.revision.number == 0 {
-                return Err(Error::FailedPrecondition(format!(
-                    "campaign '{campaign}' has history from before stored configs; declare it in the campaign file (or use a new id)"
-                )));
+                return Err(Error::FailedPrecondition(if retiring {
+                    format!(
+                        "campaign '{campaign}' has history from before stored configs and is not served; it stays unserved unless the campaign file declares it"
+                    )
+                } else {
+                    format!(
+                        "campaign '{campaign}' has history from before stored configs; declare it in the campaign file (or use a new id)"
+                    )
+                }));
             }
             if let Some(why) = c.config.update_conflict(&config) {
                 return Err(Error::FailedPrecondition(format!(
@@ -2663,6 +2679,12 @@ fn replay_learning(
         }
     }
     Ok((n, last))
+}
+
+fn retired_error(campaign: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "campaign '{campaign}' was retired by an operator and retirement is final; use a new campaign id"
+    ))
 }
 
 /// When the frequency-cap window ending at `now_ms` starts.

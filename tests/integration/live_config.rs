@@ -422,6 +422,15 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
         &["campaign-status", "--campaign", "n", "--status", "active"],
     );
     assert!(!ok && err.contains("retirement is final"), "{err}");
+    let e = admin
+        .set_offer_status(offer_bandit::proto::SetOfferStatusRequest {
+            campaign: "n".into(),
+            offer_id: "x".into(),
+            status: "paused".into(),
+        })
+        .await
+        .expect_err("no status changes on a retired campaign");
+    assert_eq!(e.code(), Code::FailedPrecondition);
     drop((offers, admin));
     server.kill();
     server.relaunch();
