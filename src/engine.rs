@@ -1312,14 +1312,26 @@ impl Engine {
     pub async fn prune(&self, before_ms: i64, limit: usize) -> Result<usize, Error> {
         // Only records made a full reward window before the cut can be past
         // it; scanning no further keeps each pass to prunable records.
-        let longest = self
-            .campaigns
-            .read()
-            .values()
-            .map(|c| c.reward_window_ms())
-            .max()
-            .unwrap_or(0);
-        let created_before = before_ms.saturating_sub(longest);
+        let (longest, longest_cap) = {
+            let campaigns = self.campaigns.read();
+            let longest = campaigns
+                .values()
+                .map(|c| c.reward_window_ms())
+                .max()
+                .unwrap_or(0);
+            // A frequency cap counts a customer's decisions over its
+            // period: retention never takes those (whichever campaign).
+            let longest_cap = campaigns
+                .values()
+                .filter_map(|c| c.config.frequency_cap.as_ref())
+                .map(|cap| i64::try_from(cap.period.as_millis()).unwrap_or(i64::MAX))
+                .max()
+                .unwrap_or(0);
+            (longest, longest_cap)
+        };
+        let created_before = before_ms
+            .saturating_sub(longest)
+            .min(now_ms().saturating_sub(longest_cap));
         let (reply, rx) = oneshot::channel();
         self.send(Command::Prune {
             before_ms,

@@ -243,3 +243,30 @@ async fn resolved_records_are_pruned_after_retention_but_keep_their_evidence() {
         .into_inner();
     assert_eq!(f.decisions_erased, 0);
 }
+
+#[tokio::test]
+async fn retention_keeps_what_a_frequency_cap_still_counts() {
+    // Retention 1 s, but a cap over an hour: the decision must stay, or the
+    // customer would get the offer again after the sweep.
+    let config = campaign_toml("q", &[], "1s", &["a"]).replace(
+        "reward_window",
+        "frequency_cap = { max = 1, period = \"1h\" }\nreward_window",
+    );
+    let server = TestServer::start(
+        Some(&config),
+        &["--retention", "1s", "--sweep-interval", "100ms"],
+    );
+    let mut offers = server.offers().await;
+    let mut req = crate::support::select("q", &[]);
+    req.customer_id = "kim".into();
+    offers.select_offer(req.clone()).await.expect("first visit");
+    // Window 1 s + retention 1 s, swept every 100 ms: well past both.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(
+        export_lines(&server, "q").len(),
+        1,
+        "the capped decision is kept"
+    );
+    let again = offers.select_offer(req).await.expect_err("capped");
+    assert_eq!(again.code(), Code::ResourceExhausted, "{again:?}");
+}
