@@ -755,7 +755,7 @@ impl Engine {
         let mut spent: Vec<(String, String)> = Vec::new();
         let anonymous_draw = rand::random::<f64>();
         loop {
-            match self.select_among(req.clone(), &spent, anonymous_draw).await {
+            match self.select_among(&req, &spent, anonymous_draw).await {
                 Err(Error::Spent { offer, why }) => {
                     tracing::debug!(offer = %offer, "{why}: choosing again");
                     if spent.iter().any(|(o, _)| *o == offer) {
@@ -772,7 +772,7 @@ impl Engine {
     /// `anonymous_draw` deciding the arm of a visit without a customer id.
     async fn select_among(
         &self,
-        req: SelectRequest,
+        req: &SelectRequest,
         spent: &[(String, String)],
         anonymous_draw: f64,
     ) -> Result<Selection, Error> {
@@ -874,18 +874,22 @@ impl Engine {
         let now = now_ms();
         let id = self.ids.next(now);
         let rec = DecisionRecord {
-            campaign: req.campaign,
+            campaign: req.campaign.clone(),
             offer: offer.id.clone(),
             segment,
             propensity: choice.propensity,
             created_ms: now,
             expires_ms: now.saturating_add(campaign.reward_window_ms()),
-            request_id: req.request_id,
+            request_id: req.request_id.clone(),
             model_version,
             state: DecisionState::Pending,
             features,
             context: {
-                let mut c: Vec<_> = req.context.into_iter().collect();
+                let mut c: Vec<_> = req
+                    .context
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 c.sort_by(|a, b| a.0.cmp(&b.0));
                 c
             },
@@ -2141,11 +2145,9 @@ impl Writer {
     fn decision_budget_spent(
         &self,
         g: &mut Group,
+        campaign: &Campaign,
         rec: &DecisionRecord,
     ) -> Result<Option<String>, Error> {
-        let Some(campaign) = self.campaign(&rec.campaign) else {
-            return Ok(None);
-        };
         if !campaign.limited {
             return Ok(None);
         }
@@ -2158,7 +2160,7 @@ impl Writer {
                 return Ok(Some(why));
             }
         }
-        Ok(self.decision_count_spent(g, &campaign, rec))
+        Ok(self.decision_count_spent(g, campaign, rec))
     }
 
     /// The decision-budget part of [`Writer::decision_budget_spent`];
@@ -2209,20 +2211,19 @@ impl Writer {
                 return Ok(Selection::from_record(eid, &erec, true));
             }
         }
-        // A request that read the campaign before its retirement landed.
-        if self
-            .campaign(&rec.campaign)
-            .is_some_and(|c| c.revision.retired)
-        {
-            return Err(retired_error(&rec.campaign));
-        }
-        // SelectOffer checked the decision budgets against committed counts;
-        // decisions made meanwhile are only known here.
-        if let Some(why) = self.decision_budget_spent(g, &rec)? {
-            return Err(Error::Spent {
-                offer: rec.offer.clone(),
-                why,
-            });
+        if let Some(campaign) = self.campaign(&rec.campaign) {
+            // A request that read the campaign before its retirement landed.
+            if campaign.revision.retired {
+                return Err(retired_error(&rec.campaign));
+            }
+            // SelectOffer checked the budgets against committed counts;
+            // decisions made meanwhile are only known here.
+            if let Some(why) = self.decision_budget_spent(g, &campaign, &rec)? {
+                return Err(Error::Spent {
+                    offer: rec.offer.clone(),
+                    why,
+                });
+            }
         }
         if let Some(rid) = &rec.request_id {
             g.writes.put_request(&rec.campaign, rid, &id);

@@ -136,20 +136,14 @@ impl TestServer {
 
     /// SIGTERM, wait for a clean exit.
     pub fn stop(&mut self) {
+        self.sigterm();
         if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status()
-                .expect("kill");
-            assert!(status.success());
             let code = wait_timeout(&mut child, Duration::from_secs(20));
             assert_eq!(code, Some(0), "server should exit 0 after SIGTERM");
         }
     }
 
     /// Sends SIGTERM without waiting.
-    #[allow(dead_code)]
     pub fn sigterm(&self) {
         if let Some(child) = &self.child {
             let status = Command::new("kill")
