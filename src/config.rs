@@ -186,6 +186,10 @@ pub struct CampaignConfig {
     /// observations (no forgetting when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub half_life: Option<f64>,
+    /// Contextual: learn one prior variance per feature group from all the
+    /// campaign's offers (default true; see `policy::shared_prior`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_prior: Option<bool>,
 }
 
 impl CampaignConfig {
@@ -205,6 +209,9 @@ impl CampaignConfig {
             c.noise_variance = v;
         }
         c.half_life = self.half_life;
+        if let Some(v) = self.adaptive_prior {
+            c.adaptive_prior = v;
+        }
         Some(c)
     }
 
@@ -428,6 +435,10 @@ impl CampaignConfig {
                 "features and hash_bits must stay as they are: {hint}"
             ));
         }
+        let adaptive = |c: &CampaignConfig| c.contextual().map(|x| x.adaptive_prior);
+        if adaptive(next) != adaptive(self) {
+            return Some(format!("adaptive_prior must stay as it is: {hint}"));
+        }
         None
     }
 }
@@ -580,6 +591,7 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
                 ("prior_rate", c.prior_rate.is_some()),
                 ("noise_variance", c.noise_variance.is_some()),
                 ("half_life", c.half_life.is_some()),
+                ("adaptive_prior", c.adaptive_prior.is_some()),
             ];
             if let Some((k, _)) = contextual_keys.iter().find(|(_, set)| *set) {
                 return Err(format!(

@@ -27,6 +27,7 @@ use crate::{
     policy::{
         Objective,
         contextual::{ContextualConfig, GaussianPosterior, gaussian_arms},
+        shared_prior::SharedPrior,
         segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, SnapshotCache, segment_key},
         thompson,
     },
@@ -129,6 +130,24 @@ struct Contextual {
     encoder: Encoder,
     config: ContextualConfig,
     models: Arc<RwLock<Vec<GaussianPosterior>>>,
+    /// The prior learned across the offers (used when
+    /// `config.adaptive_prior`), shared by every revision like the models.
+    prior: Arc<RwLock<SharedPrior>>,
+    /// The encoder's feature groups, for the learned prior.
+    groups: Vec<std::ops::Range<usize>>,
+    /// Their names, for stats.
+    group_names: Vec<(String, &'static str)>,
+}
+
+impl Contextual {
+    /// The posterior a new offer starts from.
+    fn offer_prior(&self) -> GaussianPosterior {
+        if self.config.adaptive_prior {
+            self.prior.read().posterior(&self.config)
+        } else {
+            GaussianPosterior::prior(self.encoder.dim(), &self.config)
+        }
+    }
 }
 
 impl Campaign {
@@ -137,6 +156,13 @@ impl Campaign {
         let contextual = match (config.contextual(), config.encoder()) {
             (Some(cfg), Ok(encoder)) => Some(Contextual {
                 models: Arc::default(),
+                prior: Arc::new(RwLock::new(SharedPrior::new(encoder.dim(), &cfg))),
+                groups: encoder.groups().into_iter().map(|g| g.columns).collect(),
+                group_names: encoder
+                    .groups()
+                    .into_iter()
+                    .map(|g| (g.feature, g.part))
+                    .collect(),
                 encoder,
                 config: cfg,
             }),
@@ -176,9 +202,17 @@ impl Campaign {
             {
                 // A new prior for the offers that have learned nothing yet,
                 // as a restart would build them (they have no checkpoint).
+                let mut prior = c.prior.write();
+                if prior.events == 0 {
+                    *prior = SharedPrior::new(c.encoder.dim(), &next);
+                }
                 for m in c.models.write().iter_mut() {
                     if m.observations == 0 && m.decisions == 0 {
-                        *m = GaussianPosterior::prior(c.encoder.dim(), &next);
+                        *m = if next.adaptive_prior {
+                            prior.posterior(&next)
+                        } else {
+                            GaussianPosterior::prior(c.encoder.dim(), &next)
+                        };
                     }
                 }
             }
@@ -186,6 +220,9 @@ impl Campaign {
                 encoder: c.encoder.clone(),
                 config: next,
                 models: c.models.clone(),
+                prior: c.prior.clone(),
+                groups: c.groups.clone(),
+                group_names: c.group_names.clone(),
             })
         });
         let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
@@ -228,7 +265,7 @@ impl Campaign {
         let idx = self.model.write().push_offer();
         self.daily.write().push(DailyCounts::default());
         if let Some(c) = &self.contextual {
-            let prior = GaussianPosterior::prior(c.encoder.dim(), &c.config);
+            let prior = c.offer_prior();
             c.models.write().push(prior);
         }
         self.offer_index.insert(offer.id.clone(), idx);
@@ -418,6 +455,22 @@ pub struct CampaignStats {
     pub cells: Vec<CellStats>,
     /// Model version.
     pub model_version: u64,
+    /// Contextual campaigns with `adaptive_prior`: the learned prior
+    /// variance of each feature group, in encoding order.
+    pub feature_priors: Vec<FeaturePrior>,
+    /// Learning events the learned prior has counted.
+    pub prior_events: u64,
+}
+
+/// The learned prior variance of one feature group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeaturePrior {
+    /// Context feature.
+    pub feature: String,
+    /// `values`, `scaled` or `buckets` (see [`crate::features::FeatureGroup`]).
+    pub part: String,
+    /// Prior variance of each of its weights.
+    pub prior_variance: f64,
 }
 
 /// What an operator set for an offer (`SetOfferStatus`).
@@ -615,6 +668,29 @@ impl Engine {
                 }
             };
             campaign.model.write().set_cell(&key.segment, idx, *counts);
+        }
+        for (campaign_id, prior) in store.load_priors()? {
+            let Some(c) = campaigns
+                .get_mut(&campaign_id)
+                .and_then(|c| c.contextual.as_mut())
+            else {
+                continue;
+            };
+            if !prior.is_well_formed(c.encoder.dim()) {
+                return Err(StoreError::Corrupt {
+                    key: format!("prior {campaign_id}"),
+                    reason: format!(
+                        "stored prior has {} columns but the configured features encode to {}",
+                        prior.variance.len(),
+                        c.encoder.dim()
+                    ),
+                });
+            }
+            *c.prior.write() = prior;
+            // Offers without a stored posterior start from the learned prior
+            // (those with one are read next).
+            let fresh = c.offer_prior();
+            c.models.write().iter_mut().for_each(|m| *m = fresh.clone());
         }
         let models = store.load_models()?;
         for (campaign_id, offer, posterior) in models {
@@ -1485,11 +1561,30 @@ impl Engine {
             })
             .collect();
         cells.sort_by(|a, b| (&a.segment, &a.offer_id).cmp(&(&b.segment, &b.offer_id)));
+        let (feature_priors, prior_events) = match &campaign.contextual {
+            Some(c) if c.config.adaptive_prior => {
+                let prior = c.prior.read();
+                let groups = c.group_names.iter().zip(&c.groups);
+                let priors = groups
+                    .filter_map(|((feature, part), cols)| {
+                        Some(FeaturePrior {
+                            feature: feature.clone(),
+                            part: (*part).to_owned(),
+                            prior_variance: *prior.variance.get(cols.start)?,
+                        })
+                    })
+                    .collect();
+                (priors, prior.events)
+            }
+            _ => (Vec::new(), 0),
+        };
         Ok(CampaignStats {
             campaign: campaign_id.to_owned(),
             offers,
             cells,
             model_version: model.version(),
+            feature_priors,
+            prior_events,
         })
     }
 
@@ -1564,6 +1659,7 @@ fn retired_config(id: &str) -> CampaignConfig {
         prior_rate: None,
         noise_variance: None,
         half_life: None,
+        adaptive_prior: None,
     }
 }
 
@@ -1723,6 +1819,8 @@ struct Group {
     daily: HashMap<(String, usize), DailyCounts>,
     statuses: HashMap<String, CampaignStatus>,
     models: HashMap<(String, usize), GaussianPosterior>,
+    /// Learned priors this group changed, by campaign.
+    priors: HashMap<String, SharedPrior>,
     /// Decisions this group added per offer (erasures in the same group
     /// are not subtracted: budget checks err on the safe side).
     trials: HashMap<(String, usize), u64>,
@@ -1817,6 +1915,7 @@ impl Writer {
             || self.last_checkpoint.get().elapsed() >= CHECKPOINT_EVERY)
             && !self.dirty.borrow().is_empty();
         if checkpoint {
+            let mut priors_written = std::collections::HashSet::new();
             for (campaign, offer) in self.dirty.borrow().iter() {
                 let Some(c) = self.campaign(campaign) else {
                     continue;
@@ -1832,6 +1931,13 @@ impl Writer {
                             group.writes.put_model(campaign, &o.id, p);
                         }
                     }
+                }
+                if ctx.config.adaptive_prior && !priors_written.contains(campaign) {
+                    match group.priors.get(campaign) {
+                        Some(p) => group.writes.put_prior(campaign, p),
+                        None => group.writes.put_prior(campaign, &ctx.prior.read()),
+                    }
+                    priors_written.insert(campaign.clone());
                 }
             }
             group.writes.put_model_seq(self.seq.get());
@@ -1894,6 +2000,13 @@ impl Writer {
                     && let Some(slot) = ctx.models.write().get_mut(offer)
                 {
                     *slot = posterior;
+                }
+            }
+            for (campaign, prior) in group.priors {
+                if let Some(c) = self.campaign(&campaign)
+                    && let Some(ctx) = &c.contextual
+                {
+                    *ctx.prior.write() = prior;
                 }
             }
         }
@@ -2134,10 +2247,40 @@ impl Writer {
         }
         self.dirty.borrow_mut().insert(key.clone());
         g.models.insert(key, posterior);
+        if ctx.config.adaptive_prior {
+            self.count_for_prior(g, &rec.campaign, ctx);
+        }
         // Written at the next checkpoint (`finish`); until then the event is
         // durable as this sequence number in its decision record.
         self.seq.set(self.seq.get() + 1);
         self.seq.get()
+    }
+
+    /// Counts a learning event for the campaign's learned prior and, when a
+    /// re-estimation is due, re-bases every offer's posterior on the new
+    /// prior (all staged in the group, all written at the next checkpoint).
+    fn count_for_prior(&self, g: &mut Group, campaign: &str, ctx: &Contextual) {
+        let prior = g
+            .priors
+            .entry(campaign.to_owned())
+            .or_insert_with(|| ctx.prior.read().clone());
+        if !prior.count() {
+            return;
+        }
+        let n = ctx.models.read().len();
+        let mut models: Vec<GaussianPosterior> = (0..n)
+            .map(|i| match g.models.remove(&(campaign.to_owned(), i)) {
+                Some(p) => p,
+                None => ctx.models.read()[i].clone(),
+            })
+            .collect();
+        prior.reestimate(&ctx.groups, &mut models, &ctx.config);
+        let mut dirty = self.dirty.borrow_mut();
+        for (i, m) in models.into_iter().enumerate() {
+            let key = (campaign.to_owned(), i);
+            dirty.insert(key.clone());
+            g.models.insert(key, m);
+        }
     }
 
     /// Why a decision's offer has no decision budget left, counting the
@@ -2683,11 +2826,16 @@ fn replay_learning(
         if x.iter().any(|(j, _)| *j as usize >= ctx.encoder.dim()) {
             continue;
         }
-        if let Some(p) = ctx.models.write().get_mut(i) {
+        let mut prior = ctx.prior.write();
+        let mut models = ctx.models.write();
+        if let Some(p) = models.get_mut(i) {
             if redeemed {
                 p.learn_redemption(&x, &ctx.config);
             } else {
                 p.learn_decision(&x, &ctx.config);
+            }
+            if ctx.config.adaptive_prior && prior.count() {
+                prior.reestimate(&ctx.groups, &mut models, &ctx.config);
             }
         }
     }

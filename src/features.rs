@@ -67,6 +67,19 @@ impl FeatureSpec {
     }
 }
 
+/// Columns of the encoding that come from one feature (see
+/// [`Encoder::groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureGroup {
+    /// The context feature (`hashed` for the shared hashed block).
+    pub feature: String,
+    /// Which part of it: `values` (a category's or a flag's columns),
+    /// `scaled` or `buckets` (a number's).
+    pub part: &'static str,
+    /// The columns.
+    pub columns: std::ops::Range<usize>,
+}
+
 /// Why an encoder cannot be built or a context cannot be encoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EncodeError {
@@ -187,6 +200,37 @@ impl Encoder {
     /// The feature specs.
     pub fn specs(&self) -> &[FeatureSpec] {
         &self.specs
+    }
+
+    /// The columns that say one thing each, for priors that share a
+    /// variance: a number's scaled column, its buckets, a category's
+    /// columns, a flag, the hashed block. The intercept (column 0) is in
+    /// none of them.
+    pub fn groups(&self) -> Vec<FeatureGroup> {
+        let mut groups = Vec::new();
+        let mut push = |feature: &str, part: &'static str, columns: std::ops::Range<usize>| {
+            groups.push(FeatureGroup {
+                feature: feature.to_owned(),
+                part,
+                columns,
+            })
+        };
+        for (spec, &off) in self.specs.iter().zip(&self.offsets) {
+            let width = spec.width();
+            match spec {
+                FeatureSpec::Numeric { .. } if width > 1 => {
+                    push(spec.name(), "scaled", off..off + 1);
+                    push(spec.name(), "buckets", off + 1..off + width);
+                }
+                FeatureSpec::Numeric { .. } => push(spec.name(), "scaled", off..off + width),
+                FeatureSpec::Hashed { .. } => {}
+                _ => push(spec.name(), "values", off..off + width),
+            }
+        }
+        if self.hash_offset < self.dim {
+            push("hashed", "values", self.hash_offset..self.dim);
+        }
+        groups
     }
 
     /// Encodes a context as (column, value) pairs with increasing columns.

@@ -74,6 +74,11 @@ impl SymMatrix {
         out
     }
 
+    /// Column `j` (equal to row `j`).
+    pub fn column(&self, j: usize) -> Vec<f64> {
+        self.a[j * self.d..(j + 1) * self.d].to_vec()
+    }
+
     /// `A -= c u u^T`: O(d^2).
     pub fn rank1_sub(&mut self, u: &[f64], c: f64) {
         for (i, ui) in u.iter().enumerate() {

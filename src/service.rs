@@ -669,6 +669,8 @@ fn report_to_proto(r: crate::engine::CampaignReport) -> proto::CampaignReport {
         offers: Vec::new(),
         cells: r.cells,
         model_version: 0,
+        feature_priors: Vec::new(),
+        prior_events: 0,
     })
     .cells;
     proto::CampaignReport {
@@ -735,5 +737,15 @@ fn stats_to_proto(s: CampaignStats) -> proto::GetCampaignStatsResponse {
             })
             .collect(),
         model_version: s.model_version,
+        feature_priors: s
+            .feature_priors
+            .into_iter()
+            .map(|f| proto::FeaturePrior {
+                feature: f.feature,
+                part: f.part,
+                prior_variance: f.prior_variance,
+            })
+            .collect(),
+        prior_events: s.prior_events,
     }
 }

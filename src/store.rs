@@ -26,6 +26,9 @@
 //! - `p/{campaign}\0{offer}`: a contextual posterior as of the last model
 //!   checkpoint, and `meta/model-seq`: the last learning event it includes
 //!   (later events are replayed from the decision records at startup);
+//! - `q/{campaign}`: the learned prior of a contextual campaign
+//!   ([`SharedPrior`]), written with its posteriors at each checkpoint (a
+//!   store without one reads as the configured prior, before any event);
 //! - `meta/customer-key`, `meta/customer-key-fingerprint`: the generated
 //!   customer key (when none is configured) and the fingerprint of the key
 //!   in use, so that a changed key is refused rather than silently breaking
@@ -42,7 +45,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     customer::{CustomerHash, CustomerKey},
     decision::{DecisionId, DecisionRecord, DecisionState},
-    policy::{contextual::GaussianPosterior, segment::CellCounts},
+    policy::{contextual::GaussianPosterior, segment::CellCounts, shared_prior::SharedPrior},
 };
 
 /// Schema of the key layout above. 4 added the customer of each decision;
@@ -64,6 +67,7 @@ const ARM: &[u8] = b"a/";
 const DAILY: &[u8] = b"u/";
 const STATUS: &[u8] = b"s/";
 const CONFIG: &[u8] = b"k/";
+const PRIOR: &[u8] = b"q/";
 const META_CUSTOMER_KEY: &[u8] = b"meta/customer-key";
 const META_CUSTOMER_FINGERPRINT: &[u8] = b"meta/customer-key-fingerprint";
 const META_MODEL_SEQ: &[u8] = b"meta/model-seq";
@@ -293,6 +297,11 @@ impl Store {
         &self,
     ) -> Result<Vec<(String, crate::revisions::StoredCampaign)>, StoreError> {
         self.load_by_campaign(CONFIG)
+    }
+
+    /// Every contextual campaign's learned prior, as (campaign, prior).
+    pub fn load_priors(&self) -> Result<Vec<(String, SharedPrior)>, StoreError> {
+        self.load_by_campaign(PRIOR)
     }
 
     fn load_by_campaign<T: DeserializeOwned>(
@@ -803,6 +812,16 @@ pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
                 key: escape(key),
                 reason: e.to_string(),
             })
+    } else if key.starts_with(PRIOR) {
+        let p: SharedPrior = decode(key, value)?;
+        if p.is_well_formed(p.variance.len()) {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                key: escape(key),
+                reason: "a prior variance is not a positive number".into(),
+            })
+        }
     } else if key.starts_with(MODEL) {
         let p: GaussianPosterior = decode(key, value)?;
         if p.is_well_formed() {
@@ -845,6 +864,13 @@ impl WriteSet {
     /// Sets the contextual posterior of one offer.
     pub fn put_model(&mut self, campaign: &str, offer: &str, model: &GaussianPosterior) {
         self.batch.insert(model_key(campaign, offer), encode(model));
+        self.len += 1;
+    }
+
+    /// Sets the learned prior of a contextual campaign.
+    pub fn put_prior(&mut self, campaign: &str, prior: &SharedPrior) {
+        self.batch
+            .insert([PRIOR, campaign.as_bytes()].concat(), encode(prior));
         self.len += 1;
     }
 

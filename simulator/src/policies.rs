@@ -26,7 +26,8 @@ marketer                    the scenario's static rule (e.g. BOGO to everyone af
 linear-ts[:OPTS]            contextual Thompson sampling, Bayesian linear regression per offer
 logistic-ts[:OPTS]          contextual Thompson sampling, Bayesian logistic regression per offer
                             OPTS: KEY=VALUE joined by '+': exploration, prior-variance,
-                            prior-rate, noise-variance, half-life (observations per offer)";
+                            prior-rate, noise-variance, half-life (observations per offer),
+                            adaptive-prior (on: prior variances learned across offers; off)";
 
 /// A marketer's static rule: context and candidates in, an offer out.
 pub(crate) type Rule<'a> = dyn Fn(&Context, &[usize]) -> usize + Sync + 'a;
@@ -63,6 +64,14 @@ fn contextual_config(
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("policy '{spec}': option '{kv}' is not KEY=VALUE"))?;
+        if k == "adaptive-prior" {
+            c.adaptive_prior = match v {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => bail!("policy '{spec}': adaptive-prior must be on or off"),
+            };
+            continue;
+        }
         let v: f64 = v
             .parse()
             .ok()

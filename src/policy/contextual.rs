@@ -12,6 +12,7 @@ use super::thompson::{self, GaussianArm, Link, sigmoid};
 use super::{Features, Outcome, Policy, PolicyError};
 use crate::context::Context;
 use crate::features::Encoder;
+use super::shared_prior::SharedPrior;
 use crate::linalg::{Sparse, SymMatrix, dot_sparse};
 
 /// The regression's likelihood.
@@ -52,6 +53,9 @@ pub struct ContextualConfig {
     /// Evidence of an offer halves every this many of its observations
     /// (None: no forgetting).
     pub half_life: Option<f64>,
+    /// Learn the prior variances from the campaign's offers
+    /// ([`SharedPrior`]); false keeps `prior_variance` for every column.
+    pub adaptive_prior: bool,
 }
 
 impl ContextualConfig {
@@ -65,6 +69,7 @@ impl ContextualConfig {
                 noise_variance: 0.05,
                 exploration: 0.3,
                 half_life: None,
+                adaptive_prior: true,
             },
             Likelihood::Logistic => ContextualConfig {
                 likelihood,
@@ -73,6 +78,7 @@ impl ContextualConfig {
                 noise_variance: 1.0,
                 exploration: 0.3,
                 half_life: None,
+                adaptive_prior: true,
             },
         }
     }
@@ -212,6 +218,39 @@ impl GaussianPosterior {
         exact
     }
 
+    /// Re-bases the posterior from a prior with per-column variances `old`
+    /// to one with `new`, keeping the evidence: with `D = diag(1/new -
+    /// 1/old)`, the covariance becomes `(S^-1 + D)^-1` (one Sherman-Morrison
+    /// step per changed column) and the mean `m - S' D m`. Columns whose
+    /// variance changes must have prior mean 0 (every column but the
+    /// intercept). O(d^3) when every column changes.
+    pub fn rebase_prior(&mut self, old: &[f64], new: &[f64]) {
+        let dim = self.mean.len();
+        let mut shift: Vec<(u32, f64)> = Vec::new();
+        for (i, (o, n)) in old.iter().zip(new).enumerate().take(dim) {
+            let di = 1.0 / n - 1.0 / o;
+            if di == 0.0 || !di.is_finite() {
+                continue;
+            }
+            let col = self.cov.column(i);
+            let denom = 1.0 + di * col[i];
+            // Positive whenever the covariance is below the old prior's, as
+            // evidence keeps it; skip a column where rounding says otherwise.
+            if denom <= 1e-9 {
+                continue;
+            }
+            self.cov.rank1_sub(&col, di / denom);
+            if self.mean[i] != 0.0 {
+                shift.push((i as u32, di * self.mean[i]));
+            }
+        }
+        // D m uses the new covariance S' = (S^-1 + D)^-1, complete only now.
+        let delta = self.cov.mul_sparse(&shift);
+        for (m, d) in self.mean.iter_mut().zip(delta) {
+            *m -= d;
+        }
+    }
+
     /// Absorbs one observation `y` (1 redeemed, 0 not) at `x`.
     pub fn update(&mut self, x: &Sparse, y: f64, config: &ContextualConfig) {
         let (mu, mut s2) = self.predictive(x);
@@ -266,6 +305,9 @@ pub struct ContextualTs {
     config: ContextualConfig,
     weights: Vec<f64>,
     models: Vec<GaussianPosterior>,
+    /// The learned prior, when `config.adaptive_prior`.
+    prior: Option<SharedPrior>,
+    groups: Vec<std::ops::Range<usize>>,
 }
 
 impl ContextualTs {
@@ -276,10 +318,23 @@ impl ContextualTs {
             .map(|_| GaussianPosterior::prior(encoder.dim(), &config))
             .collect();
         ContextualTs {
+            prior: config
+                .adaptive_prior
+                .then(|| SharedPrior::new(encoder.dim(), &config)),
+            groups: encoder.groups().into_iter().map(|g| g.columns).collect(),
             encoder,
             config,
             weights,
             models,
+        }
+    }
+
+    /// Counts a learning event, re-estimating the shared prior when due.
+    fn learned(&mut self) {
+        if let Some(prior) = &mut self.prior
+            && prior.count()
+        {
+            prior.reestimate(&self.groups, &mut self.models, &self.config);
         }
     }
 
@@ -367,11 +422,13 @@ impl Policy for ContextualTs {
     fn on_decision(&mut self, f: &Features, offer: usize) {
         if let Some(m) = self.models.get_mut(offer) {
             m.learn_decision(&f.x, &self.config);
+            self.learned();
         }
     }
     fn on_outcome(&mut self, f: &Features, offer: usize, outcome: Outcome) {
         if let (Some(m), Outcome::Redeemed { .. }) = (self.models.get_mut(offer), outcome) {
             m.learn_redemption(&f.x, &self.config);
+            self.learned();
         }
     }
 }

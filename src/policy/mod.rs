@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod contextual;
 pub mod segment;
+pub mod shared_prior;
 pub mod special;
 pub mod thompson;
 
