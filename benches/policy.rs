@@ -8,8 +8,9 @@ use offer_bandit::{
     features::{Encoder, FeatureSpec},
     policy::{
         Features, Outcome, Policy,
-        contextual::{ContextualConfig, ContextualTs, Likelihood},
+        contextual::{ContextualConfig, ContextualTs, GaussianPosterior, Likelihood},
         segment::{DEFAULT_SNAPSHOT_TOLERANCE, SegmentTs},
+        shared_prior::SharedPrior,
     },
 };
 use rand::{RngExt, SeedableRng};
@@ -146,5 +147,32 @@ fn benches(c: &mut Criterion) {
     decide(c, "segment-ts(K=12,64 segments)", &mut segment);
 }
 
-criterion_group!(policy, benches);
+/// One re-estimation of a campaign's learned prior: K = 12 posteriors of
+/// d = 64 re-based (O(K d^3)), as the writer does after 256 learning events
+/// and then every max(256, events / 8).
+fn reestimate(c: &mut Criterion) {
+    let config = ContextualConfig::new(Likelihood::Logistic);
+    let enc = encoder();
+    let groups: Vec<_> = enc.groups().into_iter().map(|g| g.columns).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let mut models: Vec<GaussianPosterior> = (0..OFFERS)
+        .map(|_| GaussianPosterior::prior(enc.dim(), &config))
+        .collect();
+    for i in 0..4_000 {
+        let f = enc.encode(&context(&mut rng)).expect("encodes");
+        let y = f64::from(u8::from(rng.random::<f64>() < 0.1));
+        models[i % OFFERS].update(&f, y, &config);
+    }
+    let prior = SharedPrior::new(enc.dim(), &config);
+    c.bench_function("logistic-ts(K=12,d=64)/reestimate-prior", |b| {
+        b.iter(|| {
+            let mut p = prior.clone();
+            let mut m = models.clone();
+            p.reestimate(&groups, &mut m, &config);
+            black_box(m)
+        })
+    });
+}
+
+criterion_group!(policy, benches, reestimate);
 criterion_main!(policy);

@@ -646,6 +646,10 @@ mod tests {
         );
         assert!(err(&format!("{base}colour = 1\n{offer}")).contains("unknown field"));
         assert!(err(&format!("{base}half_life = 10.0\n{offer}")).contains("half_life applies to"));
+        assert!(
+            err(&format!("{base}adaptive_prior = false\n{offer}"))
+                .contains("adaptive_prior applies to")
+        );
         let ctx = base.replace("segment-ts", "logistic-ts");
         let feature =
             "[[campaigns.features]]\nkind = \"numeric\"\nname = \"hour\"\nmin = 0\nmax = 24\n";
@@ -764,6 +768,21 @@ mod tests {
             c.update_conflict(&bad)
                 .expect("conflict")
                 .contains("'other'")
+        );
+        // A contextual campaign keeps its learned prior on or off; saying
+        // the default out loud is no change.
+        let personal = demo().expect("demo").remove(1);
+        assert!(personal.contextual().is_some_and(|x| x.adaptive_prior));
+        let mut same = personal.clone();
+        same.adaptive_prior = Some(true);
+        assert_eq!(personal.update_conflict(&same), None);
+        let mut bad = personal.clone();
+        bad.adaptive_prior = Some(false);
+        assert!(
+            personal
+                .update_conflict(&bad)
+                .expect("conflict")
+                .contains("adaptive_prior")
         );
     }
 }

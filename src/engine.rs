@@ -27,8 +27,8 @@ use crate::{
     policy::{
         Objective,
         contextual::{ContextualConfig, GaussianPosterior, gaussian_arms},
-        shared_prior::SharedPrior,
         segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, SnapshotCache, segment_key},
+        shared_prior::SharedPrior,
         thompson,
     },
     revisions::{Revision, Source, StoredCampaign},

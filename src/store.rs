@@ -49,8 +49,12 @@ use crate::{
 };
 
 /// Schema of the key layout above. 4 added the customer of each decision;
-/// a schema-3 store is migrated when opened.
-pub const SCHEMA_VERSION: u32 = 4;
+/// a schema-3 store is migrated when opened. 5 added learned priors (`q/`):
+/// a schema-4 store (and a schema-4 backup) has none, so it is only marked
+/// 5 when opened, and its campaigns start from the configured prior. The
+/// mark keeps an older build from reading a store whose posteriors were
+/// re-based on a prior it does not know.
+pub const SCHEMA_VERSION: u32 = 5;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -226,6 +230,13 @@ impl Store {
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
             Some(v) if v.as_ref() == 3u32.to_be_bytes() => migrate_from_3(&db, &tree)?,
+            Some(v) if v.as_ref() == 4u32.to_be_bytes() => {
+                tree.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+                tracing::info!(
+                    "marked the store as schema {SCHEMA_VERSION} (from 4: no data changes)"
+                );
+            }
             Some(v) => {
                 return Err(StoreError::Corrupt {
                     key: escape(META_SCHEMA),
@@ -624,7 +635,8 @@ struct DecisionRecordV3 {
 }
 
 /// Schema 3 stored decisions without their customer: rewrites each record
-/// with none, then marks the store as schema 4, in one batch.
+/// with none, then marks the store as the current schema (4 and 5 changed
+/// nothing else it has), in one batch.
 fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     let mut n = 0usize;
@@ -764,9 +776,10 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry<'_>>, String> {
     };
     let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let schema = u32_of(take(4)?);
-    if schema != SCHEMA_VERSION {
+    // A schema-4 backup restores as it is and is marked 5 when opened.
+    if schema != SCHEMA_VERSION && schema != 4 {
         return Err(format!(
-            "backup of schema {schema}; this build restores schema {SCHEMA_VERSION}"
+            "backup of schema {schema}; this build restores schemas 4 and {SCHEMA_VERSION}"
         ));
     }
     let mut entries = Vec::new();
@@ -1130,6 +1143,26 @@ mod tests {
         assert_eq!(arms.len(), 1);
         assert_eq!((arms[0].0.as_str(), arms[0].1.as_str()), ("c", "bandit"));
         assert_eq!(arms[0].2.decisions, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn schema_4_stores_are_marked_5_and_keep_their_data() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let id = DecisionId([6; 16]);
+        {
+            let store = Store::open(dir.path())?;
+            store.tree.insert(META_SCHEMA, &4u32.to_be_bytes())?;
+            store.tree.insert(decision_key(&id), encode(&rec()))?;
+            store.flush()?;
+        }
+        let store = reopen(dir.path())?;
+        assert_eq!(store.decision(&id)?, Some(rec()));
+        assert_eq!(
+            store.tree.get(META_SCHEMA)?.as_deref(),
+            Some(&5u32.to_be_bytes()[..])
+        );
+        assert!(store.load_priors()?.is_empty());
         Ok(())
     }
 

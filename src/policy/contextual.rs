@@ -8,11 +8,11 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::shared_prior::SharedPrior;
 use super::thompson::{self, GaussianArm, Link, sigmoid};
 use super::{Features, Outcome, Policy, PolicyError};
 use crate::context::Context;
 use crate::features::Encoder;
-use super::shared_prior::SharedPrior;
 use crate::linalg::{Sparse, SymMatrix, dot_sparse};
 
 /// The regression's likelihood.

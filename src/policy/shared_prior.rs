@@ -24,6 +24,8 @@ pub const FIRST_ESTIMATE: u64 = 256;
 pub const MIN_VARIANCE: f64 = 1e-3;
 /// See [`MIN_VARIANCE`].
 pub const MAX_VARIANCE: f64 = 1.0;
+/// Relative change below which a group's variance is left as it is.
+pub const RETUNE: f64 = 0.05;
 
 /// The learned prior of one contextual campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +102,12 @@ impl SharedPrior {
             }
             if n > 0 && sum.is_finite() {
                 let v = (sum / n as f64).clamp(MIN_VARIANCE, MAX_VARIANCE);
-                self.variance[g.clone()].fill(v);
+                // A group whose estimate moved less than RETUNE keeps its
+                // variance: re-basing costs O(d^2) per column, and the
+                // estimates settle as evidence grows.
+                if (v / old[g.start] - 1.0).abs() > RETUNE {
+                    self.variance[g.clone()].fill(v);
+                }
             }
         }
         for m in models.iter_mut().filter(|m| m.mean.len() == dim) {
@@ -158,7 +165,10 @@ mod tests {
             assert!((rebased.mean[i] - direct.mean[i]).abs() < 1e-9, "mean {i}");
             for j in 0..d {
                 let (a, b) = (rebased.cov.get(i, j), direct.cov.get(i, j));
-                assert!((a - b).abs() < 1e-9 * b.abs().max(1e-6), "cov {i},{j}: {a} {b}");
+                assert!(
+                    (a - b).abs() < 1e-9 * b.abs().max(1e-6),
+                    "cov {i},{j}: {a} {b}"
+                );
             }
         }
     }
@@ -170,8 +180,9 @@ mod tests {
         // shrinks the second.
         let d = 5;
         let config = ContextualConfig::new(Likelihood::Logistic);
-        let mut models: Vec<GaussianPosterior> =
-            (0..8).map(|_| GaussianPosterior::prior(d, &config)).collect();
+        let mut models: Vec<GaussianPosterior> = (0..8)
+            .map(|_| GaussianPosterior::prior(d, &config))
+            .collect();
         let mut prior = SharedPrior::new(d, &config);
         let groups = [1..3, 3..5];
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -189,7 +200,10 @@ mod tests {
         let (used, unused) = (prior.variance[1], prior.variance[3]);
         assert!(used > 0.5, "variance of the used group {used}");
         assert!(unused < 0.02, "variance of the unused group {unused}");
-        assert_eq!(prior.variance[0], config.prior_variance, "intercept untouched");
+        assert_eq!(
+            prior.variance[0], config.prior_variance,
+            "intercept untouched"
+        );
         assert!(prior.next_estimate > prior.events);
         for m in &models {
             assert!(m.is_well_formed());

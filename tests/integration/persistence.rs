@@ -139,7 +139,12 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
     // The learned prior was re-estimated once (after 256 events, later than
     // the checkpoint): replay has to redo it at the same event.
     assert_eq!(before.prior_events, 300);
-    assert_eq!(before.feature_priors.len(), 1, "{:?}", before.feature_priors);
+    assert_eq!(
+        before.feature_priors.len(),
+        1,
+        "{:?}",
+        before.feature_priors
+    );
     let learned = before.feature_priors[0].prior_variance;
     assert!(
         (learned - 0.1).abs() > 1e-6,
