@@ -138,6 +138,17 @@ fn benches(c: &mut Criterion) {
         weights.clone(),
     );
     decide(c, "linear-ts(K=12,d=64)", &mut linear);
+    // The same two without the learned prior, for the ratio in one run.
+    for likelihood in [Likelihood::Logistic, Likelihood::Linear] {
+        let mut config = ContextualConfig::new(likelihood);
+        config.adaptive_prior = false;
+        let mut fixed = ContextualTs::new(encoder(), config, weights.clone());
+        let name = match likelihood {
+            Likelihood::Logistic => "logistic-ts-fixed-prior(K=12,d=64)",
+            Likelihood::Linear => "linear-ts-fixed-prior(K=12,d=64)",
+        };
+        decide(c, name, &mut fixed);
+    }
     let mut segment = SegmentTs::new(
         vec!["c0".into(), "c1".into()],
         weights,

@@ -435,10 +435,6 @@ impl CampaignConfig {
                 "features and hash_bits must stay as they are: {hint}"
             ));
         }
-        let adaptive = |c: &CampaignConfig| c.contextual().map(|x| x.adaptive_prior);
-        if adaptive(next) != adaptive(self) {
-            return Some(format!("adaptive_prior must stay as it is: {hint}"));
-        }
         None
     }
 }
@@ -769,20 +765,12 @@ mod tests {
                 .expect("conflict")
                 .contains("'other'")
         );
-        // A contextual campaign keeps its learned prior on or off; saying
-        // the default out loud is no change.
+        // A contextual campaign may switch its learned prior off (every
+        // posterior is then re-based on the configured prior) or on.
         let personal = demo().expect("demo").remove(1);
         assert!(personal.contextual().is_some_and(|x| x.adaptive_prior));
-        let mut same = personal.clone();
-        same.adaptive_prior = Some(true);
-        assert_eq!(personal.update_conflict(&same), None);
-        let mut bad = personal.clone();
-        bad.adaptive_prior = Some(false);
-        assert!(
-            personal
-                .update_conflict(&bad)
-                .expect("conflict")
-                .contains("adaptive_prior")
-        );
+        let mut off = personal.clone();
+        off.adaptive_prior = Some(false);
+        assert_eq!(personal.update_conflict(&off), None);
     }
 }

@@ -28,7 +28,7 @@ use crate::{
         Objective,
         contextual::{ContextualConfig, GaussianPosterior, gaussian_arms},
         segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, SnapshotCache, segment_key},
-        shared_prior::SharedPrior,
+        shared_prior::{FIRST_ESTIMATE, SharedPrior},
         thompson,
     },
     revisions::{Revision, Source, StoredCampaign},
@@ -197,13 +197,29 @@ impl Campaign {
         let active = !revision.retired;
         let contextual = self.contextual.as_ref().and_then(|c| {
             let next = config.contextual()?;
+            if c.config.adaptive_prior && !next.adaptive_prior {
+                // Back to the configured prior, exactly: every posterior is
+                // re-based on it (the intercept keeps its own), and the
+                // learned prior starts over should it be switched on again.
+                let mut prior = c.prior.write();
+                let mut target = vec![next.prior_variance; c.encoder.dim()];
+                if let (Some(t), Some(v)) = (target.first_mut(), prior.variance.first()) {
+                    *t = *v;
+                }
+                for m in c.models.write().iter_mut() {
+                    m.rebase_prior(&prior.variance, &target);
+                }
+                *prior = SharedPrior::new(c.encoder.dim(), &next);
+            }
             if (next.prior_variance, next.prior_rate)
                 != (c.config.prior_variance, c.config.prior_rate)
             {
                 // A new prior for the offers that have learned nothing yet,
-                // as a restart would build them (they have no checkpoint).
+                // as a restart would build them (the writer stores them
+                // with the revision).
                 let mut prior = c.prior.write();
-                if prior.events == 0 {
+                let untrained = |m: &GaussianPosterior| m.observations == 0 && m.decisions == 0;
+                if c.models.read().iter().all(untrained) {
                     *prior = SharedPrior::new(c.encoder.dim(), &next);
                 }
                 for m in c.models.write().iter_mut() {
@@ -2240,11 +2256,15 @@ impl Writer {
                 None => return 0,
             },
         };
-        if redeemed {
-            posterior.learn_redemption(&rec.features, &ctx.config);
-        } else {
-            posterior.learn_decision(&rec.features, &ctx.config);
-        }
+        // The learned prior bounds forgetting (only then is it needed here).
+        let prior = (ctx.config.adaptive_prior && ctx.config.half_life.is_some()).then(|| match g
+            .priors
+            .get(&rec.campaign)
+        {
+            Some(p) => p.variance.clone(),
+            None => ctx.prior.read().variance.clone(),
+        });
+        posterior.learn(&rec.features, redeemed, &ctx.config, prior.as_deref());
         self.dirty.borrow_mut().insert(key.clone());
         g.models.insert(key, posterior);
         if ctx.config.adaptive_prior {
@@ -2269,12 +2289,14 @@ impl Writer {
         }
         let n = ctx.models.read().len();
         let mut models: Vec<GaussianPosterior> = (0..n)
-            .map(|i| match g.models.remove(&(campaign.to_owned(), i)) {
-                Some(p) => p,
+            .map(|i| match g.models.get(&(campaign.to_owned(), i)) {
+                Some(p) => p.clone(),
                 None => ctx.models.read()[i].clone(),
             })
             .collect();
-        prior.reestimate(&ctx.groups, &mut models, &ctx.config);
+        if !prior.reestimate(&ctx.groups, &mut models, &ctx.config) {
+            return; // no variance moved: every posterior is as it was
+        }
         let mut dirty = self.dirty.borrow_mut();
         for (i, m) in models.into_iter().enumerate() {
             let key = (campaign.to_owned(), i);
@@ -2557,7 +2579,16 @@ impl Writer {
             None => ctx.models.read().get(offer)?.clone(),
         };
         let redeemed = matches!(rec.state, DecisionState::Redeemed { .. });
-        let exact = posterior.unlearn_decision(&rec.features, redeemed, &ctx.config);
+        let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &ctx.config);
+        if ctx.config.adaptive_prior {
+            // Once the prior has been re-estimated, the decision also
+            // shaped the learned variances, and through them every offer.
+            let estimated = match g.priors.get(&rec.campaign) {
+                Some(p) => p.next_estimate > FIRST_ESTIMATE,
+                None => ctx.prior.read().next_estimate > FIRST_ESTIMATE,
+            };
+            exact &= !estimated;
+        }
         self.dirty.borrow_mut().insert(key.clone());
         g.models.insert(key, posterior);
         // The erased record can no longer be replayed: checkpoint now.
@@ -2707,6 +2738,25 @@ impl Writer {
             Some(c) => c.revised(config, revision),
             None => Campaign::new(config, revision, true),
         });
+        // A revision may re-base posteriors (the learned prior switched off)
+        // or reset the untrained ones (a new prior): store them all, with
+        // the prior, at the learning event the forced checkpoint reached.
+        if let Some(ctx) = &next.contextual {
+            let mut writes = WriteSet::default();
+            for (o, m) in next.offers.iter().zip(ctx.models.read().iter()) {
+                writes.put_model(campaign, &o.id, m);
+            }
+            writes.put_prior(campaign, &ctx.prior.read());
+            writes.put_model_seq(self.seq.get());
+            let stored = self.store.commit(writes).and_then(|()| self.store.flush());
+            if let Err(e) = stored {
+                self.failed.store(true, Ordering::Relaxed);
+                tracing::error!(error = %e, "storage write failed");
+                return Err(Error::Unavailable(format!(
+                    "storage write failed after the change was recorded: {e}"
+                )));
+            }
+        }
         self.campaigns
             .write()
             .insert(campaign.to_owned(), next.clone());
@@ -2829,11 +2879,11 @@ fn replay_learning(
         let mut prior = ctx.prior.write();
         let mut models = ctx.models.write();
         if let Some(p) = models.get_mut(i) {
-            if redeemed {
-                p.learn_redemption(&x, &ctx.config);
-            } else {
-                p.learn_decision(&x, &ctx.config);
-            }
+            let bound = ctx
+                .config
+                .adaptive_prior
+                .then_some(prior.variance.as_slice());
+            p.learn(&x, redeemed, &ctx.config, bound);
             if ctx.config.adaptive_prior && prior.count() {
                 prior.reestimate(&ctx.groups, &mut models, &ctx.config);
             }

@@ -129,15 +129,31 @@ impl GaussianPosterior {
     /// is increasing in the redemption rate `p`, so the best offer is the
     /// same; [`Self::rate`] maps it back to `p`.
     pub fn learn_decision(&mut self, x: &Sparse, config: &ContextualConfig) {
-        let (mu, _) = self.predictive(x);
-        self.predicted_sum += Self::rate(mu, config.likelihood);
-        self.decisions += 1;
-        self.update(x, 0.0, config);
+        self.learn(x, false, config, None);
     }
 
     /// Learns that a decision was redeemed.
     pub fn learn_redemption(&mut self, x: &Sparse, config: &ContextualConfig) {
-        self.update(x, 1.0, config);
+        self.learn(x, true, config, None);
+    }
+
+    /// [`Self::learn_decision`] (`redeemed` false) or
+    /// [`Self::learn_redemption`] (true) under a prior with per-column
+    /// variances `prior` (a learned prior; None: `config.prior_variance`),
+    /// which bounds forgetting.
+    pub fn learn(
+        &mut self,
+        x: &Sparse,
+        redeemed: bool,
+        config: &ContextualConfig,
+        prior: Option<&[f64]>,
+    ) {
+        if !redeemed {
+            let (mu, _) = self.predictive(x);
+            self.predicted_sum += Self::rate(mu, config.likelihood);
+            self.decisions += 1;
+        }
+        self.update_under(x, f64::from(u8::from(redeemed)), config, prior);
     }
 
     /// The redemption rate implied by a latent score under decision-time
@@ -224,7 +240,11 @@ impl GaussianPosterior {
     /// step per changed column) and the mean `m - S' D m`. Columns whose
     /// variance changes must have prior mean 0 (every column but the
     /// intercept). O(d^3) when every column changes.
-    pub fn rebase_prior(&mut self, old: &[f64], new: &[f64]) {
+    /// Returns the number of columns left on the old variance because the
+    /// covariance there exceeds the old prior (which evidence never makes
+    /// it; rounding or a forgetting bound could).
+    pub fn rebase_prior(&mut self, old: &[f64], new: &[f64]) -> usize {
+        let mut skipped = 0;
         let dim = self.mean.len();
         let mut shift: Vec<(u32, f64)> = Vec::new();
         for (i, (o, n)) in old.iter().zip(new).enumerate().take(dim) {
@@ -237,6 +257,7 @@ impl GaussianPosterior {
             // Positive whenever the covariance is below the old prior's, as
             // evidence keeps it; skip a column where rounding says otherwise.
             if denom <= 1e-9 {
+                skipped += 1;
                 continue;
             }
             self.cov.rank1_sub(&col, di / denom);
@@ -249,10 +270,22 @@ impl GaussianPosterior {
         for (m, d) in self.mean.iter_mut().zip(delta) {
             *m -= d;
         }
+        skipped
     }
 
     /// Absorbs one observation `y` (1 redeemed, 0 not) at `x`.
     pub fn update(&mut self, x: &Sparse, y: f64, config: &ContextualConfig) {
+        self.update_under(x, y, config, None);
+    }
+
+    /// [`Self::update`] under per-column prior variances (see [`Self::learn`]).
+    pub fn update_under(
+        &mut self,
+        x: &Sparse,
+        y: f64,
+        config: &ContextualConfig,
+        prior: Option<&[f64]>,
+    ) {
         let (mu, mut s2) = self.predictive(x);
         let mut sx = self.cov.mul_sparse(x);
         if let Some(half_life) = config.half_life {
@@ -260,7 +293,13 @@ impl GaussianPosterior {
             // x only, by 2^(1/half_life) per observation, never past the
             // prior's variance along x. Unobserved directions keep theirs, so
             // nothing winds up.
-            let prior = config.prior_variance * x.iter().map(|(_, v)| v * v).sum::<f64>();
+            let variance = |i: u32| {
+                prior
+                    .and_then(|p| p.get(i as usize))
+                    .copied()
+                    .unwrap_or(config.prior_variance)
+            };
+            let prior = x.iter().map(|&(i, v)| variance(i) * v * v).sum::<f64>();
             let f = 0.5f64.powf(-1.0 / half_life.max(1.0)).min(prior / s2);
             if f > 1.0 {
                 self.cov.rank1_sub(&sx, -(f - 1.0) / s2);
@@ -420,14 +459,16 @@ impl Policy for ContextualTs {
         }
     }
     fn on_decision(&mut self, f: &Features, offer: usize) {
+        let prior = self.prior.as_ref().map(|p| p.variance.as_slice());
         if let Some(m) = self.models.get_mut(offer) {
-            m.learn_decision(&f.x, &self.config);
+            m.learn(&f.x, false, &self.config, prior);
             self.learned();
         }
     }
     fn on_outcome(&mut self, f: &Features, offer: usize, outcome: Outcome) {
+        let prior = self.prior.as_ref().map(|p| p.variance.as_slice());
         if let (Some(m), Outcome::Redeemed { .. }) = (self.models.get_mut(offer), outcome) {
-            m.learn_redemption(&f.x, &self.config);
+            m.learn(&f.x, true, &self.config, prior);
             self.learned();
         }
     }

@@ -79,27 +79,33 @@ impl SharedPrior {
     /// Re-estimates each group's variance as the mean, over the offers and
     /// the group's columns, of the posterior second moment
     /// `(m_i - m0_i)^2 + S_ii`, clamped to [`MIN_VARIANCE`, `MAX_VARIANCE`],
-    /// and re-bases every posterior on the new variances.
+    /// and re-bases every posterior on the new variances. The sums do not
+    /// depend on the order of `models` (a restart may number offers
+    /// differently). Offers that have learned nothing are set to the new
+    /// prior itself, as a restart builds them. Returns whether any variance
+    /// changed (if not, no posterior did).
     pub fn reestimate(
         &mut self,
         groups: &[Range<usize>],
         models: &mut [GaussianPosterior],
         config: &ContextualConfig,
-    ) {
+    ) -> bool {
         let dim = self.variance.len();
         let m0 = GaussianPosterior::prior(dim, config).mean;
         let old = self.variance.clone();
         let usable: Vec<&GaussianPosterior> =
             models.iter().filter(|m| m.mean.len() == dim).collect();
         for g in groups.iter().filter(|g| g.start < g.end && g.end <= dim) {
-            let mut sum = 0.0;
-            let mut n = 0usize;
-            for m in &usable {
-                for i in g.clone() {
-                    sum += (m.mean[i] - m0[i]).powi(2) + m.cov.get(i, i);
-                    n += 1;
-                }
-            }
+            let mut terms: Vec<f64> = usable
+                .iter()
+                .flat_map(|m| {
+                    g.clone()
+                        .map(|i| (m.mean[i] - m0[i]).powi(2) + m.cov.get(i, i))
+                })
+                .collect();
+            terms.sort_by(f64::total_cmp);
+            let n = terms.len();
+            let sum: f64 = terms.iter().sum();
             if n > 0 && sum.is_finite() {
                 let v = (sum / n as f64).clamp(MIN_VARIANCE, MAX_VARIANCE);
                 // A group whose estimate moved less than RETUNE keeps its
@@ -110,10 +116,26 @@ impl SharedPrior {
                 }
             }
         }
-        for m in models.iter_mut().filter(|m| m.mean.len() == dim) {
-            m.rebase_prior(&old, &self.variance);
-        }
         self.next_estimate = self.events + FIRST_ESTIMATE.max(self.events / 8);
+        if old == self.variance {
+            return false;
+        }
+        let fresh = self.posterior(config);
+        let mut skipped = 0;
+        for m in models.iter_mut().filter(|m| m.mean.len() == dim) {
+            if m.observations == 0 && m.decisions == 0 {
+                *m = fresh.clone();
+            } else {
+                skipped += m.rebase_prior(&old, &self.variance);
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                columns = skipped,
+                "learned prior: columns whose covariance exceeded the old prior kept their variance"
+            );
+        }
+        true
     }
 }
 

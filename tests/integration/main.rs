@@ -11,6 +11,7 @@ mod erasure;
 mod exactly_once;
 mod explain;
 mod grpcurl;
+mod learned_prior;
 mod learning;
 mod live_admin;
 mod live_config;
