@@ -187,7 +187,8 @@ pub struct CampaignConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub half_life: Option<f64>,
     /// Contextual: learn one prior variance per feature group from all the
-    /// campaign's offers (default true; see `policy::shared_prior`).
+    /// campaign's offers (default: true for at most 256 encoded columns; see
+    /// `policy::shared_prior`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive_prior: Option<bool>,
 }
@@ -209,9 +210,12 @@ impl CampaignConfig {
             c.noise_variance = v;
         }
         c.half_life = self.half_life;
-        if let Some(v) = self.adaptive_prior {
-            c.adaptive_prior = v;
-        }
+        c.adaptive_prior = match self.adaptive_prior {
+            Some(v) => v,
+            None => self
+                .encoder()
+                .is_ok_and(|e| crate::policy::shared_prior::on_by_default(e.dim())),
+        };
         Some(c)
     }
 
@@ -772,5 +776,12 @@ mod tests {
         let mut off = personal.clone();
         off.adaptive_prior = Some(false);
         assert_eq!(personal.update_conflict(&off), None);
+        // Off by default above 256 encoded columns (the cost is O(K d^3)).
+        let mut wide = personal.clone();
+        wide.hash_bits = 9;
+        assert!(wide.encoder().expect("encodes").dim() > 256);
+        assert!(wide.contextual().is_some_and(|x| !x.adaptive_prior));
+        wide.adaptive_prior = Some(true);
+        assert!(wide.contextual().is_some_and(|x| x.adaptive_prior));
     }
 }

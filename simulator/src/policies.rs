@@ -27,7 +27,8 @@ linear-ts[:OPTS]            contextual Thompson sampling, Bayesian linear regres
 logistic-ts[:OPTS]          contextual Thompson sampling, Bayesian logistic regression per offer
                             OPTS: KEY=VALUE joined by '+': exploration, prior-variance,
                             prior-rate, noise-variance, half-life (observations per offer),
-                            adaptive-prior (on: prior variances learned across offers; off)";
+                            adaptive-prior (on: prior variances learned across offers, the
+                            default up to 256 encoded columns; off)";
 
 /// A marketer's static rule: context and candidates in, an offer out.
 pub(crate) type Rule<'a> = dyn Fn(&Context, &[usize]) -> usize + Sync + 'a;
@@ -54,8 +55,11 @@ fn contextual_config(
     spec: &str,
     likelihood: Likelihood,
     opts: Option<&str>,
+    dim: usize,
 ) -> anyhow::Result<ContextualConfig> {
     let mut c = ContextualConfig::new(likelihood);
+    // As the server decides for a campaign that does not say.
+    c.adaptive_prior = offer_bandit::policy::shared_prior::on_by_default(dim);
     for kv in opts
         .into_iter()
         .flat_map(|o| o.split('+'))
@@ -135,12 +139,12 @@ pub(crate) fn build<'a>(spec: &str, env: &PolicyEnv<'a>) -> anyhow::Result<Box<d
         }
         ("linear-ts", opts) => Box::new(ContextualTs::new(
             env.encoder.clone(),
-            contextual_config(spec, Likelihood::Linear, opts)?,
+            contextual_config(spec, Likelihood::Linear, opts, env.encoder.dim())?,
             env.weights.clone(),
         )),
         ("logistic-ts", opts) => Box::new(ContextualTs::new(
             env.encoder.clone(),
-            contextual_config(spec, Likelihood::Logistic, opts)?,
+            contextual_config(spec, Likelihood::Logistic, opts, env.encoder.dim())?,
             env.weights.clone(),
         )),
         ("marketer", None) => match env.marketer {
