@@ -142,10 +142,64 @@ struct Contextual {
 impl Contextual {
     /// The posterior a new offer starts from.
     fn offer_prior(&self) -> GaussianPosterior {
-        if self.config.adaptive_prior {
-            self.prior.read().posterior(&self.config)
+        Self::prior_under(&self.prior.read(), self.encoder.dim(), &self.config)
+    }
+
+    fn prior_under(
+        prior: &SharedPrior,
+        dim: usize,
+        config: &ContextualConfig,
+    ) -> GaussianPosterior {
+        if config.adaptive_prior {
+            prior.posterior(config)
         } else {
-            GaussianPosterior::prior(self.encoder.dim(), &self.config)
+            GaussianPosterior::prior(dim, config)
+        }
+    }
+
+    /// Whether the prior holds learned variances (not the configured one).
+    fn prior_is_learned(&self, config: &ContextualConfig) -> bool {
+        let prior = self.prior.read();
+        let fresh = SharedPrior::new(self.encoder.dim(), config);
+        prior.variance.get(1..) != fresh.variance.get(1..)
+    }
+
+    /// Back to the configured prior of `next`, exactly: every posterior is
+    /// re-based on it (the intercept keeps its own), and the learned prior
+    /// starts over should it be switched on again. The O(K d^3) work is done
+    /// on copies, so SelectOffer is not held up meanwhile.
+    fn switch_prior_off(&self, next: &ContextualConfig) {
+        let mut prior = self.prior.write();
+        let mut target = vec![next.prior_variance; self.encoder.dim()];
+        if let (Some(t), Some(v)) = (target.first_mut(), prior.variance.first()) {
+            *t = *v;
+        }
+        let mut models = self.models.read().clone();
+        let skipped: usize = models
+            .iter_mut()
+            .map(|m| m.rebase_prior(&prior.variance, &target))
+            .sum();
+        if skipped > 0 {
+            tracing::warn!(
+                columns = skipped,
+                "learned prior switched off: columns whose covariance exceeded the learned prior kept it"
+            );
+        }
+        *self.models.write() = models;
+        *prior = SharedPrior::new(self.encoder.dim(), next);
+    }
+
+    /// Sets every offer that has learned nothing to the prior under `next`.
+    fn reset_untrained(&self, next: &ContextualConfig) {
+        let prior = self.prior.read();
+        let fresh = Self::prior_under(&prior, self.encoder.dim(), next);
+        for m in self
+            .models
+            .write()
+            .iter_mut()
+            .filter(|m| m.learned_nothing())
+        {
+            *m = fresh.clone();
         }
     }
 }
@@ -198,39 +252,23 @@ impl Campaign {
         let contextual = self.contextual.as_ref().and_then(|c| {
             let next = config.contextual()?;
             if c.config.adaptive_prior && !next.adaptive_prior {
-                // Back to the configured prior, exactly: every posterior is
-                // re-based on it (the intercept keeps its own), and the
-                // learned prior starts over should it be switched on again.
-                let mut prior = c.prior.write();
-                let mut target = vec![next.prior_variance; c.encoder.dim()];
-                if let (Some(t), Some(v)) = (target.first_mut(), prior.variance.first()) {
-                    *t = *v;
-                }
-                for m in c.models.write().iter_mut() {
-                    m.rebase_prior(&prior.variance, &target);
-                }
-                *prior = SharedPrior::new(c.encoder.dim(), &next);
+                c.switch_prior_off(&next);
             }
-            if (next.prior_variance, next.prior_rate)
-                != (c.config.prior_variance, c.config.prior_rate)
+            let new_prior = (next.prior_variance, next.prior_rate)
+                != (c.config.prior_variance, c.config.prior_rate);
+            if new_prior
+                && c.models
+                    .read()
+                    .iter()
+                    .all(GaussianPosterior::learned_nothing)
             {
-                // A new prior for the offers that have learned nothing yet,
-                // as a restart would build them (the writer stores them
-                // with the revision).
-                let mut prior = c.prior.write();
-                let untrained = |m: &GaussianPosterior| m.observations == 0 && m.decisions == 0;
-                if c.models.read().iter().all(untrained) {
-                    *prior = SharedPrior::new(c.encoder.dim(), &next);
-                }
-                for m in c.models.write().iter_mut() {
-                    if m.observations == 0 && m.decisions == 0 {
-                        *m = if next.adaptive_prior {
-                            prior.posterior(&next)
-                        } else {
-                            GaussianPosterior::prior(c.encoder.dim(), &next)
-                        };
-                    }
-                }
+                *c.prior.write() = SharedPrior::new(c.encoder.dim(), &next);
+            }
+            if new_prior || (next.adaptive_prior && !c.config.adaptive_prior) {
+                // The offers that have learned nothing start from the prior
+                // as it now is, as a restart builds them (the writer stores
+                // them with the revision).
+                c.reset_untrained(&next);
             }
             Some(Contextual {
                 encoder: c.encoder.clone(),
@@ -767,8 +805,36 @@ impl Engine {
                 *slot = counts;
             }
         }
+        // The stored state as the config now says: a learned prior switched
+        // off (by the campaign file, or by a revision whose second write a
+        // crash interrupted) is undone, and offers that learned nothing are
+        // the current prior.
+        let mut settled = false;
+        for c in campaigns.values().filter_map(|c| c.contextual.as_ref()) {
+            if !c.config.adaptive_prior && c.prior_is_learned(&c.config) {
+                c.switch_prior_off(&c.config);
+                settled = true;
+            }
+            c.reset_untrained(&c.config);
+        }
         let checkpoint = store.model_seq()?;
         let (decisions, last_seq) = replay_learning(&store, &mut campaigns, checkpoint)?;
+        if last_seq > checkpoint || settled {
+            // Checkpoint what replay (or settling) changed now: the writer
+            // starts with nothing dirty, so a later checkpoint would move
+            // the model sequence past posteriors it does not write.
+            let mut writes = WriteSet::default();
+            for (id, c) in &campaigns {
+                let Some(ctx) = &c.contextual else { continue };
+                for (o, m) in c.offers.iter().zip(ctx.models.read().iter()) {
+                    writes.put_model(id, &o.id, m);
+                }
+                writes.put_prior(id, &ctx.prior.read());
+            }
+            writes.put_model_seq(last_seq);
+            store.commit(writes)?;
+            store.flush()?;
+        }
         tracing::info!(
             cells = cells.len(),
             decisions,
@@ -1893,11 +1959,19 @@ impl Writer {
                 reply,
             } = first
             {
-                self.finish(Group {
+                let checkpointed = self.finish(Group {
                     checkpoint: true,
                     ..Group::default()
                 });
-                let _ = reply.send(self.revise(&campaign, change, expected_revision));
+                let result = if checkpointed {
+                    self.revise(&campaign, change, expected_revision)
+                } else {
+                    Err(Error::Unavailable(
+                        "the models could not be checkpointed before the change (see the server log); nothing was changed"
+                            .into(),
+                    ))
+                };
+                let _ = reply.send(result);
                 continue;
             }
             let mut group = Group::default();
@@ -1923,7 +1997,9 @@ impl Writer {
         }
     }
 
-    fn finish(&self, mut group: Group) {
+    /// Commits a group, publishes its state and answers its commands;
+    /// returns whether its writes are stored.
+    fn finish(&self, mut group: Group) -> bool {
         for (expires_ms, ids) in group.expiries.values() {
             group.writes.put_expiries(*expires_ms, ids);
         }
@@ -2029,6 +2105,7 @@ impl Writer {
         for reply in group.replies {
             reply.send(failure.as_deref());
         }
+        failure.is_none()
     }
 
     fn apply(&self, g: &mut Group, cmd: Command) {
@@ -2747,7 +2824,8 @@ impl Writer {
                 writes.put_model(campaign, &o.id, m);
             }
             writes.put_prior(campaign, &ctx.prior.read());
-            writes.put_model_seq(self.seq.get());
+            // The model sequence stays: the forced checkpoint before this
+            // left nothing dirty, so it already says `self.seq`.
             let stored = self.store.commit(writes).and_then(|()| self.store.flush());
             if let Err(e) = stored {
                 self.failed.store(true, Ordering::Relaxed);

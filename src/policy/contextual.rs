@@ -167,6 +167,11 @@ impl GaussianPosterior {
         q / (1.0 - q)
     }
 
+    /// Whether this posterior has learned nothing yet (it is its prior).
+    pub fn learned_nothing(&self) -> bool {
+        self.observations == 0 && self.decisions == 0
+    }
+
     /// Predictive mean and variance of the latent score `x.w`.
     pub fn predictive(&self, x: &Sparse) -> (f64, f64) {
         (dot_sparse(&self.mean, x), self.cov.quad(x).max(1e-12))

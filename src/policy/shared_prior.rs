@@ -140,7 +140,7 @@ impl SharedPrior {
         let fresh = self.posterior(config);
         let mut skipped = 0;
         for m in models.iter_mut().filter(|m| m.mean.len() == dim) {
-            if m.observations == 0 && m.decisions == 0 {
+            if m.learned_nothing() {
                 *m = fresh.clone();
             } else {
                 skipped += m.rebase_prior(&old, &self.variance);

@@ -108,3 +108,78 @@ async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
     let mut admin = server.admin().await;
     assert_eq!(stats(&mut admin).await, off);
 }
+
+#[tokio::test]
+async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
+    let mut server = TestServer::start(Some(&config(None)), &["--durable-decisions"]);
+    let mut offers = server.offers().await;
+    for i in 0..400 {
+        let t = ["u", "v"][i % 2];
+        let n = ["n0", "n1", "n2", "n3"][(i / 2) % 4];
+        let d = offers
+            .select_offer(select("p", &[("type", t), ("noise", n)]))
+            .await
+            .expect("select")
+            .into_inner();
+        if ((t == "u") == (d.offer_id == "a")) && i % 3 == 0 {
+            offers
+                .record_redemption(redeem(&d.decision_id))
+                .await
+                .expect("redeem");
+        }
+    }
+    // A checkpoint, so that the store holds the learned prior and the
+    // posteriors re-based on it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for _ in 0..10 {
+        offers
+            .select_offer(select("p", &[("type", "u"), ("noise", "n0")]))
+            .await
+            .expect("select");
+    }
+    let mut admin = server.admin().await;
+    let learned = stats(&mut admin).await;
+    assert!(
+        (variance(&learned, "noise") - 0.1).abs() > 1e-6,
+        "re-estimated"
+    );
+    drop((offers, admin));
+    server.kill();
+    server.rewrite_config(&config(Some(false)));
+    server.relaunch();
+    let mut admin = server.admin().await;
+    let off = stats(&mut admin).await;
+    assert!(off.feature_priors.is_empty());
+    // The counts stay; the predicted rates do not, as events after the last
+    // checkpoint are replayed under the new config.
+    let counts = |s: &GetCampaignStatsResponse| -> Vec<(String, u64, u64, u64)> {
+        s.offers
+            .iter()
+            .map(|o| {
+                (
+                    o.offer_id.clone(),
+                    o.decisions,
+                    o.redeemed,
+                    o.model_observations,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(counts(&off), counts(&learned));
+    drop(admin);
+    server.kill();
+    // Startup re-based the posteriors and stored the configured prior.
+    {
+        let store = offer_bandit::store::Store::open(server.data_dir()).expect("open store");
+        let priors = store.load_priors().expect("priors");
+        let (_, prior) = priors.iter().find(|(c, _)| c == "p").expect("prior of p");
+        assert!(
+            prior.variance.iter().all(|v| *v == 0.1),
+            "the stored prior is still the learned one: {:?}",
+            prior.variance
+        );
+    }
+    server.relaunch();
+    let mut admin = server.admin().await;
+    assert_eq!(stats(&mut admin).await, off);
+}

@@ -178,4 +178,37 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
         .into_inner();
     // Bit for bit: replay applies the same updates in the same order.
     assert_eq!(before, after);
+
+    // What replay restored must not be lost by the next checkpoint, even
+    // for offers that learn nothing more: learn on offer a only, let a
+    // checkpoint happen, kill -9 again.
+    let mut client = server.offers().await;
+    for round in 0..2 {
+        for i in 0..10 {
+            let mut req = select("promo", &[("type", ["x", "y"][i % 2])]);
+            req.candidate_offer_ids = vec!["a".into()];
+            client.select_offer(req).await.expect("select");
+        }
+        if round == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        }
+    }
+    let again = server
+        .admin()
+        .await
+        .get_campaign_stats(ask())
+        .await
+        .expect("stats")
+        .into_inner();
+    drop(client);
+    server.kill();
+    server.relaunch();
+    let restored = server
+        .admin()
+        .await
+        .get_campaign_stats(ask())
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(again, restored);
 }
