@@ -157,11 +157,10 @@ impl Contextual {
         }
     }
 
-    /// Whether the prior holds learned variances (not the configured one).
-    fn prior_is_learned(&self, config: &ContextualConfig) -> bool {
-        let prior = self.prior.read();
-        let fresh = SharedPrior::new(self.encoder.dim(), config);
-        prior.variance.get(1..) != fresh.variance.get(1..)
+    /// Whether the prior has counted learning events, which only a learned
+    /// prior does (switching it off resets it).
+    fn prior_is_learned(&self) -> bool {
+        self.prior.read().events > 0
     }
 
     /// Back to the configured prior of `next`, exactly: every posterior is
@@ -175,10 +174,15 @@ impl Contextual {
             *t = *v;
         }
         let mut models = self.models.read().clone();
-        let skipped: usize = models
-            .iter_mut()
-            .map(|m| m.rebase_prior(&prior.variance, &target))
-            .sum();
+        let mut skipped = 0;
+        for m in &mut models {
+            if m.learned_nothing() {
+                // As a restart builds it.
+                *m = GaussianPosterior::prior(self.encoder.dim(), next);
+            } else {
+                skipped += m.rebase_prior(&prior.variance, &target);
+            }
+        }
         if skipped > 0 {
             tracing::warn!(
                 columns = skipped,
@@ -811,7 +815,7 @@ impl Engine {
         // the current prior.
         let mut settled = false;
         for c in campaigns.values().filter_map(|c| c.contextual.as_ref()) {
-            if !c.config.adaptive_prior && c.prior_is_learned(&c.config) {
+            if !c.config.adaptive_prior && c.prior_is_learned() {
                 c.switch_prior_off(&c.config);
                 settled = true;
             }
@@ -819,11 +823,18 @@ impl Engine {
         }
         let checkpoint = store.model_seq()?;
         let (decisions, last_seq) = replay_learning(&store, &mut campaigns, checkpoint)?;
+        tracing::info!(
+            cells = cells.len(),
+            decisions,
+            replayed = last_seq.saturating_sub(checkpoint),
+            "store loaded"
+        );
+        // One batch: the revisions of this start and, when replay (or
+        // settling) changed posteriors, a checkpoint of them. The writer
+        // starts with nothing dirty, so without it a later checkpoint would
+        // move the model sequence past posteriors it does not write.
+        let mut writes = revisions;
         if last_seq > checkpoint || settled {
-            // Checkpoint what replay (or settling) changed now: the writer
-            // starts with nothing dirty, so a later checkpoint would move
-            // the model sequence past posteriors it does not write.
-            let mut writes = WriteSet::default();
             for (id, c) in &campaigns {
                 let Some(ctx) = &c.contextual else { continue };
                 for (o, m) in c.offers.iter().zip(ctx.models.read().iter()) {
@@ -832,17 +843,10 @@ impl Engine {
                 writes.put_prior(id, &ctx.prior.read());
             }
             writes.put_model_seq(last_seq);
+        }
+        if !writes.is_empty() {
             store.commit(writes)?;
             store.flush()?;
-        }
-        tracing::info!(
-            cells = cells.len(),
-            decisions,
-            replayed = last_seq.saturating_sub(checkpoint),
-            "store loaded"
-        );
-        if !revisions.is_empty() {
-            store.commit(revisions)?;
         }
         let campaigns: Campaigns = campaigns
             .into_iter()

@@ -145,6 +145,13 @@ async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
     );
     drop((offers, admin));
     server.kill();
+    // The store holds the learned prior, so startup has something to undo.
+    {
+        let store = offer_bandit::store::Store::open(server.data_dir()).expect("open store");
+        let priors = store.load_priors().expect("priors");
+        let (_, prior) = priors.iter().find(|(c, _)| c == "p").expect("prior of p");
+        assert!(prior.events > 0 && prior.variance.iter().any(|v| *v != 0.1));
+    }
     server.rewrite_config(&config(Some(false)));
     server.relaunch();
     let mut admin = server.admin().await;
