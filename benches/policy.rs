@@ -164,7 +164,6 @@ fn benches(c: &mut Criterion) {
 fn reestimate(c: &mut Criterion) {
     let config = ContextualConfig::new(Likelihood::Logistic);
     let enc = encoder();
-    let groups: Vec<_> = enc.groups().into_iter().map(|g| g.columns).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     let mut models: Vec<GaussianPosterior> = (0..OFFERS)
         .map(|_| GaussianPosterior::prior(enc.dim(), &config))
@@ -179,7 +178,7 @@ fn reestimate(c: &mut Criterion) {
         b.iter(|| {
             let mut p = prior.clone();
             let mut m = models.clone();
-            p.reestimate(&groups, &mut m, &config);
+            p.reestimate(&enc, &mut m, &config);
             black_box(m)
         })
     });

@@ -133,10 +133,6 @@ struct Contextual {
     /// The prior learned across the offers (used when
     /// `config.adaptive_prior`), shared by every revision like the models.
     prior: Arc<RwLock<SharedPrior>>,
-    /// The encoder's feature groups, for the learned prior.
-    groups: Vec<std::ops::Range<usize>>,
-    /// Their names, for stats.
-    group_names: Vec<(String, &'static str)>,
 }
 
 impl Contextual {
@@ -215,12 +211,6 @@ impl Campaign {
             (Some(cfg), Ok(encoder)) => Some(Contextual {
                 models: Arc::default(),
                 prior: Arc::new(RwLock::new(SharedPrior::new(encoder.dim(), &cfg))),
-                groups: encoder.groups().into_iter().map(|g| g.columns).collect(),
-                group_names: encoder
-                    .groups()
-                    .into_iter()
-                    .map(|g| (g.feature, g.part))
-                    .collect(),
                 encoder,
                 config: cfg,
             }),
@@ -279,8 +269,6 @@ impl Campaign {
                 config: next,
                 models: c.models.clone(),
                 prior: c.prior.clone(),
-                groups: c.groups.clone(),
-                group_names: c.group_names.clone(),
             })
         });
         let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
@@ -744,11 +732,8 @@ impl Engine {
                     ),
                 });
             }
+            // Offers that learned nothing are set to it below.
             *c.prior.write() = prior;
-            // Offers without a stored posterior start from the learned prior
-            // (those with one are read next).
-            let fresh = c.offer_prior();
-            c.models.write().iter_mut().for_each(|m| *m = fresh.clone());
         }
         let models = store.load_models()?;
         for (campaign_id, offer, posterior) in models {
@@ -1650,13 +1635,15 @@ impl Engine {
         let (feature_priors, prior_events) = match &campaign.contextual {
             Some(c) if c.config.adaptive_prior => {
                 let prior = c.prior.read();
-                let groups = c.group_names.iter().zip(&c.groups);
-                let priors = groups
-                    .filter_map(|((feature, part), cols)| {
+                let priors = c
+                    .encoder
+                    .groups()
+                    .into_iter()
+                    .filter_map(|g| {
                         Some(FeaturePrior {
-                            feature: feature.clone(),
-                            part: (*part).to_owned(),
-                            prior_variance: *prior.variance.get(cols.start)?,
+                            prior_variance: *prior.variance.get(g.columns.start)?,
+                            feature: g.feature,
+                            part: g.part.to_owned(),
                         })
                     })
                     .collect();
@@ -2337,15 +2324,19 @@ impl Writer {
                 None => return 0,
             },
         };
-        // The learned prior bounds forgetting (only then is it needed here).
-        let prior = (ctx.config.adaptive_prior && ctx.config.half_life.is_some()).then(|| match g
-            .priors
-            .get(&rec.campaign)
         {
-            Some(p) => p.variance.clone(),
-            None => ctx.prior.read().variance.clone(),
-        });
-        posterior.learn(&rec.features, redeemed, &ctx.config, prior.as_deref());
+            // The learned prior bounds forgetting (only then is it needed).
+            let published;
+            let bound = match g.priors.get(&rec.campaign) {
+                _ if !(ctx.config.adaptive_prior && ctx.config.half_life.is_some()) => None,
+                Some(p) => Some(p.variance.as_slice()),
+                None => {
+                    published = ctx.prior.read();
+                    Some(published.variance.as_slice())
+                }
+            };
+            posterior.learn(&rec.features, redeemed, &ctx.config, bound);
+        }
         self.dirty.borrow_mut().insert(key.clone());
         g.models.insert(key, posterior);
         if ctx.config.adaptive_prior {
@@ -2361,10 +2352,13 @@ impl Writer {
     /// re-estimation is due, re-bases every offer's posterior on the new
     /// prior (all staged in the group, all written at the next checkpoint).
     fn count_for_prior(&self, g: &mut Group, campaign: &str, ctx: &Contextual) {
-        let prior = g
-            .priors
-            .entry(campaign.to_owned())
-            .or_insert_with(|| ctx.prior.read().clone());
+        if !g.priors.contains_key(campaign) {
+            g.priors
+                .insert(campaign.to_owned(), ctx.prior.read().clone());
+        }
+        let Some(prior) = g.priors.get_mut(campaign) else {
+            return;
+        };
         if !prior.count() {
             return;
         }
@@ -2375,7 +2369,7 @@ impl Writer {
                 None => ctx.models.read()[i].clone(),
             })
             .collect();
-        if !prior.reestimate(&ctx.groups, &mut models, &ctx.config) {
+        if !prior.reestimate(&ctx.encoder, &mut models, &ctx.config) {
             return; // no variance moved: every posterior is as it was
         }
         let mut dirty = self.dirty.borrow_mut();
@@ -2967,7 +2961,7 @@ fn replay_learning(
                 .then_some(prior.variance.as_slice());
             p.learn(&x, redeemed, &ctx.config, bound);
             if ctx.config.adaptive_prior && prior.count() {
-                prior.reestimate(&ctx.groups, &mut models, &ctx.config);
+                prior.reestimate(&ctx.encoder, &mut models, &ctx.config);
             }
         }
     }

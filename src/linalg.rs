@@ -14,6 +14,16 @@ pub struct SymMatrix {
 }
 
 impl SymMatrix {
+    /// The diagonal matrix with this diagonal.
+    pub fn diagonal(diag: &[f64]) -> Self {
+        let d = diag.len();
+        let mut a = vec![0.0; d * d];
+        for (i, v) in diag.iter().enumerate() {
+            a[i * d + i] = *v;
+        }
+        SymMatrix { d, a }
+    }
+
     /// `scale` times the identity.
     pub fn scaled_identity(d: usize, scale: f64) -> Self {
         let mut a = vec![0.0; d * d];

@@ -351,7 +351,6 @@ pub struct ContextualTs {
     models: Vec<GaussianPosterior>,
     /// The learned prior, when `config.adaptive_prior`.
     prior: Option<SharedPrior>,
-    groups: Vec<std::ops::Range<usize>>,
 }
 
 impl ContextualTs {
@@ -365,7 +364,6 @@ impl ContextualTs {
             prior: config
                 .adaptive_prior
                 .then(|| SharedPrior::new(encoder.dim(), &config)),
-            groups: encoder.groups().into_iter().map(|g| g.columns).collect(),
             encoder,
             config,
             weights,
@@ -378,7 +376,7 @@ impl ContextualTs {
         if let Some(prior) = &mut self.prior
             && prior.count()
         {
-            prior.reestimate(&self.groups, &mut self.models, &self.config);
+            prior.reestimate(&self.encoder, &mut self.models, &self.config);
         }
     }
 

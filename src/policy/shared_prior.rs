@@ -12,11 +12,11 @@
 //! if it had been learned under it (its evidence kept as the Gaussian
 //! pseudo-observations the Laplace steps made of it).
 
-use std::ops::Range;
-
 use serde::{Deserialize, Serialize};
 
 use super::contextual::{ContextualConfig, GaussianPosterior};
+use crate::features::Encoder;
+use crate::linalg::SymMatrix;
 
 /// Learning events before the first re-estimation.
 pub const FIRST_ESTIMATE: u64 = 256;
@@ -70,14 +70,13 @@ impl SharedPrior {
 
     /// A new offer's posterior: the prior itself.
     pub fn posterior(&self, config: &ContextualConfig) -> GaussianPosterior {
-        let dim = self.variance.len();
-        let mut p = GaussianPosterior::prior(dim, config);
+        let mut p = GaussianPosterior::prior(self.variance.len(), config);
         let mut learned = self.variance.clone();
-        // The intercept keeps the configured prior (its mean is not zero).
+        // The intercept keeps the configured prior.
         if let Some(v) = learned.first_mut() {
             *v = config.prior_variance;
         }
-        p.rebase_prior(&vec![config.prior_variance; dim], &learned);
+        p.cov = SymMatrix::diagonal(&learned);
         p
     }
 
@@ -98,7 +97,7 @@ impl SharedPrior {
     /// changed (if not, no posterior did).
     pub fn reestimate(
         &mut self,
-        groups: &[Range<usize>],
+        encoder: &Encoder,
         models: &mut [GaussianPosterior],
         config: &ContextualConfig,
     ) -> bool {
@@ -107,7 +106,8 @@ impl SharedPrior {
         let old = self.variance.clone();
         let usable: Vec<&GaussianPosterior> =
             models.iter().filter(|m| m.mean.len() == dim).collect();
-        for g in groups.iter().filter(|g| g.start < g.end && g.end <= dim) {
+        let groups = encoder.groups().into_iter().map(|g| g.columns);
+        for g in groups.filter(|g| g.start < g.end && g.end <= dim) {
             let mut terms: Vec<f64> = usable
                 .iter()
                 .flat_map(|m| {
@@ -223,7 +223,14 @@ mod tests {
             .map(|_| GaussianPosterior::prior(d, &config))
             .collect();
         let mut prior = SharedPrior::new(d, &config);
-        let groups = [1..3, 3..5];
+        // Two one-value categories: groups of columns 1-2 and 3-4.
+        let category = |name: &str| crate::features::FeatureSpec::Categorical {
+            name: name.into(),
+            values: vec!["yes".into()],
+        };
+        let encoder = Encoder::new(vec![category("used"), category("unused")], 0).expect("valid");
+        let groups: Vec<_> = encoder.groups().into_iter().map(|g| g.columns).collect();
+        assert_eq!(groups, [1..3, 3..5]);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         for (t, x) in rows(6, 16_000, d).iter().enumerate() {
             let k = t % 8;
@@ -233,7 +240,7 @@ mod tests {
             let y = f64::from(u8::from(rng.random::<f64>() < p));
             models[k].update(x, y, &config);
             if prior.count() {
-                prior.reestimate(&groups, &mut models, &config);
+                prior.reestimate(&encoder, &mut models, &config);
             }
         }
         let (used, unused) = (prior.variance[1], prior.variance[3]);

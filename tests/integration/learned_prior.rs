@@ -4,7 +4,7 @@
 
 use offer_bandit::proto::{GetCampaignStatsRequest, GetCampaignStatsResponse, PutCampaignRequest};
 
-use crate::support::{Admin, TestServer, redeem, select};
+use crate::support::{Admin, Offers, TestServer, redeem, select};
 
 fn config(adaptive: Option<bool>) -> String {
     let line = adaptive.map_or(String::new(), |a| format!("adaptive_prior = {a}\n"));
@@ -36,17 +36,15 @@ fn variance(s: &GetCampaignStatsResponse, feature: &str) -> f64 {
         )
 }
 
-#[tokio::test]
-async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
-    let mut server = TestServer::start(Some(&config(None)), &["--durable-decisions"]);
-    let mut offers = server.offers().await;
-    // Offer a works for type u, offer b for type v; `noise` says nothing.
-    // Redemptions follow a fixed pattern, so the run is the same each time.
-    for i in 0..700 {
+/// `n` visits. Offer a works for type u, offer b for type v; `noise` says
+/// nothing. Redemptions follow a fixed pattern, so the run is the same each
+/// time.
+async fn visits(offers: &mut Offers, n: usize) {
+    for i in 0..n {
         let t = ["u", "v"][i % 2];
-        let n = ["n0", "n1", "n2", "n3"][(i / 2) % 4];
+        let noise = ["n0", "n1", "n2", "n3"][(i / 2) % 4];
         let d = offers
-            .select_offer(select("p", &[("type", t), ("noise", n)]))
+            .select_offer(select("p", &[("type", t), ("noise", noise)]))
             .await
             .expect("select")
             .into_inner();
@@ -58,6 +56,13 @@ async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
                 .expect("redeem");
         }
     }
+}
+
+#[tokio::test]
+async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
+    let mut server = TestServer::start(Some(&config(None)), &["--durable-decisions"]);
+    let mut offers = server.offers().await;
+    visits(&mut offers, 700).await;
     let mut admin = server.admin().await;
     let before = stats(&mut admin).await;
     assert!(before.prior_events >= 700, "{}", before.prior_events);
@@ -113,21 +118,7 @@ async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
 async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
     let mut server = TestServer::start(Some(&config(None)), &["--durable-decisions"]);
     let mut offers = server.offers().await;
-    for i in 0..400 {
-        let t = ["u", "v"][i % 2];
-        let n = ["n0", "n1", "n2", "n3"][(i / 2) % 4];
-        let d = offers
-            .select_offer(select("p", &[("type", t), ("noise", n)]))
-            .await
-            .expect("select")
-            .into_inner();
-        if ((t == "u") == (d.offer_id == "a")) && i % 3 == 0 {
-            offers
-                .record_redemption(redeem(&d.decision_id))
-                .await
-                .expect("redeem");
-        }
-    }
+    visits(&mut offers, 400).await;
     // A checkpoint, so that the store holds the learned prior and the
     // posteriors re-based on it.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;

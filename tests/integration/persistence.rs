@@ -1,15 +1,25 @@
 //! A restart restores everything acknowledged.
 
-use offer_bandit::proto::GetCampaignStatsRequest;
+use offer_bandit::proto::{GetCampaignStatsRequest, GetCampaignStatsResponse};
 
 use crate::support::{TestServer, logistic_campaign_toml, redeem_batch, select};
+
+async fn stats(server: &TestServer, campaign: &str) -> GetCampaignStatsResponse {
+    server
+        .admin()
+        .await
+        .get_campaign_stats(GetCampaignStatsRequest {
+            campaign: campaign.into(),
+        })
+        .await
+        .expect("stats")
+        .into_inner()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_survive_a_restart() {
     let mut server = TestServer::start(None, &[]);
-    let ask = || GetCampaignStatsRequest {
-        campaign: "coffee".into(),
-    };
+    let campaign = "coffee";
     let mut redeemed = Vec::new();
     {
         let mut client = server.offers().await;
@@ -27,23 +37,11 @@ async fn stats_survive_a_restart() {
         let out = redeem_batch(&mut client, &redeemed).await;
         assert_eq!(out.applied as usize, redeemed.len());
     }
-    let before = server
-        .admin()
-        .await
-        .get_campaign_stats(ask())
-        .await
-        .expect("stats")
-        .into_inner();
+    let before = stats(&server, campaign).await;
     assert_eq!(before.offers.iter().map(|o| o.decisions).sum::<u64>(), 300);
     assert!(before.cells.len() >= 6);
     server.restart();
-    let after = server
-        .admin()
-        .await
-        .get_campaign_stats(ask())
-        .await
-        .expect("stats")
-        .into_inner();
+    let after = stats(&server, campaign).await;
     assert_eq!(before, after);
     // Decisions survive too: redeeming again is a recognized duplicate.
     let mut client = server.offers().await;
@@ -55,9 +53,7 @@ async fn stats_survive_a_restart() {
 async fn contextual_models_survive_a_restart_bit_for_bit() {
     let config = logistic_campaign_toml("promo", &["x", "y"], "1h", &["a", "b", "c"]);
     let mut server = TestServer::start(Some(&config), &[]);
-    let ask = || GetCampaignStatsRequest {
-        campaign: "promo".into(),
-    };
+    let campaign = "promo";
     let mut redeemed = Vec::new();
     {
         let mut client = server.offers().await;
@@ -72,13 +68,7 @@ async fn contextual_models_survive_a_restart_bit_for_bit() {
         let out = redeem_batch(&mut client, &redeemed).await;
         assert_eq!(out.applied as usize, redeemed.len());
     }
-    let before = server
-        .admin()
-        .await
-        .get_campaign_stats(ask())
-        .await
-        .expect("stats")
-        .into_inner();
+    let before = stats(&server, campaign).await;
     let observations: u64 = before.offers.iter().map(|o| o.model_observations).sum();
     // One observation per decision plus one per redemption.
     assert_eq!(observations, 200 + redeemed.len() as u64);
@@ -89,13 +79,7 @@ async fn contextual_models_survive_a_restart_bit_for_bit() {
             .all(|o| o.mean_predicted_rate > 0.0 || o.decisions == 0)
     );
     server.restart();
-    let after = server
-        .admin()
-        .await
-        .get_campaign_stats(ask())
-        .await
-        .expect("stats")
-        .into_inner();
+    let after = stats(&server, campaign).await;
     // f64 fields compared exactly: the posteriors were restored bit for bit.
     assert_eq!(before, after);
 }
@@ -106,9 +90,7 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
     // after the last checkpoint is replayed from the decision records.
     let config = logistic_campaign_toml("promo", &["x", "y"], "1h", &["a", "b", "c"]);
     let mut server = TestServer::start(Some(&config), &["--durable-decisions"]);
-    let ask = || GetCampaignStatsRequest {
-        campaign: "promo".into(),
-    };
+    let campaign = "promo";
     let mut client = server.offers().await;
     // 200 learning events before the checkpoint, 100 after it; the learned
     // prior is re-estimated at the 256th, which replay must redo.
@@ -129,13 +111,7 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
             tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
         }
     }
-    let before = server
-        .admin()
-        .await
-        .get_campaign_stats(ask())
-        .await
-        .expect("stats")
-        .into_inner();
+    let before = stats(&server, campaign).await;
     let observations: u64 = before.offers.iter().map(|o| o.model_observations).sum();
     assert_eq!(observations, 240 + 60);
     // The learned prior was re-estimated once (after 256 events, later than
@@ -169,13 +145,7 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
         );
     }
     server.relaunch();
-    let after = server
-        .admin()
-        .await
-        .get_campaign_stats(ask())
-        .await
-        .expect("stats")
-        .into_inner();
+    let after = stats(&server, campaign).await;
     // Bit for bit: replay applies the same updates in the same order.
     assert_eq!(before, after);
 
@@ -193,22 +163,10 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
             tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
         }
     }
-    let again = server
-        .admin()
-        .await
-        .get_campaign_stats(ask())
-        .await
-        .expect("stats")
-        .into_inner();
+    let again = stats(&server, campaign).await;
     drop(client);
     server.kill();
     server.relaunch();
-    let restored = server
-        .admin()
-        .await
-        .get_campaign_stats(ask())
-        .await
-        .expect("stats")
-        .into_inner();
+    let restored = stats(&server, campaign).await;
     assert_eq!(again, restored);
 }
