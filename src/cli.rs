@@ -307,6 +307,11 @@ pub struct ServeArgs {
     /// default decisions reach disk within 500 ms, redemptions always before OK).
     #[arg(long, env = "OFFER_BANDIT_DURABLE_DECISIONS")]
     pub durable_decisions: bool,
+    /// How often learned contextual models are written to disk. What was
+    /// learned since is never lost: a restart after a crash replays it from
+    /// the decision records (longer intervals write less, replay more).
+    #[arg(long, env = "OFFER_BANDIT_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_checkpoint_interval)]
+    pub checkpoint_interval: Duration,
     /// Page cache of the embedded database, in MiB (what does not fit is read
     /// from disk; this bounds most of the server's memory).
     #[arg(long, env = "OFFER_BANDIT_CACHE_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=65_536))]
@@ -389,6 +394,14 @@ pub enum Retention {
     For(Duration),
     /// Never pruned.
     Never,
+}
+
+fn parse_checkpoint_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(10) {
+        return Err("the checkpoint interval must be at least 10ms".into());
+    }
+    Ok(d)
 }
 
 fn parse_retention(s: &str) -> Result<Retention, String> {

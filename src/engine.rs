@@ -40,7 +40,8 @@ use crate::{
 /// checkpoints each learning event is durable through its decision record
 /// (and replayed from it at startup), so a posterior of d² numbers is not
 /// rewritten with every decision.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Default of [`EngineOptions::checkpoint_interval`].
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most commands the writer applies in one batch.
 const MAX_GROUP: usize = 4096;
@@ -634,10 +635,23 @@ fn control_choice(campaign: &Campaign, candidates: &[usize]) -> thompson::Choice
 }
 
 /// Engine options.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
     /// Flush every decision to disk before SelectOffer answers.
     pub durable_decisions: bool,
+    /// How often changed contextual posteriors are written; what was learned
+    /// after the last checkpoint is replayed from the decision records at
+    /// startup. Flushes, backups, erasures and config changes checkpoint at once.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            durable_decisions: false,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
 }
 
 /// The campaigns served, by id: each its current revision.
@@ -1995,7 +2009,7 @@ impl Writer {
             group.writes.put_expiries(*expires_ms, ids);
         }
         let checkpoint = (group.checkpoint
-            || self.last_checkpoint.get().elapsed() >= CHECKPOINT_EVERY)
+            || self.last_checkpoint.get().elapsed() >= self.options.checkpoint_interval)
             && !self.dirty.borrow().is_empty();
         if checkpoint {
             let mut priors_written = std::collections::HashSet::new();

@@ -88,6 +88,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
     Ok(ServeOptions {
         engine: EngineOptions {
             durable_decisions: args.durable_decisions,
+            checkpoint_interval: args.checkpoint_interval,
         },
         sweep_interval: args.sweep_interval,
         limits: Limits {

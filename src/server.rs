@@ -121,6 +121,7 @@ pub async fn serve(
         data_dir = %opts.data_dir.display(),
         campaigns = ?opts.campaigns.iter().map(|c| c.config.id.as_str()).collect::<Vec<_>>(),
         durable_decisions = opts.engine.durable_decisions,
+        checkpoint_interval = ?opts.engine.checkpoint_interval,
         sweep_interval = ?opts.sweep_interval,
         retention = ?opts.retention,
         tls = opts.tls.is_some(),

@@ -80,7 +80,7 @@ async fn duplicate_redemptions_count_once() {
 #[tokio::test]
 async fn expiry_finalizes_once_and_late_redemptions_are_refused() {
     let server = TestServer::start(
-        Some(&campaign_toml("promo", &[], "1s", &["a", "b"])),
+        Some(&campaign_toml("promo", &[], "2s", &["a", "b"])),
         &["--sweep-interval", "100ms"],
     );
     let mut client = server.offers().await;
@@ -101,8 +101,16 @@ async fn expiry_finalizes_once_and_late_redemptions_are_refused() {
         .await
         .expect("in-window redemption");
     assert_eq!(totals(&stats(&mut admin).await), (20, 19, 1, 0));
-    tokio::time::sleep(Duration::from_millis(1_800)).await;
-    let after = stats(&mut admin).await;
+    // Wait for the window to close and a sweep to finalize (polled, so a
+    // slow machine only makes the test slower).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let s = stats(&mut admin).await;
+        if totals(&s).1 == 0 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         totals(&after),
         (20, 0, 1, 19),

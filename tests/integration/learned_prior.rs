@@ -121,7 +121,7 @@ async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
     visits(&mut offers, 400).await;
     // A checkpoint, so that the store holds the learned prior and the
     // posteriors re-based on it.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    server.checkpoint().await;
     for _ in 0..10 {
         offers
             .select_offer(select("p", &[("type", "u"), ("noise", "n0")]))

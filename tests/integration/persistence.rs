@@ -89,7 +89,11 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
     // Posteriors are checkpointed about once a second; what was learned
     // after the last checkpoint is replayed from the decision records.
     let config = logistic_campaign_toml("promo", &["x", "y"], "1h", &["a", "b", "c"]);
-    let mut server = TestServer::start(Some(&config), &["--durable-decisions"]);
+    // Checkpoints only when the test asks for one.
+    let mut server = TestServer::start(
+        Some(&config),
+        &["--durable-decisions", "--checkpoint-interval", "1h"],
+    );
     let campaign = "promo";
     let mut client = server.offers().await;
     // 200 learning events before the checkpoint, 100 after it; the learned
@@ -107,8 +111,8 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
         let out = redeem_batch(&mut client, &redeemed).await;
         assert_eq!(out.applied as usize, redeemed.len());
         if phase == 0 {
-            // Let a checkpoint happen, so that the kill falls after one.
-            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            // A checkpoint, so that the kill falls after one.
+            server.checkpoint().await;
         }
     }
     let before = stats(&server, campaign).await;
@@ -139,6 +143,7 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
         });
         let records = tree.scan_prefix(b"d/").count();
         assert_eq!(records, 240);
+        assert_eq!(checkpoint, 200, "the checkpoint after phase 0");
         assert!(
             checkpoint < 256,
             "the checkpoint ({checkpoint}) already held the prior's re-estimation; it was not replayed"
@@ -160,7 +165,7 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
             client.select_offer(req).await.expect("select");
         }
         if round == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            server.checkpoint().await;
         }
     }
     let again = stats(&server, campaign).await;

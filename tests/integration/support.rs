@@ -134,6 +134,22 @@ impl TestServer {
         CampaignAdminClient::new(self.channel().await)
     }
 
+    /// Forces a checkpoint of the learned models now: a backup takes one
+    /// first (the backup's bytes are dropped). Tests that kill the server
+    /// "between checkpoints" start it with a long `--checkpoint-interval`
+    /// and call this, so where the last checkpoint falls does not depend
+    /// on how fast the machine is.
+    pub async fn checkpoint(&self) {
+        let mut stream = self
+            .admin()
+            .await
+            .backup(proto::BackupRequest {})
+            .await
+            .expect("backup")
+            .into_inner();
+        while stream.message().await.expect("backup chunk").is_some() {}
+    }
+
     /// SIGTERM, wait for a clean exit.
     pub fn stop(&mut self) {
         self.sigterm();
