@@ -19,8 +19,8 @@ use std::hint::black_box;
 
 const OFFERS: usize = 12;
 
-/// 64 encoded dimensions: intercept + 7 categoricals of 7 values (+ other)
-/// + 2 numerics with 5 buckets (1 + 6 columns each) + 1 flag... = 64.
+/// 64 encoded dimensions: intercept + 6 categoricals of 7 values (+ other)
+/// + 2 numerics with 6 bucket edges (scaled + 6 steps each) + 1 flag = 64.
 fn encoder() -> Encoder {
     let mut specs: Vec<FeatureSpec> = (0..6)
         .map(|i| FeatureSpec::Categorical {
@@ -32,13 +32,15 @@ fn encoder() -> Encoder {
         name: "hour".into(),
         min: 0.0,
         max: 24.0,
-        bins: vec![6.0, 11.0, 14.0, 18.0, 22.0],
+        bins: vec![6.0, 9.0, 11.0, 14.0, 18.0, 22.0],
+        buckets: None,
     });
     specs.push(FeatureSpec::Numeric {
         name: "basket".into(),
         min: 0.0,
         max: 100.0,
-        bins: vec![10.0, 20.0, 40.0, 60.0, 80.0],
+        bins: vec![10.0, 20.0, 30.0, 40.0, 60.0, 80.0],
+        buckets: None,
     });
     specs.push(FeatureSpec::Flag {
         name: "member".into(),

@@ -660,7 +660,15 @@ mod tests {
         assert!(err(&format!("{ctx}exploration = -1.0\n{offer}")).contains("exploration must be"));
         let ok =
             parse(&format!("{ctx}{offer}{feature}bins = [10, 14]\n"), "t.toml").expect("valid");
+        // Intercept, scaled, one step per edge (the default).
+        assert_eq!(ok[0].encoder().expect("encoder").dim(), 1 + 1 + 2);
+        let one_hot = format!("{ctx}{offer}{feature}bins = [10, 14]\nbuckets = \"one-hot\"\n");
+        let ok = parse(&one_hot, "t.toml").expect("valid");
         assert_eq!(ok[0].encoder().expect("encoder").dim(), 1 + 1 + 3);
+        assert!(
+            err(&format!("{ctx}{offer}{feature}buckets = \"ordinal\"\n"))
+                .contains("unknown variant")
+        );
         let ok = parse(&format!("{base}{offer}"), "t.toml").expect("valid");
         assert_eq!(ok[0].offers[0].name, "a");
         assert_eq!(ok[0].objective, Objective::Redemptions);

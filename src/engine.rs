@@ -2727,7 +2727,15 @@ impl Writer {
         }
         let retiring = matches!(change, ConfigChange::Retire);
         let config = match (change, &current) {
-            (ConfigChange::Put(config), _) => *config,
+            (ConfigChange::Put(config), current) => {
+                let mut config = *config;
+                // Numbers keep the bucket encoding they were learned under.
+                crate::features::settle_buckets(
+                    &mut config.features,
+                    current.as_ref().map(|c| c.config.features.as_slice()),
+                );
+                config
+            }
             (ConfigChange::Retire, Some(c)) => c.config.clone(),
             (ConfigChange::Retire, None) => {
                 return Err(Error::NotFound(format!("unknown campaign '{campaign}'")));

@@ -1,9 +1,10 @@
 //! Feature encoding: a customer context becomes a sparse vector of fixed
 //! dimension, the same way in the server and the simulator. Numbers are
-//! scaled by declared ranges and bucketized (effects are often steps — "after
-//! 2pm" — not slopes); declared categories are one-hot with an "other"
-//! column; open vocabularies are hashed; flags are 0/1; an intercept is
-//! always column 0.
+//! scaled by declared ranges and cut at bucket edges (effects are often
+//! steps — "after 2pm" — not slopes): by default one column per edge, a step
+//! there (see [`Buckets::Steps`]); declared categories are one-hot with an
+//! "other" column; open vocabularies are hashed; flags are 0/1; an intercept
+//! is always column 0.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,8 @@ use crate::context::{Context, FeatureValue};
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum FeatureSpec {
     /// A number: one column scaled from `[min, max]` to `[0, 1]` (clamped),
-    /// plus one column per bucket delimited by `bins` (increasing edges).
+    /// plus the bucket columns of `bins` (increasing edges), encoded as
+    /// `buckets` says.
     Numeric {
         /// Context feature name.
         name: String,
@@ -25,6 +27,11 @@ pub enum FeatureSpec {
         /// Bucket edges: `[a, b]` gives buckets `< a`, `[a, b)`, `>= b`.
         #[serde(default)]
         bins: Vec<f64>,
+        /// How the buckets become columns (unset: [`Buckets::Steps`] for a
+        /// new campaign, [`Buckets::OneHot`] for one stored before the
+        /// choice existed; see [`settle_buckets`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buckets: Option<Buckets>,
     },
     /// A category with a declared vocabulary: one column per value plus one
     /// for any other value.
@@ -46,6 +53,23 @@ pub enum FeatureSpec {
     },
 }
 
+/// How a number's buckets become columns. Both span the same functions of
+/// the bucket (with the intercept); they differ in what the prior favours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Buckets {
+    /// One column per edge, each a step at its edge: below the middle edge
+    /// the column is 1 when the value is under the edge, from the middle
+    /// edge up when it is at or above it, so the intercept stands for the
+    /// middle bucket. A step at one edge ("after 2pm") is one weight,
+    /// learned from every visit on either side of it, and a prior on small
+    /// weights favours effects with few jumps. The default.
+    Steps,
+    /// One column per bucket, one of them 1 (the encoding of campaigns
+    /// stored before `steps` existed; their posteriors keep it).
+    OneHot,
+}
+
 impl FeatureSpec {
     /// The context feature this spec reads.
     pub fn name(&self) -> &str {
@@ -59,7 +83,10 @@ impl FeatureSpec {
 
     fn width(&self) -> usize {
         match self {
-            FeatureSpec::Numeric { bins, .. } => 1 + bins.len() + usize::from(!bins.is_empty()),
+            FeatureSpec::Numeric { bins, buckets, .. } => match buckets.unwrap_or(Buckets::Steps) {
+                Buckets::Steps => 1 + bins.len(),
+                Buckets::OneHot => 1 + bins.len() + usize::from(!bins.is_empty()),
+            },
             FeatureSpec::Categorical { values, .. } => values.len() + 1,
             FeatureSpec::Hashed { .. } => 0,
             FeatureSpec::Flag { .. } => 1,
@@ -250,14 +277,31 @@ impl Encoder {
                 got: kind_name(v),
             };
             match spec {
-                FeatureSpec::Numeric { min, max, bins, .. } => {
+                FeatureSpec::Numeric {
+                    min,
+                    max,
+                    bins,
+                    buckets,
+                    ..
+                } => {
                     let FeatureValue::Number(n) = v else {
                         return Err(wrong("a number"));
                     };
                     x.push((off as u32, ((n - min) / (max - min)).clamp(0.0, 1.0)));
-                    if !bins.is_empty() {
-                        let bucket = bins.iter().take_while(|b| *n >= **b).count();
-                        x.push(((off + 1 + bucket) as u32, 1.0));
+                    // Edges at or below the value.
+                    let passed = bins.iter().take_while(|b| *n >= **b).count();
+                    match buckets.unwrap_or(Buckets::Steps) {
+                        Buckets::Steps => {
+                            let middle = bins.len() / 2;
+                            // Below the middle: the edges above the value;
+                            // from it up: the edges at or below the value.
+                            let on = (passed.min(middle)..middle).chain(middle..passed.max(middle));
+                            x.extend(on.map(|edge| ((off + 1 + edge) as u32, 1.0)));
+                        }
+                        Buckets::OneHot if !bins.is_empty() => {
+                            x.push(((off + 1 + passed) as u32, 1.0));
+                        }
+                        Buckets::OneHot => {}
                     }
                 }
                 FeatureSpec::Categorical { values, .. } => {
@@ -344,6 +388,7 @@ pub fn infer_specs<'a>(
             min,
             max,
             bins: edges,
+            buckets: Some(Buckets::Steps),
         });
     }
     for (name, values) in cats {
@@ -361,6 +406,40 @@ pub fn infer_specs<'a>(
     }
     specs.sort_by(|a, b| a.name().cmp(b.name()));
     specs
+}
+
+/// Gives every number without an explicit bucket encoding one, so that a
+/// stored config says which it learned under: the encoding of the same
+/// feature in `stored` (the campaign's config as stored, already settled),
+/// or [`Buckets::Steps`] for a feature new to the campaign. An unchanged
+/// campaign file therefore keeps meaning what its posteriors were learned
+/// under, whichever default it was first stored with.
+pub fn settle_buckets(specs: &mut [FeatureSpec], stored: Option<&[FeatureSpec]>) {
+    for spec in specs {
+        if let FeatureSpec::Numeric { name, buckets, .. } = spec {
+            if buckets.is_none() {
+                let before = stored.into_iter().flatten().find_map(|s| match s {
+                    FeatureSpec::Numeric {
+                        name: n,
+                        buckets: b,
+                        ..
+                    } if n == name => Some(b.unwrap_or(Buckets::OneHot)),
+                    _ => None,
+                });
+                *buckets = Some(before.unwrap_or(Buckets::Steps));
+            }
+        }
+    }
+}
+
+/// Settles a config read back from a store: a number stored without a
+/// bucket encoding was learned one-hot (the only encoding then).
+pub fn settle_stored_buckets(specs: &mut [FeatureSpec]) {
+    for spec in specs {
+        if let FeatureSpec::Numeric { buckets, .. } = spec {
+            buckets.get_or_insert(Buckets::OneHot);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -382,6 +461,7 @@ mod tests {
                 min: 0.0,
                 max: 24.0,
                 bins: vec![10.0, 14.0],
+                buckets: Some(Buckets::OneHot),
             },
             FeatureSpec::Categorical {
                 name: "tier".into(),
@@ -427,6 +507,7 @@ mod tests {
             min: 1.0,
             max: 1.0,
             bins: vec![],
+            buckets: None,
         }];
         assert!(Encoder::new(bad, 0).is_err());
         let dup = vec![
@@ -457,8 +538,100 @@ mod tests {
                 name: "n".into(),
                 min: 0.0,
                 max: 99.0,
-                bins: vec![25.0, 50.0, 75.0]
+                bins: vec![25.0, 50.0, 75.0],
+                buckets: Some(Buckets::Steps),
             }
         );
+    }
+
+    #[test]
+    fn steps_are_one_column_per_edge_around_the_middle_bucket() {
+        let hour = |buckets| FeatureSpec::Numeric {
+            name: "hour".into(),
+            min: 0.0,
+            max: 24.0,
+            bins: vec![6.0, 11.0, 14.0, 18.0, 22.0],
+            buckets,
+        };
+        let e = Encoder::new(vec![hour(None)], 0).expect("valid");
+        assert_eq!(e.dim(), 1 + 1 + 5, "unset means steps: one column per edge");
+        let steps = |h: f64| -> Vec<u32> {
+            let x = e
+                .encode(&ctx(&[("hour", FeatureValue::Number(h))]))
+                .expect("encodes");
+            x.iter().skip(2).map(|(c, _)| c - 2).collect()
+        };
+        // Edges 0 and 1 (6, 11) are "below the edge", 2..5 (14, 18, 22)
+        // "at or above it"; the middle bucket [11, 14) has no step on.
+        assert_eq!(steps(5.0), [0, 1]);
+        assert_eq!(steps(6.0), [1]);
+        assert_eq!(steps(12.0), Vec::<u32>::new());
+        assert_eq!(steps(14.0), [2]);
+        assert_eq!(steps(15.0), [2]);
+        assert_eq!(steps(23.0), [2, 3, 4]);
+        // The same functions of the bucket as one-hot: every bucket's
+        // pattern is distinct, and neighbours differ in exactly one step.
+        let patterns: Vec<Vec<u32>> = [5.0, 8.0, 12.0, 15.0, 20.0, 23.0]
+            .iter()
+            .map(|&h| steps(h))
+            .collect();
+        for w in patterns.windows(2) {
+            let differ = w[0].iter().filter(|c| !w[1].contains(c)).count()
+                + w[1].iter().filter(|c| !w[0].contains(c)).count();
+            assert_eq!(differ, 1, "{w:?}");
+        }
+        let one_hot = Encoder::new(vec![hour(Some(Buckets::OneHot))], 0).expect("valid");
+        assert_eq!(one_hot.dim(), 1 + 1 + 6);
+    }
+
+    #[test]
+    fn settling_keeps_the_stored_bucket_encoding() {
+        let number = |name: &str, buckets| FeatureSpec::Numeric {
+            name: name.into(),
+            min: 0.0,
+            max: 1.0,
+            bins: vec![0.5],
+            buckets,
+        };
+        let buckets = |specs: &[FeatureSpec]| -> Vec<Option<Buckets>> {
+            specs
+                .iter()
+                .map(|s| match s {
+                    FeatureSpec::Numeric { buckets, .. } => *buckets,
+                    _ => None,
+                })
+                .collect()
+        };
+        // Stored before the choice existed: one-hot.
+        let mut stored = vec![number("a", None), number("b", Some(Buckets::Steps))];
+        settle_stored_buckets(&mut stored);
+        assert_eq!(
+            buckets(&stored),
+            [Some(Buckets::OneHot), Some(Buckets::Steps)]
+        );
+        // The file leaves them unset: each keeps what it was stored with; a
+        // new feature, or a new campaign, gets steps; explicit values stay.
+        let file = || {
+            vec![
+                number("a", None),
+                number("b", None),
+                number("c", None),
+                number("d", Some(Buckets::OneHot)),
+            ]
+        };
+        let mut next = file();
+        settle_buckets(&mut next, Some(&stored));
+        assert_eq!(
+            buckets(&next),
+            [
+                Some(Buckets::OneHot),
+                Some(Buckets::Steps),
+                Some(Buckets::Steps),
+                Some(Buckets::OneHot)
+            ]
+        );
+        let mut fresh = file();
+        settle_buckets(&mut fresh, None);
+        assert_eq!(buckets(&fresh)[0], Some(Buckets::Steps));
     }
 }

@@ -125,13 +125,15 @@ impl StoredCampaign {
 
     /// The config, validated as a file would be.
     pub fn config(&self, campaign: &str) -> Result<CampaignConfig, ConfigError> {
-        parse_campaign(
+        let mut config = parse_campaign(
             &self.toml,
             &format!(
                 "stored revision {} of campaign '{campaign}'",
                 self.revision.number
             ),
-        )
+        )?;
+        crate::features::settle_stored_buckets(&mut config.features);
+        Ok(config)
     }
 }
 
@@ -176,14 +178,22 @@ pub fn resolve(
 ) -> Result<Vec<Resolved>, ConfigError> {
     let mut out = Vec::new();
     for FileCampaign {
-        config,
+        mut config,
         fingerprint,
     } in file
     {
-        let previous = stored
-            .iter()
-            .position(|(id, _)| *id == config.id)
-            .map(|i| stored.swap_remove(i).1);
+        let previous = match stored.iter().position(|(id, _)| *id == config.id) {
+            Some(i) => {
+                let s = stored.swap_remove(i).1;
+                let old = s.config(&config.id)?;
+                Some((s, old))
+            }
+            None => None,
+        };
+        crate::features::settle_buckets(
+            &mut config.features,
+            previous.as_ref().map(|(_, old)| old.features.as_slice()),
+        );
         let revision = |number: u64| Revision {
             number,
             source: Source::File,
@@ -192,8 +202,8 @@ pub fn resolve(
             retired: false,
         };
         let resolved = match previous {
-            Some(s) if s.revision.retired => Resolved {
-                config: s.config(&config.id)?,
+            Some((s, old)) if s.revision.retired => Resolved {
+                config: old,
                 revision: s.revision,
                 retired: s.retired,
                 served: false,
@@ -211,9 +221,11 @@ pub fn resolve(
                 changed: true,
                 note: None,
             },
-            Some(s) if s.revision.file_fingerprint.as_deref() == Some(fingerprint.as_str()) => {
+            Some((s, old))
+                if s.revision.file_fingerprint.as_deref() == Some(fingerprint.as_str()) =>
+            {
                 Resolved {
-                    config: s.config(&config.id)?,
+                    config: old,
                     revision: s.revision,
                     retired: s.retired,
                     served: true,
@@ -221,8 +233,7 @@ pub fn resolve(
                     note: None,
                 }
             }
-            Some(s) => {
-                let old = s.config(&config.id)?;
+            Some((s, old)) => {
                 if let Some(why) = old.update_conflict(&config) {
                     return Err(ConfigError::Invalid {
                         origin: "campaign file".into(),
@@ -297,6 +308,65 @@ mod tests {
             Vec::new(),
         )
         .expect("toml")
+    }
+
+    fn buckets(config: &CampaignConfig) -> Vec<Option<crate::features::Buckets>> {
+        config
+            .features
+            .iter()
+            .filter_map(|f| match f {
+                crate::features::FeatureSpec::Numeric { buckets, .. } => Some(*buckets),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn numbers_keep_the_bucket_encoding_they_were_stored_with() {
+        use crate::features::Buckets;
+        let personal = crate::config::demo().expect("demo").remove(1);
+        assert_eq!(
+            buckets(&personal),
+            [None, None],
+            "the demo file leaves it unset"
+        );
+        // A new campaign is stored with steps, written out.
+        let r = resolve(vec![file(&personal, "f1")], vec![], 7).expect("resolve");
+        assert_eq!(buckets(&r[0].config), [Some(Buckets::Steps); 2]);
+        let toml = StoredCampaign::new(&r[0].config, r[0].revision.clone(), Vec::new())
+            .expect("toml")
+            .toml;
+        assert_eq!(toml.matches("buckets = \"steps\"").count(), 2, "{toml}");
+        // Stored before the choice existed (no `buckets` in its TOML): its
+        // posteriors are one-hot, and an edited file keeps that.
+        let legacy = stored(&personal, 2, Source::File, Some("f1"));
+        assert!(!legacy.toml.contains("buckets"));
+        let same = resolve(
+            vec![file(&personal, "f1")],
+            vec![(personal.id.clone(), legacy.clone())],
+            7,
+        )
+        .expect("unchanged file");
+        assert_eq!(buckets(&same[0].config), [Some(Buckets::OneHot); 2]);
+        let mut edited = personal.clone();
+        edited.control_share = 0.2;
+        let r = resolve(
+            vec![file(&edited, "f2")],
+            vec![(personal.id.clone(), legacy.clone())],
+            7,
+        )
+        .expect("an edit that leaves the features alone is no conflict");
+        assert!(r[0].changed);
+        assert_eq!(buckets(&r[0].config), [Some(Buckets::OneHot); 2]);
+        // Asking for steps explicitly would change what they learned.
+        let mut steps = personal.clone();
+        crate::features::settle_buckets(&mut steps.features, None);
+        let e = resolve(
+            vec![file(&steps, "f3")],
+            vec![(personal.id.clone(), legacy)],
+            7,
+        );
+        assert!(e.is_err());
     }
 
     #[test]

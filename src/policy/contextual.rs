@@ -679,6 +679,7 @@ mod tests {
                 min: 0.0,
                 max: 24.0,
                 bins: vec![14.0],
+                buckets: None,
             },
         ];
         let encoder = Encoder::new(specs, 0).expect("valid");
