@@ -416,18 +416,21 @@ pub fn infer_specs<'a>(
 /// under, whichever default it was first stored with.
 pub fn settle_buckets(specs: &mut [FeatureSpec], stored: Option<&[FeatureSpec]>) {
     for spec in specs {
-        if let FeatureSpec::Numeric { name, buckets, .. } = spec {
-            if buckets.is_none() {
-                let before = stored.into_iter().flatten().find_map(|s| match s {
-                    FeatureSpec::Numeric {
-                        name: n,
-                        buckets: b,
-                        ..
-                    } if n == name => Some(b.unwrap_or(Buckets::OneHot)),
-                    _ => None,
-                });
-                *buckets = Some(before.unwrap_or(Buckets::Steps));
-            }
+        if let FeatureSpec::Numeric {
+            name,
+            buckets: buckets @ None,
+            ..
+        } = spec
+        {
+            let before = stored.into_iter().flatten().find_map(|s| match s {
+                FeatureSpec::Numeric {
+                    name: n,
+                    buckets: b,
+                    ..
+                } if n == name => Some(b.unwrap_or(Buckets::OneHot)),
+                _ => None,
+            });
+            *buckets = Some(before.unwrap_or(Buckets::Steps));
         }
     }
 }
