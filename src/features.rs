@@ -346,12 +346,14 @@ impl Encoder {
 }
 
 /// Builds specs from example contexts (the simulator's datasets and
-/// scenarios): numbers get their observed range and `bins` quantile buckets;
+/// scenarios): numbers get their observed range and `bins` quantile buckets
+/// encoded as `buckets` says;
 /// categories with at most `max_vocabulary` values are one-hot, others hashed;
 /// flags stay flags. Features are taken in name order.
 pub fn infer_specs<'a>(
     examples: impl IntoIterator<Item = &'a Context>,
     bins: usize,
+    buckets: Buckets,
     max_vocabulary: usize,
 ) -> Vec<FeatureSpec> {
     use std::collections::{BTreeMap, BTreeSet};
@@ -388,7 +390,7 @@ pub fn infer_specs<'a>(
             min,
             max,
             bins: edges,
-            buckets: Some(Buckets::Steps),
+            buckets: Some(buckets),
         });
     }
     for (name, values) in cats {
@@ -526,7 +528,7 @@ mod tests {
                 ])
             })
             .collect();
-        let specs = infer_specs(&examples, 4, 10);
+        let specs = infer_specs(&examples, 4, Buckets::Steps, 10);
         assert_eq!(specs.len(), 2);
         assert_eq!(
             specs[0],

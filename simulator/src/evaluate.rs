@@ -3,7 +3,7 @@
 //! direct method, and the replay method for learning policies.
 
 use offer_bandit::{
-    features::{Encoder, infer_specs},
+    features::{Buckets, Encoder, infer_specs},
     linalg::dot_sparse,
     policy::{
         Features, Outcome, Policy,
@@ -88,8 +88,11 @@ impl RewardModel {
 /// reward model cross-fitted on two folds (each half is predicted by a model
 /// trained on the other half).
 pub(crate) fn rounds(log: &Log, targets: &[TargetProbs]) -> Vec<Round> {
-    let encoder = Encoder::new(infer_specs(log.rows.iter().map(|r| &r.context), 8, 256), 10)
-        .or_else(|_| Encoder::new(Vec::new(), 0));
+    let encoder = Encoder::new(
+        infer_specs(log.rows.iter().map(|r| &r.context), 8, Buckets::Steps, 256),
+        10,
+    )
+    .or_else(|_| Encoder::new(Vec::new(), 0));
     let Ok(encoder) = encoder else {
         return Vec::new();
     };

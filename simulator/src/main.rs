@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use offer_bandit::features::{Encoder, infer_specs};
+use offer_bandit::features::{Buckets, Encoder, infer_specs};
 
 use crate::{
     dataset::Dataset,
@@ -253,9 +253,33 @@ struct Common {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Contextual policies: quantile buckets per numeric feature.
-    #[arg(long, default_value_t = 8)]
-    bins: usize,
+    /// Contextual policies: quantile buckets per numeric feature (default: 8
+    /// for a dataset, 6 for a scenario).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    bins: Option<u64>,
+    /// Contextual policies: how a number's buckets become columns.
+    #[arg(long, value_enum, default_value_t = BucketArg::Steps)]
+    buckets: BucketArg,
+}
+
+/// `--buckets`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BucketArg {
+    /// One column per bucket edge, a step there (the server's default).
+    Steps,
+    /// One column per bucket.
+    OneHot,
+}
+
+impl Common {
+    /// The bucket count and encoding of inferred features.
+    fn buckets(&self, default_bins: u64) -> (usize, Buckets) {
+        let encoding = match self.buckets {
+            BucketArg::Steps => Buckets::Steps,
+            BucketArg::OneHot => Buckets::OneHot,
+        };
+        (self.bins.unwrap_or(default_bins) as usize, encoding)
+    }
 }
 
 #[derive(Args)]
@@ -373,7 +397,7 @@ fn main() -> anyhow::Result<()> {
         Command::CampaignConfig(a) => {
             let scenario = Scenario::load(&a.scenario)?;
             let id = a.id.clone().unwrap_or_else(|| scenario.name().to_owned());
-            let encoder = ScenarioWorld::encoder(&scenario, 1)?;
+            let encoder = ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?;
             print!(
                 "{}",
                 drive::campaign_toml(&scenario, &id, &a.policy, &a.reward_window, &encoder)?
@@ -445,7 +469,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             default_segment_by: vec![scenario.report_segment().to_owned()],
             marketer: scenario.has_marketer_rule().then_some(&rule as _),
             prior_strength: a.common.prior_strength,
-            encoder: ScenarioWorld::encoder(&scenario, a.common.first_seed)?,
+            encoder: ScenarioWorld::encoder(&scenario, a.common.first_seed, a.common.buckets(6))?,
         },
         threads: threads(&a.common),
         progress: !a.common.quiet,
@@ -501,7 +525,10 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
             marketer: None,
             prior_strength: a.common.prior_strength,
             encoder: Encoder::new(
-                infer_specs(data.rows.iter().map(|r| &r.context), a.common.bins, 32),
+                {
+                    let (bins, buckets) = a.common.buckets(8);
+                    infer_specs(data.rows.iter().map(|r| &r.context), bins, buckets, 32)
+                },
                 8,
             )?,
         },
@@ -629,7 +656,7 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
                     marketer: None,
                     prior_strength: 10.0,
                     encoder: Encoder::new(
-                        infer_specs(log.rows.iter().map(|r| &r.context), 8, 32),
+                        infer_specs(log.rows.iter().map(|r| &r.context), 8, Buckets::Steps, 32),
                         8,
                     )?,
                 };

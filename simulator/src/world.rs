@@ -1,7 +1,7 @@
 //! The two kinds of world a policy meets in the simulator: a full-feedback
 //! dataset replayed row by row, and a simulated loyalty program.
 
-use offer_bandit::features::{Encoder, infer_specs};
+use offer_bandit::features::{Buckets, Encoder, infer_specs};
 use rand::{Rng, RngExt, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
@@ -97,8 +97,13 @@ impl<'a> ScenarioWorld<'a> {
         }
     }
 
-    /// A feature encoding inferred from 5,000 visits of the population.
-    pub(crate) fn encoder(scenario: &Scenario, seed: u64) -> anyhow::Result<Encoder> {
+    /// A feature encoding inferred from 5,000 visits of the population, with
+    /// `bins` quantile buckets per number.
+    pub(crate) fn encoder(
+        scenario: &Scenario,
+        seed: u64,
+        (bins, buckets): (usize, Buckets),
+    ) -> anyhow::Result<Encoder> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xFEA7);
         let mut buf = SimVisit::new();
         let contexts: Vec<_> = (0..5_000u64)
@@ -107,7 +112,7 @@ impl<'a> ScenarioWorld<'a> {
                 buf.context.clone()
             })
             .collect();
-        Ok(Encoder::new(infer_specs(&contexts, 6, 32), 8)?)
+        Ok(Encoder::new(infer_specs(&contexts, bins, buckets, 32), 8)?)
     }
 
     /// Mean p of each offer over `n` visits spread over the horizon (offers
