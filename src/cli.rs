@@ -30,7 +30,8 @@ pub enum Command {
     },
     /// Write a running server's decision log as JSON Lines (the input of `offer-sim ope`).
     Export(ExportArgs),
-    /// Print a running server's campaign report: bandit vs control uplift, offers.
+    /// Print a running server's campaign report: bandit vs control uplift, offers, and (contextual
+    /// campaigns) which features the learned prior found to matter.
     Report(ReportArgs),
     /// Print a running server's config of a campaign as TOML, with its revision.
     CampaignGet(CampaignGetArgs),

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 
 use crate::{
     decision::now_ms,
-    engine::{CampaignReport, Engine},
+    engine::{CampaignReport, CampaignStats, Engine, FeaturePrior},
+    policy::shared_prior::MIN_VARIANCE,
     uplift::{ArmSummary, Estimate},
 };
 
@@ -235,7 +236,45 @@ pub fn campaign(engine: &Engine, id: &str) -> Option<String> {
             id = esc(&o.offer_id)
         );
     }
-    b.push_str("</table><h2>Offer share over time (last 7 days)</h2>");
+    b.push_str("</table>");
+    if let Ok(stats) = engine.stats(id) {
+        b.push_str(&learned_prior(&stats));
+    }
+    b.push_str("<h2>Offer share over time (last 7 days)</h2>");
     b.push_str(&share_chart(engine, &r));
     Some(page(&format!("{id} - offer-bandit"), &b))
+}
+
+/// A contextual campaign's learned prior: how far each feature group's
+/// weights may go, largest first. Empty when the campaign has none.
+fn learned_prior(stats: &CampaignStats) -> String {
+    if stats.feature_priors.is_empty() {
+        return String::new();
+    }
+    let mut groups: Vec<&FeaturePrior> = stats.feature_priors.iter().collect();
+    groups.sort_by(|a, b| b.prior_variance.total_cmp(&a.prior_variance));
+    let widest = groups.first().map_or(1.0, |g| g.prior_variance.sqrt());
+    let mut b = format!(
+        "<h2>What the model found matters</h2><p class=\"note\">The learned prior, after {} \
+         learning events: the prior variance of each feature group's weights, shared by every \
+         offer. Near {MIN_VARIANCE}, a feature says nothing about redemption; the bar is its \
+         prior standard deviation, relative to the largest.</p><table id=\"priors\"><tr><th>feature</th>\
+         <th>part</th><th>prior variance</th><th></th></tr>",
+        stats.prior_events
+    );
+    for g in groups {
+        let width = 200.0 * g.prior_variance.sqrt() / widest;
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td style=\"text-align:left\">\
+             <svg width=\"200\" height=\"10\" role=\"img\"><rect width=\"{width:.1}\" height=\"10\" \
+             fill=\"{}\"/></svg></td></tr>",
+            esc(&g.feature),
+            esc(&g.part),
+            g.prior_variance,
+            COLORS[0]
+        );
+    }
+    b.push_str("</table>");
+    b
 }

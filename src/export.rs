@@ -239,8 +239,26 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         .await
         .map_err(status)?
         .into_inner();
+    let stats = client
+        .get_campaign_stats(proto::GetCampaignStatsRequest {
+            campaign: r.campaign.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut priors: Vec<&proto::FeaturePrior> = stats.feature_priors.iter().collect();
+    priors.sort_by(|a, b| b.prior_variance.total_cmp(&a.prior_variance));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&r))?);
+        let mut v = report_json(&r);
+        v["learned_prior"] = json!({
+            "events": stats.prior_events,
+            "groups": priors.iter().map(|p| json!({
+                "feature": p.feature,
+                "part": p.part,
+                "prior_variance": p.prior_variance,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
@@ -301,6 +319,17 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 left.join(", ")
             }
         );
+    }
+    if !priors.is_empty() {
+        println!(
+            "what the model found matters (learned prior after {} learning events; near {} a feature says nothing):",
+            stats.prior_events,
+            crate::policy::shared_prior::MIN_VARIANCE
+        );
+        println!("{:<24} {:<8} {:>14}", "feature", "part", "prior variance");
+        for p in priors {
+            println!("{:<24} {:<8} {:>14.4}", p.feature, p.part, p.prior_variance);
+        }
     }
     Ok(())
 }

@@ -1,20 +1,9 @@
 //! The dashboard page shows the same numbers as GetCampaignReport, in the
 //! served HTML and in what headless Chromium renders of it.
 
-use std::io::{Read, Write};
-
 use offer_bandit::proto::{CampaignReport, GetCampaignReportRequest};
 
-use crate::support::{TestServer, redeem, select};
-
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").expect("http response");
-    (head.to_owned(), body.to_owned())
-}
+use crate::support::{TestServer, http_get, redeem, select};
 
 /// The number in `<td class="{class}">N</td>` of the row tagged `{attr}="{key}"`.
 fn cell(html: &str, attr: &str, key: &str, class: &str) -> u64 {

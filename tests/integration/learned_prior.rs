@@ -4,7 +4,7 @@
 
 use offer_bandit::proto::{GetCampaignStatsRequest, GetCampaignStatsResponse, PutCampaignRequest};
 
-use crate::support::{Admin, Offers, TestServer, redeem, select};
+use crate::support::{Admin, Offers, TestServer, http_get, redeem, select};
 
 fn config(adaptive: Option<bool>) -> String {
     let line = adaptive.map_or(String::new(), |a| format!("adaptive_prior = {a}\n"));
@@ -180,4 +180,68 @@ async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
     server.relaunch();
     let mut admin = server.admin().await;
     assert_eq!(stats(&mut admin).await, off);
+}
+
+#[tokio::test]
+async fn the_report_and_the_dashboard_show_what_matters() {
+    let server = TestServer::start(Some(&config(None)), &[]);
+    let mut offers = server.offers().await;
+    visits(&mut offers, 400).await;
+    let learned = stats(&mut server.admin().await).await;
+    assert!(learned.prior_events > 0);
+    let (matters, noise) = (variance(&learned, "type"), variance(&learned, "noise"));
+    assert!(matters > noise, "type {matters}, noise {noise}");
+
+    // `offer-bandit report`: largest first, in JSON and in text.
+    let url = server.url();
+    let report = |json: bool| -> String {
+        let mut args = vec!["report", "--server", &url, "--campaign", "p"];
+        if json {
+            args.push("--json");
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+            .args(&args)
+            .output()
+            .expect("report");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let v: serde_json::Value = serde_json::from_str(&report(true)).expect("json");
+    let prior = &v["learned_prior"];
+    assert_eq!(prior["events"], learned.prior_events);
+    let groups: Vec<(&str, f64)> = prior["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["feature"].as_str().expect("feature"),
+                g["prior_variance"].as_f64().expect("variance"),
+            )
+        })
+        .collect();
+    assert_eq!(groups, [("type", matters), ("noise", noise)]);
+    let text = report(false);
+    let at = |name: &str| {
+        text.find(&format!("\n{name} "))
+            .unwrap_or_else(|| panic!("no {name} row in\n{text}"))
+    };
+    assert!(text.contains("what the model found matters"), "{text}");
+    assert!(at("type") < at("noise"), "{text}");
+
+    // The dashboard's table, in the same order.
+    let (head, page) = http_get(&server.metrics_addr, "/campaigns/p");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let table = &page[page.find("id=\"priors\"").expect("the learned prior table")..];
+    let row = |name: &str| {
+        table
+            .find(&format!("<tr><td>{name}</td>"))
+            .unwrap_or_else(|| panic!("no {name} row"))
+    };
+    assert!(row("type") < row("noise"));
+    assert!(table.contains(&format!("{matters:.4}")));
 }

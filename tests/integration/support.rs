@@ -234,6 +234,17 @@ impl Drop for TestServer {
     }
 }
 
+/// One HTTP/1.1 GET: the response's head and body.
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("http response");
+    (head.to_owned(), body.to_owned())
+}
+
 pub fn category(v: &str) -> FeatureValue {
     FeatureValue {
         kind: Some(Kind::Category(v.to_owned())),
