@@ -2,7 +2,7 @@
 
 use offer_bandit::proto::{GetCampaignStatsRequest, GetCampaignStatsResponse};
 
-use crate::support::{TestServer, logistic_campaign_toml, redeem_batch, select};
+use crate::support::{TestServer, logistic_campaign_toml, number, redeem_batch, select};
 
 async fn stats(server: &TestServer, campaign: &str) -> GetCampaignStatsResponse {
     server
@@ -174,4 +174,82 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
     server.relaunch();
     let restored = stats(&server, campaign).await;
     assert_eq!(again, restored);
+}
+
+#[tokio::test]
+async fn a_store_from_before_step_buckets_keeps_its_one_hot_models() {
+    // A campaign stored before bucket encodings existed: its stored config
+    // says nothing of `buckets`, and its posteriors were learned one-hot.
+    // Made here by storing it one-hot and then deleting the word from the
+    // stored config, as the older server wrote it.
+    let campaign = |buckets: &str| {
+        format!(
+            "[[campaigns]]\nid = \"h\"\npolicy = \"logistic-ts\"\nreward_window = \"1h\"\n\
+             [[campaigns.features]]\nkind = \"numeric\"\nname = \"hour\"\nmin = 0\nmax = 24\n\
+             bins = [6, 11, 14, 18, 22]\n{buckets}\
+             [[campaigns.offers]]\nid = \"a\"\n[[campaigns.offers]]\nid = \"b\"\n"
+        )
+    };
+    let mut server = TestServer::start(Some(&campaign("buckets = \"one-hot\"\n")), &[]);
+    let mut client = server.offers().await;
+    let mut redeemed = Vec::new();
+    for i in 0..200 {
+        let mut req = select("h", &[]);
+        req.context.insert("hour".into(), number(f64::from(i % 24)));
+        let d = client.select_offer(req).await.expect("select").into_inner();
+        if i % 5 == 0 {
+            redeemed.push(d.decision_id);
+        }
+    }
+    redeem_batch(&mut client, &redeemed).await;
+    drop(client);
+    let before = stats(&server, "h").await;
+    assert!(before.offers.iter().all(|o| o.model_observations > 0));
+    server.stop();
+    {
+        let store = offer_bandit::store::Store::open(server.data_dir()).expect("open store");
+        let (_, mut stored) = store
+            .load_configs()
+            .expect("configs")
+            .into_iter()
+            .find(|(c, _)| c == "h")
+            .expect("stored config");
+        assert!(
+            stored.toml.contains("buckets = \"one-hot\""),
+            "{}",
+            stored.toml
+        );
+        stored.toml = stored.toml.replace("buckets = \"one-hot\"\n", "");
+        let mut writes = offer_bandit::store::WriteSet::default();
+        writes.put_config("h", &stored);
+        store.commit(writes).expect("commit");
+        store.flush().expect("flush");
+    }
+    // The file as it was then, with nothing about buckets, edited so that
+    // it is read as a new revision: the campaign keeps one-hot buckets and
+    // every posterior (a steps encoding would not even have their dimension).
+    server
+        .rewrite_config(&campaign("").replace("reward_window = \"1h\"", "reward_window = \"2h\""));
+    server.relaunch();
+    let after = stats(&server, "h").await;
+    assert_eq!(before.offers, after.offers);
+    let config = server
+        .admin()
+        .await
+        .get_campaign_config(offer_bandit::proto::GetCampaignConfigRequest {
+            campaign: "h".into(),
+        })
+        .await
+        .expect("config")
+        .into_inner();
+    assert!(
+        config.config_toml.contains("buckets = \"one-hot\""),
+        "{}",
+        config.config_toml
+    );
+    assert!(
+        config.config_toml.contains("reward_window = \"2h\""),
+        "{}",
+        config.config_toml
+    );
 }
