@@ -691,7 +691,22 @@ impl Engine {
     ) -> Result<Engine, StoreError> {
         let mut campaigns: BTreeMap<String, Campaign> = BTreeMap::new();
         let mut revisions = WriteSet::default();
-        for r in crate::revisions::resolve(configs, store.load_configs()?, now_ms())? {
+        let stored = store.load_configs()?;
+        let models = store.load_models()?;
+        // A campaign with models but no stored config was stored before
+        // configs were, and so before step buckets: its numbers are one-hot
+        // unless the file says otherwise.
+        let configs = configs
+            .into_iter()
+            .map(|mut f| {
+                let id = f.config.id.as_str();
+                if !stored.iter().any(|(c, _)| c == id) && models.iter().any(|(c, _, _)| c == id) {
+                    crate::features::settle_stored_buckets(&mut f.config.features);
+                }
+                f
+            })
+            .collect();
+        for r in crate::revisions::resolve(configs, stored, now_ms())? {
             if let Some(note) = &r.note {
                 tracing::warn!(campaign = %r.config.id, "{note}");
             }
@@ -749,7 +764,6 @@ impl Engine {
             // Offers that learned nothing are set to it below.
             *c.prior.write() = prior;
         }
-        let models = store.load_models()?;
         for (campaign_id, offer, posterior) in models {
             let Some(campaign) = campaigns.get_mut(&campaign_id) else {
                 tracing::warn!(campaign = %campaign_id, "stored model of an unknown campaign: ignored");

@@ -437,8 +437,9 @@ pub fn settle_buckets(specs: &mut [FeatureSpec], stored: Option<&[FeatureSpec]>)
     }
 }
 
-/// Settles a config read back from a store: a number stored without a
-/// bucket encoding was learned one-hot (the only encoding then).
+/// Settles a config read back from a store, or declared for a campaign
+/// whose models were stored before its config was: a number without a
+/// bucket encoding there was learned one-hot (the only encoding then).
 pub fn settle_stored_buckets(specs: &mut [FeatureSpec]) {
     for spec in specs {
         if let FeatureSpec::Numeric { buckets, .. } = spec {

@@ -252,4 +252,19 @@ async fn a_store_from_before_step_buckets_keeps_its_one_hot_models() {
         "{}",
         config.config_toml
     );
+
+    // Older still: models stored before configs were (no stored config at
+    // all). The file's campaign takes them over, one-hot too.
+    server.stop();
+    {
+        let db = sled::open(server.data_dir()).expect("open sled");
+        let tree = db.open_tree("offer-bandit").expect("tree");
+        assert!(
+            tree.remove(b"k/h").expect("remove").is_some(),
+            "the stored config"
+        );
+        db.flush().expect("flush");
+    }
+    server.relaunch();
+    assert_eq!(stats(&server, "h").await.offers, before.offers);
 }
