@@ -308,9 +308,9 @@ pub struct ServeArgs {
     /// default decisions reach disk within 500 ms, redemptions always before OK).
     #[arg(long, env = "OFFER_BANDIT_DURABLE_DECISIONS")]
     pub durable_decisions: bool,
-    /// How often learned contextual models are written to disk. What was
-    /// learned since is never lost: a restart after a crash replays it from
-    /// the decision records (longer intervals write less, replay more).
+    /// How often learned contextual models are written to disk. After a
+    /// crash, a restart replays what was learned since from the stored
+    /// decision records (longer intervals write less and replay more).
     #[arg(long, env = "OFFER_BANDIT_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_checkpoint_interval)]
     pub checkpoint_interval: Duration,
     /// Page cache of the embedded database, in MiB (what does not fit is read

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use crate::{
     decision::now_ms,
     engine::{CampaignReport, CampaignStats, Engine, FeaturePrior},
-    policy::shared_prior::MIN_VARIANCE,
+    policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE},
     uplift::{ArmSummary, Estimate},
 };
 
@@ -250,6 +250,14 @@ pub fn campaign(engine: &Engine, id: &str) -> Option<String> {
 fn learned_prior(stats: &CampaignStats) -> String {
     if stats.feature_priors.is_empty() {
         return String::new();
+    }
+    if stats.prior_events < FIRST_ESTIMATE {
+        return format!(
+            "<h2>What the model found matters</h2><p id=\"priors\" class=\"note\">Not estimated \
+             yet: the learned prior's first estimate comes after {FIRST_ESTIMATE} learning events \
+             ({} so far).</p>",
+            stats.prior_events
+        );
     }
     let mut groups: Vec<&FeaturePrior> = stats.feature_priors.iter().collect();
     groups.sort_by(|a, b| b.prior_variance.total_cmp(&a.prior_variance));

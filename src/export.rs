@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     cli::{BackupArgs, ExportArgs, ForgetArgs, ReportArgs},
     decision::now_ms,
+    policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE},
     proto::{self, feature_value::Kind},
 };
 
@@ -248,16 +249,23 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut priors: Vec<&proto::FeaturePrior> = stats.feature_priors.iter().collect();
     priors.sort_by(|a, b| b.prior_variance.total_cmp(&a.prior_variance));
+    let estimated = stats.prior_events >= FIRST_ESTIMATE;
     if args.json {
         let mut v = report_json(&r);
-        v["learned_prior"] = json!({
-            "events": stats.prior_events,
-            "groups": priors.iter().map(|p| json!({
-                "feature": p.feature,
-                "part": p.part,
-                "prior_variance": p.prior_variance,
-            })).collect::<Vec<_>>(),
-        });
+        // Null for campaigns without a learned prior.
+        v["learned_prior"] = if priors.is_empty() {
+            Value::Null
+        } else {
+            json!({
+                "events": stats.prior_events,
+                "estimated": estimated,
+                "groups": priors.iter().map(|p| json!({
+                    "feature": p.feature,
+                    "part": p.part,
+                    "prior_variance": p.prior_variance,
+                })).collect::<Vec<_>>(),
+            })
+        };
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -320,11 +328,15 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             }
         );
     }
-    if !priors.is_empty() {
+    if !priors.is_empty() && !estimated {
         println!(
-            "what the model found matters (learned prior after {} learning events; near {} a feature says nothing):",
-            stats.prior_events,
-            crate::policy::shared_prior::MIN_VARIANCE
+            "what the model found matters: not estimated yet (the learned prior's first estimate comes after {FIRST_ESTIMATE} learning events; {} so far)",
+            stats.prior_events
+        );
+    } else if !priors.is_empty() {
+        println!(
+            "what the model found matters (learned prior after {} learning events; near {MIN_VARIANCE} a feature says nothing):",
+            stats.prior_events
         );
         println!("{:<24} {:<8} {:>14}", "feature", "part", "prior variance");
         for p in priors {

@@ -55,7 +55,7 @@ pub enum FeatureSpec {
 
 /// How a number's buckets become columns. Both span the same functions of
 /// the bucket (with the intercept); they differ in what the prior favours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Buckets {
     /// One column per edge, each a step at its edge: below the middle edge
@@ -64,9 +64,11 @@ pub enum Buckets {
     /// middle bucket. A step at one edge ("after 2pm") is one weight,
     /// learned from every visit on either side of it, and a prior on small
     /// weights favours effects with few jumps. The default.
+    #[value(help = "One column per bucket edge, a step there (the default)")]
     Steps,
     /// One column per bucket, one of them 1 (the encoding of campaigns
     /// stored before `steps` existed; their posteriors keep it).
+    #[value(help = "One column per bucket")]
     OneHot,
 }
 

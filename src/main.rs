@@ -50,7 +50,14 @@ async fn main() -> anyhow::Result<()> {
         Command::CheckConfig { path } => {
             for c in config::load_file(&path)? {
                 let offers: Vec<&str> = c.offers.iter().map(|o| o.id.as_str()).collect();
+                let unset = c.features.iter().any(|f| {
+                    matches!(f, offer_bandit::features::FeatureSpec::Numeric { bins, buckets: None, .. } if !bins.is_empty())
+                });
                 let dimension = match (c.contextual(), c.encoder()) {
+                    (Some(_), Ok(e)) if unset => format!(
+                        ", encoded dimension {} (numbers' buckets unset: steps for a new campaign; a stored campaign keeps the encoding it was stored with)",
+                        e.dim()
+                    ),
                     (Some(_), Ok(e)) => format!(", encoded dimension {}", e.dim()),
                     _ => String::new(),
                 };

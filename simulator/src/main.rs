@@ -258,27 +258,14 @@ struct Common {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     bins: Option<u64>,
     /// Contextual policies: how a number's buckets become columns.
-    #[arg(long, value_enum, default_value_t = BucketArg::Steps)]
-    buckets: BucketArg,
-}
-
-/// `--buckets`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum BucketArg {
-    /// One column per bucket edge, a step there (the server's default).
-    Steps,
-    /// One column per bucket.
-    OneHot,
+    #[arg(long, value_enum, default_value_t = Buckets::Steps)]
+    buckets: Buckets,
 }
 
 impl Common {
     /// The bucket count and encoding of inferred features.
     fn buckets(&self, default_bins: u64) -> (usize, Buckets) {
-        let encoding = match self.buckets {
-            BucketArg::Steps => Buckets::Steps,
-            BucketArg::OneHot => Buckets::OneHot,
-        };
-        (self.bins.unwrap_or(default_bins) as usize, encoding)
+        (self.bins.unwrap_or(default_bins) as usize, self.buckets)
     }
 }
 

@@ -185,14 +185,6 @@ async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
 #[tokio::test]
 async fn the_report_and_the_dashboard_show_what_matters() {
     let server = TestServer::start(Some(&config(None)), &[]);
-    let mut offers = server.offers().await;
-    visits(&mut offers, 400).await;
-    let learned = stats(&mut server.admin().await).await;
-    assert!(learned.prior_events > 0);
-    let (matters, noise) = (variance(&learned, "type"), variance(&learned, "noise"));
-    assert!(matters > noise, "type {matters}, noise {noise}");
-
-    // `offer-bandit report`: largest first, in JSON and in text.
     let url = server.url();
     let report = |json: bool| -> String {
         let mut args = vec!["report", "--server", &url, "--campaign", "p"];
@@ -210,9 +202,24 @@ async fn the_report_and_the_dashboard_show_what_matters() {
         );
         String::from_utf8(out.stdout).expect("utf-8")
     };
+    // Before the first re-estimation the variances are the configured ones:
+    // nothing is claimed yet.
+    let mut offers = server.offers().await;
+    visits(&mut offers, 20).await;
+    assert!(report(false).contains("not estimated yet"));
+    let (_, page) = http_get(&server.metrics_addr, "/campaigns/p");
+    assert!(page.contains("Not estimated yet"));
+
+    visits(&mut offers, 380).await;
+    let learned = stats(&mut server.admin().await).await;
+    assert!(learned.prior_events >= 256);
+    let (matters, noise) = (variance(&learned, "type"), variance(&learned, "noise"));
+    assert!(matters > noise, "type {matters}, noise {noise}");
+    // `offer-bandit report`: largest first, in JSON and in text.
     let v: serde_json::Value = serde_json::from_str(&report(true)).expect("json");
     let prior = &v["learned_prior"];
     assert_eq!(prior["events"], learned.prior_events);
+    assert_eq!(prior["estimated"], true);
     let groups: Vec<(&str, f64)> = prior["groups"]
         .as_array()
         .expect("groups")

@@ -86,8 +86,9 @@ async fn contextual_models_survive_a_restart_bit_for_bit() {
 
 #[tokio::test]
 async fn contextual_models_survive_kill_9_between_checkpoints() {
-    // Posteriors are checkpointed about once a second; what was learned
-    // after the last checkpoint is replayed from the decision records.
+    // Posteriors are checkpointed every --checkpoint-interval (here only
+    // when the test forces it); what was learned after the last
+    // checkpoint is replayed from the decision records.
     let config = logistic_campaign_toml("promo", &["x", "y"], "1h", &["a", "b", "c"]);
     // Checkpoints only when the test asks for one.
     let mut server = TestServer::start(
