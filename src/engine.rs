@@ -28,7 +28,7 @@ use crate::{
         Objective,
         contextual::{ContextualConfig, GaussianPosterior, gaussian_arms},
         segment::{CellCounts, OVERFLOW_SEGMENT, SegmentModel, SnapshotCache, segment_key},
-        shared_prior::{FIRST_ESTIMATE, SharedPrior},
+        shared_prior::SharedPrior,
         thompson,
     },
     revisions::{Revision, Source, StoredCampaign},
@@ -178,6 +178,12 @@ impl Contextual {
                 *m = GaussianPosterior::prior(self.encoder.dim(), next);
             } else {
                 skipped += m.rebase_prior(&prior.variance, &target);
+                if let Some(mu) = prior.intercept {
+                    m.shift_intercept_prior(
+                        GaussianPosterior::configured_intercept(next) - mu,
+                        &self.config,
+                    );
+                }
             }
         }
         if skipped > 0 {
@@ -2687,8 +2693,8 @@ impl Writer {
             // Once the prior has been re-estimated, the decision also
             // shaped the learned variances, and through them every offer.
             let estimated = match g.priors.get(&rec.campaign) {
-                Some(p) => p.next_estimate > FIRST_ESTIMATE,
-                None => ctx.prior.read().next_estimate > FIRST_ESTIMATE,
+                Some(p) => p.has_estimated(),
+                None => ctx.prior.read().has_estimated(),
             };
             exact &= !estimated;
         }

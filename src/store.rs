@@ -53,8 +53,11 @@ use crate::{
 /// a schema-4 store (and a schema-4 backup) has none, so it is only marked
 /// 5 when opened, and its campaigns start from the configured prior. The
 /// mark keeps an older build from reading a store whose posteriors were
-/// re-based on a prior it does not know.
-pub const SCHEMA_VERSION: u32 = 5;
+/// re-based on a prior it does not know. 6 added the intercept's learned
+/// mean to each learned prior: a schema-5 prior is read without one (the
+/// configured `prior_rate`, as schema 5 had it), so schema-4 and schema-5
+/// stores and backups are only marked 6.
+pub const SCHEMA_VERSION: u32 = 6;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -230,11 +233,12 @@ impl Store {
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
             Some(v) if v.as_ref() == 3u32.to_be_bytes() => migrate_from_3(&db, &tree)?,
-            Some(v) if v.as_ref() == 4u32.to_be_bytes() => {
+            Some(v) if v.as_ref() == 4u32.to_be_bytes() || v.as_ref() == 5u32.to_be_bytes() => {
                 tree.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
                 tracing::info!(
-                    "marked the store as schema {SCHEMA_VERSION} (from 4: no data changes)"
+                    from = %escape(&v),
+                    "marked the store as schema {SCHEMA_VERSION} (no data changes)"
                 );
             }
             Some(v) => {
@@ -312,12 +316,30 @@ impl Store {
 
     /// Every contextual campaign's learned prior, as (campaign, prior).
     pub fn load_priors(&self) -> Result<Vec<(String, SharedPrior)>, StoreError> {
-        self.load_by_campaign(PRIOR)
+        self.load_by_campaign_with(PRIOR, |k, v| {
+            decode(k, v).or_else(|e| match decode::<SharedPriorV5>(k, v) {
+                Ok(old) => Ok(SharedPrior {
+                    variance: old.variance,
+                    events: old.events,
+                    next_estimate: old.next_estimate,
+                    intercept: None,
+                }),
+                Err(_) => Err(e),
+            })
+        })
     }
 
     fn load_by_campaign<T: DeserializeOwned>(
         &self,
         prefix: &[u8],
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.load_by_campaign_with(prefix, decode)
+    }
+
+    fn load_by_campaign_with<T>(
+        &self,
+        prefix: &[u8],
+        decode: impl Fn(&[u8], &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<(String, T)>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(prefix) {
@@ -617,6 +639,14 @@ impl Store {
     }
 }
 
+/// A learned prior as schema 5 stored it (before the intercept's mean).
+#[derive(serde::Deserialize)]
+struct SharedPriorV5 {
+    variance: Vec<f64>,
+    events: u64,
+    next_estimate: u64,
+}
+
 /// A decision record as schema 3 stored it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct DecisionRecordV3 {
@@ -776,10 +806,11 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry<'_>>, String> {
     };
     let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let schema = u32_of(take(4)?);
-    // A schema-4 backup restores as it is and is marked 5 when opened.
-    if schema != SCHEMA_VERSION && schema != 4 {
+    // A schema-4 or schema-5 backup restores as it is and is marked
+    // current when opened.
+    if schema != SCHEMA_VERSION && schema != 4 && schema != 5 {
         return Err(format!(
-            "backup of schema {schema}; this build restores schemas 4 and {SCHEMA_VERSION}"
+            "backup of schema {schema}; this build restores schemas 4 to {SCHEMA_VERSION}"
         ));
     }
     let mut entries = Vec::new();
@@ -1147,7 +1178,61 @@ mod tests {
     }
 
     #[test]
-    fn schema_4_stores_are_marked_5_and_keep_their_data() -> Result<(), StoreError> {
+    fn schema_5_priors_are_read_without_an_intercept_mean() -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct V5 {
+            variance: Vec<f64>,
+            events: u64,
+            next_estimate: u64,
+        }
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let learned = SharedPrior {
+            variance: vec![0.1, 0.02, 0.4],
+            events: 900,
+            next_estimate: 1012,
+            intercept: Some(-1.5),
+        };
+        {
+            let store = Store::open(dir.path())?;
+            store.tree.insert(META_SCHEMA, &5u32.to_be_bytes())?;
+            let old = V5 {
+                variance: learned.variance.clone(),
+                events: 900,
+                next_estimate: 1012,
+            };
+            store
+                .tree
+                .insert([PRIOR, b"c5".as_slice()].concat(), encode(&old))?;
+            let mut w = WriteSet::default();
+            w.put_prior("c6", &learned);
+            store.commit(w)?;
+            store.flush()?;
+        }
+        let store = reopen(dir.path())?;
+        assert_eq!(
+            store.tree.get(META_SCHEMA)?.as_deref(),
+            Some(&SCHEMA_VERSION.to_be_bytes()[..])
+        );
+        let priors = store.load_priors()?;
+        let get = |c: &str| {
+            priors
+                .iter()
+                .find(|(id, _)| id == c)
+                .map(|(_, p)| p.clone())
+        };
+        assert_eq!(
+            get("c5"),
+            Some(SharedPrior {
+                intercept: None,
+                ..learned.clone()
+            })
+        );
+        assert_eq!(get("c6"), Some(learned));
+        Ok(())
+    }
+
+    #[test]
+    fn schema_4_stores_are_marked_current_and_keep_their_data() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
         let id = DecisionId([6; 16]);
         {
@@ -1160,7 +1245,7 @@ mod tests {
         assert_eq!(store.decision(&id)?, Some(rec()));
         assert_eq!(
             store.tree.get(META_SCHEMA)?.as_deref(),
-            Some(&5u32.to_be_bytes()[..])
+            Some(&SCHEMA_VERSION.to_be_bytes()[..])
         );
         assert!(store.load_priors()?.is_empty());
         Ok(())

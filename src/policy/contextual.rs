@@ -105,11 +105,7 @@ impl GaussianPosterior {
     pub fn prior(dim: usize, config: &ContextualConfig) -> Self {
         let mut mean = vec![0.0; dim];
         if let Some(m) = mean.first_mut() {
-            let r = config.prior_rate.clamp(1e-6, 1.0 - 1e-6);
-            *m = match config.likelihood {
-                Likelihood::Linear => r,
-                Likelihood::Logistic => (r / (1.0 - r)).ln(),
-            };
+            *m = Self::configured_intercept(config);
         }
         GaussianPosterior {
             mean,
@@ -117,6 +113,35 @@ impl GaussianPosterior {
             observations: 0,
             decisions: 0,
             predicted_sum: 0.0,
+        }
+    }
+
+    /// The intercept's prior mean for `config.prior_rate`.
+    pub fn configured_intercept(config: &ContextualConfig) -> f64 {
+        Self::intercept_for_rate(config.prior_rate.clamp(1e-6, 1.0 - 1e-6), config)
+    }
+
+    /// A redemption rate on the model's scale: itself for linear-ts, its
+    /// logit for logistic-ts.
+    pub fn intercept_for_rate(rate: f64, config: &ContextualConfig) -> f64 {
+        match config.likelihood {
+            Likelihood::Linear => rate,
+            Likelihood::Logistic => (rate / (1.0 - rate)).ln(),
+        }
+    }
+
+    /// Re-bases the posterior on an intercept prior mean `shift` higher
+    /// (the intercept's prior variance, `config.prior_variance`, unchanged),
+    /// exactly: with prior precision `P0`, the mean `S (P0 mu0 + b)` moves
+    /// by `S P0 (mu0' - mu0)`, here `S e0 shift / v0`. O(d).
+    pub fn shift_intercept_prior(&mut self, shift: f64, config: &ContextualConfig) {
+        if shift == 0.0 || !shift.is_finite() || self.mean.is_empty() {
+            return;
+        }
+        let k = shift / config.prior_variance;
+        let col = self.cov.column(0);
+        for (m, c) in self.mean.iter_mut().zip(col) {
+            *m += k * c;
         }
     }
 

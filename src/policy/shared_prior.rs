@@ -18,8 +18,14 @@ use super::contextual::{ContextualConfig, GaussianPosterior};
 use crate::features::Encoder;
 use crate::linalg::SymMatrix;
 
-/// Learning events before the first re-estimation.
+/// Learning events before the first re-estimation of the variances.
 pub const FIRST_ESTIMATE: u64 = 256;
+/// Learning events before the intercept's prior mean first follows the
+/// campaign's rate; it follows again at every power of two up to
+/// [`FIRST_ESTIMATE`], then at every re-estimation.
+pub const FIRST_RATE: u64 = 16;
+/// Pseudo-decisions at the configured `prior_rate` in the campaign's rate.
+pub const RATE_PSEUDO_DECISIONS: f64 = 10.0;
 /// The estimated variances stay within these bounds (widened to hold a
 /// configured `prior_variance` outside them).
 pub const MIN_VARIANCE: f64 = 1e-3;
@@ -51,6 +57,10 @@ pub struct SharedPrior {
     /// d columns) is paid about 30 times in the first 20,000 events and
     /// rarely after.
     pub next_estimate: u64,
+    /// The intercept's learned prior mean, on the model's scale (a logit
+    /// for logistic-ts, a rate for linear-ts); `None` until first learned,
+    /// the configured `prior_rate` until then.
+    pub intercept: Option<f64>,
 }
 
 impl SharedPrior {
@@ -60,12 +70,27 @@ impl SharedPrior {
             variance: vec![config.prior_variance; dim],
             events: 0,
             next_estimate: FIRST_ESTIMATE,
+            intercept: None,
         }
     }
 
     /// Whether a decoded prior fits `dim` columns and holds usable numbers.
     pub fn is_well_formed(&self, dim: usize) -> bool {
-        self.variance.len() == dim && self.variance.iter().all(|v| v.is_finite() && *v > 0.0)
+        self.variance.len() == dim
+            && self.variance.iter().all(|v| v.is_finite() && *v > 0.0)
+            && self.intercept.is_none_or(f64::is_finite)
+    }
+
+    /// Whether anything has been learned into the prior yet (the intercept's
+    /// mean or the variances).
+    pub fn has_estimated(&self) -> bool {
+        self.intercept.is_some() || self.next_estimate > FIRST_ESTIMATE
+    }
+
+    /// The intercept's prior mean: learned, or the configured one.
+    pub fn intercept_mean(&self, config: &ContextualConfig) -> f64 {
+        self.intercept
+            .unwrap_or_else(|| GaussianPosterior::configured_intercept(config))
     }
 
     /// A new offer's posterior: the prior itself.
@@ -77,6 +102,9 @@ impl SharedPrior {
             *v = config.prior_variance;
         }
         p.cov = SymMatrix::diagonal(&learned);
+        if let Some(m) = p.mean.first_mut() {
+            *m = self.intercept_mean(config);
+        }
         p
     }
 
@@ -84,6 +112,29 @@ impl SharedPrior {
     pub fn count(&mut self) -> bool {
         self.events += 1;
         self.events >= self.next_estimate
+            || (self.events >= FIRST_RATE
+                && self.events < FIRST_ESTIMATE
+                && self.events.is_power_of_two())
+    }
+
+    /// The campaign's rate so far, as the intercept's prior mean on the
+    /// model's scale. Decision-time learning makes every decision a 0 and
+    /// every redemption an extra 1, so the modelled rate is redemptions over
+    /// observations: here `(R + 10 prior_rate) / (D + R + 10)` over every
+    /// offer's D decisions and R redemptions. A new offer thus starts as
+    /// good as the campaign does on average, and is tried until its own
+    /// evidence says otherwise: a fixed `prior_rate` far below a campaign's
+    /// real rates made its offers look worse than they were and locked some
+    /// out.
+    fn campaign_rate(models: &[GaussianPosterior], config: &ContextualConfig) -> f64 {
+        let (decisions, observations) = models.iter().fold((0u64, 0u64), |(d, o), m| {
+            (d + m.decisions, o + m.observations)
+        });
+        let redemptions = observations.saturating_sub(decisions) as f64;
+        let r0 = config.prior_rate.clamp(1e-6, 1.0 - 1e-6);
+        let rate = (redemptions + RATE_PSEUDO_DECISIONS * r0)
+            / (observations as f64 + RATE_PSEUDO_DECISIONS);
+        GaussianPosterior::intercept_for_rate(rate.clamp(1e-4, 1.0 - 1e-4), config)
     }
 
     /// Re-estimates each group's variance as the mean, over the offers and
@@ -104,6 +155,13 @@ impl SharedPrior {
         let dim = self.variance.len();
         let m0 = GaussianPosterior::prior(dim, config).mean;
         let old = self.variance.clone();
+        let old_intercept = self.intercept_mean(config);
+        self.intercept = Some(Self::campaign_rate(models, config));
+        let shift = self.intercept_mean(config) - old_intercept;
+        if self.events < self.next_estimate {
+            // Only the intercept's mean is due.
+            return self.rebase(models, config, &old, shift);
+        }
         let usable: Vec<&GaussianPosterior> =
             models.iter().filter(|m| m.mean.len() == dim).collect();
         let groups = encoder.groups().into_iter().map(|g| g.columns);
@@ -134,16 +192,30 @@ impl SharedPrior {
             }
         }
         self.next_estimate = self.events + FIRST_ESTIMATE.max(self.events / 8);
-        if old == self.variance {
+        self.rebase(models, config, &old, shift)
+    }
+
+    /// Re-bases every posterior from the variances `old` and an intercept
+    /// mean `shift` lower onto the current prior; false if neither changed.
+    fn rebase(
+        &self,
+        models: &mut [GaussianPosterior],
+        config: &ContextualConfig,
+        old: &[f64],
+        shift: f64,
+    ) -> bool {
+        if old == self.variance.as_slice() && shift == 0.0 {
             return false;
         }
+        let dim = self.variance.len();
         let fresh = self.posterior(config);
         let mut skipped = 0;
         for m in models.iter_mut().filter(|m| m.mean.len() == dim) {
             if m.learned_nothing() {
                 *m = fresh.clone();
             } else {
-                skipped += m.rebase_prior(&old, &self.variance);
+                skipped += m.rebase_prior(old, &self.variance);
+                m.shift_intercept_prior(shift, config);
             }
         }
         if skipped > 0 {
@@ -213,6 +285,86 @@ mod tests {
     }
 
     #[test]
+    fn shifting_the_intercept_mean_equals_learning_under_it() {
+        // Linear regression is exact: learning under one prior mean and
+        // then moving it gives what learning under the new one gives.
+        let d = 6;
+        let from = ContextualConfig {
+            prior_rate: 0.05,
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
+        let to = ContextualConfig {
+            prior_rate: 0.3,
+            ..from
+        };
+        let mut shifted = GaussianPosterior::prior(d, &from);
+        let mut direct = GaussianPosterior::prior(d, &to);
+        let mut rng = ChaCha8Rng::seed_from_u64(41);
+        for x in rows(8, 300, d) {
+            let y = f64::from(u8::from(rng.random::<f64>() < 0.3));
+            shifted.update(&x, y, &from);
+            direct.update(&x, y, &to);
+        }
+        shifted.shift_intercept_prior(0.3 - 0.05, &from);
+        for (a, b) in shifted.mean.iter().zip(&direct.mean) {
+            assert!(
+                (a - b).abs() < 1e-9,
+                "{:?} vs {:?}",
+                shifted.mean,
+                direct.mean
+            );
+        }
+    }
+
+    #[test]
+    fn new_offers_start_at_the_campaign_rate() {
+        let d = 4;
+        let config = ContextualConfig::new(Likelihood::Logistic);
+        let encoder = Encoder::new(
+            vec![crate::features::FeatureSpec::Categorical {
+                name: "c".into(),
+                values: vec!["a".into(), "b".into()],
+            }],
+            0,
+        )
+        .expect("valid");
+        let mut models: Vec<GaussianPosterior> = (0..3)
+            .map(|_| GaussianPosterior::prior(d, &config))
+            .collect();
+        let mut prior = SharedPrior::new(d, &config);
+        assert!(!prior.has_estimated());
+        let x = vec![(0, 1.0), (1, 1.0)];
+        // Offer 0 is shown 40 times and redeemed 12 times; 1 and 2 never.
+        let mut estimates = Vec::new();
+        for t in 0..40 {
+            for redeemed in [false, true].into_iter().take(1 + usize::from(t % 10 < 3)) {
+                models[0].learn(&x, redeemed, &config, None);
+                if prior.count() {
+                    prior.reestimate(&encoder, &mut models, &config);
+                    estimates.push(prior.events);
+                }
+            }
+        }
+        // At 16, 32 learning events (52 in all, short of 64).
+        assert_eq!(estimates, [16, 32]);
+        assert!(prior.has_estimated());
+        // As of the 32nd event: 32 observations, of which some redemptions.
+        let logit = |r: f64| (r / (1.0 - r)).ln();
+        let mu = prior.intercept.expect("learned");
+        assert!(mu > logit(0.05) + 1.0, "{mu}: well above the configured 5%");
+        // An offer that learned nothing starts there, with the prior's spread.
+        assert_eq!(models[1].mean[0], mu);
+        assert_eq!(prior.posterior(&config).mean[0], mu);
+        // The exact rule, recomputed on the current counts.
+        let (o, dcs) = (models[0].observations as f64, models[0].decisions as f64);
+        prior.events = 63;
+        assert!(prior.count(), "64 is a power of two");
+        prior.reestimate(&encoder, &mut models, &config);
+        let want = logit((o - dcs + 10.0 * 0.05) / (o + 10.0));
+        assert!((prior.intercept.expect("learned") - want).abs() < 1e-12);
+    }
+
+    #[test]
     fn pooled_estimate_shrinks_what_no_offer_uses() {
         // Eight offers; columns 1-2 matter (differently per offer), columns
         // 3-4 never do. The learned prior keeps room for the first group and
@@ -237,10 +389,17 @@ mod tests {
             let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
             let w = [-2.0, 1.2 * sign, -1.2 * sign, 0.0, 0.0];
             let p = crate::policy::thompson::sigmoid(dot_sparse(&w, x));
-            let y = f64::from(u8::from(rng.random::<f64>() < p));
-            models[k].update(x, y, &config);
-            if prior.count() {
-                prior.reestimate(&encoder, &mut models, &config);
+            // Decision-time learning, as the server and the simulator do:
+            // the decision as a 0, a redemption as an extra 1.
+            let redeemed = rng.random::<f64>() < p;
+            for learned in [Some(false), redeemed.then_some(true)]
+                .into_iter()
+                .flatten()
+            {
+                models[k].learn(x, learned, &config, None);
+                if prior.count() {
+                    prior.reestimate(&encoder, &mut models, &config);
+                }
             }
         }
         let (used, unused) = (prior.variance[1], prior.variance[3]);
