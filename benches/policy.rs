@@ -175,7 +175,9 @@ fn reestimate(c: &mut Criterion) {
         let y = f64::from(u8::from(rng.random::<f64>() < 0.1));
         models[i % OFFERS].update(&f, y, &config);
     }
-    let prior = SharedPrior::new(enc.dim(), &config);
+    let mut prior = SharedPrior::new(enc.dim(), &config);
+    // Due: the variances are re-estimated, not only the intercept's mean.
+    prior.events = prior.next_estimate;
     c.bench_function("logistic-ts(K=12,d=64)/reestimate-prior", |b| {
         b.iter(|| {
             let mut p = prior.clone();

@@ -251,11 +251,17 @@ fn learned_prior(stats: &CampaignStats) -> String {
     if stats.feature_priors.is_empty() {
         return String::new();
     }
+    let start = stats.prior_rate.map_or(String::new(), |r| {
+        format!(
+            "<p id=\"prior-rate\">New and untried offers start at a rate of {:.2}%, the campaign's so far.</p>",
+            100.0 * r
+        )
+    });
     if stats.prior_events < FIRST_ESTIMATE {
         return format!(
             "<h2>What the model found matters</h2><p id=\"priors\" class=\"note\">Not estimated \
              yet: the learned prior's first estimate comes after {FIRST_ESTIMATE} learning events \
-             ({} so far).</p>",
+             ({} so far).</p>{start}",
             stats.prior_events
         );
     }
@@ -284,5 +290,6 @@ fn learned_prior(stats: &CampaignStats) -> String {
         );
     }
     b.push_str("</table>");
+    b.push_str(&start);
     b
 }

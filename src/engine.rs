@@ -513,6 +513,8 @@ pub struct CampaignStats {
     pub feature_priors: Vec<FeaturePrior>,
     /// Learning events the learned prior has counted.
     pub prior_events: u64,
+    /// The learned prior's starting rate for new offers, once learned.
+    pub prior_rate: Option<f64>,
 }
 
 /// The learned prior variance of one feature group.
@@ -1666,7 +1668,7 @@ impl Engine {
             })
             .collect();
         cells.sort_by(|a, b| (&a.segment, &a.offer_id).cmp(&(&b.segment, &b.offer_id)));
-        let (feature_priors, prior_events) = match &campaign.contextual {
+        let (feature_priors, prior_events, prior_rate) = match &campaign.contextual {
             Some(c) if c.config.adaptive_prior => {
                 let prior = c.prior.read();
                 let priors = c
@@ -1681,9 +1683,12 @@ impl Engine {
                         })
                     })
                     .collect();
-                (priors, prior.events)
+                let rate = prior
+                    .intercept
+                    .map(|mu| GaussianPosterior::rate_of_intercept(mu, &c.config));
+                (priors, prior.events, rate)
             }
-            _ => (Vec::new(), 0),
+            _ => (Vec::new(), 0, None),
         };
         Ok(CampaignStats {
             campaign: campaign_id.to_owned(),
@@ -1692,6 +1697,7 @@ impl Engine {
             model_version: model.version(),
             feature_priors,
             prior_events,
+            prior_rate,
         })
     }
 

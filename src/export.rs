@@ -259,6 +259,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             json!({
                 "events": stats.prior_events,
                 "estimated": estimated,
+                "prior_rate": stats.prior_rate,
                 "groups": priors.iter().map(|p| json!({
                     "feature": p.feature,
                     "part": p.part,
@@ -342,6 +343,12 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         for p in priors {
             println!("{:<24} {:<8} {:>14.4}", p.feature, p.part, p.prior_variance);
         }
+    }
+    if let Some(rate) = stats.prior_rate {
+        println!(
+            "new and untried offers start at a rate of {:.2}%, the campaign's so far",
+            100.0 * rate
+        );
     }
     Ok(())
 }

@@ -671,6 +671,7 @@ fn report_to_proto(r: crate::engine::CampaignReport) -> proto::CampaignReport {
         model_version: 0,
         feature_priors: Vec::new(),
         prior_events: 0,
+        prior_rate: None,
     })
     .cells;
     proto::CampaignReport {
@@ -747,5 +748,6 @@ fn stats_to_proto(s: CampaignStats) -> proto::GetCampaignStatsResponse {
             })
             .collect(),
         prior_events: s.prior_events,
+        prior_rate: s.prior_rate,
     }
 }

@@ -223,6 +223,16 @@ async fn the_report_and_the_dashboard_show_what_matters() {
     let prior = &v["learned_prior"];
     assert_eq!(prior["events"], learned.prior_events);
     assert_eq!(prior["estimated"], true);
+    // New offers start at the campaign's rate: redemptions over
+    // observations, with 10 pseudo-decisions at the configured 5%, as of the
+    // last re-estimation (so within what the counts allow since).
+    let rate = learned.prior_rate.expect("learned");
+    assert_eq!(prior["prior_rate"].as_f64(), Some(rate));
+    let (d, o): (u64, u64) = learned.offers.iter().fold((0, 0), |(d, o), x| {
+        (d + x.decisions, o + x.model_observations)
+    });
+    let now = ((o - d) as f64 + 0.5) / (o as f64 + 10.0);
+    assert!(rate > 0.05 && (rate - now).abs() < 0.03, "{rate} vs {now}");
     let groups: Vec<(&str, f64)> = prior["groups"]
         .as_array()
         .expect("groups")
@@ -247,6 +257,10 @@ async fn the_report_and_the_dashboard_show_what_matters() {
             .unwrap_or_else(|| panic!("no {name} row in\n{text}"))
     };
     assert!(text.contains("what the model found matters"), "{text}");
+    assert!(
+        text.contains(&format!("start at a rate of {:.2}%", 100.0 * rate)),
+        "{text}"
+    );
     assert!(at("type") < at("noise"), "{text}");
 
     // The dashboard's table, in the same order.
@@ -260,4 +274,5 @@ async fn the_report_and_the_dashboard_show_what_matters() {
     };
     assert!(row("type") < row("noise"));
     assert!(table.contains(&format!("{matters:.4}")));
+    assert!(page.contains(&format!("start at a rate of {:.2}%", 100.0 * rate)));
 }
