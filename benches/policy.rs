@@ -172,8 +172,12 @@ fn reestimate(c: &mut Criterion) {
         .collect();
     for i in 0..4_000 {
         let f = enc.encode(&context(&mut rng)).expect("encodes");
-        let y = f64::from(u8::from(rng.random::<f64>() < 0.1));
-        models[i % OFFERS].update(&f, y, &config);
+        // Decision-time learning, as the server does.
+        let m = &mut models[i % OFFERS];
+        m.learn(&f, false, &config, None);
+        if rng.random::<f64>() < 0.1 {
+            m.learn(&f, true, &config, None);
+        }
     }
     let mut prior = SharedPrior::new(enc.dim(), &config);
     // Due: the variances are re-estimated, not only the intercept's mean.

@@ -1683,9 +1683,10 @@ impl Engine {
                         })
                     })
                     .collect();
+                // Redemptions per decision, as the offers' rates are shown.
                 let rate = prior
                     .intercept
-                    .map(|mu| GaussianPosterior::rate_of_intercept(mu, &c.config));
+                    .map(|mu| GaussianPosterior::rate(mu, c.config.likelihood));
                 (priors, prior.events, rate)
             }
             _ => (Vec::new(), 0, None),

@@ -316,17 +316,7 @@ impl Store {
 
     /// Every contextual campaign's learned prior, as (campaign, prior).
     pub fn load_priors(&self) -> Result<Vec<(String, SharedPrior)>, StoreError> {
-        self.load_by_campaign_with(PRIOR, |k, v| {
-            decode(k, v).or_else(|e| match decode::<SharedPriorV5>(k, v) {
-                Ok(old) => Ok(SharedPrior {
-                    variance: old.variance,
-                    events: old.events,
-                    next_estimate: old.next_estimate,
-                    intercept: None,
-                }),
-                Err(_) => Err(e),
-            })
-        })
+        self.load_by_campaign_with(PRIOR, decode_prior)
     }
 
     fn load_by_campaign<T: DeserializeOwned>(
@@ -639,6 +629,38 @@ impl Store {
     }
 }
 
+/// A learned prior, as schema 6 stores it or as schema 5 did (without the
+/// intercept's mean, read as the configured one). Each layout must use the
+/// whole value: a schema-6 record is a schema-5 one plus at least one byte.
+fn decode_prior(key: &[u8], bytes: &[u8]) -> Result<SharedPrior, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: escape(key),
+        reason,
+    };
+    let rest = match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => rest,
+        Some((v, _)) => {
+            return Err(corrupt(format!(
+                "format version {v}, this build reads {FORMAT_VERSION}"
+            )));
+        }
+        None => return Err(corrupt("empty value".into())),
+    };
+    match postcard::take_from_bytes::<SharedPrior>(rest) {
+        Ok((prior, [])) => Ok(prior),
+        _ => match postcard::take_from_bytes::<SharedPriorV5>(rest) {
+            Ok((old, [])) => Ok(SharedPrior {
+                variance: old.variance,
+                events: old.events,
+                next_estimate: old.next_estimate,
+                intercept: None,
+            }),
+            Ok(_) => Err(corrupt("trailing bytes after a learned prior".into())),
+            Err(e) => Err(corrupt(e.to_string())),
+        },
+    }
+}
+
 /// A learned prior as schema 5 stored it (before the intercept's mean).
 #[derive(serde::Deserialize)]
 struct SharedPriorV5 {
@@ -857,7 +879,7 @@ pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
                 reason: e.to_string(),
             })
     } else if key.starts_with(PRIOR) {
-        let p: SharedPrior = decode(key, value)?;
+        let p = decode_prior(key, value)?;
         if p.is_well_formed(p.variance.len()) {
             Ok(())
         } else {
@@ -1228,6 +1250,15 @@ mod tests {
             })
         );
         assert_eq!(get("c6"), Some(learned));
+        // Backup entries are checked with the same reading.
+        let v5 = store
+            .tree
+            .get([PRIOR, b"c5".as_slice()].concat())?
+            .expect("c5");
+        assert!(check_entry(&[PRIOR, b"c5".as_slice()].concat(), &v5).is_ok());
+        let mut long = v5.to_vec();
+        long.extend([1, 2]);
+        assert!(decode_prior(b"q/x", &long).is_err(), "trailing bytes");
         Ok(())
     }
 

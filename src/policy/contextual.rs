@@ -130,15 +130,6 @@ impl GaussianPosterior {
         }
     }
 
-    /// The rate an intercept stands for: the inverse of
-    /// [`Self::intercept_for_rate`].
-    pub fn rate_of_intercept(intercept: f64, config: &ContextualConfig) -> f64 {
-        match config.likelihood {
-            Likelihood::Linear => intercept,
-            Likelihood::Logistic => sigmoid(intercept),
-        }
-    }
-
     /// Re-bases the posterior on an intercept prior mean `shift` higher
     /// (the intercept's prior variance, `config.prior_variance`, unchanged),
     /// exactly: with prior precision `P0`, the mean `S (P0 mu0 + b)` moves
