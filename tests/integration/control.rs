@@ -7,7 +7,7 @@ use offer_bandit::proto::{self, GetCampaignReportRequest};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::support::{TestServer, redeem, select};
+use crate::support::{TestServer, offer_bandit_cli, redeem, select};
 
 fn campaign(id: &str, share: f64, control_offer: Option<&str>) -> String {
     let mut t = format!(
@@ -122,23 +122,9 @@ async fn the_report_measures_bandit_against_control() {
     assert_eq!(anonymous.len(), 2, "{anonymous:?}");
 
     // The CLI prints the same report.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
-        .args([
-            "report",
-            "--server",
-            &server.url(),
-            "--campaign",
-            "c",
-            "--json",
-        ])
-        .output()
-        .expect("report");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let url = server.url();
+    let out = offer_bandit_cli(&["report", "--server", &url, "--campaign", "c", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(json["control"]["redemptions"], control.redemptions);
 }
 

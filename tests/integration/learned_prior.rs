@@ -4,7 +4,7 @@
 
 use offer_bandit::proto::{GetCampaignStatsRequest, GetCampaignStatsResponse, PutCampaignRequest};
 
-use crate::support::{Admin, Offers, TestServer, http_get, redeem, select};
+use crate::support::{Admin, Offers, TestServer, http_get, offer_bandit_cli, redeem, select};
 
 fn config(adaptive: Option<bool>) -> String {
     let line = adaptive.map_or(String::new(), |a| format!("adaptive_prior = {a}\n"));
@@ -195,16 +195,7 @@ async fn the_report_and_the_dashboard_show_what_matters() {
         if json {
             args.push("--json");
         }
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
-            .args(&args)
-            .output()
-            .expect("report");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
+        offer_bandit_cli(&args)
     };
     // Before the first re-estimation the variances are the configured ones:
     // nothing is claimed yet.

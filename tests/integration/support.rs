@@ -234,6 +234,22 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs the `offer-bandit` binary with `args`; its stdout, after checking
+/// that it succeeded.
+#[allow(dead_code)]
+pub fn offer_bandit_cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args(args)
+        .output()
+        .expect("run offer-bandit");
+    assert!(
+        out.status.success(),
+        "offer-bandit {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// One HTTP/1.1 GET: the response's head and body.
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
