@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::{
     decision::now_ms,
-    engine::{CampaignReport, CampaignStats, Engine, FeaturePrior},
+    engine::{CampaignReport, Engine, FeaturePrior, LearnedPrior},
     policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE},
     uplift::{ArmSummary, Estimate},
 };
@@ -237,8 +237,8 @@ pub fn campaign(engine: &Engine, id: &str) -> Option<String> {
         );
     }
     b.push_str("</table>");
-    if let Ok(stats) = engine.stats(id) {
-        b.push_str(&learned_prior(&stats));
+    if let Ok(prior) = engine.learned_prior(id) {
+        b.push_str(&learned_prior(&prior));
     }
     b.push_str("<h2>Offer share over time (last 7 days)</h2>");
     b.push_str(&share_chart(engine, &r));
@@ -247,25 +247,25 @@ pub fn campaign(engine: &Engine, id: &str) -> Option<String> {
 
 /// A contextual campaign's learned prior: how far each feature group's
 /// weights may go, largest first. Empty when the campaign has none.
-fn learned_prior(stats: &CampaignStats) -> String {
-    if stats.feature_priors.is_empty() {
+fn learned_prior(prior: &LearnedPrior) -> String {
+    if prior.groups.is_empty() {
         return String::new();
     }
-    let start = stats.prior_rate.map_or(String::new(), |r| {
+    let start = prior.rate.map_or(String::new(), |r| {
         format!(
             "<p id=\"prior-rate\">New and untried offers start at a rate of {:.2}%, the campaign's so far.</p>",
             100.0 * r
         )
     });
-    if stats.prior_events < FIRST_ESTIMATE {
+    if prior.events < FIRST_ESTIMATE {
         return format!(
             "<h2>What the model found matters</h2><p id=\"priors\" class=\"note\">Not estimated \
              yet: the learned prior's first estimate comes after {FIRST_ESTIMATE} learning events \
              ({} so far).</p>{start}",
-            stats.prior_events
+            prior.events
         );
     }
-    let mut groups: Vec<&FeaturePrior> = stats.feature_priors.iter().collect();
+    let mut groups: Vec<&FeaturePrior> = prior.groups.iter().collect();
     groups.sort_by(|a, b| b.prior_variance.total_cmp(&a.prior_variance));
     let widest = groups.first().map_or(1.0, |g| g.prior_variance.sqrt());
     let mut b = format!(
@@ -274,7 +274,7 @@ fn learned_prior(stats: &CampaignStats) -> String {
          offer. Near {MIN_VARIANCE}, a feature says nothing about redemption; the bar is its \
          prior standard deviation, relative to the largest.</p><table id=\"priors\"><tr><th>feature</th>\
          <th>part</th><th>prior variance</th><th></th></tr>",
-        stats.prior_events
+        prior.events
     );
     for g in groups {
         let width = 200.0 * g.prior_variance.sqrt() / widest;

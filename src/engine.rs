@@ -528,6 +528,50 @@ pub struct FeaturePrior {
     pub prior_variance: f64,
 }
 
+/// A contextual campaign's learned prior, as [`CampaignStats`] shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LearnedPrior {
+    /// The prior variance of each feature group, in encoding order.
+    pub groups: Vec<FeaturePrior>,
+    /// Learning events counted.
+    pub events: u64,
+    /// The redemption rate per decision new offers start at, once learned.
+    pub rate: Option<f64>,
+}
+
+/// The learned prior of `campaign`; empty unless it is contextual with
+/// `adaptive_prior`.
+fn learned_prior(campaign: &Campaign) -> LearnedPrior {
+    let Some(c) = campaign
+        .contextual
+        .as_ref()
+        .filter(|c| c.config.adaptive_prior)
+    else {
+        return LearnedPrior::default();
+    };
+    let prior = c.prior.read();
+    let groups = c
+        .encoder
+        .groups()
+        .into_iter()
+        .filter_map(|g| {
+            Some(FeaturePrior {
+                prior_variance: *prior.variance.get(g.columns.start)?,
+                feature: g.feature,
+                part: g.part.to_owned(),
+            })
+        })
+        .collect();
+    LearnedPrior {
+        groups,
+        events: prior.events,
+        // Redemptions per decision, as the offers' rates are shown.
+        rate: prior
+            .intercept
+            .map(|mu| GaussianPosterior::rate(mu, c.config.likelihood)),
+    }
+}
+
 /// What an operator set for an offer (`SetOfferStatus`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OfferStatus {
@@ -1623,6 +1667,11 @@ impl Engine {
         rx.await.map_err(|_| writer_gone())?
     }
 
+    /// A campaign's learned prior (empty for one without).
+    pub fn learned_prior(&self, campaign_id: &str) -> Result<LearnedPrior, Error> {
+        Ok(learned_prior(&*self.campaign(campaign_id)?))
+    }
+
     /// Counts and posteriors of a campaign.
     pub fn stats(&self, campaign_id: &str) -> Result<CampaignStats, Error> {
         let campaign = self.campaign(campaign_id)?;
@@ -1668,29 +1717,11 @@ impl Engine {
             })
             .collect();
         cells.sort_by(|a, b| (&a.segment, &a.offer_id).cmp(&(&b.segment, &b.offer_id)));
-        let (feature_priors, prior_events, prior_rate) = match &campaign.contextual {
-            Some(c) if c.config.adaptive_prior => {
-                let prior = c.prior.read();
-                let priors = c
-                    .encoder
-                    .groups()
-                    .into_iter()
-                    .filter_map(|g| {
-                        Some(FeaturePrior {
-                            prior_variance: *prior.variance.get(g.columns.start)?,
-                            feature: g.feature,
-                            part: g.part.to_owned(),
-                        })
-                    })
-                    .collect();
-                // Redemptions per decision, as the offers' rates are shown.
-                let rate = prior
-                    .intercept
-                    .map(|mu| GaussianPosterior::rate(mu, c.config.likelihood));
-                (priors, prior.events, rate)
-            }
-            _ => (Vec::new(), 0, None),
-        };
+        let LearnedPrior {
+            groups: feature_priors,
+            events: prior_events,
+            rate: prior_rate,
+        } = learned_prior(&campaign);
         Ok(CampaignStats {
             campaign: campaign_id.to_owned(),
             offers,

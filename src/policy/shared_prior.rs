@@ -137,15 +137,16 @@ impl SharedPrior {
         GaussianPosterior::intercept_for_rate(rate.clamp(1e-4, 1.0 - 1e-4), config)
     }
 
-    /// Re-estimates each group's variance as the mean, over the offers and
-    /// the group's columns, of the posterior second moment
-    /// `(m_i - m0_i)^2 + S_ii`, clamped to [`MIN_VARIANCE`, `MAX_VARIANCE`]
-    /// (widened to hold the configured variance),
-    /// and re-bases every posterior on the new variances. The sums do not
-    /// depend on the order of `models` (a restart may number offers
-    /// differently). Offers that have learned nothing are set to the new
-    /// prior itself, as a restart builds them. Returns whether any variance
-    /// changed (if not, no posterior did).
+    /// Sets the intercept's prior mean to the campaign's rate, and, when the
+    /// variances are due, re-estimates each group's variance as the mean,
+    /// over the offers and the group's columns, of the posterior second
+    /// moment `(m_i - m0_i)^2 + S_ii`, clamped to [`MIN_VARIANCE`,
+    /// `MAX_VARIANCE`] (widened to hold the configured variance); then
+    /// re-bases every posterior on the new prior. The sums do not depend on
+    /// the order of `models` (a restart may number offers differently).
+    /// Offers that have learned nothing are set to the new prior itself, as
+    /// a restart builds them. Returns whether the prior changed (if not, no
+    /// posterior did).
     pub fn reestimate(
         &mut self,
         encoder: &Encoder,

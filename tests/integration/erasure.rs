@@ -6,17 +6,7 @@ use std::time::Duration;
 use offer_bandit::proto::{self, GetCampaignStatsResponse};
 use tonic::Code;
 
-use crate::support::{Admin, Offers, TestServer, campaign_toml, redeem, select};
-
-async fn stats(admin: &mut Admin, campaign: &str) -> GetCampaignStatsResponse {
-    admin
-        .get_campaign_stats(proto::GetCampaignStatsRequest {
-            campaign: campaign.to_owned(),
-        })
-        .await
-        .expect("stats")
-        .into_inner()
-}
+use crate::support::{Offers, TestServer, campaign_stats, campaign_toml, redeem, select};
 
 /// (decisions, redeemed) summed over offers.
 fn totals(s: &GetCampaignStatsResponse) -> (u64, u64) {
@@ -91,11 +81,11 @@ async fn forgetting_a_customer_erases_records_and_subtracts_exactly() {
     let mut admin = server.admin().await;
     let alice = "alice-7f3a9c-member-number";
     let bob = "bob-22e1-member-number";
-    let before = stats(&mut admin, "c").await;
+    let before = campaign_stats(&mut admin, "c").await;
     let alice_ids = visits(&mut offers, "c", alice, 12).await;
-    let after_alice = stats(&mut admin, "c").await;
+    let after_alice = campaign_stats(&mut admin, "c").await;
     let bob_ids = visits(&mut offers, "c", bob, 8).await;
-    let with_both = stats(&mut admin, "c").await;
+    let with_both = campaign_stats(&mut admin, "c").await;
     assert_eq!(totals(&with_both), (20, 10));
 
     let r = admin
@@ -107,7 +97,7 @@ async fn forgetting_a_customer_erases_records_and_subtracts_exactly() {
         .into_inner();
     assert_eq!(r.decisions_erased, 12);
     assert!(r.posteriors_exact);
-    let without = stats(&mut admin, "c").await;
+    let without = campaign_stats(&mut admin, "c").await;
     // Exactly Bob's evidence is left: per cell, as if Alice never came.
     assert_eq!(totals(&without), (8, 4));
     let bob_only: Vec<_> = with_both
@@ -161,7 +151,7 @@ async fn forgetting_a_customer_erases_records_and_subtracts_exactly() {
     assert_eq!(again.decisions_erased, 0);
     server.restart();
     let mut admin = server.admin().await;
-    assert_eq!(totals(&stats(&mut admin, "c").await), (8, 4));
+    assert_eq!(totals(&campaign_stats(&mut admin, "c").await), (8, 4));
     server.stop();
     // Neither id was ever written raw.
     assert!(!dir_contains(server.data_dir(), alice.as_bytes()));
@@ -187,7 +177,7 @@ async fn contextual_posteriors_are_downdated_exactly_for_linear_ts() {
         let obs = |s: &GetCampaignStatsResponse| -> u64 {
             s.offers.iter().map(|o| o.model_observations).sum()
         };
-        let before = stats(&mut admin, "k").await;
+        let before = campaign_stats(&mut admin, "k").await;
         // 10 decisions + 5 redemptions, each one observation.
         assert_eq!(obs(&before), 15, "{policy}");
         let r = admin
@@ -199,7 +189,7 @@ async fn contextual_posteriors_are_downdated_exactly_for_linear_ts() {
             .into_inner();
         assert_eq!((r.decisions_erased, r.model_updates), (6, 6), "{policy}");
         assert_eq!(r.posteriors_exact, exact, "{policy}");
-        let after = stats(&mut admin, "k").await;
+        let after = campaign_stats(&mut admin, "k").await;
         assert_eq!(
             obs(&after),
             15 - 9,
@@ -228,7 +218,7 @@ async fn resolved_records_are_pruned_after_retention_but_keep_their_evidence() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let s = stats(&mut admin, "r").await;
+    let s = campaign_stats(&mut admin, "r").await;
     assert_eq!(totals(&s), (6, 3), "the posterior keeps pruned decisions");
     // A pruned decision's redemption is refused as unknown.
     let r = offers.record_redemption(redeem(&ids[1])).await;

@@ -3,20 +3,10 @@
 
 use std::time::Duration;
 
-use offer_bandit::proto::{GetCampaignStatsRequest, GetCampaignStatsResponse};
+use offer_bandit::proto::GetCampaignStatsResponse;
 use tonic::Code;
 
-use crate::support::{Admin, TestServer, campaign_toml, redeem, redeem_batch, select};
-
-async fn stats(admin: &mut Admin) -> GetCampaignStatsResponse {
-    admin
-        .get_campaign_stats(GetCampaignStatsRequest {
-            campaign: "promo".into(),
-        })
-        .await
-        .expect("stats")
-        .into_inner()
-}
+use crate::support::{TestServer, campaign_stats, campaign_toml, redeem, redeem_batch, select};
 
 fn totals(s: &GetCampaignStatsResponse) -> (u64, u64, u64, u64) {
     s.offers.iter().fold((0, 0, 0, 0), |t, o| {
@@ -57,7 +47,7 @@ async fn duplicate_redemptions_count_once() {
     // The same id three times in one stream, too.
     let batch = redeem_batch(&mut client, &vec![d.decision_id.clone(); 3]).await;
     assert_eq!((batch.applied, batch.duplicates, batch.rejected), (0, 3, 0));
-    let s = stats(&mut admin).await;
+    let s = campaign_stats(&mut admin, "promo").await;
     assert_eq!(totals(&s), (1, 0, 1, 0));
     let cell = s
         .cells
@@ -74,7 +64,10 @@ async fn duplicate_redemptions_count_once() {
         .into_inner();
     let batch = redeem_batch(&mut client, &vec![d2.decision_id.clone(); 4]).await;
     assert_eq!((batch.applied, batch.duplicates), (1, 3));
-    assert_eq!(totals(&stats(&mut admin).await), (2, 0, 2, 0));
+    assert_eq!(
+        totals(&campaign_stats(&mut admin, "promo").await),
+        (2, 0, 2, 0)
+    );
 }
 
 #[tokio::test]
@@ -100,12 +93,15 @@ async fn expiry_finalizes_once_and_late_redemptions_are_refused() {
         .record_redemption(redeem(&ids[0]))
         .await
         .expect("in-window redemption");
-    assert_eq!(totals(&stats(&mut admin).await), (20, 19, 1, 0));
+    assert_eq!(
+        totals(&campaign_stats(&mut admin, "promo").await),
+        (20, 19, 1, 0)
+    );
     // Wait for the window to close and a sweep to finalize (polled, so a
     // slow machine only makes the test slower).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let after = loop {
-        let s = stats(&mut admin).await;
+        let s = campaign_stats(&mut admin, "promo").await;
         if totals(&s).1 == 0 || std::time::Instant::now() > deadline {
             break s;
         }
@@ -137,7 +133,7 @@ async fn expiry_finalizes_once_and_late_redemptions_are_refused() {
     );
     // More sweeps change nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let later = stats(&mut admin).await;
+    let later = campaign_stats(&mut admin, "promo").await;
     assert_eq!(totals(&later), (20, 0, 1, 19));
     assert_eq!(later.model_version, after.model_version);
 }
@@ -164,7 +160,10 @@ async fn late_redemption_before_the_sweep_is_refused_and_counted_once() {
             .expect_err("late");
         assert_eq!(late.code(), Code::FailedPrecondition);
     }
-    assert_eq!(totals(&stats(&mut admin).await), (1, 0, 0, 1));
+    assert_eq!(
+        totals(&campaign_stats(&mut admin, "promo").await),
+        (1, 0, 0, 1)
+    );
 }
 
 #[tokio::test]
@@ -210,7 +209,7 @@ async fn request_id_retry_returns_the_same_decision() {
         .into_inner();
     assert_ne!(second.decision_id, first.decision_id);
     assert_eq!(
-        totals(&stats(&mut admin).await).0,
+        totals(&campaign_stats(&mut admin, "promo").await).0,
         2,
         "retries are not new trials"
     );

@@ -2,9 +2,11 @@
 //! matter from every offer, shows it in GetCampaignStats, survives kill -9
 //! exactly, and can be switched off live.
 
-use offer_bandit::proto::{GetCampaignStatsRequest, GetCampaignStatsResponse, PutCampaignRequest};
+use offer_bandit::proto::{GetCampaignStatsResponse, PutCampaignRequest};
 
-use crate::support::{Admin, Offers, TestServer, http_get, offer_bandit_cli, redeem, select};
+use crate::support::{
+    Offers, TestServer, campaign_stats, http_get, offer_bandit_cli, redeem, select,
+};
 
 fn config(adaptive: Option<bool>) -> String {
     let line = adaptive.map_or(String::new(), |a| format!("adaptive_prior = {a}\n"));
@@ -14,16 +16,6 @@ fn config(adaptive: Option<bool>) -> String {
          [[campaigns.features]]\nkind = \"categorical\"\nname = \"noise\"\nvalues = [\"n0\", \"n1\", \"n2\", \"n3\"]\n\
          [[campaigns.offers]]\nid = \"a\"\n[[campaigns.offers]]\nid = \"b\"\n"
     )
-}
-
-async fn stats(admin: &mut Admin) -> GetCampaignStatsResponse {
-    admin
-        .get_campaign_stats(GetCampaignStatsRequest {
-            campaign: "p".into(),
-        })
-        .await
-        .expect("stats")
-        .into_inner()
 }
 
 fn variance(s: &GetCampaignStatsResponse, feature: &str) -> f64 {
@@ -64,7 +56,7 @@ async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
     let mut offers = server.offers().await;
     visits(&mut offers, 700).await;
     let mut admin = server.admin().await;
-    let before = stats(&mut admin).await;
+    let before = campaign_stats(&mut admin, "p").await;
     assert!(before.prior_events >= 700, "{}", before.prior_events);
     let parts: Vec<(&str, &str)> = before
         .feature_priors
@@ -88,7 +80,7 @@ async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
     server.kill();
     server.relaunch();
     let mut admin = server.admin().await;
-    assert_eq!(stats(&mut admin).await, before);
+    assert_eq!(campaign_stats(&mut admin, "p").await, before);
 
     // Switched off live: every posterior goes back to the configured prior,
     // stored with the revision, and a crash keeps it that way.
@@ -99,7 +91,7 @@ async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
         })
         .await
         .expect("switch off");
-    let off = stats(&mut admin).await;
+    let off = campaign_stats(&mut admin, "p").await;
     assert!(off.feature_priors.is_empty(), "{:?}", off.feature_priors);
     assert_eq!(off.offers, before.offers, "the counts stay");
     let mut offers = server.offers().await;
@@ -110,12 +102,12 @@ async fn the_prior_learns_what_matters_survives_kill_9_and_switches_off() {
             .await
             .expect("select");
     }
-    let off = stats(&mut admin).await;
+    let off = campaign_stats(&mut admin, "p").await;
     drop((offers, admin));
     server.kill();
     server.relaunch();
     let mut admin = server.admin().await;
-    assert_eq!(stats(&mut admin).await, off);
+    assert_eq!(campaign_stats(&mut admin, "p").await, off);
 }
 
 #[tokio::test]
@@ -133,7 +125,7 @@ async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
             .expect("select");
     }
     let mut admin = server.admin().await;
-    let learned = stats(&mut admin).await;
+    let learned = campaign_stats(&mut admin, "p").await;
     assert!(
         (variance(&learned, "noise") - 0.1).abs() > 1e-6,
         "re-estimated"
@@ -150,7 +142,7 @@ async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
     server.rewrite_config(&config(Some(false)));
     server.relaunch();
     let mut admin = server.admin().await;
-    let off = stats(&mut admin).await;
+    let off = campaign_stats(&mut admin, "p").await;
     assert!(off.feature_priors.is_empty());
     // The counts stay; the predicted rates do not, as events after the last
     // checkpoint are replayed under the new config.
@@ -183,7 +175,7 @@ async fn switching_the_prior_off_in_the_campaign_file_rebases_at_startup() {
     }
     server.relaunch();
     let mut admin = server.admin().await;
-    assert_eq!(stats(&mut admin).await, off);
+    assert_eq!(campaign_stats(&mut admin, "p").await, off);
 }
 
 #[tokio::test]
@@ -206,7 +198,7 @@ async fn the_report_and_the_dashboard_show_what_matters() {
     assert!(page.contains("Not estimated yet"));
 
     visits(&mut offers, 380).await;
-    let learned = stats(&mut server.admin().await).await;
+    let learned = server.stats("p").await;
     assert!(learned.prior_events >= 256);
     let (matters, noise) = (variance(&learned, "type"), variance(&learned, "noise"));
     assert!(matters > noise, "type {matters}, noise {noise}");

@@ -4,13 +4,14 @@
 //! reconciled with the campaign file at restart.
 
 use offer_bandit::proto::{
-    AddOfferRequest, CampaignConfigResponse, GetCampaignConfigRequest, GetCampaignStatsRequest,
-    ListCampaignsRequest, OfferStats, PutCampaignRequest,
+    AddOfferRequest, CampaignConfigResponse, GetCampaignConfigRequest, ListCampaignsRequest,
+    OfferStats, PutCampaignRequest,
 };
 use tonic::Code;
 
 use crate::support::{
-    Admin, Offers, TestServer, campaign_toml, logistic_campaign_toml, redeem, select,
+    Admin, Offers, TestServer, campaign_stats, campaign_toml, logistic_campaign_toml, redeem,
+    select,
 };
 
 async fn put(
@@ -54,14 +55,8 @@ async fn get(admin: &mut Admin, campaign: &str) -> CampaignConfigResponse {
 }
 
 async fn offer_stats(admin: &mut Admin, campaign: &str, offer: &str) -> OfferStats {
-    let stats = admin
-        .get_campaign_stats(GetCampaignStatsRequest {
-            campaign: campaign.into(),
-        })
+    campaign_stats(admin, campaign)
         .await
-        .expect("stats")
-        .into_inner();
-    stats
         .offers
         .into_iter()
         .find(|o| o.offer_id == offer)
@@ -489,13 +484,7 @@ async fn offers_added_while_requests_run_are_served_without_errors() {
     assert!(seen.iter().any(|o| o != "o0"), "added offers were chosen");
     assert_eq!(get(&mut admin, "k").await.revision, 9);
     // The counts of every decision landed on the right offer.
-    let stats = admin
-        .get_campaign_stats(GetCampaignStatsRequest {
-            campaign: "k".into(),
-        })
-        .await
-        .expect("stats")
-        .into_inner();
+    let stats = campaign_stats(&mut admin, "k").await;
     for id in &known {
         let n = seen.iter().filter(|o| *o == id).count() as u64;
         let o = stats
@@ -535,13 +524,8 @@ async fn an_offer_added_to_a_contextual_campaign_learns_and_survives_a_crash() {
         }
     }
     async fn models(admin: &mut Admin) -> Vec<(String, u64, f64)> {
-        admin
-            .get_campaign_stats(GetCampaignStatsRequest {
-                campaign: "p".into(),
-            })
+        campaign_stats(admin, "p")
             .await
-            .expect("stats")
-            .into_inner()
             .offers
             .iter()
             .map(|o| {

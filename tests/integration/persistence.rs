@@ -1,20 +1,6 @@
 //! A restart restores everything acknowledged.
 
-use offer_bandit::proto::{GetCampaignStatsRequest, GetCampaignStatsResponse};
-
 use crate::support::{TestServer, logistic_campaign_toml, number, redeem_batch, select};
-
-async fn stats(server: &TestServer, campaign: &str) -> GetCampaignStatsResponse {
-    server
-        .admin()
-        .await
-        .get_campaign_stats(GetCampaignStatsRequest {
-            campaign: campaign.into(),
-        })
-        .await
-        .expect("stats")
-        .into_inner()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_survive_a_restart() {
@@ -37,11 +23,11 @@ async fn stats_survive_a_restart() {
         let out = redeem_batch(&mut client, &redeemed).await;
         assert_eq!(out.applied as usize, redeemed.len());
     }
-    let before = stats(&server, campaign).await;
+    let before = server.stats(campaign).await;
     assert_eq!(before.offers.iter().map(|o| o.decisions).sum::<u64>(), 300);
     assert!(before.cells.len() >= 6);
     server.restart();
-    let after = stats(&server, campaign).await;
+    let after = server.stats(campaign).await;
     assert_eq!(before, after);
     // Decisions survive too: redeeming again is a recognized duplicate.
     let mut client = server.offers().await;
@@ -68,7 +54,7 @@ async fn contextual_models_survive_a_restart_bit_for_bit() {
         let out = redeem_batch(&mut client, &redeemed).await;
         assert_eq!(out.applied as usize, redeemed.len());
     }
-    let before = stats(&server, campaign).await;
+    let before = server.stats(campaign).await;
     let observations: u64 = before.offers.iter().map(|o| o.model_observations).sum();
     // One observation per decision plus one per redemption.
     assert_eq!(observations, 200 + redeemed.len() as u64);
@@ -79,7 +65,7 @@ async fn contextual_models_survive_a_restart_bit_for_bit() {
             .all(|o| o.mean_predicted_rate > 0.0 || o.decisions == 0)
     );
     server.restart();
-    let after = stats(&server, campaign).await;
+    let after = server.stats(campaign).await;
     // f64 fields compared exactly: the posteriors were restored bit for bit.
     assert_eq!(before, after);
 }
@@ -116,7 +102,7 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
             server.checkpoint().await;
         }
     }
-    let before = stats(&server, campaign).await;
+    let before = server.stats(campaign).await;
     let observations: u64 = before.offers.iter().map(|o| o.model_observations).sum();
     assert_eq!(observations, 240 + 60);
     // The learned prior was re-estimated once (after 256 events, later than
@@ -151,7 +137,7 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
         );
     }
     server.relaunch();
-    let after = stats(&server, campaign).await;
+    let after = server.stats(campaign).await;
     // Bit for bit: replay applies the same updates in the same order.
     assert_eq!(before, after);
 
@@ -169,11 +155,11 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
             server.checkpoint().await;
         }
     }
-    let again = stats(&server, campaign).await;
+    let again = server.stats(campaign).await;
     drop(client);
     server.kill();
     server.relaunch();
-    let restored = stats(&server, campaign).await;
+    let restored = server.stats(campaign).await;
     assert_eq!(again, restored);
 }
 
@@ -204,7 +190,7 @@ async fn a_store_from_before_step_buckets_keeps_its_one_hot_models() {
     }
     redeem_batch(&mut client, &redeemed).await;
     drop(client);
-    let before = stats(&server, "h").await;
+    let before = server.stats("h").await;
     assert!(before.offers.iter().all(|o| o.model_observations > 0));
     server.stop();
     {
@@ -232,7 +218,7 @@ async fn a_store_from_before_step_buckets_keeps_its_one_hot_models() {
     server
         .rewrite_config(&campaign("").replace("reward_window = \"1h\"", "reward_window = \"2h\""));
     server.relaunch();
-    let after = stats(&server, "h").await;
+    let after = server.stats("h").await;
     assert_eq!(before.offers, after.offers);
     let config = server
         .admin()
@@ -267,5 +253,5 @@ async fn a_store_from_before_step_buckets_keeps_its_one_hot_models() {
         db.flush().expect("flush");
     }
     server.relaunch();
-    assert_eq!(stats(&server, "h").await.offers, before.offers);
+    assert_eq!(server.stats("h").await.offers, before.offers);
 }

@@ -134,6 +134,12 @@ impl TestServer {
         CampaignAdminClient::new(self.channel().await)
     }
 
+    /// GetCampaignStats of `campaign`, on a new connection.
+    #[allow(dead_code)]
+    pub async fn stats(&self, campaign: &str) -> proto::GetCampaignStatsResponse {
+        campaign_stats(&mut self.admin().await, campaign).await
+    }
+
     /// Forces a checkpoint of the learned models now: a backup takes one
     /// first (the backup's bytes are dropped). Tests that kill the server
     /// "between checkpoints" start it with a long `--checkpoint-interval`
@@ -232,6 +238,18 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// GetCampaignStats of `campaign`.
+#[allow(dead_code)]
+pub async fn campaign_stats(admin: &mut Admin, campaign: &str) -> proto::GetCampaignStatsResponse {
+    admin
+        .get_campaign_stats(proto::GetCampaignStatsRequest {
+            campaign: campaign.into(),
+        })
+        .await
+        .expect("stats")
+        .into_inner()
 }
 
 /// Runs the `offer-bandit` binary with `args`; its stdout, after checking
