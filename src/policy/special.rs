@@ -55,6 +55,60 @@ pub fn normal_cdf(z: f64) -> f64 {
     0.5 * erfc(-z / std::f64::consts::SQRT_2)
 }
 
+/// Standard normal CDF to double precision (libm's erfc).
+pub fn normal_cdf_exact(z: f64) -> f64 {
+    0.5 * libm::erfc(-z * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// Standard normal CDF by cubic Hermite interpolation of
+/// [`normal_cdf_exact`] on a grid of step 1/32 over [-8.5, 8.5] (0 and 1
+/// beyond, off by at most `Φ(-8.5)` = 1e-17). Within 1.5e-9 absolute
+/// everywhere (tested), 30 times closer than [`normal_cdf`], and about
+/// half its cost: no division and no exponential, one table row of 32
+/// bytes. For the propensity quadratures, which evaluate hundreds of CDFs
+/// per decision.
+pub fn normal_cdf_interpolated(z: f64) -> f64 {
+    let table = cdf_table();
+    // Row 0 is the constant 0 below the grid, the last row the constant 1
+    // above it; NaN stays NaN.
+    let x = (z * CDF_STEPS_PER_UNIT + (1.0 + CDF_GRID_HALF_WIDTH * CDF_STEPS_PER_UNIT))
+        .clamp(0.0, (table.len() - 1) as f64);
+    let i = x as usize;
+    let u = x - i as f64;
+    let [c0, c1, c2, c3] = table.get(i).copied().unwrap_or([f64::NAN; 4]);
+    c0 + u * (c1 + u * (c2 + u * c3))
+}
+
+const CDF_STEPS_PER_UNIT: f64 = 32.0;
+const CDF_GRID_HALF_WIDTH: f64 = 8.5;
+
+/// Per grid interval, the cubic in the offset u in [0, 1) through Φ and
+/// φ·h at both ends.
+fn cdf_table() -> &'static [[f64; 4]] {
+    static TABLE: std::sync::OnceLock<Vec<[f64; 4]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let h = 1.0 / CDF_STEPS_PER_UNIT;
+        let intervals = (2.0 * CDF_GRID_HALF_WIDTH * CDF_STEPS_PER_UNIT).round() as usize;
+        let pdf = |z: f64| (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let mut rows = Vec::with_capacity(intervals + 2);
+        rows.push([0.0; 4]);
+        for i in 0..intervals {
+            let z0 = -CDF_GRID_HALF_WIDTH + i as f64 * h;
+            let z1 = -CDF_GRID_HALF_WIDTH + (i + 1) as f64 * h;
+            let (f0, f1) = (normal_cdf_exact(z0), normal_cdf_exact(z1));
+            let (d0, d1) = (pdf(z0) * h, pdf(z1) * h);
+            rows.push([
+                f0,
+                d0,
+                3.0 * (f1 - f0) - 2.0 * d0 - d1,
+                2.0 * (f0 - f1) + d0 + d1,
+            ]);
+        }
+        rows.push([1.0, 0.0, 0.0, 0.0]);
+        rows
+    })
+}
+
 /// The `q` quantile of Beta(a, b), by bisection on [`beta_cdf`] (to 1e-10).
 pub fn beta_quantile(q: f64, a: f64, b: f64) -> f64 {
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
@@ -188,6 +242,25 @@ mod tests {
         assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
         assert!((normal_cdf(1.959_963_985) - 0.975).abs() < 1e-6);
         assert!((normal_cdf(-1.0) - 0.158_655_254).abs() < 1e-6);
+    }
+
+    #[test]
+    fn interpolated_normal_cdf_matches_the_exact_one() {
+        let mut worst: f64 = 0.0;
+        for i in 0..=400_000 {
+            let z = -10.0 + 20.0 * f64::from(i) / 400_000.0;
+            worst = worst.max((normal_cdf_interpolated(z) - normal_cdf_exact(z)).abs());
+        }
+        assert!(worst < 1.5e-9, "worst absolute error {worst:e}");
+        // Grid points, the ends of the grid and beyond.
+        assert_eq!(normal_cdf_interpolated(0.0), 0.5);
+        assert!((normal_cdf_interpolated(-8.5) - normal_cdf_exact(-8.5)).abs() < 1e-17);
+        assert_eq!(normal_cdf_interpolated(-40.0), 0.0);
+        assert_eq!(normal_cdf_interpolated(40.0), 1.0);
+        assert_eq!(normal_cdf_interpolated(f64::INFINITY), 1.0);
+        assert_eq!(normal_cdf_interpolated(f64::NEG_INFINITY), 0.0);
+        assert!(normal_cdf_interpolated(f64::NAN).is_nan());
+        assert!((normal_cdf_exact(1.959_963_984_540_054) - 0.975).abs() < 1e-15);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand::RngExt;
 use rand_distr::Distribution;
 
-use super::special::{beta_cdf_with_ln_beta, ln_beta, normal_cdf};
+use super::special::{beta_cdf_with_ln_beta, ln_beta, normal_cdf_interpolated};
 
 /// One candidate offer as Thompson sampling sees it: a Beta posterior of its
 /// redemption rate and the weight its sampled rate is multiplied by (the offer
@@ -216,17 +216,17 @@ pub fn sigmoid(z: f64) -> f64 {
 }
 
 impl ScoreDistribution for GaussianArm {
-    /// Linear scores (identity link), with every rival that can matter at
-    /// least as spread as arm k, and at most [`SHORTCUT_MAX_RIVALS`] of
-    /// them: each factor of the integrand `φ(t) Π Φ_j(μ_k + σ_k t)` is
-    /// then smooth on the scale of t, and Gauss-Hermite quadrature with 32
-    /// nodes (28 of them weighing more than 1e-16) integrates it with about
-    /// half the general method's CDF evaluations. Accuracy, tested: within
-    /// 1e-6 absolute and 1e-5 relative in the worst case (identical arms,
-    /// where the product of many equal steps is sharpest), within 1e-7 of
-    /// the two-arm closed form, within 1e-6 of the piecewise quadrature on
-    /// random cases. This is the common case: the chosen offer is usually
-    /// the leader, which has the most evidence.
+    /// Linear scores (identity link), which is also every equally weighted
+    /// campaign: in arm k's standard units t, P(k wins) is
+    /// `∫ φ(t) Π_j Φ(a_j t + b_j) dt` with `a_j = σ_k / σ_j` and
+    /// `b_j = (μ_k - μ_j) / σ_j`, and each factor costs one normal CDF.
+    /// When every rival that can matter is at least as spread as arm k
+    /// (all `a_j <= 1`) and there are at most [`SHORTCUT_MAX_RIVALS`], each
+    /// factor is smooth on the scale of t and 32-node Gauss-Hermite
+    /// quadrature integrates the product ([`linear_by_gauss_hermite`]).
+    /// Otherwise a narrower rival makes a step inside arm k's bell, and
+    /// [`linear_by_pieces`] integrates piece by piece. Either way the work
+    /// is done in t, with no change of scale per evaluation.
     fn win_probability_shortcut(arms: &[Self], k: usize) -> Option<f64> {
         let linear = |a: &GaussianArm| {
             let (m, s) = (a.mean * a.weight, a.sd * a.weight);
@@ -235,6 +235,7 @@ impl ScoreDistribution for GaussianArm {
         };
         let (mk, sk) = linear(arms.get(k)?)?;
         let mut rivals: Vec<(f64, f64)> = Vec::with_capacity(arms.len());
+        let mut smooth = true;
         for (j, arm) in arms.iter().enumerate() {
             if j == k {
                 continue;
@@ -246,26 +247,18 @@ impl ScoreDistribution for GaussianArm {
             if mj - TAIL_SDS * sj >= mk + TAIL_SDS * sk {
                 return Some(0.0); // always above
             }
-            if sj < sk || sj.is_nan() {
-                return None; // a step within arm k's bell: the general method
-            }
+            smooth &= sj >= sk;
             // Φ((μk + σk t - μj) / σj) = Φ(a t + b)
             rivals.push((sk / sj, (mk - mj) / sj));
         }
-        if rivals.len() > SHORTCUT_MAX_RIVALS {
-            // Many rivals as spread as arm k multiply into a step the 32
-            // nodes no longer resolve well (relative error 3e-4 at 50).
-            return None;
-        }
-        let mut total = 0.0;
-        for &(t, w) in gauss_hermite() {
-            let mut prod = w;
-            for &(a, b) in &rivals {
-                prod *= normal_cdf(a * t + b);
-            }
-            total += prod;
-        }
-        Some(total.clamp(0.0, 1.0))
+        // Many rivals as spread as arm k multiply into a step the 32 nodes
+        // no longer resolve well (relative error 3e-4 at 50).
+        let p = if smooth && rivals.len() <= SHORTCUT_MAX_RIVALS {
+            linear_by_gauss_hermite(&rivals)
+        } else {
+            linear_by_pieces(&rivals)
+        };
+        Some(p.clamp(0.0, 1.0))
     }
     fn sample_score(&self, rng: &mut dyn Rng) -> f64 {
         let z: f64 = rand_distr::StandardNormal.sample(rng);
@@ -285,7 +278,7 @@ impl ScoreDistribution for GaussianArm {
     }
     fn score_cdf(&self, s: f64) -> f64 {
         match self.latent_of(s) {
-            Some((z, _)) => normal_cdf((z - self.mean) / self.sd),
+            Some((z, _)) => normal_cdf_interpolated((z - self.mean) / self.sd),
             None => self.below(s),
         }
     }
@@ -419,6 +412,78 @@ pub fn win_probability_by_pieces<D: ScoreDistribution + Clone>(arms: &[D], k: us
     total.clamp(0.0, 1.0)
 }
 
+/// `∫ φ(t) Π Φ(a t + b) dt` over `rivals` = (a, b), by 32-node
+/// Gauss-Hermite quadrature. Accurate when every `a <= 1` and there are at
+/// most [`SHORTCUT_MAX_RIVALS`] (tested: within 1e-6 absolute and 1e-5
+/// relative in the worst case, identical arms, where the product of many
+/// equal steps is sharpest; within 1e-7 of the two-arm closed form).
+fn linear_by_gauss_hermite(rivals: &[(f64, f64)]) -> f64 {
+    let mut total = 0.0;
+    for &(t, w) in gauss_hermite() {
+        let mut prod = w;
+        for &(a, b) in rivals {
+            prod *= normal_cdf_interpolated(a * t + b);
+        }
+        total += prod;
+    }
+    total
+}
+
+/// `∫ φ(t) Π Φ(a t + b) dt` over `rivals` = (a, b), by 8-point
+/// Gauss-Legendre quadrature on pieces of t in [-7, 7]: breaks at
+/// 0, ±1, ±2 and ±3.5, plus, for a rival whose step is narrower than one unit
+/// of t (its ±3 sd span, 6 / a, under 1), breaks at its centre, ±1 and ±3 of
+/// its own sds. On each piece a factor already above `Φ(8.5)` at the
+/// piece's left end is 1 to 1e-17 and is skipped; a factor still below
+/// `Φ(-8.5)` at its right end makes the piece negligible. The same rule as
+/// [`win_probability_by_pieces`], which it matches to 1e-9 (tested), in
+/// arm k's units so that one factor costs one normal CDF.
+fn linear_by_pieces(rivals: &[(f64, f64)]) -> f64 {
+    const SURE: f64 = 8.5; // Φ(-8.5) = 9.5e-18
+    let mut breaks = Vec::with_capacity(9 + 5 * rivals.len());
+    breaks.extend([-TAIL_SDS, -3.5, -2.0, -1.0, 0.0, 1.0, 2.0, 3.5, TAIL_SDS]);
+    for &(a, b) in rivals {
+        if a > 6.0 {
+            let centre = -b / a;
+            breaks.extend([-3.0, -1.0, 0.0, 1.0, 3.0].map(|u| centre + u / a));
+        }
+    }
+    breaks.retain(|t| t.abs() <= TAIL_SDS);
+    breaks.sort_by(f64::total_cmp);
+    breaks.dedup();
+    let mut total = 0.0;
+    let mut active: Vec<(f64, f64)> = Vec::with_capacity(rivals.len());
+    'pieces: for w in breaks.windows(2) {
+        let (lo, hi) = (w[0], w[1]);
+        if hi <= lo {
+            continue;
+        }
+        active.clear();
+        for &(a, b) in rivals {
+            if a * hi + b < -SURE {
+                continue 'pieces;
+            }
+            if a * lo + b <= SURE {
+                active.push((a, b));
+            }
+        }
+        let half = 0.5 * (hi - lo);
+        let mid = 0.5 * (lo + hi);
+        let mut piece = 0.0;
+        for (node, weight) in GAUSS_LEGENDRE_8 {
+            for t in [mid - half * node, mid + half * node] {
+                let mut prod = (-0.5 * t * t).exp();
+                for &(a, b) in &active {
+                    prod *= normal_cdf_interpolated(a * t + b);
+                }
+                piece += weight * prod;
+            }
+        }
+        total += half * piece;
+    }
+    total / (2.0 * std::f64::consts::PI).sqrt()
+}
+
 /// Most rivals the Gauss-Hermite shortcut takes: with more as spread as the
 /// chosen arm its error grows (relative 8.5e-5 with 19 identical rivals).
 const SHORTCUT_MAX_RIVALS: usize = 11;
@@ -488,6 +553,7 @@ const GAUSS_LEGENDRE_8: [(f64, f64); 4] = [
 
 #[cfg(test)]
 mod tests {
+    use super::super::special::normal_cdf_exact;
     use super::*;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -661,14 +727,15 @@ mod tests {
                 gaussian(m1, s1, Link::Identity, 1.0),
                 gaussian(m2, s2, Link::Identity, 1.0),
             ];
-            let want = normal_cdf((m1 - m2) / (s1 * s1 + s2 * s2).sqrt());
+            let want = normal_cdf_exact((m1 - m2) / (s1 * s1 + s2 * s2).sqrt());
             let fast = GaussianArm::win_probability_shortcut(&arms, 0).expect("applies");
             assert!((fast - want).abs() < 1e-7, "{fast} vs {want}");
             assert!((win_probability_by_pieces(&arms, 0) - want).abs() < 1e-6);
         }
-        // Twelve arms, the narrowest chosen, value weights on linear scores.
+        // Twelve arms, value weights on linear scores: both routes of the
+        // shortcut against the general quadrature in score space.
         let mut rng = ChaCha8Rng::seed_from_u64(21);
-        let mut shortcuts = 0;
+        let (mut smooth, mut stepped) = (0, 0);
         for _ in 0..50 {
             let arms: Vec<GaussianArm> = (0..12)
                 .map(|_| {
@@ -682,19 +749,26 @@ mod tests {
                 .collect();
             for k in 0..arms.len() {
                 let general = win_probability_by_pieces(&arms, k);
-                // None: a narrower rival, left to the general method.
-                if let Some(fast) = GaussianArm::win_probability_shortcut(&arms, k) {
+                let fast = GaussianArm::win_probability_shortcut(&arms, k).expect("linear");
+                let me = arms[k].sd * arms[k].weight;
+                if arms.iter().all(|a| a.sd * a.weight >= me) {
+                    // Gauss-Hermite: within its stated accuracy.
                     assert!((fast - general).abs() < 1e-6, "{fast} vs {general}");
-                    shortcuts += 1;
+                    smooth += 1;
+                } else {
+                    // The same pieces in arm k's units: rounding apart, equal.
+                    assert!((fast - general).abs() < 1e-9, "{fast} vs {general}");
+                    stepped += 1;
                 }
             }
         }
         assert!(
-            shortcuts >= 50,
-            "the shortcut was checked {shortcuts} times"
+            smooth >= 50 && stepped >= 50,
+            "Gauss-Hermite checked {smooth} times, pieces {stepped}"
         );
-        // The hardest case: identical arms, each winning 1/K.
-        for k in 2..=12 {
+        // The hardest case: identical arms, each winning 1/K; Gauss-Hermite
+        // up to 12, pieces beyond.
+        for k in 2..=40 {
             let arms = vec![gaussian(0.1, 0.03, Link::Identity, 1.0); k];
             let p = GaussianArm::win_probability_shortcut(&arms, 0).expect("applies");
             let want = 1.0 / k as f64;
@@ -703,12 +777,19 @@ mod tests {
                 "K={k}: {p}"
             );
         }
-        let many = vec![gaussian(0.1, 0.03, Link::Identity, 1.0); 13];
-        assert_eq!(
-            GaussianArm::win_probability_shortcut(&many, 0),
-            None,
-            "too many rivals"
-        );
+        // A narrow rival's step inside the chosen arm's bell, against the
+        // two-arm closed form, for both arms.
+        for (m1, s1, m2, s2) in [(0.1, 0.05, 0.12, 0.002), (0.0, 1.0, 0.3, 0.05)] {
+            let arms = [
+                gaussian(m1, s1, Link::Identity, 1.0),
+                gaussian(m2, s2, Link::Identity, 1.0),
+            ];
+            let want = normal_cdf_exact((m1 - m2) / (s1 * s1 + s2 * s2).sqrt());
+            for (k, want) in [(0, want), (1, 1.0 - want)] {
+                let p = GaussianArm::win_probability_shortcut(&arms, k).expect("applies");
+                assert!((p - want).abs() < 1e-7, "arm {k}: {p} vs {want}");
+            }
+        }
         let nan = [
             gaussian(f64::NAN, 0.1, Link::Identity, 1.0),
             gaussian(0.1, 0.1, Link::Identity, 1.0),
