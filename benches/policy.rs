@@ -179,14 +179,14 @@ fn reestimate(c: &mut Criterion) {
             m.learn(&f, true, &config, None);
         }
     }
-    let mut prior = SharedPrior::new(enc.dim(), &config);
+    let mut prior = SharedPrior::new(enc.dim(), 0, &config);
     // Due: the variances are re-estimated, not only the intercept's mean.
     prior.events = prior.next_estimate;
     c.bench_function("logistic-ts(K=12,d=64)/reestimate-prior", |b| {
         b.iter(|| {
             let mut p = prior.clone();
             let mut m = models.clone();
-            p.reestimate(&enc, &mut m, &config);
+            p.reestimate(&enc, &mut m, &[], &config);
             black_box(m)
         })
     });

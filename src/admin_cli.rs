@@ -81,6 +81,11 @@ pub async fn campaign_put(args: CampaignPutArgs) -> anyhow::Result<()> {
 
 /// `offer-bandit offer-add`.
 pub async fn offer_add(args: OfferAddArgs) -> anyhow::Result<()> {
+    let features = args
+        .features
+        .iter()
+        .map(|f| offer_feature(f))
+        .collect::<anyhow::Result<_>>()?;
     let mut client = crate::client::admin(&args.client).await?;
     let r = client
         .add_offer(proto::AddOfferRequest {
@@ -94,12 +99,31 @@ pub async fn offer_add(args: OfferAddArgs) -> anyhow::Result<()> {
             max_decisions_per_day: args.max_decisions_per_day,
             max_redemptions_per_day: args.max_redemptions_per_day,
             expected_revision: args.expected_revision,
+            features,
         })
         .await
         .map_err(status)?
         .into_inner();
     println!("offer {} added; {}", args.id, revision_line(&r));
     Ok(())
+}
+
+/// `NAME=VALUE` of `offer-add --feature`: true/false a flag, a finite
+/// number a number, anything else a category.
+fn offer_feature(arg: &str) -> anyhow::Result<(String, proto::FeatureValue)> {
+    use proto::feature_value::Kind;
+    let Some((name, value)) = arg.split_once('=') else {
+        anyhow::bail!("--feature {arg}: expected NAME=VALUE, e.g. kind=bogo");
+    };
+    let kind = match value {
+        "true" => Kind::Flag(true),
+        "false" => Kind::Flag(false),
+        v => match v.parse::<f64>() {
+            Ok(x) if x.is_finite() => Kind::Number(x),
+            _ => Kind::Category(v.to_owned()),
+        },
+    };
+    Ok((name.to_owned(), proto::FeatureValue { kind: Some(kind) }))
 }
 
 /// `offer-bandit offer-status`.

@@ -166,6 +166,11 @@ pub struct OfferAddArgs {
     /// Product category.
     #[arg(long)]
     pub category: Option<String>,
+    /// One of the campaign's offer_features, as NAME=VALUE (repeat for
+    /// each): true/false is a flag, a number a number, anything else a
+    /// category, e.g. --feature kind=bogo --feature depth=0.5.
+    #[arg(long = "feature", value_name = "NAME=VALUE")]
+    pub features: Vec<String>,
     /// Most decisions that may ever choose it.
     #[arg(long)]
     pub max_decisions: Option<u64>,

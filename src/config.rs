@@ -1,10 +1,15 @@
 //! Campaign configuration: the TOML file format, its validation, and the
 //! built-in demo campaign.
 
-use std::{collections::HashSet, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
+use crate::context::{Context, FeatureValue};
 use crate::features::{EncodeError, Encoder, FeatureSpec};
 use crate::policy::{
     Objective,
@@ -106,6 +111,45 @@ pub struct OfferConfig {
     /// Most redemptions per UTC day (expected, as for max_redemptions), paced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions_per_day: Option<u64>,
+    /// Contextual campaigns with `offer_features`: this offer's values of
+    /// them, e.g. `{ kind = "bogo", depth = 0.5 }` (missing ones are
+    /// allowed, and encode as for a context).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, OfferFeatureValue>,
+}
+
+/// One offer feature's value in a campaign file: a category label, a
+/// number or a flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OfferFeatureValue {
+    /// A yes/no value.
+    Flag(bool),
+    /// A number.
+    Number(f64),
+    /// A category label.
+    Category(String),
+}
+
+impl OfferFeatureValue {
+    /// As a context value.
+    pub fn to_feature_value(&self) -> FeatureValue {
+        match self {
+            OfferFeatureValue::Flag(b) => FeatureValue::Flag(*b),
+            OfferFeatureValue::Number(v) => FeatureValue::Number(*v),
+            OfferFeatureValue::Category(c) => FeatureValue::Category(c.clone()),
+        }
+    }
+}
+
+impl OfferConfig {
+    /// The offer's features as a context, for the offer encoder.
+    pub fn feature_context(&self) -> Context {
+        self.features
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_feature_value()))
+            .collect()
+    }
 }
 
 /// At most `max` times the same offer per customer per `period`.
@@ -170,6 +214,13 @@ pub struct CampaignConfig {
     /// Columns shared by `hashed` features: 2^hash_bits.
     #[serde(default = "default_hash_bits")]
     pub hash_bits: u32,
+    /// Contextual: features that describe offers (declared as context
+    /// features are; each offer gives its values in `features`). The learned
+    /// prior then learns how they move every context weight, the context x
+    /// offer feature interactions, so a new offer starts where offers like
+    /// it are. Needs the learned prior (`adaptive_prior`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offer_features: Vec<FeatureSpec>,
     /// Contextual: multiplies the predictive standard deviation when sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exploration: Option<f64>,
@@ -223,6 +274,29 @@ impl CampaignConfig {
     pub fn encoder(&self) -> Result<Encoder, EncodeError> {
         Encoder::new(self.features.clone(), self.hash_bits)
     }
+
+    /// The encoder of offer features; `None` without them (validated at
+    /// load).
+    pub fn offer_encoder(&self) -> Option<Encoder> {
+        if self.offer_features.is_empty() {
+            return None;
+        }
+        Encoder::new(self.offer_features.clone(), 0).ok()
+    }
+
+    /// Offer columns of the learned prior: the offer encoder's dimension,
+    /// 0 without offer features.
+    pub fn offer_columns(&self) -> usize {
+        self.offer_encoder().map_or(0, |e| e.dim())
+    }
+}
+
+/// `offer`'s features encoded by `encoder` (empty without one, or if they
+/// do not encode, which validation rules out).
+pub fn encode_offer(encoder: Option<&Encoder>, offer: &OfferConfig) -> Vec<(u32, f64)> {
+    encoder
+        .and_then(|e| e.encode(&offer.feature_context()).ok())
+        .unwrap_or_default()
 }
 
 /// Largest budget an offer may declare (TOML integers are 64-bit signed).
@@ -439,6 +513,19 @@ impl CampaignConfig {
                 "features and hash_bits must stay as they are: {hint}"
             ));
         }
+        if next.offer_features != self.offer_features {
+            return Some(format!("offer_features must stay as they are: {hint}"));
+        }
+        for o in &next.offers {
+            if let Some(old) = self.offers.iter().find(|x| x.id == o.id)
+                && old.features != o.features
+            {
+                return Some(format!(
+                    "offer '{}': its features must stay as they are (add a new offer instead): {hint}",
+                    o.id
+                ));
+            }
+        }
         None
     }
 }
@@ -586,6 +673,7 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
         None => {
             let contextual_keys = [
                 ("features", !c.features.is_empty()),
+                ("offer_features", !c.offer_features.is_empty()),
                 ("exploration", c.exploration.is_some()),
                 ("prior_variance", c.prior_variance.is_some()),
                 ("prior_rate", c.prior_rate.is_some()),
@@ -614,7 +702,57 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
                     encoder.dim()
                 ));
             }
+            validate_offer_features(c)?;
         }
+    }
+    Ok(())
+}
+
+/// Largest offer encoding (intercept included): the learned prior solves
+/// one system of this size per re-estimation.
+pub const MAX_OFFER_DIMENSION: usize = 64;
+
+fn validate_offer_features(c: &CampaignConfig) -> Result<(), String> {
+    if c.offer_features.is_empty() {
+        if let Some(o) = c.offers.iter().find(|o| !o.features.is_empty()) {
+            return Err(format!(
+                "offer '{}' has features but the campaign declares no [[campaigns.offer_features]]",
+                o.id
+            ));
+        }
+        return Ok(());
+    }
+    if c.contextual().is_some_and(|x| !x.adaptive_prior) {
+        return Err(
+            "offer_features act through the learned prior: they need adaptive_prior (on by default for at most 256 encoded columns)"
+                .into(),
+        );
+    }
+    if c.offer_features
+        .iter()
+        .any(|f| matches!(f, FeatureSpec::Hashed { .. }))
+    {
+        return Err("offer_features may be numeric, categorical or flag, not hashed".into());
+    }
+    let encoder =
+        Encoder::new(c.offer_features.clone(), 0).map_err(|e| format!("offer_features: {e}"))?;
+    if encoder.dim() > MAX_OFFER_DIMENSION {
+        return Err(format!(
+            "the offer_features encode to {} columns; at most {MAX_OFFER_DIMENSION} are allowed",
+            encoder.dim()
+        ));
+    }
+    let declared: HashSet<&str> = c.offer_features.iter().map(FeatureSpec::name).collect();
+    for o in &c.offers {
+        if let Some(k) = o.features.keys().find(|k| !declared.contains(k.as_str())) {
+            return Err(format!(
+                "offer '{}': feature '{k}' is not one of the campaign's offer_features",
+                o.id
+            ));
+        }
+        encoder
+            .encode(&o.feature_context())
+            .map_err(|e| format!("offer '{}': {e}", o.id))?;
     }
     Ok(())
 }

@@ -62,16 +62,19 @@ pub struct Offer {
     /// False for offers found in storage but no longer configured: they keep
     /// their history and accept redemptions but are never chosen.
     pub active: bool,
+    /// Its offer features, encoded (empty without offer features).
+    pub features: Vec<(u32, f64)>,
 }
 
 impl Offer {
-    fn configured(o: &crate::config::OfferConfig) -> Offer {
+    fn configured(o: &crate::config::OfferConfig, encoder: Option<&Encoder>) -> Offer {
         Offer {
             id: o.id.clone(),
             name: o.name.clone(),
             value: o.value,
             category: o.category.clone(),
             active: true,
+            features: crate::config::encode_offer(encoder, o),
         }
     }
 }
@@ -134,21 +137,31 @@ struct Contextual {
     /// The prior learned across the offers (used when
     /// `config.adaptive_prior`), shared by every revision like the models.
     prior: Arc<RwLock<SharedPrior>>,
+    /// Offer columns of the learned prior (0 without offer features).
+    offer_columns: usize,
+    /// Per offer (by index, as the models), its encoded offer features.
+    offer_features: Arc<RwLock<Vec<Vec<(u32, f64)>>>>,
 }
 
 impl Contextual {
-    /// The posterior a new offer starts from.
-    fn offer_prior(&self) -> GaussianPosterior {
-        Self::prior_under(&self.prior.read(), self.encoder.dim(), &self.config)
+    /// The posterior a new offer with these encoded features starts from.
+    fn offer_prior(&self, features: &[(u32, f64)]) -> GaussianPosterior {
+        Self::prior_under(
+            &self.prior.read(),
+            self.encoder.dim(),
+            &self.config,
+            features,
+        )
     }
 
     fn prior_under(
         prior: &SharedPrior,
         dim: usize,
         config: &ContextualConfig,
+        features: &[(u32, f64)],
     ) -> GaussianPosterior {
         if config.adaptive_prior {
-            prior.posterior(config)
+            prior.posterior(features, config)
         } else {
             GaussianPosterior::prior(dim, config)
         }
@@ -170,22 +183,35 @@ impl Contextual {
         if let (Some(t), Some(v)) = (target.first_mut(), prior.variance.first()) {
             *t = *v;
         }
+        // The intercept's mean moves under the variance the learned prior
+        // gave it.
+        let mut variances = target.clone();
+        if let Some(v) = variances.first_mut() {
+            *v = self.config.prior_variance;
+        }
+        let configured = GaussianPosterior::prior(self.encoder.dim(), next).mean;
+        let features = self.offer_features.read();
         let mut models = self.models.read().clone();
         let mut skipped = 0;
-        for m in &mut models {
+        for (k, m) in models.iter_mut().enumerate() {
             if m.learned_nothing() {
                 // As a restart builds it.
                 *m = GaussianPosterior::prior(self.encoder.dim(), next);
             } else {
-                skipped += m.rebase_prior(&prior.variance, &target);
-                if let Some(mu) = prior.intercept {
-                    m.shift_intercept_prior(
-                        GaussianPosterior::configured_intercept(next) - mu,
-                        &self.config,
-                    );
-                }
+                let from =
+                    prior.prior_mean(features.get(k).map_or(&[][..], Vec::as_slice), &self.config);
+                skipped += m.rebase_prior(&prior.variance, &target, &from);
+                let delta: Vec<(u32, f64)> = from
+                    .iter()
+                    .zip(&configured)
+                    .enumerate()
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(i, (a, b))| (i as u32, b - a))
+                    .collect();
+                m.shift_prior_mean(&delta, &variances);
             }
         }
+        drop(features);
         if skipped > 0 {
             tracing::warn!(
                 columns = skipped,
@@ -193,20 +219,18 @@ impl Contextual {
             );
         }
         *self.models.write() = models;
-        *prior = SharedPrior::new(self.encoder.dim(), next);
+        *prior = SharedPrior::new(self.encoder.dim(), self.offer_columns, next);
     }
 
     /// Sets every offer that has learned nothing to the prior under `next`.
     fn reset_untrained(&self, next: &ContextualConfig) {
         let prior = self.prior.read();
-        let fresh = Self::prior_under(&prior, self.encoder.dim(), next);
-        for m in self
-            .models
-            .write()
-            .iter_mut()
-            .filter(|m| m.learned_nothing())
-        {
-            *m = fresh.clone();
+        let features = self.offer_features.read();
+        for (k, m) in self.models.write().iter_mut().enumerate() {
+            if m.learned_nothing() {
+                let z = features.get(k).map_or(&[][..], Vec::as_slice);
+                *m = Self::prior_under(&prior, self.encoder.dim(), next, z);
+            }
         }
     }
 }
@@ -214,12 +238,19 @@ impl Contextual {
 impl Campaign {
     fn new(config: CampaignConfig, revision: Revision, active: bool) -> Self {
         // The config was validated at load, so the encoder builds.
+        let offer_columns = config.offer_columns();
         let contextual = match (config.contextual(), config.encoder()) {
             (Some(cfg), Ok(encoder)) => Some(Contextual {
                 models: Arc::default(),
-                prior: Arc::new(RwLock::new(SharedPrior::new(encoder.dim(), &cfg))),
+                prior: Arc::new(RwLock::new(SharedPrior::new(
+                    encoder.dim(),
+                    offer_columns,
+                    &cfg,
+                ))),
                 encoder,
                 config: cfg,
+                offer_columns,
+                offer_features: Arc::default(),
             }),
             _ => None,
         };
@@ -238,8 +269,9 @@ impl Campaign {
             contextual,
             config,
         };
+        let offer_encoder = campaign.config.offer_encoder();
         for o in campaign.config.offers.clone() {
-            campaign.push_offer(Offer::configured(&o));
+            campaign.push_offer(Offer::configured(&o, offer_encoder.as_ref()));
         }
         campaign
     }
@@ -263,7 +295,7 @@ impl Campaign {
                     .iter()
                     .all(GaussianPosterior::learned_nothing)
             {
-                *c.prior.write() = SharedPrior::new(c.encoder.dim(), &next);
+                *c.prior.write() = SharedPrior::new(c.encoder.dim(), c.offer_columns, &next);
             }
             if new_prior || (next.adaptive_prior && !c.config.adaptive_prior) {
                 // The offers that have learned nothing start from the prior
@@ -276,6 +308,8 @@ impl Campaign {
                 config: next,
                 models: c.models.clone(),
                 prior: c.prior.clone(),
+                offer_columns: c.offer_columns,
+                offer_features: c.offer_features.clone(),
             })
         });
         let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
@@ -301,11 +335,13 @@ impl Campaign {
             contextual,
             config,
         };
+        let offer_encoder = next.config.offer_encoder();
         for o in next.config.offers.clone() {
+            let offer = Offer::configured(&o, offer_encoder.as_ref());
             match next.offer_index(&o.id) {
-                Some(i) => next.offers[i] = Offer::configured(&o),
+                Some(i) => next.offers[i] = offer,
                 None => {
-                    next.push_offer(Offer::configured(&o));
+                    next.push_offer(offer);
                 }
             }
         }
@@ -318,8 +354,9 @@ impl Campaign {
         let idx = self.model.write().push_offer();
         self.daily.write().push(DailyCounts::default());
         if let Some(c) = &self.contextual {
-            let prior = c.offer_prior();
+            let prior = c.offer_prior(&offer.features);
             c.models.write().push(prior);
+            c.offer_features.write().push(offer.features.clone());
         }
         self.offer_index.insert(offer.id.clone(), idx);
         self.offers.push(offer);
@@ -333,6 +370,7 @@ impl Campaign {
             value: 0.0,
             category: String::new(),
             active: false,
+            features: Vec::new(),
         })
     }
 
@@ -772,10 +810,11 @@ impl Engine {
                 tracing::warn!(campaign = %r.config.id, "campaign in storage is no longer in the campaign file: kept for redemptions and reports, not served");
             }
             let mut campaign = Campaign::new(r.config, r.revision, r.served);
+            let offer_encoder = campaign.config.offer_encoder();
             for o in &r.retired {
                 campaign.push_offer(Offer {
                     active: false,
-                    ..Offer::configured(o)
+                    ..Offer::configured(o, offer_encoder.as_ref())
                 });
             }
             campaign.retired = r.retired;
@@ -803,13 +842,15 @@ impl Engine {
             else {
                 continue;
             };
-            if !prior.is_well_formed(c.encoder.dim()) {
+            if !prior.is_well_formed(c.encoder.dim(), c.offer_columns) {
                 return Err(StoreError::Corrupt {
                     key: format!("prior {campaign_id}"),
                     reason: format!(
-                        "stored prior has {} columns but the configured features encode to {}",
+                        "stored prior has {} columns and {} offer effects, but the configured features encode to {} and {} offer columns",
                         prior.variance.len(),
-                        c.encoder.dim()
+                        prior.offer_effects.len(),
+                        c.encoder.dim(),
+                        c.offer_columns
                     ),
                 });
             }
@@ -1799,6 +1840,7 @@ fn retired_config(id: &str) -> CampaignConfig {
         offers: Vec::new(),
         features: Vec::new(),
         hash_bits: 0,
+        offer_features: Vec::new(),
         exploration: None,
         prior_variance: None,
         prior_rate: None,
@@ -2441,7 +2483,8 @@ impl Writer {
                 None => ctx.models.read()[i].clone(),
             })
             .collect();
-        if !prior.reestimate(&ctx.encoder, &mut models, &ctx.config) {
+        let features = ctx.offer_features.read().clone();
+        if !prior.reestimate(&ctx.encoder, &mut models, &features, &ctx.config) {
             return; // no variance moved: every posterior is as it was
         }
         let mut dirty = self.dirty.borrow_mut();
@@ -3041,7 +3084,8 @@ fn replay_learning(
                 .then_some(prior.variance.as_slice());
             p.learn(&x, redeemed, &ctx.config, bound);
             if ctx.config.adaptive_prior && prior.count() {
-                prior.reestimate(&ctx.encoder, &mut models, &ctx.config);
+                let features = ctx.offer_features.read();
+                prior.reestimate(&ctx.encoder, &mut models, &features, &ctx.config);
             }
         }
     }

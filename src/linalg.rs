@@ -111,9 +111,68 @@ pub fn dot_sparse(w: &[f64], x: &Sparse) -> f64 {
         .sum()
 }
 
+/// Solves `A X = B` for a symmetric positive definite `A` (`n x n`,
+/// row-major) and `B` of `n x m` (row-major), by Cholesky; `None` when `A`
+/// is not positive definite or the sizes disagree. O(n^3 + n^2 m).
+pub fn solve_positive_definite(a: &[f64], n: usize, b: &[f64], m: usize) -> Option<Vec<f64>> {
+    if a.len() != n * n || b.len() != n * m {
+        return None;
+    }
+    // A = L L', L lower triangular.
+    let mut l = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s = a[i * n + j] - (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum::<f64>();
+            if i == j {
+                if !(s > 0.0) {
+                    return None;
+                }
+                l[i * n + i] = s.sqrt();
+            } else {
+                l[i * n + j] = s / l[j * n + j];
+            }
+        }
+    }
+    let mut x = b.to_vec();
+    for c in 0..m {
+        // L y = b, then L' x = y.
+        for i in 0..n {
+            let s = x[i * m + c] - (0..i).map(|k| l[i * n + k] * x[k * m + c]).sum::<f64>();
+            x[i * m + c] = s / l[i * n + i];
+        }
+        for i in (0..n).rev() {
+            let s = x[i * m + c] - (i + 1..n).map(|k| l[k * n + i] * x[k * m + c]).sum::<f64>();
+            x[i * m + c] = s / l[i * n + i];
+        }
+    }
+    Some(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positive_definite_solve_inverts_the_product() {
+        let a = [4.0, 2.0, 0.6, 2.0, 5.0, 1.0, 0.6, 1.0, 3.0];
+        let x = [1.0, -2.0, 0.5, 3.0, 0.25, -1.0];
+        // B = A X for X of 3 x 2.
+        let mut b = [0.0; 6];
+        for i in 0..3 {
+            for c in 0..2 {
+                b[i * 2 + c] = (0..3).map(|k| a[i * 3 + k] * x[k * 2 + c]).sum();
+            }
+        }
+        let got = solve_positive_definite(&a, 3, &b, 2).expect("positive definite");
+        for (g, w) in got.iter().zip(x) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+        assert_eq!(
+            solve_positive_definite(&[1.0, 2.0, 2.0, 1.0], 2, &[1.0, 1.0], 1),
+            None
+        );
+        assert_eq!(solve_positive_definite(&a, 3, &b, 3), None);
+    }
 
     #[test]
     fn quad_mul_and_rank1_agree_with_dense_arithmetic() {

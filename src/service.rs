@@ -407,7 +407,31 @@ impl CampaignAdmin for Api {
         if r.campaign.is_empty() || r.offer_id.is_empty() {
             return Err(Error::InvalidArgument("campaign and offer_id are required".into()).into());
         }
+        let mut features = std::collections::BTreeMap::new();
+        for (name, value) in r.features {
+            let v = match value.kind {
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "offer feature '{}' has no value: set number, category or flag",
+                        truncate(&name)
+                    ))
+                    .into());
+                }
+                Some(Kind::Number(x)) if !x.is_finite() => {
+                    return Err(Error::InvalidArgument(format!(
+                        "offer feature '{}' is {x}; numbers must be finite",
+                        truncate(&name)
+                    ))
+                    .into());
+                }
+                Some(Kind::Number(x)) => crate::config::OfferFeatureValue::Number(x),
+                Some(Kind::Category(c)) => crate::config::OfferFeatureValue::Category(c),
+                Some(Kind::Flag(b)) => crate::config::OfferFeatureValue::Flag(b),
+            };
+            features.insert(name, v);
+        }
         let offer = crate::config::OfferConfig {
+            features,
             id: r.offer_id.clone(),
             name: r.name,
             value: r.value.unwrap_or(1.0),

@@ -57,7 +57,7 @@ use crate::{
 /// mean to each learned prior: a schema-5 prior is read without one (the
 /// configured `prior_rate`, as schema 5 had it), so schema-4 and schema-5
 /// stores and backups are only marked 6.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -233,7 +233,7 @@ impl Store {
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
             Some(v) if v.as_ref() == 3u32.to_be_bytes() => migrate_from_3(&db, &tree)?,
-            Some(v) if v.as_ref() == 4u32.to_be_bytes() || v.as_ref() == 5u32.to_be_bytes() => {
+            Some(v) if [4u32, 5, 6].iter().any(|s| v.as_ref() == s.to_be_bytes()) => {
                 tree.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
                 tracing::info!(
@@ -629,9 +629,10 @@ impl Store {
     }
 }
 
-/// A learned prior, as schema 6 stores it or as schema 5 did (without the
-/// intercept's mean, read as the configured one). Each layout must use the
-/// whole value: a schema-6 record is a schema-5 one plus at least one byte.
+/// A learned prior, as schema 7 stores it, as schema 6 did (without offer
+/// effects, read as none) or as schema 5 did (without the intercept's mean
+/// either, read as the configured one). Each layout must use the whole
+/// value: each schema's record is the one before plus at least one byte.
 fn decode_prior(key: &[u8], bytes: &[u8]) -> Result<SharedPrior, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         key: escape(key),
@@ -646,19 +647,38 @@ fn decode_prior(key: &[u8], bytes: &[u8]) -> Result<SharedPrior, StoreError> {
         }
         None => return Err(corrupt("empty value".into())),
     };
-    match postcard::take_from_bytes::<SharedPrior>(rest) {
-        Ok((prior, [])) => Ok(prior),
-        _ => match postcard::take_from_bytes::<SharedPriorV5>(rest) {
-            Ok((old, [])) => Ok(SharedPrior {
-                variance: old.variance,
-                events: old.events,
-                next_estimate: old.next_estimate,
-                intercept: None,
-            }),
-            Ok(_) => Err(corrupt("trailing bytes after a learned prior".into())),
-            Err(e) => Err(corrupt(e.to_string())),
-        },
+    if let Ok((prior, [])) = postcard::take_from_bytes::<SharedPrior>(rest) {
+        return Ok(prior);
     }
+    if let Ok((old, [])) = postcard::take_from_bytes::<SharedPriorV6>(rest) {
+        return Ok(SharedPrior {
+            variance: old.variance,
+            events: old.events,
+            next_estimate: old.next_estimate,
+            intercept: old.intercept,
+            offer_effects: Vec::new(),
+        });
+    }
+    match postcard::take_from_bytes::<SharedPriorV5>(rest) {
+        Ok((old, [])) => Ok(SharedPrior {
+            variance: old.variance,
+            events: old.events,
+            next_estimate: old.next_estimate,
+            intercept: None,
+            offer_effects: Vec::new(),
+        }),
+        Ok(_) => Err(corrupt("trailing bytes after a learned prior".into())),
+        Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
+/// A learned prior as schema 6 stored it (before offer effects).
+#[derive(serde::Deserialize)]
+struct SharedPriorV6 {
+    variance: Vec<f64>,
+    events: u64,
+    next_estimate: u64,
+    intercept: Option<f64>,
 }
 
 /// A learned prior as schema 5 stored it (before the intercept's mean).
@@ -828,9 +848,9 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry<'_>>, String> {
     };
     let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let schema = u32_of(take(4)?);
-    // A schema-4 or schema-5 backup restores as it is and is marked
-    // current when opened.
-    if schema != SCHEMA_VERSION && schema != 4 && schema != 5 {
+    // A backup of schema 4 to 6 restores as it is and is marked current
+    // when opened.
+    if schema != SCHEMA_VERSION && !(4..=6).contains(&schema) {
         return Err(format!(
             "backup of schema {schema}; this build restores schemas 4 to {SCHEMA_VERSION}"
         ));
@@ -880,7 +900,12 @@ pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
             })
     } else if key.starts_with(PRIOR) {
         let p = decode_prior(key, value)?;
-        if p.is_well_formed(p.variance.len()) {
+        let d = p.variance.len();
+        let offer_columns = match d {
+            0 => 0,
+            d => p.offer_effects.len() / d + 1,
+        };
+        if p.is_well_formed(d, offer_columns) {
             Ok(())
         } else {
             Err(StoreError::Corrupt {
@@ -1213,6 +1238,7 @@ mod tests {
             events: 900,
             next_estimate: 1012,
             intercept: Some(-1.5),
+            offer_effects: Vec::new(),
         };
         {
             let store = Store::open(dir.path())?;

@@ -145,6 +145,23 @@ impl GaussianPosterior {
         }
     }
 
+    /// Re-bases the posterior on a prior mean `delta` higher (sparse; the
+    /// prior variances `variance` unchanged), exactly: the mean
+    /// `S (P0 mu0 + b)` moves by `S P0 delta`. O(d) per non-zero of `delta`.
+    pub fn shift_prior_mean(&mut self, delta: &Sparse, variance: &[f64]) {
+        let scaled: Vec<(u32, f64)> = delta
+            .iter()
+            .filter(|(i, d)| *d != 0.0 && d.is_finite() && (*i as usize) < self.mean.len())
+            .filter_map(|&(i, d)| Some((i, d / *variance.get(i as usize)?)))
+            .collect();
+        if scaled.is_empty() {
+            return;
+        }
+        for (m, v) in self.mean.iter_mut().zip(self.cov.mul_sparse(&scaled)) {
+            *m += v;
+        }
+    }
+
     /// Learns from a decision when it is made, as a non-redemption; a later
     /// redemption adds a positive observation ([`Self::learn_redemption`]).
     ///
@@ -265,15 +282,15 @@ impl GaussianPosterior {
     }
 
     /// Re-bases the posterior from a prior with per-column variances `old`
-    /// to one with `new`, keeping the evidence: with `D = diag(1/new -
-    /// 1/old)`, the covariance becomes `(S^-1 + D)^-1` (one Sherman-Morrison
-    /// step per changed column) and the mean `m - S' D m`. Columns whose
-    /// variance changes must have prior mean 0 (every column but the
-    /// intercept). O(d^3) when every column changes.
+    /// and mean `mean0` (missing entries 0) to one with variances `new` and
+    /// the same mean, keeping the evidence: with `D = diag(1/new - 1/old)`,
+    /// the covariance becomes `(S^-1 + D)^-1` (one Sherman-Morrison step per
+    /// changed column) and the mean `m - S' D (m - mean0)`. O(d^3) when
+    /// every column changes.
     /// Returns the number of columns left on the old variance because the
     /// covariance there exceeds the old prior (which evidence never makes
     /// it; rounding or a forgetting bound could).
-    pub fn rebase_prior(&mut self, old: &[f64], new: &[f64]) -> usize {
+    pub fn rebase_prior(&mut self, old: &[f64], new: &[f64], mean0: &[f64]) -> usize {
         let mut skipped = 0;
         let dim = self.mean.len();
         let mut shift: Vec<(u32, f64)> = Vec::new();
@@ -291,8 +308,9 @@ impl GaussianPosterior {
                 continue;
             }
             self.cov.rank1_sub(&col, di / denom);
-            if self.mean[i] != 0.0 {
-                shift.push((i as u32, di * self.mean[i]));
+            let deviation = self.mean[i] - mean0.get(i).copied().unwrap_or(0.0);
+            if deviation != 0.0 {
+                shift.push((i as u32, di * deviation));
             }
         }
         // D m uses the new covariance S' = (S^-1 + D)^-1, complete only now.
@@ -376,6 +394,9 @@ pub struct ContextualTs {
     models: Vec<GaussianPosterior>,
     /// The learned prior, when `config.adaptive_prior`.
     prior: Option<SharedPrior>,
+    /// Per offer, its encoded offer features (empty: none); see
+    /// [`Self::with_offer_features`].
+    offer_features: Vec<Vec<(u32, f64)>>,
 }
 
 impl ContextualTs {
@@ -388,12 +409,28 @@ impl ContextualTs {
         ContextualTs {
             prior: config
                 .adaptive_prior
-                .then(|| SharedPrior::new(encoder.dim(), &config)),
+                .then(|| SharedPrior::new(encoder.dim(), 0, &config)),
             encoder,
             config,
             weights,
             models,
+            offer_features: Vec::new(),
         }
+    }
+
+    /// With offer features: `features[i]` is offer i's features encoded by
+    /// an encoder of `columns` dimensions (intercept included). The learned
+    /// prior then also learns how offer features move each context weight
+    /// (see [`SharedPrior::reestimate`]), so an offer with little evidence
+    /// starts where offers like it are. Without the learned prior
+    /// (`adaptive_prior` off) offer features have nothing to act on and are
+    /// ignored. Call before learning.
+    pub fn with_offer_features(mut self, features: Vec<Vec<(u32, f64)>>, columns: usize) -> Self {
+        if let Some(prior) = &mut self.prior {
+            *prior = SharedPrior::new(self.encoder.dim(), columns, &self.config);
+        }
+        self.offer_features = features;
+        self
     }
 
     /// Counts a learning event, re-estimating the shared prior when due.
@@ -401,8 +438,18 @@ impl ContextualTs {
         if let Some(prior) = &mut self.prior
             && prior.count()
         {
-            prior.reestimate(&self.encoder, &mut self.models, &self.config);
+            prior.reestimate(
+                &self.encoder,
+                &mut self.models,
+                &self.offer_features,
+                &self.config,
+            );
         }
+    }
+
+    /// The learned prior, when `adaptive_prior`.
+    pub fn learned_prior(&self) -> Option<&SharedPrior> {
+        self.prior.as_ref()
     }
 
     /// The per-offer posteriors.

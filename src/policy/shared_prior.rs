@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::contextual::{ContextualConfig, GaussianPosterior};
 use crate::features::Encoder;
-use crate::linalg::SymMatrix;
+use crate::linalg::{Sparse, SymMatrix};
 
 /// Learning events before the first re-estimation of the variances.
 pub const FIRST_ESTIMATE: u64 = 256;
@@ -44,6 +44,10 @@ pub fn on_by_default(dim: usize) -> bool {
     dim <= DEFAULT_MAX_COLUMNS
 }
 
+/// Ridge on the offer effects: each effect's own prior variance equals its
+/// column's, so `lambda = 1` (see [`SharedPrior::reestimate`]).
+pub const OFFER_EFFECT_RIDGE: f64 = 1.0;
+
 /// The learned prior of one contextual campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SharedPrior {
@@ -61,24 +65,45 @@ pub struct SharedPrior {
     /// for logistic-ts, a rate for linear-ts); `None` until first learned,
     /// the configured `prior_rate` until then.
     pub intercept: Option<f64>,
+    /// With offer features: how each offer feature column moves the prior
+    /// mean of each context column, `offer_effects[i * p + f]` for context
+    /// column i and offer column f + 1 of p + 1 (the offer encoding's
+    /// intercept, column 0, has none). These are the context x offer
+    /// feature interactions, learned across offers; column 0's row holds the
+    /// offer features' main effects. Empty without offer features.
+    pub offer_effects: Vec<f64>,
 }
 
 impl SharedPrior {
-    /// The configured prior, before any evidence.
-    pub fn new(dim: usize, config: &ContextualConfig) -> Self {
+    /// The configured prior, before any evidence, for `dim` context columns
+    /// and `offer_columns` offer feature columns (0 without offer features;
+    /// otherwise the offer encoding's dimension, intercept included).
+    pub fn new(dim: usize, offer_columns: usize, config: &ContextualConfig) -> Self {
         SharedPrior {
             variance: vec![config.prior_variance; dim],
             events: 0,
             next_estimate: FIRST_ESTIMATE,
             intercept: None,
+            offer_effects: vec![0.0; dim * offer_columns.saturating_sub(1)],
         }
     }
 
-    /// Whether a decoded prior fits `dim` columns and holds usable numbers.
-    pub fn is_well_formed(&self, dim: usize) -> bool {
+    /// Offer feature columns besides the offer encoding's intercept.
+    fn offer_columns(&self) -> usize {
+        match self.variance.len() {
+            0 => 0,
+            d => self.offer_effects.len() / d,
+        }
+    }
+
+    /// Whether a decoded prior fits `dim` columns and `offer_columns` offer
+    /// columns (as [`Self::new`] takes them) and holds usable numbers.
+    pub fn is_well_formed(&self, dim: usize, offer_columns: usize) -> bool {
         self.variance.len() == dim
+            && self.offer_effects.len() == dim * offer_columns.saturating_sub(1)
             && self.variance.iter().all(|v| v.is_finite() && *v > 0.0)
             && self.intercept.is_none_or(f64::is_finite)
+            && self.offer_effects.iter().all(|v| v.is_finite())
     }
 
     /// Whether anything has been learned into the prior yet (the intercept's
@@ -93,18 +118,41 @@ impl SharedPrior {
             .unwrap_or_else(|| GaussianPosterior::configured_intercept(config))
     }
 
-    /// A new offer's posterior: the prior itself.
-    pub fn posterior(&self, config: &ContextualConfig) -> GaussianPosterior {
-        let mut p = GaussianPosterior::prior(self.variance.len(), config);
-        let mut learned = self.variance.clone();
-        // The intercept keeps the configured prior.
-        if let Some(v) = learned.first_mut() {
-            *v = config.prior_variance;
-        }
-        p.cov = SymMatrix::diagonal(&learned);
-        if let Some(m) = p.mean.first_mut() {
+    /// The prior mean of the weights of an offer whose features encode to
+    /// `offer` (empty without offer features): the intercept's mean, plus
+    /// the learned effects of the offer's features.
+    pub fn prior_mean(&self, offer: &Sparse, config: &ContextualConfig) -> Vec<f64> {
+        let dim = self.variance.len();
+        let mut mean = vec![0.0; dim];
+        if let Some(m) = mean.first_mut() {
             *m = self.intercept_mean(config);
         }
+        let p = self.offer_columns();
+        for &(f, z) in offer.iter().filter(|(f, _)| *f > 0 && (*f as usize) <= p) {
+            let f = f as usize - 1;
+            for (i, m) in mean.iter_mut().enumerate() {
+                *m += z * self.offer_effects[i * p + f];
+            }
+        }
+        mean
+    }
+
+    /// The prior variances new posteriors start from: the learned ones, the
+    /// intercept's the configured one.
+    fn prior_variances(&self, config: &ContextualConfig) -> Vec<f64> {
+        let mut v = self.variance.clone();
+        if let Some(v) = v.first_mut() {
+            *v = config.prior_variance;
+        }
+        v
+    }
+
+    /// A new offer's posterior: the prior itself, for an offer whose
+    /// features encode to `offer`.
+    pub fn posterior(&self, offer: &Sparse, config: &ContextualConfig) -> GaussianPosterior {
+        let mut p = GaussianPosterior::prior(self.variance.len(), config);
+        p.cov = SymMatrix::diagonal(&self.prior_variances(config));
+        p.mean = self.prior_mean(offer, config);
         p
     }
 
@@ -138,86 +186,179 @@ impl SharedPrior {
     }
 
     /// Sets the intercept's prior mean to the campaign's rate, and, when the
-    /// variances are due, re-estimates each group's variance as the mean,
-    /// over the offers and the group's columns, of the posterior second
-    /// moment `(m_i - m0_i)^2 + S_ii`, clamped to [`MIN_VARIANCE`,
-    /// `MAX_VARIANCE`] (widened to hold the configured variance); then
-    /// re-bases every posterior on the new prior. The sums do not depend on
-    /// the order of `models` (a restart may number offers differently).
-    /// Offers that have learned nothing are set to the new prior itself, as
-    /// a restart builds them. Returns whether the prior changed (if not, no
-    /// posterior did).
+    /// variances are due, re-estimates the rest of the prior by one EM step
+    /// over the offers' posteriors (means `m`, covariances `S`):
+    /// - with offer features, the offer effects `B`, by ridge regression of
+    ///   the offers' deviations from the base mean on their features
+    ///   (`(Z'Z + I) B = Z' (m - m0)`, one small solve for every context
+    ///   column at once; offers that learned nothing carry no evidence and
+    ///   are left out): each offer's weights are modelled as
+    ///   `N(m0 + B z, V)` with each effect's own prior as wide as its
+    ///   column's, the hierarchical model of offers that share features;
+    /// - each group's variance `V`, as the mean, over the offers and the
+    ///   group's columns, of the posterior second moment about the offer's
+    ///   prior mean, `(m_i - mu0_i)^2 + S_ii`, clamped to [`MIN_VARIANCE`,
+    ///   `MAX_VARIANCE`] (widened to hold the configured variance);
+    ///
+    /// then re-bases every posterior on the new prior, exactly. `offers[k]`
+    /// is the encoded features of `models[k]` (missing or empty: none). The
+    /// sums do not depend on the order of `models` (a restart may number
+    /// offers differently). Offers that have learned nothing are set to the
+    /// new prior itself, as a restart builds them. Returns whether the prior
+    /// changed (if not, no posterior did).
     pub fn reestimate(
         &mut self,
         encoder: &Encoder,
         models: &mut [GaussianPosterior],
+        offers: &[Vec<(u32, f64)>],
         config: &ContextualConfig,
     ) -> bool {
         let dim = self.variance.len();
-        let m0 = GaussianPosterior::prior(dim, config).mean;
+        let none: Vec<(u32, f64)> = Vec::new();
+        let features = |k: usize| offers.get(k).unwrap_or(&none);
+        let old_means: Vec<Vec<f64>> = (0..models.len())
+            .map(|k| self.prior_mean(features(k), config))
+            .collect();
         let old = self.variance.clone();
+        let old_effects = self.offer_effects.clone();
         let old_intercept = self.intercept_mean(config);
         self.intercept = Some(Self::campaign_rate(models, config));
-        let shift = self.intercept_mean(config) - old_intercept;
-        if self.events < self.next_estimate {
-            // Only the intercept's mean is due.
-            return self.rebase(models, config, &old, shift);
-        }
-        let usable: Vec<&GaussianPosterior> =
-            models.iter().filter(|m| m.mean.len() == dim).collect();
-        let groups = encoder.groups().into_iter().map(|g| g.columns);
-        for g in groups.filter(|g| g.start < g.end && g.end <= dim) {
-            let mut terms: Vec<f64> = usable
-                .iter()
-                .flat_map(|m| {
-                    g.clone()
-                        .map(|i| (m.mean[i] - m0[i]).powi(2) + m.cov.get(i, i))
-                })
+        if self.events >= self.next_estimate {
+            self.estimate_offer_effects(models, offers, config);
+            let new_means: Vec<Vec<f64>> = (0..models.len())
+                .map(|k| self.prior_mean(features(k), config))
                 .collect();
-            terms.sort_by(f64::total_cmp);
-            let n = terms.len();
-            let sum: f64 = terms.iter().sum();
-            if n > 0 && sum.is_finite() {
-                // The bounds widen to hold the configured variance.
-                let (lo, hi) = (
-                    MIN_VARIANCE.min(config.prior_variance),
-                    MAX_VARIANCE.max(config.prior_variance),
-                );
-                let v = (sum / n as f64).clamp(lo, hi);
-                // A group whose estimate moved less than RETUNE keeps its
-                // variance: re-basing costs O(d^2) per column, and the
-                // estimates settle as evidence grows.
-                if (v / old[g.start] - 1.0).abs() > RETUNE {
-                    self.variance[g.clone()].fill(v);
+            let usable: Vec<(&GaussianPosterior, &Vec<f64>)> = models
+                .iter()
+                .zip(&new_means)
+                .filter(|(m, _)| m.mean.len() == dim)
+                .collect();
+            let groups = encoder.groups().into_iter().map(|g| g.columns);
+            for g in groups.filter(|g| g.start < g.end && g.end <= dim) {
+                let mut terms: Vec<f64> = usable
+                    .iter()
+                    .flat_map(|(m, mu0)| {
+                        g.clone()
+                            .map(|i| (m.mean[i] - mu0[i]).powi(2) + m.cov.get(i, i))
+                    })
+                    .collect();
+                terms.sort_by(f64::total_cmp);
+                let n = terms.len();
+                let sum: f64 = terms.iter().sum();
+                if n > 0 && sum.is_finite() {
+                    // The bounds widen to hold the configured variance.
+                    let (lo, hi) = (
+                        MIN_VARIANCE.min(config.prior_variance),
+                        MAX_VARIANCE.max(config.prior_variance),
+                    );
+                    let v = (sum / n as f64).clamp(lo, hi);
+                    // A group whose estimate moved less than RETUNE keeps its
+                    // variance: re-basing costs O(d^2) per column, and the
+                    // estimates settle as evidence grows.
+                    if (v / old[g.start] - 1.0).abs() > RETUNE {
+                        self.variance[g.clone()].fill(v);
+                    }
+                }
+            }
+            self.next_estimate = self.events + FIRST_ESTIMATE.max(self.events / 8);
+        }
+        if old == self.variance
+            && old_effects == self.offer_effects
+            && old_intercept == self.intercept_mean(config)
+        {
+            return false;
+        }
+        self.rebase(models, offers, config, &old, &old_means);
+        true
+    }
+
+    /// The M-step for the offer effects (see [`Self::reestimate`]).
+    fn estimate_offer_effects(
+        &mut self,
+        models: &[GaussianPosterior],
+        offers: &[Vec<(u32, f64)>],
+        config: &ContextualConfig,
+    ) {
+        let p = self.offer_columns();
+        let dim = self.variance.len();
+        if p == 0 {
+            return;
+        }
+        let base = self.intercept_mean(config);
+        // Normal equations: A = Z'Z + ridge I (p x p), R = Z'T (p x dim).
+        let mut a = vec![0.0; p * p];
+        let mut r = vec![0.0; p * dim];
+        for (k, m) in models.iter().enumerate() {
+            if m.learned_nothing() || m.mean.len() != dim {
+                continue;
+            }
+            let Some(z) = offers.get(k) else { continue };
+            let z: Vec<(usize, f64)> = z
+                .iter()
+                .filter(|(f, _)| *f > 0 && (*f as usize) <= p)
+                .map(|&(f, v)| (f as usize - 1, v))
+                .collect();
+            for &(f, zf) in &z {
+                for &(g, zg) in &z {
+                    a[f * p + g] += zf * zg;
+                }
+                for (i, mi) in m.mean.iter().enumerate() {
+                    let target = if i == 0 { mi - base } else { *mi };
+                    r[f * dim + i] += zf * target;
                 }
             }
         }
-        self.next_estimate = self.events + FIRST_ESTIMATE.max(self.events / 8);
-        self.rebase(models, config, &old, shift)
+        for f in 0..p {
+            a[f * p + f] += OFFER_EFFECT_RIDGE;
+        }
+        if let Some(b) = crate::linalg::solve_positive_definite(&a, p, &r, dim)
+            && b.iter().all(|v| v.is_finite())
+        {
+            // b is p x dim; the effects are stored dim x p.
+            for i in 0..dim {
+                for f in 0..p {
+                    self.offer_effects[i * p + f] = b[f * dim + i];
+                }
+            }
+        }
     }
 
-    /// Re-bases every posterior from the variances `old` and an intercept
-    /// mean `shift` lower onto the current prior; false if neither changed.
+    /// Re-bases every posterior from the variances `old` and the prior
+    /// means `old_means` onto the current prior.
     fn rebase(
         &self,
         models: &mut [GaussianPosterior],
+        offers: &[Vec<(u32, f64)>],
         config: &ContextualConfig,
         old: &[f64],
-        shift: f64,
-    ) -> bool {
-        if old == self.variance.as_slice() && shift == 0.0 {
-            return false;
-        }
+        old_means: &[Vec<f64>],
+    ) {
         let dim = self.variance.len();
-        let fresh = self.posterior(config);
+        let none: Vec<(u32, f64)> = Vec::new();
+        let variances = self.prior_variances(config);
         let mut skipped = 0;
-        for m in models.iter_mut().filter(|m| m.mean.len() == dim) {
-            if m.learned_nothing() {
-                *m = fresh.clone();
-            } else {
-                skipped += m.rebase_prior(old, &self.variance);
-                m.shift_intercept_prior(shift, config);
+        for (k, m) in models.iter_mut().enumerate() {
+            if m.mean.len() != dim {
+                continue;
             }
+            let features = offers.get(k).unwrap_or(&none);
+            if m.learned_nothing() {
+                *m = self.posterior(features, config);
+                continue;
+            }
+            let Some(from) = old_means.get(k) else {
+                continue;
+            };
+            skipped += m.rebase_prior(old, &self.variance, from);
+            let to = self.prior_mean(features, config);
+            let delta: Vec<(u32, f64)> = from
+                .iter()
+                .zip(&to)
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(i, (a, b))| (i as u32, b - a))
+                .collect();
+            m.shift_prior_mean(&delta, &variances);
         }
         if skipped > 0 {
             tracing::warn!(
@@ -225,7 +366,6 @@ impl SharedPrior {
                 "learned prior: columns whose covariance exceeded the old prior kept their variance"
             );
         }
-        true
     }
 }
 
@@ -265,14 +405,14 @@ mod tests {
         let new: Vec<f64> = vec![0.5, 0.02, 2.0, 0.001, 0.5];
         let mut rebased = GaussianPosterior::prior(d, &config);
         let mut direct = GaussianPosterior::prior(d, &config);
-        direct.rebase_prior(&[0.5; 5], &new);
+        direct.rebase_prior(&[0.5; 5], &new, &[]);
         let mut rng = ChaCha8Rng::seed_from_u64(4);
         for x in &data {
             let y = dot_sparse(&truth, x) + 0.1 * (rng.random::<f64>() - 0.5);
             rebased.update(x, y, &config);
             direct.update(x, y, &config);
         }
-        rebased.rebase_prior(&[0.5; 5], &new);
+        rebased.rebase_prior(&[0.5; 5], &new, &[]);
         for i in 0..d {
             assert!((rebased.mean[i] - direct.mean[i]).abs() < 1e-9, "mean {i}");
             for j in 0..d {
@@ -332,7 +472,7 @@ mod tests {
         let mut models: Vec<GaussianPosterior> = (0..3)
             .map(|_| GaussianPosterior::prior(d, &config))
             .collect();
-        let mut prior = SharedPrior::new(d, &config);
+        let mut prior = SharedPrior::new(d, 0, &config);
         assert!(!prior.has_estimated());
         let x = vec![(0, 1.0), (1, 1.0)];
         // Offer 0 is shown 40 times and redeemed 12 times; 1 and 2 never.
@@ -341,7 +481,7 @@ mod tests {
             for redeemed in [false, true].into_iter().take(1 + usize::from(t % 10 < 3)) {
                 models[0].learn(&x, redeemed, &config, None);
                 if prior.count() {
-                    prior.reestimate(&encoder, &mut models, &config);
+                    prior.reestimate(&encoder, &mut models, &[], &config);
                     estimates.push(prior.events);
                 }
             }
@@ -355,12 +495,12 @@ mod tests {
         assert!(mu > logit(0.05) + 1.0, "{mu}: well above the configured 5%");
         // An offer that learned nothing starts there, with the prior's spread.
         assert_eq!(models[1].mean[0], mu);
-        assert_eq!(prior.posterior(&config).mean[0], mu);
+        assert_eq!(prior.posterior(&[], &config).mean[0], mu);
         // The exact rule, recomputed on the current counts.
         let (o, dcs) = (models[0].observations as f64, models[0].decisions as f64);
         prior.events = 63;
         assert!(prior.count(), "64 is a power of two");
-        prior.reestimate(&encoder, &mut models, &config);
+        prior.reestimate(&encoder, &mut models, &[], &config);
         let want = logit((o - dcs + 10.0 * 0.05) / (o + 10.0));
         assert!((prior.intercept.expect("learned") - want).abs() < 1e-12);
     }
@@ -375,7 +515,7 @@ mod tests {
         let mut models: Vec<GaussianPosterior> = (0..8)
             .map(|_| GaussianPosterior::prior(d, &config))
             .collect();
-        let mut prior = SharedPrior::new(d, &config);
+        let mut prior = SharedPrior::new(d, 0, &config);
         // Two one-value categories: groups of columns 1-2 and 3-4.
         let category = |name: &str| crate::features::FeatureSpec::Categorical {
             name: name.into(),
@@ -399,7 +539,7 @@ mod tests {
             {
                 models[k].learn(x, learned, &config, None);
                 if prior.count() {
-                    prior.reestimate(&encoder, &mut models, &config);
+                    prior.reestimate(&encoder, &mut models, &[], &config);
                 }
             }
         }
