@@ -813,6 +813,76 @@ mod tests {
     }
 
     #[test]
+    fn offer_features_are_declared_encoded_and_kept() {
+        let base = "[[campaigns]]\nid = \"c\"\npolicy = \"logistic-ts\"\nreward_window = \"30s\"\n";
+        let feature = "[[campaigns.features]]\nkind = \"flag\"\nname = \"member\"\n";
+        let kinds = "[[campaigns.offer_features]]\nkind = \"categorical\"\nname = \"kind\"\nvalues = [\"bogo\", \"pct\"]\n";
+        let depth = "[[campaigns.offer_features]]\nkind = \"numeric\"\nname = \"depth\"\nmin = 0\nmax = 1\n";
+        let offers = "[[campaigns.offers]]\nid = \"a\"\nfeatures = { kind = \"bogo\", depth = 0.5 }\n\
+                      [[campaigns.offers]]\nid = \"b\"\nfeatures = { kind = \"pct\" }\n";
+        let text = format!("{base}{feature}{kinds}{depth}{offers}");
+        let ok = parse(&text, "t.toml").expect("valid");
+        let c = &ok[0];
+        // Intercept, bogo, pct, other, depth scaled.
+        assert_eq!(c.offer_columns(), 5);
+        let e = c.offer_encoder();
+        assert_eq!(
+            encode_offer(e.as_ref(), &c.offers[0]),
+            [(0, 1.0), (1, 1.0), (4, 0.5)]
+        );
+        assert_eq!(encode_offer(e.as_ref(), &c.offers[1]), [(0, 1.0), (2, 1.0)]);
+        // The file format round-trips.
+        let again = parse_campaign(&c.to_toml().expect("serializes"), "again").expect("valid");
+        assert_eq!(&again, c);
+        let err = |t: &str| parse(t, "t.toml").expect_err("should fail").to_string();
+        let e = err(&format!("{base}{feature}{kinds}{offers}"));
+        assert!(e.contains("feature 'depth' is not one of"), "{e}");
+        let e = err(&format!("{base}{feature}{offers}"));
+        assert!(
+            e.contains("declares no [[campaigns.offer_features]]"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}adaptive_prior = false\n{feature}{kinds}{depth}{offers}"
+        ));
+        assert!(e.contains("need adaptive_prior"), "{e}");
+        let e = err(&format!(
+            "{}{kinds}[[campaigns.offers]]\nid = \"a\"\n",
+            base.replace("logistic-ts", "segment-ts")
+        ));
+        assert!(e.contains("offer_features applies to"), "{e}");
+        let hashed = "[[campaigns.offer_features]]\nkind = \"hashed\"\nname = \"sku\"\n";
+        let e = err(&format!(
+            "{base}{feature}{hashed}[[campaigns.offers]]\nid = \"a\"\n"
+        ));
+        assert!(e.contains("not hashed"), "{e}");
+        let e = err(&format!(
+            "{base}{feature}{kinds}{depth}[[campaigns.offers]]\nid = \"a\"\nfeatures = {{ depth = \"deep\" }}\n"
+        ));
+        assert!(e.contains("offer 'a'"), "{e}");
+        // What an offer is cannot change under it; a new offer may come.
+        let mut changed = c.clone();
+        changed.offers[1]
+            .features
+            .insert("kind".into(), OfferFeatureValue::Category("bogo".into()));
+        let conflict = c.update_conflict(&changed).expect("conflict");
+        assert!(conflict.contains("offer 'b'"), "{conflict}");
+        let mut added = c.clone();
+        added.offers.push(OfferConfig {
+            id: "n".into(),
+            ..c.offers[1].clone()
+        });
+        assert_eq!(c.update_conflict(&added), None);
+        let mut respecified = c.clone();
+        respecified.offer_features.pop();
+        assert!(
+            c.update_conflict(&respecified)
+                .expect("conflict")
+                .contains("offer_features")
+        );
+    }
+
+    #[test]
     fn control_groups_are_validated() {
         let base = "[[campaigns]]\nid = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n";
         let offer = "[[campaigns.offers]]\nid = \"a\"\n";

@@ -128,6 +128,9 @@ pub struct Campaign {
     contextual: Option<Contextual>,
 }
 
+/// An offer's features, encoded (empty without offer features).
+type EncodedOffer = Vec<(u32, f64)>;
+
 /// The regression posteriors of a contextual campaign.
 #[derive(Debug)]
 struct Contextual {
@@ -140,7 +143,7 @@ struct Contextual {
     /// Offer columns of the learned prior (0 without offer features).
     offer_columns: usize,
     /// Per offer (by index, as the models), its encoded offer features.
-    offer_features: Arc<RwLock<Vec<Vec<(u32, f64)>>>>,
+    offer_features: Arc<RwLock<Vec<EncodedOffer>>>,
 }
 
 impl Contextual {

@@ -124,7 +124,7 @@ pub fn solve_positive_definite(a: &[f64], n: usize, b: &[f64], m: usize) -> Opti
         for j in 0..=i {
             let s = a[i * n + j] - (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum::<f64>();
             if i == j {
-                if !(s > 0.0) {
+                if s.is_nan() || s <= 0.0 {
                     return None;
                 }
                 l[i * n + i] = s.sqrt();

@@ -8,6 +8,7 @@ mod evaluate;
 mod experiment;
 mod load;
 mod logs;
+mod offer_features;
 mod ope;
 mod output;
 mod policies;
@@ -274,6 +275,11 @@ struct CompareArgs {
     /// Scenario file (TOML); see simulator/scenarios/coffee-loyalty.toml.
     #[arg(long)]
     scenario: PathBuf,
+    /// Contextual policies: offer attributes (of category, kind, depth)
+    /// that the learned prior shares across offers, as the server's
+    /// `offer_features`, joined by '+', e.g. category+kind.
+    #[arg(long, value_name = "NAMES")]
+    offer_features: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -290,6 +296,11 @@ struct ReplayArgs {
     /// (default: `lifecycle` if present, else the first categorical column).
     #[arg(long)]
     segment_by: Option<String>,
+    /// Contextual policies: offer attributes that the learned prior shares
+    /// across offers, as the server's `offer_features`, joined by '+', e.g.
+    /// category+kind+depth; read from `<dataset>.meta.json`'s "offers" list.
+    #[arg(long, value_name = "NAMES")]
+    offer_features: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -457,6 +468,13 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             marketer: scenario.has_marketer_rule().then_some(&rule as _),
             prior_strength: a.common.prior_strength,
             encoder: ScenarioWorld::encoder(&scenario, a.common.first_seed, a.common.buckets(6))?,
+            offer_features: match &a.offer_features {
+                Some(names) => Some(offer_features::encode(
+                    &split_names(names),
+                    &offer_features::of_scenario(scenario.offers()),
+                )?),
+                None => None,
+            },
         },
         threads: threads(&a.common),
         progress: !a.common.quiet,
@@ -467,6 +485,14 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         &a.common,
         outcome.into_report("compare", scenario.name(), &source, &command_line(), &plan),
     )
+}
+
+/// `a+b+c` as names.
+fn split_names(list: &str) -> Vec<String> {
+    list.split('+')
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<()> {
@@ -518,6 +544,13 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
                 },
                 8,
             )?,
+            offer_features: match &a.offer_features {
+                Some(names) => Some(offer_features::encode(
+                    &split_names(names),
+                    &offer_features::of_dataset(&a.dataset, &data.offers)?,
+                )?),
+                None => None,
+            },
         },
         threads: threads(&a.common),
         progress: !a.common.quiet,
@@ -646,6 +679,7 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
                         infer_specs(log.rows.iter().map(|r| &r.context), 8, Buckets::Steps, 32),
                         8,
                     )?,
+                    offer_features: None,
                 };
                 let mut policy = policies::build(spec, &env)?;
                 if a.replay {

@@ -49,6 +49,8 @@ pub(crate) struct PolicyEnv<'a> {
     pub(crate) prior_strength: f64,
     /// Feature encoding for contextual policies.
     pub(crate) encoder: offer_bandit::features::Encoder,
+    /// Contextual policies: the offers' encoded features (`--offer-features`).
+    pub(crate) offer_features: Option<crate::offer_features::OfferFeatures>,
 }
 
 fn contextual_config(
@@ -137,16 +139,16 @@ pub(crate) fn build<'a>(spec: &str, env: &PolicyEnv<'a>) -> anyhow::Result<Box<d
                 DEFAULT_SNAPSHOT_TOLERANCE,
             ))
         }
-        ("linear-ts", opts) => Box::new(ContextualTs::new(
-            env.encoder.clone(),
+        ("linear-ts", opts) => contextual(
+            env,
             contextual_config(spec, Likelihood::Linear, opts, env.encoder.dim())?,
-            env.weights.clone(),
-        )),
-        ("logistic-ts", opts) => Box::new(ContextualTs::new(
-            env.encoder.clone(),
+            spec,
+        )?,
+        ("logistic-ts", opts) => contextual(
+            env,
             contextual_config(spec, Likelihood::Logistic, opts, env.encoder.dim())?,
-            env.weights.clone(),
-        )),
+            spec,
+        )?,
         ("marketer", None) => match env.marketer {
             Some(rule) => Box::new(Marketer {
                 rule,
@@ -157,6 +159,25 @@ pub(crate) fn build<'a>(spec: &str, env: &PolicyEnv<'a>) -> anyhow::Result<Box<d
         _ => bail!("unknown policy '{spec}'; known policies:\n{POLICY_HELP}"),
     };
     Ok(policy)
+}
+
+/// Contextual Thompson sampling with `config`, and the offers' features if
+/// `--offer-features` gave them (which act through the learned prior).
+fn contextual<'a>(
+    env: &PolicyEnv<'a>,
+    config: ContextualConfig,
+    spec: &str,
+) -> anyhow::Result<Box<dyn Policy + 'a>> {
+    let policy = ContextualTs::new(env.encoder.clone(), config, env.weights.clone());
+    Ok(Box::new(match &env.offer_features {
+        Some(_) if !config.adaptive_prior => {
+            bail!(
+                "policy '{spec}': --offer-features act through the learned prior; drop adaptive-prior=off"
+            )
+        }
+        Some(f) => policy.with_offer_features(f.encoded.clone(), f.columns),
+        None => policy,
+    }))
 }
 
 /// A static rule written by a marketer: no learning.

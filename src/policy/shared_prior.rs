@@ -457,6 +457,154 @@ mod tests {
         }
     }
 
+    /// A posterior at the prior `N(mean, diag(variance))`.
+    fn prior_at(mean: &[f64], variance: &[f64]) -> GaussianPosterior {
+        let config = ContextualConfig::new(Likelihood::Linear);
+        let mut p = GaussianPosterior::prior(mean.len(), &config);
+        p.mean = mean.to_vec();
+        p.cov = SymMatrix::diagonal(variance);
+        p
+    }
+
+    #[test]
+    fn rebasing_and_shifting_around_a_prior_mean_equal_learning_under_it() {
+        // Linear regression is exact. Learned under (variances A, mean a),
+        // then re-based on variances B and shifted to mean b: the posterior
+        // learned under (B, b) directly.
+        let d = 5;
+        let config = ContextualConfig::new(Likelihood::Linear);
+        let (va, vb) = ([0.5; 5], [0.5, 0.02, 2.0, 0.001, 0.3]);
+        let (ma, mb) = ([0.05, 0.3, -0.4, 0.2, 0.0], [0.1, -0.2, 0.25, 0.0, 0.6]);
+        let mut moved = prior_at(&ma, &va);
+        let mut direct = prior_at(&mb, &vb);
+        let truth = [0.1, 0.3, -0.2, 0.0, 0.05];
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for x in rows(10, 300, d) {
+            let y = dot_sparse(&truth, &x) + 0.1 * (rng.random::<f64>() - 0.5);
+            moved.update(&x, y, &config);
+            direct.update(&x, y, &config);
+        }
+        moved.rebase_prior(&va, &vb, &ma);
+        let delta: Vec<(u32, f64)> = (0..d).map(|i| (i as u32, mb[i] - ma[i])).collect();
+        moved.shift_prior_mean(&delta, &vb);
+        for i in 0..d {
+            assert!(
+                (moved.mean[i] - direct.mean[i]).abs() < 1e-9,
+                "mean {i}: {:?} vs {:?}",
+                moved.mean,
+                direct.mean
+            );
+            for j in 0..d {
+                let (a, b) = (moved.cov.get(i, j), direct.cov.get(i, j));
+                assert!((a - b).abs() < 1e-9 * b.abs().max(1e-6), "cov {i},{j}");
+            }
+        }
+    }
+
+    /// Eight offers of two kinds learned on a stream where column 1 (a
+    /// customer trait) raises kind "a"'s rate and lowers kind "b"'s; two more
+    /// offers, one of each kind, never shown. Returns the prior and the
+    /// models.
+    fn two_kinds(with_features: bool) -> (SharedPrior, Vec<GaussianPosterior>) {
+        let d = 3;
+        let config = ContextualConfig::new(Likelihood::Logistic);
+        let category = |name: &str| crate::features::FeatureSpec::Categorical {
+            name: name.into(),
+            values: vec!["yes".into()],
+        };
+        let encoder = Encoder::new(vec![category("trait")], 0).expect("valid");
+        assert_eq!(encoder.dim(), d);
+        let offer_encoder = Encoder::new(
+            vec![crate::features::FeatureSpec::Categorical {
+                name: "kind".into(),
+                values: vec!["a".into(), "b".into()],
+            }],
+            0,
+        )
+        .expect("valid");
+        let kind = |k: usize| if k.is_multiple_of(2) { "a" } else { "b" };
+        let offers: Vec<Vec<(u32, f64)>> = (0..10)
+            .map(|k| {
+                let c = std::collections::HashMap::from([(
+                    "kind".to_owned(),
+                    crate::context::FeatureValue::Category(kind(k).into()),
+                )]);
+                offer_encoder.encode(&c).expect("encodes")
+            })
+            .collect();
+        let (columns, offers) = if with_features {
+            (offer_encoder.dim(), offers)
+        } else {
+            (0, Vec::new())
+        };
+        let mut models: Vec<GaussianPosterior> = (0..10)
+            .map(|_| GaussianPosterior::prior(d, &config))
+            .collect();
+        let mut prior = SharedPrior::new(d, columns, &config);
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for t in 0..24_000 {
+            let k = t % 8;
+            let on = rng.random::<f64>() < 0.5;
+            let x: Vec<(u32, f64)> = if on {
+                vec![(0, 1.0), (1, 1.0)]
+            } else {
+                vec![(0, 1.0), (2, 1.0)]
+            };
+            let sign = if kind(k) == "a" { 1.0 } else { -1.0 };
+            let z = -2.0 + if on { 1.5 * sign } else { -0.5 * sign };
+            let redeemed = rng.random::<f64>() < crate::policy::thompson::sigmoid(z);
+            for learned in [Some(false), redeemed.then_some(true)]
+                .into_iter()
+                .flatten()
+            {
+                let bound = prior.variance.clone();
+                models[k].learn(&x, learned, &config, Some(&bound));
+                if prior.count() {
+                    prior.reestimate(&encoder, &mut models, &offers, &config);
+                }
+            }
+        }
+        (prior, models)
+    }
+
+    #[test]
+    fn offer_features_carry_what_offers_like_it_learned() {
+        let (prior, models) = two_kinds(true);
+        // Offers 8 (kind a) and 9 (kind b) never learned: they are the prior
+        // for their kind, which has learned the kinds' opposite use of the
+        // trait (column 1) from the eight others.
+        let (a, b) = (&models[8], &models[9]);
+        assert!(a.learned_nothing() && b.learned_nothing());
+        let trait_effect = |m: &GaussianPosterior| m.mean[1] - m.mean[2];
+        let learned: Vec<f64> = models[..8].iter().map(trait_effect).collect();
+        assert!(
+            trait_effect(a) > 0.8 && trait_effect(b) < -0.8,
+            "new kind-a offer {:.2}, kind-b {:.2}; learned offers {learned:.2?}",
+            trait_effect(a),
+            trait_effect(b)
+        );
+        // Its own kind's offers are close to it.
+        let mean_a = learned.iter().step_by(2).sum::<f64>() / 4.0;
+        assert!(
+            (trait_effect(a) - mean_a).abs() < 0.6 * mean_a.abs(),
+            "{mean_a}"
+        );
+        assert_eq!(prior.offer_effects.len(), 3 * 3);
+        // Without offer features the new offers know nothing of the trait.
+        let (plain, models) = two_kinds(false);
+        assert!(plain.offer_effects.is_empty());
+        assert!(trait_effect(&models[8]).abs() < 1e-12);
+        assert!(trait_effect(&models[9]).abs() < 1e-12);
+        // The kinds explain the trait's weights, so the variance about the
+        // prior mean is smaller with them.
+        assert!(
+            prior.variance[1] < 0.5 * plain.variance[1],
+            "{} vs {}",
+            prior.variance[1],
+            plain.variance[1]
+        );
+    }
+
     #[test]
     fn new_offers_start_at_the_campaign_rate() {
         let d = 4;

@@ -16,6 +16,7 @@ mod learning;
 mod live_admin;
 mod live_config;
 mod metrics;
+mod offer_features;
 mod overload;
 mod persistence;
 mod security;
