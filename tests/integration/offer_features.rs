@@ -107,12 +107,16 @@ async fn new_offers_start_where_offers_like_them_are() {
     assert_eq!(campaign_stats(&mut admin, "f").await, before);
     let mut offers = server.offers().await;
 
-    // Neither new offer has been shown, but each starts where its kind is:
-    // na (kind a) good for u and poor for v, nb the other way round.
+    // Neither new offer has been shown, but each starts towards where its
+    // kind is: na (kind a) better for u than for v, nb the other way round.
+    // Without offer features the two would be the same prior (a ratio of
+    // exactly 1); with two offers per kind the ridge lets them move 2/10
+    // of the way, which here gives a ratio of about 1.4 (the traffic is
+    // deterministic: one candidate per visit, a fixed redemption pattern).
     let u = rates(&mut offers, "u").await;
     let v = rates(&mut offers, "v").await;
     assert!(
-        u["na"] > 2.0 * u["nb"] && v["nb"] > 2.0 * v["na"],
+        u["na"] > 1.25 * u["nb"] && v["nb"] > 1.25 * v["na"],
         "type u: {u:?}, type v: {v:?}"
     );
     // The campaign file shows what each offer is.
