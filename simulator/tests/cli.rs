@@ -182,6 +182,69 @@ fn thompson_sampling_beats_random_far_outside_the_interval() {
 }
 
 #[test]
+fn offer_features_come_from_the_offers_attributes() {
+    // The sample's offers are described in loyalty_sample.meta.json.
+    let base = [
+        "replay",
+        "--dataset",
+        SAMPLE,
+        "--seeds",
+        "2",
+        "--policies",
+        "logistic-ts",
+    ];
+    let plain = without_timing(json(&base));
+    let mut args = base.to_vec();
+    args.extend(["--offer-features", "category+kind+depth"]);
+    let with = without_timing(json(&args));
+    assert_eq!(with.len(), 1);
+    assert!(num(&with[0], "fraction_of_oracle") > 0.3, "{}", with[0]);
+    assert_ne!(plain, with, "the offer features change what is learned");
+    // A scenario's offer table: category, kind and depth.
+    let sc = scenario("new-offers");
+    let rounds = json(&[
+        "compare",
+        "--scenario",
+        &sc,
+        "--seeds",
+        "2",
+        "--rounds",
+        "2000",
+        "--policies",
+        "logistic-ts,linear-ts",
+        "--offer-features",
+        "category+kind",
+    ]);
+    assert_eq!(rounds.len(), 2);
+    // What cannot work is refused with the reason.
+    for (extra, says) in [
+        (
+            vec!["--offer-features", "colour"],
+            "no offer has an attribute 'colour'",
+        ),
+        (
+            vec![
+                "--offer-features",
+                "kind",
+                "--policies",
+                "logistic-ts:adaptive-prior=off",
+            ],
+            "act through the learned prior",
+        ),
+    ] {
+        let mut args = vec!["replay", "--dataset", SAMPLE, "--quiet"];
+        args.extend(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_offer-sim"))
+            .args(&args)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+#[test]
 fn bad_inputs_are_explained() {
     let out = Command::new(env!("CARGO_BIN_EXE_offer-sim"))
         .args([
