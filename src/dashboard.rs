@@ -291,5 +291,30 @@ fn learned_prior(prior: &LearnedPrior) -> String {
     }
     b.push_str("</table>");
     b.push_str(&start);
+    b.push_str(&offer_effects(prior));
+    b
+}
+
+/// With offer features: what they learned to do, largest first.
+fn offer_effects(prior: &LearnedPrior) -> String {
+    if prior.offer_effects.is_empty() {
+        return String::new();
+    }
+    let mut b = String::from(
+        "<h2>What offers' features do</h2><p class=\"note\">Learned across the offers that \
+         share a feature: how much it moves an offer's prior score in a context (log-odds for \
+         logistic-ts, a rate for linear-ts). A new offer starts from these.</p>\
+         <table id=\"offer-effects\"><tr><th>offer feature</th><th>context</th><th>effect</th></tr>",
+    );
+    for e in &prior.offer_effects {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{:+.3}</td></tr>",
+            esc(&e.offer_feature),
+            esc(&e.context),
+            e.effect
+        );
+    }
+    b.push_str("</table>");
     b
 }

@@ -556,6 +556,8 @@ pub struct CampaignStats {
     pub prior_events: u64,
     /// The learned prior's starting rate for new offers, once learned.
     pub prior_rate: Option<f64>,
+    /// With offer features: the largest learned effects (see [`LearnedPrior`]).
+    pub offer_effects: Vec<OfferEffect>,
 }
 
 /// The learned prior variance of one feature group.
@@ -578,7 +580,25 @@ pub struct LearnedPrior {
     pub events: u64,
     /// The redemption rate per decision new offers start at, once learned.
     pub rate: Option<f64>,
+    /// With offer features, once estimated: the largest effects of offer
+    /// features on context weights, largest magnitude first.
+    pub offer_effects: Vec<OfferEffect>,
 }
+
+/// A learned effect of an offer feature's column on a context column's
+/// prior mean (see [`SharedPrior::offer_effects`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferEffect {
+    /// The offer feature's column label.
+    pub offer_feature: String,
+    /// The context column label.
+    pub context: String,
+    /// On the model's scale.
+    pub effect: f64,
+}
+
+/// Most offer effects [`LearnedPrior`] lists.
+pub const SHOWN_OFFER_EFFECTS: usize = 20;
 
 /// The learned prior of `campaign`; empty unless it is contextual with
 /// `adaptive_prior`.
@@ -603,7 +623,32 @@ fn learned_prior(campaign: &Campaign) -> LearnedPrior {
             })
         })
         .collect();
+    let offer_effects = match campaign.config.offer_encoder() {
+        Some(offers) if prior.has_estimated() && !prior.offer_effects.is_empty() => {
+            let contexts = c.encoder.column_labels();
+            let offer_labels = offers.column_labels();
+            let p = offer_labels.len().saturating_sub(1);
+            let mut effects: Vec<OfferEffect> = prior
+                .offer_effects
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| **e != 0.0)
+                .filter_map(|(k, e)| {
+                    Some(OfferEffect {
+                        offer_feature: offer_labels.get(1 + k % p)?.clone(),
+                        context: contexts.get(k / p)?.clone(),
+                        effect: *e,
+                    })
+                })
+                .collect();
+            effects.sort_by(|a, b| b.effect.abs().total_cmp(&a.effect.abs()));
+            effects.truncate(SHOWN_OFFER_EFFECTS);
+            effects
+        }
+        _ => Vec::new(),
+    };
     LearnedPrior {
+        offer_effects,
         groups,
         events: prior.events,
         // Redemptions per decision, as the offers' rates are shown.
@@ -1765,6 +1810,7 @@ impl Engine {
             groups: feature_priors,
             events: prior_events,
             rate: prior_rate,
+            offer_effects,
         } = learned_prior(&campaign);
         Ok(CampaignStats {
             campaign: campaign_id.to_owned(),
@@ -1774,6 +1820,7 @@ impl Engine {
             feature_priors,
             prior_events,
             prior_rate,
+            offer_effects,
         })
     }
 

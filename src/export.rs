@@ -265,6 +265,11 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                     "part": p.part,
                     "prior_variance": p.prior_variance,
                 })).collect::<Vec<_>>(),
+                "offer_effects": stats.offer_effects.iter().map(|e| json!({
+                    "offer_feature": e.offer_feature,
+                    "context": e.context,
+                    "effect": e.effect,
+                })).collect::<Vec<_>>(),
             })
         };
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -349,6 +354,18 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             "new and untried offers start at a rate of {:.2}%, the campaign's so far",
             100.0 * rate
         );
+    }
+    if !stats.offer_effects.is_empty() {
+        println!(
+            "what offers' features do (learned across offers; on the model's scale, log-odds for logistic-ts):"
+        );
+        println!("{:<28} {:<32} {:>8}", "offer feature", "context", "effect");
+        for e in &stats.offer_effects {
+            println!(
+                "{:<28} {:<32} {:>+8.3}",
+                e.offer_feature, e.context, e.effect
+            );
+        }
     }
     Ok(())
 }

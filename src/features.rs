@@ -262,6 +262,59 @@ impl Encoder {
         groups
     }
 
+    /// What each column says, for people: `(intercept)`, `hour` (the
+    /// scaled number), `hour < 11` or `hour >= 14` (a step), `hour in [11,
+    /// 14)` (a one-hot bucket), `lifecycle = new`, `lifecycle = (other)`,
+    /// `app_user` (a flag), `hashed #5`. One label per column.
+    pub fn column_labels(&self) -> Vec<String> {
+        let mut labels = vec!["(intercept)".to_owned(); self.dim];
+        for (spec, &off) in self.specs.iter().zip(&self.offsets) {
+            let name = spec.name();
+            let mut put = |i: usize, label: String| {
+                if let Some(l) = labels.get_mut(off + i) {
+                    *l = label;
+                }
+            };
+            match spec {
+                FeatureSpec::Numeric { bins, buckets, .. } => {
+                    put(0, name.to_owned());
+                    match buckets.unwrap_or(Buckets::Steps) {
+                        Buckets::Steps => {
+                            let middle = bins.len() / 2;
+                            for (e, b) in bins.iter().enumerate() {
+                                let op = if e < middle { "<" } else { ">=" };
+                                put(1 + e, format!("{name} {op} {b}"));
+                            }
+                        }
+                        Buckets::OneHot if !bins.is_empty() => {
+                            put(1, format!("{name} < {}", bins[0]));
+                            for (e, w) in bins.windows(2).enumerate() {
+                                put(2 + e, format!("{name} in [{}, {})", w[0], w[1]));
+                            }
+                            put(
+                                bins.len() + 1,
+                                format!("{name} >= {}", bins[bins.len() - 1]),
+                            );
+                        }
+                        Buckets::OneHot => {}
+                    }
+                }
+                FeatureSpec::Categorical { values, .. } => {
+                    for (i, v) in values.iter().enumerate() {
+                        put(i, format!("{name} = {v}"));
+                    }
+                    put(values.len(), format!("{name} = (other)"));
+                }
+                FeatureSpec::Flag { .. } => put(0, name.to_owned()),
+                FeatureSpec::Hashed { .. } => {}
+            }
+        }
+        for (k, l) in labels.iter_mut().enumerate().skip(self.hash_offset) {
+            *l = format!("hashed #{}", k - self.hash_offset);
+        }
+        labels
+    }
+
     /// Encodes a context as (column, value) pairs with increasing columns.
     /// Missing features contribute nothing; unknown categories go to the
     /// feature's "other" column; context features without a spec are ignored.
@@ -453,6 +506,63 @@ pub fn settle_stored_buckets(specs: &mut [FeatureSpec]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_column_has_a_label() {
+        let specs = vec![
+            FeatureSpec::Numeric {
+                name: "hour".into(),
+                min: 0.0,
+                max: 24.0,
+                bins: vec![11.0, 14.0],
+                buckets: None,
+            },
+            FeatureSpec::Numeric {
+                name: "basket".into(),
+                min: 0.0,
+                max: 50.0,
+                bins: vec![10.0, 20.0],
+                buckets: Some(Buckets::OneHot),
+            },
+            FeatureSpec::Categorical {
+                name: "tier".into(),
+                values: vec!["gold".into()],
+            },
+            FeatureSpec::Flag { name: "app".into() },
+            FeatureSpec::Hashed {
+                name: "store".into(),
+            },
+        ];
+        let e = Encoder::new(specs, 1).expect("valid");
+        assert_eq!(
+            e.column_labels(),
+            [
+                "(intercept)",
+                "hour",
+                "hour < 11",
+                "hour >= 14",
+                "basket",
+                "basket < 10",
+                "basket in [10, 20)",
+                "basket >= 20",
+                "tier = gold",
+                "tier = (other)",
+                "app",
+                "hashed #0",
+                "hashed #1",
+            ]
+        );
+        // A step's label says when it is on.
+        let mut c = Context::new();
+        c.insert("hour".into(), FeatureValue::Number(15.0));
+        let x = e.encode(&c).expect("encodes");
+        let labels = e.column_labels();
+        let on: Vec<&str> = x
+            .iter()
+            .map(|(i, _)| labels[*i as usize].as_str())
+            .collect();
+        assert_eq!(on, ["(intercept)", "hour", "hour >= 14"]);
+    }
 
     fn ctx(pairs: &[(&str, FeatureValue)]) -> Context {
         pairs

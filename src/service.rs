@@ -696,6 +696,7 @@ fn report_to_proto(r: crate::engine::CampaignReport) -> proto::CampaignReport {
         feature_priors: Vec::new(),
         prior_events: 0,
         prior_rate: None,
+        offer_effects: Vec::new(),
     })
     .cells;
     proto::CampaignReport {
@@ -773,5 +774,14 @@ fn stats_to_proto(s: CampaignStats) -> proto::GetCampaignStatsResponse {
             .collect(),
         prior_events: s.prior_events,
         prior_rate: s.prior_rate,
+        offer_effects: s
+            .offer_effects
+            .into_iter()
+            .map(|e| proto::OfferFeatureEffect {
+                offer_feature: e.offer_feature,
+                context: e.context,
+                effect: e.effect,
+            })
+            .collect(),
     }
 }

@@ -119,6 +119,34 @@ async fn new_offers_start_where_offers_like_them_are() {
         u["na"] > 1.25 * u["nb"] && v["nb"] > 1.25 * v["na"],
         "type u: {u:?}, type v: {v:?}"
     );
+    // GetCampaignStats, the report and the dashboard show what the offer
+    // features learned to do: kind a for type u, kind b for type v.
+    let effect = |offer: &str, context: &str| {
+        before
+            .offer_effects
+            .iter()
+            .find(|e| e.offer_feature == offer && e.context == context)
+            .map_or(0.0, |e| e.effect)
+    };
+    assert!(
+        effect("kind = a", "type = u") > effect("kind = a", "type = v")
+            && effect("kind = b", "type = v") > effect("kind = b", "type = u"),
+        "{:?}",
+        before.offer_effects
+    );
+    let magnitudes: Vec<f64> = before
+        .offer_effects
+        .iter()
+        .map(|e| e.effect.abs())
+        .collect();
+    assert!(magnitudes.windows(2).all(|w| w[0] >= w[1]), "largest first");
+    let report = offer_bandit_cli(&["report", "--server", &server.url(), "--campaign", "f"]);
+    assert!(
+        report.contains("what offers' features do") && report.contains("kind = a"),
+        "{report}"
+    );
+    let (_, page) = crate::support::http_get(&server.metrics_addr, "/campaigns/f");
+    assert!(page.contains("id=\"offer-effects\"") && page.contains("kind = b"));
     // The campaign file shows what each offer is.
     let url = server.url();
     let toml = offer_bandit_cli(&["campaign-get", "--server", &url, "--campaign", "f"]);
