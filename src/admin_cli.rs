@@ -109,13 +109,16 @@ pub async fn offer_add(args: OfferAddArgs) -> anyhow::Result<()> {
 }
 
 /// `NAME=VALUE` of `offer-add --feature`: true/false a flag, a finite
-/// number a number, anything else a category.
+/// number a number, anything else (or anything in double quotes) a
+/// category.
 fn offer_feature(arg: &str) -> anyhow::Result<(String, proto::FeatureValue)> {
     use proto::feature_value::Kind;
     let Some((name, value)) = arg.split_once('=') else {
         anyhow::bail!("--feature {arg}: expected NAME=VALUE, e.g. kind=bogo");
     };
+    let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
     let kind = match value {
+        v if quoted => Kind::Category(v[1..v.len() - 1].to_owned()),
         "true" => Kind::Flag(true),
         "false" => Kind::Flag(false),
         v => match v.parse::<f64>() {
@@ -156,4 +159,21 @@ pub async fn campaign_status(args: CampaignStatusArgs) -> anyhow::Result<()> {
         .map_err(status)?;
     println!("campaign {} is now {}", args.campaign, args.status);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::feature_value::Kind;
+
+    #[test]
+    fn offer_feature_values_take_their_kind_from_their_text() {
+        let kind = |arg: &str| offer_feature(arg).expect("parses").1.kind;
+        assert_eq!(kind("kind=bogo"), Some(Kind::Category("bogo".into())));
+        assert_eq!(kind("depth=0.5"), Some(Kind::Number(0.5)));
+        assert_eq!(kind("seasonal=true"), Some(Kind::Flag(true)));
+        assert_eq!(kind("tier=\"2\""), Some(Kind::Category("2".into())));
+        assert_eq!(kind("depth=nan"), Some(Kind::Category("nan".into())));
+        assert!(offer_feature("kind").is_err());
+    }
 }

@@ -168,7 +168,8 @@ pub struct OfferAddArgs {
     pub category: Option<String>,
     /// One of the campaign's offer_features, as NAME=VALUE (repeat for
     /// each): true/false is a flag, a number a number, anything else a
-    /// category, e.g. --feature kind=bogo --feature depth=0.5.
+    /// category (quote it to make a number one: tier='"2"'), e.g.
+    /// --feature kind=bogo --feature depth=0.5.
     #[arg(long = "feature", value_name = "NAME=VALUE")]
     pub features: Vec<String>,
     /// Most decisions that may ever choose it.

@@ -291,6 +291,27 @@ impl CampaignConfig {
     }
 }
 
+/// An offer of `next` that `known` (offers configured before: current or
+/// retired) describes with other features, as the conflict's message: an
+/// offer's posterior was learned under the prior mean its features gave.
+pub fn changed_offer_features<'a>(
+    known: impl IntoIterator<Item = &'a OfferConfig>,
+    next: &CampaignConfig,
+) -> Option<String> {
+    let known: Vec<&OfferConfig> = known.into_iter().collect();
+    next.offers.iter().find_map(|o| {
+        known
+            .iter()
+            .find(|x| x.id == o.id && x.features != o.features)
+            .map(|_| {
+                format!(
+                    "offer '{}': its features must stay as they are, as its model was learned with them (add a new offer instead)",
+                    o.id
+                )
+            })
+    })
+}
+
 /// `offer`'s features encoded by `encoder` (empty without one, or if they
 /// do not encode, which validation rules out).
 pub fn encode_offer(encoder: Option<&Encoder>, offer: &OfferConfig) -> Vec<(u32, f64)> {
@@ -516,17 +537,7 @@ impl CampaignConfig {
         if next.offer_features != self.offer_features {
             return Some(format!("offer_features must stay as they are: {hint}"));
         }
-        for o in &next.offers {
-            if let Some(old) = self.offers.iter().find(|x| x.id == o.id)
-                && old.features != o.features
-            {
-                return Some(format!(
-                    "offer '{}': its features must stay as they are (add a new offer instead): {hint}",
-                    o.id
-                ));
-            }
-        }
-        None
+        changed_offer_features(&self.offers, next)
     }
 }
 
@@ -674,6 +685,10 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
             let contextual_keys = [
                 ("features", !c.features.is_empty()),
                 ("offer_features", !c.offer_features.is_empty()),
+                (
+                    "an offer's features",
+                    c.offers.iter().any(|o| !o.features.is_empty()),
+                ),
                 ("exploration", c.exploration.is_some()),
                 ("prior_variance", c.prior_variance.is_some()),
                 ("prior_rate", c.prior_rate.is_some()),
@@ -744,6 +759,16 @@ fn validate_offer_features(c: &CampaignConfig) -> Result<(), String> {
     }
     let declared: HashSet<&str> = c.offer_features.iter().map(FeatureSpec::name).collect();
     for o in &c.offers {
+        if let Some((k, _)) = o
+            .features
+            .iter()
+            .find(|(_, v)| matches!(v, OfferFeatureValue::Number(x) if !x.is_finite()))
+        {
+            return Err(format!(
+                "offer '{}': feature '{k}' must be a finite number",
+                o.id
+            ));
+        }
         if let Some(k) = o.features.keys().find(|k| !declared.contains(k.as_str())) {
             return Err(format!(
                 "offer '{}': feature '{k}' is not one of the campaign's offer_features",
@@ -860,6 +885,34 @@ mod tests {
             "{base}{feature}{kinds}{depth}[[campaigns.offers]]\nid = \"a\"\nfeatures = {{ depth = \"deep\" }}\n"
         ));
         assert!(e.contains("offer 'a'"), "{e}");
+        let e = err(&format!(
+            "{base}{feature}{kinds}{depth}[[campaigns.offers]]\nid = \"a\"\nfeatures = {{ depth = nan }}\n"
+        ));
+        assert!(e.contains("must be a finite number"), "{e}");
+        let e = err(&format!(
+            "{}[[campaigns.offers]]\nid = \"a\"\nfeatures = {{ kind = \"bogo\" }}\n",
+            base.replace("logistic-ts", "segment-ts")
+        ));
+        assert!(e.contains("an offer's features applies to"), "{e}");
+        // A retired offer keeps what it was.
+        let retired = [c.offers[1].clone()];
+        let mut back = c.clone();
+        back.offers.truncate(1);
+        back.offers.push(OfferConfig {
+            features: BTreeMap::from([(
+                "kind".to_owned(),
+                OfferFeatureValue::Category("bogo".into()),
+            )]),
+            ..c.offers[1].clone()
+        });
+        let mut dropped = c.clone();
+        dropped.offers.truncate(1);
+        assert_eq!(dropped.update_conflict(&back), None, "not among its offers");
+        assert!(
+            changed_offer_features(&retired, &back)
+                .expect("conflict")
+                .contains("offer 'b'")
+        );
         // What an offer is cannot change under it; a new offer may come.
         let mut changed = c.clone();
         changed.offers[1]

@@ -204,11 +204,13 @@ impl Contextual {
                 let from =
                     prior.prior_mean(features.get(k).map_or(&[][..], Vec::as_slice), &self.config);
                 skipped += m.rebase_prior(&prior.variance, &target, &from);
+                // The intercept moves only if the prior had learned its
+                // mean (as before offer features).
                 let delta: Vec<(u32, f64)> = from
                     .iter()
                     .zip(&configured)
                     .enumerate()
-                    .filter(|(_, (a, b))| a != b)
+                    .filter(|(i, (a, b))| a != b && (*i > 0 || prior.intercept.is_some()))
                     .map(|(i, (a, b))| (i as u32, b - a))
                     .collect();
                 m.shift_prior_mean(&delta, &variances);
@@ -357,9 +359,11 @@ impl Campaign {
         let idx = self.model.write().push_offer();
         self.daily.write().push(DailyCounts::default());
         if let Some(c) = &self.contextual {
+            // The features first: the writer reads the models' count, then
+            // the features, and must find every model's.
+            c.offer_features.write().push(offer.features.clone());
             let prior = c.offer_prior(&offer.features);
             c.models.write().push(prior);
-            c.offer_features.write().push(offer.features.clone());
         }
         self.offer_index.insert(offer.id.clone(), idx);
         self.offers.push(offer);
@@ -2933,6 +2937,19 @@ impl Writer {
             if let Some(why) = c.config.update_conflict(&config) {
                 return Err(Error::FailedPrecondition(format!(
                     "campaign '{campaign}': {why}"
+                )));
+            }
+            // Every offer the campaign ever had, retired ones included:
+            // its model was learned under the prior mean of its features.
+            let offer_encoder = config.offer_encoder();
+            if let Some(o) = config.offers.iter().find(|o| {
+                c.offer_index(&o.id).is_some_and(|i| {
+                    c.offers[i].features != crate::config::encode_offer(offer_encoder.as_ref(), o)
+                })
+            }) {
+                return Err(Error::FailedPrecondition(format!(
+                    "campaign '{campaign}': offer '{}': its features must stay as they are, as its model was learned with them (add a new offer instead)",
+                    o.id
                 )));
             }
             // Back into the config after an operator retired it: it would

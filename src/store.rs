@@ -56,7 +56,9 @@ use crate::{
 /// re-based on a prior it does not know. 6 added the intercept's learned
 /// mean to each learned prior: a schema-5 prior is read without one (the
 /// configured `prior_rate`, as schema 5 had it), so schema-4 and schema-5
-/// stores and backups are only marked 6.
+/// stores and backups are only marked 6. 7 added the offer features'
+/// learned effects: a schema-6 prior is read with none, so schema-4 to
+/// schema-6 stores and backups are only marked 7.
 pub const SCHEMA_VERSION: u32 = 7;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;

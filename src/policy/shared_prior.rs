@@ -290,21 +290,43 @@ impl SharedPrior {
             return;
         }
         let base = self.intercept_mean(config);
+        // The offers with evidence, in an order that does not depend on how
+        // they are numbered (a restart may number them differently, and the
+        // sums must come out the same to the last bit).
+        let mut usable: Vec<(Vec<(usize, f64)>, &GaussianPosterior)> = models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.learned_nothing() && m.mean.len() == dim)
+            .filter_map(|(k, m)| {
+                let z = offers
+                    .get(k)?
+                    .iter()
+                    .filter(|(f, _)| *f > 0 && (*f as usize) <= p)
+                    .map(|&(f, v)| (f as usize - 1, v))
+                    .collect();
+                Some((z, m))
+            })
+            .collect();
+        usable.sort_by(|(za, ma), (zb, mb)| {
+            let key = |z: &[(usize, f64)], m: &GaussianPosterior| {
+                z.iter()
+                    .flat_map(|&(f, v)| [f as f64, v])
+                    .chain(m.mean.iter().copied())
+                    .collect::<Vec<f64>>()
+            };
+            let (ka, kb) = (key(za, ma), key(zb, mb));
+            ka.iter()
+                .zip(&kb)
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(ka.len().cmp(&kb.len()))
+        });
         // Normal equations: A = Z'Z + ridge I (p x p), R = Z'T (p x dim).
         let mut a = vec![0.0; p * p];
         let mut r = vec![0.0; p * dim];
-        for (k, m) in models.iter().enumerate() {
-            if m.learned_nothing() || m.mean.len() != dim {
-                continue;
-            }
-            let Some(z) = offers.get(k) else { continue };
-            let z: Vec<(usize, f64)> = z
-                .iter()
-                .filter(|(f, _)| *f > 0 && (*f as usize) <= p)
-                .map(|&(f, v)| (f as usize - 1, v))
-                .collect();
-            for &(f, zf) in &z {
-                for &(g, zg) in &z {
+        for (z, m) in &usable {
+            for &(f, zf) in z {
+                for &(g, zg) in z {
                     a[f * p + g] += zf * zg;
                 }
                 for (i, mi) in m.mean.iter().enumerate() {
@@ -510,7 +532,10 @@ mod tests {
     /// customer trait) raises kind "a"'s rate and lowers kind "b"'s; two more
     /// offers, one of each kind, never shown. Returns the prior and the
     /// models.
-    fn two_kinds(with_features: bool) -> (SharedPrior, Vec<GaussianPosterior>) {
+    #[allow(clippy::type_complexity)]
+    fn two_kinds(
+        with_features: bool,
+    ) -> (SharedPrior, Vec<GaussianPosterior>, Vec<Vec<(u32, f64)>>) {
         let d = 3;
         let config = ContextualConfig::new(Likelihood::Logistic);
         let category = |name: &str| crate::features::FeatureSpec::Categorical {
@@ -569,12 +594,12 @@ mod tests {
                 }
             }
         }
-        (prior, models)
+        (prior, models, offers)
     }
 
     #[test]
     fn offer_features_carry_what_offers_like_it_learned() {
-        let (prior, models) = two_kinds(true);
+        let (prior, models, offers) = two_kinds(true);
         // Offers 8 (kind a) and 9 (kind b) never learned: they are the prior
         // for their kind, which has learned the kinds' opposite use of the
         // trait (column 1) from the eight others, shrunk by the ridge: with
@@ -599,7 +624,17 @@ mod tests {
         }
         assert_eq!(prior.offer_effects.len(), 3 * 3);
         // Without offer features the new offers know nothing of the trait.
-        let (plain, models) = two_kinds(false);
+        // The estimate does not depend on how offers are numbered.
+        let config = ContextualConfig::new(Likelihood::Logistic);
+        let mut again = prior.clone();
+        again.estimate_offer_effects(&models, &offers, &config);
+        let (mut reversed_models, mut reversed_offers) = (models.clone(), offers.clone());
+        reversed_models.reverse();
+        reversed_offers.reverse();
+        let mut reversed = prior.clone();
+        reversed.estimate_offer_effects(&reversed_models, &reversed_offers, &config);
+        assert_eq!(again.offer_effects, reversed.offer_effects);
+        let (plain, models, _) = two_kinds(false);
         assert!(plain.offer_effects.is_empty());
         assert!(trait_effect(&models[8]).abs() < 1e-12);
         assert!(trait_effect(&models[9]).abs() < 1e-12);

@@ -258,7 +258,8 @@ impl ScoreDistribution for GaussianArm {
         } else {
             linear_by_pieces(&rivals)
         };
-        Some(p.clamp(0.0, 1.0))
+        // An sd so small that a ratio overflows: the general method.
+        p.is_finite().then(|| p.clamp(0.0, 1.0))
     }
     fn sample_score(&self, rng: &mut dyn Rng) -> f64 {
         let z: f64 = rand_distr::StandardNormal.sample(rng);

@@ -165,6 +165,33 @@ async fn new_offers_start_where_offers_like_them_are() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains(says), "{}", e.message());
     }
+    // An offer dropped from the config keeps what it is: back with other
+    // features, it is refused (its model was learned with its own).
+    let without_b2 = config().replace(
+        "[[campaigns.offers]]\nid = \"b2\"\nfeatures = { kind = \"b\" }\n",
+        "",
+    );
+    admin
+        .put_campaign(offer_bandit::proto::PutCampaignRequest {
+            config_toml: without_b2,
+            expected_revision: None,
+        })
+        .await
+        .expect("drop b2");
+    let e = admin
+        .add_offer(add("b2", &[("kind", Kind::Category("a".into()))]))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("features must stay"),
+        "{}",
+        e.message()
+    );
+    admin
+        .add_offer(add("b2", &[("kind", Kind::Category("b".into()))]))
+        .await
+        .expect("back as it was");
     offers
         .select_offer(select("f", &[("type", "u")]))
         .await
