@@ -22,6 +22,16 @@ fn offer_sim(args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
+/// Runs offer-sim expecting it to fail; its stderr.
+fn offer_sim_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_offer-sim"))
+        .args(args)
+        .output()
+        .expect("offer-sim runs");
+    assert!(!out.status.success(), "offer-sim {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn json(args: &[&str]) -> Vec<Value> {
     let mut all = args.to_vec();
     all.extend(["--json", "--quiet"]);
@@ -234,31 +244,21 @@ fn offer_features_come_from_the_offers_attributes() {
     ] {
         let mut args = vec!["replay", "--dataset", SAMPLE, "--quiet"];
         args.extend(extra);
-        let out = Command::new(env!("CARGO_BIN_EXE_offer-sim"))
-            .args(&args)
-            .output()
-            .expect("runs");
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = offer_sim_fails(&args);
         assert!(err.contains(says), "{err}");
     }
 }
 
 #[test]
 fn bad_inputs_are_explained() {
-    let out = Command::new(env!("CARGO_BIN_EXE_offer-sim"))
-        .args([
-            "replay",
-            "--dataset",
-            SAMPLE,
-            "--policies",
-            "nonsense",
-            "--quiet",
-        ])
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = offer_sim_fails(&[
+        "replay",
+        "--dataset",
+        SAMPLE,
+        "--policies",
+        "nonsense",
+        "--quiet",
+    ]);
     assert!(
         err.contains("unknown policy 'nonsense'") && err.contains("segment-ts"),
         "{err}"

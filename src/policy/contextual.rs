@@ -232,9 +232,11 @@ impl GaussianPosterior {
     /// without forgetting, whose posterior is a sum of per-observation
     /// terms; for logistic regression, or with forgetting, the observation
     /// is taken out as a Gaussian pseudo-observation at the current estimate,
-    /// which is approximate. Returns whether it was exact. Does nothing (and
-    /// returns false) when the posterior is too narrow along `x` for the
-    /// observation to have been part of it.
+    /// which is approximate. Returns whether it was exact. Leaves the
+    /// posterior as it is (and returns false) when it is too narrow along
+    /// `x` for the observation to have been part of it; the observation is
+    /// still no longer counted (the campaign's rate counts redemptions as
+    /// observations beyond decisions).
     pub fn unlearn(&mut self, x: &Sparse, y: f64, config: &ContextualConfig) -> bool {
         let (mu, s2) = self.predictive(x);
         let (noise, target) = match config.likelihood {
@@ -249,6 +251,7 @@ impl GaussianPosterior {
         };
         let denom = noise - s2;
         if denom <= 1e-12 * noise {
+            self.observations = self.observations.saturating_sub(1);
             return false;
         }
         let sx = self.cov.mul_sparse(x);
@@ -568,6 +571,26 @@ mod tests {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn unlearning_too_narrow_a_posterior_still_uncounts_the_observations() {
+        // Wider along x than the noise: no observation there can be taken
+        // out, but the counts must drop, or the campaign's rate would count
+        // a phantom redemption.
+        let config = ContextualConfig {
+            prior_variance: 1.0,
+            noise_variance: 0.05,
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
+        let mut m = GaussianPosterior::prior(2, &config);
+        m.observations = 2;
+        m.decisions = 1;
+        let before = m.mean.clone();
+        let x = vec![(0, 1.0), (1, 1.0)];
+        assert!(!m.unlearn_decision(&x, true, &config));
+        assert_eq!((m.observations, m.decisions), (0, 0));
+        assert_eq!(m.mean, before, "the posterior itself is left as it was");
     }
 
     #[test]
