@@ -249,7 +249,8 @@ pub fn campaign(engine: &Engine, id: &str) -> Option<String> {
 /// weights may go, largest first. Empty when the campaign has none.
 fn learned_prior(prior: &LearnedPrior) -> String {
     if prior.groups.is_empty() {
-        return String::new();
+        // Offer features without context features: only their own effects.
+        return offer_effects(prior);
     }
     let start = prior.rate.map_or(String::new(), |r| {
         format!(
@@ -303,7 +304,7 @@ fn offer_effects(prior: &LearnedPrior) -> String {
     let mut b = String::from(
         "<h2>What offers' features do</h2><p class=\"note\">Learned across the offers that \
          share a feature: how much it moves an offer's prior score in a context (log-odds for \
-         logistic-ts, a rate for linear-ts). A new offer starts from these.</p>\
+         logistic-ts, the modelled rate for linear-ts). A new offer starts from these.</p>\
          <table id=\"offer-effects\"><tr><th>offer feature</th><th>context</th><th>effect</th></tr>",
     );
     for e in &prior.offer_effects {

@@ -371,13 +371,29 @@ impl Campaign {
     }
 
     fn add_retired_offer(&mut self, id: &str) -> usize {
+        // Known only from its stored state: no features, as an offer
+        // configured without any encodes.
+        let features = crate::config::encode_offer(
+            self.config.offer_encoder().as_ref(),
+            &crate::config::OfferConfig {
+                id: id.to_owned(),
+                name: String::new(),
+                value: 0.0,
+                category: String::new(),
+                max_decisions: None,
+                max_redemptions: None,
+                max_decisions_per_day: None,
+                max_redemptions_per_day: None,
+                features: Default::default(),
+            },
+        );
         self.push_offer(Offer {
             id: id.to_owned(),
             name: id.to_owned(),
             value: 0.0,
             category: String::new(),
             active: false,
-            features: Vec::new(),
+            features,
         })
     }
 
@@ -628,10 +644,14 @@ fn learned_prior(campaign: &Campaign) -> LearnedPrior {
         })
         .collect();
     let offer_effects = match campaign.config.offer_encoder() {
-        Some(offers) if prior.has_estimated() && !prior.offer_effects.is_empty() => {
+        Some(offers)
+            if prior.has_estimated()
+                && offers.dim() > 1
+                && prior.offer_effects.len() == c.encoder.dim() * (offers.dim() - 1) =>
+        {
             let contexts = c.encoder.column_labels();
             let offer_labels = offers.column_labels();
-            let p = offer_labels.len().saturating_sub(1);
+            let p = offer_labels.len() - 1;
             let mut effects: Vec<OfferEffect> = prior
                 .offer_effects
                 .iter()
@@ -2824,6 +2844,21 @@ impl Writer {
         };
         let redeemed = matches!(rec.state, DecisionState::Redeemed { .. });
         let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &ctx.config);
+        if posterior.learned_nothing() {
+            // Everything it learned is erased: it is its prior again, as a
+            // restart would build it.
+            let features = ctx
+                .offer_features
+                .read()
+                .get(offer)
+                .cloned()
+                .unwrap_or_default();
+            let dim = ctx.encoder.dim();
+            posterior = match g.priors.get(&rec.campaign) {
+                Some(p) => Contextual::prior_under(p, dim, &ctx.config, &features),
+                None => Contextual::prior_under(&ctx.prior.read(), dim, &ctx.config, &features),
+            };
+        }
         if ctx.config.adaptive_prior {
             // Once the prior has been re-estimated, the decision also
             // shaped the learned variances, and through them every offer.

@@ -253,7 +253,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
     if args.json {
         let mut v = report_json(&r);
         // Null for campaigns without a learned prior.
-        v["learned_prior"] = if priors.is_empty() {
+        v["learned_prior"] = if priors.is_empty() && stats.offer_effects.is_empty() {
             Value::Null
         } else {
             json!({
@@ -357,7 +357,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
     }
     if !stats.offer_effects.is_empty() {
         println!(
-            "what offers' features do (learned across offers; on the model's scale, log-odds for logistic-ts):"
+            "what offers' features do (learned across offers; on the model's scale: log-odds for logistic-ts, the modelled rate for linear-ts):"
         );
         println!("{:<28} {:<32} {:>8}", "offer feature", "context", "effect");
         for e in &stats.offer_effects {

@@ -260,3 +260,53 @@ async fn retention_keeps_what_a_frequency_cap_still_counts() {
     let again = offers.select_offer(req).await.expect_err("capped");
     assert_eq!(again.code(), Code::ResourceExhausted, "{again:?}");
 }
+
+#[tokio::test]
+async fn an_offer_whose_every_decision_is_erased_is_its_prior_again() {
+    // Only erin ever got offer a (logistic-ts: the subtraction itself is
+    // approximate). Once she is forgotten, a has learned nothing and is
+    // its prior again, as a restart would build it: the same posterior as
+    // offer c, which was never shown.
+    let toml = format!(
+        "{}[[campaigns.offers]]\nid = \"c\"\n",
+        contextual_toml("logistic-ts")
+    );
+    let server = TestServer::start(Some(&toml), &[]);
+    let mut offers = server.offers().await;
+    let mut admin = server.admin().await;
+    for i in 0..6 {
+        let tier = if i % 2 == 0 { "gold" } else { "silver" };
+        let mut req = select("k", &[("tier", tier)]);
+        req.customer_id = "erin".into();
+        req.candidate_offer_ids = vec!["a".into()];
+        let d = offers.select_offer(req).await.expect("select").into_inner();
+        if i % 3 == 0 {
+            offers
+                .record_redemption(redeem(&d.decision_id))
+                .await
+                .expect("redeem");
+        }
+    }
+    admin
+        .forget_customer(proto::ForgetCustomerRequest {
+            customer_id: "erin".into(),
+        })
+        .await
+        .expect("forget");
+    let stats = campaign_stats(&mut admin, "k").await;
+    let a = stats.offers.iter().find(|o| o.offer_id == "a").expect("a");
+    assert_eq!((a.decisions, a.model_observations), (0, 0), "{a:?}");
+    // One read: the explained decision is learned after it.
+    let mut req = select("k", &[("tier", "gold")]);
+    req.explain = true;
+    req.candidate_offer_ids = vec!["a".into(), "c".into()];
+    let d = offers.select_offer(req).await.expect("select").into_inner();
+    let rate = |id: &str| {
+        d.explanation
+            .iter()
+            .find(|e| e.offer_id == id)
+            .and_then(|e| e.redemption_rate)
+            .expect("a candidate's rate")
+    };
+    assert_eq!(rate("a"), rate("c"));
+}
