@@ -61,6 +61,15 @@ async fn main() -> anyhow::Result<()> {
                     (Some(_), Ok(e)) => format!(", encoded dimension {}", e.dim()),
                     _ => String::new(),
                 };
+                let names: Vec<&str> = c.offer_features.iter().map(|f| f.name()).collect();
+                let dimension = match c.offer_columns() {
+                    0 => dimension,
+                    n => format!(
+                        "{dimension}, offer features {} ({} columns)",
+                        names.join(", "),
+                        n - 1
+                    ),
+                };
                 println!(
                     "campaign {}: policy {}, segment_by {:?}, reward_window {}, objective {}{dimension}, offers {}",
                     c.id,
