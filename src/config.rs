@@ -291,27 +291,6 @@ impl CampaignConfig {
     }
 }
 
-/// An offer of `next` that `known` (offers configured before: current or
-/// retired) describes with other features, as the conflict's message: an
-/// offer's posterior was learned under the prior mean its features gave.
-pub fn changed_offer_features<'a>(
-    known: impl IntoIterator<Item = &'a OfferConfig>,
-    next: &CampaignConfig,
-) -> Option<String> {
-    let known: Vec<&OfferConfig> = known.into_iter().collect();
-    next.offers.iter().find_map(|o| {
-        known
-            .iter()
-            .find(|x| x.id == o.id && x.features != o.features)
-            .map(|_| {
-                format!(
-                    "offer '{}': its features must stay as they are, as its model was learned with them (add a new offer instead)",
-                    o.id
-                )
-            })
-    })
-}
-
 /// `offer`'s features encoded by `encoder` (empty without one, or if they
 /// do not encode, which validation rules out).
 pub fn encode_offer(encoder: Option<&Encoder>, offer: &OfferConfig) -> Vec<(u32, f64)> {
@@ -502,13 +481,20 @@ impl CampaignConfig {
         }
     }
 
-    /// Why a running campaign cannot become `next`, or None when it can.
+    /// Why a running campaign cannot become `next`, or None when it can;
+    /// `retired` are the offers it dropped earlier, as last configured.
     /// What its learned state means must stay the same: the policy, the
-    /// segment features and the encoded features (a change needs a new
-    /// campaign id). Everything else may change: offers (added, edited, or
-    /// dropped, which retires them), budgets, caps, the control group, the
-    /// objective, the reward window of new decisions, priors and exploration.
-    pub fn update_conflict(&self, next: &CampaignConfig) -> Option<String> {
+    /// segment features, the encoded features and offer features (a change
+    /// needs a new campaign id), and each offer's features, retired or not
+    /// (a change needs a new offer). Everything else may change: offers
+    /// (added, edited, or dropped, which retires them), budgets, caps, the
+    /// control group, the objective, the reward window of new decisions,
+    /// priors and exploration.
+    pub fn update_conflict(
+        &self,
+        retired: &[OfferConfig],
+        next: &CampaignConfig,
+    ) -> Option<String> {
         let hint = "changing it would change what the learned posteriors mean; create a new campaign id instead";
         if next.id != self.id {
             return Some(format!(
@@ -537,7 +523,20 @@ impl CampaignConfig {
         if next.offer_features != self.offer_features {
             return Some(format!("offer_features must stay as they are: {hint}"));
         }
-        changed_offer_features(&self.offers, next)
+        // An offer's posterior was learned under the prior mean its
+        // features gave.
+        let changed = |o: &&OfferConfig| {
+            self.offers
+                .iter()
+                .chain(retired)
+                .any(|x| x.id == o.id && x.features != o.features)
+        };
+        next.offers.iter().find(changed).map(|o| {
+            format!(
+                "offer '{}': its features must stay as they are, as its model was learned with them (add a new offer instead)",
+                o.id
+            )
+        })
     }
 }
 
@@ -907,9 +906,14 @@ mod tests {
         });
         let mut dropped = c.clone();
         dropped.offers.truncate(1);
-        assert_eq!(dropped.update_conflict(&back), None, "not among its offers");
+        assert_eq!(
+            dropped.update_conflict(&[], &back),
+            None,
+            "not among its offers"
+        );
         assert!(
-            changed_offer_features(&retired, &back)
+            dropped
+                .update_conflict(&retired, &back)
                 .expect("conflict")
                 .contains("offer 'b'")
         );
@@ -918,18 +922,18 @@ mod tests {
         changed.offers[1]
             .features
             .insert("kind".into(), OfferFeatureValue::Category("bogo".into()));
-        let conflict = c.update_conflict(&changed).expect("conflict");
+        let conflict = c.update_conflict(&[], &changed).expect("conflict");
         assert!(conflict.contains("offer 'b'"), "{conflict}");
         let mut added = c.clone();
         added.offers.push(OfferConfig {
             id: "n".into(),
             ..c.offers[1].clone()
         });
-        assert_eq!(c.update_conflict(&added), None);
+        assert_eq!(c.update_conflict(&[], &added), None);
         let mut respecified = c.clone();
         respecified.offer_features.pop();
         assert!(
-            c.update_conflict(&respecified)
+            c.update_conflict(&[], &respecified)
                 .expect("conflict")
                 .contains("offer_features")
         );
@@ -1016,25 +1020,25 @@ mod tests {
         next.offers.pop();
         next.control_share = 0.3;
         next.reward_window = Duration::from_secs(60);
-        assert_eq!(c.update_conflict(&next), None);
+        assert_eq!(c.update_conflict(&[], &next), None);
         let mut bad = c.clone();
         bad.segment_by.pop();
         assert!(
-            c.update_conflict(&bad)
+            c.update_conflict(&[], &bad)
                 .expect("conflict")
                 .contains("segment_by")
         );
         let mut bad = c.clone();
         bad.policy = PolicyKind::LinearTs;
         assert!(
-            c.update_conflict(&bad)
+            c.update_conflict(&[], &bad)
                 .expect("conflict")
                 .contains("policy")
         );
         let mut bad = c.clone();
         bad.id = "other".into();
         assert!(
-            c.update_conflict(&bad)
+            c.update_conflict(&[], &bad)
                 .expect("conflict")
                 .contains("'other'")
         );
@@ -1044,7 +1048,7 @@ mod tests {
         assert!(personal.contextual().is_some_and(|x| x.adaptive_prior));
         let mut off = personal.clone();
         off.adaptive_prior = Some(false);
-        assert_eq!(personal.update_conflict(&off), None);
+        assert_eq!(personal.update_conflict(&[], &off), None);
         // Off by default above 256 encoded columns (the cost is O(K d^3)).
         let mut wide = personal.clone();
         wide.hash_bits = 9;

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use crate::{
     decision::now_ms,
     engine::{CampaignReport, Engine, FeaturePrior, LearnedPrior},
-    policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE},
+    policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE, variances_estimated},
     uplift::{ArmSummary, Estimate},
 };
 
@@ -258,7 +258,7 @@ fn learned_prior(prior: &LearnedPrior) -> String {
             100.0 * r
         )
     });
-    if prior.events < FIRST_ESTIMATE {
+    if !variances_estimated(prior.events) {
         return format!(
             "<h2>What the model found matters</h2><p id=\"priors\" class=\"note\">Not estimated \
              yet: the learned prior's first estimate comes after {FIRST_ESTIMATE} learning events \

@@ -128,9 +128,6 @@ pub struct Campaign {
     contextual: Option<Contextual>,
 }
 
-/// An offer's features, encoded (empty without offer features).
-type EncodedOffer = Vec<(u32, f64)>;
-
 /// The regression posteriors of a contextual campaign.
 #[derive(Debug)]
 struct Contextual {
@@ -140,10 +137,11 @@ struct Contextual {
     /// The prior learned across the offers (used when
     /// `config.adaptive_prior`), shared by every revision like the models.
     prior: Arc<RwLock<SharedPrior>>,
-    /// Offer columns of the learned prior (0 without offer features).
-    offer_columns: usize,
-    /// Per offer (by index, as the models), its encoded offer features.
-    offer_features: Arc<RwLock<Vec<EncodedOffer>>>,
+}
+
+/// Every offer's encoded offer features, by offer index (as the models).
+fn offer_features(offers: &[Offer]) -> Vec<Vec<(u32, f64)>> {
+    offers.iter().map(|o| o.features.clone()).collect()
 }
 
 impl Contextual {
@@ -180,7 +178,7 @@ impl Contextual {
     /// re-based on it (the intercept keeps its own), and the learned prior
     /// starts over should it be switched on again. The O(K d^3) work is done
     /// on copies, so SelectOffer is not held up meanwhile.
-    fn switch_prior_off(&self, next: &ContextualConfig) {
+    fn switch_prior_off(&self, next: &ContextualConfig, offers: &[Offer]) {
         let mut prior = self.prior.write();
         let mut target = vec![next.prior_variance; self.encoder.dim()];
         if let (Some(t), Some(v)) = (target.first_mut(), prior.variance.first()) {
@@ -193,7 +191,6 @@ impl Contextual {
             *v = self.config.prior_variance;
         }
         let configured = GaussianPosterior::prior(self.encoder.dim(), next).mean;
-        let features = self.offer_features.read();
         let mut models = self.models.read().clone();
         let mut skipped = 0;
         for (k, m) in models.iter_mut().enumerate() {
@@ -201,22 +198,17 @@ impl Contextual {
                 // As a restart builds it.
                 *m = GaussianPosterior::prior(self.encoder.dim(), next);
             } else {
-                let from =
-                    prior.prior_mean(features.get(k).map_or(&[][..], Vec::as_slice), &self.config);
+                let features = offers.get(k).map_or(&[][..], |o| o.features.as_slice());
+                let from = prior.prior_mean(features, &self.config);
                 skipped += m.rebase_prior(&prior.variance, &target, &from);
-                // The intercept moves only if the prior had learned its
-                // mean (as before offer features).
-                let delta: Vec<(u32, f64)> = from
-                    .iter()
-                    .zip(&configured)
-                    .enumerate()
-                    .filter(|(i, (a, b))| a != b && (*i > 0 || prior.intercept.is_some()))
-                    .map(|(i, (a, b))| (i as u32, b - a))
-                    .collect();
-                m.shift_prior_mean(&delta, &variances);
+                let mut to = configured.clone();
+                if let (None, Some(t), Some(f)) = (prior.intercept, to.first_mut(), from.first()) {
+                    // The intercept's mean moves only if it was learned.
+                    *t = *f;
+                }
+                m.move_prior_mean(&from, &to, &variances);
             }
         }
-        drop(features);
         if skipped > 0 {
             tracing::warn!(
                 columns = skipped,
@@ -224,16 +216,15 @@ impl Contextual {
             );
         }
         *self.models.write() = models;
-        *prior = SharedPrior::new(self.encoder.dim(), self.offer_columns, next);
+        *prior = prior.restarted(next);
     }
 
     /// Sets every offer that has learned nothing to the prior under `next`.
-    fn reset_untrained(&self, next: &ContextualConfig) {
+    fn reset_untrained(&self, next: &ContextualConfig, offers: &[Offer]) {
         let prior = self.prior.read();
-        let features = self.offer_features.read();
         for (k, m) in self.models.write().iter_mut().enumerate() {
             if m.learned_nothing() {
-                let z = features.get(k).map_or(&[][..], Vec::as_slice);
+                let z = offers.get(k).map_or(&[][..], |o| o.features.as_slice());
                 *m = Self::prior_under(&prior, self.encoder.dim(), next, z);
             }
         }
@@ -243,19 +234,16 @@ impl Contextual {
 impl Campaign {
     fn new(config: CampaignConfig, revision: Revision, active: bool) -> Self {
         // The config was validated at load, so the encoder builds.
-        let offer_columns = config.offer_columns();
         let contextual = match (config.contextual(), config.encoder()) {
             (Some(cfg), Ok(encoder)) => Some(Contextual {
                 models: Arc::default(),
                 prior: Arc::new(RwLock::new(SharedPrior::new(
                     encoder.dim(),
-                    offer_columns,
+                    config.offer_columns(),
                     &cfg,
                 ))),
                 encoder,
                 config: cfg,
-                offer_columns,
-                offer_features: Arc::default(),
             }),
             _ => None,
         };
@@ -290,7 +278,7 @@ impl Campaign {
         let contextual = self.contextual.as_ref().and_then(|c| {
             let next = config.contextual()?;
             if c.config.adaptive_prior && !next.adaptive_prior {
-                c.switch_prior_off(&next);
+                c.switch_prior_off(&next, &self.offers);
             }
             let new_prior = (next.prior_variance, next.prior_rate)
                 != (c.config.prior_variance, c.config.prior_rate);
@@ -300,21 +288,20 @@ impl Campaign {
                     .iter()
                     .all(GaussianPosterior::learned_nothing)
             {
-                *c.prior.write() = SharedPrior::new(c.encoder.dim(), c.offer_columns, &next);
+                let fresh = c.prior.read().restarted(&next);
+                *c.prior.write() = fresh;
             }
             if new_prior || (next.adaptive_prior && !c.config.adaptive_prior) {
                 // The offers that have learned nothing start from the prior
                 // as it now is, as a restart builds them (the writer stores
                 // them with the revision).
-                c.reset_untrained(&next);
+                c.reset_untrained(&next, &self.offers);
             }
             Some(Contextual {
                 encoder: c.encoder.clone(),
                 config: next,
                 models: c.models.clone(),
                 prior: c.prior.clone(),
-                offer_columns: c.offer_columns,
-                offer_features: c.offer_features.clone(),
             })
         });
         let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
@@ -359,9 +346,6 @@ impl Campaign {
         let idx = self.model.write().push_offer();
         self.daily.write().push(DailyCounts::default());
         if let Some(c) = &self.contextual {
-            // The features first: the writer reads the models' count, then
-            // the features, and must find every model's.
-            c.offer_features.write().push(offer.features.clone());
             let prior = c.offer_prior(&offer.features);
             c.models.write().push(prior);
         }
@@ -371,29 +355,13 @@ impl Campaign {
     }
 
     fn add_retired_offer(&mut self, id: &str) -> usize {
-        // Known only from its stored state: no features, as an offer
-        // configured without any encodes.
-        let features = crate::config::encode_offer(
-            self.config.offer_encoder().as_ref(),
-            &crate::config::OfferConfig {
-                id: id.to_owned(),
-                name: String::new(),
-                value: 0.0,
-                category: String::new(),
-                max_decisions: None,
-                max_redemptions: None,
-                max_decisions_per_day: None,
-                max_redemptions_per_day: None,
-                features: Default::default(),
-            },
-        );
         self.push_offer(Offer {
             id: id.to_owned(),
             name: id.to_owned(),
             value: 0.0,
             category: String::new(),
             active: false,
-            features,
+            features: Vec::new(),
         })
     }
 
@@ -908,13 +876,14 @@ impl Engine {
             campaign.model.write().set_cell(&key.segment, idx, *counts);
         }
         for (campaign_id, prior) in store.load_priors()? {
-            let Some(c) = campaigns
-                .get_mut(&campaign_id)
-                .and_then(|c| c.contextual.as_mut())
-            else {
+            let Some(campaign) = campaigns.get_mut(&campaign_id) else {
                 continue;
             };
-            if !prior.is_well_formed(c.encoder.dim(), c.offer_columns) {
+            let offer_columns = campaign.config.offer_columns();
+            let Some(c) = campaign.contextual.as_mut() else {
+                continue;
+            };
+            if !prior.is_well_formed(c.encoder.dim(), offer_columns) {
                 return Err(StoreError::Corrupt {
                     key: format!("prior {campaign_id}"),
                     reason: format!(
@@ -922,7 +891,7 @@ impl Engine {
                         prior.variance.len(),
                         prior.offer_effects.len(),
                         c.encoder.dim(),
-                        c.offer_columns
+                        offer_columns
                     ),
                 });
             }
@@ -992,12 +961,15 @@ impl Engine {
         // crash interrupted) is undone, and offers that learned nothing are
         // the current prior.
         let mut settled = false;
-        for c in campaigns.values().filter_map(|c| c.contextual.as_ref()) {
+        for campaign in campaigns.values() {
+            let Some(c) = &campaign.contextual else {
+                continue;
+            };
             if !c.config.adaptive_prior && c.prior_is_learned() {
-                c.switch_prior_off(&c.config);
+                c.switch_prior_off(&c.config, &campaign.offers);
                 settled = true;
             }
-            c.reset_untrained(&c.config);
+            c.reset_untrained(&c.config, &campaign.offers);
         }
         let checkpoint = store.model_seq()?;
         let (decisions, last_seq) = replay_learning(&store, &mut campaigns, checkpoint)?;
@@ -2528,7 +2500,7 @@ impl Writer {
         self.dirty.borrow_mut().insert(key.clone());
         g.models.insert(key, posterior);
         if ctx.config.adaptive_prior {
-            self.count_for_prior(g, &rec.campaign, ctx);
+            self.count_for_prior(g, &campaign, ctx);
         }
         // Written at the next checkpoint (`finish`); until then the event is
         // durable as this sequence number in its decision record.
@@ -2539,7 +2511,8 @@ impl Writer {
     /// Counts a learning event for the campaign's learned prior and, when a
     /// re-estimation is due, re-bases every offer's posterior on the new
     /// prior (all staged in the group, all written at the next checkpoint).
-    fn count_for_prior(&self, g: &mut Group, campaign: &str, ctx: &Contextual) {
+    fn count_for_prior(&self, g: &mut Group, c: &Campaign, ctx: &Contextual) {
+        let campaign = c.config.id.as_str();
         if !g.priors.contains_key(campaign) {
             g.priors
                 .insert(campaign.to_owned(), ctx.prior.read().clone());
@@ -2557,7 +2530,7 @@ impl Writer {
                 None => ctx.models.read()[i].clone(),
             })
             .collect();
-        let features = ctx.offer_features.read().clone();
+        let features = offer_features(&c.offers);
         if !prior.reestimate(&ctx.encoder, &mut models, &features, &ctx.config) {
             return; // no variance moved: every posterior is as it was
         }
@@ -2847,16 +2820,11 @@ impl Writer {
         if posterior.learned_nothing() {
             // Everything it learned is erased: it is its prior again, as a
             // restart would build it.
-            let features = ctx
-                .offer_features
-                .read()
-                .get(offer)
-                .cloned()
-                .unwrap_or_default();
+            let features = &campaign.offers[offer].features;
             let dim = ctx.encoder.dim();
             posterior = match g.priors.get(&rec.campaign) {
-                Some(p) => Contextual::prior_under(p, dim, &ctx.config, &features),
-                None => Contextual::prior_under(&ctx.prior.read(), dim, &ctx.config, &features),
+                Some(p) => Contextual::prior_under(p, dim, &ctx.config, features),
+                None => Contextual::prior_under(&ctx.prior.read(), dim, &ctx.config, features),
             };
         }
         if ctx.config.adaptive_prior {
@@ -2969,22 +2937,9 @@ impl Writer {
                     )
                 }));
             }
-            if let Some(why) = c.config.update_conflict(&config) {
+            if let Some(why) = c.config.update_conflict(&c.retired, &config) {
                 return Err(Error::FailedPrecondition(format!(
                     "campaign '{campaign}': {why}"
-                )));
-            }
-            // Every offer the campaign ever had, retired ones included:
-            // its model was learned under the prior mean of its features.
-            let offer_encoder = config.offer_encoder();
-            if let Some(o) = config.offers.iter().find(|o| {
-                c.offer_index(&o.id).is_some_and(|i| {
-                    c.offers[i].features != crate::config::encode_offer(offer_encoder.as_ref(), o)
-                })
-            }) {
-                return Err(Error::FailedPrecondition(format!(
-                    "campaign '{campaign}': offer '{}': its features must stay as they are, as its model was learned with them (add a new offer instead)",
-                    o.id
                 )));
             }
             // Back into the config after an operator retired it: it would
@@ -3186,7 +3141,7 @@ fn replay_learning(
                 .then_some(prior.variance.as_slice());
             p.learn(&x, redeemed, &ctx.config, bound);
             if ctx.config.adaptive_prior && prior.count() {
-                let features = ctx.offer_features.read();
+                let features = offer_features(&c.offers);
                 prior.reestimate(&ctx.encoder, &mut models, &features, &ctx.config);
             }
         }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     cli::{BackupArgs, ExportArgs, ForgetArgs, ReportArgs},
     decision::now_ms,
-    policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE},
+    policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE, variances_estimated},
     proto::{self, feature_value::Kind},
 };
 
@@ -249,7 +249,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut priors: Vec<&proto::FeaturePrior> = stats.feature_priors.iter().collect();
     priors.sort_by(|a, b| b.prior_variance.total_cmp(&a.prior_variance));
-    let estimated = stats.prior_events >= FIRST_ESTIMATE;
+    let estimated = variances_estimated(stats.prior_events);
     if args.json {
         let mut v = report_json(&r);
         // Null for campaigns without a learned prior.

@@ -234,10 +234,7 @@ pub fn resolve(
                 }
             }
             Some((s, old)) => {
-                if let Some(why) = old
-                    .update_conflict(&config)
-                    .or_else(|| crate::config::changed_offer_features(&s.retired, &config))
-                {
+                if let Some(why) = old.update_conflict(&s.retired, &config) {
                     return Err(ConfigError::Invalid {
                         origin: "campaign file".into(),
                         message: format!("campaign '{}': {why}", config.id),

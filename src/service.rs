@@ -417,13 +417,7 @@ impl CampaignAdmin for Api {
                     ))
                     .into());
                 }
-                Some(Kind::Number(x)) if !x.is_finite() => {
-                    return Err(Error::InvalidArgument(format!(
-                        "offer feature '{}' is {x}; numbers must be finite",
-                        truncate(&name)
-                    ))
-                    .into());
-                }
+                // Validated with the config, non-finite numbers included.
                 Some(Kind::Number(x)) => crate::config::OfferFeatureValue::Number(x),
                 Some(Kind::Category(c)) => crate::config::OfferFeatureValue::Category(c),
                 Some(Kind::Flag(b)) => crate::config::OfferFeatureValue::Flag(b),

@@ -902,17 +902,13 @@ pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
             })
     } else if key.starts_with(PRIOR) {
         let p = decode_prior(key, value)?;
-        let d = p.variance.len();
-        let offer_columns = match d {
-            0 => 0,
-            d => p.offer_effects.len() / d + 1,
-        };
-        if p.is_well_formed(d, offer_columns) {
+        if p.holds_usable_numbers() {
             Ok(())
         } else {
             Err(StoreError::Corrupt {
                 key: escape(key),
-                reason: "a prior variance is not a positive number".into(),
+                reason: "a prior holds a non-finite number or a variance that is not positive"
+                    .into(),
             })
         }
     } else if key.starts_with(MODEL) {

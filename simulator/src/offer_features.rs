@@ -3,13 +3,13 @@
 //! `offer_features`. The attributes come from a scenario's offer table or
 //! from a dataset's `<name>.meta.json` (`{"offers": [{"name": ..., ...}]}`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use offer_bandit::{
     context::{Context, FeatureValue},
-    features::{Encoder, FeatureSpec},
+    features::{Buckets, Encoder, infer_specs},
 };
 
 use crate::scenario::SimOffer;
@@ -23,49 +23,24 @@ pub(crate) struct OfferFeatures {
     pub(crate) columns: usize,
 }
 
-/// Encodes `names` of each offer's `attributes`: labels become categories
-/// (the values seen), numbers are scaled over the range seen, true/false
-/// are flags.
+/// Encodes `names` of each offer's `attributes`, inferred as a dataset's
+/// context features are ([`infer_specs`]): labels become categories (the
+/// values seen), numbers are scaled over the range seen, true/false are
+/// flags.
 pub(crate) fn encode(names: &[String], attributes: &[Context]) -> anyhow::Result<OfferFeatures> {
-    let mut specs = Vec::with_capacity(names.len());
-    for name in names {
-        let values: Vec<&FeatureValue> = attributes.iter().filter_map(|a| a.get(name)).collect();
-        let spec = match values.first() {
-            None => bail!("--offer-features: no offer has an attribute '{name}'"),
-            Some(FeatureValue::Category(_)) => FeatureSpec::Categorical {
-                name: name.clone(),
-                values: values
-                    .iter()
-                    .filter_map(|v| match v {
-                        FeatureValue::Category(c) => Some(c.clone()),
-                        _ => None,
-                    })
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect(),
-            },
-            Some(FeatureValue::Number(_)) => {
-                let numbers: Vec<f64> = values
-                    .iter()
-                    .filter_map(|v| match v {
-                        FeatureValue::Number(x) => Some(*x),
-                        _ => None,
-                    })
-                    .collect();
-                let min = numbers.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                FeatureSpec::Numeric {
-                    name: name.clone(),
-                    min,
-                    max: if max > min { max } else { min + 1.0 },
-                    bins: Vec::new(),
-                    buckets: None,
-                }
-            }
-            Some(FeatureValue::Flag(_)) => FeatureSpec::Flag { name: name.clone() },
-        };
-        specs.push(spec);
-    }
+    let inferred = infer_specs(attributes, 1, Buckets::Steps, usize::MAX);
+    let specs = names
+        .iter()
+        .map(|name| {
+            inferred
+                .iter()
+                .find(|s| s.name() == name)
+                .cloned()
+                .with_context(|| {
+                    format!("--offer-features: no offer has an attribute '{name}' (or all have the same number)")
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let encoder = Encoder::new(specs, 0).context("--offer-features")?;
     let encoded = attributes
         .iter()

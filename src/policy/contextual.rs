@@ -130,29 +130,19 @@ impl GaussianPosterior {
         }
     }
 
-    /// Re-bases the posterior on an intercept prior mean `shift` higher
-    /// (the intercept's prior variance, `config.prior_variance`, unchanged),
-    /// exactly: with prior precision `P0`, the mean `S (P0 mu0 + b)` moves
-    /// by `S P0 (mu0' - mu0)`, here `S e0 shift / v0`. O(d).
-    pub fn shift_intercept_prior(&mut self, shift: f64, config: &ContextualConfig) {
-        if shift == 0.0 || !shift.is_finite() || self.mean.is_empty() {
-            return;
-        }
-        let k = shift / config.prior_variance;
-        let col = self.cov.column(0);
-        for (m, c) in self.mean.iter_mut().zip(col) {
-            *m += k * c;
-        }
-    }
-
-    /// Re-bases the posterior on a prior mean `delta` higher (sparse; the
-    /// prior variances `variance` unchanged), exactly: the mean
-    /// `S (P0 mu0 + b)` moves by `S P0 delta`. O(d) per non-zero of `delta`.
-    pub fn shift_prior_mean(&mut self, delta: &Sparse, variance: &[f64]) {
-        let scaled: Vec<(u32, f64)> = delta
+    /// Re-bases the posterior from prior mean `from` to `to` (the prior
+    /// variances `variance` unchanged), exactly: the mean `S (P0 mu0 + b)`
+    /// moves by `S P0 (to - from)`. O(d) per column whose mean moves.
+    pub fn move_prior_mean(&mut self, from: &[f64], to: &[f64], variance: &[f64]) {
+        let scaled: Vec<(u32, f64)> = from
             .iter()
-            .filter(|(i, d)| *d != 0.0 && d.is_finite() && (*i as usize) < self.mean.len())
-            .filter_map(|&(i, d)| Some((i, d / *variance.get(i as usize)?)))
+            .zip(to)
+            .zip(variance)
+            .enumerate()
+            .take(self.mean.len())
+            .filter(|(_, ((a, b), _))| a != b)
+            .map(|(i, ((a, b), v))| (i as u32, (b - a) / v))
+            .filter(|(_, d)| d.is_finite())
             .collect();
         if scaled.is_empty() {
             return;
@@ -448,11 +438,6 @@ impl ContextualTs {
                 &self.config,
             );
         }
-    }
-
-    /// The learned prior, when `adaptive_prior`.
-    pub fn learned_prior(&self) -> Option<&SharedPrior> {
-        self.prior.as_ref()
     }
 
     /// The per-offer posteriors.

@@ -39,6 +39,12 @@ pub const RETUNE: f64 = 0.05;
 /// for K = 12, d = 64; some 4,000 times that at d = 1,024).
 pub const DEFAULT_MAX_COLUMNS: usize = 256;
 
+/// Whether the variances have been estimated after `events` learning
+/// events (before that they are the configured ones).
+pub fn variances_estimated(events: u64) -> bool {
+    events >= FIRST_ESTIMATE
+}
+
 /// Whether a campaign of `dim` encoded columns learns its prior by default.
 pub fn on_by_default(dim: usize) -> bool {
     dim <= DEFAULT_MAX_COLUMNS
@@ -92,6 +98,12 @@ impl SharedPrior {
         }
     }
 
+    /// The configured prior under `config`, before any evidence, for the
+    /// same columns and offer columns as this one.
+    pub fn restarted(&self, config: &ContextualConfig) -> Self {
+        Self::new(self.variance.len(), self.offer_columns() + 1, config)
+    }
+
     /// Offer feature columns besides the offer encoding's intercept.
     fn offer_columns(&self) -> usize {
         match self.variance.len() {
@@ -105,9 +117,16 @@ impl SharedPrior {
     pub fn is_well_formed(&self, dim: usize, offer_columns: usize) -> bool {
         self.variance.len() == dim
             && self.offer_effects.len() == dim * offer_columns.saturating_sub(1)
-            && self.variance.iter().all(|v| v.is_finite() && *v > 0.0)
+            && self.holds_usable_numbers()
+    }
+
+    /// Whether a decoded prior holds usable numbers in a consistent shape,
+    /// whatever the campaign's config says of its size.
+    pub fn holds_usable_numbers(&self) -> bool {
+        self.variance.iter().all(|v| v.is_finite() && *v > 0.0)
             && self.intercept.is_none_or(f64::is_finite)
             && self.offer_effects.iter().all(|v| v.is_finite())
+            && self.offer_effects.len().is_multiple_of(self.variance.len())
     }
 
     /// Whether anything has been learned into the prior yet (the intercept's
@@ -219,8 +238,7 @@ impl SharedPrior {
         config: &ContextualConfig,
     ) -> bool {
         let dim = self.variance.len();
-        let none: Vec<(u32, f64)> = Vec::new();
-        let features = |k: usize| offers.get(k).unwrap_or(&none);
+        let features = |k: usize| offers.get(k).map_or(&[][..], Vec::as_slice);
         let old_means: Vec<Vec<f64>> = (0..models.len())
             .map(|k| self.prior_mean(features(k), config))
             .collect();
@@ -361,14 +379,13 @@ impl SharedPrior {
         old_means: &[Vec<f64>],
     ) {
         let dim = self.variance.len();
-        let none: Vec<(u32, f64)> = Vec::new();
         let variances = self.prior_variances(config);
         let mut skipped = 0;
         for (k, m) in models.iter_mut().enumerate() {
             if m.mean.len() != dim {
                 continue;
             }
-            let features = offers.get(k).unwrap_or(&none);
+            let features = offers.get(k).map_or(&[][..], Vec::as_slice);
             if m.learned_nothing() {
                 *m = self.posterior(features, config);
                 continue;
@@ -377,15 +394,7 @@ impl SharedPrior {
                 continue;
             };
             skipped += m.rebase_prior(old, &self.variance, from);
-            let to = self.prior_mean(features, config);
-            let delta: Vec<(u32, f64)> = from
-                .iter()
-                .zip(&to)
-                .enumerate()
-                .filter(|(_, (a, b))| a != b)
-                .map(|(i, (a, b))| (i as u32, b - a))
-                .collect();
-            m.shift_prior_mean(&delta, &variances);
+            m.move_prior_mean(from, &self.prior_mean(features, config), &variances);
         }
         if skipped > 0 {
             tracing::warn!(
@@ -473,7 +482,9 @@ mod tests {
             shifted.update(&x, y, &from);
             direct.update(&x, y, &to);
         }
-        shifted.shift_intercept_prior(0.3 - 0.05, &from);
+        let (mut a, mut b) = (vec![0.0; d], vec![0.0; d]);
+        (a[0], b[0]) = (0.05, 0.3);
+        shifted.move_prior_mean(&a, &b, &vec![from.prior_variance; d]);
         for (a, b) in shifted.mean.iter().zip(&direct.mean) {
             assert!(
                 (a - b).abs() < 1e-9,
@@ -512,8 +523,7 @@ mod tests {
             direct.update(&x, y, &config);
         }
         moved.rebase_prior(&va, &vb, &ma);
-        let delta: Vec<(u32, f64)> = (0..d).map(|i| (i as u32, mb[i] - ma[i])).collect();
-        moved.shift_prior_mean(&delta, &vb);
+        moved.move_prior_mean(&ma, &mb, &vb);
         for i in 0..d {
             assert!(
                 (moved.mean[i] - direct.mean[i]).abs() < 1e-9,

@@ -155,7 +155,10 @@ async fn new_offers_start_where_offers_like_them_are() {
     // Bad offer features are refused, and the server stays up.
     for (features, says) in [
         (vec![("colour", Kind::Category("red".into()))], "not one of"),
-        (vec![("kind", Kind::Number(f64::NAN))], "must be finite"),
+        (
+            vec![("kind", Kind::Number(f64::NAN))],
+            "must be a finite number",
+        ),
         (vec![("kind", Kind::Number(2.0))], "offer 'bad'"),
     ] {
         let e = admin
