@@ -537,15 +537,9 @@ pub struct CampaignStats {
     pub cells: Vec<CellStats>,
     /// Model version.
     pub model_version: u64,
-    /// Contextual campaigns with `adaptive_prior`: the learned prior
-    /// variance of each feature group, in encoding order.
-    pub feature_priors: Vec<FeaturePrior>,
-    /// Learning events the learned prior has counted.
-    pub prior_events: u64,
-    /// The learned prior's starting rate for new offers, once learned.
-    pub prior_rate: Option<f64>,
-    /// With offer features: the largest learned effects (see [`LearnedPrior`]).
-    pub offer_effects: Vec<OfferEffect>,
+    /// Contextual campaigns with `adaptive_prior`: what the learned prior
+    /// holds (empty otherwise).
+    pub learned_prior: LearnedPrior,
 }
 
 /// The learned prior variance of one feature group.
@@ -1802,21 +1796,12 @@ impl Engine {
             })
             .collect();
         cells.sort_by(|a, b| (&a.segment, &a.offer_id).cmp(&(&b.segment, &b.offer_id)));
-        let LearnedPrior {
-            groups: feature_priors,
-            events: prior_events,
-            rate: prior_rate,
-            offer_effects,
-        } = learned_prior(&campaign);
         Ok(CampaignStats {
+            learned_prior: learned_prior(&campaign),
             campaign: campaign_id.to_owned(),
             offers,
             cells,
             model_version: model.version(),
-            feature_priors,
-            prior_events,
-            prior_rate,
-            offer_effects,
         })
     }
 

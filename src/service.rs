@@ -687,10 +687,7 @@ fn report_to_proto(r: crate::engine::CampaignReport) -> proto::CampaignReport {
         offers: Vec::new(),
         cells: r.cells,
         model_version: 0,
-        feature_priors: Vec::new(),
-        prior_events: 0,
-        prior_rate: None,
-        offer_effects: Vec::new(),
+        learned_prior: Default::default(),
     })
     .cells;
     proto::CampaignReport {
@@ -758,7 +755,8 @@ fn stats_to_proto(s: CampaignStats) -> proto::GetCampaignStatsResponse {
             .collect(),
         model_version: s.model_version,
         feature_priors: s
-            .feature_priors
+            .learned_prior
+            .groups
             .into_iter()
             .map(|f| proto::FeaturePrior {
                 feature: f.feature,
@@ -766,9 +764,10 @@ fn stats_to_proto(s: CampaignStats) -> proto::GetCampaignStatsResponse {
                 prior_variance: f.prior_variance,
             })
             .collect(),
-        prior_events: s.prior_events,
-        prior_rate: s.prior_rate,
+        prior_events: s.learned_prior.events,
+        prior_rate: s.learned_prior.rate,
         offer_effects: s
+            .learned_prior
             .offer_effects
             .into_iter()
             .map(|e| proto::OfferFeatureEffect {
