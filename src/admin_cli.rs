@@ -98,6 +98,7 @@ pub async fn offer_add(args: OfferAddArgs) -> anyhow::Result<()> {
             max_redemptions: args.max_redemptions,
             max_decisions_per_day: args.max_decisions_per_day,
             max_redemptions_per_day: args.max_redemptions_per_day,
+            max_value: args.max_value,
             expected_revision: args.expected_revision,
             features,
         })

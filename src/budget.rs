@@ -145,6 +145,7 @@ mod tests {
             max_redemptions: None,
             max_decisions_per_day: None,
             max_redemptions_per_day: None,
+            max_value: None,
             features: Default::default(),
         }
     }

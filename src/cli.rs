@@ -184,6 +184,10 @@ pub struct OfferAddArgs {
     /// Most redemptions per UTC day, paced over the day.
     #[arg(long)]
     pub max_redemptions_per_day: Option<u64>,
+    /// Largest value one redemption may report (above it RecordRedemption
+    /// is refused); unset: the server-wide limit of 1e9.
+    #[arg(long)]
+    pub max_value: Option<f64>,
     /// Apply only if the campaign is still at this revision.
     #[arg(long)]
     pub expected_revision: Option<u64>,
@@ -351,6 +355,31 @@ pub struct ServeArgs {
     /// to start under a different key than the one it was first used with.
     #[arg(long, env = "OFFER_BANDIT_CUSTOMER_KEY_FILE")]
     pub customer_key_file: Option<PathBuf>,
+    /// The customer key itself (environment only, never shown).
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_CUSTOMER_KEY",
+        hide = true,
+        hide_env_values = true,
+        conflicts_with = "customer_key_file"
+    )]
+    pub customer_key: Option<String>,
+    /// File of extra keys decision ids are signed with, one per line:
+    /// "<key id 1-255> <64 hex digits>". The first signs new ids; every
+    /// listed key (and key 0, derived from the customer key) verifies. To
+    /// rotate: put a new key first, restart, and drop the old one once the
+    /// longest reward window since has closed.
+    #[arg(long, env = "OFFER_BANDIT_DECISION_ID_KEYS_FILE")]
+    pub decision_id_keys_file: Option<PathBuf>,
+    /// The same keys as text (environment only, never shown).
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_DECISION_ID_KEYS",
+        hide = true,
+        hide_env_values = true,
+        conflicts_with = "decision_id_keys_file"
+    )]
+    pub decision_id_keys: Option<String>,
     /// How long resolved (redeemed or expired) decision records are kept after
     /// their reward window, e.g. "90d"; "never" keeps them. Their evidence stays
     /// in the posteriors either way.
@@ -360,6 +389,27 @@ pub struct ServeArgs {
     /// requests get RESOURCE_EXHAUSTED at once (health checks are never limited).
     #[arg(long, env = "OFFER_BANDIT_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_in_flight: u64,
+    /// Most concurrent HTTP/2 streams (requests) on one connection.
+    #[arg(long, env = "OFFER_BANDIT_MAX_STREAMS_PER_CONNECTION", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_streams_per_connection: u32,
+    /// Most open gRPC connections; beyond it, new connections are closed at
+    /// once (existing ones are served).
+    #[arg(long, env = "OFFER_BANDIT_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// A connection that has sent nothing and received nothing for this
+    /// long is closed (clients reconnect; HTTP/2 keep-alive pings count as
+    /// traffic).
+    #[arg(long, env = "OFFER_BANDIT_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most offers in one campaign (the file, PutCampaign and AddOffer);
+    /// explain and propensities cost time in proportion.
+    #[arg(long, env = "OFFER_BANDIT_MAX_OFFERS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub max_offers: u64,
+    /// Writes are refused (UNAVAILABLE) while the data directory's disk
+    /// has less free space than this, in MiB, so that a full disk never
+    /// wedges the store; they resume once space is freed.
+    #[arg(long, env = "OFFER_BANDIT_MIN_FREE_MB", default_value_t = 64)]
+    pub min_free_mb: u64,
     /// Longest a request may run before DEADLINE_EXCEEDED.
     #[arg(long, env = "OFFER_BANDIT_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,

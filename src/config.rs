@@ -82,6 +82,10 @@ impl PolicyKind {
     }
 }
 
+/// Largest redemption value accepted (squares of values are summed for the
+/// report's intervals; this keeps them finite).
+pub const MAX_VALUE: f64 = 1e9;
+
 /// An offer as configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +115,11 @@ pub struct OfferConfig {
     /// Most redemptions per UTC day (expected, as for max_redemptions), paced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions_per_day: Option<u64>,
+    /// Largest value one redemption of this offer may report; a
+    /// RecordRedemption above it is refused (INVALID_ARGUMENT). Unset: only
+    /// the server-wide limit of 1e9.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_value: Option<f64>,
     /// Contextual campaigns with `offer_features`: this offer's values of
     /// them, e.g. `{ kind = "bogo", depth = 0.5 }` (missing ones are
     /// allowed, and encode as for a context).
@@ -618,6 +627,14 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
             return Err(format!(
                 "offer '{}': value must be a finite number >= 0",
                 o.id
+            ));
+        }
+        if let Some(m) = o.max_value
+            && !(m.is_finite() && m > 0.0 && m >= o.value && m <= MAX_VALUE)
+        {
+            return Err(format!(
+                "offer '{}': max_value must be a number > 0, at least the offer's value ({}) and at most 1e9",
+                o.id, o.value
             ));
         }
         if c.objective == Objective::Value && o.value <= 0.0 {

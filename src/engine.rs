@@ -22,6 +22,7 @@ use crate::{
     context::Context,
     customer::{CustomerHash, CustomerKey},
     decision::{DecisionId, DecisionRecord, DecisionState, IdGenerator, now_ms},
+    decision_id::IdKeys,
     error::Error,
     features::Encoder,
     policy::{
@@ -787,6 +788,7 @@ pub struct Engine {
     campaigns: Arc<RwLock<Campaigns>>,
     store: Store,
     ids: IdGenerator,
+    id_keys: IdKeys,
     writer: mpsc::Sender<Command>,
     failed: Arc<AtomicBool>,
     options: EngineOptions,
@@ -812,6 +814,7 @@ impl Engine {
         configs: Vec<FileCampaign>,
         options: EngineOptions,
         customer_key: CustomerKey,
+        id_keys: IdKeys,
     ) -> Result<Engine, StoreError> {
         let mut campaigns: BTreeMap<String, Campaign> = BTreeMap::new();
         let mut revisions = WriteSet::default();
@@ -1015,12 +1018,18 @@ impl Engine {
         Ok(Engine {
             campaigns,
             store,
-            ids: IdGenerator::new(),
+            ids: IdGenerator::new(id_keys.signing_id()),
+            id_keys,
             writer: tx,
             failed,
             options,
             customer_key,
         })
+    }
+
+    /// The keys decision ids are signed and verified with.
+    pub fn id_keys(&self) -> &IdKeys {
+        &self.id_keys
     }
 
     /// Served and retired campaigns, by id: the current revision of each.
@@ -1109,6 +1118,11 @@ impl Engine {
                 && let Some(rec) = self.store.decision(&id)?
                 && rec.expires_ms > now_ms()
             {
+                let customer = req
+                    .customer_id
+                    .as_deref()
+                    .map(|c| self.customer_key.hash(c));
+                replay_for(rec.customer.as_ref(), customer.as_ref())?;
                 return Ok(Selection::from_record(id, &rec, true));
             }
         }
@@ -2595,6 +2609,7 @@ impl Writer {
                 && let Some(erec) = self.decision(g, &eid)?
                 && erec.expires_ms > rec.created_ms
             {
+                replay_for(erec.customer.as_ref(), rec.customer.as_ref())?;
                 return Ok(Selection::from_record(eid, &erec, true));
             }
         }
@@ -2639,16 +2654,15 @@ impl Writer {
     fn redeem(&self, g: &mut Group, r: &Redemption, now_ms: i64) -> Result<Redeemed, Error> {
         let id = r.decision_id;
         let Some(mut rec) = self.decision(g, &id)? else {
-            return Err(Error::NotFound(format!(
-                "no decision {id}: the id is unknown to this server"
-            )));
+            return Err(Error::unknown_decision());
         };
         if let Some(offer) = &r.offer_id
             && *offer != rec.offer
         {
+            // The message does not name the decision's offer: an id is a
+            // bearer handle, and its offer is the holder's business only.
             return Err(Error::InvalidArgument(format!(
-                "offer_id '{offer}' does not match decision {id}, which chose '{}'",
-                rec.offer
+                "offer_id '{offer}' is not the offer this decision chose"
             )));
         }
         let outcome = |already_recorded| Redeemed {
@@ -2669,6 +2683,13 @@ impl Writer {
                     Some(v) => v,
                     None => self.offer_value(&rec),
                 };
+                if let Some(max) = self.offer_max_value(&rec)
+                    && value > max
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "value {value} is above this offer's max_value ({max}); nothing was recorded"
+                    )));
+                }
                 let result = outcome(false);
                 self.change_cell(g, &rec, |c| {
                     c.successes += 1;
@@ -2689,6 +2710,13 @@ impl Writer {
                 Ok(result)
             }
         }
+    }
+
+    /// The offer's configured cap on one redemption's value, if any.
+    fn offer_max_value(&self, rec: &DecisionRecord) -> Option<f64> {
+        let campaign = self.campaign(&rec.campaign)?;
+        let offer = campaign.config.offers.iter().find(|o| o.id == rec.offer)?;
+        offer.max_value
     }
 
     fn offer_value(&self, rec: &DecisionRecord) -> f64 {
@@ -3177,6 +3205,23 @@ fn cap_reached(cap: &crate::config::FrequencyCap, n: u32) -> Option<String> {
             humantime::format_duration(cap.period)
         )
     })
+}
+
+/// A replay (a request_id seen before in the campaign) answers with the
+/// earlier decision only for the same customer (or for an anonymous request
+/// replaying an anonymous one): a request_id is an idempotency key, not a
+/// way to read another customer's decision.
+fn replay_for(
+    stored: Option<&CustomerHash>,
+    asking: Option<&CustomerHash>,
+) -> Result<(), Error> {
+    if stored == asking {
+        Ok(())
+    } else {
+        Err(Error::AlreadyExists(
+            "request_id was already used by a request for another customer; send a fresh request_id with every new request (retries reuse theirs)".into(),
+        ))
+    }
 }
 
 fn late(id: &DecisionId, expires_ms: i64) -> Error {

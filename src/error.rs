@@ -40,6 +40,17 @@ pub enum Error {
     Store(#[from] StoreError),
 }
 
+impl Error {
+    /// The answer for an id that is not one of this server's decisions,
+    /// whether its MAC failed or no record exists: the same words, so that a
+    /// prober learns nothing from which.
+    pub fn unknown_decision() -> Error {
+        Error::NotFound(
+            "no such decision: the id is unknown to this server (an id is valid only on the server, or cluster, that made it)".into(),
+        )
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();

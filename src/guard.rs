@@ -50,6 +50,10 @@ impl Default for GuardConfig {
     }
 }
 
+/// The client-streaming method, whose handler takes its in-flight permit
+/// once the stream's messages are in.
+pub const CLIENT_STREAMING: &str = "/offerbandit.v1.OfferService/RecordRedemptions";
+
 /// Shortest token accepted: guessing 16 random bytes is hopeless.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
@@ -86,6 +90,12 @@ impl GuardLayer {
 }
 
 impl GuardLayer {
+    /// The in-flight permits, for handlers that take theirs late (see
+    /// [`CLIENT_STREAMING`]).
+    pub fn permits(&self) -> Arc<Semaphore> {
+        self.shared.permits.clone()
+    }
+
     /// `OfferService` and `CampaignAdmin` requests running now (a streamed
     /// response counts until its handler has returned the stream).
     pub fn in_flight(&self) -> usize {
@@ -193,12 +203,23 @@ where
         if !matches!(route, Route::Offers | Route::Admin) {
             return Box::pin(self.inner.call(req));
         }
-        let Ok(permit) = self.shared.permits.clone().try_acquire_owned() else {
-            let status = tonic::Status::resource_exhausted(format!(
-                "the server is at its limit of {} requests in flight (--max-in-flight); retry with backoff",
-                self.shared.max_in_flight
-            ));
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+        // A client stream takes its permit in the handler once its messages
+        // are in: here it would be held by a stream that sends only headers
+        // (1,100 such streams locked every SelectOffer out). The deadline
+        // still bounds it.
+        let permit = if req.uri().path() == CLIENT_STREAMING {
+            None
+        } else {
+            match self.shared.permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let status = tonic::Status::resource_exhausted(format!(
+                        "the server is at its limit of {} requests in flight (--max-in-flight); retry with backoff",
+                        self.shared.max_in_flight
+                    ));
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            }
         };
         // A backup takes as long as the store is large; it is not limited.
         let timeout = if req.uri().path() == "/offerbandit.v1.CampaignAdmin/Backup" {

@@ -6,6 +6,7 @@ use offer_bandit::{
     cli::{Cli, Command, LogFormat, Retention, ServeArgs},
     config,
     customer::CustomerKey,
+    decision_id::IdKeys,
     engine::EngineOptions,
     guard::GuardConfig,
     server::{self, ServeOptions},
@@ -92,15 +93,37 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         None => config::demo_campaigns()?,
     };
     let token = args.token.read()?;
-    let customer_key = args
-        .customer_key_file
-        .as_ref()
-        .map(|p| {
+    let customer_key = match (&args.customer_key_file, &args.customer_key) {
+        (Some(p), _) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read the customer key file {}", p.display()))?;
-            CustomerKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-        })
-        .transpose()?;
+            Some(CustomerKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
+        }
+        (None, Some(text)) => Some(
+            CustomerKey::from_hex(text).map_err(|e| anyhow::anyhow!("OFFER_BANDIT_CUSTOMER_KEY: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    let decision_id_keys = match (&args.decision_id_keys_file, &args.decision_id_keys) {
+        (Some(p), _) => {
+            let text = std::fs::read_to_string(p).with_context(|| {
+                format!("cannot read the decision-id keys file {}", p.display())
+            })?;
+            IdKeys::parse_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        (None, Some(text)) => IdKeys::parse_file(text)
+            .map_err(|e| anyhow::anyhow!("OFFER_BANDIT_DECISION_ID_KEYS: {e}"))?,
+        (None, None) => Vec::new(),
+    };
+    let max_offers = usize::try_from(args.max_offers).unwrap_or(usize::MAX);
+    for c in &campaigns {
+        anyhow::ensure!(
+            c.config.offers.len() <= max_offers,
+            "campaign '{}' has {} offers; the limit is {max_offers} (--max-offers)",
+            c.config.id,
+            c.config.offers.len()
+        );
+    }
     Ok(ServeOptions {
         engine: EngineOptions {
             durable_decisions: args.durable_decisions,
@@ -114,7 +137,13 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
             max_candidates: args.max_candidates,
             max_key: args.max_key,
             max_stream: args.max_stream,
+            max_offers,
         },
+        decision_id_keys,
+        max_streams_per_connection: args.max_streams_per_connection,
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        idle_timeout: args.idle_timeout,
+        min_free_bytes: args.min_free_mb.saturating_mul(1 << 20),
         shutdown_grace: args.shutdown_grace,
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
         cache_bytes: args.cache_mb << 20,

@@ -4,12 +4,13 @@
 use std::{future::Future, io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::{
     config::FileCampaign,
+    connections::ConnectionLimits,
     customer::CustomerKey,
     decision::now_ms,
+    decision_id::IdKeys,
     engine::{Engine, EngineOptions},
     guard::{GuardConfig, GuardLayer},
     proto::{
@@ -54,6 +55,17 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Largest request message, bytes.
     pub max_message_bytes: usize,
+    /// Configured decision-id keys (the first signs; key 0, derived from
+    /// the customer key, always verifies).
+    pub decision_id_keys: Vec<(u8, [u8; 32])>,
+    /// Most concurrent HTTP/2 streams on one connection.
+    pub max_streams_per_connection: u32,
+    /// Most open gRPC connections.
+    pub max_connections: usize,
+    /// A connection without traffic this long is closed.
+    pub idle_timeout: Duration,
+    /// Writes are refused while the data directory's disk has less free.
+    pub min_free_bytes: u64,
 }
 
 impl ServeOptions {
@@ -74,6 +86,11 @@ impl ServeOptions {
             guard: GuardConfig::default(),
             tls: None,
             max_message_bytes: 4 << 20,
+            decision_id_keys: Vec::new(),
+            max_streams_per_connection: 128,
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(300),
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -91,10 +108,15 @@ pub async fn serve(
     let campaigns = opts.campaigns.clone();
     let engine_opts = opts.engine;
     let configured_key = opts.customer_key.clone();
+    let configured_id_keys = opts.decision_id_keys.clone();
     let engine = tokio::task::spawn_blocking(move || {
         let key = store.customer_key(configured_key)?;
         tracing::info!(fingerprint = %key.fingerprint(), "customer ids are hashed under this key");
-        Engine::open(store, campaigns, engine_opts, key)
+        let id_keys = IdKeys::derived(key.bytes())
+            .with_configured(configured_id_keys)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(keys = ?id_keys, "decision ids are signed with key {}", id_keys.signing_id());
+        Ok::<_, anyhow::Error>(Engine::open(store, campaigns, engine_opts, key, id_keys)?)
     })
     .await?
     .context("loading the store (nothing was changed; fix or move the data directory)")?;
@@ -160,9 +182,14 @@ pub async fn serve(
         opts.sweep_interval,
         opts.retention,
     ));
-    let api = Api::new(engine.clone(), opts.limits);
+    let max_msg = opts.max_message_bytes;
+    let guard = GuardLayer::new(&opts.guard);
+    let api = Api::new(engine.clone(), opts.limits).with_permits(guard.permits());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        // Streams per connection: one connection cannot open more requests
+        // than this, whatever it sends.
+        .max_concurrent_streams(opts.max_streams_per_connection);
     if let Some((cert, key)) = &opts.tls {
         let cert_pem = std::fs::read(cert)
             .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
@@ -175,8 +202,6 @@ pub async fn serve(
             )
             .context("the TLS certificate or key is not usable")?;
     }
-    let max_msg = opts.max_message_bytes;
-    let guard = GuardLayer::new(&opts.guard);
     let server = builder
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .layer(crate::metrics::RpcMetricsLayer)
@@ -194,9 +219,19 @@ pub async fn serve(
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(64 << 20),
         )
-        .serve_with_incoming_shutdown(incoming(listener), async {
-            let _ = stop_rx.await;
-        });
+        .serve_with_incoming_shutdown(
+            crate::connections::accept(
+                listener,
+                ConnectionLimits {
+                    max_connections: opts.max_connections,
+                    idle_timeout: opts.idle_timeout,
+                    preface_timeout: crate::connections::PREFACE_TIMEOUT,
+                },
+            ),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r,
@@ -235,21 +270,6 @@ pub async fn serve(
     engine.flush().await.context("final flush")?;
     tracing::info!("stopped; all acknowledged state is on disk");
     result.context("gRPC server")
-}
-
-/// Accepted connections with Nagle's algorithm off: small gRPC frames go out
-/// at once instead of waiting for the peer's delayed ACK (tens of ms).
-fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        if let Err(e) = conn.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        Ok(conn)
-    })
 }
 
 async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Duration>) {

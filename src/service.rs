@@ -1,13 +1,18 @@
 //! Thin gRPC handlers: validate the request, call the engine, convert the reply.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     config::valid_id,
     context::{Context, FeatureValue},
-    decision::DecisionId,
+    decision::now_ms,
+    decision_id::IdError,
     engine::{CampaignStats, Engine, Redemption, SelectRequest},
     error::Error,
     proto::{
@@ -32,6 +37,8 @@ pub struct Limits {
     pub max_key: usize,
     /// Redemptions per RecordRedemptions stream.
     pub max_stream: usize,
+    /// Offers per campaign (PutCampaign, AddOffer).
+    pub max_offers: usize,
 }
 
 impl Default for Limits {
@@ -43,6 +50,7 @@ impl Default for Limits {
             max_candidates: 256,
             max_key: 128,
             max_stream: 50_000,
+            max_offers: 1000,
         }
     }
 }
@@ -52,12 +60,71 @@ impl Default for Limits {
 pub struct Api {
     engine: Arc<Engine>,
     limits: Limits,
+    /// The in-flight permits of [`crate::guard`]: a RecordRedemptions
+    /// stream takes one only once its messages are in (a stream that sends
+    /// nothing holds none).
+    permits: Option<Arc<Semaphore>>,
+    not_found: Arc<NotFoundWatch>,
+}
+
+/// Counts RecordRedemption answers of NOT_FOUND and logs a burst of them
+/// (someone guessing decision ids, or a pipeline sending another server's).
+#[derive(Debug, Default)]
+struct NotFoundWatch {
+    /// The current 10-second window (Unix ms / 10,000) and its count, packed
+    /// as window << 24 | count.
+    window: AtomicU64,
+}
+
+/// NOT_FOUND redemptions in one 10-second window that make a burst.
+const NOT_FOUND_BURST: u64 = 100;
+
+impl NotFoundWatch {
+    fn record(&self, n: u64, peer: Option<std::net::SocketAddr>) {
+        if n == 0 {
+            return;
+        }
+        metrics::counter!("offer_bandit_redemptions_not_found_total").increment(n);
+        let window = (now_ms() / 10_000) as u64;
+        let mut seen = 0;
+        let _ = self
+            .window
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                let count = if packed >> 24 == window {
+                    packed & 0xff_ffff
+                } else {
+                    0
+                };
+                seen = count;
+                Some(window << 24 | (count + n).min(0xff_ffff))
+            });
+        // Once per window, when the count crosses the threshold.
+        if seen < NOT_FOUND_BURST && seen + n >= NOT_FOUND_BURST {
+            tracing::warn!(
+                not_found = seen + n,
+                window = "10s",
+                peer = ?peer,
+                "a burst of RecordRedemption answers of NOT_FOUND: a client may be guessing decision ids, or sending another server's"
+            );
+        }
+    }
 }
 
 impl Api {
     /// Handlers over an engine.
     pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
-        Api { engine, limits }
+        Api {
+            engine,
+            limits,
+            permits: None,
+            not_found: Arc::default(),
+        }
+    }
+
+    /// Shares the guard's in-flight permits (see [`Api::permits`]).
+    pub fn with_permits(mut self, permits: Arc<Semaphore>) -> Self {
+        self.permits = Some(permits);
+        self
     }
 
     fn select_request(&self, r: proto::SelectOfferRequest) -> Result<SelectRequest, Error> {
@@ -69,8 +136,11 @@ impl Api {
         if r.decision_id.is_empty() {
             return bad("decision_id is required: pass the id SelectOffer returned".into());
         }
-        let decision_id =
-            DecisionId::parse(&r.decision_id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let decision_id = match self.engine.id_keys().decode(&r.decision_id) {
+            Ok(id) => id,
+            Err(e @ IdError::Malformed) => return bad(e.to_string()),
+            Err(IdError::Unknown) => return Err(Error::unknown_decision()),
+        };
         if !r.offer_id.is_empty() && !valid_id(&r.offer_id) {
             return bad(format!(
                 "offer_id '{}' is not an offer id",
@@ -182,7 +252,7 @@ impl OfferService for Api {
         let req = self.select_request(request.into_inner())?;
         let s = self.engine.select(req).await?;
         Ok(Response::new(proto::SelectOfferResponse {
-            decision_id: s.decision_id.to_string(),
+            decision_id: self.engine.id_keys().encode(&s.decision_id),
             offer_id: s.offer_id,
             propensity: s.propensity,
             expires_at_unix_ms: s.expires_ms,
@@ -208,8 +278,15 @@ impl OfferService for Api {
         &self,
         request: Request<proto::RecordRedemptionRequest>,
     ) -> Result<Response<proto::RecordRedemptionResponse>, Status> {
-        let r = self.redemption(request.into_inner())?;
-        let out = self.engine.redeem(r).await?;
+        let peer = request.remote_addr();
+        let out = match self.redemption(request.into_inner()) {
+            Ok(r) => self.engine.redeem(r).await,
+            Err(e) => Err(e),
+        };
+        if matches!(out, Err(Error::NotFound(_))) {
+            self.not_found.record(1, peer);
+        }
+        let out = out?;
         Ok(Response::new(proto::RecordRedemptionResponse {
             already_recorded: out.already_recorded,
             offer_id: out.offer_id,
@@ -221,6 +298,7 @@ impl OfferService for Api {
         &self,
         request: Request<Streaming<proto::RecordRedemptionRequest>>,
     ) -> Result<Response<proto::RecordRedemptionsResponse>, Status> {
+        let peer = request.remote_addr();
         let mut stream = request.into_inner();
         let mut parsed = Vec::new();
         while let Some(item) = stream.message().await? {
@@ -237,8 +315,20 @@ impl OfferService for Api {
             .iter()
             .filter_map(|(_, r)| r.as_ref().ok().cloned())
             .collect();
+        // The in-flight permit is taken now that the stream's messages are
+        // in: streams that send nothing hold none (the guard takes none for
+        // this method).
+        let _permit = match &self.permits {
+            Some(p) => Some(p.clone().try_acquire_owned().map_err(|_| {
+                Status::from(Error::ResourceExhausted(
+                    "the server is at its limit of requests in flight (--max-in-flight); nothing was applied, retry with backoff".into(),
+                ))
+            })?),
+            None => None,
+        };
         let mut applied = self.engine.redeem_many(valid).await?.into_iter();
         let mut resp = proto::RecordRedemptionsResponse::default();
+        let mut not_found = 0;
         for (index, (decision_id, parsed)) in parsed.into_iter().enumerate() {
             let outcome = match parsed {
                 Err(e) => Err(e),
@@ -262,6 +352,7 @@ impl OfferService for Api {
                 }
                 Err(e) => {
                     let status = Status::from(e);
+                    not_found += u64::from(status.code() == tonic::Code::NotFound);
                     result.code = status.code() as i32;
                     result.message = status.message().to_owned();
                     resp.rejected += 1;
@@ -269,13 +360,13 @@ impl OfferService for Api {
             }
             resp.results.push(result);
         }
+        self.not_found.record(not_found, peer);
         Ok(Response::new(resp))
     }
 }
 
-/// Largest redemption value accepted (squares of values are summed for the
-/// report's intervals; this keeps them finite).
-pub const MAX_VALUE: f64 = 1e9;
+pub use crate::config::MAX_VALUE;
+
 
 /// Largest campaign config PutCampaign accepts.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
@@ -434,6 +525,7 @@ impl CampaignAdmin for Api {
             max_redemptions: r.max_redemptions,
             max_decisions_per_day: r.max_decisions_per_day,
             max_redemptions_per_day: r.max_redemptions_per_day,
+            max_value: r.max_value,
         };
         let c = self
             .engine
@@ -569,7 +661,7 @@ impl CampaignAdmin for Api {
         tokio::task::spawn_blocking(move || {
             let failed = tx.clone();
             let result = engine.export(&r.campaign, r.since_unix_ms, until, |id, rec| {
-                tx.blocking_send(Ok(log_entry(id, rec))).is_ok()
+                tx.blocking_send(Ok(log_entry(engine.id_keys().encode(&id), rec))).is_ok()
             });
             if let Err(e) = result {
                 let _ = failed.blocking_send(Err(e.into()));
@@ -626,7 +718,7 @@ impl CampaignAdmin for Api {
     }
 }
 
-fn log_entry(id: DecisionId, rec: crate::decision::DecisionRecord) -> proto::DecisionLogEntry {
+fn log_entry(id: String, rec: crate::decision::DecisionRecord) -> proto::DecisionLogEntry {
     use crate::decision::DecisionState;
     let (outcome, value, redeemed_unix_ms) = match rec.state {
         DecisionState::Pending => ("pending", None, None),
@@ -635,7 +727,7 @@ fn log_entry(id: DecisionId, rec: crate::decision::DecisionRecord) -> proto::Dec
     };
     proto::DecisionLogEntry {
         arm: rec.arm.as_str().to_owned(),
-        decision_id: id.to_string(),
+        decision_id: id,
         campaign: rec.campaign,
         created_unix_ms: rec.created_ms,
         expires_unix_ms: rec.expires_ms,

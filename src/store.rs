@@ -500,9 +500,13 @@ impl Store {
         until_ms: i64,
         mut visit: impl FnMut(DecisionId, DecisionRecord) -> bool,
     ) -> Result<(), StoreError> {
-        let from = [DECISION, &since_ms.max(0).to_be_bytes()].concat();
-        let to = [DECISION, &until_ms.max(0).to_be_bytes()].concat();
-        for item in self.tree.range(from..to) {
+        // Version-0 ids (8 bytes of ms first) sort before version-1 ids (a
+        // version byte, then 6 bytes of ms): one time range in each.
+        let legacy_ms = |ms: i64| ms.clamp(0, 1 << 48).to_be_bytes();
+        let legacy = [DECISION, &legacy_ms(since_ms)].concat()..[DECISION, &legacy_ms(until_ms)].concat();
+        let v1 = [DECISION, &DecisionId::v1_time_prefix(since_ms)].concat()
+            ..[DECISION, &DecisionId::v1_time_prefix(until_ms)].concat();
+        for item in self.tree.range(legacy).chain(self.tree.range(v1)) {
             let (k, v) = item?;
             let mut id = [0u8; 16];
             if k.len() != DECISION.len() + 16 {

@@ -1,0 +1,200 @@
+//! Accepted gRPC connections: at most so many open, each closed when it
+//! stays silent (no HTTP/2 preface in time, or no traffic either way for the
+//! idle timeout), and accept errors (EMFILE) met with a pause instead of a
+//! busy loop.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    time::{Instant, Sleep},
+};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// How long a new connection has to send its first bytes (the HTTP/2
+/// preface, or a TLS hello).
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to pause after accept() fails (out of file descriptors, most
+/// often) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Limits on accepted connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Most open at once; beyond it a new connection is closed at once.
+    pub max_connections: usize,
+    /// A connection without traffic this long is closed.
+    pub idle_timeout: Duration,
+    /// A new connection must send its first bytes within this.
+    pub preface_timeout: Duration,
+}
+
+/// An accepted connection that closes itself when silent (see the module
+/// docs) and frees its place under the cap when dropped.
+#[derive(Debug)]
+pub struct Conn {
+    inner: TcpStream,
+    deadline: Pin<Box<Sleep>>,
+    idle: Duration,
+    started: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    fn touched(&mut self) {
+        self.started = true;
+        self.deadline.as_mut().reset(Instant::now() + self.idle);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+
+    fn timed_out(&self) -> io::Error {
+        let what = if self.started {
+            "idle connection closed (--idle-timeout)"
+        } else {
+            "no HTTP/2 preface in time"
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.touched();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if self.expired(cx) {
+                    Poll::Ready(Err(self.timed_out()))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) && self.started {
+            self.touched();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) && self.started {
+            self.touched();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// Accepts connections on `listener` under `limits` until the returned
+/// stream is dropped (then the listener closes too).
+pub fn accept(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        let mut refused_logged = Instant::now() - Duration::from_secs(60);
+        loop {
+            let accepted = tokio::select! {
+                () = tx.closed() => break,
+                a = listener.accept() => a,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: retrying at once spins a core.
+                    tracing::warn!(error = %e, "cannot accept a connection; pausing {ACCEPT_BACKOFF:?}");
+                    metrics::counter!("offer_bandit_accept_errors_total").increment(1);
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics::counter!("offer_bandit_connections_refused_total").increment(1);
+                if refused_logged.elapsed() >= Duration::from_secs(10) {
+                    refused_logged = Instant::now();
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        peer = ?stream.peer_addr().ok(),
+                        "at the connection limit (--max-connections); closing new connections"
+                    );
+                }
+                drop(stream);
+                continue;
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            // Small gRPC frames go out at once instead of waiting for the
+            // peer's delayed ACK (tens of ms): Nagle is off above.
+            let conn = Conn {
+                inner: stream,
+                deadline: Box::pin(tokio::time::sleep(limits.preface_timeout)),
+                idle: limits.idle_timeout,
+                started: false,
+                _slot: slot,
+            };
+            if tx.send(Ok(conn)).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
