@@ -623,9 +623,9 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
         if !offer_ids.insert(o.id.clone()) {
             return Err(format!("offer id '{}' is declared twice", o.id));
         }
-        if !(o.value.is_finite() && o.value >= 0.0) {
+        if !(o.value.is_finite() && (0.0..=MAX_VALUE).contains(&o.value)) {
             return Err(format!(
-                "offer '{}': value must be a finite number >= 0",
+                "offer '{}': value must be a number from 0 to 1e9",
                 o.id
             ));
         }
@@ -691,6 +691,17 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
     positive("prior_variance", c.prior_variance)?;
     positive("noise_variance", c.noise_variance)?;
     positive("half_life", c.half_life)?;
+    // Beyond these, samples and propensities lose their precision (a prior
+    // variance of 1e300 logged propensities of exactly 0 and 1).
+    for (name, v, max) in [
+        ("exploration", c.exploration, 100.0),
+        ("prior_variance", c.prior_variance, 100.0),
+        ("noise_variance", c.noise_variance, 1e6),
+    ] {
+        if v.is_some_and(|x| x > max) {
+            return Err(format!("{name} must be at most {max}"));
+        }
+    }
     if let Some(r) = c.prior_rate
         && !(r > 0.0 && r < 1.0)
     {

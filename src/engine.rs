@@ -791,9 +791,26 @@ pub struct Engine {
     id_keys: IdKeys,
     writer: mpsc::Sender<Command>,
     failed: Arc<AtomicBool>,
+    disk: Arc<DiskWatch>,
     options: EngineOptions,
     customer_key: CustomerKey,
 }
+
+/// What the server knows of its disk: free space under the watermark, and
+/// a flush in progress (a flush that never returns wedged a full disk).
+#[derive(Debug, Default)]
+pub struct DiskWatch {
+    /// Free bytes when last measured under the watermark (0: not under it).
+    low_free: std::sync::atomic::AtomicU64,
+    /// The watermark, bytes.
+    min_free: std::sync::atomic::AtomicU64,
+    /// Unix ms when the flush in progress started (0: none).
+    flush_started_ms: std::sync::atomic::AtomicI64,
+}
+
+/// A flush running longer than this makes the server report itself unfit
+/// (health NOT_SERVING) and log it; sled flushes in milliseconds normally.
+pub const FLUSH_STUCK_MS: i64 = 30_000;
 
 /// What erasing a customer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1001,11 +1018,13 @@ impl Engine {
             .collect();
         let campaigns = Arc::new(RwLock::new(campaigns));
         let failed = Arc::new(AtomicBool::new(false));
+        let disk = Arc::new(DiskWatch::default());
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             store: store.clone(),
             campaigns: campaigns.clone(),
             failed: failed.clone(),
+            disk: disk.clone(),
             options,
             seq: std::cell::Cell::new(last_seq),
             dirty: std::cell::RefCell::new(std::collections::HashSet::new()),
@@ -1022,6 +1041,7 @@ impl Engine {
             id_keys,
             writer: tx,
             failed,
+            disk,
             options,
             customer_key,
         })
@@ -1059,7 +1079,47 @@ impl Engine {
                 "storage failed earlier; restart the server (see its log)".into(),
             ));
         }
+        let free = self.disk.low_free.load(Ordering::Relaxed);
+        if free > 0 {
+            return Err(Error::Unavailable(format!(
+                "the data directory's disk is nearly full ({} MiB free, below --min-free-mb {}); nothing was recorded, and writes resume once space is freed",
+                free >> 20,
+                self.disk.min_free.load(Ordering::Relaxed) >> 20
+            )));
+        }
         Ok(())
+    }
+
+    /// Records a measurement of the data directory's free space against the
+    /// watermark `min_free` (bytes); under it, writes are refused.
+    pub fn set_free_space(&self, free: u64, min_free: u64) {
+        self.disk.min_free.store(min_free, Ordering::Relaxed);
+        let low = if free < min_free { free.max(1) } else { 0 };
+        let was = self.disk.low_free.swap(low, Ordering::Relaxed);
+        match (was > 0, low > 0) {
+            (false, true) => tracing::error!(
+                free_mib = free >> 20,
+                min_free_mib = min_free >> 20,
+                "the data directory's disk is nearly full: refusing writes until space is freed"
+            ),
+            (true, false) => {
+                tracing::warn!(free_mib = free >> 20, "disk space is back: accepting writes")
+            }
+            _ => {}
+        }
+    }
+
+    /// Why the server cannot serve now (storage failed, disk under the
+    /// watermark, a flush stuck), or None: what health checks report.
+    pub fn storage_problem(&self) -> Option<String> {
+        if let Err(e) = self.check_healthy() {
+            return Some(e.to_string());
+        }
+        let started = self.disk.flush_started_ms.load(Ordering::Relaxed);
+        let running = now_ms().saturating_sub(started);
+        (started > 0 && running > FLUSH_STUCK_MS).then(|| {
+            format!("a storage flush has been running for {} s (disk full or failing?)", running / 1000)
+        })
     }
 
     /// Chooses an offer by Thompson sampling and records the decision.
@@ -1204,10 +1264,19 @@ impl Engine {
             model_version,
             state: DecisionState::Pending,
             features,
+            // Only the features the campaign declares (its model's and its
+            // segments'): what it never reads is not the store's to keep, and
+            // undeclared keys let a caller grow every record (21 KB each
+            // filled a disk).
             context: {
+                let cfg = &campaign.config;
                 let mut c: Vec<_> = req
                     .context
                     .iter()
+                    .filter(|(k, _)| {
+                        cfg.segment_by.iter().any(|s| s == *k)
+                            || cfg.features.iter().any(|f| f.name() == k.as_str())
+                    })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 c.sort_by(|a, b| a.0.cmp(&b.0));
@@ -2034,6 +2103,7 @@ struct Writer {
     store: Store,
     campaigns: Arc<RwLock<Campaigns>>,
     failed: Arc<AtomicBool>,
+    disk: Arc<DiskWatch>,
     options: EngineOptions,
     /// The last learning sequence number handed out.
     seq: std::cell::Cell<u64>,
@@ -2142,9 +2212,17 @@ impl Writer {
             checkpoint: true,
             ..Group::default()
         });
-        if let Err(e) = self.store.flush() {
+        if let Err(e) = self.watched_flush() {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+
+    /// Flushes the store, with its start time visible to the health watch.
+    fn watched_flush(&self) -> Result<(), StoreError> {
+        self.disk.flush_started_ms.store(now_ms().max(1), Ordering::Relaxed);
+        let r = self.store.flush();
+        self.disk.flush_started_ms.store(0, Ordering::Relaxed);
+        r
     }
 
     /// Commits a group, publishes its state and answers its commands;
@@ -2195,7 +2273,7 @@ impl Writer {
         let flush_started = std::time::Instant::now();
         if failure.is_none()
             && group.durable
-            && let Err(e) = self.store.flush()
+            && let Err(e) = self.watched_flush()
         {
             // The batch is applied in sled but may not be on disk; memory no
             // longer knows which. Refuse further work rather than diverge.
@@ -3017,7 +3095,7 @@ impl Writer {
             writes.put_prior(campaign, &ctx.prior.read());
             // The model sequence stays: the forced checkpoint before this
             // left nothing dirty, so it already says `self.seq`.
-            let stored = self.store.commit(writes).and_then(|()| self.store.flush());
+            let stored = self.store.commit(writes).and_then(|()| self.watched_flush());
             if let Err(e) = stored {
                 self.failed.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, "storage write failed");

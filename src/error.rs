@@ -51,9 +51,23 @@ impl Error {
     }
 }
 
+/// Longest status message sent: a longer one (a config error quoting a
+/// 200 KB line) would not fit the HTTP/2 headers, and the client would see
+/// only "stream removed".
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `msg`, cut to [`MAX_MESSAGE_CHARS`] characters with a note when cut.
+fn bounded(mut msg: String) -> String {
+    if let Some((i, _)) = msg.char_indices().nth(MAX_MESSAGE_CHARS) {
+        msg.truncate(i);
+        msg.push_str(" [message cut]");
+    }
+    msg
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        let msg = e.to_string();
+        let msg = bounded(e.to_string());
         match e {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             Error::NotFound(_) => tonic::Status::not_found(msg),

@@ -70,6 +70,9 @@ struct Shared {
     token: Option<blake3::Hash>,
     scope: AuthScope,
     permits: Arc<Semaphore>,
+    /// Client streams open now: they hold no permit until their messages
+    /// are in, but a graceful shutdown waits for them.
+    streams: Arc<std::sync::atomic::AtomicUsize>,
     max_in_flight: usize,
     timeout: Duration,
 }
@@ -82,6 +85,7 @@ impl GuardLayer {
                 token: config.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
                 scope: config.scope,
                 permits: Arc::new(Semaphore::new(config.max_in_flight)),
+                streams: Arc::default(),
                 max_in_flight: config.max_in_flight,
                 timeout: config.request_timeout,
             }),
@@ -102,6 +106,10 @@ impl GuardLayer {
         self.shared
             .max_in_flight
             .saturating_sub(self.shared.permits.available_permits())
+            + self
+                .shared
+                .streams
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -177,6 +185,23 @@ impl Shared {
     }
 }
 
+/// One open client stream, counted while it lives.
+#[derive(Debug)]
+struct StreamCount(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamCount {
+    fn open(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StreamCount(count.clone())
+    }
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B, R> tower::Service<http::Request<B>> for Guard<S>
@@ -208,10 +233,10 @@ where
         // (1,100 such streams locked every SelectOffer out). The deadline
         // still bounds it.
         let permit = if req.uri().path() == CLIENT_STREAMING {
-            None
+            Err(StreamCount::open(&self.shared.streams))
         } else {
             match self.shared.permits.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
+                Ok(p) => Ok(p),
                 Err(_) => {
                     let status = tonic::Status::resource_exhausted(format!(
                         "the server is at its limit of {} requests in flight (--max-in-flight); retry with backoff",
@@ -231,7 +256,7 @@ where
         Box::pin(async move {
             let _permit = permit;
             match tokio::time::timeout(timeout, future).await {
-                Ok(result) => result,
+                Ok(result) => result.map(undecodable_is_invalid_argument),
                 Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
                     "the request did not finish within the server's limit of {} (--request-timeout)",
                     humantime::format_duration(timeout)
@@ -240,6 +265,23 @@ where
             }
         })
     }
+}
+
+/// tonic answers a request body that is not the method's protobuf message
+/// with INTERNAL; it is the caller's error, and the README promises
+/// INVALID_ARGUMENT.
+fn undecodable_is_invalid_argument<R>(mut resp: http::Response<R>) -> http::Response<R> {
+    let h = resp.headers();
+    let internal = h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"13");
+    let decode = h.get("grpc-message").is_some_and(|v| {
+        let m = v.as_bytes();
+        m.starts_with(b"failed to decode") || m.starts_with(b"failed%20to%20decode")
+    });
+    if internal && decode {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    resp
 }
 
 #[cfg(test)]

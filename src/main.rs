@@ -24,7 +24,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_logs(args.log_format);
             let opts = serve_options(args)?;
-            server::serve(opts, server::shutdown_signal()).await
+            let result = server::serve(opts, server::shutdown_signal()).await;
+            // Exit now: dropping the runtime would wait for blocking work
+            // (a reader of a stalled stream, a store stuck on a full disk),
+            // and SIGTERM must end the process.
+            match result {
+                Ok(()) => std::process::exit(0),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "exiting");
+                    eprintln!("Error: {e:?}");
+                    std::process::exit(1)
+                }
+            }
         }
         Command::Export(args) => {
             let n = offer_bandit::export::run(args).await?;

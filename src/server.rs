@@ -177,6 +177,12 @@ pub async fn serve(
     writeln!(out, "offer-bandit listening on {addr}")?;
     out.flush()?;
 
+    let watcher = tokio::spawn(storage_watch(
+        engine.clone(),
+        health.clone(),
+        opts.data_dir.clone(),
+        opts.min_free_bytes,
+    ));
     let sweeper = tokio::spawn(sweep_loop(
         engine.clone(),
         opts.sweep_interval,
@@ -184,7 +190,11 @@ pub async fn serve(
     ));
     let max_msg = opts.max_message_bytes;
     let guard = GuardLayer::new(&opts.guard);
-    let api = Api::new(engine.clone(), opts.limits).with_permits(guard.permits());
+    let scratch = opts.data_dir.join(BACKUP_SCRATCH);
+    clear_scratch(&scratch);
+    let api = Api::new(engine.clone(), opts.limits)
+        .with_permits(guard.permits())
+        .with_scratch(scratch);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder()
         // Streams per connection: one connection cannot open more requests
@@ -264,12 +274,92 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    watcher.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }
-    engine.flush().await.context("final flush")?;
+    // A writer stuck inside the store (a full disk) must not keep the
+    // process alive: what was acknowledged was flushed before its OK.
+    match tokio::time::timeout(FINAL_FLUSH_LIMIT, engine.flush()).await {
+        Ok(r) => r.context("final flush")?,
+        Err(_) => anyhow::bail!(
+            "the final flush did not finish within {FINAL_FLUSH_LIMIT:?} (is the disk full or failing?); exiting without it. Every acknowledged redemption was flushed before its OK; decisions of the last 500 ms may be lost"
+        ),
+    }
     tracing::info!("stopped; all acknowledged state is on disk");
     result.context("gRPC server")
+}
+
+/// Longest the final flush at shutdown may take before the process exits
+/// without it.
+const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(20);
+
+/// Free bytes for unprivileged writers on the filesystem holding `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Every half second: the disk's free space against the watermark, and the
+/// storage's health into the gRPC health service (NOT_SERVING while writes
+/// would fail, so that a load balancer sends traffic elsewhere).
+async fn storage_watch(
+    engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+    data_dir: PathBuf,
+    min_free: u64,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        tick.tick().await;
+        if min_free > 0 {
+            let dir = data_dir.clone();
+            match tokio::task::spawn_blocking(move || free_bytes(&dir)).await {
+                Ok(Ok(free)) => {
+                    engine.set_free_space(free, min_free);
+                    metrics::gauge!("offer_bandit_data_dir_free_bytes").set(free as f64);
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot measure free disk space"),
+                Err(_) => {}
+            }
+        }
+        let problem = engine.storage_problem();
+        match (&problem, serving) {
+            (Some(why), true) => {
+                tracing::error!(reason = %why, "health: NOT_SERVING");
+                health.set_not_serving::<OfferServiceServer<Api>>().await;
+                health.set_not_serving::<CampaignAdminServer<Api>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                serving = false;
+            }
+            (None, false) => {
+                tracing::warn!("health: SERVING again");
+                health.set_serving::<OfferServiceServer<Api>>().await;
+                health.set_serving::<CampaignAdminServer<Api>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                serving = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Under the data directory: backups being streamed.
+const BACKUP_SCRATCH: &str = "backup-scratch";
+
+/// Removes backups left by a process that was killed while streaming them.
+fn clear_scratch(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        match std::fs::remove_file(e.path()) {
+            Ok(()) => tracing::info!(file = %e.path().display(), "removed a backup left by an earlier run"),
+            Err(err) => tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a stale backup file"),
+        }
+    }
 }
 
 async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Duration>) {

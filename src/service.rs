@@ -65,6 +65,33 @@ pub struct Api {
     /// nothing holds none).
     permits: Option<Arc<Semaphore>>,
     not_found: Arc<NotFoundWatch>,
+    /// Where a backup is written before it is streamed (the data
+    /// directory's `backup-scratch/`; None: the system's temp directory).
+    scratch: Option<std::path::PathBuf>,
+    /// One backup at a time: each is a full copy of the store on disk.
+    backups: Arc<Semaphore>,
+}
+
+/// A streamed reply whose reader takes longer than this to accept the next
+/// message is ended (a stalled reader would hold a backup file or an
+/// export's buffers forever).
+const STALLED_READER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends `item` on `tx` from a blocking thread, waiting at most
+/// [`STALLED_READER`] for room. False when the reader is gone or stalled.
+fn send_or_give_up<T>(tx: &tokio::sync::mpsc::Sender<T>, item: T, what: &str) -> bool {
+    let handle = tokio::runtime::Handle::current();
+    match handle.block_on(tx.send_timeout(item, STALLED_READER)) {
+        Ok(()) => true,
+        Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+            tracing::warn!(
+                stalled_for = ?STALLED_READER,
+                "{what}: the reader stopped reading; ending the stream"
+            );
+            false
+        }
+        Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => false,
+    }
 }
 
 /// Counts RecordRedemption answers of NOT_FOUND and logs a burst of them
@@ -118,7 +145,28 @@ impl Api {
             limits,
             permits: None,
             not_found: Arc::default(),
+            scratch: None,
+            backups: Arc::new(Semaphore::new(1)),
         }
+    }
+
+    /// Writes backups under `dir` (created if missing) before streaming
+    /// them.
+    pub fn with_scratch(mut self, dir: std::path::PathBuf) -> Self {
+        self.scratch = Some(dir);
+        self
+    }
+
+    /// Refuses a campaign of more than `max_offers` offers.
+    fn check_offer_count(&self, campaign: &str, offers: usize) -> Result<(), Error> {
+        if offers > self.limits.max_offers {
+            return Err(Error::InvalidArgument(format!(
+                "campaign '{}' would have {offers} offers; the server allows at most {} (--max-offers)",
+                truncate(campaign),
+                self.limits.max_offers
+            )));
+        }
+        Ok(())
     }
 
     /// Shares the guard's in-flight permits (see [`Api::permits`]).
@@ -477,6 +525,7 @@ impl CampaignAdmin for Api {
         }
         let config = crate::config::parse_campaign(&r.config_toml, "config_toml")
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.check_offer_count(&config.id, config.offers.len())?;
         let id = config.id.clone();
         let c = self
             .engine
@@ -497,6 +546,15 @@ impl CampaignAdmin for Api {
         let r = request.into_inner();
         if r.campaign.is_empty() || r.offer_id.is_empty() {
             return Err(Error::InvalidArgument("campaign and offer_id are required".into()).into());
+        }
+        if let Some(c) = self
+            .engine
+            .campaigns()
+            .into_iter()
+            .find(|c| c.config.id == r.campaign)
+            && !c.config.offers.iter().any(|o| o.id == r.offer_id)
+        {
+            self.check_offer_count(&r.campaign, c.config.offers.len() + 1)?;
         }
         let mut features = std::collections::BTreeMap::new();
         for (name, value) in r.features {
@@ -583,16 +641,27 @@ impl CampaignAdmin for Api {
         &self,
         _request: Request<proto::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
-        let file = tempfile::Builder::new()
-            .prefix("offer-bandit-backup-")
-            .tempfile()
-            .map_err(|e| Error::Unavailable(format!("cannot create a temporary file: {e}")))?;
+        let Ok(running) = self.backups.clone().try_acquire_owned() else {
+            return Err(Error::ResourceExhausted(
+                "a backup is already being taken or streamed; retry when it is done".into(),
+            )
+            .into());
+        };
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("offer-bandit-backup-");
+        let file = match &self.scratch {
+            Some(dir) => std::fs::create_dir_all(dir).and_then(|()| builder.tempfile_in(dir)),
+            None => builder.tempfile(),
+        }
+        .map_err(|e| Error::Unavailable(format!("cannot create the backup's scratch file: {e}")))?;
         let entries = self.engine.backup(file.path().to_path_buf()).await?;
         tracing::info!(entries, "backup taken");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             use std::io::Read;
-            // The temporary file is deleted when `file` drops, after the last chunk.
+            let _running = running;
+            // The temporary file is deleted when `file` drops, after the last
+            // chunk or when the reader goes or stalls.
             let mut reader = match file.reopen() {
                 Ok(r) => r,
                 Err(e) => {
@@ -608,10 +677,7 @@ impl CampaignAdmin for Api {
                     Ok(0) => break,
                     Ok(n) => {
                         buf.truncate(n);
-                        if tx
-                            .blocking_send(Ok(proto::BackupChunk { data: buf }))
-                            .is_err()
-                        {
+                        if !send_or_give_up(&tx, Ok(proto::BackupChunk { data: buf }), "backup") {
                             break;
                         }
                     }
@@ -661,7 +727,7 @@ impl CampaignAdmin for Api {
         tokio::task::spawn_blocking(move || {
             let failed = tx.clone();
             let result = engine.export(&r.campaign, r.since_unix_ms, until, |id, rec| {
-                tx.blocking_send(Ok(log_entry(engine.id_keys().encode(&id), rec))).is_ok()
+                send_or_give_up(&tx, Ok(log_entry(engine.id_keys().encode(&id), rec)), "export")
             });
             if let Err(e) = result {
                 let _ = failed.blocking_send(Err(e.into()));

@@ -172,13 +172,13 @@ async fn bad_inputs_get_specific_statuses() {
             "malformed decision id",
             Bad::Redeem(redeem("not-a-decision")),
             Code::InvalidArgument,
-            "32 hex digits",
+            "56 hex digits",
         ),
         (
             "unknown decision id",
             Bad::Redeem(redeem(&unknown_id)),
             Code::NotFound,
-            "no decision",
+            "no such decision",
         ),
         (
             "negative value",
@@ -214,7 +214,7 @@ async fn bad_inputs_get_specific_statuses() {
                 ..redeem(&decision.decision_id)
             }),
             Code::InvalidArgument,
-            "does not match",
+            "is not the offer this decision chose",
         ),
         (
             "stats without campaign",
