@@ -112,7 +112,9 @@ impl fmt::Display for DecisionId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// Not of the id's shape: wrong length or not hex.
-    #[error("decision_id must be the hex id SelectOffer returned (56 hex digits; 32 for ids made before version 1)")]
+    #[error(
+        "decision_id must be the hex id SelectOffer returned (56 hex digits; 32 for ids made before version 1)"
+    )]
     Malformed,
     /// Of the right shape, but no decision of this server: its MAC does not
     /// verify, its key is not known, or its version is not. Answered exactly
@@ -133,7 +135,11 @@ pub struct IdKeys {
 impl fmt::Debug for IdKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ids: Vec<u8> = self.keys.iter().map(|(i, _)| *i).collect();
-        write!(f, "IdKeys {{ signing: {}, verifying: {ids:?} }}", self.signing)
+        write!(
+            f,
+            "IdKeys {{ signing: {}, verifying: {ids:?} }}",
+            self.signing
+        )
     }
 }
 
@@ -142,7 +148,10 @@ impl IdKeys {
     pub fn derived(secret: &[u8; 32]) -> Self {
         IdKeys {
             signing: 0,
-            keys: vec![(0, blake3::derive_key("offer-bandit decision-id key 0", secret))],
+            keys: vec![(
+                0,
+                blake3::derive_key("offer-bandit decision-id key 0", secret),
+            )],
         }
     }
 
@@ -229,23 +238,35 @@ impl IdKeys {
         const V1_HEX: usize = 2 * (LOCATOR_BYTES + MAC_BYTES);
         match s.len() {
             V1_HEX => {
-                let bytes = parse_hex::<{ LOCATOR_BYTES + MAC_BYTES }>(s).ok_or(IdError::Malformed)?;
+                let bytes =
+                    parse_hex::<{ LOCATOR_BYTES + MAC_BYTES }>(s).ok_or(IdError::Malformed)?;
                 let mut locator = [0u8; LOCATOR_BYTES];
                 locator.copy_from_slice(&bytes[..LOCATOR_BYTES]);
                 let id = DecisionId(locator);
-                let key = id.key_id().and_then(|k| self.key(k)).ok_or(IdError::Unknown)?;
+                let key = id
+                    .key_id()
+                    .and_then(|k| self.key(k))
+                    .ok_or(IdError::Unknown)?;
                 let want = Self::mac(key, &locator);
                 // Constant time: no early exit on the first differing byte.
                 let diff = want
                     .iter()
                     .zip(&bytes[LOCATOR_BYTES..])
                     .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-                if diff == 0 { Ok(id) } else { Err(IdError::Unknown) }
+                if diff == 0 {
+                    Ok(id)
+                } else {
+                    Err(IdError::Unknown)
+                }
             }
             32 => {
                 let id = DecisionId(parse_hex::<LOCATOR_BYTES>(s).ok_or(IdError::Malformed)?);
                 // A version-1 locator without its MAC is not an id.
-                if id.version() == 0 { Ok(id) } else { Err(IdError::Unknown) }
+                if id.version() == 0 {
+                    Ok(id)
+                } else {
+                    Err(IdError::Unknown)
+                }
             }
             _ => Err(IdError::Malformed),
         }
@@ -385,9 +406,8 @@ mod tests {
     fn keys_rotate_old_ones_verify_until_removed() -> Result<(), String> {
         let secret = [3; 32];
         let file = "# rotation\n2 ".to_owned() + &"ab".repeat(32) + "\n1 " + &"cd".repeat(32);
-        let old = IdKeys::derived(&secret).with_configured(IdKeys::parse_file(
-            &("1 ".to_owned() + &"cd".repeat(32)),
-        )?)?;
+        let old = IdKeys::derived(&secret)
+            .with_configured(IdKeys::parse_file(&("1 ".to_owned() + &"cd".repeat(32)))?)?;
         let new = IdKeys::derived(&secret).with_configured(IdKeys::parse_file(&file)?)?;
         assert_eq!(old.signing_id(), 1);
         assert_eq!(new.signing_id(), 2);
@@ -397,7 +417,11 @@ mod tests {
         let s_old = old.encode(&under_old);
         assert_eq!(new.decode(&s_old), Ok(under_old), "key 1 still verifies");
         assert_eq!(new.decode(&new.encode(&under_new)), Ok(under_new));
-        assert_eq!(new.decode(&new.encode(&derived)), Ok(derived), "key 0 always verifies");
+        assert_eq!(
+            new.decode(&new.encode(&derived)),
+            Ok(derived),
+            "key 0 always verifies"
+        );
         // Key 1 removed: its ids are no longer ids.
         let retired = IdKeys::derived(&secret)
             .with_configured(IdKeys::parse_file(&("2 ".to_owned() + &"ab".repeat(32)))?)?;

@@ -1103,7 +1103,10 @@ impl Engine {
                 "the data directory's disk is nearly full: refusing writes until space is freed"
             ),
             (true, false) => {
-                tracing::warn!(free_mib = free >> 20, "disk space is back: accepting writes")
+                tracing::warn!(
+                    free_mib = free >> 20,
+                    "disk space is back: accepting writes"
+                )
             }
             _ => {}
         }
@@ -1118,7 +1121,10 @@ impl Engine {
         let started = self.disk.flush_started_ms.load(Ordering::Relaxed);
         let running = now_ms().saturating_sub(started);
         (started > 0 && running > FLUSH_STUCK_MS).then(|| {
-            format!("a storage flush has been running for {} s (disk full or failing?)", running / 1000)
+            format!(
+                "a storage flush has been running for {} s (disk full or failing?)",
+                running / 1000
+            )
         })
     }
 
@@ -1246,7 +1252,7 @@ impl Engine {
             Arm::Control => control_choice(&campaign, &candidates),
         };
         let explanation = if req.explain {
-            self.explain(&campaign, &segment, &features, &candidates, &excluded, arm)
+            self.explain(&campaign, &segment, &features, &candidates, &excluded, arm)?
         } else {
             Vec::new()
         };
@@ -1425,7 +1431,7 @@ impl Engine {
         candidates: &[usize],
         excluded: &[(usize, String)],
         arm: Arm,
-    ) -> Vec<Explanation> {
+    ) -> Result<Vec<Explanation>, Error> {
         use crate::policy::special::beta_quantile;
         use crate::uplift::Estimate;
         let objective = campaign.config.objective;
@@ -1448,9 +1454,7 @@ impl Engine {
                         (rate(m), rate(m - 1.96 * sd), rate(m + 1.96 * sd))
                     })
                     .collect();
-                let probs = (0..arms.len())
-                    .map(|i| thompson::win_probability(&arms, i))
-                    .collect();
+                let probs = within_budget(arms.len(), |i| thompson::win_probability(&arms, i))?;
                 (rates, probs)
             }
             None => {
@@ -1475,9 +1479,7 @@ impl Engine {
                         )
                     })
                     .collect();
-                let probs = (0..arms.len())
-                    .map(|i| thompson::win_probability(&arms, i))
-                    .collect();
+                let probs = within_budget(arms.len(), |i| thompson::win_probability(&arms, i))?;
                 (rates, probs)
             }
         };
@@ -1537,7 +1539,7 @@ impl Engine {
             })
             .collect();
         out.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
-        out
+        Ok(out)
     }
 
     /// The bandit and control arms of a campaign, their uplift, and per-offer
@@ -2219,7 +2221,9 @@ impl Writer {
 
     /// Flushes the store, with its start time visible to the health watch.
     fn watched_flush(&self) -> Result<(), StoreError> {
-        self.disk.flush_started_ms.store(now_ms().max(1), Ordering::Relaxed);
+        self.disk
+            .flush_started_ms
+            .store(now_ms().max(1), Ordering::Relaxed);
         let r = self.store.flush();
         self.disk.flush_started_ms.store(0, Ordering::Relaxed);
         r
@@ -3095,7 +3099,10 @@ impl Writer {
             writes.put_prior(campaign, &ctx.prior.read());
             // The model sequence stays: the forced checkpoint before this
             // left nothing dirty, so it already says `self.seq`.
-            let stored = self.store.commit(writes).and_then(|()| self.watched_flush());
+            let stored = self
+                .store
+                .commit(writes)
+                .and_then(|()| self.watched_flush());
             if let Err(e) = stored {
                 self.failed.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, "storage write failed");
@@ -3289,10 +3296,7 @@ fn cap_reached(cap: &crate::config::FrequencyCap, n: u32) -> Option<String> {
 /// earlier decision only for the same customer (or for an anonymous request
 /// replaying an anonymous one): a request_id is an idempotency key, not a
 /// way to read another customer's decision.
-fn replay_for(
-    stored: Option<&CustomerHash>,
-    asking: Option<&CustomerHash>,
-) -> Result<(), Error> {
+fn replay_for(stored: Option<&CustomerHash>, asking: Option<&CustomerHash>) -> Result<(), Error> {
     if stored == asking {
         Ok(())
     } else {
@@ -3300,6 +3304,27 @@ fn replay_for(
             "request_id was already used by a request for another customer; send a fresh request_id with every new request (retries reuse theirs)".into(),
         ))
     }
+}
+
+/// Longest an explanation's win probabilities may compute (each is an
+/// integral over every candidate: the cost grows with the square of their
+/// number). Past it the request fails before anything is recorded, rather
+/// than run on past its deadline.
+const EXPLAIN_BUDGET: Duration = Duration::from_secs(2);
+
+/// `f(0..n)`, or an error once [`EXPLAIN_BUDGET`] is spent.
+fn within_budget(n: usize, mut f: impl FnMut(usize) -> f64) -> Result<Vec<f64>, Error> {
+    let started = std::time::Instant::now();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if started.elapsed() > EXPLAIN_BUDGET {
+            return Err(Error::ResourceExhausted(format!(
+                "explain over {n} candidate offers did not finish within {EXPLAIN_BUDGET:?}; nothing was recorded: ask for an explanation with fewer candidate_offer_ids"
+            )));
+        }
+        out.push(f(i));
+    }
+    Ok(out)
 }
 
 fn late(id: &DecisionId, expires_ms: i64) -> Error {

@@ -108,10 +108,14 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         (Some(p), _) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read the customer key file {}", p.display()))?;
-            Some(CustomerKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
+            Some(
+                CustomerKey::from_hex(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            )
         }
         (None, Some(text)) => Some(
-            CustomerKey::from_hex(text).map_err(|e| anyhow::anyhow!("OFFER_BANDIT_CUSTOMER_KEY: {e}"))?,
+            CustomerKey::from_hex(text)
+                .map_err(|e| anyhow::anyhow!("OFFER_BANDIT_CUSTOMER_KEY: {e}"))?,
         ),
         (None, None) => None,
     };

@@ -121,6 +121,8 @@ pub async fn serve(
     .await?
     .context("loading the store (nothing was changed; fix or move the data directory)")?;
     let engine = Arc::new(engine);
+    let scratch = opts.data_dir.join(BACKUP_SCRATCH);
+    clear_scratch(&scratch);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<OfferServiceServer<Api>>().await;
@@ -190,8 +192,6 @@ pub async fn serve(
     ));
     let max_msg = opts.max_message_bytes;
     let guard = GuardLayer::new(&opts.guard);
-    let scratch = opts.data_dir.join(BACKUP_SCRATCH);
-    clear_scratch(&scratch);
     let api = Api::new(engine.clone(), opts.limits)
         .with_permits(guard.permits())
         .with_scratch(scratch);
@@ -235,7 +235,7 @@ pub async fn serve(
                 ConnectionLimits {
                     max_connections: opts.max_connections,
                     idle_timeout: opts.idle_timeout,
-                    preface_timeout: crate::connections::PREFACE_TIMEOUT,
+                    preface_timeout: crate::connections::PREFACE_TIMEOUT.min(opts.idle_timeout),
                 },
             ),
             async {
@@ -331,14 +331,18 @@ async fn storage_watch(
                 tracing::error!(reason = %why, "health: NOT_SERVING");
                 health.set_not_serving::<OfferServiceServer<Api>>().await;
                 health.set_not_serving::<CampaignAdminServer<Api>>().await;
-                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
                 serving = false;
             }
             (None, false) => {
                 tracing::warn!("health: SERVING again");
                 health.set_serving::<OfferServiceServer<Api>>().await;
                 health.set_serving::<CampaignAdminServer<Api>>().await;
-                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
                 serving = true;
             }
             _ => {}
@@ -356,8 +360,12 @@ fn clear_scratch(dir: &std::path::Path) {
     };
     for e in entries.flatten() {
         match std::fs::remove_file(e.path()) {
-            Ok(()) => tracing::info!(file = %e.path().display(), "removed a backup left by an earlier run"),
-            Err(err) => tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a stale backup file"),
+            Ok(()) => {
+                tracing::info!(file = %e.path().display(), "removed a backup left by an earlier run")
+            }
+            Err(err) => {
+                tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a stale backup file")
+            }
         }
     }
 }

@@ -415,7 +415,6 @@ impl OfferService for Api {
 
 pub use crate::config::MAX_VALUE;
 
-
 /// Largest campaign config PutCampaign accepts.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
@@ -448,7 +447,9 @@ const BACKUP_CHUNK: usize = 1 << 20;
 impl CampaignAdmin for Api {
     type ExportDecisionsStream =
         tokio_stream::wrappers::ReceiverStream<Result<proto::DecisionLogEntry, Status>>;
-    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<proto::BackupChunk, Status>>;
+    type BackupStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<proto::BackupChunk, Status>> + Send>,
+    >;
 
     async fn set_offer_status(
         &self,
@@ -657,12 +658,10 @@ impl CampaignAdmin for Api {
         let entries = self.engine.backup(file.path().to_path_buf()).await?;
         tracing::info!(entries, "backup taken");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let reopened = file.reopen();
         tokio::task::spawn_blocking(move || {
             use std::io::Read;
-            let _running = running;
-            // The temporary file is deleted when `file` drops, after the last
-            // chunk or when the reader goes or stalls.
-            let mut reader = match file.reopen() {
+            let mut reader = match reopened {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(Status::unavailable(format!(
@@ -689,11 +688,18 @@ impl CampaignAdmin for Api {
                     }
                 }
             }
-            drop(file);
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
+        // The scratch file and the one-backup permit live as long as the
+        // reply stream: until the reader has it all, goes away or stalls.
+        let held = (file, running);
+        let stream = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            move |chunk| {
+                let _ = &held;
+                chunk
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn export_decisions(
@@ -727,7 +733,11 @@ impl CampaignAdmin for Api {
         tokio::task::spawn_blocking(move || {
             let failed = tx.clone();
             let result = engine.export(&r.campaign, r.since_unix_ms, until, |id, rec| {
-                send_or_give_up(&tx, Ok(log_entry(engine.id_keys().encode(&id), rec)), "export")
+                send_or_give_up(
+                    &tx,
+                    Ok(log_entry(engine.id_keys().encode(&id), rec)),
+                    "export",
+                )
             });
             if let Err(e) = result {
                 let _ = failed.blocking_send(Err(e.into()));

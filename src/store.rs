@@ -226,7 +226,27 @@ impl Store {
             .path(dir)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .open()
+            .map_err(|e| match e {
+                // sled reads a damaged `conf` file as one from before 0.29.
+                sled::Error::Unsupported(m) if m.contains("earlier than 0.29") => {
+                    StoreError::Corrupt {
+                        key: "conf".into(),
+                        reason: format!(
+                            "the store's files in {} are damaged or not sled's (sled says: {m}); restore the directory from a backup",
+                            dir.display()
+                        ),
+                    }
+                }
+                sled::Error::Corruption { .. } => StoreError::Corrupt {
+                    key: "conf".into(),
+                    reason: format!(
+                        "the store's files in {} are damaged (sled: {e}); restore the directory from a backup",
+                        dir.display()
+                    ),
+                },
+                e => StoreError::Sled(e),
+            })?;
         let tree = db.open_tree("offer-bandit")?;
         match tree.get(META_SCHEMA)? {
             None => {
@@ -503,7 +523,8 @@ impl Store {
         // Version-0 ids (8 bytes of ms first) sort before version-1 ids (a
         // version byte, then 6 bytes of ms): one time range in each.
         let legacy_ms = |ms: i64| ms.clamp(0, 1 << 48).to_be_bytes();
-        let legacy = [DECISION, &legacy_ms(since_ms)].concat()..[DECISION, &legacy_ms(until_ms)].concat();
+        let legacy =
+            [DECISION, &legacy_ms(since_ms)].concat()..[DECISION, &legacy_ms(until_ms)].concat();
         let v1 = [DECISION, &DecisionId::v1_time_prefix(since_ms)].concat()
             ..[DECISION, &DecisionId::v1_time_prefix(until_ms)].concat();
         for item in self.tree.range(legacy).chain(self.tree.range(v1)) {

@@ -27,6 +27,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
     extra: Vec<String>,
+    /// Environment variables the server is started with.
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -48,6 +50,7 @@ impl TestServer {
             data_dir,
             config,
             extra,
+            env: Vec::new(),
             _tmp: Some(tmp),
         };
         s.spawn();
@@ -69,6 +72,38 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             config,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            _tmp: Some(tmp),
+        };
+        s.spawn();
+        s
+    }
+
+    /// [`TestServer::start_on`] with environment variables set for the server.
+    #[allow(dead_code)]
+    pub fn start_on_env(
+        config_toml: Option<&str>,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let config = config_toml.map(|t| {
+            let p = tmp.path().join("campaigns.toml");
+            std::fs::write(&p, t).expect("write config");
+            p
+        });
+        let mut s = TestServer {
+            child: None,
+            addr: String::new(),
+            metrics_addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            config,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _tmp: Some(tmp),
         };
         s.spawn();
@@ -88,6 +123,7 @@ impl TestServer {
             cmd.arg("--config").arg(c);
         }
         cmd.args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
