@@ -2,6 +2,7 @@
 //! ephemeral port with its own data directory and talks real gRPC to it.
 #![allow(unreachable_pub)] // test helpers are shared between modules
 
+mod abuse_http;
 mod bad_input;
 mod budgets;
 mod control;
