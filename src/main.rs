@@ -92,6 +92,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         None => config::demo_campaigns()?,
     };
     let token = args.token.read()?;
+    let (read_token, decide_token) = args.role_tokens.read()?;
     let customer_key = args
         .customer_key_file
         .as_ref()
@@ -125,10 +126,13 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         },
         guard: GuardConfig {
             token,
+            read_token,
+            decide_token,
             scope: args.auth_scope,
             max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
             request_timeout: args.request_timeout,
         },
+        dashboard_allowed_hosts: args.dashboard_allowed_hosts,
         tls: args.tls_cert.zip(args.tls_key),
         max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
         ..ServeOptions::new(args.listen, args.data_dir, campaigns)

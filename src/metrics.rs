@@ -1,10 +1,10 @@
-//! Prometheus metrics: the recorder, a tower layer that counts and times
-//! every RPC by method and status, and a small HTTP listener for `/metrics`
-//! on its own port (which also serves the [`crate::dashboard`]).
+//! Prometheus metrics: the recorder, and a tower layer that counts and times
+//! every RPC by method and status. [`crate::web`] serves `/metrics`.
 //!
 //! Series:
 //! - `offer_bandit_rpc_requests_total{method, code}` and
-//!   `offer_bandit_rpc_duration_seconds{method}` (histogram);
+//!   `offer_bandit_rpc_duration_seconds{method}` (histogram); `method` is
+//!   one of the served methods or "other", so that no request can add series;
 //! - `offer_bandit_decisions_total{campaign, offer}` (offer shares);
 //! - `offer_bandit_decisions_pending{campaign}` (gauge, at scrape time);
 //! - `offer_bandit_redemptions_applied_total{campaign}`,
@@ -15,14 +15,13 @@ use std::{
     collections::HashSet,
     future::Future,
     pin::Pin,
-    sync::{Arc, LazyLock},
+    sync::LazyLock,
     task::{Context, Poll},
     time::Instant,
 };
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use prost::Message as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::engine::Engine;
 
@@ -39,81 +38,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?)
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    handle: PrometheusHandle,
-    engine: Arc<Engine>,
-) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let handle = handle.clone();
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut read = 0;
-            // Read the request head (bounded; the body, if any, is ignored).
-            while read < buf.len() {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    socket.read(&mut buf[read..]),
-                )
-                .await
-                {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => read += n,
-                }
-                if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..read]).into_owned();
-            let path = head
-                .strip_prefix("GET ")
-                .and_then(|r| r.split_whitespace().next())
-                .unwrap_or("")
-                .to_owned();
-            let (status, content_type, body) = if path == "/metrics"
-                || path.starts_with("/metrics?")
-            {
-                record_pending(&engine);
-                ("200 OK", "text/plain; version=0.0.4", handle.render())
-            } else if path == "/" {
-                (
-                    "200 OK",
-                    "text/html; charset=utf-8",
-                    crate::dashboard::index(&engine),
-                )
-            } else if let Some(id) = path.strip_prefix("/campaigns/") {
-                // The offer-share chart reads the decision log: off the async threads.
-                let (engine, id) = (engine.clone(), id.to_owned());
-                match tokio::task::spawn_blocking(move || crate::dashboard::campaign(&engine, &id))
-                    .await
-                {
-                    Ok(Some(page)) => ("200 OK", "text/html; charset=utf-8", page),
-                    _ => (
-                        "404 Not Found",
-                        "text/plain",
-                        "no such campaign\n".to_owned(),
-                    ),
-                }
-            } else {
-                (
-                    "404 Not Found",
-                    "text/plain",
-                    "served here: GET /metrics, GET / (dashboard), GET /campaigns/ID\n".to_owned(),
-                )
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
-    }
+/// The text of `/metrics` (served by [`crate::web`]), the pending gauges
+/// set first.
+pub fn render(handle: &PrometheusHandle, engine: &Engine) -> String {
+    record_pending(engine);
+    handle.render()
 }
 
 fn record_pending(engine: &Engine) {
@@ -198,7 +127,9 @@ static SERVED_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
 /// The request paths of the methods a descriptor set declares.
 pub(crate) fn method_paths(encoded: &[u8]) -> Vec<String> {
     let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
-        tracing::error!("a built-in descriptor set does not decode; its methods count as \"other\"");
+        tracing::error!(
+            "a built-in descriptor set does not decode; its methods count as \"other\""
+        );
         return Vec::new();
     };
     let mut paths = Vec::new();
@@ -264,8 +195,13 @@ mod tests {
         ] {
             assert_eq!(method_label(path), "other", "{path}");
         }
-        // 3 OfferService, 12 CampaignAdmin, 2 health, 1 per reflection version.
-        assert_eq!(SERVED_METHODS.len(), 3 + 12 + 2 + 2, "{:?}", *SERVED_METHODS);
+        // 3 OfferService, 11 CampaignAdmin, 2 health, 1 per reflection version.
+        assert_eq!(
+            SERVED_METHODS.len(),
+            3 + 11 + 2 + 2,
+            "{:?}",
+            *SERVED_METHODS
+        );
     }
 
     #[test]

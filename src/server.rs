@@ -50,6 +50,9 @@ pub struct ServeOptions {
     pub retention: Option<Duration>,
     /// Authentication, in-flight limit and deadlines.
     pub guard: GuardConfig,
+    /// `Host` names the dashboard answers to besides loopback and the
+    /// metrics address.
+    pub dashboard_allowed_hosts: Vec<String>,
     /// PEM certificate chain and key (None: plaintext).
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Largest request message, bytes.
@@ -72,6 +75,7 @@ impl ServeOptions {
             customer_key: None,
             retention: Some(Duration::from_secs(90 * 86_400)),
             guard: GuardConfig::default(),
+            dashboard_allowed_hosts: Vec::new(),
             tls: None,
             max_message_bytes: 4 << 20,
         }
@@ -83,6 +87,7 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    opts.guard.validate()?;
     let data_dir = opts.data_dir.clone();
     let cache_bytes = opts.cache_bytes;
     let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&data_dir, cache_bytes))
@@ -126,6 +131,9 @@ pub async fn serve(
         retention = ?opts.retention,
         tls = opts.tls.is_some(),
         auth = opts.guard.token.is_some(),
+        read_token = opts.guard.read_token.is_some(),
+        decide_token = opts.guard.decide_token.is_some(),
+        dashboard_allowed_hosts = ?opts.dashboard_allowed_hosts,
         auth_scope = ?opts.guard.scope,
         max_in_flight = opts.guard.max_in_flight,
         request_timeout = ?opts.guard.request_timeout,
@@ -133,6 +141,7 @@ pub async fn serve(
         cache_bytes = opts.cache_bytes,
         "serving"
     );
+    let guard = GuardLayer::new(&opts.guard);
     let mut out = std::io::stdout();
     let metrics_task = match opts.metrics_listen {
         Some(m) => {
@@ -143,10 +152,15 @@ pub async fn serve(
             let maddr = listener.local_addr()?;
             tracing::info!(%maddr, "serving /metrics");
             writeln!(out, "offer-bandit metrics on {maddr}")?;
-            Some(tokio::spawn(crate::metrics::serve(
+            Some(tokio::spawn(crate::web::serve(
                 listener,
                 handle,
                 engine.clone(),
+                crate::web::WebOptions {
+                    tokens: guard.tokens(),
+                    allowed_hosts: opts.dashboard_allowed_hosts.clone(),
+                    listen: maddr,
+                },
             )))
         }
         None => None,
@@ -176,7 +190,6 @@ pub async fn serve(
             .context("the TLS certificate or key is not usable")?;
     }
     let max_msg = opts.max_message_bytes;
-    let guard = GuardLayer::new(&opts.guard);
     let server = builder
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .layer(crate::metrics::RpcMetricsLayer)

@@ -113,8 +113,12 @@ async fn call_path(channel: Channel, path: &str, token: Option<&str>) -> Code {
     let path = http::uri::PathAndQuery::try_from(path.to_owned()).expect("a path");
     let codec = tonic_prost::ProstCodec::<proto::ListCampaignsRequest, proto::ListCampaignsResponse>::default();
     code(
-        grpc.unary(with_token(proto::ListCampaignsRequest {}, token), path, codec)
-            .await,
+        grpc.unary(
+            with_token(proto::ListCampaignsRequest {}, token),
+            path,
+            codec,
+        )
+        .await,
     )
 }
 
@@ -204,9 +208,24 @@ async fn each_token_calls_what_its_role_allows() {
         customer_id: "c1".into(),
     };
     for (token, select_code, read_code, write_code) in [
-        (None, Code::Unauthenticated, Code::Unauthenticated, Code::Unauthenticated),
-        (Some(DECIDE), Code::Ok, Code::PermissionDenied, Code::PermissionDenied),
-        (Some(READ), Code::PermissionDenied, Code::Ok, Code::PermissionDenied),
+        (
+            None,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+        ),
+        (
+            Some(DECIDE),
+            Code::Ok,
+            Code::PermissionDenied,
+            Code::PermissionDenied,
+        ),
+        (
+            Some(READ),
+            Code::PermissionDenied,
+            Code::Ok,
+            Code::PermissionDenied,
+        ),
         (Some(ADMIN), Code::Ok, Code::Ok, Code::Ok),
     ] {
         let who = token.unwrap_or("no token");
@@ -302,7 +321,10 @@ async fn the_dashboard_needs_a_read_or_admin_token() {
 
 #[tokio::test]
 async fn the_dashboard_answers_only_to_allowed_hosts() {
-    let server = TestServer::start(None, &["--dashboard-allowed-hosts", "dash.internal,Ops.Example"]);
+    let server = TestServer::start(
+        None,
+        &["--dashboard-allowed-hosts", "dash.internal,Ops.Example"],
+    );
     let port = server
         .metrics_addr
         .rsplit(':')
@@ -337,7 +359,11 @@ async fn the_dashboard_answers_only_to_allowed_hosts() {
     let (status, _, _) = get(&server.metrics_addr, "/", &[]);
     assert_eq!(status, 421);
     // /metrics answers whatever the Host.
-    let (status, _, _) = get(&server.metrics_addr, "/metrics", &[("host", "evil.example")]);
+    let (status, _, _) = get(
+        &server.metrics_addr,
+        "/metrics",
+        &[("host", "evil.example")],
+    );
     assert_eq!(status, 200);
 }
 
@@ -414,11 +440,17 @@ fn role_tokens_need_the_admin_token_and_stay_off_argv() {
     std::fs::write(&read, READ).expect("write");
     let serve = |args: &[&str], env: &[(&str, &str)]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-metrics", "--data-dir"])
-            .arg(tmp.path().join("d"))
-            .args(args)
-            .env_remove("OFFER_BANDIT_AUTH_TOKEN")
-            .env_remove("OFFER_BANDIT_AUTH_TOKEN_FILE");
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("d"))
+        .args(args)
+        .env_remove("OFFER_BANDIT_AUTH_TOKEN")
+        .env_remove("OFFER_BANDIT_AUTH_TOKEN_FILE");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -532,5 +564,8 @@ fn a_failing_accept_backs_off_instead_of_spinning() {
     let used = cpu_ticks(pid) - before;
     drop(conns);
     // A spinning accept loop burns a whole core: ~150 ticks in 1.5 s.
-    assert!(used < 40, "{used} clock ticks of CPU in 1.5 s with accept failing");
+    assert!(
+        used < 40,
+        "{used} clock ticks of CPU in 1.5 s with accept failing"
+    );
 }
