@@ -57,8 +57,11 @@ pub struct Dashboard {
     /// Per campaign (only campaigns that exist get an entry): the chart and
     /// when it was drawn. The entry's lock is held while a chart is drawn,
     /// so that concurrent views of a campaign read the log once.
-    charts: Mutex<HashMap<String, Arc<Mutex<Option<(Instant, String)>>>>>,
+    charts: Mutex<HashMap<String, Arc<Mutex<Option<Chart>>>>>,
 }
+
+/// A drawn offer-share chart and when it was drawn.
+type Chart = (Instant, String);
 
 impl Dashboard {
     /// The dashboard of `engine`.

@@ -80,11 +80,24 @@ pub async fn serve(
         opts,
     });
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Failed accepts in a row: the first is a warning, the rest debug lines.
+    let mut failing = 0u64;
     loop {
         let socket = match listener.accept().await {
-            Ok((socket, _)) => socket,
+            Ok((socket, _)) => {
+                if failing > 0 {
+                    tracing::info!(failed = failing, "metrics port: accepting again");
+                    failing = 0;
+                }
+                socket
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "metrics port: accept failed; retrying in {ACCEPT_BACKOFF:?}");
+                if failing == 0 {
+                    tracing::warn!(error = %e, "metrics port: accept failed; retrying every {ACCEPT_BACKOFF:?}");
+                } else {
+                    tracing::debug!(error = %e, "metrics port: accept failed again");
+                }
+                failing += 1;
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
@@ -265,9 +278,7 @@ fn parse_head(raw: &str) -> Option<Head> {
     };
     let mut hosts = 0;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return None;
-        };
+        let (name, value) = line.split_once(':')?;
         let value = value.trim();
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
