@@ -79,29 +79,62 @@ pub struct ClientArgs {
     pub token: TokenArgs,
 }
 
-/// Where a bearer token comes from: a file, or the environment.
+/// Where a bearer token comes from: a file, or the environment. Never a
+/// flag's value: command lines show in `ps` and shell histories.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TokenArgs {
     /// File holding the bearer token, at least 16 bytes (or set
     /// OFFER_BANDIT_AUTH_TOKEN). The server requires it as
-    /// "authorization: Bearer <token>"; the admin commands send it.
+    /// "authorization: Bearer <token>"; the admin commands send it. On the
+    /// server it is the admin token: it may call everything.
     #[arg(long, env = "OFFER_BANDIT_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
-    /// The token itself (environment only, never shown).
-    #[arg(
-        long,
-        env = "OFFER_BANDIT_AUTH_TOKEN",
-        hide = true,
-        hide_env_values = true
-    )]
-    pub auth_token: Option<String>,
 }
 
 impl TokenArgs {
     /// The token, if one is configured (validated).
     pub fn read(&self) -> anyhow::Result<Option<String>> {
-        crate::client::read_token(self.auth_token_file.as_deref(), self.auth_token.as_deref())
+        read_token(self.auth_token_file.as_deref(), "OFFER_BANDIT_AUTH_TOKEN")
     }
+}
+
+/// The server's tokens of the narrower roles (see `crate::guard::Role`),
+/// each from a file or the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RoleTokenArgs {
+    /// File holding the read token (or set OFFER_BANDIT_READ_TOKEN): the
+    /// dashboard and the read-only CampaignAdmin RPCs (ListCampaigns,
+    /// GetCampaignStats, GetCampaignReport, GetCampaignConfig). Needs the
+    /// admin token (--auth-token-file) too.
+    #[arg(long, env = "OFFER_BANDIT_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// File holding the decide token (or set OFFER_BANDIT_DECIDE_TOKEN):
+    /// OfferService, when --auth-scope is "all". Needs the admin token too.
+    #[arg(long, env = "OFFER_BANDIT_DECIDE_TOKEN_FILE")]
+    pub decide_token_file: Option<PathBuf>,
+}
+
+impl RoleTokenArgs {
+    /// The read token and the decide token, if configured (validated).
+    pub fn read(&self) -> anyhow::Result<(Option<String>, Option<String>)> {
+        Ok((
+            read_token(self.read_token_file.as_deref(), "OFFER_BANDIT_READ_TOKEN")?,
+            read_token(
+                self.decide_token_file.as_deref(),
+                "OFFER_BANDIT_DECIDE_TOKEN",
+            )?,
+        ))
+    }
+}
+
+/// A token from `file`, else from the environment variable `var`.
+fn read_token(file: Option<&std::path::Path>, var: &str) -> anyhow::Result<Option<String>> {
+    let inline = match std::env::var(var) {
+        Ok(t) => Some(t),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!("{var} is not valid UTF-8"),
+    };
+    crate::client::read_token(file, inline.as_deref())
 }
 
 /// Flags of `offer-bandit report`.
@@ -339,10 +372,24 @@ pub struct ServeArgs {
     /// PEM private key for TLS (with --tls-cert).
     #[arg(long, env = "OFFER_BANDIT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// The bearer token callers must send (none: no authentication).
+    /// The admin token (none, and no other token: no authentication).
     #[command(flatten)]
     pub token: TokenArgs,
-    /// What the token protects: "admin" (CampaignAdmin) or "all" (every RPC but health checks).
+    /// The read and decide tokens.
+    #[command(flatten)]
+    pub role_tokens: RoleTokenArgs,
+    /// Host names (or IPs) the dashboard pages answer to, comma-separated,
+    /// besides localhost, loopback IPs and the --metrics-listen IP; other
+    /// Host headers get 421 (against DNS rebinding). /metrics answers any.
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_DASHBOARD_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub dashboard_allowed_hosts: Vec<String>,
+    /// What needs a token at all: "admin" (CampaignAdmin) or "all" (every
+    /// RPC but health checks). The dashboard needs a read or admin token
+    /// whenever any token is configured; /metrics never does.
     #[arg(
         long,
         env = "OFFER_BANDIT_AUTH_SCOPE",
@@ -350,36 +397,20 @@ pub struct ServeArgs {
         default_value = "admin"
     )]
     pub auth_scope: crate::guard::AuthScope,
-    /// File holding the 64-hex-digit key customer ids are hashed under. Without
+    /// File holding the 64-hex-digit key customer ids are hashed under (or
+    /// set OFFER_BANDIT_CUSTOMER_KEY to the digits themselves). Without
     /// it the store generates one on first start and keeps it. A store refuses
     /// to start under a different key than the one it was first used with.
     #[arg(long, env = "OFFER_BANDIT_CUSTOMER_KEY_FILE")]
     pub customer_key_file: Option<PathBuf>,
-    /// The customer key itself (environment only, never shown).
-    #[arg(
-        long,
-        env = "OFFER_BANDIT_CUSTOMER_KEY",
-        hide = true,
-        hide_env_values = true,
-        conflicts_with = "customer_key_file"
-    )]
-    pub customer_key: Option<String>,
     /// File of extra keys decision ids are signed with, one per line:
     /// "<key id 1-255> <64 hex digits>". The first signs new ids; every
     /// listed key (and key 0, derived from the customer key) verifies. To
     /// rotate: put a new key first, restart, and drop the old one once the
-    /// longest reward window since has closed.
+    /// longest reward window since has closed. Or set
+    /// OFFER_BANDIT_DECISION_ID_KEYS to the file's text.
     #[arg(long, env = "OFFER_BANDIT_DECISION_ID_KEYS_FILE")]
     pub decision_id_keys_file: Option<PathBuf>,
-    /// The same keys as text (environment only, never shown).
-    #[arg(
-        long,
-        env = "OFFER_BANDIT_DECISION_ID_KEYS",
-        hide = true,
-        hide_env_values = true,
-        conflicts_with = "decision_id_keys_file"
-    )]
-    pub decision_id_keys: Option<String>,
     /// How long resolved (redeemed or expired) decision records are kept after
     /// their reward window, e.g. "90d"; "never" keeps them. Their evidence stays
     /// in the posteriors either way.

@@ -1,9 +1,17 @@
 //! The read-only web dashboard, served beside `/metrics`: an index of the
 //! campaigns and one page per campaign with its report (bandit against
 //! control, offers) and SVG charts (redemption rate by arm, offer share
-//! over time). Plain HTML, no scripts.
+//! over time). Plain HTML, no scripts. Who may see it, and under which
+//! `Host`, is [`crate::web`]'s business.
 
-use std::fmt::Write as _;
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
 
 use crate::{
     decision::now_ms,
@@ -16,6 +24,9 @@ use crate::{
 const SHARE_WINDOW_MS: i64 = 7 * 86_400_000;
 const SHARE_MAX_RECORDS: usize = 100_000;
 const SHARE_BUCKETS: usize = 20;
+/// How long a campaign's offer-share chart is reused: it reads up to
+/// [`SHARE_MAX_RECORDS`] decision records, too many for every page view.
+pub const CHART_TTL: Duration = Duration::from_secs(10);
 const COLORS: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
 ];
@@ -36,6 +47,60 @@ fn page(title: &str, body: &str) -> String {
          <body>{body}</body></html>",
         t = esc(title)
     )
+}
+
+/// The dashboard's pages over an engine, with each campaign's offer-share
+/// chart cached for [`CHART_TTL`].
+#[derive(Debug)]
+pub struct Dashboard {
+    engine: Arc<Engine>,
+    /// Per campaign (only campaigns that exist get an entry): the chart and
+    /// when it was drawn. The entry's lock is held while a chart is drawn,
+    /// so that concurrent views of a campaign read the log once.
+    charts: Mutex<HashMap<String, Arc<Mutex<Option<Chart>>>>>,
+}
+
+/// A drawn offer-share chart and when it was drawn.
+type Chart = (Instant, String);
+
+impl Dashboard {
+    /// The dashboard of `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Dashboard {
+            engine,
+            charts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The index page.
+    pub fn index(&self) -> String {
+        index(&self.engine)
+    }
+
+    /// The page of one campaign; `None` for an unknown campaign. Reads the
+    /// decision log at most once per campaign per [`CHART_TTL`]: call it
+    /// off the async threads.
+    pub fn campaign(&self, id: &str) -> Option<String> {
+        campaign_page(&self.engine, id, |r| self.share_chart(r))
+    }
+
+    fn share_chart(&self, r: &CampaignReport) -> String {
+        let entry = self
+            .charts
+            .lock()
+            .entry(r.campaign.clone())
+            .or_default()
+            .clone();
+        let mut cached = entry.lock();
+        if let Some((drawn, chart)) = cached.as_ref()
+            && drawn.elapsed() < CHART_TTL
+        {
+            return chart.clone();
+        }
+        let chart = share_chart(&self.engine, r);
+        *cached = Some((Instant::now(), chart.clone()));
+        chart
+    }
 }
 
 /// The index page: every served campaign.
@@ -191,8 +256,18 @@ fn share_chart(engine: &Engine, r: &CampaignReport) -> String {
     s
 }
 
-/// The page of one campaign; `None` for an unknown campaign.
+/// The page of one campaign; `None` for an unknown campaign. Reads the
+/// decision log for the offer-share chart: see [`Dashboard::campaign`] for
+/// a cached one.
 pub fn campaign(engine: &Engine, id: &str) -> Option<String> {
+    campaign_page(engine, id, |r| share_chart(engine, r))
+}
+
+fn campaign_page(
+    engine: &Engine,
+    id: &str,
+    chart: impl FnOnce(&CampaignReport) -> String,
+) -> Option<String> {
     let r = engine.report(id).ok()?;
     let mut b = format!(
         "<p><a href=\"/\">all campaigns</a></p><h1>{}</h1>\
@@ -241,7 +316,7 @@ pub fn campaign(engine: &Engine, id: &str) -> Option<String> {
         b.push_str(&learned_prior(&prior));
     }
     b.push_str("<h2>Offer share over time (last 7 days)</h2>");
-    b.push_str(&share_chart(engine, &r));
+    b.push_str(&chart(&r));
     Some(page(&format!("{id} - offer-bandit"), &b))
 }
 

@@ -1,12 +1,13 @@
 //! Request admission, one tower layer in front of every route: who may call
-//! what (bearer tokens), and how much may run at once (a global in-flight
-//! limit that answers RESOURCE_EXHAUSTED at once instead of queueing, and a
-//! per-request deadline that answers DEADLINE_EXCEEDED).
+//! what (bearer tokens, each with a [`Role`]), and how much may run at once
+//! (a global in-flight limit that answers RESOURCE_EXHAUSTED at once instead
+//! of queueing, and a per-request deadline that answers DEADLINE_EXCEEDED).
 //!
 //! Health checks are always open and never limited, so that a load balancer
 //! can see a busy server as busy rather than dead.
 
 use std::{
+    fmt,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -16,7 +17,7 @@ use std::{
 
 use tokio::sync::Semaphore;
 
-/// Which RPCs need the bearer token.
+/// Which RPCs need a token at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum AuthScope {
     /// Only `CampaignAdmin` (campaign stats, export, erasure, backup).
@@ -26,12 +27,129 @@ pub enum AuthScope {
     All,
 }
 
+/// What a token may do. An admin token may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The dashboard and the read-only `CampaignAdmin` RPCs
+    /// (see [`ADMIN_METHODS`]).
+    Read,
+    /// `OfferService`: decisions and redemptions.
+    Decide,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// The role's name, as the flags and messages spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Decide => "decide",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this role may call `route` (when the route needs a token).
+    fn allows(self, route: Route) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Read => matches!(route, Route::AdminRead | Route::Reflection | Route::Other),
+            Role::Decide => matches!(route, Route::Offers | Route::Reflection | Route::Other),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Each `CampaignAdmin` RPC, and whether it only reads. A read token may
+/// call the read-only ones. The decision log (`ExportDecisions`) holds every
+/// customer's context, so it is admin only, like every change and the
+/// backup. An RPC missing here is admin only; a unit test checks that the
+/// table names every RPC of the proto.
+pub const ADMIN_METHODS: [(&str, bool); 11] = [
+    ("ListCampaigns", true),
+    ("GetCampaignStats", true),
+    ("GetCampaignReport", true),
+    ("GetCampaignConfig", true),
+    ("ExportDecisions", false),
+    ("ForgetCustomer", false),
+    ("SetOfferStatus", false),
+    ("SetCampaignStatus", false),
+    ("PutCampaign", false),
+    ("AddOffer", false),
+    ("Backup", false),
+];
+
+/// The configured tokens, kept as BLAKE3 digests: comparing digests takes
+/// the same time whatever the candidate, and leaks not even a token's
+/// length.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    digests: Vec<(blake3::Hash, Role)>,
+}
+
+impl Tokens {
+    /// The tokens of `config`.
+    pub fn new(config: &GuardConfig) -> Self {
+        let digests = [
+            (&config.token, Role::Admin),
+            (&config.read_token, Role::Read),
+            (&config.decide_token, Role::Decide),
+        ]
+        .into_iter()
+        .filter_map(|(t, role)| Some((blake3::hash(t.as_deref()?.as_bytes()), role)))
+        .collect();
+        Tokens { digests }
+    }
+
+    /// Whether no token is configured (then nothing needs one).
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// The role of a presented token, None if it is none of ours. Every
+    /// digest is compared, so the time taken does not say which matched.
+    pub fn role_of(&self, presented: &str) -> Option<Role> {
+        let digest = blake3::hash(presented.trim().as_bytes());
+        let mut role = None;
+        for (want, r) in &self.digests {
+            if digest == *want {
+                role = Some(*r);
+            }
+        }
+        role
+    }
+}
+
+/// A refused token configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenConfigError {
+    /// A read or decide token without an admin token.
+    #[error(
+        "a {0} token needs the admin token too (--auth-token-file or OFFER_BANDIT_AUTH_TOKEN): \
+         with any token configured, the admin RPCs take only the admin token"
+    )]
+    RoleWithoutAdmin(Role),
+    /// Two roles share one token.
+    #[error("the {0} and {1} tokens are the same; give each role its own token")]
+    Same(Role, Role),
+}
+
 /// Admission settings.
 #[derive(Debug, Clone)]
 pub struct GuardConfig {
-    /// The bearer token callers must present (None: no authentication).
+    /// The admin token (None: no authentication, unless another token is
+    /// set, which [`GuardConfig::validate`] refuses).
     pub token: Option<String>,
-    /// What the token protects.
+    /// The read token: dashboard and read-only admin RPCs.
+    pub read_token: Option<String>,
+    /// The decide token: `OfferService`.
+    pub decide_token: Option<String>,
+    /// What needs a token at all.
     pub scope: AuthScope,
     /// Most `OfferService` and `CampaignAdmin` requests running at once.
     pub max_in_flight: usize,
@@ -43,6 +161,8 @@ impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
             token: None,
+            read_token: None,
+            decide_token: None,
             scope: AuthScope::Admin,
             max_in_flight: 1024,
             request_timeout: Duration::from_secs(10),
@@ -53,6 +173,28 @@ impl Default for GuardConfig {
 /// The client-streaming method, whose handler takes its in-flight permit
 /// once the stream's messages are in.
 pub const CLIENT_STREAMING: &str = "/offerbandit.v1.OfferService/RecordRedemptions";
+impl GuardConfig {
+    /// Refuses role tokens without an admin token, and a token shared by two roles.
+    pub fn validate(&self) -> Result<(), TokenConfigError> {
+        let roles = [
+            (&self.token, Role::Admin),
+            (&self.read_token, Role::Read),
+            (&self.decide_token, Role::Decide),
+        ];
+        for (i, (a, ra)) in roles.iter().enumerate() {
+            let Some(a) = a else { continue };
+            if self.token.is_none() {
+                return Err(TokenConfigError::RoleWithoutAdmin(*ra));
+            }
+            for (b, rb) in &roles[i + 1..] {
+                if b.as_deref().is_some_and(|b| b.trim() == a.trim()) {
+                    return Err(TokenConfigError::Same(*ra, *rb));
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Shortest token accepted: guessing 16 random bytes is hopeless.
 pub const MIN_TOKEN_BYTES: usize = 16;
@@ -65,9 +207,7 @@ pub struct GuardLayer {
 
 #[derive(Debug)]
 struct Shared {
-    /// BLAKE3 of the token: comparing digests takes the same time whatever
-    /// the candidate, and leaks not even the token's length.
-    token: Option<blake3::Hash>,
+    tokens: Arc<Tokens>,
     scope: AuthScope,
     permits: Arc<Semaphore>,
     /// Client streams open now: they hold no permit until their messages
@@ -82,7 +222,7 @@ impl GuardLayer {
     pub fn new(config: &GuardConfig) -> Self {
         GuardLayer {
             shared: Arc::new(Shared {
-                token: config.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
+                tokens: Arc::new(Tokens::new(config)),
                 scope: config.scope,
                 permits: Arc::new(Semaphore::new(config.max_in_flight)),
                 streams: Arc::default(),
@@ -90,6 +230,11 @@ impl GuardLayer {
                 timeout: config.request_timeout,
             }),
         }
+    }
+
+    /// The tokens this layer checks (the dashboard checks them too).
+    pub fn tokens(&self) -> Arc<Tokens> {
+        self.shared.tokens.clone()
     }
 }
 
@@ -135,6 +280,9 @@ enum Route {
     Health,
     Reflection,
     Offers,
+    /// A read-only `CampaignAdmin` RPC.
+    AdminRead,
+    /// Any other `CampaignAdmin` RPC.
     Admin,
     Other,
 }
@@ -146,8 +294,12 @@ fn route(path: &str) -> Route {
         Route::Reflection
     } else if path.starts_with("/offerbandit.v1.OfferService/") {
         Route::Offers
-    } else if path.starts_with("/offerbandit.v1.CampaignAdmin/") {
-        Route::Admin
+    } else if let Some(method) = path.strip_prefix("/offerbandit.v1.CampaignAdmin/") {
+        if ADMIN_METHODS.contains(&(method, true)) {
+            Route::AdminRead
+        } else {
+            Route::Admin
+        }
     } else {
         Route::Other
     }
@@ -160,9 +312,11 @@ impl Shared {
         req: &http::Request<B>,
         route: Route,
     ) -> Option<tonic::Status> {
-        let want = self.token.as_ref()?;
+        if self.tokens.is_empty() {
+            return None;
+        }
         let protected = match self.scope {
-            AuthScope::Admin => route == Route::Admin,
+            AuthScope::Admin => matches!(route, Route::Admin | Route::AdminRead),
             AuthScope::All => route != Route::Health,
         };
         if !protected {
@@ -173,14 +327,25 @@ impl Shared {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
+        let Some(presented) = presented else {
+            return Some(tonic::Status::unauthenticated(
+                "this RPC needs the header 'authorization: Bearer <token>' (a token the server was started with)",
+            ));
+        };
+        match self.tokens.role_of(presented) {
             None => Some(tonic::Status::unauthenticated(
-                "this RPC needs the header 'authorization: Bearer <token>' (the server's --auth-token-file)",
-            )),
-            Some(t) if blake3::hash(t.trim().as_bytes()) == *want => None,
-            Some(_) => Some(tonic::Status::unauthenticated(
                 "the bearer token is not valid",
             )),
+            Some(role) if role.allows(route) => None,
+            Some(role) => Some(tonic::Status::permission_denied(format!(
+                "the {role} token may not call {}: it needs the {} token",
+                req.uri().path(),
+                match route {
+                    Route::Offers => "decide or admin",
+                    Route::AdminRead => "read or admin",
+                    _ => "admin",
+                }
+            ))),
         }
     }
 }
@@ -225,7 +390,7 @@ where
         if let Some(status) = self.shared.refuse_unauthenticated(&req, route) {
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
-        if !matches!(route, Route::Offers | Route::Admin) {
+        if !matches!(route, Route::Offers | Route::Admin | Route::AdminRead) {
             return Box::pin(self.inner.call(req));
         }
         // A client stream takes its permit in the handler once its messages
@@ -301,9 +466,28 @@ mod tests {
         );
         assert_eq!(
             route("/offerbandit.v1.CampaignAdmin/ListCampaigns"),
+            Route::AdminRead
+        );
+        assert_eq!(
+            route("/offerbandit.v1.CampaignAdmin/ExportDecisions"),
             Route::Admin
         );
+        assert_eq!(route("/offerbandit.v1.CampaignAdmin/New"), Route::Admin);
         assert_eq!(route("/offerbandit.v1.CampaignAdminX/Y"), Route::Other);
+    }
+
+    /// A new CampaignAdmin RPC must be classified here before it ships.
+    #[test]
+    fn every_admin_rpc_of_the_proto_is_classified() {
+        let mut served: Vec<String> =
+            crate::metrics::method_paths(crate::proto::FILE_DESCRIPTOR_SET)
+                .into_iter()
+                .filter_map(|p| Some(p.strip_prefix("/offerbandit.v1.CampaignAdmin/")?.to_owned()))
+                .collect();
+        let mut table: Vec<String> = ADMIN_METHODS.iter().map(|(m, _)| (*m).to_owned()).collect();
+        served.sort();
+        table.sort();
+        assert_eq!(served, table);
     }
 
     fn request(auth: Option<&str>) -> http::Request<()> {
@@ -316,40 +500,52 @@ mod tests {
         r
     }
 
+    const ADMIN: &str = "0123456789abcdef-admin";
+    const READ: &str = "0123456789abcdef-read";
+    const DECIDE: &str = "0123456789abcdef-decide";
+
+    fn layer(scope: AuthScope, roles: bool) -> GuardLayer {
+        GuardLayer::new(&GuardConfig {
+            token: Some(ADMIN.into()),
+            read_token: roles.then(|| READ.into()),
+            decide_token: roles.then(|| DECIDE.into()),
+            scope,
+            ..GuardConfig::default()
+        })
+    }
+
     #[test]
     fn tokens_are_checked_where_the_scope_says() {
-        let token = "0123456789abcdef-secret";
         for (scope, route_, needs) in [
             (AuthScope::Admin, Route::Admin, true),
+            (AuthScope::Admin, Route::AdminRead, true),
             (AuthScope::Admin, Route::Offers, false),
             (AuthScope::Admin, Route::Reflection, false),
             (AuthScope::All, Route::Offers, true),
             (AuthScope::All, Route::Reflection, true),
             (AuthScope::All, Route::Health, false),
         ] {
-            let layer = GuardLayer::new(&GuardConfig {
-                token: Some(token.into()),
-                scope,
-                ..GuardConfig::default()
-            });
-            let s = &layer.shared;
-            let refused = |auth| {
-                s.refuse_unauthenticated(&request(auth), route_)
-                    .map(|st| st.code())
-            };
-            let expect = needs.then_some(tonic::Code::Unauthenticated);
-            assert_eq!(
-                refused(None),
-                expect,
-                "{scope:?} {route_:?} without a token"
-            );
-            assert_eq!(refused(Some("Bearer wrong-token-of-some-length")), expect);
-            assert_eq!(
-                refused(Some(token)),
-                expect,
-                "the Bearer prefix is required"
-            );
-            assert_eq!(refused(Some(&format!("Bearer {token}"))), None);
+            for roles in [false, true] {
+                let layer = layer(scope, roles);
+                let s = &layer.shared;
+                let refused = |auth| {
+                    s.refuse_unauthenticated(&request(auth), route_)
+                        .map(|st| st.code())
+                };
+                let expect = needs.then_some(tonic::Code::Unauthenticated);
+                assert_eq!(
+                    refused(None),
+                    expect,
+                    "{scope:?} {route_:?} without a token"
+                );
+                assert_eq!(refused(Some("Bearer wrong-token-of-some-length")), expect);
+                assert_eq!(
+                    refused(Some(ADMIN)),
+                    expect,
+                    "the Bearer prefix is required"
+                );
+                assert_eq!(refused(Some(&format!("Bearer {ADMIN}"))), None);
+            }
         }
         // No token configured: nothing is refused.
         let open = GuardLayer::new(&GuardConfig::default());
@@ -358,5 +554,63 @@ mod tests {
                 .refuse_unauthenticated(&request(None), Route::Admin)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn each_role_passes_its_routes_only() {
+        use tonic::Code::PermissionDenied as Denied;
+        let layer = layer(AuthScope::All, true);
+        let s = &layer.shared;
+        for (token, route_, expect) in [
+            (READ, Route::AdminRead, None),
+            (READ, Route::Reflection, None),
+            (READ, Route::Admin, Some(Denied)),
+            (READ, Route::Offers, Some(Denied)),
+            (DECIDE, Route::Offers, None),
+            (DECIDE, Route::Reflection, None),
+            (DECIDE, Route::AdminRead, Some(Denied)),
+            (DECIDE, Route::Admin, Some(Denied)),
+            (ADMIN, Route::Admin, None),
+            (ADMIN, Route::AdminRead, None),
+            (ADMIN, Route::Offers, None),
+        ] {
+            let got = s
+                .refuse_unauthenticated(&request(Some(&format!("Bearer {token}"))), route_)
+                .map(|st| st.code());
+            assert_eq!(got, expect, "{token} on {route_:?}");
+        }
+    }
+
+    #[test]
+    fn role_tokens_need_an_admin_token_and_differ() {
+        let base = GuardConfig::default();
+        let read_only = GuardConfig {
+            read_token: Some(READ.into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            read_only.validate(),
+            Err(TokenConfigError::RoleWithoutAdmin(Role::Read))
+        );
+        let same = GuardConfig {
+            token: Some(ADMIN.into()),
+            decide_token: Some(format!("{ADMIN}\n")),
+            ..base.clone()
+        };
+        assert_eq!(
+            same.validate(),
+            Err(TokenConfigError::Same(Role::Admin, Role::Decide))
+        );
+        let good = GuardConfig {
+            token: Some(ADMIN.into()),
+            read_token: Some(READ.into()),
+            decide_token: Some(DECIDE.into()),
+            ..base
+        };
+        assert_eq!(good.validate(), Ok(()));
+        let tokens = Tokens::new(&good);
+        assert_eq!(tokens.role_of(READ), Some(Role::Read));
+        assert_eq!(tokens.role_of(&format!(" {DECIDE}\n")), Some(Role::Decide));
+        assert_eq!(tokens.role_of("nope"), None);
     }
 }

@@ -30,3 +30,4 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod uplift;
+pub mod web;

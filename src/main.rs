@@ -104,7 +104,13 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         None => config::demo_campaigns()?,
     };
     let token = args.token.read()?;
-    let customer_key = match (&args.customer_key_file, &args.customer_key) {
+    let (read_token, decide_token) = args.role_tokens.read()?;
+    // Secrets come from files or the environment, never a flag's value.
+    let secret_env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let customer_key = match (
+        &args.customer_key_file,
+        secret_env("OFFER_BANDIT_CUSTOMER_KEY"),
+    ) {
         (Some(p), _) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read the customer key file {}", p.display()))?;
@@ -114,19 +120,22 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
             )
         }
         (None, Some(text)) => Some(
-            CustomerKey::from_hex(text)
+            CustomerKey::from_hex(&text)
                 .map_err(|e| anyhow::anyhow!("OFFER_BANDIT_CUSTOMER_KEY: {e}"))?,
         ),
         (None, None) => None,
     };
-    let decision_id_keys = match (&args.decision_id_keys_file, &args.decision_id_keys) {
+    let decision_id_keys = match (
+        &args.decision_id_keys_file,
+        secret_env("OFFER_BANDIT_DECISION_ID_KEYS"),
+    ) {
         (Some(p), _) => {
             let text = std::fs::read_to_string(p).with_context(|| {
                 format!("cannot read the decision-id keys file {}", p.display())
             })?;
             IdKeys::parse_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
         }
-        (None, Some(text)) => IdKeys::parse_file(text)
+        (None, Some(text)) => IdKeys::parse_file(&text)
             .map_err(|e| anyhow::anyhow!("OFFER_BANDIT_DECISION_ID_KEYS: {e}"))?,
         (None, None) => Vec::new(),
     };
@@ -169,10 +178,13 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         },
         guard: GuardConfig {
             token,
+            read_token,
+            decide_token,
             scope: args.auth_scope,
             max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
             request_timeout: args.request_timeout,
         },
+        dashboard_allowed_hosts: args.dashboard_allowed_hosts,
         tls: args.tls_cert.zip(args.tls_key),
         max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
         ..ServeOptions::new(args.listen, args.data_dir, campaigns)

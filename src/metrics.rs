@@ -1,10 +1,10 @@
-//! Prometheus metrics: the recorder, a tower layer that counts and times
-//! every RPC by method and status, and a small HTTP listener for `/metrics`
-//! on its own port (which also serves the [`crate::dashboard`]).
+//! Prometheus metrics: the recorder, and a tower layer that counts and times
+//! every RPC by method and status. [`crate::web`] serves `/metrics`.
 //!
 //! Series:
 //! - `offer_bandit_rpc_requests_total{method, code}` and
-//!   `offer_bandit_rpc_duration_seconds{method}` (histogram);
+//!   `offer_bandit_rpc_duration_seconds{method}` (histogram); `method` is
+//!   one of the served methods or "other", so that no request can add series;
 //! - `offer_bandit_decisions_total{campaign, offer}` (offer shares);
 //! - `offer_bandit_decisions_pending{campaign}` (gauge, at scrape time);
 //! - `offer_bandit_redemptions_applied_total{campaign}`,
@@ -12,15 +12,16 @@
 //! - `offer_bandit_flush_duration_seconds` (histogram).
 
 use std::{
+    collections::HashSet,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::LazyLock,
     task::{Context, Poll},
     time::Instant,
 };
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prost::Message as _;
 
 use crate::engine::Engine;
 
@@ -37,81 +38,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?)
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    handle: PrometheusHandle,
-    engine: Arc<Engine>,
-) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let handle = handle.clone();
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut read = 0;
-            // Read the request head (bounded; the body, if any, is ignored).
-            while read < buf.len() {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    socket.read(&mut buf[read..]),
-                )
-                .await
-                {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => read += n,
-                }
-                if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..read]).into_owned();
-            let path = head
-                .strip_prefix("GET ")
-                .and_then(|r| r.split_whitespace().next())
-                .unwrap_or("")
-                .to_owned();
-            let (status, content_type, body) = if path == "/metrics"
-                || path.starts_with("/metrics?")
-            {
-                record_pending(&engine);
-                ("200 OK", "text/plain; version=0.0.4", handle.render())
-            } else if path == "/" {
-                (
-                    "200 OK",
-                    "text/html; charset=utf-8",
-                    crate::dashboard::index(&engine),
-                )
-            } else if let Some(id) = path.strip_prefix("/campaigns/") {
-                // The offer-share chart reads the decision log: off the async threads.
-                let (engine, id) = (engine.clone(), id.to_owned());
-                match tokio::task::spawn_blocking(move || crate::dashboard::campaign(&engine, &id))
-                    .await
-                {
-                    Ok(Some(page)) => ("200 OK", "text/html; charset=utf-8", page),
-                    _ => (
-                        "404 Not Found",
-                        "text/plain",
-                        "no such campaign\n".to_owned(),
-                    ),
-                }
-            } else {
-                (
-                    "404 Not Found",
-                    "text/plain",
-                    "served here: GET /metrics, GET / (dashboard), GET /campaigns/ID\n".to_owned(),
-                )
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
-    }
+/// The text of `/metrics` (served by [`crate::web`]), the pending gauges
+/// set first.
+pub fn render(handle: &PrometheusHandle, engine: &Engine) -> String {
+    record_pending(engine);
+    handle.render()
 }
 
 fn record_pending(engine: &Engine) {
@@ -156,18 +87,9 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // Only our own services' paths become labels: any other path is
-        // "other", so that random paths cannot grow the registry.
-        let path = req.uri().path();
-        let method = if ["/offerbandit.v1.", "/grpc.health.", "/grpc.reflection."]
-            .iter()
-            .any(|p| path.starts_with(p))
-            && path.len() <= 128
-        {
-            path.to_owned()
-        } else {
-            "other".to_owned()
-        };
+        // Only the methods this server serves become labels: any other path
+        // is "other", so that random paths cannot grow the registry.
+        let method = method_label(req.uri().path());
         let started = Instant::now();
         let future = self.inner.call(req);
         Box::pin(async move {
@@ -175,18 +97,120 @@ where
             // Errors of unary calls arrive as a "trailers-only" response whose
             // headers carry grpc-status; a successful unary call has none yet.
             let code = match &result {
-                Ok(resp) => resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .map_or_else(|| "0".to_owned(), str::to_owned),
-                Err(_) => "transport".to_owned(),
+                Ok(resp) => code_label(resp.headers().get("grpc-status")),
+                Err(_) => "transport",
             };
-            metrics::counter!("offer_bandit_rpc_requests_total", "method" => method.clone(), "code" => code)
+            metrics::counter!("offer_bandit_rpc_requests_total", "method" => method, "code" => code)
                 .increment(1);
             metrics::histogram!("offer_bandit_rpc_duration_seconds", "method" => method)
                 .record(started.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+/// Request paths ("/package.Service/Method") of every method this server
+/// serves, read from the descriptor sets of its services: ours, health and
+/// both versions of reflection.
+static SERVED_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .flat_map(method_paths)
+    .collect()
+});
+
+/// The request paths of the methods a descriptor set declares.
+pub(crate) fn method_paths(encoded: &[u8]) -> Vec<String> {
+    let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+        tracing::error!(
+            "a built-in descriptor set does not decode; its methods count as \"other\""
+        );
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    for file in &set.file {
+        let package = file.package();
+        for service in &file.service {
+            for method in &service.method {
+                paths.push(format!("/{package}.{}/{}", service.name(), method.name()));
+            }
+        }
+    }
+    paths
+}
+
+/// The `method` label of a request path: the path itself for a served
+/// method, "other" for anything else.
+pub(crate) fn method_label(path: &str) -> &'static str {
+    let served: &'static HashSet<String> = &SERVED_METHODS;
+    served.get(path).map_or("other", String::as_str)
+}
+
+/// The `code` label: a gRPC status code (0 to 16) from the response's
+/// headers, "0" when they have none (the code then comes in the trailers).
+fn code_label(status: Option<&http::HeaderValue>) -> &'static str {
+    const CODES: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    match status {
+        None => "0",
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .and_then(|c| CODES.get(c).copied())
+            .unwrap_or("other"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_are_labels() {
+        for path in [
+            "/offerbandit.v1.OfferService/SelectOffer",
+            "/offerbandit.v1.OfferService/RecordRedemptions",
+            "/offerbandit.v1.CampaignAdmin/ListCampaigns",
+            "/offerbandit.v1.CampaignAdmin/Backup",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(method_label(path), path);
+        }
+        for path in [
+            "/offerbandit.v1.X",
+            "/offerbandit.v1.OfferService/Nope",
+            "/offerbandit.v1.OfferService/SelectOffer/",
+            "/offerbandit.v1.CampaignAdminX/ListCampaigns",
+            "/grpc.health.v1.Health/Nope",
+            "/",
+        ] {
+            assert_eq!(method_label(path), "other", "{path}");
+        }
+        // 3 OfferService, 11 CampaignAdmin, 2 health, 1 per reflection version.
+        assert_eq!(
+            SERVED_METHODS.len(),
+            3 + 11 + 2 + 2,
+            "{:?}",
+            *SERVED_METHODS
+        );
+    }
+
+    #[test]
+    fn status_codes_are_bounded() {
+        let v = |s: &str| http::HeaderValue::from_str(s).ok();
+        assert_eq!(code_label(None), "0");
+        assert_eq!(code_label(v("5").as_ref()), "5");
+        assert_eq!(code_label(v("16").as_ref()), "16");
+        assert_eq!(code_label(v("17").as_ref()), "other");
+        assert_eq!(code_label(v("x").as_ref()), "other");
     }
 }

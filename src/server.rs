@@ -51,6 +51,9 @@ pub struct ServeOptions {
     pub retention: Option<Duration>,
     /// Authentication, in-flight limit and deadlines.
     pub guard: GuardConfig,
+    /// `Host` names the dashboard answers to besides loopback and the
+    /// metrics address.
+    pub dashboard_allowed_hosts: Vec<String>,
     /// PEM certificate chain and key (None: plaintext).
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Largest request message, bytes.
@@ -84,6 +87,7 @@ impl ServeOptions {
             customer_key: None,
             retention: Some(Duration::from_secs(90 * 86_400)),
             guard: GuardConfig::default(),
+            dashboard_allowed_hosts: Vec::new(),
             tls: None,
             max_message_bytes: 4 << 20,
             decision_id_keys: Vec::new(),
@@ -100,6 +104,7 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    opts.guard.validate()?;
     let data_dir = opts.data_dir.clone();
     let cache_bytes = opts.cache_bytes;
     let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&data_dir, cache_bytes))
@@ -150,6 +155,9 @@ pub async fn serve(
         retention = ?opts.retention,
         tls = opts.tls.is_some(),
         auth = opts.guard.token.is_some(),
+        read_token = opts.guard.read_token.is_some(),
+        decide_token = opts.guard.decide_token.is_some(),
+        dashboard_allowed_hosts = ?opts.dashboard_allowed_hosts,
         auth_scope = ?opts.guard.scope,
         max_in_flight = opts.guard.max_in_flight,
         request_timeout = ?opts.guard.request_timeout,
@@ -157,6 +165,7 @@ pub async fn serve(
         cache_bytes = opts.cache_bytes,
         "serving"
     );
+    let guard = GuardLayer::new(&opts.guard);
     let mut out = std::io::stdout();
     let metrics_task = match opts.metrics_listen {
         Some(m) => {
@@ -167,10 +176,15 @@ pub async fn serve(
             let maddr = listener.local_addr()?;
             tracing::info!(%maddr, "serving /metrics");
             writeln!(out, "offer-bandit metrics on {maddr}")?;
-            Some(tokio::spawn(crate::metrics::serve(
+            Some(tokio::spawn(crate::web::serve(
                 listener,
                 handle,
                 engine.clone(),
+                crate::web::WebOptions {
+                    tokens: guard.tokens(),
+                    allowed_hosts: opts.dashboard_allowed_hosts.clone(),
+                    listen: maddr,
+                },
             )))
         }
         None => None,

@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)] // test helpers are shared between modules
 
 mod abuse;
+mod abuse_http;
 mod bad_input;
 mod budgets;
 mod control;

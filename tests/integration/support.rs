@@ -249,6 +249,12 @@ impl TestServer {
         std::fs::write(path, toml).expect("write config");
     }
 
+    /// The server's process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
     #[allow(dead_code)]
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -304,11 +310,12 @@ pub fn offer_bandit_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// One HTTP/1.1 GET: the response's head and body.
+/// One HTTP/1.1 GET, with `addr` as the Host (as a browser sends it): the
+/// response's head and body.
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").expect("write");
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     let (head, body) = out.split_once("\r\n\r\n").expect("http response");
