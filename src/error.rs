@@ -26,15 +26,6 @@ pub enum Error {
     /// What the request creates exists already.
     #[error("{0}")]
     AlreadyExists(String),
-    /// The chosen offer's decision budget was spent by concurrent decisions
-    /// (the engine chooses again without it).
-    #[error("offer '{offer}': {why}")]
-    Spent {
-        /// The offer.
-        offer: String,
-        /// Which budget.
-        why: String,
-    },
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -77,7 +68,6 @@ impl From<Error> for tonic::Status {
             Error::Store(StoreError::Sled(_)) => tonic::Status::unavailable(msg),
             Error::Store(StoreError::Corrupt { .. }) => tonic::Status::data_loss(msg),
             Error::Aborted(_) => tonic::Status::aborted(msg),
-            Error::Spent { .. } => tonic::Status::resource_exhausted(msg),
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
             Error::Store(StoreError::Config(_)) => tonic::Status::failed_precondition(msg),
             Error::Store(StoreError::CustomerKeyMismatch { .. }) => {

@@ -1,0 +1,456 @@
+//! A campaign as served: its offers, its config revision, and the learned
+//! state (posteriors, arms, daily counts) its revisions share.
+
+use super::*;
+
+/// An offer of a served campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// Offer id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Value of one redemption.
+    pub value: f64,
+    /// Category.
+    pub category: String,
+    /// False for offers found in storage but no longer configured: they keep
+    /// their history and accept redemptions but are never chosen.
+    pub active: bool,
+    /// Its offer features, encoded (empty without offer features).
+    pub features: Vec<(u32, f64)>,
+}
+
+impl Offer {
+    pub(super) fn configured(o: &crate::config::OfferConfig, encoder: Option<&Encoder>) -> Offer {
+        Offer {
+            id: o.id.clone(),
+            name: o.name.clone(),
+            value: o.value,
+            category: o.category.clone(),
+            active: true,
+            features: crate::config::encode_offer(encoder, o),
+        }
+    }
+}
+
+/// Whether any offer has a budget or the campaign a frequency cap.
+pub(super) fn limited(config: &CampaignConfig) -> bool {
+    config.frequency_cap.is_some()
+        || config.offers.iter().any(|o| {
+            o.max_decisions.is_some()
+                || o.max_redemptions.is_some()
+                || o.max_decisions_per_day.is_some()
+                || o.max_redemptions_per_day.is_some()
+        })
+}
+
+/// One revision of a campaign being served. A config change makes a new
+/// revision that shares the learned state of the one before (posteriors,
+/// counts, statuses): requests in flight keep the revision they started
+/// with, and offers only ever get appended, so an offer's index means the
+/// same in every revision.
+#[derive(Debug)]
+pub struct Campaign {
+    /// Its configuration.
+    pub config: CampaignConfig,
+    /// Which revision of the config this is.
+    pub revision: Revision,
+    /// Offers earlier revisions had and this one dropped, as they were
+    /// last configured (their values price late redemptions).
+    pub(super) retired: Vec<OfferConfig>,
+    /// False for campaigns found in storage but no longer configured.
+    pub active: bool,
+    /// Every offer the campaign ever had, in the order they were added:
+    /// offers no longer in the config are kept as retired.
+    pub offers: Vec<Offer>,
+    pub(super) offer_index: HashMap<String, usize>,
+    /// Per (segment, offer) counts: the posterior of segment-ts, and the
+    /// decision ledger (single segment "") of contextual campaigns.
+    pub(super) model: Arc<RwLock<SegmentModel>>,
+    /// segment-ts: the posterior snapshots decisions sample from (a cache,
+    /// so each revision starts its own).
+    pub(super) snapshots: SnapshotCache,
+    /// Counts of the bandit and the control group (see [`Arm::index`]).
+    pub(super) arms: Arc<RwLock<[ArmCounts; 2]>>,
+    /// Per offer: today's counts, for daily budgets.
+    pub(super) daily: Arc<RwLock<Vec<DailyCounts>>>,
+    /// What operators paused or retired.
+    pub(super) status: Arc<RwLock<CampaignStatus>>,
+    /// Whether any offer has a budget or the campaign a frequency cap (if
+    /// not, SelectOffer skips the budget checks).
+    pub(super) limited: bool,
+    pub(super) contextual: Option<Contextual>,
+}
+
+/// The regression posteriors of a contextual campaign.
+#[derive(Debug)]
+pub(super) struct Contextual {
+    pub(super) encoder: Encoder,
+    pub(super) config: ContextualConfig,
+    pub(super) models: Arc<RwLock<Vec<GaussianPosterior>>>,
+    /// The prior learned across the offers (used when
+    /// `config.adaptive_prior`), shared by every revision like the models.
+    pub(super) prior: Arc<RwLock<SharedPrior>>,
+}
+
+/// Every offer's encoded offer features, by offer index (as the models).
+pub(super) fn offer_features(offers: &[Offer]) -> Vec<Vec<(u32, f64)>> {
+    offers.iter().map(|o| o.features.clone()).collect()
+}
+
+impl Contextual {
+    /// The posterior a new offer with these encoded features starts from.
+    pub(super) fn offer_prior(&self, features: &[(u32, f64)]) -> GaussianPosterior {
+        Self::prior_under(
+            &self.prior.read(),
+            self.encoder.dim(),
+            &self.config,
+            features,
+        )
+    }
+
+    pub(super) fn prior_under(
+        prior: &SharedPrior,
+        dim: usize,
+        config: &ContextualConfig,
+        features: &[(u32, f64)],
+    ) -> GaussianPosterior {
+        if config.adaptive_prior {
+            prior.posterior(features, config)
+        } else {
+            GaussianPosterior::prior(dim, config)
+        }
+    }
+
+    /// Whether the prior has counted learning events, which only a learned
+    /// prior does (switching it off resets it).
+    pub(super) fn prior_is_learned(&self) -> bool {
+        self.prior.read().events > 0
+    }
+
+    /// Back to the configured prior of `next`, exactly: every posterior is
+    /// re-based on it (the intercept keeps its own), and the learned prior
+    /// starts over should it be switched on again. The O(K d^3) work is done
+    /// on copies, so SelectOffer is not held up meanwhile.
+    pub(super) fn switch_prior_off(&self, next: &ContextualConfig, offers: &[Offer]) {
+        let mut prior = self.prior.write();
+        let mut target = vec![next.prior_variance; self.encoder.dim()];
+        if let (Some(t), Some(v)) = (target.first_mut(), prior.variance.first()) {
+            *t = *v;
+        }
+        // The intercept's mean moves under the variance the learned prior
+        // gave it.
+        let mut variances = target.clone();
+        if let Some(v) = variances.first_mut() {
+            *v = self.config.prior_variance;
+        }
+        let configured = GaussianPosterior::prior(self.encoder.dim(), next).mean;
+        let mut models = self.models.read().clone();
+        let mut skipped = 0;
+        for (k, m) in models.iter_mut().enumerate() {
+            if m.learned_nothing() {
+                // As a restart builds it.
+                *m = GaussianPosterior::prior(self.encoder.dim(), next);
+            } else {
+                let features = offers.get(k).map_or(&[][..], |o| o.features.as_slice());
+                let from = prior.prior_mean(features, &self.config);
+                skipped += m.rebase_prior(&prior.variance, &target, &from);
+                let mut to = configured.clone();
+                if let (None, Some(t), Some(f)) = (prior.intercept, to.first_mut(), from.first()) {
+                    // The intercept's mean moves only if it was learned.
+                    *t = *f;
+                }
+                m.move_prior_mean(&from, &to, &variances);
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                columns = skipped,
+                "learned prior switched off: columns whose covariance exceeded the learned prior kept it"
+            );
+        }
+        *self.models.write() = models;
+        *prior = prior.restarted(next);
+    }
+
+    /// Sets every offer that has learned nothing to the prior under `next`.
+    pub(super) fn reset_untrained(&self, next: &ContextualConfig, offers: &[Offer]) {
+        let prior = self.prior.read();
+        for (k, m) in self.models.write().iter_mut().enumerate() {
+            if m.learned_nothing() {
+                let z = offers.get(k).map_or(&[][..], |o| o.features.as_slice());
+                *m = Self::prior_under(&prior, self.encoder.dim(), next, z);
+            }
+        }
+    }
+}
+
+impl Campaign {
+    pub(super) fn new(config: CampaignConfig, revision: Revision, active: bool) -> Self {
+        // The config was validated at load, so the encoder builds.
+        let contextual = match (config.contextual(), config.encoder()) {
+            (Some(cfg), Ok(encoder)) => Some(Contextual {
+                models: Arc::default(),
+                prior: Arc::new(RwLock::new(SharedPrior::new(
+                    encoder.dim(),
+                    config.offer_columns(),
+                    &cfg,
+                ))),
+                encoder,
+                config: cfg,
+            }),
+            _ => None,
+        };
+        let mut campaign = Campaign {
+            snapshots: SnapshotCache::new(config.snapshot_tolerance),
+            limited: limited(&config),
+            arms: Arc::new(RwLock::new([ArmCounts::default(); 2])),
+            daily: Arc::default(),
+            status: Arc::default(),
+            revision,
+            retired: Vec::new(),
+            active,
+            offers: Vec::new(),
+            offer_index: HashMap::new(),
+            model: Arc::new(RwLock::new(SegmentModel::new(0))),
+            contextual,
+            config,
+        };
+        let offer_encoder = campaign.config.offer_encoder();
+        for o in campaign.config.offers.clone() {
+            campaign.push_offer(Offer::configured(&o, offer_encoder.as_ref()));
+        }
+        campaign
+    }
+
+    /// The next revision: `config` over this revision's learned state.
+    /// Offers new to the campaign start at the prior; offers the config no
+    /// longer lists are kept as retired. The caller checked
+    /// [`CampaignConfig::update_conflict`].
+    pub(super) fn revised(&self, config: CampaignConfig, revision: Revision) -> Campaign {
+        let active = !revision.retired;
+        let contextual = self.contextual.as_ref().and_then(|c| {
+            let next = config.contextual()?;
+            if c.config.adaptive_prior && !next.adaptive_prior {
+                c.switch_prior_off(&next, &self.offers);
+            }
+            let new_prior = (next.prior_variance, next.prior_rate)
+                != (c.config.prior_variance, c.config.prior_rate);
+            if new_prior
+                && c.models
+                    .read()
+                    .iter()
+                    .all(GaussianPosterior::learned_nothing)
+            {
+                let fresh = c.prior.read().restarted(&next);
+                *c.prior.write() = fresh;
+            }
+            if new_prior || (next.adaptive_prior && !c.config.adaptive_prior) {
+                // The offers that have learned nothing start from the prior
+                // as it now is, as a restart builds them (the writer stores
+                // them with the revision).
+                c.reset_untrained(&next, &self.offers);
+            }
+            Some(Contextual {
+                encoder: c.encoder.clone(),
+                config: next,
+                models: c.models.clone(),
+                prior: c.prior.clone(),
+            })
+        });
+        let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
+        let mut next = Campaign {
+            snapshots: SnapshotCache::new(config.snapshot_tolerance),
+            limited: limited(&config),
+            arms: self.arms.clone(),
+            daily: self.daily.clone(),
+            status: self.status.clone(),
+            revision,
+            retired,
+            active,
+            offers: self
+                .offers
+                .iter()
+                .map(|o| Offer {
+                    active: false,
+                    ..o.clone()
+                })
+                .collect(),
+            offer_index: self.offer_index.clone(),
+            model: self.model.clone(),
+            contextual,
+            config,
+        };
+        let offer_encoder = next.config.offer_encoder();
+        for o in next.config.offers.clone() {
+            let offer = Offer::configured(&o, offer_encoder.as_ref());
+            match next.offer_index(&o.id) {
+                Some(i) => next.offers[i] = offer,
+                None => {
+                    next.push_offer(offer);
+                }
+            }
+        }
+        next
+    }
+
+    /// Appends an offer, with a prior in every per-offer table of the
+    /// shared state; returns its index.
+    pub(super) fn push_offer(&mut self, offer: Offer) -> usize {
+        let idx = self.model.write().push_offer();
+        self.daily.write().push(DailyCounts::default());
+        if let Some(c) = &self.contextual {
+            let prior = c.offer_prior(&offer.features);
+            c.models.write().push(prior);
+        }
+        self.offer_index.insert(offer.id.clone(), idx);
+        self.offers.push(offer);
+        idx
+    }
+
+    pub(super) fn add_retired_offer(&mut self, id: &str) -> usize {
+        self.push_offer(Offer {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            value: 0.0,
+            category: String::new(),
+            active: false,
+            features: Vec::new(),
+        })
+    }
+
+    /// The operator-set status of an offer.
+    pub fn offer_status(&self, id: &str) -> OfferStatus {
+        self.status
+            .read()
+            .offers
+            .iter()
+            .find(|(o, _)| o == id)
+            .map_or(OfferStatus::Active, |(_, s)| *s)
+    }
+
+    /// Whether an operator paused the campaign.
+    pub fn paused(&self) -> bool {
+        self.status.read().paused
+    }
+
+    /// Why offer `i` cannot be chosen, or None when it can.
+    pub(super) fn unavailable(&self, i: usize) -> Option<String> {
+        let o = self.offers.get(i)?;
+        if !o.active {
+            return Some("retired: no longer in the campaign's configuration".into());
+        }
+        match self.offer_status(&o.id) {
+            OfferStatus::Active => None,
+            OfferStatus::Paused => Some("paused by an operator".into()),
+            OfferStatus::Retired => Some("retired by an operator".into()),
+        }
+    }
+
+    /// Index of an offer id.
+    pub fn offer_index(&self, id: &str) -> Option<usize> {
+        self.offer_index.get(id).copied()
+    }
+
+    pub(super) fn reward_window_ms(&self) -> i64 {
+        i64::try_from(self.config.reward_window.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// What an operator set for an offer (`SetOfferStatus`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OfferStatus {
+    /// Chosen as usual.
+    #[default]
+    Active,
+    /// Not chosen until resumed; its decisions still accept redemptions.
+    Paused,
+    /// Never chosen again; its decisions still accept redemptions.
+    Retired,
+}
+
+impl OfferStatus {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferStatus::Active => "active",
+            OfferStatus::Paused => "paused",
+            OfferStatus::Retired => "retired",
+        }
+    }
+
+    /// Parses the API name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            OfferStatus::Active,
+            OfferStatus::Paused,
+            OfferStatus::Retired,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// The operator-set state of a campaign, stored as one record.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CampaignStatus {
+    /// Paused: no decisions until resumed; redemptions still accepted.
+    pub paused: bool,
+    /// Offers whose status is not `Active`.
+    pub offers: Vec<(String, OfferStatus)>,
+}
+
+impl CampaignStatus {
+    /// This status with `change` applied; an error when it would undo a
+    /// retirement.
+    pub(super) fn with(&self, change: &StatusChange) -> Result<CampaignStatus, Error> {
+        let mut next = self.clone();
+        match change {
+            StatusChange::Paused(p) => next.paused = *p,
+            StatusChange::Offer(offer, status) => {
+                let current = next
+                    .offers
+                    .iter()
+                    .find(|(o, _)| o == offer)
+                    .map_or(OfferStatus::Active, |(_, s)| *s);
+                if current == OfferStatus::Retired && *status != OfferStatus::Retired {
+                    return Err(Error::FailedPrecondition(format!(
+                        "offer '{offer}' was retired; retirement is final (add a new offer instead)"
+                    )));
+                }
+                next.offers.retain(|(o, _)| o != offer);
+                if *status != OfferStatus::Active {
+                    next.offers.push((offer.clone(), *status));
+                    next.offers.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// The control policy's pick: the campaign's control offer when it is a
+/// candidate (propensity 1), else a uniformly random candidate.
+pub(super) fn control_choice(campaign: &Campaign, candidates: &[usize]) -> thompson::Choice {
+    let fixed = campaign
+        .config
+        .control_offer
+        .as_deref()
+        .and_then(|id| campaign.offer_index(id))
+        .and_then(|i| candidates.iter().position(|&c| c == i));
+    match fixed {
+        Some(index) => thompson::Choice {
+            index,
+            propensity: 1.0,
+        },
+        None => {
+            use rand::RngExt;
+            let n = candidates.len().max(1);
+            thompson::Choice {
+                index: rand::rng().random_range(0..n),
+                propensity: 1.0 / n as f64,
+            }
+        }
+    }
+}

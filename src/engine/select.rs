@@ -1,0 +1,363 @@
+//! The select path: candidates, budgets and caps, the arm, and a Thompson
+//! draw; the decision goes to the writer.
+
+use super::*;
+
+impl Engine {
+    /// Chooses an offer by Thompson sampling and records the decision.
+    pub async fn select(&self, req: SelectRequest) -> Result<Selection, Error> {
+        // A decision budget another request spent while this one chose:
+        // choose again without that offer (each time one offer fewer, so
+        // this ends), in the same arm.
+        let mut spent: Vec<(String, String)> = Vec::new();
+        let anonymous_draw = rand::random::<f64>();
+        loop {
+            match self.select_among(&req, &spent, anonymous_draw).await? {
+                Decided::Spent { offer, why } => {
+                    tracing::debug!(offer = %offer, "{why}: choosing again");
+                    if spent.iter().any(|(o, _)| *o == offer) {
+                        return Err(Error::ResourceExhausted(format!("{offer}: {why}")));
+                    }
+                    spent.push((offer, why));
+                }
+                Decided::Made(selection) => return Ok(selection),
+            }
+        }
+    }
+
+    /// [`Engine::select`] without the offers in `spent` (offer, why), with
+    /// `anonymous_draw` deciding the arm of a visit without a customer id.
+    pub(super) async fn select_among(
+        &self,
+        req: &SelectRequest,
+        spent: &[(String, String)],
+        anonymous_draw: f64,
+    ) -> Result<Decided, Error> {
+        self.check_healthy()?;
+        let campaign = self.campaign(&req.campaign)?;
+        if !campaign.active {
+            return Err(Error::FailedPrecondition(format!(
+                "campaign '{}' {}; it accepts redemptions but makes no decisions",
+                req.campaign,
+                if campaign.revision.retired {
+                    "was retired by an operator"
+                } else {
+                    "is no longer configured"
+                }
+            )));
+        }
+        if campaign.paused() {
+            return Err(Error::FailedPrecondition(format!(
+                "campaign '{}' is paused by an operator; it accepts redemptions but makes no decisions",
+                req.campaign
+            )));
+        }
+        if let Some(rid) = &req.request_id {
+            // Fast path for retries, before budgets and statuses: a retry
+            // gets its decision even if that decision spent the last of a
+            // budget. The writer re-checks under its lock.
+            if let Some(id) = self.store.request(&req.campaign, rid)?
+                && let Some(rec) = self.store.decision(&id)?
+                && rec.expires_ms > now_ms()
+            {
+                let customer = req
+                    .customer_id
+                    .as_deref()
+                    .map(|c| self.customer_key.hash(c));
+                replay_for(rec.customer.as_ref(), customer.as_ref())?;
+                return Ok(Decided::Made(Selection::from_record(id, &rec, true)));
+            }
+        }
+        let candidates = self.candidates(&campaign, &req.candidates)?;
+        let (candidates, excluded) =
+            self.within_budget(&campaign, candidates, req.customer_id.as_deref(), spent)?;
+        let objective = campaign.config.objective;
+        let (segment, features, choice, model_version) = match &campaign.contextual {
+            Some(ctx) => {
+                let x = ctx
+                    .encoder
+                    .encode(&req.context)
+                    .map_err(|e| Error::InvalidArgument(format!("context: {e}")))?;
+                let weights: Vec<f64> = campaign
+                    .offers
+                    .iter()
+                    .map(|o| objective.weight(o.value))
+                    .collect();
+                let arms = {
+                    let models = ctx.models.read();
+                    gaussian_arms(&models, &ctx.config, &weights, &x, &candidates)
+                };
+                let choice = thompson::choose(&arms, &mut rand::rng())
+                    .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
+                (String::new(), x, choice, campaign.model.read().version())
+            }
+            None => {
+                let segment = segment_key(&campaign.config.segment_by, &req.context)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let weights: Vec<f64> = candidates
+                    .iter()
+                    .map(|&i| objective.weight(campaign.offers[i].value))
+                    .collect();
+                let (segment, choice, model_version) = {
+                    let model = campaign.model.read();
+                    let segment = if model.has_segment(&segment)
+                        || model.segments() < campaign.config.max_segments
+                    {
+                        segment
+                    } else {
+                        OVERFLOW_SEGMENT.to_owned()
+                    };
+                    let choice = campaign.snapshots.choose(
+                        &model,
+                        &segment,
+                        &candidates,
+                        &weights,
+                        campaign.config.prior_strength,
+                        &mut rand::rng(),
+                    );
+                    (segment, choice, model.version())
+                };
+                let choice = choice
+                    .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
+                (segment, Vec::new(), choice, model_version)
+            }
+        };
+        let arm = self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw);
+        let choice = match arm {
+            Arm::Bandit => choice,
+            Arm::Control => control_choice(&campaign, &candidates),
+        };
+        let explanation = if req.explain {
+            self.explain(&campaign, &segment, &features, &candidates, &excluded, arm)?
+        } else {
+            Vec::new()
+        };
+        let offer = &campaign.offers[candidates[choice.index]];
+        let now = now_ms();
+        let id = self.ids.next(now);
+        let rec = DecisionRecord {
+            campaign: req.campaign.clone(),
+            offer: offer.id.clone(),
+            segment,
+            propensity: choice.propensity,
+            created_ms: now,
+            expires_ms: now.saturating_add(campaign.reward_window_ms()),
+            request_id: req.request_id.clone(),
+            model_version,
+            state: DecisionState::Pending,
+            features,
+            // Only the features the campaign declares (its model's and its
+            // segments'): what it never reads is not the store's to keep, and
+            // undeclared keys let a caller grow every record (21 KB each
+            // filled a disk).
+            context: {
+                let cfg = &campaign.config;
+                let mut c: Vec<_> = req
+                    .context
+                    .iter()
+                    .filter(|(k, _)| {
+                        cfg.segment_by.iter().any(|s| s == *k)
+                            || cfg.features.iter().any(|f| f.name() == k.as_str())
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                c.sort_by(|a, b| a.0.cmp(&b.0));
+                c
+            },
+            candidates: candidates
+                .iter()
+                .map(|&i| campaign.offers[i].id.clone())
+                .collect(),
+            customer: req
+                .customer_id
+                .as_deref()
+                .map(|c| self.customer_key.hash(c)),
+            learned_seq: 0,
+            redeemed_seq: 0,
+            arm,
+        };
+        let campaign_id = rec.campaign.clone();
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Decide {
+            id,
+            rec: Box::new(rec),
+            reply,
+        })
+        .await?;
+        let mut selection = match rx.await.map_err(|_| writer_gone())?? {
+            Decided::Made(s) => s,
+            spent @ Decided::Spent { .. } => return Ok(spent),
+        };
+        selection.explanation = explanation;
+        if !selection.replayed {
+            metrics::counter!("offer_bandit_decisions_total", "campaign" => campaign_id, "offer" => selection.offer_id.clone())
+                .increment(1);
+        }
+        Ok(Decided::Made(selection))
+    }
+
+    /// The arm of a visit: stable per customer (a keyed hash of campaign and
+    /// customer), `anonymous_draw` (uniform, drawn per request) for
+    /// anonymous visits.
+    pub(super) fn arm_of(
+        &self,
+        campaign: &Campaign,
+        customer_id: Option<&str>,
+        anonymous_draw: f64,
+    ) -> Arm {
+        let share = campaign.config.control_share;
+        if share <= 0.0 {
+            return Arm::Bandit;
+        }
+        let u = match customer_id {
+            Some(c) => crate::uplift::stable_draw(
+                &self
+                    .customer_key
+                    .hash(&format!("arm\0{}\0{c}", campaign.config.id))
+                    .0,
+            ),
+            None => anonymous_draw,
+        };
+        Arm::of(u, share)
+    }
+
+    /// Drops the candidates whose budget is spent, whose daily pacing is
+    /// ahead, or that the customer has had too often; returns the rest and
+    /// the reasons. RESOURCE_EXHAUSTED when nothing is left.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn within_budget(
+        &self,
+        campaign: &Campaign,
+        candidates: Vec<usize>,
+        customer_id: Option<&str>,
+        spent: &[(String, String)],
+    ) -> Result<(Vec<usize>, Vec<(usize, String)>), Error> {
+        if !campaign.limited && spent.is_empty() {
+            // The common case on the hot path: nothing to check.
+            return Ok((candidates, Vec::new()));
+        }
+        let now = now_ms();
+        let mut excluded = Vec::new();
+        // Offers the writer found spent by concurrent decisions.
+        let candidates: Vec<usize> = candidates
+            .into_iter()
+            .filter(
+                |&i| match spent.iter().find(|(o, _)| *o == campaign.offers[i].id) {
+                    Some((_, why)) => {
+                        excluded.push((i, why.clone()));
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .collect();
+        let seen = match (&campaign.config.frequency_cap, customer_id) {
+            (Some(cap), Some(c)) => {
+                let ids = self.store.customer_decisions(&self.customer_key.hash(c))?;
+                let seen = offers_seen(ids, &campaign.config.id, cap_start(cap, now), |id| {
+                    Ok(self.store.decision(id)?)
+                })?;
+                Some((cap, seen))
+            }
+            _ => None,
+        };
+        let model = campaign.model.read();
+        let daily = campaign.daily.read();
+        let kept: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&i| {
+                let offer = &campaign.offers[i];
+                let why = campaign
+                    .config
+                    .offers
+                    .iter()
+                    .find(|o| o.id == offer.id)
+                    .and_then(|cfg| {
+                        crate::budget::exhausted(
+                            cfg,
+                            model.totals(i),
+                            daily.get(i).copied().unwrap_or_default(),
+                            now,
+                        )
+                    })
+                    .or_else(|| {
+                        let (cap, seen) = seen.as_ref()?;
+                        cap_reached(cap, seen.get(&offer.id).copied().unwrap_or(0))
+                    });
+                match why {
+                    Some(w) => {
+                        excluded.push((i, w));
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .collect();
+        if kept.is_empty() {
+            let reasons: Vec<String> = excluded
+                .iter()
+                .map(|(i, w)| format!("{}: {w}", campaign.offers[*i].id))
+                .collect();
+            return Err(Error::ResourceExhausted(format!(
+                "no candidate offer can be chosen now: {}",
+                reasons.join("; ")
+            )));
+        }
+        Ok((kept, excluded))
+    }
+
+    pub(super) fn candidates(
+        &self,
+        campaign: &Campaign,
+        ids: &[String],
+    ) -> Result<Vec<usize>, Error> {
+        if ids.is_empty() {
+            let all: Vec<usize> = (0..campaign.offers.len())
+                .filter(|&i| campaign.unavailable(i).is_none())
+                .collect();
+            return if all.is_empty() {
+                Err(Error::FailedPrecondition(format!(
+                    "campaign '{}' has no active offers",
+                    campaign.config.id
+                )))
+            } else {
+                Ok(all)
+            };
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let idx = campaign.offer_index(id).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "candidate_offer_ids: unknown offer '{id}' in campaign '{}' (ListCampaigns shows its offers)",
+                    campaign.config.id
+                ))
+            })?;
+            if let Some(why) = campaign.unavailable(idx) {
+                return Err(Error::FailedPrecondition(format!(
+                    "offer '{id}' cannot be chosen: {why}"
+                )));
+            }
+            if !out.contains(&idx) {
+                out.push(idx);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A replay (a request_id seen before in the campaign) answers with the
+/// earlier decision only for the same customer (or for an anonymous request
+/// replaying an anonymous one): a request_id is an idempotency key, not a
+/// way to read another customer's decision.
+pub(super) fn replay_for(
+    stored: Option<&CustomerHash>,
+    asking: Option<&CustomerHash>,
+) -> Result<(), Error> {
+    if stored == asking {
+        Ok(())
+    } else {
+        Err(Error::AlreadyExists(
+            "request_id was already used by a request for another customer; send a fresh request_id with every new request (retries reuse theirs)".into(),
+        ))
+    }
+}

@@ -1,0 +1,127 @@
+//! Committing a group: checkpoints, the batch, the flush, and memory
+//! changed only after.
+
+use super::*;
+
+impl Writer {
+    /// Flushes the store, with its start time visible to the health watch.
+    pub(super) fn watched_flush(&mut self) -> Result<(), StoreError> {
+        self.disk
+            .flush_started_ms
+            .store(now_ms().max(1), Ordering::Relaxed);
+        let r = self.store.flush();
+        self.disk.flush_started_ms.store(0, Ordering::Relaxed);
+        r
+    }
+
+    /// Commits a group, publishes its state and answers its commands;
+    /// returns whether its writes are stored.
+    pub(super) fn finish(&mut self, mut group: Group) -> bool {
+        for (expires_ms, ids) in group.expiries.values() {
+            group.writes.put_expiries(*expires_ms, ids);
+        }
+        let checkpoint = (group.checkpoint
+            || self.last_checkpoint.elapsed() >= self.options.checkpoint_interval)
+            && !self.dirty.is_empty();
+        if checkpoint {
+            let mut priors_written = std::collections::HashSet::new();
+            for (campaign, offer) in self.dirty.iter() {
+                let Some(c) = self.campaign(campaign) else {
+                    continue;
+                };
+                let (Some(o), Some(ctx)) = (c.offers.get(*offer), &c.contextual) else {
+                    continue;
+                };
+                let key = (campaign.clone(), *offer);
+                match group.models.get(&key) {
+                    Some(p) => group.writes.put_model(campaign, &o.id, p),
+                    None => {
+                        if let Some(p) = ctx.models.read().get(*offer) {
+                            group.writes.put_model(campaign, &o.id, p);
+                        }
+                    }
+                }
+                if ctx.config.adaptive_prior && !priors_written.contains(campaign) {
+                    match group.priors.get(campaign) {
+                        Some(p) => group.writes.put_prior(campaign, p),
+                        None => group.writes.put_prior(campaign, &ctx.prior.read()),
+                    }
+                    priors_written.insert(campaign.clone());
+                }
+            }
+            group.writes.put_model_seq(self.seq);
+        }
+        let mut failure = None;
+        if self.failed.load(Ordering::Relaxed) {
+            failure = Some("an earlier storage failure".to_owned());
+        } else if !group.writes.is_empty()
+            && let Err(e) = self.store.commit(group.writes)
+        {
+            failure = Some(e.to_string());
+        }
+        let flush_started = std::time::Instant::now();
+        if failure.is_none()
+            && group.durable
+            && let Err(e) = self.watched_flush()
+        {
+            // The batch is applied in sled but may not be on disk; memory no
+            // longer knows which. Refuse further work rather than diverge.
+            self.failed.store(true, Ordering::Relaxed);
+            failure = Some(e.to_string());
+        }
+        if group.durable {
+            metrics::histogram!("offer_bandit_flush_duration_seconds")
+                .record(flush_started.elapsed().as_secs_f64());
+        }
+        if let Some(f) = &failure {
+            tracing::error!(error = %f, "storage write failed");
+        } else {
+            if checkpoint {
+                self.dirty.clear();
+                self.last_checkpoint = std::time::Instant::now();
+            }
+            metrics::counter!("offer_bandit_expiries_total").increment(group.expired);
+            for (campaign, status) in group.statuses {
+                if let Some(c) = self.campaign(&campaign) {
+                    *c.status.write() = status;
+                }
+            }
+            for ((campaign, offer), counts) in group.daily {
+                if let Some(c) = self.campaign(&campaign)
+                    && let Some(slot) = c.daily.write().get_mut(offer)
+                {
+                    *slot = counts;
+                }
+            }
+            for ((campaign, arm), counts) in group.arms {
+                if let Some(c) = self.campaign(&campaign) {
+                    c.arms.write()[arm.index()] = counts;
+                }
+            }
+            for ((campaign, segment, offer), counts) in group.cells {
+                if let Some(c) = self.campaign(&campaign) {
+                    c.model.write().set_cell(&segment, offer, counts);
+                }
+            }
+            for ((campaign, offer), posterior) in group.models {
+                if let Some(c) = self.campaign(&campaign)
+                    && let Some(ctx) = &c.contextual
+                    && let Some(slot) = ctx.models.write().get_mut(offer)
+                {
+                    *slot = posterior;
+                }
+            }
+            for (campaign, prior) in group.priors {
+                if let Some(c) = self.campaign(&campaign)
+                    && let Some(ctx) = &c.contextual
+                {
+                    *ctx.prior.write() = prior;
+                }
+            }
+        }
+        for reply in group.replies {
+            reply.send(failure.as_deref());
+        }
+        failure.is_none()
+    }
+}

@@ -1,0 +1,115 @@
+//! Recording a decision: idempotency, budgets and frequency caps, counts.
+
+use super::*;
+
+impl Writer {
+    /// Why a decision's offer has no decision budget left, counting the
+    /// decisions staged in this group, or None.
+    pub(super) fn decision_budget_spent(
+        &mut self,
+        g: &mut Group,
+        campaign: &Campaign,
+        rec: &DecisionRecord,
+    ) -> Result<Option<String>, Error> {
+        if !campaign.limited {
+            return Ok(None);
+        }
+        if let (Some(cap), Some(customer)) = (&campaign.config.frequency_cap, &rec.customer) {
+            let ids = self.customer_decisions(g, customer)?;
+            let seen = offers_seen(ids, &rec.campaign, cap_start(cap, rec.created_ms), |id| {
+                self.decision(g, id)
+            })?;
+            if let Some(why) = cap_reached(cap, seen.get(&rec.offer).copied().unwrap_or(0)) {
+                return Ok(Some(why));
+            }
+        }
+        Ok(self.decision_count_spent(g, campaign, rec))
+    }
+
+    /// The decision-budget part of [`Writer::decision_budget_spent`];
+    /// counts the decision in the group's staged trials when it passes.
+    pub(super) fn decision_count_spent(
+        &mut self,
+        g: &mut Group,
+        campaign: &Campaign,
+        rec: &DecisionRecord,
+    ) -> Option<String> {
+        let cfg = campaign.config.offers.iter().find(|o| o.id == rec.offer)?;
+        if cfg.max_decisions.is_none() && cfg.max_decisions_per_day.is_none() {
+            return None;
+        }
+        let i = campaign.offer_index(&rec.offer)?;
+        let staged = g.trials.entry((rec.campaign.clone(), i)).or_insert(0);
+        let trials = campaign.model.read().totals(i).trials + *staged;
+        let today = match g.daily.get(&(rec.campaign.clone(), i)) {
+            Some(d) => *d,
+            None => campaign.daily.read().get(i).copied().unwrap_or_default(),
+        };
+        let why = crate::budget::decisions_exhausted(cfg, trials, today, rec.created_ms);
+        if why.is_none() {
+            *staged += 1;
+        }
+        why
+    }
+
+    pub(super) fn decide(
+        &mut self,
+        g: &mut Group,
+        id: DecisionId,
+        rec: DecisionRecord,
+    ) -> Result<Decided, Error> {
+        if let Some(rid) = &rec.request_id {
+            let staged = g
+                .requests
+                .get(&(rec.campaign.clone(), rid.clone()))
+                .copied();
+            let existing = match staged {
+                Some(e) => Some(e),
+                None => self.store.request(&rec.campaign, rid)?,
+            };
+            if let Some(eid) = existing
+                && let Some(erec) = self.decision(g, &eid)?
+                && erec.expires_ms > rec.created_ms
+            {
+                replay_for(erec.customer.as_ref(), rec.customer.as_ref())?;
+                return Ok(Decided::Made(Selection::from_record(eid, &erec, true)));
+            }
+        }
+        if let Some(campaign) = self.campaign(&rec.campaign) {
+            // A request that read the campaign before its retirement landed.
+            if campaign.revision.retired {
+                return Err(retired_error(&rec.campaign));
+            }
+            // SelectOffer checked the budgets against committed counts;
+            // decisions made meanwhile are only known here.
+            if let Some(why) = self.decision_budget_spent(g, &campaign, &rec)? {
+                return Ok(Decided::Spent {
+                    offer: rec.offer.clone(),
+                    why,
+                });
+            }
+        }
+        if let Some(rid) = &rec.request_id {
+            g.writes.put_request(&rec.campaign, rid, &id);
+            g.requests.insert((rec.campaign.clone(), rid.clone()), id);
+        }
+        self.change_cell(g, &rec, |c| c.trials += 1);
+        self.change_arm(g, &rec, |a| a.decisions += 1);
+        self.change_daily(g, &rec, rec.created_ms, |d| d.decisions += 1);
+        let mut rec = rec;
+        rec.learned_seq = self.learn(g, &rec, false);
+        if let Some(c) = &rec.customer {
+            g.writes.put_customer(c, &id);
+        }
+        let (last, ids) = g
+            .expiries
+            .entry(rec.campaign.clone())
+            .or_insert((rec.expires_ms, Vec::new()));
+        *last = (*last).max(rec.expires_ms);
+        ids.push(id);
+        let selection = Selection::from_record(id, &rec, false);
+        self.put_decision(g, id, rec);
+        g.durable |= self.options.durable_decisions;
+        Ok(Decided::Made(selection))
+    }
+}

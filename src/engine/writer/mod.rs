@@ -1,0 +1,422 @@
+//! The writer thread: commands in groups, staged over the store, learned
+//! into the posteriors, committed in one batch (its verbs, one file each).
+
+use super::*;
+
+mod commit;
+mod decide;
+mod erase;
+mod redeem;
+mod revise;
+
+impl Writer {
+    pub(super) fn campaign(&self, id: &str) -> Option<Arc<Campaign>> {
+        self.campaigns.read().get(id).cloned()
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut next: Option<Command> = None;
+        loop {
+            let first = match next.take() {
+                Some(cmd) => cmd,
+                None => match rx.blocking_recv() {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+            };
+            // A backup runs alone, between groups: everything before it is
+            // committed and nothing writes while it runs.
+            if let Command::Backup { path, reply } = first {
+                // Posteriors as of now, so the backup needs no replay.
+                self.finish(Group {
+                    checkpoint: true,
+                    ..Group::default()
+                });
+                let _ = reply.send(self.backup(&path));
+                continue;
+            }
+            // So does a config change: every learning event before it is
+            // checkpointed under the old config, every later one is learned
+            // (and replayed at startup) under the new one.
+            if let Command::Revise {
+                campaign,
+                change,
+                expected_revision,
+                reply,
+            } = first
+            {
+                let checkpointed = self.finish(Group {
+                    checkpoint: true,
+                    ..Group::default()
+                });
+                let result = if checkpointed {
+                    self.revise(&campaign, change, expected_revision)
+                } else {
+                    Err(Error::Unavailable(
+                        "the models could not be checkpointed before the change (see the server log); nothing was changed"
+                            .into(),
+                    ))
+                };
+                let _ = reply.send(result);
+                continue;
+            }
+            let mut group = Group::default();
+            self.apply(&mut group, first);
+            while group.replies.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(cmd @ (Command::Backup { .. } | Command::Revise { .. })) => {
+                        next = Some(cmd);
+                        break;
+                    }
+                    Ok(cmd) => self.apply(&mut group, cmd),
+                    Err(_) => break,
+                }
+            }
+            self.finish(group);
+        }
+        self.finish(Group {
+            checkpoint: true,
+            ..Group::default()
+        });
+        if let Err(e) = self.watched_flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    pub(super) fn apply(&mut self, g: &mut Group, cmd: Command) {
+        match cmd {
+            Command::Decide { id, rec, reply } => {
+                let r = self.decide(g, id, *rec);
+                g.replies.push(Reply::Select(reply, r));
+            }
+            Command::Redeem {
+                redemption,
+                now_ms,
+                reply,
+            } => {
+                let r = self.redeem(g, &redemption, now_ms);
+                g.durable = true;
+                g.replies.push(Reply::Redeem(reply, r));
+            }
+            Command::Sweep {
+                now_ms,
+                limit,
+                reply,
+            } => {
+                let r = self.sweep(g, now_ms, limit);
+                g.replies.push(Reply::Sweep(reply, r));
+            }
+            Command::Flush { reply } => {
+                g.durable = true;
+                g.checkpoint = true;
+                g.replies.push(Reply::Flush(reply));
+            }
+            Command::Forget { customer, reply } => {
+                let r = self.forget(g, &customer);
+                g.durable = true;
+                g.replies.push(Reply::Forget(reply, r));
+            }
+            Command::Prune {
+                before_ms,
+                created_before,
+                limit,
+                reply,
+            } => {
+                let r = self.prune(g, before_ms, created_before, limit);
+                g.replies.push(Reply::Sweep(reply, r));
+            }
+            Command::SetStatus {
+                campaign,
+                change,
+                reply,
+            } => {
+                let current = match g.statuses.get(&campaign) {
+                    Some(st) => Some(st.clone()),
+                    None => self.campaign(&campaign).map(|c| c.status.read().clone()),
+                };
+                let retired = self.campaign(&campaign).is_some_and(|c| c.revision.retired);
+                let next = match current {
+                    // Checked here too: a retirement may have landed since
+                    // the caller looked.
+                    Some(_) if retired => Err(retired_error(&campaign)),
+                    Some(c) => c.with(&change),
+                    None => Err(Error::NotFound(format!("unknown campaign '{campaign}'"))),
+                };
+                match next {
+                    Ok(next) => {
+                        g.writes.put_status(&campaign, &next);
+                        g.statuses.insert(campaign, next);
+                        g.durable = true;
+                        g.replies.push(Reply::Flush(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::Backup { reply, .. } => {
+                // `run` never hands a backup to a group.
+                let _ = reply.send(Err(Error::Unavailable("backup misrouted; retry".into())));
+            }
+            Command::Revise { reply, .. } => {
+                // Nor a config change.
+                let _ = reply.send(Err(Error::Unavailable(
+                    "config change misrouted; retry".into(),
+                )));
+            }
+        }
+    }
+
+    pub(super) fn decision(
+        &self,
+        g: &Group,
+        id: &DecisionId,
+    ) -> Result<Option<DecisionRecord>, Error> {
+        if g.erased.contains(id) {
+            return Ok(None);
+        }
+        match g.decisions.get(id) {
+            Some(r) => Ok(Some(r.clone())),
+            None => Ok(self.store.decision(id)?),
+        }
+    }
+
+    /// A customer's decisions: those in the store's index and those of
+    /// this group (not indexed yet), sorted, each once.
+    pub(super) fn customer_decisions(
+        &self,
+        g: &Group,
+        customer: &CustomerHash,
+    ) -> Result<Vec<DecisionId>, Error> {
+        let mut ids = self.store.customer_decisions(customer)?;
+        ids.extend(g.by_customer.get(customer).into_iter().flatten().copied());
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    pub(super) fn put_decision(&mut self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
+        if let Some(c) = &rec.customer {
+            g.by_customer.entry(*c).or_default().push(id);
+        }
+        g.writes.put_decision(&id, &rec);
+        g.decisions.insert(id, rec);
+    }
+
+    /// Applies `change` to today's counts (as of `at_ms`) of a decision's
+    /// offer, staging the result.
+    pub(super) fn change_daily(
+        &mut self,
+        g: &mut Group,
+        rec: &DecisionRecord,
+        at_ms: i64,
+        change: impl FnOnce(&mut DailyCounts),
+    ) {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
+            return;
+        };
+        let Some(offer) = campaign.offer_index(&rec.offer) else {
+            return;
+        };
+        let key = (rec.campaign.clone(), offer);
+        let current = match g.daily.get(&key) {
+            Some(c) => *c,
+            None => campaign
+                .daily
+                .read()
+                .get(offer)
+                .copied()
+                .unwrap_or_default(),
+        };
+        let mut counts = current.on(at_ms);
+        change(&mut counts);
+        g.writes.put_daily(&rec.campaign, &rec.offer, &counts);
+        g.daily.insert(key, counts);
+    }
+
+    /// Applies `change` to the arm counts of a decision, staging the result.
+    pub(super) fn change_arm(
+        &mut self,
+        g: &mut Group,
+        rec: &DecisionRecord,
+        change: impl FnOnce(&mut ArmCounts),
+    ) {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
+            return;
+        };
+        let key = (rec.campaign.clone(), rec.arm);
+        let mut counts = match g.arms.get(&key) {
+            Some(c) => *c,
+            None => campaign.arms.read()[rec.arm.index()],
+        };
+        change(&mut counts);
+        g.writes.put_arm(&rec.campaign, rec.arm, &counts);
+        g.arms.insert(key, counts);
+    }
+
+    /// Applies `change` to the cell of a decision, staging the result.
+    pub(super) fn change_cell(
+        &mut self,
+        g: &mut Group,
+        rec: &DecisionRecord,
+        change: impl FnOnce(&mut CellCounts),
+    ) {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
+            tracing::warn!(campaign = %rec.campaign, "decision of an unknown campaign: posterior not updated");
+            return;
+        };
+        let Some(offer) = campaign.offer_index(&rec.offer) else {
+            tracing::warn!(campaign = %rec.campaign, offer = %rec.offer, "decision of an unknown offer: posterior not updated");
+            return;
+        };
+        let key = (rec.campaign.clone(), rec.segment.clone(), offer);
+        let mut counts = match g.cells.get(&key) {
+            Some(c) => *c,
+            None => campaign.model.read().cell(&rec.segment, offer),
+        };
+        change(&mut counts);
+        let cell = CellKey {
+            campaign: rec.campaign.clone(),
+            segment: rec.segment.clone(),
+            offer: rec.offer.clone(),
+        };
+        g.writes.put_cell(&cell, &counts);
+        g.cells.insert(key, counts);
+    }
+
+    /// Teaches a contextual campaign's model a new decision (`redeemed`
+    /// false) or its redemption (true), staging the new posterior. Expiry
+    /// teaches nothing: the decision was learned as a non-redemption when
+    /// it was made (see `GaussianPosterior::learn_decision`).
+    /// Returns the event's learning sequence number (0: nothing learned).
+    pub(super) fn learn(&mut self, g: &mut Group, rec: &DecisionRecord, redeemed: bool) -> u64 {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
+            return 0;
+        };
+        let Some(ctx) = &campaign.contextual else {
+            return 0;
+        };
+        let Some(offer) = campaign.offer_index(&rec.offer) else {
+            return 0;
+        };
+        if rec
+            .features
+            .iter()
+            .any(|(i, _)| *i as usize >= ctx.encoder.dim())
+        {
+            // Encoded under another feature spec (the config changed): its
+            // columns mean something else now, so it teaches nothing.
+            tracing::warn!(campaign = %rec.campaign, "decision encoded under other features: model not updated");
+            return 0;
+        }
+        let key = (rec.campaign.clone(), offer);
+        let mut posterior = match g.models.remove(&key) {
+            Some(p) => p,
+            None => match ctx.models.read().get(offer) {
+                Some(p) => p.clone(),
+                None => return 0,
+            },
+        };
+        {
+            // The learned prior bounds forgetting (only then is it needed).
+            let published;
+            let bound = match g.priors.get(&rec.campaign) {
+                _ if !(ctx.config.adaptive_prior && ctx.config.half_life.is_some()) => None,
+                Some(p) => Some(p.variance.as_slice()),
+                None => {
+                    published = ctx.prior.read();
+                    Some(published.variance.as_slice())
+                }
+            };
+            posterior.learn(&rec.features, redeemed, &ctx.config, bound);
+        }
+        self.dirty.insert(key.clone());
+        g.models.insert(key, posterior);
+        if ctx.config.adaptive_prior {
+            self.count_for_prior(g, &campaign, ctx);
+        }
+        // Written at the next checkpoint (`finish`); until then the event is
+        // durable as this sequence number in its decision record.
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Counts a learning event for the campaign's learned prior and, when a
+    /// re-estimation is due, re-bases every offer's posterior on the new
+    /// prior (all staged in the group, all written at the next checkpoint).
+    pub(super) fn count_for_prior(&mut self, g: &mut Group, c: &Campaign, ctx: &Contextual) {
+        let campaign = c.config.id.as_str();
+        if !g.priors.contains_key(campaign) {
+            g.priors
+                .insert(campaign.to_owned(), ctx.prior.read().clone());
+        }
+        let Some(prior) = g.priors.get_mut(campaign) else {
+            return;
+        };
+        if !prior.count() {
+            return;
+        }
+        let n = ctx.models.read().len();
+        let mut models: Vec<GaussianPosterior> = (0..n)
+            .map(|i| match g.models.get(&(campaign.to_owned(), i)) {
+                Some(p) => p.clone(),
+                None => ctx.models.read()[i].clone(),
+            })
+            .collect();
+        let features = offer_features(&c.offers);
+        if !prior.reestimate(&ctx.encoder, &mut models, &features, &ctx.config) {
+            return; // no variance moved: every posterior is as it was
+        }
+        let dirty = &mut self.dirty;
+        for (i, m) in models.into_iter().enumerate() {
+            let key = (campaign.to_owned(), i);
+            dirty.insert(key.clone());
+            g.models.insert(key, m);
+        }
+    }
+}
+
+/// The single mutator of stored and in-memory state.
+pub(super) struct Writer {
+    pub(super) store: Store,
+    pub(super) campaigns: Arc<RwLock<Campaigns>>,
+    pub(super) failed: Arc<AtomicBool>,
+    pub(super) disk: Arc<DiskWatch>,
+    pub(super) options: EngineOptions,
+    /// The last learning sequence number handed out.
+    pub(super) seq: u64,
+    /// Contextual posteriors changed since the last checkpoint.
+    pub(super) dirty: std::collections::HashSet<(String, usize)>,
+    pub(super) last_checkpoint: std::time::Instant,
+}
+
+/// Changes staged by one group, visible to later commands of the same group.
+#[derive(Default)]
+pub(super) struct Group {
+    pub(super) writes: WriteSet,
+    pub(super) cells: HashMap<(String, String, usize), CellCounts>,
+    pub(super) arms: HashMap<(String, Arm), ArmCounts>,
+    pub(super) daily: HashMap<(String, usize), DailyCounts>,
+    pub(super) statuses: HashMap<String, CampaignStatus>,
+    pub(super) models: HashMap<(String, usize), GaussianPosterior>,
+    /// Learned priors this group changed, by campaign.
+    pub(super) priors: HashMap<String, SharedPrior>,
+    /// Decisions this group added per offer (erasures in the same group
+    /// are not subtracted: budget checks err on the safe side).
+    pub(super) trials: HashMap<(String, usize), u64>,
+    /// The decisions staged in this group, by customer.
+    pub(super) by_customer: HashMap<CustomerHash, Vec<DecisionId>>,
+    pub(super) decisions: HashMap<DecisionId, DecisionRecord>,
+    pub(super) requests: HashMap<(String, String), DecisionId>,
+    /// Decisions deleted in this group (erased or pruned): gone for later
+    /// commands of the group although the store still has them.
+    pub(super) erased: std::collections::HashSet<DecisionId>,
+    /// New decisions per campaign: when the last window closes, and the ids.
+    pub(super) expiries: HashMap<String, (i64, Vec<DecisionId>)>,
+    pub(super) replies: Vec<Reply>,
+    pub(super) durable: bool,
+    /// Write every changed posterior with this group (erasure, pruning,
+    /// flush, backup) instead of waiting for the next checkpoint.
+    pub(super) checkpoint: bool,
+    pub(super) expired: u64,
+}

@@ -1,0 +1,142 @@
+//! Redemptions and expiry: each decision ends as one trial and at most one
+//! success.
+
+use super::*;
+
+impl Writer {
+    pub(super) fn redeem(
+        &mut self,
+        g: &mut Group,
+        r: &Redemption,
+        now_ms: i64,
+    ) -> Result<Redeemed, Error> {
+        let id = r.decision_id;
+        let Some(mut rec) = self.decision(g, &id)? else {
+            return Err(Error::unknown_decision());
+        };
+        if let Some(offer) = &r.offer_id
+            && *offer != rec.offer
+        {
+            // The message does not name the decision's offer: an id is a
+            // bearer handle, and its offer is the holder's business only.
+            return Err(Error::InvalidArgument(format!(
+                "offer_id '{offer}' is not the offer this decision chose"
+            )));
+        }
+        let outcome = |already_recorded| Redeemed {
+            already_recorded,
+            offer_id: rec.offer.clone(),
+            campaign: rec.campaign.clone(),
+        };
+        match rec.state {
+            DecisionState::Redeemed { .. } => Ok(outcome(true)),
+            DecisionState::Expired => Err(late(&id, rec.expires_ms)),
+            DecisionState::Pending if now_ms > rec.expires_ms => {
+                let expires_ms = rec.expires_ms;
+                self.expire(g, id, rec);
+                Err(late(&id, expires_ms))
+            }
+            DecisionState::Pending => {
+                let value = match r.value {
+                    Some(v) => v,
+                    None => self.offer_value(&rec),
+                };
+                if let Some(max) = self.offer_max_value(&rec)
+                    && value > max
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "value {value} is above this offer's max_value ({max}); nothing was recorded"
+                    )));
+                }
+                let result = outcome(false);
+                self.change_cell(g, &rec, |c| {
+                    c.successes += 1;
+                    c.value_sum += value;
+                });
+                self.change_daily(g, &rec, now_ms, |d| d.redemptions += 1);
+                self.change_arm(g, &rec, |a| {
+                    a.redemptions += 1;
+                    a.value_sum += value;
+                    a.value_sq_sum += value * value;
+                });
+                rec.redeemed_seq = self.learn(g, &rec, true);
+                rec.state = DecisionState::Redeemed {
+                    value,
+                    at_ms: now_ms,
+                };
+                self.put_decision(g, id, rec);
+                Ok(result)
+            }
+        }
+    }
+
+    /// The offer's configured cap on one redemption's value, if any.
+    pub(super) fn offer_max_value(&self, rec: &DecisionRecord) -> Option<f64> {
+        let campaign = self.campaign(&rec.campaign)?;
+        let offer = campaign.config.offers.iter().find(|o| o.id == rec.offer)?;
+        offer.max_value
+    }
+
+    pub(super) fn offer_value(&self, rec: &DecisionRecord) -> f64 {
+        self.campaign(&rec.campaign)
+            .and_then(|c| c.offer_index(&rec.offer).map(|i| c.offers[i].value))
+            .unwrap_or(0.0)
+    }
+
+    /// Finalizes a pending decision as not redeemed and drops its request
+    /// key. Its expiry entry goes when the sweep has handled the whole entry.
+    pub(super) fn expire(&mut self, g: &mut Group, id: DecisionId, mut rec: DecisionRecord) {
+        self.change_cell(g, &rec, |c| c.expired += 1);
+        self.change_arm(g, &rec, |a| a.expired += 1);
+        g.expired += 1;
+        self.drop_request(g, id, &rec);
+        rec.state = DecisionState::Expired;
+        self.put_decision(g, id, rec);
+    }
+
+    pub(super) fn drop_request(&mut self, g: &mut Group, id: DecisionId, rec: &DecisionRecord) {
+        if let Some(rid) = &rec.request_id {
+            let key = (rec.campaign.clone(), rid.clone());
+            // Only if the key still points at this decision.
+            let current = match g.requests.get(&key) {
+                Some(c) => Some(*c),
+                None => self.store.request(&rec.campaign, rid).ok().flatten(),
+            };
+            if current == Some(id) {
+                g.writes.remove_request(&rec.campaign, rid);
+                g.requests.remove(&key);
+            }
+        }
+    }
+
+    /// Finalizes the decisions of due expiry entries (at least `limit` of
+    /// them when that many are due) and drops the entries; returns how many
+    /// decisions it looked at.
+    pub(super) fn sweep(
+        &mut self,
+        g: &mut Group,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<usize, Error> {
+        let due: Vec<ExpiryEntry> = self.store.due_expiries(now_ms, limit)?;
+        let mut n = 0;
+        for entry in due {
+            for &id in &entry.ids {
+                n += 1;
+                match self.decision(g, &id)? {
+                    Some(rec) if rec.state == DecisionState::Pending => self.expire(g, id, rec),
+                    Some(rec) => self.drop_request(g, id, &rec),
+                    None => {}
+                }
+            }
+            g.writes.remove_expiries(&entry);
+        }
+        Ok(n)
+    }
+}
+
+pub(super) fn late(id: &DecisionId, expires_ms: i64) -> Error {
+    Error::FailedPrecondition(format!(
+        "decision {id} is past its reward window (closed at unix ms {expires_ms}); late redemptions are not counted"
+    ))
+}
