@@ -5,10 +5,7 @@
 //! simulator; [`engine`] runs the learning loop over [`store`]; [`service`]
 //! and [`server`] put it on gRPC.
 
-pub mod admin_cli;
 pub mod budget;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod connections;
 pub mod context;
@@ -18,7 +15,6 @@ pub mod decision;
 pub mod decision_id;
 pub mod engine;
 pub mod error;
-pub mod export;
 pub mod features;
 pub mod guard;
 pub mod linalg;
@@ -28,6 +24,7 @@ pub mod proto;
 pub mod revisions;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod uplift;
 pub mod web;

@@ -16,7 +16,7 @@
 //! - `u/{campaign}\0{offer}`: [`crate::budget::DailyCounts`] of the offer's
 //!   current UTC day, for daily budgets;
 //! - `s/{campaign}`: what operators paused or retired
-//!   ([`crate::engine::CampaignStatus`]);
+//!   ([`crate::status::CampaignStatus`]);
 //! - `k/{campaign}`: the campaign's config revision
 //!   ([`crate::revisions::StoredCampaign`]; a store without them, from
 //!   before live campaign changes, reads as if every campaign came from the
@@ -325,7 +325,7 @@ impl Store {
     /// Every campaign's operator-set status.
     pub fn load_statuses(
         &self,
-    ) -> Result<Vec<(String, crate::engine::CampaignStatus)>, StoreError> {
+    ) -> Result<Vec<(String, crate::status::CampaignStatus)>, StoreError> {
         self.load_by_campaign(STATUS)
     }
 
@@ -1028,7 +1028,7 @@ impl WriteSet {
     }
 
     /// Sets a campaign's operator-set status.
-    pub fn put_status(&mut self, campaign: &str, status: &crate::engine::CampaignStatus) {
+    pub fn put_status(&mut self, campaign: &str, status: &crate::status::CampaignStatus) {
         let key = [STATUS, campaign.as_bytes()].concat();
         self.batch.insert(key, encode(status));
         self.len += 1;

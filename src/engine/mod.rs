@@ -47,12 +47,13 @@ mod writer;
 
 use self::{campaign::*, caps::*, select::*, writer::*};
 pub use self::{
-    campaign::{Campaign, CampaignStatus, Offer, OfferStatus},
+    campaign::{Campaign, Offer},
     reports::{
         CampaignReport, CampaignStats, CellStats, FeaturePrior, LearnedPrior, OfferEffect,
         OfferReport, OfferStats, SHOWN_OFFER_EFFECTS,
     },
 };
+pub use crate::status::{CampaignStatus, OfferStatus};
 
 /// How often contextual posteriors are written to sled. Between
 /// checkpoints each learning event is durable through its decision record

@@ -7,10 +7,11 @@
 
 use anyhow::Context as _;
 
+use offer_bandit::proto;
+
 use crate::{
     cli::{CampaignGetArgs, CampaignPutArgs, CampaignStatusArgs, OfferAddArgs, OfferStatusArgs},
     export::status,
-    proto,
 };
 
 /// One line saying which revision a campaign is at.
@@ -32,7 +33,7 @@ fn revision_line(r: &proto::CampaignConfigResponse) -> String {
 
 /// `offer-bandit campaign-get`: the config as TOML on standard output (its
 /// revision in a comment), or the whole answer as JSON.
-pub async fn campaign_get(args: CampaignGetArgs) -> anyhow::Result<()> {
+pub(crate) async fn campaign_get(args: CampaignGetArgs) -> anyhow::Result<()> {
     let mut client = crate::client::admin(&args.client).await?;
     let r = client
         .get_campaign_config(proto::GetCampaignConfigRequest {
@@ -61,11 +62,11 @@ pub async fn campaign_get(args: CampaignGetArgs) -> anyhow::Result<()> {
 
 /// `offer-bandit campaign-put`: creates the campaign of a TOML file or
 /// replaces its config.
-pub async fn campaign_put(args: CampaignPutArgs) -> anyhow::Result<()> {
+pub(crate) async fn campaign_put(args: CampaignPutArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
     // The same validation as the server's, before the round trip.
-    crate::config::parse_campaign(&text, &args.file.display().to_string())?;
+    offer_bandit::config::parse_campaign(&text, &args.file.display().to_string())?;
     let mut client = crate::client::admin(&args.client).await?;
     let r = client
         .put_campaign(proto::PutCampaignRequest {
@@ -80,7 +81,7 @@ pub async fn campaign_put(args: CampaignPutArgs) -> anyhow::Result<()> {
 }
 
 /// `offer-bandit offer-add`.
-pub async fn offer_add(args: OfferAddArgs) -> anyhow::Result<()> {
+pub(crate) async fn offer_add(args: OfferAddArgs) -> anyhow::Result<()> {
     let features = args
         .features
         .iter()
@@ -131,7 +132,7 @@ fn offer_feature(arg: &str) -> anyhow::Result<(String, proto::FeatureValue)> {
 }
 
 /// `offer-bandit offer-status`.
-pub async fn offer_status(args: OfferStatusArgs) -> anyhow::Result<()> {
+pub(crate) async fn offer_status(args: OfferStatusArgs) -> anyhow::Result<()> {
     let mut client = crate::client::admin(&args.client).await?;
     client
         .set_offer_status(proto::SetOfferStatusRequest {
@@ -149,7 +150,7 @@ pub async fn offer_status(args: OfferStatusArgs) -> anyhow::Result<()> {
 }
 
 /// `offer-bandit campaign-status`.
-pub async fn campaign_status(args: CampaignStatusArgs) -> anyhow::Result<()> {
+pub(crate) async fn campaign_status(args: CampaignStatusArgs) -> anyhow::Result<()> {
     let mut client = crate::client::admin(&args.client).await?;
     client
         .set_campaign_status(proto::SetCampaignStatusRequest {

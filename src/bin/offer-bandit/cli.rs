@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// id when the offer is redeemed. The model learns from every decision.
 #[derive(Debug, Parser)]
 #[command(name = "offer-bandit", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -20,7 +20,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the gRPC server (with the built-in demo campaign unless --config is given).
     Serve(ServeArgs),
     /// Validate a campaign config file and print what it declares.
@@ -59,7 +59,7 @@ pub enum Command {
 
 /// How the admin subcommands reach a server.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// The server's gRPC address (https:// for TLS).
     #[arg(
         long,
@@ -82,7 +82,7 @@ pub struct ClientArgs {
 /// Where a bearer token comes from: a file, or the environment. Never a
 /// flag's value: command lines show in `ps` and shell histories.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// File holding the bearer token, at least 16 bytes (or set
     /// OFFER_BANDIT_AUTH_TOKEN). The server requires it as
     /// "authorization: Bearer <token>"; the admin commands send it. On the
@@ -93,15 +93,15 @@ pub struct TokenArgs {
 
 impl TokenArgs {
     /// The token, if one is configured (validated).
-    pub fn read(&self) -> anyhow::Result<Option<String>> {
+    pub(crate) fn read(&self) -> anyhow::Result<Option<String>> {
         read_token(self.auth_token_file.as_deref(), "OFFER_BANDIT_AUTH_TOKEN")
     }
 }
 
-/// The server's tokens of the narrower roles (see `crate::guard::Role`),
+/// The server's tokens of the narrower roles (see `offer_bandit::guard::Role`),
 /// each from a file or the environment.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RoleTokenArgs {
+pub(crate) struct RoleTokenArgs {
     /// File holding the read token (or set OFFER_BANDIT_READ_TOKEN): the
     /// dashboard and the read-only CampaignAdmin RPCs (ListCampaigns,
     /// GetCampaignStats, GetCampaignReport, GetCampaignConfig). Needs the
@@ -116,7 +116,7 @@ pub struct RoleTokenArgs {
 
 impl RoleTokenArgs {
     /// The read token and the decide token, if configured (validated).
-    pub fn read(&self) -> anyhow::Result<(Option<String>, Option<String>)> {
+    pub(crate) fn read(&self) -> anyhow::Result<(Option<String>, Option<String>)> {
         Ok((
             read_token(self.read_token_file.as_deref(), "OFFER_BANDIT_READ_TOKEN")?,
             read_token(
@@ -139,7 +139,7 @@ fn read_token(file: Option<&std::path::Path>, var: &str) -> anyhow::Result<Optio
 
 /// Flags of `offer-bandit report`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -153,7 +153,7 @@ pub struct ReportArgs {
 
 /// Flags of `offer-bandit campaign-get`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CampaignGetArgs {
+pub(crate) struct CampaignGetArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -167,7 +167,7 @@ pub struct CampaignGetArgs {
 
 /// Flags of `offer-bandit campaign-put`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CampaignPutArgs {
+pub(crate) struct CampaignPutArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -180,7 +180,7 @@ pub struct CampaignPutArgs {
 
 /// Flags of `offer-bandit offer-add`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct OfferAddArgs {
+pub(crate) struct OfferAddArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -228,7 +228,7 @@ pub struct OfferAddArgs {
 
 /// Flags of `offer-bandit offer-status`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct OfferStatusArgs {
+pub(crate) struct OfferStatusArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -245,7 +245,7 @@ pub struct OfferStatusArgs {
 
 /// Flags of `offer-bandit campaign-status`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CampaignStatusArgs {
+pub(crate) struct CampaignStatusArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -259,7 +259,7 @@ pub struct CampaignStatusArgs {
 
 /// Flags of `offer-bandit forget`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ForgetArgs {
+pub(crate) struct ForgetArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -270,7 +270,7 @@ pub struct ForgetArgs {
 
 /// Flags of `offer-bandit backup`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BackupArgs {
+pub(crate) struct BackupArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -281,7 +281,7 @@ pub struct BackupArgs {
 
 /// Flags of `offer-bandit restore`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RestoreArgs {
+pub(crate) struct RestoreArgs {
     /// The backup file.
     #[arg(long)]
     pub from: PathBuf,
@@ -292,7 +292,7 @@ pub struct RestoreArgs {
 
 /// Flags of `offer-bandit export`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// How to reach the server.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -312,7 +312,7 @@ pub struct ExportArgs {
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -321,7 +321,7 @@ pub enum LogFormat {
 
 /// Flags of `offer-bandit serve`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on for gRPC (port 0 picks a free port; the chosen
     /// address is printed on stdout as "offer-bandit listening on ADDR").
     #[arg(long, env = "OFFER_BANDIT_LISTEN", default_value = "127.0.0.1:50051")]
@@ -396,7 +396,7 @@ pub struct ServeArgs {
         value_enum,
         default_value = "admin"
     )]
-    pub auth_scope: crate::guard::AuthScope,
+    pub auth_scope: offer_bandit::guard::AuthScope,
     /// File holding the 64-hex-digit key customer ids are hashed under (or
     /// set OFFER_BANDIT_CUSTOMER_KEY to the digits themselves). Without
     /// it the store generates one on first start and keeps it. A store refuses
@@ -477,7 +477,7 @@ pub struct ServeArgs {
 
 /// How long resolved decision records are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retention {
+pub(crate) enum Retention {
     /// Pruned this long after their reward window.
     For(Duration),
     /// Never pruned.

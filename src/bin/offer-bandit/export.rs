@@ -10,12 +10,13 @@ use std::io::Write;
 use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 
-use crate::{
-    cli::{BackupArgs, ExportArgs, ForgetArgs, ReportArgs},
+use offer_bandit::{
     decision::now_ms,
     policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE, variances_estimated},
     proto::{self, feature_value::Kind},
 };
+
+use crate::cli::{BackupArgs, ExportArgs, ForgetArgs, ReportArgs};
 
 /// A time bound: a duration ago ("24h") or Unix milliseconds.
 fn parse_time(s: &str) -> anyhow::Result<i64> {
@@ -28,7 +29,7 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
 }
 
 /// One decision as a JSON object.
-pub fn to_json(e: proto::DecisionLogEntry) -> Value {
+pub(crate) fn to_json(e: proto::DecisionLogEntry) -> Value {
     let mut context = Map::new();
     let mut keys: Vec<_> = e.context.into_iter().collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));
@@ -67,7 +68,7 @@ pub fn to_json(e: proto::DecisionLogEntry) -> Value {
 }
 
 /// Runs the export; returns how many decisions were written.
-pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
+pub(crate) async fn run(args: ExportArgs) -> anyhow::Result<u64> {
     let since = args
         .since
         .as_deref()
@@ -111,12 +112,12 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
 }
 
 /// A gRPC error as the CLI prints it.
-pub fn status(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", s.code(), s.message())
 }
 
 /// `offer-bandit forget`: erases a customer and prints what was erased.
-pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
+pub(crate) async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     let mut client = crate::client::admin(&args.client).await?;
     let r = client
         .forget_customer(proto::ForgetCustomerRequest {
@@ -140,7 +141,7 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
 
 /// `offer-bandit backup`: streams a snapshot into `--out` (written to a
 /// temporary name first, so a failed backup never leaves a partial file).
-pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+pub(crate) async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let mut client = crate::client::admin(&args.client).await?;
     let mut stream = client
         .backup(proto::BackupRequest {})
@@ -188,7 +189,7 @@ fn arm_json(a: Option<&proto::ArmReport>) -> Value {
 }
 
 /// The report as JSON (the `--json` output of `offer-bandit report`).
-pub fn report_json(r: &proto::CampaignReport) -> Value {
+pub(crate) fn report_json(r: &proto::CampaignReport) -> Value {
     json!({
         "campaign": r.campaign,
         "control_share": r.control_share,
@@ -231,7 +232,7 @@ fn num(e: Option<&proto::Estimate>) -> String {
 }
 
 /// `offer-bandit report`: the campaign report as a table or JSON.
-pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
+pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let mut client = crate::client::admin(&args.client).await?;
     let r = client
         .get_campaign_report(proto::GetCampaignReportRequest {

@@ -7,11 +7,13 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
-use crate::{cli::ClientArgs, proto::campaign_admin_client::CampaignAdminClient};
+use offer_bandit::proto::campaign_admin_client::CampaignAdminClient;
+
+use crate::cli::ClientArgs;
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Debug, Clone)]
-pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub(crate) struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for BearerToken {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -23,10 +25,10 @@ impl tonic::service::Interceptor for BearerToken {
 }
 
 /// A `CampaignAdmin` client for `args`.
-pub type Admin = CampaignAdminClient<InterceptedService<Channel, BearerToken>>;
+pub(crate) type Admin = CampaignAdminClient<InterceptedService<Channel, BearerToken>>;
 
 /// Reads the token from `--auth-token-file` or `OFFER_BANDIT_AUTH_TOKEN`.
-pub fn read_token(
+pub(crate) fn read_token(
     file: Option<&std::path::Path>,
     inline: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
@@ -41,18 +43,18 @@ pub fn read_token(
         (None, None) => None,
     };
     if let Some(t) = &token
-        && t.len() < crate::guard::MIN_TOKEN_BYTES
+        && t.len() < offer_bandit::guard::MIN_TOKEN_BYTES
     {
         anyhow::bail!(
             "the bearer token must be at least {} bytes",
-            crate::guard::MIN_TOKEN_BYTES
+            offer_bandit::guard::MIN_TOKEN_BYTES
         );
     }
     Ok(token)
 }
 
 /// Connects to the server named by `args`.
-pub async fn admin(args: &ClientArgs) -> anyhow::Result<Admin> {
+pub(crate) async fn admin(args: &ClientArgs) -> anyhow::Result<Admin> {
     let mut endpoint = Endpoint::from_shared(args.server.clone())
         .with_context(|| format!("'{}' is not a server address", args.server))?;
     if args.server.starts_with("https://") {

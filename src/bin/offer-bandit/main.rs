@@ -1,9 +1,15 @@
 //! The `offer-bandit` binary.
 
+mod admin_cli;
+mod cli;
+mod client;
+mod export;
+
 use anyhow::Context as _;
 use clap::Parser;
+
+use cli::{Cli, Command, LogFormat, Retention, ServeArgs};
 use offer_bandit::{
-    cli::{Cli, Command, LogFormat, Retention, ServeArgs},
     config,
     customer::CustomerKey,
     decision_id::IdKeys,
@@ -38,18 +44,18 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Export(args) => {
-            let n = offer_bandit::export::run(args).await?;
+            let n = export::run(args).await?;
             eprintln!("exported {n} decisions");
             Ok(())
         }
-        Command::Forget(args) => offer_bandit::export::forget(args).await,
-        Command::Report(args) => offer_bandit::export::report(args).await,
-        Command::OfferStatus(args) => offer_bandit::admin_cli::offer_status(args).await,
-        Command::CampaignStatus(args) => offer_bandit::admin_cli::campaign_status(args).await,
-        Command::CampaignGet(args) => offer_bandit::admin_cli::campaign_get(args).await,
-        Command::CampaignPut(args) => offer_bandit::admin_cli::campaign_put(args).await,
-        Command::OfferAdd(args) => offer_bandit::admin_cli::offer_add(args).await,
-        Command::Backup(args) => offer_bandit::export::backup(args).await,
+        Command::Forget(args) => export::forget(args).await,
+        Command::Report(args) => export::report(args).await,
+        Command::OfferStatus(args) => admin_cli::offer_status(args).await,
+        Command::CampaignStatus(args) => admin_cli::campaign_status(args).await,
+        Command::CampaignGet(args) => admin_cli::campaign_get(args).await,
+        Command::CampaignPut(args) => admin_cli::campaign_put(args).await,
+        Command::OfferAdd(args) => admin_cli::offer_add(args).await,
+        Command::Backup(args) => export::backup(args).await,
         Command::Restore(args) => {
             let n = offer_bandit::store::restore_snapshot(&args.from, &args.data_dir)?;
             println!(
