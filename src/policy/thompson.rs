@@ -166,7 +166,16 @@ pub enum Link {
     Identity,
     /// The rate is the logistic sigmoid of the latent value (logistic regression).
     Logistic,
+    /// The latent value is `q = p / (1 + p)`, as a linear regression trained
+    /// with decision-time negatives learns it, and the compared score is the
+    /// redemption rate `p = q / (1 - q)` (times the weight). Below `q = 0` the
+    /// score continues as `q` itself (the same slope at 0, so monotone and
+    /// smooth); near `q = 1` it is capped at [`ODDS_CAP`] times the weight.
+    Odds,
 }
+
+/// Largest `q / (1 - q)` an [`Link::Odds`] score takes (q within 1e-9 of 1).
+pub const ODDS_CAP: f64 = 1e9;
 
 /// A Gaussian posterior predictive of an offer's latent score, its link to a
 /// rate, and the weight the rate is multiplied by.
@@ -187,6 +196,8 @@ impl GaussianArm {
         match self.link {
             Link::Identity => z * self.weight,
             Link::Logistic => sigmoid(z) * self.weight,
+            Link::Odds if z < 0.0 => z * self.weight,
+            Link::Odds => (z / (1.0 - z)).min(ODDS_CAP) * self.weight,
         }
     }
 
@@ -198,6 +209,11 @@ impl GaussianArm {
             Link::Identity => Some((r, 1.0 / self.weight)),
             Link::Logistic => (r > 0.0 && r < 1.0)
                 .then(|| ((r / (1.0 - r)).ln(), 1.0 / (self.weight * r * (1.0 - r)))),
+            Link::Odds if r < 0.0 => Some((r, 1.0 / self.weight)),
+            Link::Odds => (r < ODDS_CAP).then(|| {
+                let z = r / (1.0 + r);
+                (z, 1.0 / (self.weight * (1.0 + r) * (1.0 + r)))
+            }),
         }
     }
 
@@ -205,6 +221,8 @@ impl GaussianArm {
         match self.link {
             Link::Logistic if s <= 0.0 => 0.0,
             Link::Logistic if s >= self.weight => 1.0,
+            // At or above the cap: everything below except the capped mass.
+            Link::Odds if s >= ODDS_CAP * self.weight => 1.0,
             _ => 0.5,
         }
     }
@@ -670,6 +688,17 @@ mod tests {
                 gaussian(0.05, 0.10, Identity, 1.0),
             ],
             11,
+        );
+        // Linear-ts under the value objective: q near 0 (mass below 0, where
+        // the score continues linearly) and one broad arm reaching q = 1.
+        check_gaussian(
+            &[
+                gaussian(0.10, 0.05, Link::Odds, 1.0),
+                gaussian(0.04, 0.03, Link::Odds, 2.5),
+                gaussian(0.02, 0.04, Link::Odds, 4.0),
+                gaussian(0.30, 0.30, Link::Odds, 0.5),
+            ],
+            13,
         );
         // Logistic scores, value-weighted: links and weights change who wins.
         check_gaussian(
