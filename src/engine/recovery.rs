@@ -296,22 +296,15 @@ pub(super) fn replay_learning(
         let Some(ctx) = &c.contextual else {
             continue;
         };
-        if x.iter().any(|(j, _)| *j as usize >= ctx.encoder.dim()) {
-            continue;
-        }
+        let offers = &c.offers;
+        let step = crate::policy::learning::Step {
+            encoder: &ctx.encoder,
+            config: &ctx.config,
+            offer_features: &|| offer_features(offers),
+        };
         let mut prior = ctx.prior.write();
-        let mut models = ctx.models.write();
-        if let Some(p) = models.get_mut(i) {
-            let bound = ctx
-                .config
-                .adaptive_prior
-                .then_some(prior.variance.as_slice());
-            p.learn(&x, redeemed, &ctx.config, bound);
-            if ctx.config.adaptive_prior && prior.count() {
-                let features = offer_features(&c.offers);
-                prior.reestimate(&ctx.encoder, &mut models, &features, &ctx.config);
-            }
-        }
+        let prior = ctx.config.adaptive_prior.then_some(&mut *prior);
+        step.learn(&mut *ctx.models.write(), prior, i, &x, redeemed);
     }
     Ok((n, last))
 }

@@ -417,18 +417,15 @@ impl ContextualTs {
         self
     }
 
-    /// Counts a learning event, re-estimating the shared prior when due.
-    fn learned(&mut self) {
-        if let Some(prior) = &mut self.prior
-            && prior.count()
-        {
-            prior.reestimate(
-                &self.encoder,
-                &mut self.models,
-                &self.offer_features,
-                &self.config,
-            );
-        }
+    /// One event through the one learning step ([`super::learning`]).
+    fn learn_event(&mut self, x: &Sparse, offer: usize, redeemed: bool) {
+        let offer_features = &self.offer_features;
+        let step = super::learning::Step {
+            encoder: &self.encoder,
+            config: &self.config,
+            offer_features: &|| offer_features.clone(),
+        };
+        step.learn(&mut self.models, self.prior.as_mut(), offer, x, redeemed);
     }
 
     /// The per-offer posteriors.
@@ -529,17 +526,11 @@ impl Policy for ContextualTs {
         }
     }
     fn on_decision(&mut self, f: &Features, offer: usize) {
-        let prior = self.prior.as_ref().map(|p| p.variance.as_slice());
-        if let Some(m) = self.models.get_mut(offer) {
-            m.learn(&f.x, false, &self.config, prior);
-            self.learned();
-        }
+        self.learn_event(&f.x, offer, false);
     }
     fn on_outcome(&mut self, f: &Features, offer: usize, outcome: Outcome) {
-        let prior = self.prior.as_ref().map(|p| p.variance.as_slice());
-        if let (Some(m), Outcome::Redeemed { .. }) = (self.models.get_mut(offer), outcome) {
-            m.learn(&f.x, true, &self.config, prior);
-            self.learned();
+        if let Outcome::Redeemed { .. } = outcome {
+            self.learn_event(&f.x, offer, true);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod contextual;
+pub mod learning;
 pub mod segment;
 pub mod shared_prior;
 pub mod special;

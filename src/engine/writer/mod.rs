@@ -284,11 +284,10 @@ impl Writer {
         g.cells.insert(key, counts);
     }
 
-    /// Teaches a contextual campaign's model a new decision (`redeemed`
-    /// false) or its redemption (true), staging the new posterior. Expiry
-    /// teaches nothing: the decision was learned as a non-redemption when
-    /// it was made (see `GaussianPosterior::learn_decision`).
-    /// Returns the event's learning sequence number (0: nothing learned).
+    /// Learns a decision (or, `redeemed`, its redemption) into its offer's
+    /// staged posterior through the one learning step; returns the event's
+    /// learning sequence number (0: nothing learned: not a contextual
+    /// campaign, an unknown offer, or features of another encoding).
     pub(super) fn learn(&mut self, g: &mut Group, rec: &DecisionRecord, redeemed: bool) -> u64 {
         let Some(campaign) = self.campaign(&rec.campaign) else {
             return 0;
@@ -299,80 +298,75 @@ impl Writer {
         let Some(offer) = campaign.offer_index(&rec.offer) else {
             return 0;
         };
-        if rec
-            .features
-            .iter()
-            .any(|(i, _)| *i as usize >= ctx.encoder.dim())
-        {
-            // Encoded under another feature spec (the config changed): its
-            // columns mean something else now, so it teaches nothing.
+        let offers = &campaign.offers;
+        let step = crate::policy::learning::Step {
+            encoder: &ctx.encoder,
+            config: &ctx.config,
+            offer_features: &|| offer_features(offers),
+        };
+        let Group { models, priors, .. } = g;
+        let prior = ctx.config.adaptive_prior.then(|| {
+            &mut *priors
+                .entry(rec.campaign.clone())
+                .or_insert_with(|| ctx.prior.read().clone())
+        });
+        let mut staged = Staged {
+            campaign: &rec.campaign,
+            staged: models,
+            published: &ctx.models,
+            dirty: &mut self.dirty,
+        };
+        if !step.learn(&mut staged, prior, offer, &rec.features, redeemed) {
             tracing::warn!(campaign = %rec.campaign, "decision encoded under other features: model not updated");
             return 0;
-        }
-        let key = (rec.campaign.clone(), offer);
-        let mut posterior = match g.models.remove(&key) {
-            Some(p) => p,
-            None => match ctx.models.read().get(offer) {
-                Some(p) => p.clone(),
-                None => return 0,
-            },
-        };
-        {
-            // The learned prior bounds forgetting (only then is it needed).
-            let published;
-            let bound = match g.priors.get(&rec.campaign) {
-                _ if !(ctx.config.adaptive_prior && ctx.config.half_life.is_some()) => None,
-                Some(p) => Some(p.variance.as_slice()),
-                None => {
-                    published = ctx.prior.read();
-                    Some(published.variance.as_slice())
-                }
-            };
-            posterior.learn(&rec.features, redeemed, &ctx.config, bound);
-        }
-        self.dirty.insert(key.clone());
-        g.models.insert(key, posterior);
-        if ctx.config.adaptive_prior {
-            self.count_for_prior(g, &campaign, ctx);
         }
         // Written at the next checkpoint (`finish`); until then the event is
         // durable as this sequence number in its decision record.
         self.seq += 1;
         self.seq
     }
+}
 
-    /// Counts a learning event for the campaign's learned prior and, when a
-    /// re-estimation is due, re-bases every offer's posterior on the new
-    /// prior (all staged in the group, all written at the next checkpoint).
-    pub(super) fn count_for_prior(&mut self, g: &mut Group, c: &Campaign, ctx: &Contextual) {
-        let campaign = c.config.id.as_str();
-        if !g.priors.contains_key(campaign) {
-            g.priors
-                .insert(campaign.to_owned(), ctx.prior.read().clone());
+/// A campaign's posteriors as the writer's group sees them: staged copies
+/// over the published ones, each copied on its first change in the group
+/// and marked for the next checkpoint.
+struct Staged<'a> {
+    campaign: &'a str,
+    staged: &'a mut HashMap<(String, usize), GaussianPosterior>,
+    published: &'a RwLock<Vec<GaussianPosterior>>,
+    dirty: &'a mut std::collections::HashSet<(String, usize)>,
+}
+
+impl crate::policy::learning::Posteriors for Staged<'_> {
+    fn posterior_mut(&mut self, offer: usize) -> Option<&mut GaussianPosterior> {
+        let key = (self.campaign.to_owned(), offer);
+        if !self.staged.contains_key(&key) {
+            let p = self.published.read().get(offer)?.clone();
+            self.staged.insert(key.clone(), p);
         }
-        let Some(prior) = g.priors.get_mut(campaign) else {
-            return;
+        self.dirty.insert(key.clone());
+        self.staged.get_mut(&key)
+    }
+
+    fn with_all(&mut self, f: &mut dyn FnMut(&mut [GaussianPosterior]) -> bool) -> bool {
+        let mut all: Vec<GaussianPosterior> = {
+            let published = self.published.read();
+            (0..published.len())
+                .map(|i| match self.staged.get(&(self.campaign.to_owned(), i)) {
+                    Some(p) => p.clone(),
+                    None => published[i].clone(),
+                })
+                .collect()
         };
-        if !prior.count() {
-            return;
+        if !f(&mut all) {
+            return false; // no variance moved: every posterior is as it was
         }
-        let n = ctx.models.read().len();
-        let mut models: Vec<GaussianPosterior> = (0..n)
-            .map(|i| match g.models.get(&(campaign.to_owned(), i)) {
-                Some(p) => p.clone(),
-                None => ctx.models.read()[i].clone(),
-            })
-            .collect();
-        let features = offer_features(&c.offers);
-        if !prior.reestimate(&ctx.encoder, &mut models, &features, &ctx.config) {
-            return; // no variance moved: every posterior is as it was
+        for (i, m) in all.into_iter().enumerate() {
+            let key = (self.campaign.to_owned(), i);
+            self.dirty.insert(key.clone());
+            self.staged.insert(key, m);
         }
-        let dirty = &mut self.dirty;
-        for (i, m) in models.into_iter().enumerate() {
-            let key = (campaign.to_owned(), i);
-            dirty.insert(key.clone());
-            g.models.insert(key, m);
-        }
+        true
     }
 }
 
@@ -419,4 +413,104 @@ pub(super) struct Group {
     /// flush, backup) instead of waiting for the next checkpoint.
     pub(super) checkpoint: bool,
     pub(super) expired: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::{
+        features::FeatureSpec,
+        policy::{
+            contextual::{ContextualConfig, Likelihood},
+            learning::Step,
+        },
+    };
+
+    /// The writer's staged learning (copy-on-write over published
+    /// posteriors, in groups that are published between) and learning
+    /// straight into a vector (recovery, the simulator) are the one learning
+    /// step: the same events give bit-identical posteriors and prior, through
+    /// the learned prior's re-estimations and with forgetting.
+    #[test]
+    fn staged_learning_equals_direct_learning() {
+        let encoder = Encoder::new(
+            vec![FeatureSpec::Categorical {
+                name: "tier".into(),
+                values: vec!["a".into(), "b".into(), "c".into()],
+            }],
+            0,
+        )
+        .expect("encoder");
+        for half_life in [None, Some(200.0)] {
+            let config = ContextualConfig {
+                half_life,
+                ..ContextualConfig::new(Likelihood::Logistic)
+            };
+            let k = 4;
+            let fresh = || -> Vec<GaussianPosterior> {
+                (0..k)
+                    .map(|_| GaussianPosterior::prior(encoder.dim(), &config))
+                    .collect()
+            };
+            let no_features = || vec![Vec::new(); k];
+            let step = Step {
+                encoder: &encoder,
+                config: &config,
+                offer_features: &no_features,
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let events: Vec<(usize, Vec<(u32, f64)>, bool)> = (0..3_000)
+                .map(|_| {
+                    let tier = ["a", "b", "c"][rng.random_range(0..3)];
+                    let mut ctx = crate::context::Context::new();
+                    ctx.insert(
+                        "tier".into(),
+                        crate::context::FeatureValue::Category(tier.into()),
+                    );
+                    let x = encoder.encode(&ctx).expect("encode");
+                    (rng.random_range(0..k), x, rng.random::<f64>() < 0.2)
+                })
+                .collect();
+            // Direct.
+            let mut direct = fresh();
+            let mut direct_prior = SharedPrior::new(encoder.dim(), 0, &config);
+            for (offer, x, redeemed) in &events {
+                assert!(step.learn(&mut direct, Some(&mut direct_prior), *offer, x, false));
+                if *redeemed {
+                    step.learn(&mut direct, Some(&mut direct_prior), *offer, x, true);
+                }
+            }
+            // Staged, in groups of 37 events, published after each group.
+            let published = RwLock::new(fresh());
+            let mut published_prior = SharedPrior::new(encoder.dim(), 0, &config);
+            let mut dirty = std::collections::HashSet::new();
+            for group in events.chunks(37) {
+                let mut staged_models = HashMap::new();
+                let mut prior = published_prior.clone();
+                for (offer, x, redeemed) in group {
+                    let mut staged = Staged {
+                        campaign: "c",
+                        staged: &mut staged_models,
+                        published: &published,
+                        dirty: &mut dirty,
+                    };
+                    step.learn(&mut staged, Some(&mut prior), *offer, x, false);
+                    if *redeemed {
+                        step.learn(&mut staged, Some(&mut prior), *offer, x, true);
+                    }
+                }
+                let mut models = published.write();
+                for ((_, i), p) in staged_models {
+                    models[i] = p;
+                }
+                published_prior = prior;
+            }
+            assert_eq!(*published.read(), direct, "{half_life:?}");
+            assert_eq!(published_prior, direct_prior, "{half_life:?}");
+            assert_eq!(dirty.len(), k, "every offer marked for the checkpoint");
+        }
+    }
 }

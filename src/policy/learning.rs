@@ -1,0 +1,88 @@
+//! The one learning step of a contextual campaign, the same wherever a
+//! campaign learns: the live writer, recovery at startup (replaying the
+//! events since the last checkpoint) and the simulator's `ContextualTs`.
+//!
+//! One event (a decision, learned at once as a non-redemption, or its
+//! redemption) goes into its offer's posterior; with forgetting, the learned
+//! prior's variances bound how far forgetting widens it. The event is then
+//! counted for the learned prior, and when a re-estimation is due every
+//! offer's posterior is re-based on the new prior. Where the posteriors live
+//! is the caller's business ([`Posteriors`]): a vector, or the writer's
+//! copy-on-write staging over the published ones.
+
+use crate::{features::Encoder, linalg::Sparse};
+
+use super::{
+    contextual::{ContextualConfig, GaussianPosterior},
+    shared_prior::SharedPrior,
+};
+
+/// A campaign's offer posteriors as a learning step reads and changes them.
+pub trait Posteriors {
+    /// Offer `offer`'s posterior, to change (None: no such offer).
+    fn posterior_mut(&mut self, offer: usize) -> Option<&mut GaussianPosterior>;
+    /// Runs `f` over every offer's posterior at once (a re-estimation of the
+    /// learned prior moves them all); keeps what `f` did when it returns
+    /// true.
+    fn with_all(&mut self, f: &mut dyn FnMut(&mut [GaussianPosterior]) -> bool) -> bool;
+}
+
+impl Posteriors for Vec<GaussianPosterior> {
+    fn posterior_mut(&mut self, offer: usize) -> Option<&mut GaussianPosterior> {
+        self.get_mut(offer)
+    }
+    fn with_all(&mut self, f: &mut dyn FnMut(&mut [GaussianPosterior]) -> bool) -> bool {
+        f(self)
+    }
+}
+
+/// What a campaign learns with: fixed while it learns.
+#[derive(Clone, Copy)]
+pub struct Step<'a> {
+    /// The context encoder the events were encoded with.
+    pub encoder: &'a Encoder,
+    /// The campaign's hyperparameters.
+    pub config: &'a ContextualConfig,
+    /// Per offer, its encoded offer features (empty: none); asked for only
+    /// when the learned prior is re-estimated.
+    pub offer_features: &'a dyn Fn() -> Vec<Vec<(u32, f64)>>,
+}
+
+impl Step<'_> {
+    /// Learns one event of `offer` at `x` (`redeemed`: its redemption;
+    /// otherwise the decision, as a non-redemption) into `posteriors`, and
+    /// counts it for `prior` (the learned prior, when the campaign has one).
+    /// False when nothing was learned: no such offer, or `x` was encoded
+    /// under other features (the config changed since, so its columns mean
+    /// something else now).
+    pub fn learn(
+        &self,
+        posteriors: &mut impl Posteriors,
+        prior: Option<&mut SharedPrior>,
+        offer: usize,
+        x: &Sparse,
+        redeemed: bool,
+    ) -> bool {
+        if x.iter().any(|(i, _)| *i as usize >= self.encoder.dim()) {
+            return false;
+        }
+        let Some(posterior) = posteriors.posterior_mut(offer) else {
+            return false;
+        };
+        // The learned prior bounds forgetting (only then is it needed).
+        let bound = prior
+            .as_deref()
+            .filter(|_| self.config.half_life.is_some())
+            .map(|p| p.variance.as_slice());
+        posterior.learn(x, redeemed, self.config, bound);
+        if let Some(prior) = prior
+            && prior.count()
+        {
+            let features = (self.offer_features)();
+            posteriors.with_all(&mut |models| {
+                prior.reestimate(self.encoder, models, &features, self.config)
+            });
+        }
+        true
+    }
+}
