@@ -462,7 +462,9 @@ mod tests {
                 offer_features: &no_features,
             };
             let mut rng = ChaCha8Rng::seed_from_u64(5);
-            let events: Vec<(usize, Vec<(u32, f64)>, bool)> = (0..3_000)
+            /// (offer, x, redeemed).
+            type Event = (usize, Vec<(u32, f64)>, bool);
+            let events: Vec<Event> = (0..3_000)
                 .map(|_| {
                     let tier = ["a", "b", "c"][rng.random_range(0..3)];
                     let mut ctx = crate::context::Context::new();
