@@ -1,0 +1,89 @@
+//! Stored values: a format byte and postcard, and the readers of older
+//! layouts still on disk.
+
+use super::*;
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION];
+    // postcard only fails on writer errors, impossible for a Vec.
+    if let Ok(bytes) = postcard::to_stdvec(value) {
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+pub(super) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: escape(key),
+        reason,
+    };
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
+        }
+        Some((v, _)) => Err(corrupt(format!(
+            "format version {v}, this build reads {FORMAT_VERSION}"
+        ))),
+        None => Err(corrupt("empty value".into())),
+    }
+}
+
+/// A learned prior, as schema 7 stores it, as schema 6 did (without offer
+/// effects, read as none) or as schema 5 did (without the intercept's mean
+/// either, read as the configured one). Each layout must use the whole
+/// value: each schema's record is the one before plus at least one byte.
+pub(super) fn decode_prior(key: &[u8], bytes: &[u8]) -> Result<SharedPrior, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: escape(key),
+        reason,
+    };
+    let rest = match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => rest,
+        Some((v, _)) => {
+            return Err(corrupt(format!(
+                "format version {v}, this build reads {FORMAT_VERSION}"
+            )));
+        }
+        None => return Err(corrupt("empty value".into())),
+    };
+    if let Ok((prior, [])) = postcard::take_from_bytes::<SharedPrior>(rest) {
+        return Ok(prior);
+    }
+    if let Ok((old, [])) = postcard::take_from_bytes::<SharedPriorV6>(rest) {
+        return Ok(SharedPrior {
+            variance: old.variance,
+            events: old.events,
+            next_estimate: old.next_estimate,
+            intercept: old.intercept,
+            offer_effects: Vec::new(),
+        });
+    }
+    match postcard::take_from_bytes::<SharedPriorV5>(rest) {
+        Ok((old, [])) => Ok(SharedPrior {
+            variance: old.variance,
+            events: old.events,
+            next_estimate: old.next_estimate,
+            intercept: None,
+            offer_effects: Vec::new(),
+        }),
+        Ok(_) => Err(corrupt("trailing bytes after a learned prior".into())),
+        Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
+/// A learned prior as schema 6 stored it (before offer effects).
+#[derive(serde::Deserialize)]
+pub(super) struct SharedPriorV6 {
+    pub(super) variance: Vec<f64>,
+    pub(super) events: u64,
+    pub(super) next_estimate: u64,
+    pub(super) intercept: Option<f64>,
+}
+
+/// A learned prior as schema 5 stored it (before the intercept's mean).
+#[derive(serde::Deserialize)]
+pub(super) struct SharedPriorV5 {
+    pub(super) variance: Vec<f64>,
+    pub(super) events: u64,
+    pub(super) next_estimate: u64,
+}
