@@ -178,6 +178,11 @@ struct OpeArgs {
     /// Reward: 1 per redemption, or the redemption's value.
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Redemptions)]
     reward: ObjectiveArg,
+    /// For --logs: evaluate only decisions whose reward window closed before
+    /// this time (Unix ms), whatever their outcome. Default: the end of the
+    /// earliest window still open, so every decision evaluated is final.
+    #[arg(long)]
+    cut: Option<i64>,
     /// Open Bandit Dataset directory (holding random/ and bts/).
     #[arg(long)]
     obd: Option<PathBuf>,
@@ -643,11 +648,17 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
             .logs
             .as_ref()
             .context("give --logs FILE.jsonl or --obd DIR")?;
-        let (log, pending) = logs::load_export(path, matches!(a.reward, ObjectiveArg::Value))?;
+        let (log, cut) = logs::load_export(path, matches!(a.reward, ObjectiveArg::Value), a.cut)?;
         let header = format!(
-            "{}: {} resolved decisions ({pending} pending skipped), target {}",
+            "{}: {} decisions whose reward window closed before {} ({} left out with the window still open, {} of them already redeemed), target {}",
             path.display(),
             log.rows.len(),
+            cut.cut_unix_ms
+                .map_or("the export (none open)".to_owned(), |t| format!(
+                    "{t} (Unix ms)"
+                )),
+            cut.open,
+            cut.open_redeemed,
             a.policy
         );
         match a.policy.as_str() {
