@@ -113,6 +113,7 @@ pub(crate) fn rounds(log: &Log, targets: &[TargetProbs]) -> Vec<Round> {
                 target: pi.get(row.action).copied().unwrap_or(0.0),
                 predicted: predicted.get(row.action).copied().unwrap_or(0.0),
                 predicted_target: pi.iter().zip(&predicted).map(|(p, r)| p * r).sum(),
+                cluster: row.customer,
             }
         })
         .collect()

@@ -26,6 +26,9 @@ pub(crate) struct Logged {
     pub(crate) reward: f64,
     /// Slot of the choice (OBD positions); 0 for the service.
     pub(crate) position: usize,
+    /// The customer, numbered in order of appearance; `None` for an
+    /// anonymous visit (its own cluster when intervals resample customers).
+    pub(crate) customer: Option<u64>,
 }
 
 /// A log of decisions over a fixed action set.
@@ -38,53 +41,125 @@ pub(crate) struct Log {
 }
 
 /// One line of `offer-bandit export` (see the README's "Decision log format").
-#[derive(Debug, Deserialize)]
-struct ExportLine {
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ExportLine {
     #[allow(dead_code)]
-    decision_id: String,
+    #[serde(default)]
+    pub(crate) decision_id: String,
     #[allow(dead_code)]
-    campaign: String,
     #[serde(default)]
-    context: HashMap<String, serde_json::Value>,
+    pub(crate) campaign: String,
+    /// When the decision was made (Unix ms).
+    #[allow(dead_code)]
     #[serde(default)]
-    candidates: Vec<String>,
-    offer_id: String,
-    propensity: f64,
-    outcome: String,
+    pub(crate) created_unix_ms: i64,
+    /// End of its reward window (Unix ms); 0 when the line does not say.
     #[serde(default)]
-    value: Option<f64>,
+    pub(crate) expires_unix_ms: i64,
+    #[serde(default)]
+    pub(crate) context: HashMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub(crate) candidates: Vec<String>,
+    pub(crate) offer_id: String,
+    pub(crate) propensity: f64,
+    /// "pending", "redeemed" or "expired".
+    pub(crate) outcome: String,
+    #[serde(default)]
+    pub(crate) value: Option<f64>,
+    /// Who the decision was for, pseudonymous (any stable string: the
+    /// intervals resample by it); absent for anonymous visits, each of which
+    /// is then its own cluster. The service's export does not write it yet.
+    #[serde(default)]
+    pub(crate) customer: Option<String>,
 }
 
-/// Reads an export; pending decisions (outcome unknown) are skipped.
-/// Returns the log and how many lines were skipped as pending.
-pub(crate) fn load_export(path: &Path, reward_is_value: bool) -> anyhow::Result<(Log, usize)> {
+/// Which decisions of an export were evaluated: those whose reward window
+/// had closed by the cut time, whatever their outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Cut {
+    /// Decisions whose window closes at or after this instant (Unix ms) were
+    /// left out; `None` when every window had closed (nothing left out).
+    pub(crate) cut_unix_ms: Option<i64>,
+    /// Decisions kept: window closed by the cut.
+    pub(crate) kept: usize,
+    /// Decisions left out because their window was still open at the cut.
+    pub(crate) open: usize,
+    /// Of those, how many had already redeemed: keeping them (and dropping
+    /// the unredeemed of the same windows) is what biased the old loader.
+    pub(crate) open_redeemed: usize,
+    /// Decisions still marked pending although their window closed by the
+    /// cut: no redemption arrived in the window, so they count as expired.
+    pub(crate) pending_closed: usize,
+}
+
+/// The default cut: the end of the earliest reward window still open
+/// (the earliest `expires_unix_ms` of a pending decision). Every decision
+/// whose window ends before then has its final outcome; `None` when no
+/// decision is pending.
+pub(crate) fn default_cut(lines: &[ExportLine]) -> Option<i64> {
+    lines
+        .iter()
+        .filter(|l| l.outcome == "pending")
+        .map(|l| l.expires_unix_ms)
+        .min()
+}
+
+/// Keeps the decisions whose reward window closed before `cut` (every
+/// decision when `cut` is `None`), whatever their outcome, so the sample does not
+/// depend on the outcome: a decision redeemed early in a window still open
+/// is left out exactly like its unredeemed neighbours. A decision without an
+/// `expires_unix_ms` (0) is kept only when it is resolved.
+pub(crate) fn closed_by(lines: Vec<ExportLine>, cut: Option<i64>) -> (Vec<ExportLine>, Cut) {
+    let mut c = Cut {
+        cut_unix_ms: cut,
+        ..Cut::default()
+    };
+    let mut kept = Vec::with_capacity(lines.len());
+    for mut l in lines {
+        let closed = match cut {
+            None => l.outcome != "pending",
+            Some(_) if l.expires_unix_ms == 0 => l.outcome != "pending",
+            Some(t) => l.expires_unix_ms < t,
+        };
+        if !closed {
+            c.open += 1;
+            c.open_redeemed += usize::from(l.outcome == "redeemed");
+            continue;
+        }
+        if l.outcome == "pending" {
+            c.pending_closed += 1;
+            l.outcome = "expired".to_owned();
+        }
+        kept.push(l);
+    }
+    c.kept = kept.len();
+    (kept, c)
+}
+
+/// Reads an export and evaluates only decisions whose reward window closed
+/// before `cut` (Unix ms; default [`default_cut`]), whatever their outcome.
+pub(crate) fn load_export(
+    path: &Path,
+    reward_is_value: bool,
+    cut: Option<i64>,
+) -> anyhow::Result<(Log, Cut)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut actions: Vec<String> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut id = |s: &str, actions: &mut Vec<String>| -> usize {
-        *index.entry(s.to_owned()).or_insert_with(|| {
-            actions.push(s.to_owned());
-            actions.len() - 1
-        })
-    };
-    let (mut rows, mut pending) = (Vec::new(), 0);
+    let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let l: ExportLine = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a decision log line", path.display(), i + 1))?;
-        let reward = match l.outcome.as_str() {
-            "pending" => {
-                pending += 1;
-                continue;
-            }
-            "redeemed" if reward_is_value => l.value.unwrap_or(0.0),
-            "redeemed" => 1.0,
-            "expired" => 0.0,
-            o => bail!("{}:{}: unknown outcome '{o}'", path.display(), i + 1),
-        };
+        if !matches!(l.outcome.as_str(), "pending" | "redeemed" | "expired") {
+            bail!(
+                "{}:{}: unknown outcome '{}'",
+                path.display(),
+                i + 1,
+                l.outcome
+            );
+        }
         if !(l.propensity > 0.0 && l.propensity <= 1.0) {
             bail!(
                 "{}:{}: propensity {} is not in (0, 1]",
@@ -93,6 +168,39 @@ pub(crate) fn load_export(path: &Path, reward_is_value: bool) -> anyhow::Result<
                 l.propensity
             );
         }
+        lines.push(l);
+    }
+    let cut = cut.or_else(|| default_cut(&lines));
+    let (lines, summary) = closed_by(lines, cut);
+    let log = to_log(lines, reward_is_value).with_context(|| path.display().to_string())?;
+    if log.rows.is_empty() {
+        bail!(
+            "{}: no decision's window closed by the cut ({} still open)",
+            path.display(),
+            summary.open
+        );
+    }
+    Ok((log, summary))
+}
+
+/// Export lines (already selected) as a log.
+pub(crate) fn to_log(lines: Vec<ExportLine>, reward_is_value: bool) -> anyhow::Result<Log> {
+    let mut actions: Vec<String> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut id = |s: &str, actions: &mut Vec<String>| -> usize {
+        *index.entry(s.to_owned()).or_insert_with(|| {
+            actions.push(s.to_owned());
+            actions.len() - 1
+        })
+    };
+    let mut customers: HashMap<String, u64> = HashMap::new();
+    let mut rows = Vec::with_capacity(lines.len());
+    for l in lines {
+        let reward = match l.outcome.as_str() {
+            "redeemed" if reward_is_value => l.value.unwrap_or(0.0),
+            "redeemed" => 1.0,
+            _ => 0.0,
+        };
         let mut context = Context::new();
         for (k, v) in l.context {
             let fv = match v {
@@ -100,9 +208,8 @@ pub(crate) fn load_export(path: &Path, reward_is_value: bool) -> anyhow::Result<
                 serde_json::Value::Bool(b) => FeatureValue::Flag(b),
                 serde_json::Value::String(s) => FeatureValue::Category(s),
                 other => bail!(
-                    "{}:{}: feature '{k}' has unsupported value {other}",
-                    path.display(),
-                    i + 1
+                    "decision {}: feature '{k}' has unsupported value {other}",
+                    l.decision_id
                 ),
             };
             context.insert(k, fv);
@@ -113,6 +220,11 @@ pub(crate) fn load_export(path: &Path, reward_is_value: bool) -> anyhow::Result<
             candidates.push(action);
         }
         candidates.sort_unstable();
+        let next = customers.len() as u64;
+        let customer = l
+            .customer
+            .filter(|c| !c.is_empty())
+            .map(|c| *customers.entry(c).or_insert(next));
         rows.push(Logged {
             context,
             candidates,
@@ -120,15 +232,10 @@ pub(crate) fn load_export(path: &Path, reward_is_value: bool) -> anyhow::Result<
             propensity: l.propensity,
             reward,
             position: 0,
+            customer,
         });
     }
-    if rows.is_empty() {
-        bail!(
-            "{}: no resolved decisions ({pending} pending)",
-            path.display()
-        );
-    }
-    Ok((Log { actions, rows }, pending))
+    Ok(Log { actions, rows })
 }
 
 /// Reads `DIR/<behavior>/<campaign>/<campaign>.csv` of the Open Bandit
@@ -200,6 +307,7 @@ pub(crate) fn load_obd(dir: &Path, behavior: &str, campaign: &str) -> anyhow::Re
             propensity: num(pscore)?,
             reward: num(click)?,
             position: pos - 1,
+            customer: None,
         });
     }
     let all: Vec<usize> = (0..n_items).collect();
@@ -294,6 +402,137 @@ pub(crate) fn bts_action_dist(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::RngExt;
+
+    const DAY: i64 = 86_400_000;
+
+    /// An export taken after 30 days of 2,000 decisions a day, a 7-day
+    /// reward window, a true redemption probability `p` within an unbounded
+    /// time, and exponential delays of mean 2 days (a redemption after the
+    /// window does not count). The final redemption rate is
+    /// p (1 - e^-3.5) = 0.9698 p.
+    fn simulated_export(p: f64, seed: u64) -> Vec<ExportLine> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let export_at = 30 * DAY;
+        (0..60_000)
+            .map(|i| {
+                let created = i64::from(i) * export_at / 60_000;
+                let expires = created + 7 * DAY;
+                let redeems_at = (rng.random::<f64>() < p).then(|| {
+                    let u: f64 = rng.random();
+                    created + (-2.0 * DAY as f64 * (1.0 - u).ln()) as i64
+                });
+                let outcome = match redeems_at {
+                    Some(t) if t <= expires && t <= export_at => "redeemed",
+                    _ if expires <= export_at => "expired",
+                    _ => "pending",
+                };
+                ExportLine {
+                    decision_id: format!("d{i}"),
+                    campaign: "c".into(),
+                    created_unix_ms: created,
+                    expires_unix_ms: expires,
+                    context: HashMap::new(),
+                    candidates: vec!["a".into()],
+                    offer_id: "a".into(),
+                    propensity: 1.0,
+                    outcome: outcome.into(),
+                    value: None,
+                    customer: None,
+                }
+            })
+            .collect()
+    }
+
+    fn rate(lines: &[ExportLine]) -> f64 {
+        lines.iter().filter(|l| l.outcome == "redeemed").count() as f64 / lines.len() as f64
+    }
+
+    #[test]
+    fn only_closed_windows_are_evaluated_whatever_their_outcome() {
+        let p = 0.05;
+        let truth = p * (1.0 - (-3.5f64).exp());
+        let lines = simulated_export(p, 7);
+        // The old loader: drop what is pending. Among windows still open the
+        // redeemed stay and the unredeemed go: 27.37 p / (23 + 5.06 p) in
+        // expectation, +21% here (+22.7% as p -> 0).
+        let old: Vec<ExportLine> = lines
+            .iter()
+            .filter(|l| l.outcome != "pending")
+            .cloned()
+            .collect();
+        let old_bias = rate(&old) / truth - 1.0;
+        // The new one: windows closed by the earliest still-open window's end.
+        let cut = default_cut(&lines);
+        let (kept, c) = closed_by(lines.clone(), cut);
+        let new_bias = rate(&kept) / truth - 1.0;
+        let n = kept.len() as f64;
+        let se = (truth * (1.0 - truth) / n).sqrt() / truth;
+        println!(
+            "truth {truth:.4}; old loader {:.4} ({:+.1}%), closed windows {:.4} ({:+.1}%, se {:.1}%); kept {} of 60000, {} open left out ({} redeemed)",
+            rate(&old),
+            100.0 * old_bias,
+            rate(&kept),
+            100.0 * new_bias,
+            100.0 * se,
+            c.kept,
+            c.open,
+            c.open_redeemed
+        );
+        assert!(old_bias > 0.15, "the old way's bias {old_bias}");
+        assert!(new_bias.abs() < 4.0 * se, "bias {new_bias}, se {se}");
+        // The cut is the first pending decision's window end, about day 30.
+        let t = cut.expect("some pending");
+        assert!((t - 30 * DAY).abs() < DAY / 100, "cut {t}");
+        assert!(
+            kept.iter()
+                .all(|l| l.expires_unix_ms < t && l.outcome != "pending")
+        );
+        assert_eq!(c.kept + c.open, 60_000);
+        assert!(c.open_redeemed > 0 && c.pending_closed == 0);
+        // Everything closed: nothing is cut.
+        let done: Vec<ExportLine> = old
+            .into_iter()
+            .filter(|l| l.expires_unix_ms <= 30 * DAY)
+            .collect();
+        assert_eq!(default_cut(&done), None);
+        assert_eq!(closed_by(done.clone(), None).0.len(), done.len());
+    }
+
+    #[test]
+    fn an_explicit_cut_keeps_closed_windows_and_counts_stale_pendings_as_expired() {
+        let line = |id: &str, expires: i64, outcome: &str| ExportLine {
+            decision_id: id.into(),
+            campaign: "c".into(),
+            created_unix_ms: expires - 7 * DAY,
+            expires_unix_ms: expires,
+            context: HashMap::new(),
+            candidates: Vec::new(),
+            offer_id: "a".into(),
+            propensity: 0.5,
+            outcome: outcome.into(),
+            value: None,
+            customer: Some(format!("cust-{id}")),
+        };
+        let lines = vec![
+            line("1", 10 * DAY, "redeemed"),
+            line("2", 10 * DAY, "pending"),
+            line("3", 12 * DAY, "redeemed"),
+            line("4", 12 * DAY, "pending"),
+        ];
+        let (kept, c) = closed_by(lines, Some(11 * DAY));
+        assert_eq!(kept.len(), 2);
+        assert_eq!((c.open, c.open_redeemed, c.pending_closed), (2, 1, 1));
+        let log = to_log(kept, false).expect("log");
+        assert_eq!(
+            log.rows.iter().map(|r| r.reward).collect::<Vec<_>>(),
+            vec![1.0, 0.0]
+        );
+        assert_eq!(
+            log.rows.iter().map(|r| r.customer).collect::<Vec<_>>(),
+            vec![Some(0), Some(1)]
+        );
+    }
 
     #[test]
     fn bts_distribution_is_a_distribution_per_slot_and_favours_strong_items() {

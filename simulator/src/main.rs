@@ -178,6 +178,11 @@ struct OpeArgs {
     /// Reward: 1 per redemption, or the redemption's value.
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Redemptions)]
     reward: ObjectiveArg,
+    /// For --logs: evaluate only decisions whose reward window closed before
+    /// this time (Unix ms), whatever their outcome. Default: the end of the
+    /// earliest window still open, so every decision evaluated is final.
+    #[arg(long)]
+    cut: Option<i64>,
     /// Open Bandit Dataset directory (holding random/ and bts/).
     #[arg(long)]
     obd: Option<PathBuf>,
@@ -205,6 +210,14 @@ struct OpeArgs {
     /// Confidence level of the intervals.
     #[arg(long, default_value_t = 0.95)]
     level: f64,
+    /// A logged propensity below this does not support the target's choice
+    /// (its importance weight would exceed the inverse).
+    #[arg(long, default_value_t = ope::DEFAULT_MIN_SUPPORT)]
+    min_support: f64,
+    /// Importance-weighted estimates are withheld when more than this share
+    /// of the target's choices (by three standard errors) lack support.
+    #[arg(long, default_value_t = ope::DEFAULT_MAX_UNSUPPORTED)]
+    max_unsupported: f64,
     /// Seed (bootstrap, Monte Carlo, policy randomness).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -591,11 +604,19 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
     if !(a.level > 0.5 && a.level < 1.0) {
         anyhow::bail!("--level must be between 0.5 and 1");
     }
+    if !(a.min_support >= 0.0 && a.min_support < 1.0) {
+        anyhow::bail!("--min-support must be in [0, 1)");
+    }
+    if !(a.max_unsupported >= 0.0 && a.max_unsupported < 1.0) {
+        anyhow::bail!("--max-unsupported must be in [0, 1)");
+    }
     let opts = ope::Options {
         clip: a.clip,
         bootstrap: a.bootstrap.max(1),
         seed: a.seed,
         level: a.level,
+        min_support: a.min_support,
+        max_unsupported: a.max_unsupported,
     };
     let (estimates, header) = if let Some(dir) = &a.obd {
         let prior_dist = || -> anyhow::Result<Vec<Vec<f64>>> {
@@ -643,11 +664,17 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
             .logs
             .as_ref()
             .context("give --logs FILE.jsonl or --obd DIR")?;
-        let (log, pending) = logs::load_export(path, matches!(a.reward, ObjectiveArg::Value))?;
+        let (log, cut) = logs::load_export(path, matches!(a.reward, ObjectiveArg::Value), a.cut)?;
         let header = format!(
-            "{}: {} resolved decisions ({pending} pending skipped), target {}",
+            "{}: {} decisions whose reward window closed before {} ({} left out with the window still open, {} of them already redeemed), target {}",
             path.display(),
             log.rows.len(),
+            cut.cut_unix_ms
+                .map_or("the export (none open)".to_owned(), |t| format!(
+                    "{t} (Unix ms)"
+                )),
+            cut.open,
+            cut.open_redeemed,
             a.policy
         );
         match a.policy.as_str() {
@@ -704,6 +731,14 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
                         } else {
                             Vec::new()
                         },
+                        min_propensity: log
+                            .rows
+                            .iter()
+                            .map(|r| r.propensity)
+                            .fold(f64::INFINITY, f64::min),
+                        unsupported_share: 0.0,
+                        withheld: false,
+                        interval: "normal approximation over the matched decisions (a uniformly random log)".to_owned(),
                     };
                     (vec![e], header)
                 } else {
@@ -734,6 +769,13 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
         "rel. error"
     );
     for e in &estimates {
+        if e.withheld {
+            println!(
+                "{:<10} {:>10} {:>22} {:>10.0} {:>12}",
+                e.estimator, "withheld", "(no support)", e.effective_sample_size, "-"
+            );
+            continue;
+        }
         println!(
             "{:<10} {:>10.5} {:>22} {:>10.0} {:>12}",
             e.estimator,
@@ -743,6 +785,19 @@ fn ope(a: OpeArgs) -> anyhow::Result<()> {
             e.relative_error
                 .map_or("-".to_owned(), |r| format!("{:.1}%", 100.0 * r))
         );
+    }
+    if let Some(e) = estimates.first() {
+        println!(
+            "smallest logged propensity {:.3e}; target's share on unsupported actions {:.1}%",
+            e.min_propensity,
+            100.0 * e.unsupported_share
+        );
+    }
+    let mut said = std::collections::BTreeSet::new();
+    for e in &estimates {
+        if said.insert(e.interval.clone()) {
+            println!("interval of {}: {}", e.estimator, e.interval);
+        }
     }
     let mut warned = std::collections::BTreeSet::new();
     for w in estimates.iter().flat_map(|e| &e.warnings) {

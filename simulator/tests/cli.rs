@@ -290,7 +290,7 @@ fn ope_on_the_open_bandit_sample_reports_every_estimator_against_ground_truth() 
         ]);
         let v: Vec<Value> = serde_json::from_str(&stdout).expect("--json prints an array");
         let names: Vec<&str> = v.iter().filter_map(|e| e["estimator"].as_str()).collect();
-        assert_eq!(names, ["ips", "snips", "dm", "dr"]);
+        assert_eq!(names, ["ips", "snips", "dm", "dr", "ips-cs"]);
         for e in &v {
             for key in [
                 "estimate",
