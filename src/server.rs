@@ -129,6 +129,7 @@ pub async fn serve(
     let scratch = opts.data_dir.join(BACKUP_SCRATCH);
     clear_scratch(&scratch);
 
+    let readiness = Arc::new(crate::readiness::Readiness::new());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<OfferServiceServer<Api>>().await;
     health.set_serving::<CampaignAdminServer<Api>>().await;
@@ -184,6 +185,7 @@ pub async fn serve(
                     tokens: guard.tokens(),
                     allowed_hosts: opts.dashboard_allowed_hosts.clone(),
                     listen: maddr,
+                    readiness: readiness.clone(),
                 },
             )))
         }
@@ -196,6 +198,7 @@ pub async fn serve(
     let watcher = tokio::spawn(storage_watch(
         engine.clone(),
         health.clone(),
+        readiness.clone(),
         opts.data_dir.clone(),
         opts.min_free_bytes,
     ));
@@ -260,6 +263,7 @@ pub async fn serve(
     let result = tokio::select! {
         r = &mut server => r,
         () = shutdown => {
+            readiness.set_stopping();
             health.set_not_serving::<OfferServiceServer<Api>>().await;
             let _ = stop_tx.send(());
             // Idle keep-alive connections (every checkout service holds
@@ -316,10 +320,12 @@ pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
 
 /// Every half second: the disk's free space against the watermark, and the
 /// storage's health into the gRPC health service (NOT_SERVING while writes
-/// would fail, so that a load balancer sends traffic elsewhere).
+/// would fail, so that a load balancer sends traffic elsewhere), and the
+/// same verdict into `readiness` (what `/readyz` answers).
 async fn storage_watch(
     engine: Arc<Engine>,
     health: tonic_health::server::HealthReporter,
+    readiness: Arc<crate::readiness::Readiness>,
     data_dir: PathBuf,
     min_free: u64,
 ) {
@@ -343,6 +349,7 @@ async fn storage_watch(
         match (&problem, serving) {
             (Some(why), true) => {
                 tracing::error!(reason = %why, "health: NOT_SERVING");
+                readiness.set_storage_problem(Some(why.to_string()));
                 health.set_not_serving::<OfferServiceServer<Api>>().await;
                 health.set_not_serving::<CampaignAdminServer<Api>>().await;
                 health
@@ -352,6 +359,7 @@ async fn storage_watch(
             }
             (None, false) => {
                 tracing::warn!("health: SERVING again");
+                readiness.set_storage_problem(None);
                 health.set_serving::<OfferServiceServer<Api>>().await;
                 health.set_serving::<CampaignAdminServer<Api>>().await;
                 health

@@ -21,6 +21,7 @@ mod metrics;
 mod offer_features;
 mod overload;
 mod persistence;
+mod probes;
 mod security;
 mod shutdown;
 mod storage;
