@@ -191,12 +191,16 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
     })
 }
 
+/// Logs to stderr, in colour only when stderr is a terminal (a pipe, a
+/// file or journald gets no escape codes).
 fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -117,10 +117,15 @@ pub async fn serve(
     let engine = tokio::task::spawn_blocking(move || {
         let key = store.customer_key(configured_key)?;
         tracing::info!(fingerprint = %key.fingerprint(), "customer ids are hashed under this key");
+        let verifying = std::iter::once(0)
+            .chain(configured_id_keys.iter().map(|(id, _)| *id))
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let id_keys = IdKeys::derived(key.bytes())
             .with_configured(configured_id_keys)
             .map_err(|e| anyhow::anyhow!(e))?;
-        tracing::info!(keys = ?id_keys, "decision ids are signed with key {}", id_keys.signing_id());
+        tracing::info!(signing_key = id_keys.signing_id(), verifying_keys = %verifying, "decision ids are signed with key {}", id_keys.signing_id());
         Ok::<_, anyhow::Error>(Engine::open(store, campaigns, engine_opts, key, id_keys)?)
     })
     .await?
@@ -146,23 +151,35 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
+    // Every field a JSON value in --log-format json: numbers, booleans and
+    // plain strings, never a Rust debug string.
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
     tracing::info!(
         %addr,
         data_dir = %opts.data_dir.display(),
-        campaigns = ?opts.campaigns.iter().map(|c| c.config.id.as_str()).collect::<Vec<_>>(),
+        campaigns = %opts.campaigns.iter().map(|c| c.config.id.as_str()).collect::<Vec<_>>().join(","),
         durable_decisions = opts.engine.durable_decisions,
-        checkpoint_interval = ?opts.engine.checkpoint_interval,
-        sweep_interval = ?opts.sweep_interval,
-        retention = ?opts.retention,
+        checkpoint_interval = %duration(opts.engine.checkpoint_interval),
+        sweep_interval = %duration(opts.sweep_interval),
+        retention = %opts.retention.map_or_else(|| "never".to_owned(), duration),
         tls = opts.tls.is_some(),
         auth = opts.guard.token.is_some(),
         read_token = opts.guard.read_token.is_some(),
         decide_token = opts.guard.decide_token.is_some(),
-        dashboard_allowed_hosts = ?opts.dashboard_allowed_hosts,
-        auth_scope = ?opts.guard.scope,
+        dashboard_allowed_hosts = %opts.dashboard_allowed_hosts.join(","),
+        auth_scope = match opts.guard.scope {
+            crate::guard::AuthScope::Admin => "admin",
+            crate::guard::AuthScope::All => "all",
+        },
         max_in_flight = opts.guard.max_in_flight,
-        request_timeout = ?opts.guard.request_timeout,
-        limits = ?opts.limits,
+        request_timeout = %duration(opts.guard.request_timeout),
+        limits.max_features = opts.limits.max_features,
+        limits.max_feature_name = opts.limits.max_feature_name,
+        limits.max_category = opts.limits.max_category,
+        limits.max_candidates = opts.limits.max_candidates,
+        limits.max_key = opts.limits.max_key,
+        limits.max_stream = opts.limits.max_stream,
+        limits.max_offers = opts.limits.max_offers,
         cache_bytes = opts.cache_bytes,
         "serving"
     );
@@ -285,7 +302,7 @@ pub async fn serve(
                     Ok(())
                 }
                 () = tokio::time::sleep(opts.shutdown_grace) => {
-                    tracing::warn!(grace = ?opts.shutdown_grace, in_flight = guard.in_flight(), "requests still running after the grace period; closing them");
+                    tracing::warn!(grace = %humantime::format_duration(opts.shutdown_grace), in_flight = guard.in_flight(), "requests still running after the grace period; closing them");
                     Ok(())
                 }
             }

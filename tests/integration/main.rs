@@ -17,6 +17,7 @@ mod learned_prior;
 mod learning;
 mod live_admin;
 mod live_config;
+mod logs;
 mod metrics;
 mod offer_features;
 mod overload;
