@@ -27,3 +27,4 @@ mod security;
 mod shutdown;
 mod storage;
 mod support;
+mod upgrades;
