@@ -172,7 +172,7 @@ pub fn accept(
                     refused_logged = Instant::now();
                     tracing::warn!(
                         max_connections = limits.max_connections,
-                        peer = ?stream.peer_addr().ok(),
+                        peer = %stream.peer_addr().map_or_else(|_| "unknown".to_owned(), |a| a.to_string()),
                         "at the connection limit (--max-connections); closing new connections"
                     );
                 }

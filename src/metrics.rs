@@ -9,7 +9,12 @@
 //! - `offer_bandit_decisions_pending{campaign}` (gauge, at scrape time);
 //! - `offer_bandit_redemptions_applied_total{campaign}`,
 //!   `offer_bandit_late_redemptions_total`, `offer_bandit_expiries_total`;
-//! - `offer_bandit_flush_duration_seconds` (histogram).
+//! - `offer_bandit_flush_duration_seconds` (histogram);
+//! - `offer_bandit_build_info{version, schema}` (always 1) and the
+//!   standard `process_*` series ([`crate::process`]).
+//!
+//! Every series has a `# HELP` line: [`SERIES`] describes each one at
+//! install (a unit test checks that every series named in `src/` is there).
 
 use std::{
     collections::HashSet,
@@ -31,18 +36,120 @@ const BUCKETS: [f64; 14] = [
     2.5,
 ];
 
-/// Installs the process-wide recorder.
+/// The kind of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution.
+    Histogram,
+}
+
+/// Every series this crate records, with its kind and `# HELP` text.
+pub const SERIES: &[(&str, Kind, &str)] = &[
+    (
+        "offer_bandit_build_info",
+        Kind::Gauge,
+        "Always 1; the labels name the running build and the store schema it reads and writes.",
+    ),
+    (
+        "offer_bandit_rpc_requests_total",
+        Kind::Counter,
+        "gRPC requests by method and status code (\"other\": a method this server does not serve).",
+    ),
+    (
+        "offer_bandit_rpc_duration_seconds",
+        Kind::Histogram,
+        "Time to answer a gRPC request, by method, in seconds.",
+    ),
+    (
+        "offer_bandit_decisions_total",
+        Kind::Counter,
+        "Decisions made, by campaign and chosen offer.",
+    ),
+    (
+        "offer_bandit_decisions_pending",
+        Kind::Gauge,
+        "Decisions still inside their reward window, by campaign (at scrape time).",
+    ),
+    (
+        "offer_bandit_redemptions_applied_total",
+        Kind::Counter,
+        "Redemptions applied to the model, by campaign.",
+    ),
+    (
+        "offer_bandit_late_redemptions_total",
+        Kind::Counter,
+        "Redemptions refused because their decision's reward window had closed.",
+    ),
+    (
+        "offer_bandit_redemptions_not_found_total",
+        Kind::Counter,
+        "Redemptions of unknown, expired-and-pruned or forged decision ids.",
+    ),
+    (
+        "offer_bandit_expiries_total",
+        Kind::Counter,
+        "Decisions finalized unredeemed at the end of their reward window.",
+    ),
+    (
+        "offer_bandit_flush_duration_seconds",
+        Kind::Histogram,
+        "Time to flush the store to disk, in seconds.",
+    ),
+    (
+        "offer_bandit_config_revisions_total",
+        Kind::Counter,
+        "Campaign config revisions applied (file or live changes).",
+    ),
+    (
+        "offer_bandit_data_dir_free_bytes",
+        Kind::Gauge,
+        "Free bytes for the server on the data directory's filesystem.",
+    ),
+    (
+        "offer_bandit_accept_errors_total",
+        Kind::Counter,
+        "Failed accepts of gRPC connections (out of file descriptors, say).",
+    ),
+    (
+        "offer_bandit_connections_refused_total",
+        Kind::Counter,
+        "gRPC connections closed at once because --max-connections were open.",
+    ),
+];
+
+/// Installs the process-wide recorder, describes every series and sets
+/// `offer_bandit_build_info`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    Ok(PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)?
-        .install_recorder()?)
+        .install_recorder()?;
+    for &(name, kind, help) in SERIES {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+    metrics::gauge!(
+        "offer_bandit_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "schema" => crate::store::SCHEMA_VERSION.to_string()
+    )
+    .set(1.0);
+    Ok(handle)
 }
 
 /// The text of `/metrics` (served by [`crate::web`]), the pending gauges
-/// set first.
+/// set first and the process's series last.
 pub fn render(handle: &PrometheusHandle, engine: &Engine) -> String {
     record_pending(engine);
-    handle.render()
+    let mut text = handle.render();
+    crate::process::render(&mut text);
+    text
 }
 
 fn record_pending(engine: &Engine) {
@@ -202,6 +309,52 @@ mod tests {
             "{:?}",
             *SERVED_METHODS
         );
+    }
+
+    /// Every `counter!`/`gauge!`/`histogram!` in `src/` names a series
+    /// described in [`SERIES`], with the matching kind.
+    #[test]
+    fn every_series_in_the_source_is_described() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src];
+        let mut found = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                for e in std::fs::read_dir(&path).expect("read src") {
+                    files.push(e.expect("entry").path());
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            // Production code only (this test names the macros too).
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (macro_name, kind) in [
+                ("counter!(", Kind::Counter),
+                ("gauge!(", Kind::Gauge),
+                ("histogram!(", Kind::Histogram),
+            ] {
+                for (at, _) in text.match_indices(macro_name) {
+                    if text[..at].ends_with("describe_") {
+                        continue;
+                    }
+                    let rest = text[at + macro_name.len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix('"') else {
+                        continue; // `name` in the describe loop above
+                    };
+                    let name = rest.split('"').next().expect("a literal");
+                    found += 1;
+                    assert!(
+                        SERIES.iter().any(|&(n, k, _)| n == name && k == kind),
+                        "{name} ({kind:?}, in {}) is not described in metrics::SERIES",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(found >= SERIES.len(), "found only {found} series in src/");
     }
 
     #[test]

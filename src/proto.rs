@@ -7,3 +7,31 @@ tonic::include_proto!("offerbandit.v1");
 /// Encoded descriptor set of the API, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/offerbandit_descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    /// Clients in other languages get their packages from the proto.
+    #[test]
+    fn the_proto_names_go_and_java_packages() {
+        let set = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let file = set
+            .file
+            .iter()
+            .find(|f| f.name() == "offerbandit/v1/offer_bandit.proto")
+            .expect("our file");
+        let options = file.options.as_ref().expect("file options");
+        assert!(
+            options
+                .go_package()
+                .ends_with("/offerbandit/v1;offerbanditv1"),
+            "{}",
+            options.go_package()
+        );
+        assert_eq!(options.java_package(), "com.offerbandit.v1");
+        assert!(options.java_multiple_files());
+        assert_eq!(options.java_outer_classname(), "OfferBanditProto");
+    }
+}

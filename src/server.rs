@@ -117,10 +117,15 @@ pub async fn serve(
     let engine = tokio::task::spawn_blocking(move || {
         let key = store.customer_key(configured_key)?;
         tracing::info!(fingerprint = %key.fingerprint(), "customer ids are hashed under this key");
+        let verifying = std::iter::once(0)
+            .chain(configured_id_keys.iter().map(|(id, _)| *id))
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let id_keys = IdKeys::derived(key.bytes())
             .with_configured(configured_id_keys)
             .map_err(|e| anyhow::anyhow!(e))?;
-        tracing::info!(keys = ?id_keys, "decision ids are signed with key {}", id_keys.signing_id());
+        tracing::info!(signing_key = id_keys.signing_id(), verifying_keys = %verifying, "decision ids are signed with key {}", id_keys.signing_id());
         Ok::<_, anyhow::Error>(Engine::open(store, campaigns, engine_opts, key, id_keys)?)
     })
     .await?
@@ -129,6 +134,7 @@ pub async fn serve(
     let scratch = opts.data_dir.join(BACKUP_SCRATCH);
     clear_scratch(&scratch);
 
+    let readiness = Arc::new(crate::readiness::Readiness::new());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<OfferServiceServer<Api>>().await;
     health.set_serving::<CampaignAdminServer<Api>>().await;
@@ -145,23 +151,35 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
+    // Every field a JSON value in --log-format json: numbers, booleans and
+    // plain strings, never a Rust debug string.
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
     tracing::info!(
         %addr,
         data_dir = %opts.data_dir.display(),
-        campaigns = ?opts.campaigns.iter().map(|c| c.config.id.as_str()).collect::<Vec<_>>(),
+        campaigns = %opts.campaigns.iter().map(|c| c.config.id.as_str()).collect::<Vec<_>>().join(","),
         durable_decisions = opts.engine.durable_decisions,
-        checkpoint_interval = ?opts.engine.checkpoint_interval,
-        sweep_interval = ?opts.sweep_interval,
-        retention = ?opts.retention,
+        checkpoint_interval = %duration(opts.engine.checkpoint_interval),
+        sweep_interval = %duration(opts.sweep_interval),
+        retention = %opts.retention.map_or_else(|| "never".to_owned(), duration),
         tls = opts.tls.is_some(),
         auth = opts.guard.token.is_some(),
         read_token = opts.guard.read_token.is_some(),
         decide_token = opts.guard.decide_token.is_some(),
-        dashboard_allowed_hosts = ?opts.dashboard_allowed_hosts,
-        auth_scope = ?opts.guard.scope,
+        dashboard_allowed_hosts = %opts.dashboard_allowed_hosts.join(","),
+        auth_scope = match opts.guard.scope {
+            crate::guard::AuthScope::Admin => "admin",
+            crate::guard::AuthScope::All => "all",
+        },
         max_in_flight = opts.guard.max_in_flight,
-        request_timeout = ?opts.guard.request_timeout,
-        limits = ?opts.limits,
+        request_timeout = %duration(opts.guard.request_timeout),
+        limits.max_features = opts.limits.max_features,
+        limits.max_feature_name = opts.limits.max_feature_name,
+        limits.max_category = opts.limits.max_category,
+        limits.max_candidates = opts.limits.max_candidates,
+        limits.max_key = opts.limits.max_key,
+        limits.max_stream = opts.limits.max_stream,
+        limits.max_offers = opts.limits.max_offers,
         cache_bytes = opts.cache_bytes,
         "serving"
     );
@@ -184,6 +202,7 @@ pub async fn serve(
                     tokens: guard.tokens(),
                     allowed_hosts: opts.dashboard_allowed_hosts.clone(),
                     listen: maddr,
+                    readiness: readiness.clone(),
                 },
             )))
         }
@@ -196,6 +215,7 @@ pub async fn serve(
     let watcher = tokio::spawn(storage_watch(
         engine.clone(),
         health.clone(),
+        readiness.clone(),
         opts.data_dir.clone(),
         opts.min_free_bytes,
     ));
@@ -260,6 +280,7 @@ pub async fn serve(
     let result = tokio::select! {
         r = &mut server => r,
         () = shutdown => {
+            readiness.set_stopping();
             health.set_not_serving::<OfferServiceServer<Api>>().await;
             let _ = stop_tx.send(());
             // Idle keep-alive connections (every checkout service holds
@@ -281,7 +302,7 @@ pub async fn serve(
                     Ok(())
                 }
                 () = tokio::time::sleep(opts.shutdown_grace) => {
-                    tracing::warn!(grace = ?opts.shutdown_grace, in_flight = guard.in_flight(), "requests still running after the grace period; closing them");
+                    tracing::warn!(grace = %humantime::format_duration(opts.shutdown_grace), in_flight = guard.in_flight(), "requests still running after the grace period; closing them");
                     Ok(())
                 }
             }
@@ -316,10 +337,12 @@ pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
 
 /// Every half second: the disk's free space against the watermark, and the
 /// storage's health into the gRPC health service (NOT_SERVING while writes
-/// would fail, so that a load balancer sends traffic elsewhere).
+/// would fail, so that a load balancer sends traffic elsewhere), and the
+/// same verdict into `readiness` (what `/readyz` answers).
 async fn storage_watch(
     engine: Arc<Engine>,
     health: tonic_health::server::HealthReporter,
+    readiness: Arc<crate::readiness::Readiness>,
     data_dir: PathBuf,
     min_free: u64,
 ) {
@@ -343,6 +366,7 @@ async fn storage_watch(
         match (&problem, serving) {
             (Some(why), true) => {
                 tracing::error!(reason = %why, "health: NOT_SERVING");
+                readiness.set_storage_problem(Some(why.to_string()));
                 health.set_not_serving::<OfferServiceServer<Api>>().await;
                 health.set_not_serving::<CampaignAdminServer<Api>>().await;
                 health
@@ -352,6 +376,7 @@ async fn storage_watch(
             }
             (None, false) => {
                 tracing::warn!("health: SERVING again");
+                readiness.set_storage_problem(None);
                 health.set_serving::<OfferServiceServer<Api>>().await;
                 health.set_serving::<CampaignAdminServer<Api>>().await;
                 health

@@ -1,6 +1,8 @@
-//! The HTTP/1 listener of the metrics port: `GET /metrics` for Prometheus,
-//! open to anyone who reaches the port (scrapers and probes send no
-//! credentials), and the [`crate::dashboard`]'s pages, which answer only
+//! The HTTP/1 listener of the metrics port: `GET /metrics` for Prometheus
+//! and the probes `GET /healthz` (live: the process answers) and
+//! `GET /readyz` (ready to serve SelectOffer, see [`crate::readiness`]),
+//! open to anyone who reaches the port under any `Host` (scrapers and
+//! probes send no credentials), and the [`crate::dashboard`]'s pages, which answer only
 //! under an allowed `Host` (against DNS rebinding), need a read or admin
 //! token whenever the server has tokens (`Authorization: Bearer`, or HTTP
 //! Basic with the token as the password so that a browser can log in), and
@@ -25,6 +27,7 @@ use crate::{
     dashboard::Dashboard,
     engine::Engine,
     guard::{Role, Tokens},
+    readiness::Readiness,
 };
 
 /// Most connections served at once; beyond it, a new one is closed at once.
@@ -57,6 +60,8 @@ pub struct WebOptions {
     pub allowed_hosts: Vec<String>,
     /// The address the listener was bound to.
     pub listen: SocketAddr,
+    /// What `/readyz` answers.
+    pub readiness: Arc<Readiness>,
 }
 
 struct Site {
@@ -188,6 +193,18 @@ impl Site {
             .target
             .split_once('?')
             .map_or(head.target.as_str(), |(p, _)| p);
+        if path == "/healthz" {
+            return Reply::text("200 OK", "ok\n");
+        }
+        if path == "/readyz" {
+            return match self.opts.readiness.check() {
+                Ok(()) => Reply::text("200 OK", "ready\n"),
+                Err(why) => Reply::text(
+                    "503 Service Unavailable",
+                    &format!("not ready: {}\n", why.join("; ")),
+                ),
+            };
+        }
         if path == "/metrics" {
             return Reply {
                 status: "200 OK",
@@ -200,7 +217,7 @@ impl Site {
         if path != "/" && campaign.is_none() {
             return Reply::text(
                 "404 Not Found",
-                "served here: GET /metrics, GET / (dashboard), GET /campaigns/ID\n",
+                "served here: GET /metrics, GET /healthz, GET /readyz, GET / (dashboard), GET /campaigns/ID\n",
             );
         }
         let opts = &self.opts;

@@ -5,13 +5,23 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// What `--version` prints after the name: the build's version and the
+/// store schema it reads and writes (an older build refuses a newer store).
+pub(crate) static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (store schema {})",
+        env!("CARGO_PKG_VERSION"),
+        offer_bandit::store::SCHEMA_VERSION
+    )
+});
+
 /// Loyalty offer decisions by Thompson sampling, over gRPC, on embedded storage.
 ///
 /// Checkout services call SelectOffer with a customer's context and get an
 /// offer and a decision id; feedback pipelines call RecordRedemption with that
 /// id when the offer is redeemed. The model learns from every decision.
 #[derive(Debug, Parser)]
-#[command(name = "offer-bandit", version, propagate_version = true)]
+#[command(name = "offer-bandit", version = VERSION.as_str(), propagate_version = true)]
 pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]

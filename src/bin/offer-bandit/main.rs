@@ -25,7 +25,47 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
+    let result = run(cli).await;
+    if result.as_ref().is_err_and(is_broken_pipe) {
+        std::process::exit(BROKEN_PIPE_EXIT);
+    }
+    result
+}
+
+/// Exit status after the reader of stdout went away (`report | head -1`):
+/// what a shell reports for a process killed by SIGPIPE.
+const BROKEN_PIPE_EXIT: i32 = 128 + 13;
+
+/// A closed stdout ends the process quietly instead of with a panic: Rust
+/// ignores SIGPIPE, so `println!` panics on a closed pipe; writers that
+/// return errors are handled by [`is_broken_pipe`].
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default(info);
+    }));
+}
+
+/// Whether an error comes from writing to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_logs(args.log_format);
@@ -57,6 +97,16 @@ async fn main() -> anyhow::Result<()> {
         Command::OfferAdd(args) => admin_cli::offer_add(args).await,
         Command::Backup(args) => export::backup(args).await,
         Command::Restore(args) => {
+            // Checked here too: the store's own check reads as a damaged record.
+            if ["db", "conf"]
+                .iter()
+                .any(|f| args.data_dir.join(f).exists())
+            {
+                anyhow::bail!(
+                    "{} already holds a store; nothing was changed. Restore into a new or empty directory (--data-dir), then start the server on it; to replace this store, stop its server and move the directory aside first",
+                    args.data_dir.display()
+                );
+            }
             let n = offer_bandit::store::restore_snapshot(&args.from, &args.data_dir)?;
             println!(
                 "restored {n} entries into {}; start the server with --data-dir {}",
@@ -197,12 +247,16 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
     })
 }
 
+/// Logs to stderr, in colour only when stderr is a terminal (a pipe, a
+/// file or journald gets no escape codes).
 fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
