@@ -42,7 +42,7 @@ def read(*path):
 
 
 # The variables the binary reads: clap's `env = "..."` and std::env::var("...").
-SOURCE = "".join(read("src", f) for f in ("cli.rs", "main.rs"))
+SOURCE = "".join(read("src", "bin", "offer-bandit", f) for f in ("cli.rs", "main.rs"))
 KNOWN_VARS = set(re.findall(r'"(OFFER_BANDIT_[A-Z0-9_]+)"', SOURCE))
 check(len(KNOWN_VARS) > 20, f"found only {len(KNOWN_VARS)} OFFER_BANDIT_* variables in src/")
 
