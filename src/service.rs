@@ -946,3 +946,41 @@ fn stats_to_proto(s: CampaignStats) -> proto::GetCampaignStatsResponse {
             .collect(),
     }
 }
+
+/// Longest status message sent: a longer one (a config error quoting a
+/// 200 KB line) would not fit the HTTP/2 headers, and the client would see
+/// only "stream removed".
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `msg`, cut to [`MAX_MESSAGE_CHARS`] characters with a note when cut.
+fn bounded(mut msg: String) -> String {
+    if let Some((i, _)) = msg.char_indices().nth(MAX_MESSAGE_CHARS) {
+        msg.truncate(i);
+        msg.push_str(" [message cut]");
+    }
+    msg
+}
+
+/// The one mapping of the engine's errors to gRPC status codes.
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = bounded(e.to_string());
+        match e {
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            Error::Unavailable(_) => tonic::Status::unavailable(msg),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
+            Error::Store(crate::store::StoreError::Sled(_)) => tonic::Status::unavailable(msg),
+            Error::Store(crate::store::StoreError::Corrupt { .. }) => tonic::Status::data_loss(msg),
+            Error::Aborted(_) => tonic::Status::aborted(msg),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            Error::Store(crate::store::StoreError::Config(_)) => {
+                tonic::Status::failed_precondition(msg)
+            }
+            Error::Store(crate::store::StoreError::CustomerKeyMismatch { .. }) => {
+                tonic::Status::failed_precondition(msg)
+            }
+        }
+    }
+}
