@@ -70,7 +70,7 @@ fn readme_grpcurl_examples_work() {
     );
     let v: serde_json::Value = serde_json::from_str(&select).expect("select JSON");
     let id = v["decisionId"].as_str().expect("decisionId");
-    assert_eq!(id.len(), 32);
+    assert_eq!(id.len(), 56, "a version-1 decision id");
     assert!(v["propensity"].as_f64().expect("propensity") > 0.0);
 
     let body = format!(r#"{{"decision_id":"{id}","value":3.5}}"#);
