@@ -43,7 +43,12 @@ pub struct ConnectionLimits {
 #[derive(Debug)]
 pub struct Conn {
     inner: TcpStream,
+    /// When the timer fires next: at most this late after the last traffic.
+    /// It is moved only when it fires (not at every read and write, which
+    /// would cost a timer-wheel update each).
     deadline: Pin<Box<Sleep>>,
+    /// The last read or write that moved bytes.
+    last: Instant,
     idle: Duration,
     started: bool,
     _slot: OwnedSemaphorePermit,
@@ -52,11 +57,23 @@ pub struct Conn {
 impl Conn {
     fn touched(&mut self) {
         self.started = true;
-        self.deadline.as_mut().reset(Instant::now() + self.idle);
+        self.last = Instant::now();
     }
 
+    /// Whether the connection has been silent too long; otherwise the timer
+    /// is armed (with `cx`'s waker) for when it could be.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            if !self.started {
+                return true; // the preface deadline: `last` is the accept
+            }
+            let due = self.last + self.idle;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.deadline.as_mut().reset(due);
+        }
+        false
     }
 
     fn timed_out(&self) -> io::Error {
@@ -187,6 +204,7 @@ pub fn accept(
             let conn = Conn {
                 inner: stream,
                 deadline: Box::pin(tokio::time::sleep(limits.preface_timeout)),
+                last: Instant::now(),
                 idle: limits.idle_timeout,
                 started: false,
                 _slot: slot,
