@@ -363,28 +363,26 @@ async fn storage_watch(
             }
         }
         let problem = engine.storage_problem();
-        match (&problem, serving) {
-            (Some(why), true) => {
-                tracing::error!(reason = %why, "health: NOT_SERVING");
-                readiness.set_storage_problem(Some(why.to_string()));
-                health.set_not_serving::<OfferServiceServer<Api>>().await;
-                health.set_not_serving::<CampaignAdminServer<Api>>().await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-                serving = false;
-            }
-            (None, false) => {
-                tracing::warn!("health: SERVING again");
-                readiness.set_storage_problem(None);
-                health.set_serving::<OfferServiceServer<Api>>().await;
-                health.set_serving::<CampaignAdminServer<Api>>().await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::Serving)
-                    .await;
-                serving = true;
-            }
-            _ => {}
+        if problem.is_some() != serving {
+            continue;
+        }
+        match &problem {
+            Some(why) => tracing::error!(reason = %why, "health: NOT_SERVING"),
+            None => tracing::warn!("health: SERVING again"),
+        }
+        serving = problem.is_none();
+        readiness.set_storage_problem(problem);
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for service in [
+            <OfferServiceServer<Api> as tonic::server::NamedService>::NAME,
+            <CampaignAdminServer<Api> as tonic::server::NamedService>::NAME,
+            "",
+        ] {
+            health.set_service_status(service, status).await;
         }
     }
 }

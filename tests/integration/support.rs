@@ -59,24 +59,7 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (not removed on drop).
     pub fn start_on(config_toml: Option<&str>, data_dir: &Path, extra: &[&str]) -> TestServer {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let config = config_toml.map(|t| {
-            let p = tmp.path().join("campaigns.toml");
-            std::fs::write(&p, t).expect("write config");
-            p
-        });
-        let mut s = TestServer {
-            child: None,
-            addr: String::new(),
-            metrics_addr: String::new(),
-            data_dir: data_dir.to_path_buf(),
-            config,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-            _tmp: Some(tmp),
-        };
-        s.spawn();
-        s
+        Self::start_on_env(config_toml, data_dir, extra, &[])
     }
 
     /// [`TestServer::start_on`] with environment variables set for the server.
