@@ -130,7 +130,7 @@ impl NotFoundWatch {
             tracing::warn!(
                 not_found = seen + n,
                 window = "10s",
-                peer = ?peer,
+                peer = %peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
                 "a burst of RecordRedemption answers of NOT_FOUND: a client may be guessing decision ids, or sending another server's"
             );
         }
