@@ -101,7 +101,7 @@ impl Tokens {
             (&config.decide_token, Role::Decide),
         ]
         .into_iter()
-        .filter_map(|(t, role)| Some((blake3::hash(t.as_deref()?.as_bytes()), role)))
+        .filter_map(|(t, role)| Some((blake3::hash(t.as_deref()?.trim().as_bytes()), role)))
         .collect();
         Tokens { digests }
     }
@@ -196,6 +196,9 @@ impl GuardConfig {
     }
 }
 
+/// Open client streams allowed, per in-flight permit.
+pub const STREAM_POOL: usize = 4;
+
 /// Shortest token accepted: guessing 16 random bytes is hopeless.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
@@ -210,9 +213,12 @@ struct Shared {
     tokens: Arc<Tokens>,
     scope: AuthScope,
     permits: Arc<Semaphore>,
-    /// Client streams open now: they hold no permit until their messages
-    /// are in, but a graceful shutdown waits for them.
-    streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Open client streams, a pool of their own, [`STREAM_POOL`] times the
+    /// in-flight limit: a stream holds no in-flight permit until its messages
+    /// are in (so streams that send nothing cannot lock decisions out), but
+    /// how many may be open is bounded all the same (each buffers its
+    /// messages), and a graceful shutdown waits for them.
+    streams: Arc<Semaphore>,
     max_in_flight: usize,
     timeout: Duration,
 }
@@ -225,7 +231,9 @@ impl GuardLayer {
                 tokens: Arc::new(Tokens::new(config)),
                 scope: config.scope,
                 permits: Arc::new(Semaphore::new(config.max_in_flight)),
-                streams: Arc::default(),
+                streams: Arc::new(Semaphore::new(
+                    config.max_in_flight.saturating_mul(STREAM_POOL),
+                )),
                 max_in_flight: config.max_in_flight,
                 timeout: config.request_timeout,
             }),
@@ -253,8 +261,9 @@ impl GuardLayer {
             .saturating_sub(self.shared.permits.available_permits())
             + self
                 .shared
-                .streams
-                .load(std::sync::atomic::Ordering::Relaxed)
+                .max_in_flight
+                .saturating_mul(STREAM_POOL)
+                .saturating_sub(self.shared.streams.available_permits())
     }
 }
 
@@ -350,23 +359,6 @@ impl Shared {
     }
 }
 
-/// One open client stream, counted while it lives.
-#[derive(Debug)]
-struct StreamCount(Arc<std::sync::atomic::AtomicUsize>);
-
-impl StreamCount {
-    fn open(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        StreamCount(count.clone())
-    }
-}
-
-impl Drop for StreamCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B, R> tower::Service<http::Request<B>> for Guard<S>
@@ -397,19 +389,26 @@ where
         // are in: here it would be held by a stream that sends only headers
         // (1,100 such streams locked every SelectOffer out). The deadline
         // still bounds it.
-        let permit = if req.uri().path() == CLIENT_STREAMING {
-            Err(StreamCount::open(&self.shared.streams))
+        let pool = if req.uri().path() == CLIENT_STREAMING {
+            &self.shared.streams
         } else {
-            match self.shared.permits.clone().try_acquire_owned() {
-                Ok(p) => Ok(p),
-                Err(_) => {
-                    let status = tonic::Status::resource_exhausted(format!(
+            &self.shared.permits
+        };
+        let Ok(permit) = pool.clone().try_acquire_owned() else {
+            let status = tonic::Status::resource_exhausted(
+                if Arc::ptr_eq(pool, &self.shared.streams) {
+                    format!(
+                        "the server is at its limit of {} open RecordRedemptions streams (4 x --max-in-flight); retry with backoff",
+                        self.shared.max_in_flight.saturating_mul(STREAM_POOL)
+                    )
+                } else {
+                    format!(
                         "the server is at its limit of {} requests in flight (--max-in-flight); retry with backoff",
                         self.shared.max_in_flight
-                    ));
-                    return Box::pin(std::future::ready(Ok(status.into_http())));
-                }
-            }
+                    )
+                },
+            );
+            return Box::pin(std::future::ready(Ok(status.into_http())));
         };
         // A backup takes as long as the store is large; it is not limited.
         let timeout = if req.uri().path() == "/offerbandit.v1.CampaignAdmin/Backup" {

@@ -233,7 +233,13 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         // Streams per connection: one connection cannot open more requests
         // than this, whatever it sends.
-        .max_concurrent_streams(opts.max_streams_per_connection);
+        .max_concurrent_streams(opts.max_streams_per_connection)
+        // Pings: a peer that answers them is never idle (a long Backup, a
+        // checkout service's kept-alive connection); one that does not is
+        // closed after --idle-timeout.
+        .http2_keepalive_interval(Some(
+            (opts.idle_timeout / 2).clamp(Duration::from_millis(500), Duration::from_secs(60)),
+        ));
     if let Some((cert, key)) = &opts.tls {
         let cert_pem = std::fs::read(cert)
             .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
@@ -280,6 +286,8 @@ pub async fn serve(
     let result = tokio::select! {
         r = &mut server => r,
         () = shutdown => {
+            // The storage watch must not set SERVING again while draining.
+            watcher.abort();
             readiness.set_stopping();
             health.set_not_serving::<OfferServiceServer<Api>>().await;
             let _ = stop_tx.send(());

@@ -356,7 +356,10 @@ impl OfferService for Api {
                     self.limits.max_stream
                 )));
             }
-            let id = item.decision_id.clone();
+            // Echoed back in the result: a malformed id at most as long as
+            // a real one (a hostile stream would otherwise have every one of
+            // up to 50,000 ids of up to 4 MiB kept and sent back).
+            let id = truncate(&item.decision_id);
             parsed.push((id, self.redemption(item)));
         }
         let valid: Vec<Redemption> = parsed
@@ -664,9 +667,11 @@ impl CampaignAdmin for Api {
             let mut reader = match reopened {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(Status::unavailable(format!(
-                        "reading the backup: {e}"
-                    ))));
+                    let _ = send_or_give_up(
+                        &tx,
+                        Err(Status::unavailable(format!("reading the backup: {e}"))),
+                        "backup",
+                    );
                     return;
                 }
             };
@@ -681,9 +686,11 @@ impl CampaignAdmin for Api {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::unavailable(format!(
-                            "reading the backup: {e}"
-                        ))));
+                        let _ = send_or_give_up(
+                            &tx,
+                            Err(Status::unavailable(format!("reading the backup: {e}"))),
+                            "backup",
+                        );
                         break;
                     }
                 }
@@ -740,7 +747,7 @@ impl CampaignAdmin for Api {
                 )
             });
             if let Err(e) = result {
-                let _ = failed.blocking_send(Err(e.into()));
+                let _ = send_or_give_up(&failed, Err(e.into()), "export");
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(

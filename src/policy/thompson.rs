@@ -789,7 +789,11 @@ mod tests {
             gaussian(0.40, 0.35, Link::Odds, 1.0),
         ];
         check_gaussian(&wide, 14);
-        assert!(win_probability(&wide, 1) > 0.75, "{}", win_probability(&wide, 1));
+        assert!(
+            win_probability(&wide, 1) > 0.75,
+            "{}",
+            win_probability(&wide, 1)
+        );
         // Logistic scores, value-weighted: links and weights change who wins.
         check_gaussian(
             &[

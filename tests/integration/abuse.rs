@@ -266,12 +266,12 @@ async fn a_request_id_replays_only_for_its_own_customer() {
 #[tokio::test]
 async fn streams_that_send_nothing_do_not_lock_out_decisions() {
     let server = TestServer::start(None, &["--max-in-flight", "8"]);
-    // 40 RecordRedemptions streams that send headers and then nothing, on
-    // one connection (over the in-flight limit of 8, under the 128 streams
-    // a connection may open).
+    // 24 RecordRedemptions streams that send headers and then nothing, on
+    // one connection: three times the in-flight limit of 8, within the 32
+    // open streams that limit allows (and the 128 a connection may open).
     let streaming = server.offers().await;
     let mut held = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..24 {
         let mut c = streaming.clone();
         held.push(tokio::spawn(async move {
             c.record_redemptions(tokio_stream::pending::<RecordRedemptionRequest>())
@@ -294,7 +294,28 @@ async fn streams_that_send_nothing_do_not_lock_out_decisions() {
         .into_inner();
     let out = crate::support::redeem_batch(&mut offers, &[d.decision_id]).await;
     assert_eq!(out.applied, 1);
-    for h in held {
+    // Open streams are bounded too: 8 more fill the pool of 32, and the next
+    // is refused at once rather than buffered.
+    let mut more = Vec::new();
+    for _ in 0..8 {
+        let mut c = streaming.clone();
+        more.push(tokio::spawn(async move {
+            c.record_redemptions(tokio_stream::pending::<RecordRedemptionRequest>())
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = offers
+        .record_redemptions(tokio_stream::pending::<RecordRedemptionRequest>())
+        .await
+        .expect_err("over the open-stream limit");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("open RecordRedemptions streams"),
+        "{}",
+        err.message()
+    );
+    for h in held.into_iter().chain(more) {
         h.abort();
     }
 }

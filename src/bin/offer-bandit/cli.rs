@@ -440,7 +440,7 @@ pub(crate) struct ServeArgs {
     /// A connection that has sent nothing and received nothing for this
     /// long is closed (clients reconnect; HTTP/2 keep-alive pings count as
     /// traffic).
-    #[arg(long, env = "OFFER_BANDIT_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OFFER_BANDIT_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_idle_timeout)]
     pub idle_timeout: Duration,
     /// Most offers in one campaign (the file, PutCampaign and AddOffer);
     /// explain and propensities cost time in proportion.
@@ -492,6 +492,14 @@ pub(crate) enum Retention {
     For(Duration),
     /// Never pruned.
     Never,
+}
+
+fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(365 * 86_400)).contains(&d) {
+        return Err("the idle timeout must be from 1s to 365d".into());
+    }
+    Ok(d)
 }
 
 fn parse_checkpoint_interval(s: &str) -> Result<Duration, String> {
