@@ -397,12 +397,17 @@ impl Engine {
         })
     }
 
-    fn check_healthy(&self) -> Result<(), Error> {
+    fn check_not_failed(&self) -> Result<(), Error> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(Error::Unavailable(
                 "storage failed earlier; restart the server (see its log)".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn check_healthy(&self) -> Result<(), Error> {
+        self.check_not_failed()?;
         let free = self.disk.low_free.load(Ordering::Relaxed);
         if free > 0 {
             return Err(Error::Unavailable(format!(
@@ -509,7 +514,9 @@ impl Engine {
     /// Erases every decision of a customer and subtracts them from the
     /// posteriors; answers once that is durable.
     pub async fn forget(&self, customer_id: &str) -> Result<Forgotten, Error> {
-        self.check_healthy()?;
+        // Erasure frees space and is owed to the customer: a full disk does
+        // not refuse it (only a failed store does).
+        self.check_not_failed()?;
         let customer = self.customer_key.hash(customer_id);
         let (reply, rx) = oneshot::channel();
         self.send(Command::Forget { customer, reply }).await?;
@@ -598,7 +605,9 @@ impl Engine {
     }
 
     async fn put_status(&self, campaign: &str, change: StatusChange) -> Result<(), Error> {
-        self.check_healthy()?;
+        // Pausing is how an operator stops writes: a full disk does not
+        // refuse it (one small record).
+        self.check_not_failed()?;
         let (reply, rx) = oneshot::channel();
         self.send(Command::SetStatus {
             campaign: campaign.to_owned(),

@@ -128,7 +128,17 @@ impl Engine {
             Arm::Control => control_choice(&campaign, &candidates),
         };
         let explanation = if req.explain {
-            self.explain(&campaign, &segment, &features, &candidates, &excluded, arm)?
+            // Up to EXPLAIN_BUDGET of computing: off the async workers where
+            // the runtime allows it, so that health checks and other
+            // requests on this worker are not held up meanwhile.
+            let explain =
+                || self.explain(&campaign, &segment, &features, &candidates, &excluded, arm);
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                    tokio::task::block_in_place(explain)?
+                }
+                _ => explain()?,
+            }
         } else {
             Vec::new()
         };

@@ -420,8 +420,23 @@ async fn writes_stop_under_the_free_space_watermark_and_health_says_so() {
         health_of(&server, "").await,
         ServingStatus::NotServing as i32
     );
-    // Reads still work.
+    // Reads still work, and so do erasure (it frees space and is owed) and
+    // pausing (how an operator stops writes).
     server.stats("coffee").await;
+    let mut admin = server.admin().await;
+    admin
+        .forget_customer(proto::ForgetCustomerRequest {
+            customer_id: "member-1".into(),
+        })
+        .await
+        .expect("erasure under the watermark");
+    admin
+        .set_campaign_status(proto::SetCampaignStatusRequest {
+            campaign: "coffee".into(),
+            status: "paused".into(),
+        })
+        .await
+        .expect("pausing under the watermark");
 }
 
 /// Mounts a tmpfs of `mb` MiB on `dir`; false (with the reason printed) where
