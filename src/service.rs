@@ -551,15 +551,6 @@ impl CampaignAdmin for Api {
         if r.campaign.is_empty() || r.offer_id.is_empty() {
             return Err(Error::InvalidArgument("campaign and offer_id are required".into()).into());
         }
-        if let Some(c) = self
-            .engine
-            .campaigns()
-            .into_iter()
-            .find(|c| c.config.id == r.campaign)
-            && !c.config.offers.iter().any(|o| o.id == r.offer_id)
-        {
-            self.check_offer_count(&r.campaign, c.config.offers.len() + 1)?;
-        }
         let mut features = std::collections::BTreeMap::new();
         for (name, value) in r.features {
             let v = match value.kind {

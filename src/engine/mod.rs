@@ -170,6 +170,10 @@ pub struct EngineOptions {
     /// after the last checkpoint is replayed from the decision records at
     /// startup. Flushes, backups, erasures and config changes checkpoint at once.
     pub checkpoint_interval: Duration,
+    /// Most offers a campaign may have after a live change (PutCampaign,
+    /// AddOffer); decided by the writer, so concurrent changes cannot pass
+    /// it together.
+    pub max_offers: usize,
 }
 
 impl Default for EngineOptions {
@@ -177,6 +181,7 @@ impl Default for EngineOptions {
         EngineOptions {
             durable_decisions: false,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            max_offers: 1000,
         }
     }
 }

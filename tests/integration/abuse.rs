@@ -609,6 +609,33 @@ async fn offers_per_campaign_are_capped() {
         Some(&campaign_toml("c", &["tier"], "1h", &["a", "b", "c"])),
         &["--max-offers", "3"],
     );
+    // Ten AddOffers at once on a campaign of two under a cap of three: the
+    // writer decides, so exactly one gets through.
+    let racing = TestServer::start(
+        Some(&campaign_toml("r", &["tier"], "1h", &["a", "b"])),
+        &["--max-offers", "3"],
+    );
+    let admin_r = racing.admin().await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let mut a = admin_r.clone();
+            tokio::spawn(async move {
+                a.add_offer(proto::AddOfferRequest {
+                    campaign: "r".into(),
+                    offer_id: format!("new-{i}"),
+                    ..Default::default()
+                })
+                .await
+                .is_ok()
+            })
+        })
+        .collect();
+    let mut added = 0;
+    for t in tasks {
+        added += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(added, 1, "AddOffers past --max-offers");
+    assert_eq!(racing.stats("r").await.offers.len(), 3);
     let mut admin = server.admin().await;
     let err = admin
         .add_offer(proto::AddOfferRequest {

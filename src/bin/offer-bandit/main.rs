@@ -208,6 +208,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         engine: EngineOptions {
             durable_decisions: args.durable_decisions,
             checkpoint_interval: args.checkpoint_interval,
+            max_offers,
         },
         sweep_interval: args.sweep_interval,
         limits: Limits {

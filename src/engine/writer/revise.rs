@@ -85,6 +85,13 @@ impl Writer {
                 config.id
             )));
         }
+        if !retiring && config.offers.len() > self.options.max_offers {
+            return Err(Error::InvalidArgument(format!(
+                "campaign '{campaign}' would have {} offers; the server allows at most {} (--max-offers)",
+                config.offers.len(),
+                self.options.max_offers
+            )));
+        }
         if let Some(c) = &current {
             if c.revision.number == 0 {
                 return Err(Error::FailedPrecondition(if retiring {
