@@ -85,6 +85,11 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "Redemptions refused because their decision's reward window had closed.",
     ),
     (
+        "offer_bandit_ignored_features_total",
+        Kind::Counter,
+        "SelectOffer context keys the campaign does not declare (typos show here), by campaign.",
+    ),
+    (
         "offer_bandit_redemptions_not_found_total",
         Kind::Counter,
         "Redemptions of unknown, expired-and-pruned or forged decision ids.",

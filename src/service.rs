@@ -319,6 +319,7 @@ impl OfferService for Api {
                     probability: e.probability,
                 })
                 .collect(),
+            ignored_features: s.ignored_features,
         }))
     }
 

@@ -349,6 +349,13 @@ impl Campaign {
     }
 
     /// Index of an offer id.
+    /// Whether the campaign reads the context key `key` (a feature of its
+    /// model or of its segments); nothing else of a context is used or kept.
+    pub fn declares(&self, key: &str) -> bool {
+        self.config.segment_by.iter().any(|s| s == key)
+            || self.config.features.iter().any(|f| f.name() == key)
+    }
+
     pub fn offer_index(&self, id: &str) -> Option<usize> {
         self.offer_index.get(id).copied()
     }

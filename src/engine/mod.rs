@@ -105,6 +105,8 @@ pub struct Selection {
     pub arm: Arm,
     /// With `explain`: one entry per offer of the campaign.
     pub explanation: Vec<Explanation>,
+    /// Context keys the campaign does not declare, sorted.
+    pub ignored_features: Vec<String>,
 }
 
 /// Why an offer was or was not chosen, as `SelectOffer { explain }` shows it.
@@ -135,6 +137,7 @@ impl Selection {
             replayed,
             arm: rec.arm,
             explanation: Vec::new(),
+            ignored_features: Vec::new(),
         }
     }
 }
@@ -174,6 +177,9 @@ pub struct EngineOptions {
     /// AddOffer); decided by the writer, so concurrent changes cannot pass
     /// it together.
     pub max_offers: usize,
+    /// Refuse SelectOffer contexts with keys the campaign does not declare
+    /// (INVALID_ARGUMENT) instead of reporting them in `ignored_features`.
+    pub strict_context: bool,
 }
 
 impl Default for EngineOptions {
@@ -182,6 +188,7 @@ impl Default for EngineOptions {
             durable_decisions: false,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             max_offers: 1000,
+            strict_context: false,
         }
     }
 }

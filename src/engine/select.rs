@@ -11,6 +11,7 @@ impl Engine {
         // this ends), in the same arm.
         let mut spent: Vec<(String, String)> = Vec::new();
         let anonymous_draw = rand::random::<f64>();
+        let ignored = self.ignored_features(&req)?;
         loop {
             match self.select_among(&req, &spent, anonymous_draw).await? {
                 Decided::Spent { offer, why } => {
@@ -20,9 +21,45 @@ impl Engine {
                     }
                     spent.push((offer, why));
                 }
-                Decided::Made(selection) => return Ok(selection),
+                Decided::Made(mut selection) => {
+                    selection.ignored_features = ignored;
+                    return Ok(selection);
+                }
             }
         }
+    }
+
+    /// The context keys `req`'s campaign does not declare, sorted, counted
+    /// in a metric; refused under `strict_context`.
+    fn ignored_features(&self, req: &SelectRequest) -> Result<Vec<String>, Error> {
+        let campaign = self.campaign(&req.campaign)?;
+        let mut ignored: Vec<String> = req
+            .context
+            .keys()
+            .filter(|k| !campaign.declares(k))
+            .cloned()
+            .collect();
+        if ignored.is_empty() {
+            return Ok(ignored);
+        }
+        ignored.sort();
+        metrics::counter!("offer_bandit_ignored_features_total", "campaign" => req.campaign.clone())
+            .increment(ignored.len() as u64);
+        if self.options.strict_context {
+            let shown: Vec<String> = ignored
+                .iter()
+                .take(8)
+                .map(|k| k.chars().take(64).collect())
+                .collect();
+            return Err(Error::InvalidArgument(format!(
+                "context has {} key(s) campaign '{}' does not declare: {}{} (--strict-context refuses them; ListCampaigns and the campaign file name its features)",
+                ignored.len(),
+                req.campaign,
+                shown.join(", "),
+                if ignored.len() > 8 { ", ..." } else { "" }
+            )));
+        }
+        Ok(ignored)
     }
 
     /// [`Engine::select`] without the offers in `spent` (offer, why), with
@@ -161,14 +198,10 @@ impl Engine {
             // undeclared keys let a caller grow every record (21 KB each
             // filled a disk).
             context: {
-                let cfg = &campaign.config;
                 let mut c: Vec<_> = req
                     .context
                     .iter()
-                    .filter(|(k, _)| {
-                        cfg.segment_by.iter().any(|s| s == *k)
-                            || cfg.features.iter().any(|f| f.name() == k.as_str())
-                    })
+                    .filter(|(k, _)| campaign.declares(k))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 c.sort_by(|a, b| a.0.cmp(&b.0));

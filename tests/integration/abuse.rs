@@ -755,3 +755,50 @@ async fn smaller_findings() {
     assert!(stderr.contains("are damaged"), "{stderr}");
     assert!(!stderr.contains("Caused by:\n\n"), "{stderr}");
 }
+
+#[tokio::test]
+async fn undeclared_context_keys_are_reported_or_refused() {
+    let server = TestServer::start(None, &[]);
+    let mut offers = server.offers().await;
+    // A typo of a declared name (`lifecycl`) and an undeclared key.
+    let r = select(
+        "coffee",
+        &[
+            ("lifecycl", "active"),
+            ("daypart", "morning"),
+            ("zz_unknown", "x"),
+        ],
+    );
+    let out = offers
+        .select_offer(r.clone())
+        .await
+        .expect("select")
+        .into_inner();
+    assert_eq!(out.ignored_features, ["lifecycl", "zz_unknown"]);
+    let (_, body) = http_get(&server.metrics_addr, "/metrics");
+    assert!(
+        metric(&body, "offer_bandit_ignored_features_total") >= 2.0,
+        "not counted"
+    );
+    // A clean context reports nothing.
+    let clean = offers
+        .select_offer(select("coffee", &[("lifecycle", "active")]))
+        .await
+        .expect("select")
+        .into_inner();
+    assert!(clean.ignored_features.is_empty());
+    // Under --strict-context the same request is refused, naming the keys.
+    let strict = TestServer::start(None, &["--strict-context"]);
+    let err = strict
+        .offers()
+        .await
+        .select_offer(r)
+        .await
+        .expect_err("strict");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("lifecycl") && err.message().contains("zz_unknown"),
+        "{}",
+        err.message()
+    );
+}

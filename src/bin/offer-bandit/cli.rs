@@ -442,6 +442,11 @@ pub(crate) struct ServeArgs {
     /// traffic).
     #[arg(long, env = "OFFER_BANDIT_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_idle_timeout)]
     pub idle_timeout: Duration,
+    /// Refuse SelectOffer contexts with keys the campaign does not declare
+    /// (INVALID_ARGUMENT, naming them); without it they are ignored and
+    /// listed in the reply's ignored_features.
+    #[arg(long, env = "OFFER_BANDIT_STRICT_CONTEXT")]
+    pub strict_context: bool,
     /// Most offers in one campaign (the file, PutCampaign and AddOffer);
     /// explain and propensities cost time in proportion.
     #[arg(long, env = "OFFER_BANDIT_MAX_OFFERS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..=100_000))]

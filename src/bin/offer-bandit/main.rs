@@ -209,6 +209,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
             durable_decisions: args.durable_decisions,
             checkpoint_interval: args.checkpoint_interval,
             max_offers,
+            strict_context: args.strict_context,
         },
         sweep_interval: args.sweep_interval,
         limits: Limits {
