@@ -179,7 +179,7 @@ pub async fn serve(
         limits.max_candidates = opts.limits.max_candidates,
         limits.max_key = opts.limits.max_key,
         limits.max_stream = opts.limits.max_stream,
-        limits.max_offers = opts.limits.max_offers,
+        max_offers = opts.engine.max_offers,
         cache_bytes = opts.cache_bytes,
         "serving"
     );

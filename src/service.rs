@@ -37,8 +37,6 @@ pub struct Limits {
     pub max_key: usize,
     /// Redemptions per RecordRedemptions stream.
     pub max_stream: usize,
-    /// Offers per campaign (PutCampaign, AddOffer).
-    pub max_offers: usize,
 }
 
 impl Default for Limits {
@@ -50,7 +48,6 @@ impl Default for Limits {
             max_candidates: 256,
             max_key: 128,
             max_stream: 50_000,
-            max_offers: 1000,
         }
     }
 }
@@ -155,18 +152,6 @@ impl Api {
     pub fn with_scratch(mut self, dir: std::path::PathBuf) -> Self {
         self.scratch = Some(dir);
         self
-    }
-
-    /// Refuses a campaign of more than `max_offers` offers.
-    fn check_offer_count(&self, campaign: &str, offers: usize) -> Result<(), Error> {
-        if offers > self.limits.max_offers {
-            return Err(Error::InvalidArgument(format!(
-                "campaign '{}' would have {offers} offers; the server allows at most {} (--max-offers)",
-                truncate(campaign),
-                self.limits.max_offers
-            )));
-        }
-        Ok(())
     }
 
     /// Shares the guard's in-flight permits (see [`Api::permits`]).
@@ -530,7 +515,6 @@ impl CampaignAdmin for Api {
         }
         let config = crate::config::parse_campaign(&r.config_toml, "config_toml")
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        self.check_offer_count(&config.id, config.offers.len())?;
         let id = config.id.clone();
         let c = self
             .engine

@@ -219,7 +219,6 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
             max_candidates: args.max_candidates,
             max_key: args.max_key,
             max_stream: args.max_stream,
-            max_offers,
         },
         decision_id_keys,
         max_streams_per_connection: args.max_streams_per_connection,
