@@ -273,11 +273,13 @@ impl IdKeys {
     }
 }
 
+/// Lowercase hex, by table (every SelectOffer reply encodes an id).
 fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }

@@ -30,11 +30,11 @@ impl Writer {
         };
         match rec.state {
             DecisionState::Redeemed { .. } => Ok(outcome(true)),
-            DecisionState::Expired => Err(late(&id, rec.expires_ms)),
+            DecisionState::Expired => Err(late(rec.expires_ms)),
             DecisionState::Pending if now_ms > rec.expires_ms => {
                 let expires_ms = rec.expires_ms;
                 self.expire(g, id, rec);
-                Err(late(&id, expires_ms))
+                Err(late(expires_ms))
             }
             DecisionState::Pending => {
                 let value = match r.value {
@@ -135,8 +135,10 @@ impl Writer {
     }
 }
 
-pub(super) fn late(id: &DecisionId, expires_ms: i64) -> Error {
+/// The answer for a redemption after its window. It names no id: the
+/// stored locator is not the id the caller sent.
+pub(super) fn late(expires_ms: i64) -> Error {
     Error::FailedPrecondition(format!(
-        "decision {id} is past its reward window (closed at unix ms {expires_ms}); late redemptions are not counted"
+        "this decision is past its reward window (closed at unix ms {expires_ms}); late redemptions are not counted"
     ))
 }
