@@ -15,7 +15,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::support::{TestServer, campaign_toml, http_get, redeem, select};
+use crate::support::{TestServer, campaign_toml, http_get, redeem, select, serve_refuses};
 
 /// A segment-ts campaign of two offers; `a` caps a redemption's value at 10.
 fn capped_campaign() -> String {
@@ -144,6 +144,15 @@ async fn decision_ids_are_unguessable_and_errors_name_no_offer() {
     );
 }
 
+/// A decision of campaign `c` (tier `x`).
+async fn decide(offers: &mut crate::support::Offers) -> proto::SelectOfferResponse {
+    offers
+        .select_offer(select("c", &[("tier", "x")]))
+        .await
+        .expect("select")
+        .into_inner()
+}
+
 #[tokio::test]
 async fn decision_id_keys_rotate_from_a_file_or_the_environment() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -157,16 +166,8 @@ async fn decision_id_keys_rotate_from_a_file_or_the_environment() {
     let mut server =
         TestServer::start_on(Some(&toml), &data, &["--decision-id-keys-file", &keys_arg]);
     let mut offers = server.offers().await;
-    let d1 = offers
-        .select_offer(select("c", &[("tier", "x")]))
-        .await
-        .expect("select")
-        .into_inner();
-    let d2 = offers
-        .select_offer(select("c", &[("tier", "x")]))
-        .await
-        .expect("select")
-        .into_inner();
+    let d1 = decide(&mut offers).await;
+    let d2 = decide(&mut offers).await;
     assert_eq!(&d1.decision_id[14..16], "01", "signed with key 1");
     drop(offers);
     server.stop();
@@ -174,11 +175,7 @@ async fn decision_id_keys_rotate_from_a_file_or_the_environment() {
     std::fs::write(&keys, format!("{k2}{k1}")).expect("write keys");
     server.relaunch();
     let mut offers = server.offers().await;
-    let d3 = offers
-        .select_offer(select("c", &[("tier", "x")]))
-        .await
-        .expect("select")
-        .into_inner();
+    let d3 = decide(&mut offers).await;
     assert_eq!(&d3.decision_id[14..16], "02", "signed with key 2");
     offers
         .record_redemption(redeem(&d1.decision_id))
@@ -205,11 +202,7 @@ async fn decision_id_keys_rotate_from_a_file_or_the_environment() {
         .record_redemption(redeem(&d3.decision_id))
         .await
         .expect("key 2 verifies");
-    let d4 = offers
-        .select_offer(select("c", &[("tier", "x")]))
-        .await
-        .expect("select")
-        .into_inner();
+    let d4 = decide(&mut offers).await;
     assert_eq!(&d4.decision_id[14..16], "02");
     drop(offers);
     server.stop();
@@ -664,23 +657,13 @@ async fn offers_per_campaign_are_capped() {
         campaign_toml("c", &["tier"], "1h", &["a", "b", "c", "d"]),
     )
     .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-metrics",
-            "--max-offers",
-            "3",
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(tmp.path().join("d"))
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-offers"));
+    let cfg = cfg.display().to_string();
+    let stderr = serve_refuses(
+        &tmp.path().join("d"),
+        &["--max-offers", "3", "--config", &cfg],
+        &[],
+    );
+    assert!(stderr.contains("--max-offers"), "{stderr}");
 }
 
 #[tokio::test]
@@ -744,14 +727,7 @@ async fn smaller_findings() {
         drop(s);
     }
     std::fs::write(dir.join("conf"), b"\x00garbage\xff").expect("damage conf");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refuses(&dir, &[], &[]);
     assert!(stderr.contains("are damaged"), "{stderr}");
     assert!(!stderr.contains("Caused by:\n\n"), "{stderr}");
 }

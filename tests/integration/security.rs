@@ -126,20 +126,12 @@ async fn scope_all_protects_every_rpc_but_health() {
 #[test]
 fn short_tokens_are_refused_at_startup() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-metrics",
-            "--data-dir",
-        ])
-        .arg(tmp.path().join("d"))
-        .env("OFFER_BANDIT_AUTH_TOKEN", "short")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 bytes"));
+    let stderr = crate::support::serve_refuses(
+        &tmp.path().join("d"),
+        &[],
+        &[("OFFER_BANDIT_AUTH_TOKEN", "short")],
+    );
+    assert!(stderr.contains("at least 16 bytes"), "{stderr}");
 }
 
 #[tokio::test]

@@ -293,6 +293,22 @@ pub fn offer_bandit_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// Runs `offer-bandit serve` on `data_dir` (loopback, port 0, no metrics)
+/// with `args` and `env`, expecting it to refuse to start; its stderr.
+#[allow(dead_code)]
+pub fn serve_refuses(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run offer-bandit");
+    assert!(!out.status.success(), "offer-bandit serve {args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// One HTTP/1.1 GET, with `addr` as the Host (as a browser sends it): the
 /// response's head and body.
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
