@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("offerbandit_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // Undecodable bodies are INVALID_ARGUMENT (src/codec.rs).
+        .codec_path("crate::codec::ProtoCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

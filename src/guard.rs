@@ -420,7 +420,7 @@ where
         Box::pin(async move {
             let _permit = permit;
             match tokio::time::timeout(timeout, future).await {
-                Ok(result) => result.map(undecodable_is_invalid_argument),
+                Ok(result) => result,
                 Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
                     "the request did not finish within the server's limit of {} (--request-timeout)",
                     humantime::format_duration(timeout)
@@ -429,23 +429,6 @@ where
             }
         })
     }
-}
-
-/// tonic answers a request body that is not the method's protobuf message
-/// with INTERNAL; it is the caller's error, and the README promises
-/// INVALID_ARGUMENT.
-fn undecodable_is_invalid_argument<R>(mut resp: http::Response<R>) -> http::Response<R> {
-    let h = resp.headers();
-    let internal = h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"13");
-    let decode = h.get("grpc-message").is_some_and(|v| {
-        let m = v.as_bytes();
-        m.starts_with(b"failed to decode") || m.starts_with(b"failed%20to%20decode")
-    });
-    if internal && decode {
-        resp.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("3"));
-    }
-    resp
 }
 
 #[cfg(test)]
