@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod contextual;
 pub mod learning;
+pub mod rules;
 pub mod segment;
 pub mod shared_prior;
 pub mod special;
