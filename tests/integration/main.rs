@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod erasure;
 mod exactly_once;
+mod examples;
 mod explain;
 mod grpcurl;
 mod learned_prior;
