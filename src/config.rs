@@ -210,6 +210,12 @@ pub struct CampaignConfig {
     /// uniformly random candidate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_offer: Option<String>,
+    /// The control group's rule instead of one offer: the rule a loyalty
+    /// team runs today, in the rules language of [`crate::policy::rules`]
+    /// (`if hour >= 14 then bogo`, ..., `otherwise double_points`), so that
+    /// the report's uplift is personalization against that rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_rules: Option<String>,
     /// Frequency cap: a customer (by customer_id) gets the same offer at
     /// most `max` times per `period`; anonymous visits are not capped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -602,8 +608,19 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
         return Err("declare at least one [[campaigns.offers]]".into());
     }
     validate_contextual(c)?;
-    if !(0.0..1.0).contains(&c.control_share) {
-        return Err("control_share must be at least 0 and below 1".into());
+    if !(0.0..=1.0).contains(&c.control_share) {
+        return Err(
+            "control_share must be from 0 to 1 (1: every visit gets the control policy)".into(),
+        );
+    }
+    if let Some(text) = &c.control_rules {
+        if c.control_offer.is_some() {
+            return Err("set control_offer or control_rules, not both".into());
+        }
+        let ids: Vec<&str> = c.offers.iter().map(|o| o.id.as_str()).collect();
+        crate::policy::rules::Rules::parse(text)
+            .and_then(|r| r.bind(&ids))
+            .map_err(|e| format!("control_rules: {e}"))?;
     }
     if let Some(o) = &c.control_offer
         && !c.offers.iter().any(|x| &x.id == o)
@@ -978,8 +995,21 @@ mod tests {
             ))
             .is_ok()
         );
-        let e = load(format!("{base}control_share = 1.0\n{offer}")).expect_err("share 1");
+        // 1: personalization off, the measurement kept.
+        assert!(load(format!("{base}control_share = 1.0\n{offer}")).is_ok());
+        let e = load(format!("{base}control_share = 1.5\n{offer}")).expect_err("share 1.5");
         assert!(e.to_string().contains("control_share"), "{e}");
+        let rules = "control_rules = \"\"\"\nif hour >= 14 then a\notherwise b\n\"\"\"\n";
+        let two = format!("{offer}[[campaigns.offers]]\nid = \"b\"\n");
+        assert!(load(format!("{base}control_share = 0.5\n{rules}{two}")).is_ok());
+        let e = load(format!("{base}{rules}{offer}")).expect_err("no offer b");
+        assert!(
+            e.to_string()
+                .contains("control_rules: rules line 2: no offer 'b'"),
+            "{e}"
+        );
+        let e = load(format!("{base}control_offer = \"a\"\n{rules}{two}")).expect_err("both");
+        assert!(e.to_string().contains("not both"), "{e}");
         let e = load(format!("{base}control_offer = \"zz\"\n{offer}")).expect_err("unknown");
         assert!(e.to_string().contains("control_offer 'zz'"), "{e}");
     }

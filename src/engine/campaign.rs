@@ -2,6 +2,11 @@
 //! state (posteriors, arms, daily counts) its revisions share.
 
 use super::*;
+use crate::context::Context;
+use crate::policy::{
+    Policy,
+    rules::{RulePolicy, Rules},
+};
 
 /// An offer of a served campaign.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +86,8 @@ pub struct Campaign {
     /// not, SelectOffer skips the budget checks).
     pub(super) limited: bool,
     pub(super) contextual: Option<Contextual>,
+    /// The control group's rule (`control_rules`), bound to [`Self::offers`].
+    pub(super) control_rules: Option<RulePolicy>,
 }
 
 /// The regression posteriors of a contextual campaign.
@@ -215,13 +222,30 @@ impl Campaign {
             offer_index: HashMap::new(),
             model: Arc::new(RwLock::new(SegmentModel::new(0))),
             contextual,
+            control_rules: None,
             config,
         };
         let offer_encoder = campaign.config.offer_encoder();
         for o in campaign.config.offers.clone() {
             campaign.push_offer(Offer::configured(&o, offer_encoder.as_ref()));
         }
+        campaign.control_rules = campaign.bind_control_rules();
         campaign
+    }
+
+    /// `control_rules` bound to the offers (validated at load, so it binds;
+    /// should it not, the control group falls back to `control_offer`'s rule
+    /// of a random candidate, and says so).
+    fn bind_control_rules(&self) -> Option<RulePolicy> {
+        let text = self.config.control_rules.as_deref()?;
+        let ids: Vec<&str> = self.offers.iter().map(|o| o.id.as_str()).collect();
+        match Rules::parse(text).and_then(|r| r.bind(&ids)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(campaign = %self.config.id, error = %e, "control_rules not used");
+                None
+            }
+        }
     }
 
     /// The next revision: `config` over this revision's learned state.
@@ -280,6 +304,7 @@ impl Campaign {
             offer_index: self.offer_index.clone(),
             model: self.model.clone(),
             contextual,
+            control_rules: None,
             config,
         };
         let offer_encoder = next.config.offer_encoder();
@@ -292,6 +317,7 @@ impl Campaign {
                 }
             }
         }
+        next.control_rules = next.bind_control_rules();
         next
     }
 
@@ -394,9 +420,25 @@ impl CampaignStatus {
     }
 }
 
-/// The control policy's pick: the campaign's control offer when it is a
-/// candidate (propensity 1), else a uniformly random candidate.
-pub(super) fn control_choice(campaign: &Campaign, candidates: &[usize]) -> thompson::Choice {
+/// The control policy's pick: by the campaign's control rules when it has
+/// them (propensity 1); else its control offer when it is a candidate
+/// (propensity 1), else a uniformly random candidate.
+pub(super) fn control_choice(
+    campaign: &Campaign,
+    candidates: &[usize],
+    context: &Context,
+) -> thompson::Choice {
+    if let Some(rules) = &campaign.control_rules
+        && let Ok(features) = rules.features(context)
+    {
+        let offer = rules.choose(&features, candidates, &mut rand::rng());
+        if let Some(index) = candidates.iter().position(|&c| c == offer) {
+            return thompson::Choice {
+                index,
+                propensity: 1.0,
+            };
+        }
+    }
     let fixed = campaign
         .config
         .control_offer

@@ -12,7 +12,7 @@ impl Engine {
         x: &[(u32, f64)],
         candidates: &[usize],
         excluded: &[(usize, String)],
-        arm: Arm,
+        control: Option<&thompson::Choice>,
     ) -> Result<Vec<Explanation>, Error> {
         use crate::policy::special::beta_quantile;
         use crate::uplift::Estimate;
@@ -65,20 +65,19 @@ impl Engine {
                 (rates, probs)
             }
         };
-        let probabilities = match arm {
-            Arm::Bandit => probabilities,
-            Arm::Control => {
-                let fixed = control_choice(campaign, candidates);
-                (0..candidates.len())
-                    .map(|i| {
-                        if fixed.propensity == 1.0 {
-                            if i == fixed.index { 1.0 } else { 0.0 }
-                        } else {
-                            1.0 / candidates.len() as f64
-                        }
-                    })
-                    .collect()
-            }
+        // A control-group visit: the control policy's probabilities, one-hot
+        // for a fixed offer or a rule, uniform for a random candidate.
+        let probabilities = match control {
+            None => probabilities,
+            Some(fixed) => (0..candidates.len())
+                .map(|i| {
+                    if fixed.propensity == 1.0 {
+                        if i == fixed.index { 1.0 } else { 0.0 }
+                    } else {
+                        1.0 / candidates.len() as f64
+                    }
+                })
+                .collect(),
         };
         let mut out: Vec<Explanation> = campaign
             .offers

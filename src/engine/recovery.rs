@@ -240,6 +240,7 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
         snapshot_tolerance: 0.0,
         control_share: 0.0,
         control_offer: None,
+        control_rules: None,
         frequency_cap: None,
         offers: Vec::new(),
         features: Vec::new(),

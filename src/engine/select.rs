@@ -162,14 +162,22 @@ impl Engine {
         let arm = self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw);
         let choice = match arm {
             Arm::Bandit => choice,
-            Arm::Control => control_choice(&campaign, &candidates),
+            Arm::Control => control_choice(&campaign, &candidates, &req.context),
         };
         let explanation = if req.explain {
             // Up to EXPLAIN_BUDGET of computing: off the async workers where
             // the runtime allows it, so that health checks and other
             // requests on this worker are not held up meanwhile.
-            let explain =
-                || self.explain(&campaign, &segment, &features, &candidates, &excluded, arm);
+            let explain = || {
+                self.explain(
+                    &campaign,
+                    &segment,
+                    &features,
+                    &candidates,
+                    &excluded,
+                    (arm == Arm::Control).then_some(&choice),
+                )
+            };
             match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
                 Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
                     tokio::task::block_in_place(explain)?
