@@ -215,3 +215,26 @@ async fn the_control_group_can_get_the_marketers_rule() {
     assert_eq!(r.control.expect("control").decisions, 21);
     assert_eq!(r.bandit.map_or(0, |b| b.decisions), 0);
 }
+
+/// `check-config` echoes what changes behaviour: the control group and its
+/// rule, the frequency cap, each offer's value and budget.
+#[test]
+fn check_config_echoes_control_group_caps_and_budgets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    let toml = "[[campaigns]]\nid = \"r\"\npolicy = \"segment-ts\"\nreward_window = \"1h\"\n\
+        control_share = 0.25\ncontrol_rules = \"\"\"\nif hour >= 14 then bogo # afternoons\n\
+        otherwise points\n\"\"\"\nfrequency_cap = { max = 2, period = \"7d\" }\n\
+        [[campaigns.offers]]\nid = \"points\"\nvalue = 1.5\n\
+        [[campaigns.offers]]\nid = \"bogo\"\nvalue = 3.5\nmax_decisions_per_day = 200\n";
+    std::fs::write(&path, toml).expect("write");
+    let out = offer_bandit_cli(&["check-config", path.to_str().expect("path")]);
+    for want in [
+        "control group: 25% of customers get the rule: if hour >= 14 then bogo; otherwise points",
+        "frequency cap: the same offer at most 2 times per 7days per customer",
+        "offer points \"points\": value 1.5, no budget",
+        "offer bogo \"bogo\": value 3.5, budget at most 200 decisions a day",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The `offer-bandit` binary.
 
 mod admin_cli;
+mod check_config;
 mod cli;
 mod client;
 mod export;
@@ -117,36 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { path } => {
             for c in config::load_file(&path)? {
-                let offers: Vec<&str> = c.offers.iter().map(|o| o.id.as_str()).collect();
-                let unset = c.features.iter().any(|f| {
-                    matches!(f, offer_bandit::features::FeatureSpec::Numeric { bins, buckets: None, .. } if !bins.is_empty())
-                });
-                let dimension = match (c.contextual(), c.encoder()) {
-                    (Some(_), Ok(e)) if unset => format!(
-                        ", encoded dimension {} (numbers' buckets unset: steps for a new campaign; a stored campaign keeps the encoding it was stored with)",
-                        e.dim()
-                    ),
-                    (Some(_), Ok(e)) => format!(", encoded dimension {}", e.dim()),
-                    _ => String::new(),
-                };
-                let names: Vec<&str> = c.offer_features.iter().map(|f| f.name()).collect();
-                let dimension = match c.offer_columns() {
-                    0 => dimension,
-                    n => format!(
-                        "{dimension}, offer features {} ({} columns)",
-                        names.join(", "),
-                        n - 1
-                    ),
-                };
-                println!(
-                    "campaign {}: policy {}, segment_by {:?}, reward_window {}, objective {}{dimension}, offers {}",
-                    c.id,
-                    c.policy.as_str(),
-                    c.segment_by,
-                    humantime::format_duration(c.reward_window),
-                    c.objective.as_str(),
-                    offers.join(", ")
-                );
+                for line in check_config::describe(&c) {
+                    println!("{line}");
+                }
             }
             Ok(())
         }
