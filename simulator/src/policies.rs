@@ -8,6 +8,7 @@ use offer_bandit::{
         Features, Outcome, Policy, PolicyError,
         baseline::{EpsilonGreedy, Fixed, Ucb1, Uniform},
         contextual::{ContextualConfig, ContextualTs, Likelihood},
+        rules::Rules,
         segment::{DEFAULT_SNAPSHOT_TOLERANCE, SegmentTs},
     },
 };
@@ -23,6 +24,8 @@ ucb1                        UCB1 on each offer's rate
 segment-ts[:F1+F2..]        Beta Thompson sampling per segment of categorical features
                             (default: the scenario's report segment)
 marketer                    the scenario's static rule (e.g. BOGO to everyone after 2pm)
+rules:FILE                  your own rule, written in a rules file (`if hour >= 14 then bogo`,
+                            first line that holds wins, `otherwise OFFER`; docs/simulator.md)
 linear-ts[:OPTS]            contextual Thompson sampling, Bayesian linear regression per offer
 logistic-ts[:OPTS]          contextual Thompson sampling, Bayesian logistic regression per offer
                             OPTS: KEY=VALUE joined by '+': exploration, prior-variance,
@@ -156,6 +159,15 @@ pub(crate) fn build<'a>(spec: &str, env: &PolicyEnv<'a>) -> anyhow::Result<Box<d
             }),
             None => bail!("policy 'marketer' needs a scenario with a [[marketer_rule]] list"),
         },
+        ("rules", Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("policy '{spec}': cannot read the rules file {path}"))?;
+            let ids: Vec<&str> = env.offers.iter().map(String::as_str).collect();
+            let rules = Rules::parse(&text)
+                .and_then(|r| r.bind(&ids))
+                .with_context(|| format!("policy '{spec}': {path}"))?;
+            Box::new(rules)
+        }
         _ => bail!("unknown policy '{spec}'; known policies:\n{POLICY_HELP}"),
     };
     Ok(policy)

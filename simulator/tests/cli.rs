@@ -313,3 +313,77 @@ fn ope_on_the_open_bandit_sample_reports_every_estimator_against_ground_truth() 
         assert!(truth > 0.0 && truth < 0.05, "{truth}");
     }
 }
+
+/// A rules file is a policy in `compare` and `replay`: written as the
+/// scenario's marketer rule it earns exactly what `marketer` earns, seed for
+/// seed; on a full-feedback file its expected reward is the closed form.
+#[test]
+fn a_rules_file_is_a_policy_in_compare_and_replay() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/coffee-today.rules");
+    let spec = format!("rules:{rules}");
+    let v = without_timing(json(&[
+        "compare",
+        "--scenario",
+        &scenario("coffee-loyalty"),
+        "--seeds",
+        "2",
+        "--policies",
+        &format!("{spec},marketer"),
+    ]));
+    for key in ["mean_reward", "value_per_1000", "fraction_of_oracle"] {
+        assert_eq!(v[0][key], v[1][key], "{key}: {} vs {}", v[0], v[1]);
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("today.rules");
+    std::fs::write(
+        &file,
+        "if hour >= 14 then bogo_coffee_after_2pm\n\
+         if lifecycle in (lapsing, inactive) then winback_20pct\n\
+         otherwise double_points\n",
+    )
+    .expect("write");
+    let v = json(&[
+        "replay",
+        "--dataset",
+        SAMPLE,
+        "--seeds",
+        "1",
+        "--policies",
+        &format!("rules:{}", file.display()),
+    ]);
+    let text = std::fs::read_to_string(SAMPLE).expect("sample");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (mut sum, mut n) = (0.0, 0.0);
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let hour: f64 = f[col("hour")].parse().expect("hour");
+        let offer = if hour >= 14.0 {
+            "bogo_coffee_after_2pm"
+        } else if ["lapsing", "inactive"].contains(&f[col("lifecycle")]) {
+            "winback_20pct"
+        } else {
+            "double_points"
+        };
+        sum += f[col(&format!("p_{offer}"))].parse::<f64>().expect("p");
+        n += 1.0;
+    }
+    let got = num(&v[0], "mean_expected_reward");
+    assert!((got - sum / n).abs() < 1e-9, "{got} vs {}", sum / n);
+
+    std::fs::write(&file, "if hour >= 14 then no_such_offer\n").expect("write");
+    let err = offer_sim_fails(&[
+        "replay",
+        "--dataset",
+        SAMPLE,
+        "--policies",
+        &format!("rules:{}", file.display()),
+        "--quiet",
+    ]);
+    assert!(
+        err.contains("rules line 1: no offer 'no_such_offer'"),
+        "{err}"
+    );
+}
