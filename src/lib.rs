@@ -6,6 +6,7 @@
 //! and [`server`] put it on gRPC.
 
 pub mod budget;
+pub mod cli_output;
 pub mod codec;
 pub mod config;
 pub mod connections;

@@ -232,7 +232,7 @@ fn mean(xs: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Splits one CSV line; double quotes group a field, `""` inside quotes is a quote.
-fn split_csv(line: &str) -> Vec<String> {
+pub(crate) fn split_csv(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut field = String::new();
     let mut quoted = false;

@@ -6,6 +6,7 @@ mod dataset;
 mod drive;
 mod evaluate;
 mod experiment;
+mod history;
 mod load;
 mod logs;
 mod offer_features;
@@ -67,6 +68,8 @@ enum Command {
     CampaignConfig(CampaignConfigArgs),
     /// Load-test a live server: throughput and latency percentiles per RPC.
     Load(LoadArgs),
+    /// Your own history of sends (CSV) in, a verdict out: what your sends earned and what personalization would have.
+    History(history::HistoryArgs),
 }
 
 #[derive(Args)]
@@ -321,7 +324,18 @@ struct ReplayArgs {
 const DEFAULT_POLICIES: &str = "uniform,fixed-best,epsilon-greedy,ucb1,segment-ts,logistic-ts";
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    use offer_bandit::cli_output;
+    cli_output::quiet_on_broken_pipe();
+    let result = run(Cli::parse());
+    if let Err(e) = &result
+        && cli_output::is_broken_pipe(e.as_ref())
+    {
+        std::process::exit(cli_output::BROKEN_PIPE_EXIT);
+    }
+    result
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Compare(a) => compare(a),
         Command::Replay(a) => replay(a),
@@ -349,6 +363,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::History(a) => history::run(a),
         Command::Load(a) => {
             let scenario = match &a.scenario {
                 Some(p) => Scenario::load(p)?,

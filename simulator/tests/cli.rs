@@ -387,3 +387,65 @@ fn a_rules_file_is_a_policy_in_compare_and_replay() {
         "{err}"
     );
 }
+
+/// `offer-sim history` on the shipped sample of sends: the verdict, and
+/// the JSON form for scripts; a closed stdout ends it quietly.
+#[test]
+fn history_gives_a_verdict_on_the_sample_sends() {
+    let sends = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sends_sample.csv");
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/sends-today.rules");
+    let (out, _) = offer_sim(&["history", "--file", sends, "--rules", rules, "--json"]);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["sends"], 12000);
+    assert_eq!(v["customers"], 4000);
+    assert_eq!(v["columns"]["ignored"][0], "sent_at");
+    assert!(
+        v["verdict"]
+            .as_str()
+            .expect("verdict")
+            .contains("per 1,000 sends")
+    );
+    let yours = &v["your_sends"]["redemptions_per_1000"];
+    assert!(num(yours, "low") < num(yours, "value") && num(yours, "value") < num(yours, "high"));
+    // The sample's sends redeem at a known expected rate: 80% rule, 20%
+    // random, over the generator's rates (simulator/data/make_sends_sample.py).
+    let expected = 1000.0 * expected_sample_rate();
+    assert!(
+        num(yours, "low") <= expected && expected <= num(yours, "high"),
+        "{yours} vs {expected}"
+    );
+    assert!(v["your_rule"]["redemptions_per_1000"].is_object());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offer-sim"))
+        .args(["history", "--file", sends])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+/// The expected redemption rate of the sample's sends, from its generator's
+/// model: hours uniform on 6..22, tiers uniform, lift 0.5 or 1.5 (mean 1).
+fn expected_sample_rate() -> f64 {
+    let mut total = 0.0;
+    for hour in 6..22 {
+        for tier in ["a", "b", "c"] {
+            let rate = |o: usize| match o {
+                0 if hour >= 14 => 0.20,
+                0 => 0.04,
+                2 if tier == "c" => 0.25,
+                2 => 0.03,
+                _ => 0.08,
+            };
+            let rule = if hour >= 14 { 0 } else { 1 };
+            let p = 0.8 * rate(rule) + 0.2 * (rate(0) + rate(1) + rate(2)) / 3.0;
+            total += p / 48.0;
+        }
+    }
+    total
+}

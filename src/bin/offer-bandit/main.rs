@@ -11,7 +11,7 @@ use clap::Parser;
 
 use cli::{Cli, Command, LogFormat, Retention, ServeArgs};
 use offer_bandit::{
-    config,
+    cli_output, config,
     customer::CustomerKey,
     decision_id::IdKeys,
     engine::EngineOptions,
@@ -26,44 +26,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    quiet_on_broken_pipe();
+    cli_output::quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = run(cli).await;
-    if result.as_ref().is_err_and(is_broken_pipe) {
-        std::process::exit(BROKEN_PIPE_EXIT);
+    if let Err(e) = &result
+        && cli_output::is_broken_pipe(e.as_ref())
+    {
+        std::process::exit(cli_output::BROKEN_PIPE_EXIT);
     }
     result
-}
-
-/// Exit status after the reader of stdout went away (`report | head -1`):
-/// what a shell reports for a process killed by SIGPIPE.
-const BROKEN_PIPE_EXIT: i32 = 128 + 13;
-
-/// A closed stdout ends the process quietly instead of with a panic: Rust
-/// ignores SIGPIPE, so `println!` panics on a closed pipe; writers that
-/// return errors are handled by [`is_broken_pipe`].
-fn quiet_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(BROKEN_PIPE_EXIT);
-        }
-        default(info);
-    }));
-}
-
-/// Whether an error comes from writing to a closed pipe.
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
