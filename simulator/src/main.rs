@@ -352,10 +352,7 @@ fn main() -> anyhow::Result<()> {
         Command::Load(a) => {
             let scenario = match &a.scenario {
                 Some(p) => Scenario::load(p)?,
-                None => Scenario::parse(
-                    include_str!("../scenarios/coffee-loyalty.toml"),
-                    "coffee-loyalty (built in)",
-                )?,
+                None => Scenario::built_in_coffee_loyalty()?,
             };
             let opts = load::LoadOptions {
                 target: a.target.clone(),
