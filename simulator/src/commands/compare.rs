@@ -16,8 +16,10 @@ use crate::{
     world::{ReplayWorld, ScenarioWorld},
 };
 
+/// The policies compared when `--policies` is not given.
 const DEFAULT_POLICIES: &str = "uniform,fixed-best,epsilon-greedy,ucb1,segment-ts,logistic-ts";
 
+/// The policy specs to run: `--policies`, or the defaults plus `extra`.
 fn specs(common: &Common, extra: &[&str]) -> Vec<String> {
     match &common.policies {
         Some(p) => p
@@ -33,16 +35,19 @@ fn specs(common: &Common, extra: &[&str]) -> Vec<String> {
     }
 }
 
+/// Worker threads: `--threads`, or every core.
 fn threads(common: &Common) -> usize {
     common
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// The command line as typed, for the report.
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
+/// What each offer's redemption is worth to the learners under `objective`.
 fn weights(objective: ObjectiveArg, values: &[f64]) -> Vec<f64> {
     match objective {
         ObjectiveArg::Redemptions => vec![1.0; values.len()],
@@ -50,6 +55,7 @@ fn weights(objective: ObjectiveArg, values: &[f64]) -> Vec<f64> {
     }
 }
 
+/// The offer with the highest weighted mean (the fixed-best policy's offer).
 fn best_offer(weighted_means: &[f64]) -> usize {
     weighted_means
         .iter()
@@ -58,6 +64,7 @@ fn best_offer(weighted_means: &[f64]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
+/// `offer-sim compare`: policies on a simulated loyalty program.
 pub(crate) fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let scenario = Scenario::load(&a.scenario)?;
     let offers: Vec<String> = scenario.offers().iter().map(|o| o.id.clone()).collect();
@@ -108,6 +115,7 @@ fn split_names(list: &str) -> Vec<String> {
         .collect()
 }
 
+/// `offer-sim replay`: policies on a full-feedback dataset.
 pub(crate) fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     let data = Dataset::load(&a.dataset)?;
     let segment_feature = match a.segment_by.clone() {
@@ -182,6 +190,7 @@ pub(crate) fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     )
 }
 
+/// Prints the table or JSON, and writes the `--out` directory.
 fn finish(common: &Common, report: RunReport) -> anyhow::Result<()> {
     if common.json {
         println!("{}", output::json(&report)?);

@@ -15,9 +15,7 @@ use crate::{
 /// scenario's truth, and prints the summary.
 pub(crate) fn drive(a: DriveArgs) -> anyhow::Result<()> {
     let scenario = Scenario::load(&a.scenario)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let d = rt.block_on(drive::drive(
         &a.target,
         &scenario,
@@ -56,9 +54,7 @@ pub(crate) fn load(a: LoadArgs) -> anyhow::Result<()> {
         decisions: a.decisions,
         batch: a.batch,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let report = rt.block_on(load::run(opts, std::sync::Arc::new(scenario)))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -103,4 +99,11 @@ pub(crate) fn campaign_config(a: CampaignConfigArgs) -> anyhow::Result<()> {
         drive::campaign_toml(&scenario, &id, &a.policy, &a.reward_window, &encoder)?
     );
     Ok(())
+}
+
+/// The runtime the gRPC client runs on.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

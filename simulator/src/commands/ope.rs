@@ -12,6 +12,8 @@ use crate::{
     stats::z_score,
 };
 
+/// `offer-sim ope`: every estimator's value of the target policy on a log,
+/// as a table or JSON.
 pub(crate) fn ope(a: OpeArgs) -> anyhow::Result<()> {
     if !(a.level > 0.5 && a.level < 1.0) {
         anyhow::bail!("--level must be between 0.5 and 1");
