@@ -1,4 +1,5 @@
-//! Summaries over seeds: means with Student-t 95% intervals.
+//! Summaries over seeds: means with Student-t 95% intervals; the normal
+//! quantile of a confidence level.
 
 use crate::results::Estimate;
 
@@ -54,6 +55,22 @@ pub(crate) fn median(xs: &[f64]) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
     }
+}
+
+/// Two-sided normal quantile for a confidence level (0.9, 0.95, 0.99 exact to
+/// three digits; others by bisection on the normal CDF).
+pub(crate) fn z_score(level: f64) -> f64 {
+    let target = 0.5 + level / 2.0;
+    let (mut lo, mut hi) = (0.0, 10.0);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if offer_bandit::policy::special::normal_cdf(mid) < target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
 }
 
 #[cfg(test)]

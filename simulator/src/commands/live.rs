@@ -1,0 +1,109 @@
+//! The commands that work with a live server: `drive` (a scenario's
+//! customers through it), `load` (throughput and latency) and
+//! `campaign-config` (a campaign file for a scenario's offers).
+
+use offer_bandit::features::Buckets;
+
+use crate::{
+    cli::{CampaignConfigArgs, DriveArgs, LoadArgs},
+    drive, load,
+    scenario::Scenario,
+    world::ScenarioWorld,
+};
+
+/// Sends a scenario's customers to a live server, redeeming per the
+/// scenario's truth, and prints the summary.
+pub(crate) fn drive(a: DriveArgs) -> anyhow::Result<()> {
+    let scenario = Scenario::load(&a.scenario)?;
+    let rt = runtime()?;
+    let d = rt.block_on(drive::drive(
+        &a.target,
+        &scenario,
+        &a.campaign,
+        a.decisions,
+        a.concurrency.max(1),
+        a.seed,
+    ))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        println!(
+            "{} decisions, {} redemptions ({} refused); mean true redemption probability of the chosen offers {:.4}",
+            d.decisions, d.redemptions, d.rejected, d.mean_expected_reward
+        );
+    }
+    Ok(())
+}
+
+/// Load-tests a live server and prints throughput and latency percentiles
+/// per RPC.
+pub(crate) fn load(a: LoadArgs) -> anyhow::Result<()> {
+    let scenario = match &a.scenario {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::built_in_coffee_loyalty()?,
+    };
+    let opts = load::LoadOptions {
+        target: a.target.clone(),
+        campaign: a.campaign.clone(),
+        concurrency: a.concurrency.max(1),
+        duration: a.duration,
+        rps: a.rps,
+        rpc: a.rpc,
+        seconds_per_day: a.seconds_per_day,
+        seed: a.seed,
+        decisions: a.decisions,
+        batch: a.batch,
+    };
+    let rt = runtime()?;
+    let report = rt.block_on(load::run(opts, std::sync::Arc::new(scenario)))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} for {:.1}s, {} callers{}",
+            report.target,
+            report.seconds,
+            report.concurrency,
+            report
+                .rps_limit
+                .map_or(String::new(), |r| format!(", aiming at {r} calls/s"))
+        );
+        println!(
+            "{:<28} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8}  errors",
+            "rpc", "calls/s", "items/s", "p50 us", "p90 us", "p99 us", "p99.9 us"
+        );
+        for r in &report.rpcs {
+            println!(
+                "{:<28} {:>10.0} {:>12.0} {:>8} {:>8} {:>8} {:>8}  {:?}",
+                r.rpc,
+                r.per_second,
+                r.items_per_second,
+                r.p50_us,
+                r.p90_us,
+                r.p99_us,
+                r.p999_us,
+                r.errors
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Prints an offer-bandit campaign file for a scenario's offers.
+pub(crate) fn campaign_config(a: CampaignConfigArgs) -> anyhow::Result<()> {
+    let scenario = Scenario::load(&a.scenario)?;
+    let id = a.id.clone().unwrap_or_else(|| scenario.name().to_owned());
+    let encoder = ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?;
+    print!(
+        "{}",
+        drive::campaign_toml(&scenario, &id, &a.policy, &a.reward_window, &encoder)?
+    );
+    Ok(())
+}
+
+/// The runtime the gRPC client runs on.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
