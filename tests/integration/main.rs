@@ -10,6 +10,7 @@ mod control;
 mod crash;
 mod dashboard;
 mod erasure;
+mod error_contract;
 mod exactly_once;
 mod explain;
 mod grpcurl;
