@@ -72,13 +72,14 @@ impl fmt::Display for Role {
 /// customer's context, so it is admin only, like every change and the
 /// backup. An RPC missing here is admin only; a unit test checks that the
 /// table names every RPC of the proto.
-pub const ADMIN_METHODS: [(&str, bool); 11] = [
+pub const ADMIN_METHODS: [(&str, bool); 12] = [
     ("ListCampaigns", true),
     ("GetCampaignStats", true),
     ("GetCampaignReport", true),
     ("GetCampaignConfig", true),
     ("ExportDecisions", false),
     ("ForgetCustomer", false),
+    ("AccessCustomer", false),
     ("SetOfferStatus", false),
     ("SetCampaignStatus", false),
     ("PutCampaign", false),

@@ -67,7 +67,7 @@ impl Engine {
         };
         let probabilities = match arm {
             Arm::Bandit => probabilities,
-            Arm::Control => {
+            Arm::Control | Arm::Fallback | Arm::NonPersonalized => {
                 let fixed = control_choice(campaign, candidates);
                 (0..candidates.len())
                     .map(|i| {

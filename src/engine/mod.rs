@@ -82,6 +82,10 @@ pub struct SelectRequest {
     pub customer_id: Option<String>,
     /// Explain the decision: every offer's estimate, and why any was excluded.
     pub explain: bool,
+    /// The customer has not consented to personalization: the control
+    /// policy's offer, in the `non_personalized` arm, with no context and
+    /// no customer kept (the edge clears both).
+    pub non_personalized: bool,
 }
 
 /// The outcome of a select.

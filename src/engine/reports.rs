@@ -124,6 +124,25 @@ impl Engine {
         })
     }
 
+    /// Everything stored about a customer: their keyed hash and their
+    /// decision records, oldest first (the records erasure would erase).
+    pub fn customer_records(
+        &self,
+        customer_id: &str,
+    ) -> Result<(CustomerHash, Vec<(DecisionId, DecisionRecord)>), Error> {
+        let customer = self.customer_key.hash(customer_id);
+        let mut records = Vec::new();
+        for id in self.store.customer_decisions(&customer)? {
+            if let Some(rec) = self.store.decision(&id)?
+                && rec.customer.as_ref() == Some(&customer)
+            {
+                records.push((id, rec));
+            }
+        }
+        records.sort_by_key(|(_, r)| r.created_ms);
+        Ok((customer, records))
+    }
+
     /// Streams the decisions of `campaign` made in `[since_ms, until_ms)` to
     /// `sink` from a blocking thread, in time order; stops when `sink`
     /// returns false (the client went away).

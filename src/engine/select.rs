@@ -171,10 +171,16 @@ impl Engine {
                 (segment, Vec::new(), choice, model_version)
             }
         };
-        let arm = self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw);
+        let arm = if req.non_personalized {
+            Arm::NonPersonalized
+        } else {
+            self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw)
+        };
         let choice = match arm {
             Arm::Bandit => choice,
-            Arm::Control => control_choice(&campaign, &candidates),
+            Arm::Control | Arm::NonPersonalized | Arm::Fallback => {
+                control_choice(&campaign, &candidates)
+            }
         };
         let explanation = if req.explain {
             // Up to EXPLAIN_BUDGET of computing: off the async workers where

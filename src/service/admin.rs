@@ -37,6 +37,25 @@ fn config_response(c: &crate::engine::Campaign) -> Result<proto::CampaignConfigR
     })
 }
 
+impl Api {
+    /// The customer id of ForgetCustomer and AccessCustomer: required, and
+    /// at most `--max-key` bytes.
+    fn check_customer_id(&self, id: &str) -> Result<(), Error> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "customer_id is required: the id passed to SelectOffer".into(),
+            ));
+        }
+        if id.len() > self.limits.max_key {
+            return Err(Error::InvalidArgument(format!(
+                "customer_id is at most {} bytes",
+                self.limits.max_key
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Bytes per BackupChunk.
 const BACKUP_CHUNK: usize = 1 << 20;
 
@@ -203,25 +222,33 @@ impl CampaignAdmin for Api {
         request: Request<proto::ForgetCustomerRequest>,
     ) -> Result<Response<proto::ForgetCustomerResponse>, Status> {
         let id = request.into_inner().customer_id;
-        if id.is_empty() {
-            return Err(Error::InvalidArgument(
-                "customer_id is required: the id passed to SelectOffer".into(),
-            )
-            .into());
-        }
-        if id.len() > self.limits.max_key {
-            return Err(Error::InvalidArgument(format!(
-                "customer_id is at most {} bytes",
-                self.limits.max_key
-            ))
-            .into());
-        }
+        self.check_customer_id(&id)?;
         let f = self.engine.forget(&id).await?;
         tracing::info!(decisions = f.decisions, exact = f.exact, "customer erased");
         Ok(Response::new(proto::ForgetCustomerResponse {
             decisions_erased: f.decisions,
             model_updates: f.model_updates,
             posteriors_exact: f.exact,
+        }))
+    }
+
+    async fn access_customer(
+        &self,
+        request: Request<proto::AccessCustomerRequest>,
+    ) -> Result<Response<proto::AccessCustomerResponse>, Status> {
+        let id = request.into_inner().customer_id;
+        self.check_customer_id(&id)?;
+        let engine = self.engine.clone();
+        let (hash, records) = tokio::task::spawn_blocking(move || engine.customer_records(&id))
+            .await
+            .map_err(|e| Error::refused(Reason::Internal, format!("access: {e}")))??;
+        tracing::info!(decisions = records.len(), "customer data accessed");
+        Ok(Response::new(proto::AccessCustomerResponse {
+            customer_hash: hash.0.iter().map(|b| format!("{b:02x}")).collect(),
+            decisions: records
+                .into_iter()
+                .map(|(id, rec)| log_entry(self.engine.id_keys().encode(&id), rec))
+                .collect(),
         }))
     }
 

@@ -18,6 +18,7 @@ pub(super) fn log_entry(
     };
     proto::DecisionLogEntry {
         arm: rec.arm.as_str().to_owned(),
+        request_id: rec.request_id.unwrap_or_default(),
         decision_id: id,
         campaign: rec.campaign,
         created_unix_ms: rec.created_ms,

@@ -111,12 +111,19 @@ pub fn validate_select(l: &Limits, r: proto::SelectOfferRequest) -> Result<Selec
     if r.request_id.len() > l.max_key {
         return bad(format!("request_id is at most {} bytes", l.max_key));
     }
+    // Without consent, nothing that describes the customer goes further
+    // than this check: no context, no customer id.
+    let non_personalized = r.personalization_consent == Some(false);
+    if non_personalized {
+        context = Context::new();
+    }
     Ok(SelectRequest {
         campaign: r.campaign,
         context,
         candidates: r.candidate_offer_ids,
         request_id: (!r.request_id.is_empty()).then_some(r.request_id),
-        customer_id: (!r.customer_id.is_empty()).then_some(r.customer_id),
+        customer_id: (!r.customer_id.is_empty() && !non_personalized).then_some(r.customer_id),
         explain: r.explain,
+        non_personalized,
     })
 }

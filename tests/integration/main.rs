@@ -23,6 +23,7 @@ mod metrics;
 mod offer_features;
 mod overload;
 mod persistence;
+mod privacy;
 mod probes;
 mod security;
 mod shutdown;

@@ -61,6 +61,8 @@ pub(crate) enum Command {
     CampaignStatus(CampaignStatusArgs),
     /// Erase one customer's decisions from a running server (GDPR/CCPA), posteriors included.
     Forget(ForgetArgs),
+    /// Print everything a running server stores about one customer, as JSON (right of access).
+    Access(ForgetArgs),
     /// Write a consistent backup of a running server's store to a file.
     Backup(BackupArgs),
     /// Turn a backup file into a new data directory (the server must not be using it).
@@ -267,7 +269,7 @@ pub(crate) struct CampaignStatusArgs {
     pub status: String,
 }
 
-/// Flags of `offer-bandit forget`.
+/// Flags of `offer-bandit forget` and `offer-bandit access`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ForgetArgs {
     /// How to reach the server.

@@ -63,6 +63,9 @@ pub(crate) fn to_json(e: proto::DecisionLogEntry) -> Value {
         if let Some(t) = e.redeemed_unix_ms {
             m.insert("redeemed_unix_ms".into(), json!(t));
         }
+        if !e.request_id.is_empty() {
+            m.insert("request_id".into(), json!(e.request_id));
+        }
     }
     o
 }
@@ -114,6 +117,33 @@ pub(crate) async fn run(args: ExportArgs) -> anyhow::Result<u64> {
 /// A gRPC error as the CLI prints it.
 pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", s.code(), s.message())
+}
+
+/// `offer-bandit access`: prints everything stored about a customer as
+/// one JSON document.
+pub(crate) async fn access(args: ForgetArgs) -> anyhow::Result<()> {
+    let mut client = crate::client::admin(&args.client).await?;
+    let r = client
+        .access_customer(proto::AccessCustomerRequest {
+            customer_id: args.customer_id.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let decisions: Vec<Value> = r.decisions.into_iter().map(to_json).collect();
+    let doc = json!({
+        "customer_id": args.customer_id,
+        "stored_as": {
+            "customer_hash": r.customer_hash,
+            "note": "the id itself is never stored; decisions are indexed by this keyed BLAKE3 hash",
+        },
+        "decisions": decisions,
+        "also_stored": "nothing else is keyed by the customer: posteriors, arm and budget counts are aggregates over all customers (a customer's decisions count in them until `forget` subtracts them)",
+    });
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// `offer-bandit forget`: erases a customer and prints what was erased.

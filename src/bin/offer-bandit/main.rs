@@ -89,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Forget(args) => export::forget(args).await,
+        Command::Access(args) => export::access(args).await,
         Command::Report(args) => export::report(args).await,
         Command::OfferStatus(args) => admin_cli::offer_status(args).await,
         Command::CampaignStatus(args) => admin_cli::campaign_status(args).await,
