@@ -155,6 +155,14 @@ pub struct Uplift {
 }
 
 /// Rate and value of one arm with their standard errors.
+/// One arm's rate and value, on its own (the arms outside the comparison:
+/// fallback, non_personalized).
+pub fn summary(arm: Arm, counts: ArmCounts) -> ArmSummary {
+    let (mut s, _, _) = summarize(arm, counts);
+    s.rate = s.rate.within(0.0, 1.0);
+    s
+}
+
 fn summarize(arm: Arm, c: ArmCounts) -> (ArmSummary, f64, f64) {
     let n = c.decisions.max(1) as f64;
     let p = c.redemptions as f64 / n;

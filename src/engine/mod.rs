@@ -40,6 +40,7 @@ use crate::{
 mod campaign;
 mod caps;
 mod explain;
+mod fallback;
 mod recovery;
 mod reports;
 mod select;

@@ -60,6 +60,11 @@ impl Engine {
             bandit,
             control,
             uplift,
+            fallback: crate::uplift::summary(Arm::Fallback, arms[Arm::Fallback.index()]),
+            non_personalized: crate::uplift::summary(
+                Arm::NonPersonalized,
+                arms[Arm::NonPersonalized.index()],
+            ),
             offers,
             cells: stats.cells,
         })
@@ -352,6 +357,10 @@ pub struct CampaignReport {
     pub control: ArmSummary,
     /// Bandit minus control, once both arms have decisions.
     pub uplift: Option<Uplift>,
+    /// Fallback impressions logged by callers (outside the comparison).
+    pub fallback: ArmSummary,
+    /// Visits without consent to personalization (outside the comparison).
+    pub non_personalized: ArmSummary,
     /// Per offer, in offer-id order.
     pub offers: Vec<OfferReport>,
     /// Per segment x offer, as in the stats.

@@ -182,6 +182,7 @@ impl CampaignAdmin for Api {
         }
         let offer = crate::config::OfferConfig {
             features,
+            display: r.display.into_iter().collect(),
             id: r.offer_id.clone(),
             name: r.name,
             value: r.value.unwrap_or(1.0),
@@ -389,6 +390,13 @@ impl CampaignAdmin for Api {
                     .map(|o| proto::Offer {
                         id: o.id.clone(),
                         name: o.name.clone(),
+                        display: c
+                            .config
+                            .offers
+                            .iter()
+                            .find(|x| x.id == o.id)
+                            .map(|x| x.display.clone().into_iter().collect())
+                            .unwrap_or_default(),
                         value: o.value,
                         category: o.category.clone(),
                         status: c.offer_status(&o.id).as_str().to_owned(),

@@ -79,6 +79,8 @@ pub(super) fn report_to_proto(r: crate::engine::CampaignReport) -> proto::Campai
         control_share: r.control_share,
         bandit: Some(arm_to_proto(r.bandit)),
         control: Some(arm_to_proto(r.control)),
+        fallback: Some(arm_to_proto(r.fallback)),
+        non_personalized: Some(arm_to_proto(r.non_personalized)),
         uplift: r.uplift.map(|u| proto::UpliftReport {
             rate_difference: estimate(u.rate_difference),
             rate_relative: u.rate_relative.and_then(estimate),

@@ -12,14 +12,81 @@ use crate::{
 };
 
 impl Api {
+    /// RecordFallback: validated as a SelectOffer for its campaign and
+    /// context, then recorded in the fallback arm.
+    pub(super) async fn fallback(
+        &self,
+        request: Request<proto::RecordFallbackRequest>,
+    ) -> Result<Response<proto::RecordFallbackResponse>, Status> {
+        let r = request.into_inner();
+        if r.offer_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "offer_id is required: the offer that was shown".into(),
+            )
+            .into());
+        }
+        if !valid_id(&r.offer_id) {
+            return Err(Error::InvalidArgument(format!(
+                "offer_id '{}' is not an offer id",
+                truncate(&r.offer_id)
+            ))
+            .into());
+        }
+        let req = validate_select(
+            &self.limits,
+            proto::SelectOfferRequest {
+                campaign: r.campaign,
+                context: r.context,
+                candidate_offer_ids: Vec::new(),
+                customer_id: r.customer_id,
+                request_id: r.request_id,
+                explain: false,
+                personalization_consent: r.personalization_consent,
+            },
+        )?;
+        let s = self.engine.record_fallback(req, &r.offer_id).await?;
+        Ok(Response::new(proto::RecordFallbackResponse {
+            decision_id: self.engine.id_keys().encode(&s.decision_id),
+            expires_at_unix_ms: s.expires_ms,
+            replayed: s.replayed,
+        }))
+    }
+
+    /// The display name and attributes of `offer` in `campaign` (empty when
+    /// it is no longer configured, as for a replay of an old decision).
+    fn shown(
+        &self,
+        campaign: &str,
+        offer: &str,
+    ) -> (String, std::collections::HashMap<String, String>) {
+        self.engine
+            .campaign(campaign)
+            .ok()
+            .and_then(|c| {
+                let o = c.config.offers.iter().find(|o| o.id == offer)?;
+                Some((
+                    o.name.clone(),
+                    o.display
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ))
+            })
+            .unwrap_or_default()
+    }
+
     /// SelectOffer.
     pub(super) async fn decide(
         &self,
         request: Request<proto::SelectOfferRequest>,
     ) -> Result<Response<proto::SelectOfferResponse>, Status> {
         let req = validate_select(&self.limits, request.into_inner())?;
+        let campaign = req.campaign.clone();
         let s = self.engine.select(req).await?;
+        let (offer_name, display) = self.shown(&campaign, &s.offer_id);
         Ok(Response::new(proto::SelectOfferResponse {
+            offer_name,
+            display,
             decision_id: self.engine.id_keys().encode(&s.decision_id),
             offer_id: s.offer_id,
             propensity: s.propensity,

@@ -141,6 +141,13 @@ impl OfferService for Api {
     ) -> Result<Response<proto::RecordRedemptionsResponse>, Status> {
         self.redeem_stream(request).await
     }
+
+    async fn record_fallback(
+        &self,
+        request: Request<proto::RecordFallbackRequest>,
+    ) -> Result<Response<proto::RecordFallbackResponse>, Status> {
+        self.fallback(request).await
+    }
 }
 
 fn truncate(s: &str) -> String {

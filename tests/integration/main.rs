@@ -13,6 +13,7 @@ mod erasure;
 mod error_contract;
 mod exactly_once;
 mod explain;
+mod fallback;
 mod grpcurl;
 mod learned_prior;
 mod learning;

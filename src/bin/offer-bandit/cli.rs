@@ -217,6 +217,10 @@ pub(crate) struct OfferAddArgs {
     /// --feature kind=bogo --feature depth=0.5.
     #[arg(long = "feature", value_name = "NAME=VALUE")]
     pub features: Vec<String>,
+    /// A display attribute SelectOffer returns with the offer, as
+    /// NAME=TEXT (repeat for each), e.g. --display headline="20% off".
+    #[arg(long = "display", value_name = "NAME=TEXT")]
+    pub display: Vec<String>,
     /// Most decisions that may ever choose it.
     #[arg(long)]
     pub max_decisions: Option<u64>,

@@ -225,6 +225,8 @@ pub(crate) fn report_json(r: &proto::CampaignReport) -> Value {
         "control_share": r.control_share,
         "bandit": arm_json(r.bandit.as_ref()),
         "control": arm_json(r.control.as_ref()),
+        "fallback": arm_json(r.fallback.as_ref()),
+        "non_personalized": arm_json(r.non_personalized.as_ref()),
         "uplift": r.uplift.as_ref().map_or(Value::Null, |u| json!({
             "rate_difference": estimate_json(u.rate_difference.as_ref()),
             "rate_relative": estimate_json(u.rate_relative.as_ref()),
@@ -318,6 +320,22 @@ pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
     for a in [&r.bandit, &r.control].into_iter().flatten() {
         println!(
             "{:<8} {:>10} {:>10} {:>8}  {:<28} {}",
+            a.arm,
+            a.decisions,
+            a.redemptions,
+            a.pending,
+            pct(a.redemption_rate.as_ref()),
+            num(a.value_per_1000.as_ref())
+        );
+    }
+    // Outside the comparison: shown only when callers logged any.
+    for a in [&r.fallback, &r.non_personalized]
+        .into_iter()
+        .flatten()
+        .filter(|a| a.decisions > 0)
+    {
+        println!(
+            "{:<8} {:>10} {:>10} {:>8}  {:<28} {} (not in the uplift)",
             a.arm,
             a.decisions,
             a.redemptions,
