@@ -67,6 +67,9 @@ pub(crate) enum Command {
     Backup(BackupArgs),
     /// Turn a backup file into a new data directory (the server must not be using it).
     Restore(RestoreArgs),
+    /// Migrate a stopped server's store to this build's schema (what `serve` does when it
+    /// opens it); with --dry-run, only say what that would do, without writing to the store.
+    Migrate(MigrateArgs),
 }
 
 /// How the admin subcommands reach a server.
@@ -304,6 +307,22 @@ pub(crate) struct RestoreArgs {
     /// The new data directory (must not hold a store yet).
     #[arg(long)]
     pub data_dir: PathBuf,
+}
+
+/// Flags of `offer-bandit migrate`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MigrateArgs {
+    /// The data directory (its server must be stopped).
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_DATA_DIR",
+        default_value = "offer-bandit-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Say what the migration would do, and change nothing (reads a copy
+    /// of the store, made beside it and removed afterwards).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Flags of `offer-bandit export`.
