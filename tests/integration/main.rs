@@ -14,6 +14,7 @@ mod error_contract;
 mod exactly_once;
 mod explain;
 mod fallback;
+mod gateway;
 mod grpcurl;
 mod learned_prior;
 mod learning;

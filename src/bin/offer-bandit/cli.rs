@@ -376,6 +376,11 @@ pub(crate) struct ServeArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_listen: SocketAddr,
+    /// Serve SelectOffer, RecordRedemption and RecordFallback as JSON over
+    /// HTTP/1.1 on this address too (off by default; printed on stdout as
+    /// "offer-bandit gateway on ADDR"; described at GET /v1/openapi.json).
+    #[arg(long, env = "OFFER_BANDIT_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// Do not serve /metrics.
     #[arg(long, env = "OFFER_BANDIT_NO_METRICS")]
     pub no_metrics: bool,

@@ -229,6 +229,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         min_free_bytes: args.min_free_mb.saturating_mul(1 << 20),
         shutdown_grace: args.shutdown_grace,
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
+        http_listen: args.http_listen,
         cache_bytes: args.cache_mb << 20,
         customer_key,
         retention: match args.retention {
