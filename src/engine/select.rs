@@ -284,7 +284,7 @@ impl Engine {
 
     /// Drops the candidates whose budget is spent, whose daily pacing is
     /// ahead, or that the customer has had too often; returns the rest and
-    /// the reasons. RESOURCE_EXHAUSTED when nothing is left.
+    /// the reasons. BUDGET_EXHAUSTED (FAILED_PRECONDITION) when nothing is left.
     #[allow(clippy::type_complexity)]
     pub(super) fn within_budget(
         &self,

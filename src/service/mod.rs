@@ -22,8 +22,8 @@ use crate::{
 };
 use redeem::NotFoundWatch;
 
-/// Size limits on requests. Exceeding one is INVALID_ARGUMENT (or
-/// RESOURCE_EXHAUSTED for a stream that is too long), never a crash.
+/// Size limits on requests. Exceeding one is INVALID_ARGUMENT (reason
+/// STREAM_TOO_LONG for a stream that is too long), never a crash.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Features per context.
