@@ -147,6 +147,7 @@ mod tests {
             max_redemptions_per_day: None,
             max_value: None,
             features: Default::default(),
+            display: Default::default(),
         }
     }
 

@@ -48,10 +48,13 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|e| {
-            Status::invalid_argument(format!(
-                "the request body is not this method's protobuf message: {}",
-                e.message()
-            ))
+            crate::service::refusal(
+                crate::error::Reason::InvalidBody,
+                format!(
+                    "the request body is not this method's protobuf message: {}",
+                    e.message()
+                ),
+            )
         })
     }
 

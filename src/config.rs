@@ -125,7 +125,15 @@ pub struct OfferConfig {
     /// allowed, and encode as for a context).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, OfferFeatureValue>,
+    /// What checkout shows, free-form: e.g. `{ headline = "20% off",
+    /// image = "https://..." }`; SelectOffer returns it with the offer.
+    /// Never read by the model.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub display: BTreeMap<String, String>,
 }
+
+/// Most display attributes per offer, and their key and value sizes in bytes.
+pub const MAX_DISPLAY: (usize, usize, usize) = (32, 64, 2048);
 
 /// One offer feature's value in a campaign file: a category label, a
 /// number or a flag.
@@ -639,6 +647,17 @@ fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
         }
         if !offer_ids.insert(o.id.clone()) {
             return Err(format!("offer id '{}' is declared twice", o.id));
+        }
+        let (most, key_bytes, value_bytes) = MAX_DISPLAY;
+        if o.display.len() > most
+            || o.display
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > key_bytes || v.len() > value_bytes)
+        {
+            return Err(format!(
+                "offer '{}': display takes at most {most} attributes, names of 1-{key_bytes} bytes and values of at most {value_bytes}",
+                o.id
+            ));
         }
         if !(o.value.is_finite() && (0.0..=MAX_VALUE).contains(&o.value)) {
             return Err(format!(

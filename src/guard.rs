@@ -17,6 +17,8 @@ use std::{
 
 use tokio::sync::Semaphore;
 
+use crate::{error::Reason, service::refusal};
+
 /// Which RPCs need a token at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum AuthScope {
@@ -70,13 +72,14 @@ impl fmt::Display for Role {
 /// customer's context, so it is admin only, like every change and the
 /// backup. An RPC missing here is admin only; a unit test checks that the
 /// table names every RPC of the proto.
-pub const ADMIN_METHODS: [(&str, bool); 11] = [
+pub const ADMIN_METHODS: [(&str, bool); 12] = [
     ("ListCampaigns", true),
     ("GetCampaignStats", true),
     ("GetCampaignReport", true),
     ("GetCampaignConfig", true),
     ("ExportDecisions", false),
     ("ForgetCustomer", false),
+    ("AccessCustomer", false),
     ("SetOfferStatus", false),
     ("SetCampaignStatus", false),
     ("PutCampaign", false),
@@ -337,24 +340,29 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let Some(presented) = presented else {
-            return Some(tonic::Status::unauthenticated(
+            return Some(refusal(
+                Reason::Unauthenticated,
                 "this RPC needs the header 'authorization: Bearer <token>' (a token the server was started with)",
             ));
         };
         match self.tokens.role_of(presented) {
-            None => Some(tonic::Status::unauthenticated(
+            None => Some(refusal(
+                Reason::Unauthenticated,
                 "the bearer token is not valid",
             )),
             Some(role) if role.allows(route) => None,
-            Some(role) => Some(tonic::Status::permission_denied(format!(
-                "the {role} token may not call {}: it needs the {} token",
-                req.uri().path(),
-                match route {
-                    Route::Offers => "decide or admin",
-                    Route::AdminRead => "read or admin",
-                    _ => "admin",
-                }
-            ))),
+            Some(role) => Some(refusal(
+                Reason::PermissionDenied,
+                format!(
+                    "the {role} token may not call {}: it needs the {} token",
+                    req.uri().path(),
+                    match route {
+                        Route::Offers => "decide or admin",
+                        Route::AdminRead => "read or admin",
+                        _ => "admin",
+                    }
+                ),
+            )),
         }
     }
 }
@@ -395,7 +403,8 @@ where
             &self.shared.permits
         };
         let Ok(permit) = pool.clone().try_acquire_owned() else {
-            let status = tonic::Status::resource_exhausted(
+            let status = refusal(
+                Reason::Overloaded,
                 if Arc::ptr_eq(pool, &self.shared.streams) {
                     format!(
                         "the server is at its limit of {} open RecordRedemptions streams (4 x --max-in-flight); retry with backoff",
@@ -421,7 +430,7 @@ where
             let _permit = permit;
             match tokio::time::timeout(timeout, future).await {
                 Ok(result) => result,
-                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                Err(_) => Ok(refusal(Reason::Timeout, format!(
                     "the request did not finish within the server's limit of {} (--request-timeout)",
                     humantime::format_duration(timeout)
                 ))

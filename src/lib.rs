@@ -18,6 +18,7 @@ pub mod decision_id;
 pub mod engine;
 pub mod error;
 pub mod features;
+pub mod gateway;
 pub mod guard;
 pub mod linalg;
 pub mod metrics;

@@ -6,6 +6,7 @@
 //!   `offer_bandit_rpc_duration_seconds{method}` (histogram); `method` is
 //!   one of the served methods or "other", so that no request can add series;
 //! - `offer_bandit_decisions_total{campaign, offer}` (offer shares);
+//! - `offer_bandit_fallbacks_total{campaign}` (RecordFallback);
 //! - `offer_bandit_decisions_pending{campaign}` (gauge, at scrape time);
 //! - `offer_bandit_redemptions_applied_total{campaign}`,
 //!   `offer_bandit_late_redemptions_total`, `offer_bandit_expiries_total`;
@@ -68,6 +69,11 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "offer_bandit_decisions_total",
         Kind::Counter,
         "Decisions made, by campaign and chosen offer.",
+    ),
+    (
+        "offer_bandit_fallbacks_total",
+        Kind::Counter,
+        "Fallback impressions logged with RecordFallback (what callers showed while offer-bandit was down or slow), by campaign.",
     ),
     (
         "offer_bandit_decisions_pending",
@@ -307,10 +313,10 @@ mod tests {
         ] {
             assert_eq!(method_label(path), "other", "{path}");
         }
-        // 3 OfferService, 11 CampaignAdmin, 2 health, 1 per reflection version.
+        // 4 OfferService, 12 CampaignAdmin, 2 health, 1 per reflection version.
         assert_eq!(
             SERVED_METHODS.len(),
-            3 + 11 + 2 + 2,
+            4 + 12 + 2 + 2,
             "{:?}",
             *SERVED_METHODS
         );

@@ -42,6 +42,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus `/metrics` (None: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the JSON/HTTP gateway ([`crate::gateway`]; None: not served).
+    pub http_listen: Option<SocketAddr>,
     /// sled page cache, bytes.
     pub cache_bytes: u64,
     /// The key customer ids are hashed under (None: the store's own).
@@ -83,6 +85,7 @@ impl ServeOptions {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
             metrics_listen: None,
+            http_listen: None,
             cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             customer_key: None,
             retention: Some(Duration::from_secs(90 * 86_400)),
@@ -208,6 +211,18 @@ pub async fn serve(
         }
         None => None,
     };
+    let gateway_listener = match opts.http_listen {
+        Some(h) => {
+            let listener = tokio::net::TcpListener::bind(h)
+                .await
+                .with_context(|| format!("binding the JSON/HTTP gateway {h}"))?;
+            let gaddr = listener.local_addr()?;
+            tracing::info!(%gaddr, "serving the JSON/HTTP gateway");
+            writeln!(out, "offer-bandit gateway on {gaddr}")?;
+            Some(listener)
+        }
+        None => None,
+    };
     // Machine-readable line for scripts and tests that bind port 0.
     writeln!(out, "offer-bandit listening on {addr}")?;
     out.flush()?;
@@ -229,6 +244,23 @@ pub async fn serve(
     let api = Api::new(engine.clone(), opts.limits)
         .with_permits(guard.permits())
         .with_scratch(scratch);
+    let (gateway_stop, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway_task = gateway_listener.map(|listener| {
+        tokio::spawn(crate::gateway::serve(
+            listener,
+            crate::gateway::Gateway {
+                api: api.clone(),
+                tokens: guard.tokens(),
+                scope: opts.guard.scope,
+                permits: guard.permits(),
+                timeout: opts.guard.request_timeout,
+                max_body: max_msg,
+            },
+            async {
+                let _ = gateway_stopped.await;
+            },
+        ))
+    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder()
         // Streams per connection: one connection cannot open more requests
@@ -291,6 +323,7 @@ pub async fn serve(
             readiness.set_stopping();
             health.set_not_serving::<OfferServiceServer<Api>>().await;
             let _ = stop_tx.send(());
+            let _ = gateway_stop.send(());
             // Idle keep-alive connections (every checkout service holds
             // one) would keep a graceful shutdown waiting for the whole
             // grace period: stop once no request is in flight.
@@ -319,6 +352,9 @@ pub async fn serve(
     sweeper.abort();
     watcher.abort();
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if let Some(t) = gateway_task {
         t.abort();
     }
     // A writer stuck inside the store (a full disk) must not keep the

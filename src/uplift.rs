@@ -14,6 +14,14 @@ pub enum Arm {
     Bandit,
     /// The control policy (a fixed or uniformly random offer).
     Control,
+    /// What the caller showed when offer-bandit was down or slow, logged
+    /// afterwards (`RecordFallback`): not random, so never in the control
+    /// group and outside the bandit-vs-control comparison.
+    Fallback,
+    /// A customer who has not consented to personalization: the control
+    /// policy's offer, with no context and no customer kept; outside the
+    /// comparison (who consents is not random).
+    NonPersonalized,
 }
 
 impl Arm {
@@ -22,17 +30,27 @@ impl Arm {
         match self {
             Arm::Bandit => "bandit",
             Arm::Control => "control",
+            Arm::Fallback => "fallback",
+            Arm::NonPersonalized => "non_personalized",
         }
     }
 
-    /// Both arms, bandit first.
-    pub const ALL: [Arm; 2] = [Arm::Bandit, Arm::Control];
+    /// Every arm, bandit first: the two compared, then those outside the
+    /// comparison.
+    pub const ALL: [Arm; 4] = [
+        Arm::Bandit,
+        Arm::Control,
+        Arm::Fallback,
+        Arm::NonPersonalized,
+    ];
 
     /// Index into per-arm arrays.
     pub fn index(self) -> usize {
         match self {
             Arm::Bandit => 0,
             Arm::Control => 1,
+            Arm::Fallback => 2,
+            Arm::NonPersonalized => 3,
         }
     }
 
@@ -137,6 +155,14 @@ pub struct Uplift {
 }
 
 /// Rate and value of one arm with their standard errors.
+/// One arm's rate and value, on its own (the arms outside the comparison:
+/// fallback, non_personalized).
+pub fn summary(arm: Arm, counts: ArmCounts) -> ArmSummary {
+    let (mut s, _, _) = summarize(arm, counts);
+    s.rate = s.rate.within(0.0, 1.0);
+    s
+}
+
 fn summarize(arm: Arm, c: ArmCounts) -> (ArmSummary, f64, f64) {
     let n = c.decisions.max(1) as f64;
     let p = c.redemptions as f64 / n;

@@ -77,7 +77,7 @@ pub struct Campaign {
     /// so each revision starts its own).
     pub(super) snapshots: SnapshotCache,
     /// Counts of the bandit and the control group (see [`Arm::index`]).
-    pub(super) arms: Arc<RwLock<[ArmCounts; 2]>>,
+    pub(super) arms: Arc<RwLock<[ArmCounts; Arm::ALL.len()]>>,
     /// Per offer: today's counts, for daily budgets.
     pub(super) daily: Arc<RwLock<Vec<DailyCounts>>>,
     /// What operators paused or retired.
@@ -212,7 +212,7 @@ impl Campaign {
         let mut campaign = Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
             limited: limited(&config),
-            arms: Arc::new(RwLock::new([ArmCounts::default(); 2])),
+            arms: Arc::new(RwLock::new([ArmCounts::default(); Arm::ALL.len()])),
             daily: Arc::default(),
             status: Arc::default(),
             revision,

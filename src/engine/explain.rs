@@ -65,8 +65,9 @@ impl Engine {
                 (rates, probs)
             }
         };
-        // A control-group visit: the control policy's probabilities, one-hot
-        // for a fixed offer or a rule, uniform for a random candidate.
+        // A visit served by the control policy (control group, no consent):
+        // its probabilities, one-hot for a fixed offer or a rule, uniform for
+        // a random candidate.
         let probabilities = match control {
             None => probabilities,
             Some(fixed) => (0..candidates.len())
@@ -136,9 +137,12 @@ pub(super) fn within_budget(n: usize, mut f: impl FnMut(usize) -> f64) -> Result
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         if started.elapsed() > EXPLAIN_BUDGET {
-            return Err(Error::ResourceExhausted(format!(
-                "explain over {n} candidate offers did not finish within {EXPLAIN_BUDGET:?}; nothing was recorded: ask for an explanation with fewer candidate_offer_ids"
-            )));
+            return Err(Error::refused(
+                crate::error::Reason::ExplainTooSlow,
+                format!(
+                    "explain over {n} candidate offers did not finish within {EXPLAIN_BUDGET:?}; nothing was recorded: ask for an explanation with fewer candidate_offer_ids"
+                ),
+            ));
         }
         out.push(f(i));
     }

@@ -40,6 +40,7 @@ use crate::{
 mod campaign;
 mod caps;
 mod explain;
+mod fallback;
 mod recovery;
 mod reports;
 mod select;
@@ -82,6 +83,10 @@ pub struct SelectRequest {
     pub customer_id: Option<String>,
     /// Explain the decision: every offer's estimate, and why any was excluded.
     pub explain: bool,
+    /// The customer has not consented to personalization: the control
+    /// policy's offer, in the `non_personalized` arm, with no context and
+    /// no customer kept (the edge clears both).
+    pub non_personalized: bool,
 }
 
 /// The outcome of a select.
@@ -243,7 +248,7 @@ fn count_redemption(result: &Result<Redeemed, Error>) {
             metrics::counter!("offer_bandit_redemptions_applied_total", "campaign" => r.campaign.clone())
                 .increment(1);
         }
-        Err(Error::FailedPrecondition(m)) if m.contains("past its reward window") => {
+        Err(e) if e.reason() == crate::error::Reason::RedemptionLate => {
             metrics::counter!("offer_bandit_late_redemptions_total").increment(1);
         }
         _ => {}
@@ -358,7 +363,10 @@ enum Reply {
 impl Reply {
     fn send(self, failure: Option<&str>) {
         let fail = |m: &str| {
-            Error::Unavailable(format!("storage write failed, nothing was recorded: {m}"))
+            Error::refused(
+                crate::error::Reason::StorageFailed,
+                format!("storage write failed, nothing was recorded: {m}"),
+            )
         };
         // A caller that gave up (deadline, disconnect) dropped its receiver; that is fine.
         match (self, failure) {
@@ -402,17 +410,21 @@ impl Engine {
                 .filter(|c| c.active)
                 .map(|c| c.config.id.as_str())
                 .collect();
-            Error::NotFound(format!(
-                "unknown campaign '{id}'; this server serves: {}",
-                known.join(", ")
-            ))
+            Error::refused(
+                crate::error::Reason::UnknownCampaign,
+                format!(
+                    "unknown campaign '{id}'; this server serves: {}",
+                    known.join(", ")
+                ),
+            )
         })
     }
 
     fn check_not_failed(&self) -> Result<(), Error> {
         if self.failed.load(Ordering::Relaxed) {
-            return Err(Error::Unavailable(
-                "storage failed earlier; restart the server (see its log)".into(),
+            return Err(Error::refused(
+                crate::error::Reason::StorageFailed,
+                "storage failed earlier; restart the server (see its log)",
             ));
         }
         Ok(())
@@ -422,11 +434,14 @@ impl Engine {
         self.check_not_failed()?;
         let free = self.disk.low_free.load(Ordering::Relaxed);
         if free > 0 {
-            return Err(Error::Unavailable(format!(
-                "the data directory's disk is nearly full ({} MiB free, below --min-free-mb {}); nothing was recorded, and writes resume once space is freed",
-                free >> 20,
-                self.disk.min_free.load(Ordering::Relaxed) >> 20
-            )));
+            return Err(Error::refused(
+                crate::error::Reason::StoreFull,
+                format!(
+                    "the data directory's disk is nearly full ({} MiB free, below --min-free-mb {}); nothing was recorded, and writes resume once space is freed",
+                    free >> 20,
+                    self.disk.min_free.load(Ordering::Relaxed) >> 20
+                ),
+            ));
         }
         Ok(())
     }
@@ -585,9 +600,10 @@ impl Engine {
             return Err(retired_error(campaign_id));
         }
         let Some(i) = campaign.offer_index(offer_id) else {
-            return Err(Error::NotFound(format!(
-                "no offer '{offer_id}' in campaign '{campaign_id}'"
-            )));
+            return Err(Error::refused(
+                crate::error::Reason::UnknownOffer,
+                format!("no offer '{offer_id}' in campaign '{campaign_id}'"),
+            ));
         };
         if !campaign.offers[i].active {
             return Err(Error::FailedPrecondition(format!(

@@ -60,6 +60,11 @@ impl Engine {
             bandit,
             control,
             uplift,
+            fallback: crate::uplift::summary(Arm::Fallback, arms[Arm::Fallback.index()]),
+            non_personalized: crate::uplift::summary(
+                Arm::NonPersonalized,
+                arms[Arm::NonPersonalized.index()],
+            ),
             offers,
             cells: stats.cells,
         })
@@ -122,6 +127,25 @@ impl Engine {
             cells,
             model_version: model.version(),
         })
+    }
+
+    /// Everything stored about a customer: their keyed hash and their
+    /// decision records, oldest first (the records erasure would erase).
+    pub fn customer_records(
+        &self,
+        customer_id: &str,
+    ) -> Result<(CustomerHash, Vec<(DecisionId, DecisionRecord)>), Error> {
+        let customer = self.customer_key.hash(customer_id);
+        let mut records = Vec::new();
+        for id in self.store.customer_decisions(&customer)? {
+            if let Some(rec) = self.store.decision(&id)?
+                && rec.customer.as_ref() == Some(&customer)
+            {
+                records.push((id, rec));
+            }
+        }
+        records.sort_by_key(|(_, r)| r.created_ms);
+        Ok((customer, records))
     }
 
     /// Streams the decisions of `campaign` made in `[since_ms, until_ms)` to
@@ -333,6 +357,10 @@ pub struct CampaignReport {
     pub control: ArmSummary,
     /// Bandit minus control, once both arms have decisions.
     pub uplift: Option<Uplift>,
+    /// Fallback impressions logged by callers (outside the comparison).
+    pub fallback: ArmSummary,
+    /// Visits without consent to personalization (outside the comparison).
+    pub non_personalized: ArmSummary,
     /// Per offer, in offer-id order.
     pub offers: Vec<OfferReport>,
     /// Per segment x offer, as in the stats.

@@ -17,7 +17,10 @@ impl Engine {
                 Decided::Spent { offer, why } => {
                     tracing::debug!(offer = %offer, "{why}: choosing again");
                     if spent.iter().any(|(o, _)| *o == offer) {
-                        return Err(Error::ResourceExhausted(format!("{offer}: {why}")));
+                        return Err(Error::refused(
+                            crate::error::Reason::BudgetExhausted,
+                            format!("{offer}: {why}"),
+                        ));
                     }
                     spent.push((offer, why));
                 }
@@ -51,13 +54,16 @@ impl Engine {
                 .take(8)
                 .map(|k| k.chars().take(64).collect())
                 .collect();
-            return Err(Error::InvalidArgument(format!(
-                "context has {} key(s) campaign '{}' does not declare: {}{} (--strict-context refuses them; ListCampaigns and the campaign file name its features)",
-                ignored.len(),
-                req.campaign,
-                shown.join(", "),
-                if ignored.len() > 8 { ", ..." } else { "" }
-            )));
+            return Err(Error::refused(
+                crate::error::Reason::InvalidContext,
+                format!(
+                    "context has {} key(s) campaign '{}' does not declare: {}{} (--strict-context refuses them; ListCampaigns and the campaign file name its features)",
+                    ignored.len(),
+                    req.campaign,
+                    shown.join(", "),
+                    if ignored.len() > 8 { ", ..." } else { "" }
+                ),
+            ));
         }
         Ok(ignored)
     }
@@ -73,21 +79,27 @@ impl Engine {
         self.check_healthy()?;
         let campaign = self.campaign(&req.campaign)?;
         if !campaign.active {
-            return Err(Error::FailedPrecondition(format!(
-                "campaign '{}' {}; it accepts redemptions but makes no decisions",
-                req.campaign,
-                if campaign.revision.retired {
-                    "was retired by an operator"
-                } else {
-                    "is no longer configured"
-                }
-            )));
+            return Err(Error::refused(
+                crate::error::Reason::CampaignNotServing,
+                format!(
+                    "campaign '{}' {}; it accepts redemptions but makes no decisions",
+                    req.campaign,
+                    if campaign.revision.retired {
+                        "was retired by an operator"
+                    } else {
+                        "is no longer configured"
+                    }
+                ),
+            ));
         }
         if campaign.paused() {
-            return Err(Error::FailedPrecondition(format!(
-                "campaign '{}' is paused by an operator; it accepts redemptions but makes no decisions",
-                req.campaign
-            )));
+            return Err(Error::refused(
+                crate::error::Reason::CampaignNotServing,
+                format!(
+                    "campaign '{}' is paused by an operator; it accepts redemptions but makes no decisions",
+                    req.campaign
+                ),
+            ));
         }
         if let Some(rid) = &req.request_id {
             // Fast path for retries, before budgets and statuses: a retry
@@ -159,10 +171,19 @@ impl Engine {
                 (segment, Vec::new(), choice, model_version)
             }
         };
-        let arm = self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw);
+        let arm = if req.non_personalized {
+            Arm::NonPersonalized
+        } else {
+            self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw)
+        };
         let choice = match arm {
             Arm::Bandit => choice,
             Arm::Control => control_choice(&campaign, &candidates, &req.context),
+            // Without consent (and for a fallback) nothing of the visit
+            // personalizes the offer: the rule sees no context.
+            Arm::NonPersonalized | Arm::Fallback => {
+                control_choice(&campaign, &candidates, &Context::new())
+            }
         };
         let explanation = if req.explain {
             // Up to EXPLAIN_BUDGET of computing: off the async workers where
@@ -175,7 +196,7 @@ impl Engine {
                     &features,
                     &candidates,
                     &excluded,
-                    (arm == Arm::Control).then_some(&choice),
+                    (arm != Arm::Bandit).then_some(&choice),
                 )
             };
             match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
@@ -274,7 +295,7 @@ impl Engine {
 
     /// Drops the candidates whose budget is spent, whose daily pacing is
     /// ahead, or that the customer has had too often; returns the rest and
-    /// the reasons. RESOURCE_EXHAUSTED when nothing is left.
+    /// the reasons. BUDGET_EXHAUSTED (FAILED_PRECONDITION) when nothing is left.
     #[allow(clippy::type_complexity)]
     pub(super) fn within_budget(
         &self,
@@ -349,10 +370,13 @@ impl Engine {
                 .iter()
                 .map(|(i, w)| format!("{}: {w}", campaign.offers[*i].id))
                 .collect();
-            return Err(Error::ResourceExhausted(format!(
-                "no candidate offer can be chosen now: {}",
-                reasons.join("; ")
-            )));
+            return Err(Error::refused(
+                crate::error::Reason::BudgetExhausted,
+                format!(
+                    "no candidate offer can be chosen now: {}",
+                    reasons.join("; ")
+                ),
+            ));
         }
         Ok((kept, excluded))
     }
@@ -367,10 +391,10 @@ impl Engine {
                 .filter(|&i| campaign.unavailable(i).is_none())
                 .collect();
             return if all.is_empty() {
-                Err(Error::FailedPrecondition(format!(
-                    "campaign '{}' has no active offers",
-                    campaign.config.id
-                )))
+                Err(Error::refused(
+                    crate::error::Reason::CampaignNotServing,
+                    format!("campaign '{}' has no active offers", campaign.config.id),
+                ))
             } else {
                 Ok(all)
             };
@@ -378,15 +402,16 @@ impl Engine {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let idx = campaign.offer_index(id).ok_or_else(|| {
-                Error::InvalidArgument(format!(
+                Error::refused(crate::error::Reason::UnknownOffer, format!(
                     "candidate_offer_ids: unknown offer '{id}' in campaign '{}' (ListCampaigns shows its offers)",
                     campaign.config.id
                 ))
             })?;
             if let Some(why) = campaign.unavailable(idx) {
-                return Err(Error::FailedPrecondition(format!(
-                    "offer '{id}' cannot be chosen: {why}"
-                )));
+                return Err(Error::refused(
+                    crate::error::Reason::OfferUnavailable,
+                    format!("offer '{id}' cannot be chosen: {why}"),
+                ));
             }
             if !out.contains(&idx) {
                 out.push(idx);
@@ -407,8 +432,9 @@ pub(super) fn replay_for(
     if stored == asking {
         Ok(())
     } else {
-        Err(Error::AlreadyExists(
-            "request_id was already used by a request for another customer; send a fresh request_id with every new request (retries reuse theirs)".into(),
+        Err(Error::refused(
+            crate::error::Reason::RequestIdReused,
+            "request_id was already used by a request for another customer; send a fresh request_id with every new request (retries reuse theirs)",
         ))
     }
 }

@@ -83,3 +83,117 @@ pub(super) fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), Sto
     );
     Ok(())
 }
+
+/// What opening a store does to its schema: the one place the schema
+/// rules live, read by [`Store::open`] and by [`plan_migration`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migration {
+    /// No schema mark: a new store, marked with the current schema.
+    Create,
+    /// Already at the current schema: nothing to do.
+    Current,
+    /// Schema 3: every decision record is rewritten (no customer, the
+    /// bandit arm), the bandit arm's counts are written from them, and the
+    /// store is marked current, in one batch.
+    RewriteFrom3,
+    /// Schemas 4 to 6: marked current, no data changes.
+    MarkFrom(u32),
+    /// Another version's schema (newer, or not one this build knows):
+    /// refused, with the reason.
+    Unreadable(String),
+}
+
+/// The migration for a store whose schema mark is `schema`.
+pub(super) fn migration_for(schema: Option<&[u8]>) -> Migration {
+    let Some(v) = schema else {
+        return Migration::Create;
+    };
+    let known = <[u8; 4]>::try_from(v).ok().map(u32::from_be_bytes);
+    match known {
+        Some(SCHEMA_VERSION) => Migration::Current,
+        Some(3) => Migration::RewriteFrom3,
+        Some(s @ 4..=6) => Migration::MarkFrom(s),
+        _ => Migration::Unreadable(format!(
+            "schema {} written by another version; this build reads schema {SCHEMA_VERSION}",
+            escape(v)
+        )),
+    }
+}
+
+/// What opening the store in a directory would do, found without writing
+/// to it: see [`plan_migration`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationPlan {
+    /// The store's schema mark as found (None: no store, or no mark).
+    pub found: Option<String>,
+    /// What opening it does.
+    pub migration: Migration,
+    /// Decision records a rewrite would rewrite (0 unless [`Migration::RewriteFrom3`]).
+    pub decisions: usize,
+    /// Campaigns whose arm counts a rewrite would write.
+    pub campaigns: usize,
+}
+
+/// What [`Store::open`] would do to the store in `dir`, without writing to
+/// it: sled writes when it opens a directory, so this opens a copy (made
+/// beside `dir`, on the same disk, and removed afterwards). Stop the server
+/// first: its lock is not checked, and a copy of a store being written is
+/// only as consistent as a crash.
+pub fn plan_migration(dir: &Path) -> Result<MigrationPlan, StoreError> {
+    let io = |e: std::io::Error| StoreError::Sled(e.into());
+    let empty = MigrationPlan {
+        found: None,
+        migration: Migration::Create,
+        decisions: 0,
+        campaigns: 0,
+    };
+    if !dir.join("conf").exists() && !dir.join("db").exists() {
+        return Ok(empty);
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let copy = tempfile::Builder::new()
+        .prefix(".offer-bandit-migrate-plan-")
+        .tempdir_in(parent)
+        .map_err(io)?;
+    copy_dir(dir, copy.path()).map_err(io)?;
+    let db = sled::Config::new().path(copy.path()).open()?;
+    let tree = db.open_tree("offer-bandit")?;
+    let schema = tree.get(META_SCHEMA)?;
+    let migration = migration_for(schema.as_deref());
+    let (mut decisions, mut campaigns) = (0, std::collections::BTreeSet::new());
+    if migration == Migration::RewriteFrom3 {
+        for item in tree.scan_prefix(DECISION) {
+            let (k, v) = item?;
+            let old: DecisionRecordV3 = decode(&k, &v)?;
+            campaigns.insert(old.campaign);
+            decisions += 1;
+        }
+    }
+    Ok(MigrationPlan {
+        found: schema.map(|v| match <[u8; 4]>::try_from(v.as_ref()) {
+            Ok(b) => u32::from_be_bytes(b).to_string(),
+            Err(_) => escape(&v),
+        }),
+        migration,
+        decisions,
+        campaigns: campaigns.len(),
+    })
+}
+
+/// Copies the files under `from` into `to` (which exists).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}

@@ -54,6 +54,7 @@ mod keys;
 mod migrate;
 mod write_set;
 
+pub use self::migrate::{Migration, MigrationPlan, plan_migration};
 pub use self::{
     backup::{SnapshotEntry, check_entry, parse_snapshot, restore_snapshot},
     write_set::WriteSet,
@@ -169,28 +170,25 @@ impl Store {
                 e => StoreError::Sled(e),
             })?;
         let tree = db.open_tree("offer-bandit")?;
-        match tree.get(META_SCHEMA)? {
-            None => {
+        match migration_for(tree.get(META_SCHEMA)?.as_deref()) {
+            Migration::Create => {
                 tree.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
             }
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(v) if v.as_ref() == 3u32.to_be_bytes() => migrate_from_3(&db, &tree)?,
-            Some(v) if [4u32, 5, 6].iter().any(|s| v.as_ref() == s.to_be_bytes()) => {
+            Migration::Current => {}
+            Migration::RewriteFrom3 => migrate_from_3(&db, &tree)?,
+            Migration::MarkFrom(from) => {
                 tree.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
                 tracing::info!(
-                    from = %escape(&v),
+                    from,
                     "marked the store as schema {SCHEMA_VERSION} (no data changes)"
                 );
             }
-            Some(v) => {
+            Migration::Unreadable(reason) => {
                 return Err(StoreError::Corrupt {
                     key: escape(META_SCHEMA),
-                    reason: format!(
-                        "schema {} written by another version; this build reads schema {SCHEMA_VERSION}",
-                        escape(&v)
-                    ),
+                    reason,
                 });
             }
         }
@@ -703,6 +701,12 @@ mod tests {
             store.tree.insert(decision_key(&id), encode(&old))?;
             store.flush()?;
         }
+        // A dry run counts what the migration rewrites, and writes nothing.
+        let plan = plan_migration(dir.path())?;
+        assert_eq!(plan.migration, Migration::RewriteFrom3);
+        assert_eq!((plan.decisions, plan.campaigns), (1, 1));
+        assert_eq!(plan.found.as_deref(), Some("3"));
+        assert_eq!(plan_migration(dir.path())?, plan, "still schema 3");
         let store = reopen(dir.path())?;
         let want = DecisionRecord {
             customer: None,

@@ -66,7 +66,7 @@ async fn bad_inputs_get_specific_statuses() {
         (
             "unknown candidate",
             with(good(), |r| r.candidate_offer_ids = vec!["free_car".into()]),
-            Code::InvalidArgument,
+            Code::NotFound,
             "unknown offer 'free_car'",
         ),
         (

@@ -1,5 +1,5 @@
 //! Budgets, daily pacing and frequency caps: an exhausted offer is no longer
-//! chosen, the reason is explained, and nothing left is RESOURCE_EXHAUSTED.
+//! chosen, the reason is explained, and nothing left is FAILED_PRECONDITION (BUDGET_EXHAUSTED).
 
 use tonic::Code;
 
@@ -37,7 +37,7 @@ async fn lifetime_decision_and_redemption_budgets() {
             .expect("within budget");
     }
     let err = pick(&mut offers, &["a"], None).await.expect_err("spent");
-    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message().contains("decision budget spent: 5 of 5"),
         "{}",
@@ -85,7 +85,7 @@ async fn lifetime_decision_and_redemption_budgets() {
         offers.record_redemption(redeem(&id)).await.expect("redeem");
     }
     let err = pick(&mut offers, &["a"], None).await.expect_err("spent");
-    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message()
             .contains("redemption budget spent: 3 redeemed"),
@@ -140,7 +140,7 @@ async fn frequency_caps_limit_each_customer() {
     let err = pick(&mut offers, &["a"], Some("ann"))
         .await
         .expect_err("capped");
-    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message()
             .contains("frequency cap: this customer got it 2 times"),
@@ -225,7 +225,7 @@ async fn simultaneous_visits_of_one_customer_respect_the_frequency_cap() {
         for t in tasks {
             match t.await.expect("task") {
                 Ok(offer) => chosen.push(offer),
-                Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
+                Err(e) => assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}"),
             }
         }
         chosen.sort();

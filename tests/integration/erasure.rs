@@ -258,7 +258,7 @@ async fn retention_keeps_what_a_frequency_cap_still_counts() {
         "the capped decision is kept"
     );
     let again = offers.select_offer(req).await.expect_err("capped");
-    assert_eq!(again.code(), Code::ResourceExhausted, "{again:?}");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
 }
 
 #[tokio::test]

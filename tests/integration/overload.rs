@@ -30,7 +30,15 @@ async fn a_flood_is_shed_and_health_stays_responsive() {
                     let r = client
                         .select_offer(select("coffee", &[("tier", tier)]))
                         .await;
-                    codes.push(r.map_or_else(|s| s.code(), |_| Code::Ok));
+                    codes.push(r.map_or_else(
+                        |s| {
+                            if s.code() == Code::ResourceExhausted {
+                                assert_eq!(crate::error_contract::reason_of(&s), "OVERLOADED");
+                            }
+                            s.code()
+                        },
+                        |_| Code::Ok,
+                    ));
                 }
                 codes
             }));
@@ -92,6 +100,7 @@ async fn a_request_that_runs_too_long_gets_deadline_exceeded() {
         .await;
     let status = r.expect_err("must time out");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(crate::error_contract::reason_of(&status), "TIMEOUT");
     assert!(status.message().contains("--request-timeout"));
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(tx);

@@ -24,6 +24,8 @@ pub struct TestServer {
     pub addr: String,
     /// The Prometheus endpoint (host:port).
     pub metrics_addr: String,
+    /// The JSON/HTTP gateway (host:port), when started with `--http-listen`.
+    pub gateway_addr: String,
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
     extra: Vec<String>,
@@ -47,6 +49,7 @@ impl TestServer {
             child: None,
             addr: String::new(),
             metrics_addr: String::new(),
+            gateway_addr: String::new(),
             data_dir,
             config,
             extra,
@@ -80,6 +83,7 @@ impl TestServer {
             child: None,
             addr: String::new(),
             metrics_addr: String::new(),
+            gateway_addr: String::new(),
             data_dir: data_dir.to_path_buf(),
             config,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -114,17 +118,20 @@ impl TestServer {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut metrics = String::new();
+            let (mut metrics, mut gateway) = (String::new(), String::new());
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(m) = line.strip_prefix("offer-bandit metrics on ") {
                     metrics = m.to_owned();
                 }
+                if let Some(g) = line.strip_prefix("offer-bandit gateway on ") {
+                    gateway = g.to_owned();
+                }
                 if let Some(addr) = line.strip_prefix("offer-bandit listening on ") {
-                    let _ = tx.send((addr.to_owned(), metrics.clone()));
+                    let _ = tx.send((addr.to_owned(), metrics.clone(), gateway.clone()));
                 }
             }
         });
-        (self.addr, self.metrics_addr) = rx
+        (self.addr, self.metrics_addr, self.gateway_addr) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server did not report its address in 30s");
         self.child = Some(child);

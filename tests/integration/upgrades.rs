@@ -95,3 +95,69 @@ async fn the_cli_ends_quietly_on_a_closed_pipe() {
         );
     }
 }
+
+/// The raw schema mark of the store in `dir` (big-endian u32).
+fn schema_of(dir: &std::path::Path) -> u32 {
+    let db = sled::open(dir).expect("open");
+    let tree = db.open_tree("offer-bandit").expect("tree");
+    let v = tree.get("meta/schema").expect("get").expect("a mark");
+    u32::from_be_bytes(<[u8; 4]>::try_from(v.as_ref()).expect("4 bytes"))
+}
+
+fn set_schema(dir: &std::path::Path, schema: u32) {
+    let db = sled::open(dir).expect("open");
+    let tree = db.open_tree("offer-bandit").expect("tree");
+    tree.insert("meta/schema", &schema.to_be_bytes())
+        .expect("insert");
+    db.flush().expect("flush");
+}
+
+#[test]
+fn migrate_dry_run_says_what_it_would_do_and_changes_nothing() {
+    let mut server = TestServer::start(None, &[]);
+    server.stop();
+    let dir = server.data_dir.clone();
+    let d = dir.to_str().expect("utf-8");
+    let current = offer_bandit::store::SCHEMA_VERSION;
+    assert_eq!(schema_of(&dir), current);
+    set_schema(&dir, 6);
+
+    let out = offer_bandit_cli(&["migrate", "--dry-run", "--data-dir", d]);
+    assert!(out.contains("dry run, nothing was changed"), "{out}");
+    assert!(out.contains("is at schema 6"), "{out}");
+    assert!(out.contains(&format!("marks it schema {current}")), "{out}");
+    assert_eq!(schema_of(&dir), 6, "a dry run writes nothing");
+    let parent = dir.parent().expect("parent");
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .expect("read")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("migrate-plan"))
+        .collect();
+    assert!(leftovers.is_empty(), "the copy is removed");
+
+    let out = offer_bandit_cli(&["migrate", "--data-dir", d]);
+    assert!(out.starts_with("migrated"), "{out}");
+    assert_eq!(schema_of(&dir), current);
+    let out = offer_bandit_cli(&["migrate", "--dry-run", "--data-dir", d]);
+    assert!(out.contains("nothing to migrate"), "{out}");
+
+    // A newer build's store: refused, nothing changed.
+    set_schema(&dir, current + 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args(["migrate", "--dry-run", "--data-dir", d])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("written by another version"), "{err}");
+    assert_eq!(schema_of(&dir), current + 1);
+
+    let empty = tempfile::tempdir().expect("tmp");
+    let out = offer_bandit_cli(&[
+        "migrate",
+        "--dry-run",
+        "--data-dir",
+        empty.path().join("none").to_str().expect("utf-8"),
+    ]);
+    assert!(out.contains("holds no store"), "{out}");
+}

@@ -87,9 +87,19 @@ pub(crate) async fn offer_add(args: OfferAddArgs) -> anyhow::Result<()> {
         .iter()
         .map(|f| offer_feature(f))
         .collect::<anyhow::Result<_>>()?;
+    let display = args
+        .display
+        .iter()
+        .map(|d| {
+            d.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--display '{d}' is not NAME=TEXT"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut client = crate::client::admin(&args.client).await?;
     let r = client
         .add_offer(proto::AddOfferRequest {
+            display,
             campaign: args.campaign,
             offer_id: args.id.clone(),
             name: args.name.unwrap_or_default(),

@@ -61,10 +61,15 @@ pub(crate) enum Command {
     CampaignStatus(CampaignStatusArgs),
     /// Erase one customer's decisions from a running server (GDPR/CCPA), posteriors included.
     Forget(ForgetArgs),
+    /// Print everything a running server stores about one customer, as JSON (right of access).
+    Access(ForgetArgs),
     /// Write a consistent backup of a running server's store to a file.
     Backup(BackupArgs),
     /// Turn a backup file into a new data directory (the server must not be using it).
     Restore(RestoreArgs),
+    /// Migrate a stopped server's store to this build's schema (what `serve` does when it
+    /// opens it); with --dry-run, only say what that would do, without writing to the store.
+    Migrate(MigrateArgs),
 }
 
 /// How the admin subcommands reach a server.
@@ -215,6 +220,10 @@ pub(crate) struct OfferAddArgs {
     /// --feature kind=bogo --feature depth=0.5.
     #[arg(long = "feature", value_name = "NAME=VALUE")]
     pub features: Vec<String>,
+    /// A display attribute SelectOffer returns with the offer, as
+    /// NAME=TEXT (repeat for each), e.g. --display headline="20% off".
+    #[arg(long = "display", value_name = "NAME=TEXT")]
+    pub display: Vec<String>,
     /// Most decisions that may ever choose it.
     #[arg(long)]
     pub max_decisions: Option<u64>,
@@ -267,7 +276,7 @@ pub(crate) struct CampaignStatusArgs {
     pub status: String,
 }
 
-/// Flags of `offer-bandit forget`.
+/// Flags of `offer-bandit forget` and `offer-bandit access`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ForgetArgs {
     /// How to reach the server.
@@ -298,6 +307,22 @@ pub(crate) struct RestoreArgs {
     /// The new data directory (must not hold a store yet).
     #[arg(long)]
     pub data_dir: PathBuf,
+}
+
+/// Flags of `offer-bandit migrate`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MigrateArgs {
+    /// The data directory (its server must be stopped).
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_DATA_DIR",
+        default_value = "offer-bandit-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Say what the migration would do, and change nothing (reads a copy
+    /// of the store, made beside it and removed afterwards).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Flags of `offer-bandit export`.
@@ -351,6 +376,11 @@ pub(crate) struct ServeArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_listen: SocketAddr,
+    /// Serve SelectOffer, RecordRedemption and RecordFallback as JSON over
+    /// HTTP/1.1 on this address too (off by default; printed on stdout as
+    /// "offer-bandit gateway on ADDR"; described at GET /v1/openapi.json).
+    #[arg(long, env = "OFFER_BANDIT_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// Do not serve /metrics.
     #[arg(long, env = "OFFER_BANDIT_NO_METRICS")]
     pub no_metrics: bool,

@@ -63,6 +63,9 @@ pub(crate) fn to_json(e: proto::DecisionLogEntry) -> Value {
         if let Some(t) = e.redeemed_unix_ms {
             m.insert("redeemed_unix_ms".into(), json!(t));
         }
+        if !e.request_id.is_empty() {
+            m.insert("request_id".into(), json!(e.request_id));
+        }
     }
     o
 }
@@ -114,6 +117,33 @@ pub(crate) async fn run(args: ExportArgs) -> anyhow::Result<u64> {
 /// A gRPC error as the CLI prints it.
 pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", s.code(), s.message())
+}
+
+/// `offer-bandit access`: prints everything stored about a customer as
+/// one JSON document.
+pub(crate) async fn access(args: ForgetArgs) -> anyhow::Result<()> {
+    let mut client = crate::client::admin(&args.client).await?;
+    let r = client
+        .access_customer(proto::AccessCustomerRequest {
+            customer_id: args.customer_id.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let decisions: Vec<Value> = r.decisions.into_iter().map(to_json).collect();
+    let doc = json!({
+        "customer_id": args.customer_id,
+        "stored_as": {
+            "customer_hash": r.customer_hash,
+            "note": "the id itself is never stored; decisions are indexed by this keyed BLAKE3 hash",
+        },
+        "decisions": decisions,
+        "also_stored": "nothing else is keyed by the customer: posteriors, arm and budget counts are aggregates over all customers (a customer's decisions count in them until `forget` subtracts them)",
+    });
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// `offer-bandit forget`: erases a customer and prints what was erased.
@@ -195,6 +225,8 @@ pub(crate) fn report_json(r: &proto::CampaignReport) -> Value {
         "control_share": r.control_share,
         "bandit": arm_json(r.bandit.as_ref()),
         "control": arm_json(r.control.as_ref()),
+        "fallback": arm_json(r.fallback.as_ref()),
+        "non_personalized": arm_json(r.non_personalized.as_ref()),
         "uplift": r.uplift.as_ref().map_or(Value::Null, |u| json!({
             "rate_difference": estimate_json(u.rate_difference.as_ref()),
             "rate_relative": estimate_json(u.rate_relative.as_ref()),
@@ -288,6 +320,22 @@ pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
     for a in [&r.bandit, &r.control].into_iter().flatten() {
         println!(
             "{:<8} {:>10} {:>10} {:>8}  {:<28} {}",
+            a.arm,
+            a.decisions,
+            a.redemptions,
+            a.pending,
+            pct(a.redemption_rate.as_ref()),
+            num(a.value_per_1000.as_ref())
+        );
+    }
+    // Outside the comparison: shown only when callers logged any.
+    for a in [&r.fallback, &r.non_personalized]
+        .into_iter()
+        .flatten()
+        .filter(|a| a.decisions > 0)
+    {
+        println!(
+            "{:<8} {:>10} {:>10} {:>8}  {:<28} {} (not in the uplift)",
             a.arm,
             a.decisions,
             a.redemptions,

@@ -61,6 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Forget(args) => export::forget(args).await,
+        Command::Access(args) => export::access(args).await,
         Command::Report(args) => export::report(args).await,
         Command::OfferStatus(args) => admin_cli::offer_status(args).await,
         Command::CampaignStatus(args) => admin_cli::campaign_status(args).await,
@@ -87,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Migrate(args) => migrate(args),
         Command::CheckConfig { path } => {
             for c in config::load_file(&path)? {
                 for line in check_config::describe(&c) {
@@ -172,6 +174,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         min_free_bytes: args.min_free_mb.saturating_mul(1 << 20),
         shutdown_grace: args.shutdown_grace,
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
+        http_listen: args.http_listen,
         cache_bytes: args.cache_mb << 20,
         customer_key,
         retention: match args.retention {
@@ -207,4 +210,41 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// `offer-bandit migrate [--dry-run]`.
+fn migrate(args: cli::MigrateArgs) -> anyhow::Result<()> {
+    use offer_bandit::store::{Migration, SCHEMA_VERSION, plan_migration};
+    let dir = args.data_dir.display();
+    let plan = plan_migration(&args.data_dir)?;
+    let found = plan.found.as_deref().unwrap_or("none");
+    let what = match &plan.migration {
+        Migration::Create => format!(
+            "{dir} holds no store: `serve` would create one at schema {SCHEMA_VERSION}; nothing to migrate"
+        ),
+        Migration::Current => {
+            format!("{dir} is at schema {SCHEMA_VERSION}, this build's: nothing to migrate")
+        }
+        Migration::RewriteFrom3 => format!(
+            "{dir} is at schema 3: the migration rewrites {} decision records (each gets no customer and the bandit arm), writes the bandit arm's counts of {} campaigns, and marks the store schema {SCHEMA_VERSION}, in one batch; a build older than this one will then refuse the store, so take a backup first (README, Upgrades)",
+            plan.decisions, plan.campaigns
+        ),
+        Migration::MarkFrom(from) => format!(
+            "{dir} is at schema {from}: the migration marks it schema {SCHEMA_VERSION} and changes no data; a build older than this one will then refuse the store, so take a backup first (README, Upgrades)"
+        ),
+        Migration::Unreadable(reason) => anyhow::bail!(
+            "{dir}: {reason}; nothing was changed. Run the build that wrote it, or restore a backup taken before the upgrade"
+        ),
+    };
+    if args.dry_run {
+        println!("dry run, nothing was changed (store schema found: {found}): {what}");
+        return Ok(());
+    }
+    if matches!(plan.migration, Migration::Create | Migration::Current) {
+        println!("{what}");
+        return Ok(());
+    }
+    offer_bandit::store::Store::open(&args.data_dir)?.flush()?;
+    println!("migrated (store schema found: {found}): {what}");
+    Ok(())
 }

@@ -82,7 +82,10 @@ impl Writer {
             }
             // SelectOffer checked the budgets against committed counts;
             // decisions made meanwhile are only known here.
-            if let Some(why) = self.decision_budget_spent(g, &campaign, &rec)? {
+            // A fallback was shown already: it is counted, never refused.
+            if rec.arm != Arm::Fallback
+                && let Some(why) = self.decision_budget_spent(g, &campaign, &rec)?
+            {
                 return Ok(Decided::Spent {
                     offer: rec.offer.clone(),
                     why,

@@ -140,7 +140,10 @@ impl Writer {
                     // the caller looked.
                     Some(_) if retired => Err(retired_error(&campaign)),
                     Some(c) => c.with(&change),
-                    None => Err(Error::NotFound(format!("unknown campaign '{campaign}'"))),
+                    None => Err(Error::refused(
+                        crate::error::Reason::UnknownCampaign,
+                        format!("unknown campaign '{campaign}'"),
+                    )),
                 };
                 match next {
                     Ok(next) => {

@@ -138,7 +138,10 @@ impl Writer {
 /// The answer for a redemption after its window. It names no id: the
 /// stored locator is not the id the caller sent.
 pub(super) fn late(expires_ms: i64) -> Error {
-    Error::FailedPrecondition(format!(
-        "this decision is past its reward window (closed at unix ms {expires_ms}); late redemptions are not counted"
-    ))
+    Error::refused(
+        crate::error::Reason::RedemptionLate,
+        format!(
+            "this decision is past its reward window (closed at unix ms {expires_ms}); late redemptions are not counted"
+        ),
+    )
 }

@@ -56,7 +56,10 @@ impl Writer {
             }
             (ConfigChange::Retire, Some(c)) => c.config.clone(),
             (ConfigChange::Retire, None) => {
-                return Err(Error::NotFound(format!("unknown campaign '{campaign}'")));
+                return Err(Error::refused(
+                    crate::error::Reason::UnknownCampaign,
+                    format!("unknown campaign '{campaign}'"),
+                ));
             }
             (ConfigChange::AddOffer(offer), Some(c)) => {
                 if !c.active {
@@ -76,7 +79,10 @@ impl Writer {
                     .map_err(|e| Error::InvalidArgument(e.to_string()))?
             }
             (ConfigChange::AddOffer(_), None) => {
-                return Err(Error::NotFound(format!("unknown campaign '{campaign}'")));
+                return Err(Error::refused(
+                    crate::error::Reason::UnknownCampaign,
+                    format!("unknown campaign '{campaign}'"),
+                ));
             }
         };
         if config.id != campaign {

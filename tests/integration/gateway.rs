@@ -1,0 +1,180 @@
+//! The JSON/HTTP gateway (`--http-listen`): SelectOffer, RecordRedemption
+//! and RecordFallback as JSON, with the gRPC methods' semantics and the
+//! error contract's reasons, behind the same tokens; its OpenAPI
+//! description is served.
+
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+const TOKEN: &str = "gateway-test-token-0123456789abcdef";
+
+/// One HTTP/1.1 request with a JSON body: the status code and the JSON
+/// answer.
+fn call(addr: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = token.map_or_else(String::new, |t| format!("authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("http response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (status, json)
+}
+
+fn post(addr: &str, path: &str, body: Value) -> (u16, Value) {
+    call(addr, "POST", path, &body.to_string(), None)
+}
+
+const CONFIG: &str = "[[campaigns]]\nid = \"g\"\npolicy = \"segment-ts\"\nreward_window = \"1h\"\n\
+    segment_by = [\"tier\"]\n\
+    [[campaigns.offers]]\nid = \"muffin\"\nname = \"Free muffin\"\nmax_decisions = 2\n\
+    display = { headline = \"A muffin on us\" }\n";
+
+#[tokio::test]
+async fn select_and_redeem_over_json_with_the_same_semantics() {
+    let server = TestServer::start(Some(CONFIG), &["--http-listen", "127.0.0.1:0"]);
+    let gw = server.gateway_addr.clone();
+    assert!(!gw.is_empty(), "the gateway address is printed");
+
+    let (status, doc) = call(&gw, "GET", "/v1/openapi.json", "", None);
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/v1/select-offer"]["post"].is_object());
+
+    let visit = json!({
+        "campaign": "g",
+        "context": { "tier": "gold", "spend": 12.5, "member": true },
+        "customer_id": "kim",
+        "request_id": "visit-1",
+    });
+    let (status, chosen) = post(&gw, "/v1/select-offer", visit.clone());
+    assert_eq!(status, 200, "{chosen}");
+    assert_eq!(chosen["offer_id"], "muffin");
+    assert_eq!(chosen["offer_name"], "Free muffin");
+    assert_eq!(chosen["display"]["headline"], "A muffin on us");
+    assert_eq!(chosen["segment"], "gold");
+    assert_eq!(chosen["ignored_features"], json!(["member", "spend"]));
+    // A retry with the request_id replays the decision, as over gRPC.
+    let (_, again) = post(&gw, "/v1/select-offer", visit);
+    assert_eq!(again["decision_id"], chosen["decision_id"]);
+    assert_eq!(again["replayed"], true);
+
+    let id = chosen["decision_id"].as_str().expect("id");
+    let (status, redeemed) = post(&gw, "/v1/record-redemption", json!({ "decision_id": id }));
+    assert_eq!(status, 200, "{redeemed}");
+    assert_eq!(redeemed["already_recorded"], false);
+    assert_eq!(redeemed["campaign"], "g");
+    let (_, twice) = post(&gw, "/v1/record-redemption", json!({ "decision_id": id }));
+    assert_eq!(twice["already_recorded"], true);
+    // The gRPC side sees the same state.
+    let stats = server.stats("g").await;
+    assert_eq!(stats.offers[0].redeemed, 1);
+
+    // Errors: the HTTP status of the code, and the stable reason.
+    let cases = [
+        (
+            json!({ "campaign": "tea" }),
+            "/v1/select-offer",
+            404,
+            "UNKNOWN_CAMPAIGN",
+        ),
+        (
+            json!({ "campaign": "g", "context": { "tier": 3.0, "x": [1] } }),
+            "/v1/select-offer",
+            400,
+            "INVALID_BODY",
+        ),
+        (
+            json!({ "campaign": "g", "colour": "red" }),
+            "/v1/select-offer",
+            400,
+            "INVALID_BODY",
+        ),
+        (
+            json!({ "decision_id": "00" }),
+            "/v1/record-redemption",
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            json!({ "campaign": "g", "offer_id": "free_car" }),
+            "/v1/record-fallback",
+            404,
+            "UNKNOWN_OFFER",
+        ),
+    ];
+    for (body, path, want_status, want_reason) in cases {
+        let (status, err) = post(&gw, path, body.clone());
+        assert_eq!(status, want_status, "{body}: {err}");
+        assert_eq!(err["error"]["reason"], want_reason, "{body}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // The muffin's budget of two decisions: one more, then BUDGET_EXHAUSTED
+    // (FAILED_PRECONDITION: 400, not a retryable 429).
+    let fresh = json!({ "campaign": "g", "context": { "tier": "gold" } });
+    assert_eq!(post(&gw, "/v1/select-offer", fresh.clone()).0, 200);
+    let (status, err) = post(&gw, "/v1/select-offer", fresh);
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["reason"], "BUDGET_EXHAUSTED");
+    assert_eq!(err["error"]["code"], "FAILED_PRECONDITION");
+    // A fallback is still recorded.
+    let (status, logged) = post(
+        &gw,
+        "/v1/record-fallback",
+        json!({ "campaign": "g", "offer_id": "muffin", "request_id": "visit-2" }),
+    );
+    assert_eq!(status, 200, "{logged}");
+    assert!(
+        logged["decision_id"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_takes_the_servers_tokens_under_auth_scope_all() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let token = tmp.path().join("token");
+    std::fs::write(&token, TOKEN).expect("token");
+    let server = TestServer::start(
+        Some(CONFIG),
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--auth-scope",
+            "all",
+            "--auth-token-file",
+            token.to_str().expect("utf-8"),
+        ],
+    );
+    let gw = &server.gateway_addr;
+    let body = json!({ "campaign": "g" }).to_string();
+    let (status, err) = call(gw, "POST", "/v1/select-offer", &body, None);
+    assert_eq!(status, 401, "{err}");
+    assert_eq!(err["error"]["reason"], "UNAUTHENTICATED");
+    let (status, err) = call(
+        gw,
+        "POST",
+        "/v1/select-offer",
+        &body,
+        Some("wrong-token-0123456789"),
+    );
+    assert_eq!(status, 401, "{err}");
+    let (status, ok) = call(gw, "POST", "/v1/select-offer", &body, Some(TOKEN));
+    assert_eq!(status, 200, "{ok}");
+}
