@@ -6,11 +6,16 @@
 
 What it shows, in the order a checkout would do it:
 
-1. SelectOffer with a deadline and a request_id. A retry with the same
-   request_id (same customer) replays the same decision instead of making a
-   second one.
+1. SelectOffer with a deadline (50 ms) and a request_id, on a channel that
+   carries the recommended retry policy (deploy/grpc-service-config.json). A
+   retry with the same request_id (same customer) replays the same decision
+   instead of making a second one. The reply has the offer's name and display
+   attributes: no second lookup.
 2. A fallback when offer-bandit is down, slow or out of budget: checkout shows
-   its own default offer and carries on. It never blocks the sale.
+   its own default offer and carries on; it never blocks the sale. The
+   fallback is logged with RecordFallback (same request_id: a retry replays
+   it), so the measurement counts it; when offer-bandit is down, that log
+   waits in the caller's queue.
 3. RecordRedemption, retried on UNAVAILABLE: safe, because each decision's
    redemption counts once (a repeat answers already_recorded).
 
@@ -33,6 +38,7 @@ from grpc_tools import protoc
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.join(HERE, "..", "..", "proto")
 PROTO = "offerbandit/v1/offer_bandit.proto"
+SERVICE_CONFIG = os.path.join(HERE, "..", "..", "deploy", "grpc-service-config.json")
 
 # What checkout shows when offer-bandit cannot answer in time.
 FALLBACK_OFFER = "double_points"
@@ -98,12 +104,33 @@ def select_offer(stub, campaign, customer_id, context, request_id, deadline_s):
         raise
     return {
         "offer_id": reply.offer_id,
+        "offer_name": reply.offer_name,
+        "display": dict(reply.display),
         "decision_id": reply.decision_id,
         "propensity": reply.propensity,
         "arm": reply.arm,
         "replayed": reply.replayed,
         "ignored_features": list(reply.ignored_features),
     }
+
+
+def record_fallback(stub, campaign, customer_id, context, offer_id, request_id):
+    """Logs a fallback impression; None when offer-bandit cannot take it
+    now (a real caller keeps it in a queue and retries later)."""
+    request = pb.RecordFallbackRequest(
+        campaign=campaign,
+        offer_id=offer_id,
+        customer_id=customer_id,
+        request_id=request_id,
+        context={k: feature(v) for k, v in context.items()},
+    )
+    try:
+        reply = stub.RecordFallback(request, timeout=2.0)
+    except grpc.RpcError as e:
+        if e.code() in FALL_BACK_ON:
+            return None
+        raise
+    return {"decision_id": reply.decision_id, "replayed": reply.replayed}
 
 
 def record_redemption(stub, decision_id, value, attempts=5):
@@ -124,10 +151,20 @@ def main():
     parser.add_argument("--addr", default="127.0.0.1:50051", help="offer-bandit's gRPC address")
     parser.add_argument("--campaign", default="coffee")
     parser.add_argument("--customer", default="c-1001")
-    parser.add_argument("--deadline-ms", type=int, default=150, help="SelectOffer deadline")
+    parser.add_argument("--deadline-ms", type=int, default=50, help="SelectOffer deadline")
     args = parser.parse_args()
 
-    channel = grpc.insecure_channel(args.addr)
+    # The recommended retry policy, with SelectOffer's timeout set to our
+    # deadline (the config's timeout caps any deadline a call asks for).
+    with open(SERVICE_CONFIG) as f:
+        service_config = json.load(f)
+    for method in service_config["methodConfig"]:
+        if any(n.get("method") == "SelectOffer" for n in method["name"]):
+            method["timeout"] = f"{args.deadline_ms / 1000:.3f}s"
+    channel = grpc.insecure_channel(
+        args.addr,
+        options=[("grpc.service_config", json.dumps(service_config)), ("grpc.enable_retries", 1)],
+    )
     stub = rpc.OfferServiceStub(channel)
     context = {"lifecycle": "lapsing", "daypart": "afternoon", "days_since_last_visit": 41}
     request_id = str(uuid.uuid4())
@@ -135,7 +172,11 @@ def main():
 
     shown = select_offer(stub, args.campaign, args.customer, context, request_id, deadline)
     result = {"shown": shown}
-    if "decision_id" in shown:
+    if "fallback" in shown:
+        result["fallback_logged"] = record_fallback(
+            stub, args.campaign, args.customer, context, shown["offer_id"], request_id
+        )
+    else:
         # The same request retried (say, the first reply was lost): same decision.
         again = select_offer(stub, args.campaign, args.customer, context, request_id, deadline)
         result["retry"] = again

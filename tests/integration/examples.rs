@@ -41,6 +41,10 @@ fn check_live(v: &serde_json::Value, who: &str) {
     ];
     assert!(offers.contains(&offer), "{who}: {offer}");
     assert!(shown.get("fallback").is_none(), "{who}: {v}");
+    assert!(
+        !shown["offer_name"].as_str().unwrap_or_default().is_empty(),
+        "{who}: the reply names the offer: {v}"
+    );
     let p = shown["propensity"].as_f64().expect("propensity");
     assert!(p > 0.0 && p <= 1.0, "{who}: {p}");
     // The retry with the same request_id replayed the decision.
@@ -55,11 +59,43 @@ fn check_live(v: &serde_json::Value, who: &str) {
     assert_eq!(v["redeemed_again"]["already_recorded"], true, "{who}: {v}");
 }
 
-/// With nothing listening, checkout shows its fallback and carries on.
+/// With nothing listening, checkout shows its fallback and carries on; the
+/// fallback's log waits (in a real caller's queue).
 fn check_fallback(v: &serde_json::Value, who: &str) {
     assert_eq!(v["shown"]["offer_id"], "double_points", "{who}: {v}");
-    assert_eq!(v["shown"]["fallback"], "UNAVAILABLE", "{who}: {v}");
+    // Refused connections (retried per the service config until the
+    // deadline): UNAVAILABLE or DEADLINE_EXCEEDED.
+    let code = v["shown"]["fallback"].as_str().unwrap_or_default();
+    assert!(
+        ["UNAVAILABLE", "DEADLINE_EXCEEDED"].contains(&code),
+        "{who}: {v}"
+    );
+    assert!(v["fallback_logged"].is_null(), "{who}: {v}");
     assert!(v.get("redeemed").is_none(), "{who}: {v}");
+}
+
+/// With a deadline already past, checkout shows its fallback, and the live
+/// server records it as a decision of the `fallback` arm.
+fn check_logged_fallback(v: &serde_json::Value, who: &str) {
+    assert_eq!(v["shown"]["offer_id"], "double_points", "{who}: {v}");
+    assert_eq!(v["shown"]["fallback"], "DEADLINE_EXCEEDED", "{who}: {v}");
+    let id = v["fallback_logged"]["decision_id"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(id.len(), 56, "{who}: the fallback is a decision: {v}");
+}
+
+/// The campaign report's fallback arm counts what the examples logged.
+async fn fallbacks(server: &TestServer) -> u64 {
+    let mut admin = server.admin().await;
+    let r = admin
+        .get_campaign_report(offer_bandit::proto::GetCampaignReportRequest {
+            campaign: "coffee".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    r.fallback.map_or(0, |a| a.decisions)
 }
 
 /// A port nothing listens on: bound, then released.
@@ -79,8 +115,8 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn python_example_client() {
+#[tokio::test]
+async fn python_example_client() {
     let has = Command::new("python3")
         .args(["-c", "import grpc, grpc_tools"])
         .output()
@@ -93,8 +129,19 @@ fn python_example_client() {
     }
     let server = TestServer::start(None, &[]);
     let script = "examples/python/checkout.py";
-    let live = run("python3", &[script, "--addr", &server.addr], root());
+    let live = run(
+        "python3",
+        &[script, "--addr", &server.addr, "--deadline-ms", "5000"],
+        root(),
+    );
     check_live(&live, "python");
+    let late = run(
+        "python3",
+        &[script, "--addr", &server.addr, "--deadline-ms", "0"],
+        root(),
+    );
+    check_logged_fallback(&late, "python");
+    assert_eq!(fallbacks(&server).await, 1);
     let down = run(
         "python3",
         &[script, "--addr", &dead_addr(), "--deadline-ms", "300"],
@@ -103,8 +150,8 @@ fn python_example_client() {
     check_fallback(&down, "python");
 }
 
-#[test]
-fn node_example_client() {
+#[tokio::test]
+async fn node_example_client() {
     let dir = root().join("examples/node");
     let has = dir.join("node_modules/@grpc/grpc-js").is_dir()
         && Command::new("node")
@@ -118,8 +165,25 @@ fn node_example_client() {
         );
     }
     let server = TestServer::start(None, &[]);
-    let live = run("node", &["checkout.js", "--addr", &server.addr], &dir);
+    let live = run(
+        "node",
+        &[
+            "checkout.js",
+            "--addr",
+            &server.addr,
+            "--deadline-ms",
+            "5000",
+        ],
+        &dir,
+    );
     check_live(&live, "node");
+    let late = run(
+        "node",
+        &["checkout.js", "--addr", &server.addr, "--deadline-ms", "0"],
+        &dir,
+    );
+    check_logged_fallback(&late, "node");
+    assert_eq!(fallbacks(&server).await, 1);
     let down = run(
         "node",
         &[
