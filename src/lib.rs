@@ -6,6 +6,7 @@
 //! and [`server`] put it on gRPC.
 
 pub mod budget;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod connections;
@@ -25,6 +26,7 @@ mod process;
 pub mod proto;
 pub mod readiness;
 pub mod revisions;
+pub mod rng;
 pub mod server;
 pub mod service;
 pub mod status;

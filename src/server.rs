@@ -9,7 +9,6 @@ use crate::{
     config::FileCampaign,
     connections::ConnectionLimits,
     customer::CustomerKey,
-    decision::now_ms,
     decision_id::IdKeys,
     engine::{Engine, EngineOptions},
     guard::{GuardConfig, GuardLayer},
@@ -126,7 +125,7 @@ pub async fn serve(
             .with_configured(configured_id_keys)
             .map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(signing_key = id_keys.signing_id(), verifying_keys = %verifying, "decision ids are signed with key {}", id_keys.signing_id());
-        Ok::<_, anyhow::Error>(Engine::open(store, campaigns, engine_opts, key, id_keys)?)
+        Ok::<_, anyhow::Error>(Engine::open(Arc::new(store), campaigns, engine_opts, key, id_keys)?)
     })
     .await?
     .context("loading the store (nothing was changed; fix or move the data directory)")?;
@@ -421,8 +420,9 @@ async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Dura
     loop {
         tick.tick().await;
         if let Some(keep) = retention {
-            let before =
-                now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            let before = engine
+                .now_ms()
+                .saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
             match engine.prune(before, SWEEP_BATCH).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(decisions = n, "pruned decision records past retention"),
@@ -430,7 +430,7 @@ async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Dura
             }
         }
         loop {
-            match engine.sweep(now_ms(), SWEEP_BATCH).await {
+            match engine.sweep(engine.now_ms(), SWEEP_BATCH).await {
                 Ok(n) if n >= SWEEP_BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {

@@ -396,7 +396,11 @@ impl CampaignStatus {
 
 /// The control policy's pick: the campaign's control offer when it is a
 /// candidate (propensity 1), else a uniformly random candidate.
-pub(super) fn control_choice(campaign: &Campaign, candidates: &[usize]) -> thompson::Choice {
+pub(super) fn control_choice(
+    campaign: &Campaign,
+    candidates: &[usize],
+    rng: &mut dyn rand::Rng,
+) -> thompson::Choice {
     let fixed = campaign
         .config
         .control_offer
@@ -412,7 +416,7 @@ pub(super) fn control_choice(campaign: &Campaign, candidates: &[usize]) -> thomp
             use rand::RngExt;
             let n = candidates.len().max(1);
             thompson::Choice {
-                index: rand::rng().random_range(0..n),
+                index: rng.random_range(0..n),
                 propensity: 1.0 / n as f64,
             }
         }

@@ -68,7 +68,9 @@ impl Engine {
         let probabilities = match arm {
             Arm::Bandit => probabilities,
             Arm::Control => {
-                let fixed = control_choice(campaign, candidates);
+                let fixed = self
+                    .rng
+                    .with(|rng| control_choice(campaign, candidates, rng));
                 (0..candidates.len())
                     .map(|i| {
                         if fixed.propensity == 1.0 {

@@ -10,7 +10,7 @@ impl Engine {
         // choose again without that offer (each time one offer fewer, so
         // this ends), in the same arm.
         let mut spent: Vec<(String, String)> = Vec::new();
-        let anonymous_draw = rand::random::<f64>();
+        let anonymous_draw = self.rng.unit();
         let ignored = self.ignored_features(&req)?;
         loop {
             match self.select_among(&req, &spent, anonymous_draw).await? {
@@ -95,7 +95,7 @@ impl Engine {
             // budget. The writer re-checks under its lock.
             if let Some(id) = self.store.request(&req.campaign, rid)?
                 && let Some(rec) = self.store.decision(&id)?
-                && rec.expires_ms > now_ms()
+                && rec.expires_ms > self.now_ms()
             {
                 let customer = req
                     .customer_id
@@ -124,7 +124,9 @@ impl Engine {
                     let models = ctx.models.read();
                     gaussian_arms(&models, &ctx.config, &weights, &x, &candidates)
                 };
-                let choice = thompson::choose(&arms, &mut rand::rng())
+                let choice = self
+                    .rng
+                    .with(|rng| thompson::choose(&arms, rng))
                     .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
                 (String::new(), x, choice, campaign.model.read().version())
             }
@@ -144,14 +146,16 @@ impl Engine {
                     } else {
                         OVERFLOW_SEGMENT.to_owned()
                     };
-                    let choice = campaign.snapshots.choose(
-                        &model,
-                        &segment,
-                        &candidates,
-                        &weights,
-                        campaign.config.prior_strength,
-                        &mut rand::rng(),
-                    );
+                    let choice = self.rng.with(|rng| {
+                        campaign.snapshots.choose(
+                            &model,
+                            &segment,
+                            &candidates,
+                            &weights,
+                            campaign.config.prior_strength,
+                            rng,
+                        )
+                    });
                     (segment, choice, model.version())
                 };
                 let choice = choice
@@ -162,7 +166,9 @@ impl Engine {
         let arm = self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw);
         let choice = match arm {
             Arm::Bandit => choice,
-            Arm::Control => control_choice(&campaign, &candidates),
+            Arm::Control => self
+                .rng
+                .with(|rng| control_choice(&campaign, &candidates, rng)),
         };
         let explanation = if req.explain {
             // Up to EXPLAIN_BUDGET of computing: off the async workers where
@@ -180,7 +186,7 @@ impl Engine {
             Vec::new()
         };
         let offer = &campaign.offers[candidates[choice.index]];
-        let now = now_ms();
+        let now = self.now_ms();
         let id = self.ids.next(now);
         let rec = DecisionRecord {
             campaign: req.campaign.clone(),
@@ -279,7 +285,7 @@ impl Engine {
             // The common case on the hot path: nothing to check.
             return Ok((candidates, Vec::new()));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut excluded = Vec::new();
         // Offers the writer found spent by concurrent decisions.
         let candidates: Vec<usize> = candidates

@@ -51,14 +51,18 @@ use crate::{
 mod backup;
 mod codec;
 mod keys;
+mod memory;
 mod migrate;
+mod traits;
 mod write_set;
 
 pub use self::{
     backup::{SnapshotEntry, check_entry, parse_snapshot, restore_snapshot},
-    write_set::WriteSet,
+    memory::MemoryStore,
+    traits::{CampaignConfigs, Checkpoints, DecisionLog, Storage},
+    write_set::{Write, WriteSet},
 };
-use self::{codec::*, keys::*, migrate::*};
+use self::{codec::*, keys::*, migrate::*, write_set::keyed};
 
 /// Schema of the key layout above. 4 added the customer of each decision;
 /// a schema-3 store is migrated when opened. 5 added learned priors (`q/`):
@@ -214,27 +218,10 @@ impl Store {
                 },
             )?)),
         };
-        let key = match (configured, generated, &stored_fp) {
-            (Some(k), _, Some(fp)) if k.fingerprint() != *fp => {
-                return Err(StoreError::CustomerKeyMismatch {
-                    stored: fp.clone(),
-                    configured: format!("the configured key's is {}", k.fingerprint()),
-                });
-            }
-            (Some(k), _, _) => k,
-            (None, Some(k), _) => k,
-            (None, None, Some(fp)) => {
-                return Err(StoreError::CustomerKeyMismatch {
-                    stored: fp.clone(),
-                    configured: "no key is configured".into(),
-                });
-            }
-            (None, None, None) => {
-                let k = CustomerKey::generate();
-                self.tree.insert(META_CUSTOMER_KEY, k.bytes().to_vec())?;
-                k
-            }
-        };
+        let (key, new) = choose_customer_key(configured, generated, stored_fp.as_deref())?;
+        if new {
+            self.tree.insert(META_CUSTOMER_KEY, key.bytes().to_vec())?;
+        }
         if stored_fp.is_none() {
             self.tree
                 .insert(META_CUSTOMER_FINGERPRINT, key.fingerprint().into_bytes())?;
@@ -341,28 +328,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Resolved decisions whose reward window closed before `before_ms`,
-    /// among those made before `created_before`, oldest first: at most
-    /// `limit`, looking at no more than `10 * limit` records (still-pending
-    /// old decisions are passed over).
-    pub fn prunable(
-        &self,
-        before_ms: i64,
-        created_before: i64,
-        limit: usize,
-    ) -> Result<Vec<(DecisionId, DecisionRecord)>, StoreError> {
-        let mut out = Vec::new();
-        let mut looked = 0usize;
-        self.scan_decisions(0, created_before.min(before_ms), |id, rec| {
-            looked += 1;
-            if rec.state != DecisionState::Pending && rec.expires_ms < before_ms {
-                out.push((id, rec));
-            }
-            out.len() < limit && looked < limit.saturating_mul(10)
-        })?;
-        Ok(out)
-    }
-
     /// Every posterior cell. Fails on the first unreadable record.
     pub fn load_cells(&self) -> Result<Vec<(CellKey, CellCounts)>, StoreError> {
         let mut out = Vec::new();
@@ -441,13 +406,8 @@ impl Store {
         until_ms: i64,
         mut visit: impl FnMut(DecisionId, DecisionRecord) -> bool,
     ) -> Result<(), StoreError> {
-        // Version-0 ids (8 bytes of ms first) sort before version-1 ids (a
-        // version byte, then 6 bytes of ms): one time range in each.
-        let legacy_ms = |ms: i64| ms.clamp(0, 1 << 48).to_be_bytes();
-        let legacy =
-            [DECISION, &legacy_ms(since_ms)].concat()..[DECISION, &legacy_ms(until_ms)].concat();
-        let v1 = [DECISION, &DecisionId::v1_time_prefix(since_ms)].concat()
-            ..[DECISION, &DecisionId::v1_time_prefix(until_ms)].concat();
+        let [legacy, v1] =
+            time_ranges(since_ms, until_ms).map(|r| decision_key(&r.start)..decision_key(&r.end));
         for item in self.tree.range(legacy).chain(self.tree.range(v1)) {
             let (k, v) = item?;
             let mut id = [0u8; 16];
@@ -533,7 +493,14 @@ impl Store {
 
     /// Applies a write set atomically (not yet flushed to disk).
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        self.tree.apply_batch(writes.batch)?;
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes.into_writes().filter_map(keyed) {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -546,6 +513,29 @@ impl Store {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// The customer key to use: `configured` if given (and it must be the key
+/// whose fingerprint is stored, if one is), else the `generated` one
+/// stored, else a new one (then `true`: the caller stores it).
+fn choose_customer_key(
+    configured: Option<CustomerKey>,
+    generated: Option<CustomerKey>,
+    stored_fp: Option<&str>,
+) -> Result<(CustomerKey, bool), StoreError> {
+    match (configured, generated, stored_fp) {
+        (Some(k), _, Some(fp)) if k.fingerprint() != fp => Err(StoreError::CustomerKeyMismatch {
+            stored: fp.to_owned(),
+            configured: format!("the configured key's is {}", k.fingerprint()),
+        }),
+        (Some(k), _, _) => Ok((k, false)),
+        (None, Some(k), _) => Ok((k, false)),
+        (None, None, Some(fp)) => Err(StoreError::CustomerKeyMismatch {
+            stored: fp.to_owned(),
+            configured: "no key is configured".into(),
+        }),
+        (None, None, None) => Ok((CustomerKey::generate(), true)),
     }
 }
 
