@@ -50,6 +50,8 @@ use crate::{
 
 mod backup;
 mod codec;
+#[cfg(test)]
+mod conformance;
 mod keys;
 mod memory;
 mod migrate;
