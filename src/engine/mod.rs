@@ -45,6 +45,8 @@ mod explain;
 mod recovery;
 mod reports;
 mod select;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use self::{campaign::*, caps::*, select::*, writer::*};

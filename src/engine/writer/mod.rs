@@ -6,6 +6,8 @@ use super::*;
 mod commit;
 mod decide;
 mod erase;
+#[cfg(test)]
+mod group_tests;
 mod redeem;
 mod revise;
 
