@@ -954,7 +954,9 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
-            Error::Store(crate::store::StoreError::Sled(_)) => tonic::Status::unavailable(msg),
+            Error::Store(
+                crate::store::StoreError::Sled(_) | crate::store::StoreError::Unavailable(_),
+            ) => tonic::Status::unavailable(msg),
             Error::Store(crate::store::StoreError::Corrupt { .. }) => tonic::Status::data_loss(msg),
             Error::Aborted(_) => tonic::Status::aborted(msg),
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),

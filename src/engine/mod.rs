@@ -1,8 +1,9 @@
 //! The learning loop. Campaign posteriors live in memory for reads; every
-//! change goes through one writer thread that applies it to sled together
-//! with its posterior change in one atomic batch, and answers only after the
-//! batch is durable when durability is asked for (group commit: one fsync
-//! serves every request that arrived while the previous one ran).
+//! change goes through one writer thread that commits it to the store (any
+//! [`Storage`]) with its posterior change in one atomic write set, and
+//! answers only after it is durable when durability is asked for (group
+//! commit: one flush serves every request that arrived while the previous
+//! one ran).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -59,7 +60,7 @@ pub use self::{
 };
 pub use crate::status::{CampaignStatus, OfferStatus};
 
-/// How often contextual posteriors are written to sled. Between
+/// How often contextual posteriors are written to the store. Between
 /// checkpoints each learning event is durable through its decision record
 /// (and replayed from it at startup), so a posterior of d² numbers is not
 /// rewritten with every decision.

@@ -19,8 +19,11 @@ use crate::{
 
 type Result<T = ()> = std::result::Result<T, StoreError>;
 
-/// Every backend, fresh and empty, with what keeps it alive.
-fn backends() -> Result<Vec<(&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>)>> {
+/// A backend by name, with what keeps it alive (sled's directory).
+type Backend = (&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>);
+
+/// Every backend, fresh and empty.
+fn backends() -> Result<Vec<Backend>> {
     let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
     let sled: Arc<dyn Storage> = Arc::new(Store::open(dir.path())?);
     Ok(vec![

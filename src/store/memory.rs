@@ -350,9 +350,9 @@ impl CampaignConfigs for MemoryStore {
 impl Storage for MemoryStore {
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         if self.fail_commits.load(Ordering::Relaxed) {
-            return Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(
-                "the in-memory store was told to fail commits",
-            ))));
+            return Err(StoreError::Unavailable(
+                "the in-memory store was told to fail commits".into(),
+            ));
         }
         // One lock for the whole set: no reader sees part of it.
         let mut contents = self.contents.write();

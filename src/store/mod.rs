@@ -1,6 +1,10 @@
-//! Durable state in sled: the only module that touches it.
+//! Durable state: the traits the engine reads and commits through
+//! ([`DecisionLog`], [`Checkpoints`], [`CampaignConfigs`], [`Storage`]),
+//! the typed [`WriteSet`] a commit applies, and two backends: [`Store`]
+//! (sled; this module is the only code that touches it) and
+//! [`MemoryStore`]. One conformance suite runs against both.
 //!
-//! One tree, keys prefixed by kind:
+//! sled keeps one tree, keys prefixed by kind:
 //! - `meta/schema`: schema version;
 //! - `m/{campaign}\0{segment}\0{offer}`: [`CellCounts`] of a posterior cell;
 //! - `d/{decision id}`: [`DecisionRecord`];
@@ -34,9 +38,9 @@
 //!   in use, so that a changed key is refused rather than silently breaking
 //!   erasure.
 //!
-//! Every value starts with a format-version byte. Changes are applied as one
-//! atomic batch (see [`WriteSet`]), so a crash never splits a decision from
-//! its posterior change.
+//! Every value starts with a format-version byte. A [`WriteSet`] is applied
+//! as one atomic batch, so a crash never splits a decision from its
+//! posterior change.
 
 use std::path::Path;
 
@@ -89,6 +93,10 @@ pub enum StoreError {
     /// sled reported an I/O or internal error.
     #[error("{0}")]
     Sled(#[from] sled::Error),
+    /// Another backend could not read or write (I/O, a lost connection):
+    /// nothing of the failed call was applied.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// A stored value cannot be read by this version.
     #[error("corrupt or unsupported record at key {key}: {reason}")]
     Corrupt {
