@@ -46,8 +46,6 @@ mod explain;
 mod recovery;
 mod reports;
 mod select;
-#[cfg(test)]
-mod tests;
 mod writer;
 
 use self::{campaign::*, caps::*, select::*, writer::*};
@@ -708,3 +706,6 @@ impl Engine {
         self.writer.send(cmd).await.map_err(|_| writer_gone())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -54,8 +54,6 @@ use crate::{
 
 mod backup;
 mod codec;
-#[cfg(test)]
-mod conformance;
 mod keys;
 mod memory;
 mod migrate;
@@ -560,6 +558,9 @@ pub struct ExpiryEntry {
     /// The decisions, `first` among them.
     pub ids: Vec<DecisionId>,
 }
+
+#[cfg(test)]
+mod conformance;
 
 #[cfg(test)]
 mod tests {

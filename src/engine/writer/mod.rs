@@ -6,8 +6,6 @@ use super::*;
 mod commit;
 mod decide;
 mod erase;
-#[cfg(test)]
-mod group_tests;
 mod redeem;
 mod revise;
 
@@ -411,6 +409,9 @@ pub(super) struct Group {
     pub(super) checkpoint: bool,
     pub(super) expired: u64,
 }
+
+#[cfg(test)]
+mod group_tests;
 
 #[cfg(test)]
 mod tests {
