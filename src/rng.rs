@@ -24,6 +24,11 @@ impl RngSource {
         RngSource::Seeded(Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))))
     }
 
+    /// A seeded source continuing from `rng`'s state.
+    pub fn from_generator(rng: ChaCha8Rng) -> Self {
+        RngSource::Seeded(Arc::new(Mutex::new(rng)))
+    }
+
     /// Runs `f` with a generator of this source.
     pub fn with<T>(&self, f: impl FnOnce(&mut dyn rand::Rng) -> T) -> T {
         match self {

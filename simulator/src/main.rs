@@ -4,6 +4,7 @@
 
 mod dataset;
 mod drive;
+mod engine_run;
 mod evaluate;
 mod experiment;
 mod load;

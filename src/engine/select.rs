@@ -10,10 +10,12 @@ impl Engine {
         // choose again without that offer (each time one offer fewer, so
         // this ends), in the same arm.
         let mut spent: Vec<(String, String)> = Vec::new();
-        let anonymous_draw = self.rng.unit();
+        // Drawn when first needed (an anonymous visit to a campaign with a
+        // control group), then kept for every retry.
+        let anonymous_draw = std::sync::OnceLock::new();
         let ignored = self.ignored_features(&req)?;
         loop {
-            match self.select_among(&req, &spent, anonymous_draw).await? {
+            match self.select_among(&req, &spent, &anonymous_draw).await? {
                 Decided::Spent { offer, why } => {
                     tracing::debug!(offer = %offer, "{why}: choosing again");
                     if spent.iter().any(|(o, _)| *o == offer) {
@@ -63,12 +65,13 @@ impl Engine {
     }
 
     /// [`Engine::select`] without the offers in `spent` (offer, why), with
-    /// `anonymous_draw` deciding the arm of a visit without a customer id.
+    /// `anonymous_draw` (uniform, drawn once per request when first needed)
+    /// deciding the arm of a visit without a customer id.
     pub(super) async fn select_among(
         &self,
         req: &SelectRequest,
         spent: &[(String, String)],
-        anonymous_draw: f64,
+        anonymous_draw: &std::sync::OnceLock<f64>,
     ) -> Result<Decided, Error> {
         self.check_healthy()?;
         let campaign = self.campaign(&req.campaign)?;
@@ -246,13 +249,13 @@ impl Engine {
     }
 
     /// The arm of a visit: stable per customer (a keyed hash of campaign and
-    /// customer), `anonymous_draw` (uniform, drawn per request) for
+    /// customer), `anonymous_draw` (uniform, drawn once per request) for
     /// anonymous visits.
     pub(super) fn arm_of(
         &self,
         campaign: &Campaign,
         customer_id: Option<&str>,
-        anonymous_draw: f64,
+        anonymous_draw: &std::sync::OnceLock<f64>,
     ) -> Arm {
         let share = campaign.config.control_share;
         if share <= 0.0 {
@@ -265,7 +268,7 @@ impl Engine {
                     .hash(&format!("arm\0{}\0{c}", campaign.config.id))
                     .0,
             ),
-            None => anonymous_draw,
+            None => *anonymous_draw.get_or_init(|| self.rng.unit()),
         };
         Arm::of(u, share)
     }
