@@ -214,3 +214,76 @@ fn campaign(spec: &str, env: &PolicyEnv<'_>, window: u64) -> anyhow::Result<File
         fingerprint: String::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use offer_bandit::features::Buckets;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::{run::run_with, scenario::Scenario, world::ScenarioWorld};
+
+    /// The engine and the policy it runs, driven directly, make the same
+    /// decisions from the same draws: identical results, seed for seed,
+    /// with delayed redemptions, expiry at the window, and value weights.
+    #[test]
+    fn the_engine_decides_as_the_policy_does_seed_for_seed() -> anyhow::Result<()> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/coffee-loyalty.toml");
+        let scenario = Scenario::load(&path)?;
+        let offers: Vec<String> = scenario.offers().iter().map(|o| o.id.clone()).collect();
+        let values: Vec<f64> = scenario.offers().iter().map(|o| o.net_value()).collect();
+        for (spec, weights) in [
+            ("logistic-ts", vec![1.0; offers.len()]),
+            ("linear-ts:half-life=300", values.clone()),
+        ] {
+            let env = PolicyEnv {
+                offers: offers.clone(),
+                weights,
+                best_fixed: 0,
+                default_segment_by: Vec::new(),
+                marketer: None,
+                prior_strength: 0.0,
+                encoder: ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?,
+                offer_features: None,
+            };
+            for seed in [1u64, 2] {
+                let results = [false, true].map(|on_engine| -> anyhow::Result<_> {
+                    let mut world = ScenarioWorld::new(&scenario, seed);
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    let quiet = |_: u64| {};
+                    let r = if on_engine {
+                        let mut d = EngineDecider::new(spec, &env, world_window(&world), &rng)?;
+                        run_with(&mut d, &mut world, 1_500, &mut rng, "lifecycle", &quiet)?
+                    } else {
+                        let mut p = crate::policies::build(spec, &env)?;
+                        crate::run::run(
+                            p.as_mut(),
+                            &mut world,
+                            1_500,
+                            &mut rng,
+                            "lifecycle",
+                            &quiet,
+                        )?
+                    };
+                    Ok((
+                        r.redemptions,
+                        r.value,
+                        r.expected,
+                        r.expected_value,
+                        r.curve,
+                    ))
+                });
+                let [direct, engine] = results;
+                let (direct, engine) = (direct?, engine?);
+                assert!(direct.0 > 0.0, "{spec}: something was redeemed");
+                assert_eq!(direct, engine, "{spec}, seed {seed}");
+            }
+        }
+        Ok(())
+    }
+
+    fn world_window(w: &ScenarioWorld<'_>) -> u64 {
+        crate::run::World::window(w)
+    }
+}
