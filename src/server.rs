@@ -16,7 +16,7 @@ use crate::{
         self, campaign_admin_server::CampaignAdminServer, offer_service_server::OfferServiceServer,
     },
     service::{Api, Limits},
-    store::Store,
+    store::{Storage, Store},
 };
 
 /// Most decisions finalized per sweep step.
@@ -106,9 +106,12 @@ pub async fn serve(
     opts.guard.validate()?;
     let data_dir = opts.data_dir.clone();
     let cache_bytes = opts.cache_bytes;
-    let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&data_dir, cache_bytes))
-        .await?
-        .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
+    // The one place that picks the backend; the rest sees `dyn Storage`.
+    let store: Arc<dyn Storage> = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open_with_cache(&data_dir, cache_bytes))
+            .await?
+            .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
+    );
     let campaigns = opts.campaigns.clone();
     let engine_opts = opts.engine;
     let configured_key = opts.customer_key.clone();
@@ -125,7 +128,7 @@ pub async fn serve(
             .with_configured(configured_id_keys)
             .map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(signing_key = id_keys.signing_id(), verifying_keys = %verifying, "decision ids are signed with key {}", id_keys.signing_id());
-        Ok::<_, anyhow::Error>(Engine::open(Arc::new(store), campaigns, engine_opts, key, id_keys)?)
+        Ok::<_, anyhow::Error>(Engine::open(store, campaigns, engine_opts, key, id_keys)?)
     })
     .await?
     .context("loading the store (nothing was changed; fix or move the data directory)")?;
