@@ -85,7 +85,7 @@ impl Decider for EngineDecider {
     fn at_round(&mut self, round: u64) -> anyhow::Result<()> {
         let now = T0_MS.saturating_add(i64::try_from(round)?.saturating_mul(ROUND_MS));
         self.clock.set(now);
-        if round > 0 && round % SWEEP_EVERY == 0 {
+        if round > 0 && round.is_multiple_of(SWEEP_EVERY) {
             self.runtime.block_on(self.engine.sweep(now, usize::MAX))?;
         }
         Ok(())
