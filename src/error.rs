@@ -71,7 +71,7 @@ impl Error {
             Error::Aborted(_) => Reason::RevisionConflict,
             Error::AlreadyExists(_) => Reason::AlreadyExists,
             Error::Refused { reason, .. } => *reason,
-            Error::Store(StoreError::Sled(_)) => Reason::StorageFailed,
+            Error::Store(StoreError::Sled(_) | StoreError::Unavailable(_)) => Reason::StorageFailed,
             Error::Store(StoreError::Corrupt { .. }) => Reason::StoreCorrupt,
             Error::Store(StoreError::Config(_)) => Reason::FailedPrecondition,
             Error::Store(StoreError::CustomerKeyMismatch { .. }) => Reason::FailedPrecondition,

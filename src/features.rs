@@ -231,6 +231,11 @@ impl Encoder {
         &self.specs
     }
 
+    /// Hashed features share `2^hash_bits` columns (0: none hashed).
+    pub fn hash_bits(&self) -> u32 {
+        self.hash_bits
+    }
+
     /// The columns that say one thing each, for priors that share a
     /// variance: a number's scaled column, its buckets, a category's
     /// columns, a flag, the hashed block. The intercept (column 0) is in

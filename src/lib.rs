@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod cli_output;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod connections;
@@ -27,6 +28,7 @@ mod process;
 pub mod proto;
 pub mod readiness;
 pub mod revisions;
+pub mod rng;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -9,7 +9,6 @@ use crate::{
     config::FileCampaign,
     connections::ConnectionLimits,
     customer::CustomerKey,
-    decision::now_ms,
     decision_id::IdKeys,
     engine::{Engine, EngineOptions},
     guard::{GuardConfig, GuardLayer},
@@ -17,7 +16,7 @@ use crate::{
         self, campaign_admin_server::CampaignAdminServer, offer_service_server::OfferServiceServer,
     },
     service::{Api, Limits},
-    store::Store,
+    store::{Storage, Store},
 };
 
 /// Most decisions finalized per sweep step.
@@ -110,9 +109,12 @@ pub async fn serve(
     opts.guard.validate()?;
     let data_dir = opts.data_dir.clone();
     let cache_bytes = opts.cache_bytes;
-    let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&data_dir, cache_bytes))
-        .await?
-        .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
+    // The one place that picks the backend; the rest sees `dyn Storage`.
+    let store: Arc<dyn Storage> = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open_with_cache(&data_dir, cache_bytes))
+            .await?
+            .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
+    );
     let campaigns = opts.campaigns.clone();
     let engine_opts = opts.engine;
     let configured_key = opts.customer_key.clone();
@@ -457,8 +459,9 @@ async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Dura
     loop {
         tick.tick().await;
         if let Some(keep) = retention {
-            let before =
-                now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            let before = engine
+                .now_ms()
+                .saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
             match engine.prune(before, SWEEP_BATCH).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(decisions = n, "pruned decision records past retention"),
@@ -466,7 +469,7 @@ async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Dura
             }
         }
         loop {
-            match engine.sweep(now_ms(), SWEEP_BATCH).await {
+            match engine.sweep(engine.now_ms(), SWEEP_BATCH).await {
                 Ok(n) if n >= SWEEP_BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {

@@ -12,9 +12,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::{
+    engine_run::EngineDecider,
     policies::{PolicyEnv, build},
     results::{CurvePoint, PolicyCurve, PolicyShares, PolicySummary, RunReport, SegmentShares},
-    run::{SeedResult, World, run},
+    run::{SeedResult, World, run, run_with},
     stats::{estimate, median},
 };
 
@@ -79,6 +80,33 @@ impl Outcome {
     }
 }
 
+/// A policy spec with this prefix runs on the library's engine
+/// (`engine:logistic-ts`): see `engine_run`.
+pub(crate) const ENGINE_PREFIX: &str = "engine:";
+
+/// One (policy, seed) run.
+fn run_one<W: World>(
+    plan: &Plan<'_>,
+    spec: &str,
+    seed: u64,
+    world: &(dyn Fn(u64) -> W + Sync),
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<SeedResult> {
+    let mut w = world(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xB4D1);
+    let (rounds, segment) = (plan.rounds, &plan.segment_feature);
+    match spec.strip_prefix(ENGINE_PREFIX) {
+        Some(inner) => {
+            let mut engine = EngineDecider::new(inner, &plan.env, w.window(), &rng)?;
+            run_with(&mut engine, &mut w, rounds, &mut rng, segment, progress)
+        }
+        None => {
+            let mut policy = build(spec, &plan.env)?;
+            run(policy.as_mut(), &mut w, rounds, &mut rng, segment, progress)
+        }
+    }
+}
+
 /// Runs the plan; `world(seed)` makes the world of one seed (the same for
 /// every policy, so policies face the same visits and coins).
 pub(crate) fn execute<'a, W>(
@@ -90,7 +118,10 @@ where
 {
     // Validate every spec before spending time.
     for spec in &plan.specs {
-        build(spec, &plan.env)?;
+        match spec.strip_prefix(ENGINE_PREFIX) {
+            Some(inner) => crate::engine_run::check(inner, &plan.env)?,
+            None => drop(build(spec, &plan.env)?),
+        }
     }
     let jobs: Vec<(usize, u64)> = (0..plan.specs.len())
         .flat_map(|p| (0..plan.seeds).map(move |s| (p, s)))
@@ -118,20 +149,7 @@ where
                     let j = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(p, s)) = jobs.get(j) else { break };
                     let seed = plan.first_seed + s;
-                    let result = build(&plan.specs[p], &plan.env).and_then(|mut policy| {
-                        let mut w = world(seed);
-                        let mut rng = ChaCha8Rng::seed_from_u64(
-                            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xB4D1,
-                        );
-                        run(
-                            policy.as_mut(),
-                            &mut w,
-                            plan.rounds,
-                            &mut rng,
-                            &plan.segment_feature,
-                            &progress,
-                        )
-                    });
+                    let result = run_one(plan, &plan.specs[p], seed, world, &progress);
                     if let Ok(mut all) = results.lock() {
                         all[j] = Some(result);
                     }

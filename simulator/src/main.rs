@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod dataset;
 mod drive;
+mod engine_run;
 mod evaluate;
 mod experiment;
 mod history;

@@ -31,7 +31,9 @@ logistic-ts[:OPTS]          contextual Thompson sampling, Bayesian logistic regr
                             OPTS: KEY=VALUE joined by '+': exploration, prior-variance,
                             prior-rate, noise-variance, half-life (observations per offer),
                             adaptive-prior (on: prior variances learned across offers, the
-                            default up to 256 encoded columns; off)";
+                            default up to 256 encoded columns; off)
+engine:linear-ts[:OPTS]     the same, run on the server's engine in-process (select path,
+engine:logistic-ts[:OPTS]   writer, expiry; in-memory store, virtual clock): the loop that ships";
 
 /// A marketer's static rule: context and candidates in, an offer out.
 pub(crate) type Rule<'a> = dyn Fn(&Context, &[usize]) -> usize + Sync + 'a;
@@ -56,7 +58,7 @@ pub(crate) struct PolicyEnv<'a> {
     pub(crate) offer_features: Option<crate::offer_features::OfferFeatures>,
 }
 
-fn contextual_config(
+pub(crate) fn contextual_config(
     spec: &str,
     likelihood: Likelihood,
     opts: Option<&str>,

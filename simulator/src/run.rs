@@ -64,29 +64,81 @@ pub(crate) struct SeedResult {
     pub(crate) shares: HashMap<String, (Vec<u64>, Vec<u64>)>,
 }
 
-struct Pending {
+/// A decision whose outcome is due at round `due`, with what its decider
+/// keeps to deliver it.
+struct Pending<T> {
     due: u64,
     seq: u64,
-    features: Features,
+    ticket: T,
     offer: usize,
     outcome: Outcome,
 }
 
-impl PartialEq for Pending {
+impl<T> PartialEq for Pending<T> {
     fn eq(&self, o: &Self) -> bool {
         (self.due, self.seq) == (o.due, o.seq)
     }
 }
-impl Eq for Pending {}
-impl PartialOrd for Pending {
+impl<T> Eq for Pending<T> {}
+impl<T> PartialOrd for Pending<T> {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
-impl Ord for Pending {
+impl<T> Ord for Pending<T> {
     // Reversed: BinaryHeap is a max-heap and we want the earliest first.
     fn cmp(&self, o: &Self) -> Ordering {
         (o.due, o.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// What makes a run's decisions and learns from their outcomes: a library
+/// policy driven directly, or the library's engine (see `engine_run`).
+pub(crate) trait Decider {
+    /// What a pending decision keeps to deliver its outcome.
+    type Ticket;
+    /// Time moves to `round`, before its due outcomes are delivered.
+    fn at_round(&mut self, _round: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Chooses one of the visit's candidates; the decision is pending.
+    fn decide(
+        &mut self,
+        visit: &Visit<'_>,
+        rng: &mut dyn Rng,
+    ) -> anyhow::Result<(usize, Self::Ticket)>;
+    /// A pending decision ended.
+    fn outcome(
+        &mut self,
+        ticket: Self::Ticket,
+        offer: usize,
+        outcome: Outcome,
+    ) -> anyhow::Result<()>;
+}
+
+/// A library policy, driven through its hooks.
+struct PolicyDecider<'p>(&'p mut dyn Policy);
+
+impl Decider for PolicyDecider<'_> {
+    type Ticket = Features;
+    fn decide(
+        &mut self,
+        visit: &Visit<'_>,
+        rng: &mut dyn Rng,
+    ) -> anyhow::Result<(usize, Features)> {
+        let features = self.0.features(visit.context)?;
+        let offer = self.0.choose(&features, visit.candidates, rng);
+        self.0.on_decision(&features, offer);
+        Ok((offer, features))
+    }
+    fn outcome(
+        &mut self,
+        features: Features,
+        offer: usize,
+        outcome: Outcome,
+    ) -> anyhow::Result<()> {
+        self.0.on_outcome(&features, offer, outcome);
+        Ok(())
     }
 }
 
@@ -121,6 +173,19 @@ pub(crate) fn run(
     segment_feature: &str,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<SeedResult> {
+    let mut decider = PolicyDecider(policy);
+    run_with(&mut decider, world, rounds, rng, segment_feature, progress)
+}
+
+/// [`run`] with any [`Decider`].
+pub(crate) fn run_with<D: Decider>(
+    decider: &mut D,
+    world: &mut dyn World,
+    rounds: u64,
+    rng: &mut dyn Rng,
+    segment_feature: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<SeedResult> {
     let offers = world.offers();
     let window = world.window();
     let step = (rounds / 200).max(1);
@@ -128,22 +193,21 @@ pub(crate) fn run(
         rounds,
         ..SeedResult::default()
     };
-    let mut queue: BinaryHeap<Pending> = BinaryHeap::new();
+    let mut queue: BinaryHeap<Pending<D::Ticket>> = BinaryHeap::new();
     let (mut win_expected, mut win_oracle, mut regret) = (0.0, 0.0, 0.0);
     let mut since_progress = 0;
     for round in 0..rounds {
         let started = Instant::now();
+        decider.at_round(round)?;
         while queue.peek().is_some_and(|p| p.due <= round) {
             if let Some(p) = queue.pop() {
-                policy.on_outcome(&p.features, p.offer, p.outcome);
+                decider.outcome(p.ticket, p.offer, p.outcome)?;
             }
         }
         let mut policy_seconds = started.elapsed().as_secs_f64();
         let visit = world.visit(round);
         let started = Instant::now();
-        let features = policy.features(visit.context)?;
-        let offer = policy.choose(&features, visit.candidates, rng);
-        policy.on_decision(&features, offer);
+        let (offer, ticket) = decider.decide(&visit, rng)?;
         let redeemed = visit.u[offer] < visit.p[offer] && (window == 0 || visit.delay <= window);
         let outcome = if redeemed {
             Outcome::Redeemed {
@@ -153,13 +217,13 @@ pub(crate) fn run(
             Outcome::Expired
         };
         if window == 0 {
-            policy.on_outcome(&features, offer, outcome);
+            decider.outcome(ticket, offer, outcome)?;
         } else {
             let due = round + if redeemed { visit.delay.max(1) } else { window };
             queue.push(Pending {
                 due,
                 seq: round,
-                features,
+                ticket,
                 offer,
                 outcome,
             });

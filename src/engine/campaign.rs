@@ -427,11 +427,12 @@ pub(super) fn control_choice(
     campaign: &Campaign,
     candidates: &[usize],
     context: &Context,
+    rng: &mut dyn rand::Rng,
 ) -> thompson::Choice {
     if let Some(rules) = &campaign.control_rules
         && let Ok(features) = rules.features(context)
     {
-        let offer = rules.choose(&features, candidates, &mut rand::rng());
+        let offer = rules.choose(&features, candidates, rng);
         if let Some(index) = candidates.iter().position(|&c| c == offer) {
             return thompson::Choice {
                 index,
@@ -454,7 +455,7 @@ pub(super) fn control_choice(
             use rand::RngExt;
             let n = candidates.len().max(1);
             thompson::Choice {
-                index: rand::rng().random_range(0..n),
+                index: rng.random_range(0..n),
                 propensity: 1.0 / n as f64,
             }
         }

@@ -59,7 +59,7 @@ impl Engine {
                 (segment, Vec::new())
             }
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let id = self.ids.next(now);
         let mut context: Vec<_> = req
             .context

@@ -1,8 +1,9 @@
 //! The learning loop. Campaign posteriors live in memory for reads; every
-//! change goes through one writer thread that applies it to sled together
-//! with its posterior change in one atomic batch, and answers only after the
-//! batch is durable when durability is asked for (group commit: one fsync
-//! serves every request that arrived while the previous one ran).
+//! change goes through one writer thread that commits it to the store (any
+//! [`Storage`]) with its posterior change in one atomic write set, and
+//! answers only after it is durable when durability is asked for (group
+//! commit: one flush serves every request that arrived while the previous
+//! one ran).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,10 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     budget::DailyCounts,
+    clock::{Clock, SystemClock},
     config::{CampaignConfig, FileCampaign, OfferConfig, PolicyKind},
     context::Context,
     customer::{CustomerHash, CustomerKey},
-    decision::{DecisionId, DecisionRecord, DecisionState, IdGenerator, now_ms},
+    decision::{DecisionId, DecisionRecord, DecisionState, IdGenerator},
     decision_id::IdKeys,
     error::Error,
     features::Encoder,
@@ -33,7 +35,8 @@ use crate::{
         thompson,
     },
     revisions::{Revision, Source, StoredCampaign},
-    store::{CellKey, ExpiryEntry, Store, StoreError, WriteSet},
+    rng::RngSource,
+    store::{CellKey, ExpiryEntry, Storage, StoreError, WriteSet},
     uplift::{Arm, ArmCounts, ArmSummary, Uplift},
 };
 
@@ -56,7 +59,7 @@ pub use self::{
 };
 pub use crate::status::{CampaignStatus, OfferStatus};
 
-/// How often contextual posteriors are written to sled. Between
+/// How often contextual posteriors are written to the store. Between
 /// checkpoints each learning event is durable through its decision record
 /// (and replayed from it at startup), so a posterior of d² numbers is not
 /// rewritten with every decision.
@@ -198,6 +201,26 @@ impl Default for EngineOptions {
     }
 }
 
+/// Where the engine takes time and randomness from: the system clock and
+/// each thread's generator by default; a manual clock and a seeded source
+/// for tests and the simulator.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// Time: decisions' creation and expiry, daily budgets, late redemptions.
+    pub clock: Arc<dyn Clock>,
+    /// Thompson draws, the control arm's picks, anonymous visits' arms.
+    pub rng: RngSource,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources {
+            clock: Arc::new(SystemClock),
+            rng: RngSource::Thread,
+        }
+    }
+}
+
 /// The campaigns served, by id: each its current revision.
 type Campaigns = BTreeMap<String, Arc<Campaign>>;
 
@@ -205,7 +228,9 @@ type Campaigns = BTreeMap<String, Arc<Campaign>>;
 #[derive(Debug)]
 pub struct Engine {
     campaigns: Arc<RwLock<Campaigns>>,
-    store: Store,
+    store: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    rng: RngSource,
     ids: IdGenerator,
     id_keys: IdKeys,
     writer: mpsc::Sender<Command>,
@@ -391,6 +416,11 @@ fn retired_error(campaign: &str) -> Error {
 }
 
 impl Engine {
+    /// Now, by the engine's clock (Unix ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// The keys decision ids are signed and verified with.
     pub fn id_keys(&self) -> &IdKeys {
         &self.id_keys
@@ -475,7 +505,7 @@ impl Engine {
             return Some(e.to_string());
         }
         let started = self.disk.flush_started_ms.load(Ordering::Relaxed);
-        let running = now_ms().saturating_sub(started);
+        let running = self.now_ms().saturating_sub(started);
         (started > 0 && running > FLUSH_STUCK_MS).then(|| {
             format!(
                 "a storage flush has been running for {} s (disk full or failing?)",
@@ -490,7 +520,7 @@ impl Engine {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Redeem {
             redemption,
-            now_ms: now_ms(),
+            now_ms: self.now_ms(),
             reply,
         })
         .await?;
@@ -505,7 +535,7 @@ impl Engine {
         redemptions: Vec<Redemption>,
     ) -> Result<Vec<Result<Redeemed, Error>>, Error> {
         self.check_healthy()?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut waits = Vec::with_capacity(redemptions.len());
         for redemption in redemptions {
             let (reply, rx) = oneshot::channel();
@@ -575,7 +605,7 @@ impl Engine {
         };
         let created_before = before_ms
             .saturating_sub(longest)
-            .min(now_ms().saturating_sub(longest_cap));
+            .min(self.now_ms().saturating_sub(longest_cap));
         let (reply, rx) = oneshot::channel();
         self.send(Command::Prune {
             before_ms,
@@ -692,3 +722,6 @@ impl Engine {
         self.writer.send(cmd).await.map_err(|_| writer_gone())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,203 +5,61 @@ use super::*;
 
 impl Engine {
     /// Builds the engine from configured campaigns and the store's contents,
-    /// and starts the writer thread. Fails on unreadable stored records.
+    /// and starts the writer thread, on the system clock and each thread's
+    /// generator. Fails on unreadable stored records.
     pub fn open(
-        store: Store,
+        store: Arc<dyn Storage>,
         configs: Vec<FileCampaign>,
         options: EngineOptions,
         customer_key: CustomerKey,
         id_keys: IdKeys,
     ) -> Result<Engine, StoreError> {
-        let mut campaigns: BTreeMap<String, Campaign> = BTreeMap::new();
-        let mut revisions = WriteSet::default();
-        let stored = store.load_configs()?;
-        let models = store.load_models()?;
-        // A campaign with models but no stored config was stored before
-        // configs were, and so before step buckets: its numbers are one-hot
-        // unless the file says otherwise.
-        let configs = configs
-            .into_iter()
-            .map(|mut f| {
-                let id = f.config.id.as_str();
-                if !stored.iter().any(|(c, _)| c == id) && models.iter().any(|(c, _, _)| c == id) {
-                    crate::features::settle_stored_buckets(&mut f.config.features);
-                }
-                f
-            })
-            .collect();
-        for r in crate::revisions::resolve(configs, stored, now_ms())? {
-            if let Some(note) = &r.note {
-                tracing::warn!(campaign = %r.config.id, "{note}");
-            }
-            if r.changed {
-                revisions.put_config(
-                    &r.config.id,
-                    &StoredCampaign::new(&r.config, r.revision.clone(), r.retired.clone())?,
-                );
-            }
-            if !r.served && !r.revision.retired {
-                tracing::warn!(campaign = %r.config.id, "campaign in storage is no longer in the campaign file: kept for redemptions and reports, not served");
-            }
-            let mut campaign = Campaign::new(r.config, r.revision, r.served);
-            let offer_encoder = campaign.config.offer_encoder();
-            for o in &r.retired {
-                campaign.push_offer(Offer {
-                    active: false,
-                    ..Offer::configured(o, offer_encoder.as_ref())
-                });
-            }
-            campaign.retired = r.retired;
-            campaigns.insert(campaign.config.id.clone(), campaign);
-        }
-        let cells = store.load_cells()?;
-        for (key, counts) in &cells {
-            let campaign = campaigns.entry(key.campaign.clone()).or_insert_with(|| {
-                tracing::warn!(campaign = %key.campaign, "campaign in storage is not configured: kept for redemptions and stats, not served");
-                Campaign::new(retired_config(&key.campaign), Revision::unknown(), false)
-            });
-            let idx = match campaign.offer_index(&key.offer) {
-                Some(i) => i,
-                None => {
-                    tracing::warn!(campaign = %key.campaign, offer = %key.offer, "offer in storage is not configured: kept as retired");
-                    campaign.add_retired_offer(&key.offer)
-                }
-            };
-            campaign.model.write().set_cell(&key.segment, idx, *counts);
-        }
-        for (campaign_id, prior) in store.load_priors()? {
-            let Some(campaign) = campaigns.get_mut(&campaign_id) else {
-                continue;
-            };
-            let offer_columns = campaign.config.offer_columns();
-            let Some(c) = campaign.contextual.as_mut() else {
-                continue;
-            };
-            if !prior.is_well_formed(c.encoder.dim(), offer_columns) {
-                return Err(StoreError::Corrupt {
-                    key: format!("prior {campaign_id}"),
-                    reason: format!(
-                        "stored prior has {} columns and {} offer effects, but the configured features encode to {} and {} offer columns",
-                        prior.variance.len(),
-                        prior.offer_effects.len(),
-                        c.encoder.dim(),
-                        offer_columns
-                    ),
-                });
-            }
-            // Offers that learned nothing are set to it below.
-            *c.prior.write() = prior;
-        }
-        for (campaign_id, offer, posterior) in models {
-            let Some(campaign) = campaigns.get_mut(&campaign_id) else {
-                tracing::warn!(campaign = %campaign_id, "stored model of an unknown campaign: ignored");
-                continue;
-            };
-            let idx = match campaign.offer_index(&offer) {
-                Some(i) => i,
-                None => campaign.add_retired_offer(&offer),
-            };
-            match &mut campaign.contextual {
-                Some(c) if posterior.mean.len() == c.encoder.dim() => {
-                    c.models.write()[idx] = posterior
-                }
-                Some(c) => {
-                    return Err(StoreError::Corrupt {
-                        key: format!("model {campaign_id}/{offer}"),
-                        reason: format!(
-                            "stored model has {} dimensions but the configured features encode to {}; \
-                             changing a contextual campaign's features needs a new campaign id",
-                            posterior.mean.len(),
-                            c.encoder.dim()
-                        ),
-                    });
-                }
-                None => {
-                    tracing::warn!(campaign = %campaign_id, "stored regression model but the campaign is not contextual: ignored")
-                }
-            }
-        }
-        for (campaign_id, arm, counts) in store.load_arms()? {
-            let Some(campaign) = campaigns.get_mut(&campaign_id) else {
-                continue;
-            };
-            match Arm::ALL.into_iter().find(|a| a.as_str() == arm) {
-                Some(a) => campaign.arms.write()[a.index()] = counts,
-                None => {
-                    return Err(StoreError::Corrupt {
-                        key: format!("a/{campaign_id}/{arm}"),
-                        reason: "unknown arm".into(),
-                    });
-                }
-            }
-        }
-        for (campaign_id, status) in store.load_statuses()? {
-            if let Some(campaign) = campaigns.get_mut(&campaign_id) {
-                *campaign.status.write() = status;
-            }
-        }
-        for (campaign_id, offer, counts) in store.load_daily()? {
-            let Some(campaign) = campaigns.get_mut(&campaign_id) else {
-                continue;
-            };
-            if let Some(i) = campaign.offer_index(&offer)
-                && let Some(slot) = campaign.daily.write().get_mut(i)
-            {
-                *slot = counts;
-            }
-        }
-        // The stored state as the config now says: a learned prior switched
-        // off (by the campaign file, or by a revision whose second write a
-        // crash interrupted) is undone, and offers that learned nothing are
-        // the current prior.
-        let mut settled = false;
-        for campaign in campaigns.values() {
-            let Some(c) = &campaign.contextual else {
-                continue;
-            };
-            if !c.config.adaptive_prior && c.prior_is_learned() {
-                c.switch_prior_off(&c.config, &campaign.offers);
-                settled = true;
-            }
-            c.reset_untrained(&c.config, &campaign.offers);
-        }
-        let checkpoint = store.model_seq()?;
-        let (decisions, last_seq) = replay_learning(&store, &mut campaigns, checkpoint)?;
-        tracing::info!(
-            cells = cells.len(),
-            decisions,
-            replayed = last_seq.saturating_sub(checkpoint),
-            "store loaded"
-        );
-        // One batch: the revisions of this start and, when replay (or
-        // settling) changed posteriors, a checkpoint of them. The writer
-        // starts with nothing dirty, so without it a later checkpoint would
-        // move the model sequence past posteriors it does not write.
-        let mut writes = revisions;
-        if last_seq > checkpoint || settled {
-            for (id, c) in &campaigns {
-                let Some(ctx) = &c.contextual else { continue };
-                for (o, m) in c.offers.iter().zip(ctx.models.read().iter()) {
-                    writes.put_model(id, &o.id, m);
-                }
-                writes.put_prior(id, &ctx.prior.read());
-            }
-            writes.put_model_seq(last_seq);
-        }
-        if !writes.is_empty() {
-            store.commit(writes)?;
-            store.flush()?;
-        }
-        let campaigns: Campaigns = campaigns
-            .into_iter()
-            .map(|(id, c)| (id, Arc::new(c)))
-            .collect();
+        Engine::open_with(
+            store,
+            configs,
+            options,
+            customer_key,
+            id_keys,
+            Sources::default(),
+        )
+    }
+
+    /// [`Engine::open`] with time and randomness from `sources`.
+    pub fn open_with(
+        store: Arc<dyn Storage>,
+        configs: Vec<FileCampaign>,
+        options: EngineOptions,
+        customer_key: CustomerKey,
+        id_keys: IdKeys,
+        sources: Sources,
+    ) -> Result<Engine, StoreError> {
+        let (engine, writer, rx) =
+            Engine::assemble(store, configs, options, customer_key, id_keys, sources)?;
+        std::thread::Builder::new()
+            .name("offer-bandit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Sled(e.into()))?;
+        Ok(engine)
+    }
+
+    /// The engine and its writer, not started: the writer runs on the
+    /// receiver (in a thread of its own, or step by step in tests).
+    pub(super) fn assemble(
+        store: Arc<dyn Storage>,
+        configs: Vec<FileCampaign>,
+        options: EngineOptions,
+        customer_key: CustomerKey,
+        id_keys: IdKeys,
+        sources: Sources,
+    ) -> Result<(Engine, Writer, mpsc::Receiver<Command>), StoreError> {
+        let (campaigns, last_seq) = recover(&*store, configs, sources.clock.now_ms())?;
         let campaigns = Arc::new(RwLock::new(campaigns));
         let failed = Arc::new(AtomicBool::new(false));
         let disk = Arc::new(DiskWatch::default());
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             store: store.clone(),
+            clock: sources.clock.clone(),
             campaigns: campaigns.clone(),
             failed: failed.clone(),
             disk: disk.clone(),
@@ -210,13 +68,11 @@ impl Engine {
             dirty: std::collections::HashSet::new(),
             last_checkpoint: std::time::Instant::now(),
         };
-        std::thread::Builder::new()
-            .name("offer-bandit-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Sled(e.into()))?;
-        Ok(Engine {
+        let engine = Engine {
             campaigns,
             store,
+            clock: sources.clock,
+            rng: sources.rng,
             ids: IdGenerator::new(id_keys.signing_id()),
             id_keys,
             writer: tx,
@@ -224,8 +80,201 @@ impl Engine {
             disk,
             options,
             customer_key,
-        })
+        };
+        Ok((engine, writer, rx))
     }
+}
+
+/// The campaigns as the file and the store say, their posteriors from the
+/// checkpoints plus the learning events since (stored as one checkpoint
+/// when replay changed them), and the last learning sequence number.
+pub(super) fn recover(
+    store: &dyn Storage,
+    configs: Vec<FileCampaign>,
+    now_ms: i64,
+) -> Result<(Campaigns, u64), StoreError> {
+    let mut campaigns: BTreeMap<String, Campaign> = BTreeMap::new();
+    let mut revisions = WriteSet::default();
+    let stored = store.load_configs()?;
+    let models = store.load_models()?;
+    // A campaign with models but no stored config was stored before
+    // configs were, and so before step buckets: its numbers are one-hot
+    // unless the file says otherwise.
+    let configs = configs
+        .into_iter()
+        .map(|mut f| {
+            let id = f.config.id.as_str();
+            if !stored.iter().any(|(c, _)| c == id) && models.iter().any(|(c, _, _)| c == id) {
+                crate::features::settle_stored_buckets(&mut f.config.features);
+            }
+            f
+        })
+        .collect();
+    for r in crate::revisions::resolve(configs, stored, now_ms)? {
+        if let Some(note) = &r.note {
+            tracing::warn!(campaign = %r.config.id, "{note}");
+        }
+        if r.changed {
+            revisions.put_config(
+                &r.config.id,
+                &StoredCampaign::new(&r.config, r.revision.clone(), r.retired.clone())?,
+            );
+        }
+        if !r.served && !r.revision.retired {
+            tracing::warn!(campaign = %r.config.id, "campaign in storage is no longer in the campaign file: kept for redemptions and reports, not served");
+        }
+        let mut campaign = Campaign::new(r.config, r.revision, r.served);
+        let offer_encoder = campaign.config.offer_encoder();
+        for o in &r.retired {
+            campaign.push_offer(Offer {
+                active: false,
+                ..Offer::configured(o, offer_encoder.as_ref())
+            });
+        }
+        campaign.retired = r.retired;
+        campaigns.insert(campaign.config.id.clone(), campaign);
+    }
+    let cells = store.load_cells()?;
+    for (key, counts) in &cells {
+        let campaign = campaigns.entry(key.campaign.clone()).or_insert_with(|| {
+            tracing::warn!(campaign = %key.campaign, "campaign in storage is not configured: kept for redemptions and stats, not served");
+            Campaign::new(retired_config(&key.campaign), Revision::unknown(), false)
+        });
+        let idx = match campaign.offer_index(&key.offer) {
+            Some(i) => i,
+            None => {
+                tracing::warn!(campaign = %key.campaign, offer = %key.offer, "offer in storage is not configured: kept as retired");
+                campaign.add_retired_offer(&key.offer)
+            }
+        };
+        campaign.model.write().set_cell(&key.segment, idx, *counts);
+    }
+    for (campaign_id, prior) in store.load_priors()? {
+        let Some(campaign) = campaigns.get_mut(&campaign_id) else {
+            continue;
+        };
+        let offer_columns = campaign.config.offer_columns();
+        let Some(c) = campaign.contextual.as_mut() else {
+            continue;
+        };
+        if !prior.is_well_formed(c.encoder.dim(), offer_columns) {
+            return Err(StoreError::Corrupt {
+                key: format!("prior {campaign_id}"),
+                reason: format!(
+                    "stored prior has {} columns and {} offer effects, but the configured features encode to {} and {} offer columns",
+                    prior.variance.len(),
+                    prior.offer_effects.len(),
+                    c.encoder.dim(),
+                    offer_columns
+                ),
+            });
+        }
+        // Offers that learned nothing are set to it below.
+        *c.prior.write() = prior;
+    }
+    for (campaign_id, offer, posterior) in models {
+        let Some(campaign) = campaigns.get_mut(&campaign_id) else {
+            tracing::warn!(campaign = %campaign_id, "stored model of an unknown campaign: ignored");
+            continue;
+        };
+        let idx = match campaign.offer_index(&offer) {
+            Some(i) => i,
+            None => campaign.add_retired_offer(&offer),
+        };
+        match &mut campaign.contextual {
+            Some(c) if posterior.mean.len() == c.encoder.dim() => c.models.write()[idx] = posterior,
+            Some(c) => {
+                return Err(StoreError::Corrupt {
+                    key: format!("model {campaign_id}/{offer}"),
+                    reason: format!(
+                        "stored model has {} dimensions but the configured features encode to {}; \
+                         changing a contextual campaign's features needs a new campaign id",
+                        posterior.mean.len(),
+                        c.encoder.dim()
+                    ),
+                });
+            }
+            None => {
+                tracing::warn!(campaign = %campaign_id, "stored regression model but the campaign is not contextual: ignored")
+            }
+        }
+    }
+    for (campaign_id, arm, counts) in store.load_arms()? {
+        let Some(campaign) = campaigns.get_mut(&campaign_id) else {
+            continue;
+        };
+        match Arm::ALL.into_iter().find(|a| a.as_str() == arm) {
+            Some(a) => campaign.arms.write()[a.index()] = counts,
+            None => {
+                return Err(StoreError::Corrupt {
+                    key: format!("a/{campaign_id}/{arm}"),
+                    reason: "unknown arm".into(),
+                });
+            }
+        }
+    }
+    for (campaign_id, status) in store.load_statuses()? {
+        if let Some(campaign) = campaigns.get_mut(&campaign_id) {
+            *campaign.status.write() = status;
+        }
+    }
+    for (campaign_id, offer, counts) in store.load_daily()? {
+        let Some(campaign) = campaigns.get_mut(&campaign_id) else {
+            continue;
+        };
+        if let Some(i) = campaign.offer_index(&offer)
+            && let Some(slot) = campaign.daily.write().get_mut(i)
+        {
+            *slot = counts;
+        }
+    }
+    // The stored state as the config now says: a learned prior switched
+    // off (by the campaign file, or by a revision whose second write a
+    // crash interrupted) is undone, and offers that learned nothing are
+    // the current prior.
+    let mut settled = false;
+    for campaign in campaigns.values() {
+        let Some(c) = &campaign.contextual else {
+            continue;
+        };
+        if !c.config.adaptive_prior && c.prior_is_learned() {
+            c.switch_prior_off(&c.config, &campaign.offers);
+            settled = true;
+        }
+        c.reset_untrained(&c.config, &campaign.offers);
+    }
+    let checkpoint = store.model_seq()?;
+    let (decisions, last_seq) = replay_learning(store, &mut campaigns, checkpoint)?;
+    tracing::info!(
+        cells = cells.len(),
+        decisions,
+        replayed = last_seq.saturating_sub(checkpoint),
+        "store loaded"
+    );
+    // One batch: the revisions of this start and, when replay (or
+    // settling) changed posteriors, a checkpoint of them. The writer
+    // starts with nothing dirty, so without it a later checkpoint would
+    // move the model sequence past posteriors it does not write.
+    let mut writes = revisions;
+    if last_seq > checkpoint || settled {
+        for (id, c) in &campaigns {
+            let Some(ctx) = &c.contextual else { continue };
+            for (o, m) in c.offers.iter().zip(ctx.models.read().iter()) {
+                writes.put_model(id, &o.id, m);
+            }
+            writes.put_prior(id, &ctx.prior.read());
+        }
+        writes.put_model_seq(last_seq);
+    }
+    if !writes.is_empty() {
+        store.commit(writes)?;
+        store.flush()?;
+    }
+    let campaigns: Campaigns = campaigns
+        .into_iter()
+        .map(|(id, c)| (id, Arc::new(c)))
+        .collect();
+    Ok((campaigns, last_seq))
 }
 
 pub(super) fn retired_config(id: &str) -> CampaignConfig {
@@ -261,7 +310,7 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
 /// exactly what they were when the process stopped. Returns the number of
 /// decisions and the last sequence number seen.
 pub(super) fn replay_learning(
-    store: &Store,
+    store: &dyn Storage,
     campaigns: &mut BTreeMap<String, Campaign>,
     checkpoint: u64,
 ) -> Result<(usize, u64), StoreError> {
@@ -269,7 +318,7 @@ pub(super) fn replay_learning(
     type Event = (u64, String, String, Vec<(u32, f64)>, bool);
     let mut events: Vec<Event> = Vec::new();
     let mut n = 0usize;
-    store.scan_decisions(0, i64::MAX, |_, rec| {
+    store.scan_decisions(0, i64::MAX, &mut |_, rec| {
         n += 1;
         for (seq, redeemed) in [(rec.learned_seq, false), (rec.redeemed_seq, true)] {
             if seq > checkpoint {

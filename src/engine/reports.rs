@@ -12,7 +12,7 @@ impl Engine {
         let (bandit, control, uplift) = crate::uplift::compare(arms[0], arms[1]);
         let stats = self.stats(campaign_id)?;
         let total: u64 = stats.offers.iter().map(|o| o.counts.trials).sum();
-        let now = now_ms();
+        let now = self.now_ms();
         let daily = campaign.daily.read().clone();
         let offers = stats
             .offers
@@ -159,13 +159,14 @@ impl Engine {
         mut sink: impl FnMut(DecisionId, DecisionRecord) -> bool,
     ) -> Result<(), Error> {
         self.campaign(campaign)?;
-        self.store.scan_decisions(since_ms, until_ms, |id, rec| {
-            if rec.campaign == campaign {
-                sink(id, rec)
-            } else {
-                true
-            }
-        })?;
+        self.store
+            .scan_decisions(since_ms, until_ms, &mut |id, rec| {
+                if rec.campaign == campaign {
+                    sink(id, rec)
+                } else {
+                    true
+                }
+            })?;
         Ok(())
     }
 }

@@ -10,10 +10,12 @@ impl Engine {
         // choose again without that offer (each time one offer fewer, so
         // this ends), in the same arm.
         let mut spent: Vec<(String, String)> = Vec::new();
-        let anonymous_draw = rand::random::<f64>();
+        // Drawn when first needed (an anonymous visit to a campaign with a
+        // control group), then kept for every retry.
+        let anonymous_draw = std::sync::OnceLock::new();
         let ignored = self.ignored_features(&req)?;
         loop {
-            match self.select_among(&req, &spent, anonymous_draw).await? {
+            match self.select_among(&req, &spent, &anonymous_draw).await? {
                 Decided::Spent { offer, why } => {
                     tracing::debug!(offer = %offer, "{why}: choosing again");
                     if spent.iter().any(|(o, _)| *o == offer) {
@@ -69,12 +71,13 @@ impl Engine {
     }
 
     /// [`Engine::select`] without the offers in `spent` (offer, why), with
-    /// `anonymous_draw` deciding the arm of a visit without a customer id.
+    /// `anonymous_draw` (uniform, drawn once per request when first needed)
+    /// deciding the arm of a visit without a customer id.
     pub(super) async fn select_among(
         &self,
         req: &SelectRequest,
         spent: &[(String, String)],
-        anonymous_draw: f64,
+        anonymous_draw: &std::sync::OnceLock<f64>,
     ) -> Result<Decided, Error> {
         self.check_healthy()?;
         let campaign = self.campaign(&req.campaign)?;
@@ -107,7 +110,7 @@ impl Engine {
             // budget. The writer re-checks under its lock.
             if let Some(id) = self.store.request(&req.campaign, rid)?
                 && let Some(rec) = self.store.decision(&id)?
-                && rec.expires_ms > now_ms()
+                && rec.expires_ms > self.now_ms()
             {
                 let customer = req
                     .customer_id
@@ -136,7 +139,9 @@ impl Engine {
                     let models = ctx.models.read();
                     gaussian_arms(&models, &ctx.config, &weights, &x, &candidates)
                 };
-                let choice = thompson::choose(&arms, &mut rand::rng())
+                let choice = self
+                    .rng
+                    .with(|rng| thompson::choose(&arms, rng))
                     .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
                 (String::new(), x, choice, campaign.model.read().version())
             }
@@ -156,14 +161,16 @@ impl Engine {
                     } else {
                         OVERFLOW_SEGMENT.to_owned()
                     };
-                    let choice = campaign.snapshots.choose(
-                        &model,
-                        &segment,
-                        &candidates,
-                        &weights,
-                        campaign.config.prior_strength,
-                        &mut rand::rng(),
-                    );
+                    let choice = self.rng.with(|rng| {
+                        campaign.snapshots.choose(
+                            &model,
+                            &segment,
+                            &candidates,
+                            &weights,
+                            campaign.config.prior_strength,
+                            rng,
+                        )
+                    });
                     (segment, choice, model.version())
                 };
                 let choice = choice
@@ -178,12 +185,14 @@ impl Engine {
         };
         let choice = match arm {
             Arm::Bandit => choice,
-            Arm::Control => control_choice(&campaign, &candidates, &req.context),
+            Arm::Control => self
+                .rng
+                .with(|rng| control_choice(&campaign, &candidates, &req.context, rng)),
             // Without consent (and for a fallback) nothing of the visit
             // personalizes the offer: the rule sees no context.
-            Arm::NonPersonalized | Arm::Fallback => {
-                control_choice(&campaign, &candidates, &Context::new())
-            }
+            Arm::NonPersonalized | Arm::Fallback => self
+                .rng
+                .with(|rng| control_choice(&campaign, &candidates, &Context::new(), rng)),
         };
         let explanation = if req.explain {
             // Up to EXPLAIN_BUDGET of computing: off the async workers where
@@ -209,7 +218,7 @@ impl Engine {
             Vec::new()
         };
         let offer = &campaign.offers[candidates[choice.index]];
-        let now = now_ms();
+        let now = self.now_ms();
         let id = self.ids.next(now);
         let rec = DecisionRecord {
             campaign: req.campaign.clone(),
@@ -269,13 +278,13 @@ impl Engine {
     }
 
     /// The arm of a visit: stable per customer (a keyed hash of campaign and
-    /// customer), `anonymous_draw` (uniform, drawn per request) for
+    /// customer), `anonymous_draw` (uniform, drawn once per request) for
     /// anonymous visits.
     pub(super) fn arm_of(
         &self,
         campaign: &Campaign,
         customer_id: Option<&str>,
-        anonymous_draw: f64,
+        anonymous_draw: &std::sync::OnceLock<f64>,
     ) -> Arm {
         let share = campaign.config.control_share;
         if share <= 0.0 {
@@ -288,7 +297,7 @@ impl Engine {
                     .hash(&format!("arm\0{}\0{c}", campaign.config.id))
                     .0,
             ),
-            None => anonymous_draw,
+            None => *anonymous_draw.get_or_init(|| self.rng.unit()),
         };
         Arm::of(u, share)
     }
@@ -308,7 +317,7 @@ impl Engine {
             // The common case on the hot path: nothing to check.
             return Ok((candidates, Vec::new()));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut excluded = Vec::new();
         // Offers the writer found spent by concurrent decisions.
         let candidates: Vec<usize> = candidates

@@ -6,30 +6,41 @@ impl Store {
     /// Writes every key and value to `out` as a backup file (see
     /// [`restore_snapshot`]); returns how many entries. Consistent only if
     /// nothing writes meanwhile: the engine calls it from its writer thread.
-    pub fn write_snapshot(&self, out: &mut impl std::io::Write) -> Result<u64, StoreError> {
-        let io = |e: std::io::Error| StoreError::Sled(e.into());
-        let mut hasher = blake3::Hasher::new();
-        let mut put = |bytes: &[u8], out: &mut dyn std::io::Write| -> Result<(), StoreError> {
-            hasher.update(bytes);
-            out.write_all(bytes).map_err(io)
-        };
-        put(SNAPSHOT_MAGIC, out)?;
-        put(&SCHEMA_VERSION.to_be_bytes(), out)?;
-        let mut n = 0u64;
-        for item in self.tree.iter() {
-            let (k, v) = item?;
-            put(&(k.len() as u32).to_be_bytes(), out)?;
-            put(&k, out)?;
-            put(&(v.len() as u32).to_be_bytes(), out)?;
-            put(&v, out)?;
-            n += 1;
-        }
-        put(&SNAPSHOT_END.to_be_bytes(), out)?;
-        put(&n.to_be_bytes(), out)?;
-        out.write_all(hasher.finalize().as_bytes()).map_err(io)?;
-        out.flush().map_err(io)?;
-        Ok(n)
+    pub fn write_snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
+        let entries = self.tree.iter().map(|item| item.map_err(StoreError::from));
+        write_entries(out, entries)
     }
+}
+
+/// Writes a backup file of `entries` (keys in order) to `out`; returns how
+/// many.
+pub(super) fn write_entries<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    out: &mut dyn std::io::Write,
+    entries: impl Iterator<Item = Result<(K, V), StoreError>>,
+) -> Result<u64, StoreError> {
+    let io = |e: std::io::Error| StoreError::Sled(e.into());
+    let mut hasher = blake3::Hasher::new();
+    let mut put = |bytes: &[u8], out: &mut dyn std::io::Write| -> Result<(), StoreError> {
+        hasher.update(bytes);
+        out.write_all(bytes).map_err(io)
+    };
+    put(SNAPSHOT_MAGIC, out)?;
+    put(&SCHEMA_VERSION.to_be_bytes(), out)?;
+    let mut n = 0u64;
+    for item in entries {
+        let (k, v) = item?;
+        let (k, v) = (k.as_ref(), v.as_ref());
+        put(&(k.len() as u32).to_be_bytes(), out)?;
+        put(k, out)?;
+        put(&(v.len() as u32).to_be_bytes(), out)?;
+        put(v, out)?;
+        n += 1;
+    }
+    put(&SNAPSHOT_END.to_be_bytes(), out)?;
+    put(&n.to_be_bytes(), out)?;
+    out.write_all(hasher.finalize().as_bytes()).map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(n)
 }
 
 /// First bytes of a backup file.

@@ -72,3 +72,20 @@ pub(super) fn request_key(campaign: &str, request_id: &str) -> Vec<u8> {
 pub(super) fn decision_id(bytes: &[u8]) -> Option<DecisionId> {
     Some(DecisionId(bytes.try_into().ok()?))
 }
+
+/// The locators of decisions made in `[since_ms, until_ms)`: version-0 ids
+/// (8 bytes of ms first) sort before version-1 ids (a version byte, then 6
+/// bytes of ms), so one range of each, padded with zeros to full locators.
+pub(super) fn time_ranges(since_ms: i64, until_ms: i64) -> [std::ops::Range<DecisionId>; 2] {
+    fn padded(prefix: &[u8]) -> DecisionId {
+        let mut id = [0u8; 16];
+        id[..prefix.len()].copy_from_slice(prefix);
+        DecisionId(id)
+    }
+    let legacy_ms = |ms: i64| ms.clamp(0, 1 << 48).to_be_bytes();
+    [
+        padded(&legacy_ms(since_ms))..padded(&legacy_ms(until_ms)),
+        padded(&DecisionId::v1_time_prefix(since_ms))
+            ..padded(&DecisionId::v1_time_prefix(until_ms)),
+    ]
+}

@@ -1,6 +1,10 @@
-//! Durable state in sled: the only module that touches it.
+//! Durable state: the traits the engine reads and commits through
+//! ([`DecisionLog`], [`Checkpoints`], [`CampaignConfigs`], [`Storage`]),
+//! the typed [`WriteSet`] a commit applies, and two backends: [`Store`]
+//! (sled; this module is the only code that touches it) and
+//! [`MemoryStore`]. One conformance suite runs against both.
 //!
-//! One tree, keys prefixed by kind:
+//! sled keeps one tree, keys prefixed by kind:
 //! - `meta/schema`: schema version;
 //! - `m/{campaign}\0{segment}\0{offer}`: [`CellCounts`] of a posterior cell;
 //! - `d/{decision id}`: [`DecisionRecord`];
@@ -34,9 +38,9 @@
 //!   in use, so that a changed key is refused rather than silently breaking
 //!   erasure.
 //!
-//! Every value starts with a format-version byte. Changes are applied as one
-//! atomic batch (see [`WriteSet`]), so a crash never splits a decision from
-//! its posterior change.
+//! Every value starts with a format-version byte. A [`WriteSet`] is applied
+//! as one atomic batch, so a crash never splits a decision from its
+//! posterior change.
 
 use std::path::Path;
 
@@ -51,15 +55,19 @@ use crate::{
 mod backup;
 mod codec;
 mod keys;
+mod memory;
 mod migrate;
+mod traits;
 mod write_set;
 
 pub use self::migrate::{Migration, MigrationPlan, plan_migration};
 pub use self::{
     backup::{SnapshotEntry, check_entry, parse_snapshot, restore_snapshot},
-    write_set::WriteSet,
+    memory::MemoryStore,
+    traits::{CampaignConfigs, Checkpoints, DecisionLog, Storage},
+    write_set::{Write, WriteSet},
 };
-use self::{codec::*, keys::*, migrate::*};
+use self::{codec::*, keys::*, migrate::*, write_set::keyed};
 
 /// Schema of the key layout above. 4 added the customer of each decision;
 /// a schema-3 store is migrated when opened. 5 added learned priors (`q/`):
@@ -84,6 +92,10 @@ pub enum StoreError {
     /// sled reported an I/O or internal error.
     #[error("{0}")]
     Sled(#[from] sled::Error),
+    /// Another backend could not read or write (I/O, a lost connection):
+    /// nothing of the failed call was applied.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// A stored value cannot be read by this version.
     #[error("corrupt or unsupported record at key {key}: {reason}")]
     Corrupt {
@@ -212,27 +224,10 @@ impl Store {
                 },
             )?)),
         };
-        let key = match (configured, generated, &stored_fp) {
-            (Some(k), _, Some(fp)) if k.fingerprint() != *fp => {
-                return Err(StoreError::CustomerKeyMismatch {
-                    stored: fp.clone(),
-                    configured: format!("the configured key's is {}", k.fingerprint()),
-                });
-            }
-            (Some(k), _, _) => k,
-            (None, Some(k), _) => k,
-            (None, None, Some(fp)) => {
-                return Err(StoreError::CustomerKeyMismatch {
-                    stored: fp.clone(),
-                    configured: "no key is configured".into(),
-                });
-            }
-            (None, None, None) => {
-                let k = CustomerKey::generate();
-                self.tree.insert(META_CUSTOMER_KEY, k.bytes().to_vec())?;
-                k
-            }
-        };
+        let (key, new) = choose_customer_key(configured, generated, stored_fp.as_deref())?;
+        if new {
+            self.tree.insert(META_CUSTOMER_KEY, key.bytes().to_vec())?;
+        }
         if stored_fp.is_none() {
             self.tree
                 .insert(META_CUSTOMER_FINGERPRINT, key.fingerprint().into_bytes())?;
@@ -339,28 +334,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Resolved decisions whose reward window closed before `before_ms`,
-    /// among those made before `created_before`, oldest first: at most
-    /// `limit`, looking at no more than `10 * limit` records (still-pending
-    /// old decisions are passed over).
-    pub fn prunable(
-        &self,
-        before_ms: i64,
-        created_before: i64,
-        limit: usize,
-    ) -> Result<Vec<(DecisionId, DecisionRecord)>, StoreError> {
-        let mut out = Vec::new();
-        let mut looked = 0usize;
-        self.scan_decisions(0, created_before.min(before_ms), |id, rec| {
-            looked += 1;
-            if rec.state != DecisionState::Pending && rec.expires_ms < before_ms {
-                out.push((id, rec));
-            }
-            out.len() < limit && looked < limit.saturating_mul(10)
-        })?;
-        Ok(out)
-    }
-
     /// Every posterior cell. Fails on the first unreadable record.
     pub fn load_cells(&self) -> Result<Vec<(CellKey, CellCounts)>, StoreError> {
         let mut out = Vec::new();
@@ -439,13 +412,8 @@ impl Store {
         until_ms: i64,
         mut visit: impl FnMut(DecisionId, DecisionRecord) -> bool,
     ) -> Result<(), StoreError> {
-        // Version-0 ids (8 bytes of ms first) sort before version-1 ids (a
-        // version byte, then 6 bytes of ms): one time range in each.
-        let legacy_ms = |ms: i64| ms.clamp(0, 1 << 48).to_be_bytes();
-        let legacy =
-            [DECISION, &legacy_ms(since_ms)].concat()..[DECISION, &legacy_ms(until_ms)].concat();
-        let v1 = [DECISION, &DecisionId::v1_time_prefix(since_ms)].concat()
-            ..[DECISION, &DecisionId::v1_time_prefix(until_ms)].concat();
+        let [legacy, v1] =
+            time_ranges(since_ms, until_ms).map(|r| decision_key(&r.start)..decision_key(&r.end));
         for item in self.tree.range(legacy).chain(self.tree.range(v1)) {
             let (k, v) = item?;
             let mut id = [0u8; 16];
@@ -531,7 +499,14 @@ impl Store {
 
     /// Applies a write set atomically (not yet flushed to disk).
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        self.tree.apply_batch(writes.batch)?;
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes.into_writes().filter_map(keyed) {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -547,6 +522,29 @@ impl Store {
     }
 }
 
+/// The customer key to use: `configured` if given (and it must be the key
+/// whose fingerprint is stored, if one is), else the `generated` one
+/// stored, else a new one (then `true`: the caller stores it).
+fn choose_customer_key(
+    configured: Option<CustomerKey>,
+    generated: Option<CustomerKey>,
+    stored_fp: Option<&str>,
+) -> Result<(CustomerKey, bool), StoreError> {
+    match (configured, generated, stored_fp) {
+        (Some(k), _, Some(fp)) if k.fingerprint() != fp => Err(StoreError::CustomerKeyMismatch {
+            stored: fp.to_owned(),
+            configured: format!("the configured key's is {}", k.fingerprint()),
+        }),
+        (Some(k), _, _) => Ok((k, false)),
+        (None, Some(k), _) => Ok((k, false)),
+        (None, None, Some(fp)) => Err(StoreError::CustomerKeyMismatch {
+            stored: fp.to_owned(),
+            configured: "no key is configured".into(),
+        }),
+        (None, None, None) => Ok((CustomerKey::generate(), true)),
+    }
+}
+
 /// Decisions of one campaign and write group whose windows all close by
 /// `expires_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -558,6 +556,9 @@ pub struct ExpiryEntry {
     /// The decisions, `first` among them.
     pub ids: Vec<DecisionId>,
 }
+
+#[cfg(test)]
+mod conformance;
 
 #[cfg(test)]
 mod tests {

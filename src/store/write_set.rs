@@ -1,12 +1,80 @@
-//! A write set: the changes of one write group, applied atomically.
+//! A write set: the changes of one write group, typed, applied atomically
+//! by whichever [`Storage`](super::Storage) commits it.
+
+use std::collections::HashMap;
 
 use super::*;
 
-/// Changes to apply together, atomically.
-#[derive(Default)]
+/// One change to durable state. Each backend maps it to its own layout
+/// (sled: a key and an encoded value; see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Sets a posterior cell.
+    Cell(CellKey, CellCounts),
+    /// Sets the contextual posterior of one offer.
+    Model {
+        /// Campaign id.
+        campaign: String,
+        /// Offer id.
+        offer: String,
+        /// The posterior.
+        posterior: GaussianPosterior,
+    },
+    /// Sets the learned prior of a contextual campaign.
+    Prior {
+        /// Campaign id.
+        campaign: String,
+        /// The prior.
+        prior: SharedPrior,
+    },
+    /// The stored posteriors include learning events up to this one.
+    ModelSeq(u64),
+    /// Sets a decision record.
+    Decision(DecisionId, Box<DecisionRecord>),
+    /// Removes a decision record.
+    RemoveDecision(DecisionId),
+    /// Adds one expiry entry: decisions whose windows all close by
+    /// `expires_ms`, keyed by the first of them.
+    Expiries {
+        /// When the last window closes (Unix ms).
+        expires_ms: i64,
+        /// The decisions (at least one).
+        ids: Vec<DecisionId>,
+    },
+    /// Removes the expiry entry keyed by (`expires_ms`, `first`).
+    RemoveExpiries {
+        /// The entry's time.
+        expires_ms: i64,
+        /// The entry's first decision.
+        first: DecisionId,
+    },
+    /// Stores a campaign's config revision.
+    Config(String, crate::revisions::StoredCampaign),
+    /// Sets a campaign's operator-set status.
+    Status(String, crate::status::CampaignStatus),
+    /// Sets today's counts of one offer: (campaign, offer, counts).
+    Daily(String, String, crate::budget::DailyCounts),
+    /// Sets the counts of one arm of a campaign.
+    Arm(String, crate::uplift::Arm, crate::uplift::ArmCounts),
+    /// Indexes a decision under its customer.
+    Customer(CustomerHash, DecisionId),
+    /// Drops a decision from its customer's index.
+    RemoveCustomer(CustomerHash, DecisionId),
+    /// Points an idempotency key (campaign, request id) at a decision.
+    Request(String, String, DecisionId),
+    /// Forgets an idempotency key (campaign, request id).
+    RemoveRequest(String, String),
+}
+
+/// Changes to apply together, atomically: all of them or none. A later
+/// write of the same record replaces an earlier one. Decision records are
+/// kept by id, so the writer reads what its group staged from here.
+#[derive(Debug, Default)]
 pub struct WriteSet {
-    pub(super) batch: sled::Batch,
-    pub(super) len: usize,
+    writes: Vec<Write>,
+    /// Decision records set (`Some`) or removed (`None`) in this set.
+    decisions: HashMap<DecisionId, Option<DecisionRecord>>,
+    len: usize,
 }
 
 impl WriteSet {
@@ -20,76 +88,98 @@ impl WriteSet {
         self.len == 0
     }
 
+    /// A decision as this set leaves it: `None` when the set does not touch
+    /// it, `Some(None)` when it removes it.
+    pub fn staged_decision(&self, id: &DecisionId) -> Option<Option<&DecisionRecord>> {
+        self.decisions.get(id).map(Option::as_ref)
+    }
+
+    /// The changes, decision records last.
+    pub fn into_writes(self) -> impl Iterator<Item = Write> {
+        self.writes
+            .into_iter()
+            .chain(self.decisions.into_iter().map(|(id, rec)| match rec {
+                Some(rec) => Write::Decision(id, Box::new(rec)),
+                None => Write::RemoveDecision(id),
+            }))
+    }
+
+    fn push(&mut self, write: Write) {
+        self.writes.push(write);
+        self.len += 1;
+    }
+
     /// Sets a posterior cell.
     pub fn put_cell(&mut self, key: &CellKey, counts: &CellCounts) {
-        self.batch.insert(cell_key(key), encode(counts));
-        self.len += 1;
+        self.push(Write::Cell(key.clone(), *counts));
     }
 
     /// Sets the contextual posterior of one offer.
     pub fn put_model(&mut self, campaign: &str, offer: &str, model: &GaussianPosterior) {
-        self.batch.insert(model_key(campaign, offer), encode(model));
-        self.len += 1;
+        self.push(Write::Model {
+            campaign: campaign.to_owned(),
+            offer: offer.to_owned(),
+            posterior: model.clone(),
+        });
     }
 
     /// Sets the learned prior of a contextual campaign.
     pub fn put_prior(&mut self, campaign: &str, prior: &SharedPrior) {
-        self.batch
-            .insert([PRIOR, campaign.as_bytes()].concat(), encode(prior));
-        self.len += 1;
+        self.push(Write::Prior {
+            campaign: campaign.to_owned(),
+            prior: prior.clone(),
+        });
     }
 
     /// Records that the stored posteriors include learning events up to `seq`.
     pub fn put_model_seq(&mut self, seq: u64) {
-        self.batch.insert(META_MODEL_SEQ, &seq.to_be_bytes());
-        self.len += 1;
+        self.push(Write::ModelSeq(seq));
     }
 
     /// Sets a decision record.
     pub fn put_decision(&mut self, id: &DecisionId, rec: &DecisionRecord) {
-        self.batch.insert(decision_key(id), encode(rec));
+        self.set_decision(*id, rec.clone());
+    }
+
+    /// Sets a decision record, taking it.
+    pub fn set_decision(&mut self, id: DecisionId, rec: DecisionRecord) {
+        self.decisions.insert(id, Some(rec));
         self.len += 1;
     }
 
     /// Adds decisions whose windows all close by `expires_ms` to the expiry
     /// index, as one entry keyed by the first of them. Nothing for no ids.
     pub fn put_expiries(&mut self, expires_ms: i64, ids: &[DecisionId]) {
-        let Some(first) = ids.first() else { return };
-        let value = if ids.len() == 1 {
-            Vec::new()
-        } else {
-            ids.iter().flat_map(|id| id.0).collect()
-        };
-        self.batch.insert(expiry_key(expires_ms, first), value);
-        self.len += 1;
+        if ids.is_empty() {
+            return;
+        }
+        self.push(Write::Expiries {
+            expires_ms,
+            ids: ids.to_vec(),
+        });
     }
 
     /// Removes an expiry entry.
     pub fn remove_expiries(&mut self, entry: &ExpiryEntry) {
-        self.batch
-            .remove(expiry_key(entry.expires_ms, &entry.first));
-        self.len += 1;
+        self.push(Write::RemoveExpiries {
+            expires_ms: entry.expires_ms,
+            first: entry.first,
+        });
     }
 
     /// Stores a campaign's config revision.
     pub fn put_config(&mut self, campaign: &str, stored: &crate::revisions::StoredCampaign) {
-        let key = [CONFIG, campaign.as_bytes()].concat();
-        self.batch.insert(key, encode(stored));
-        self.len += 1;
+        self.push(Write::Config(campaign.to_owned(), stored.clone()));
     }
 
     /// Sets a campaign's operator-set status.
     pub fn put_status(&mut self, campaign: &str, status: &crate::status::CampaignStatus) {
-        let key = [STATUS, campaign.as_bytes()].concat();
-        self.batch.insert(key, encode(status));
-        self.len += 1;
+        self.push(Write::Status(campaign.to_owned(), status.clone()));
     }
 
     /// Sets today's counts of one offer.
     pub fn put_daily(&mut self, campaign: &str, offer: &str, counts: &crate::budget::DailyCounts) {
-        let key = [DAILY, campaign.as_bytes(), &[0], offer.as_bytes()].concat();
-        self.batch.insert(key, encode(counts));
-        self.len += 1;
+        self.push(Write::Daily(campaign.to_owned(), offer.to_owned(), *counts));
     }
 
     /// Sets the counts of one arm of a campaign.
@@ -99,39 +189,90 @@ impl WriteSet {
         arm: crate::uplift::Arm,
         counts: &crate::uplift::ArmCounts,
     ) {
-        let key = [ARM, campaign.as_bytes(), &[0], arm.as_str().as_bytes()].concat();
-        self.batch.insert(key, encode(counts));
-        self.len += 1;
+        self.push(Write::Arm(campaign.to_owned(), arm, *counts));
     }
 
     /// Removes a decision record.
     pub fn remove_decision(&mut self, id: &DecisionId) {
-        self.batch.remove(decision_key(id));
+        self.decisions.insert(*id, None);
         self.len += 1;
     }
 
     /// Indexes a decision under its customer.
     pub fn put_customer(&mut self, customer: &CustomerHash, id: &DecisionId) {
-        self.batch.insert(customer_key(customer, id), Vec::new());
-        self.len += 1;
+        self.push(Write::Customer(*customer, *id));
     }
 
     /// Drops a decision from its customer's index.
     pub fn remove_customer(&mut self, customer: &CustomerHash, id: &DecisionId) {
-        self.batch.remove(customer_key(customer, id));
-        self.len += 1;
+        self.push(Write::RemoveCustomer(*customer, *id));
     }
 
     /// Points an idempotency key at a decision.
     pub fn put_request(&mut self, campaign: &str, request_id: &str, id: &DecisionId) {
-        self.batch
-            .insert(request_key(campaign, request_id), id.0.to_vec());
-        self.len += 1;
+        self.push(Write::Request(
+            campaign.to_owned(),
+            request_id.to_owned(),
+            *id,
+        ));
     }
 
     /// Forgets an idempotency key.
     pub fn remove_request(&mut self, campaign: &str, request_id: &str) {
-        self.batch.remove(request_key(campaign, request_id));
-        self.len += 1;
+        self.push(Write::RemoveRequest(
+            campaign.to_owned(),
+            request_id.to_owned(),
+        ));
     }
+}
+
+/// A write as sled stores it: its key, and its encoded value (`None`:
+/// remove the key); nothing for an expiry entry without decisions.
+pub(super) fn keyed(write: Write) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    Some(match write {
+        Write::Cell(key, counts) => (cell_key(&key), Some(encode(&counts))),
+        Write::Model {
+            campaign,
+            offer,
+            posterior,
+        } => (model_key(&campaign, &offer), Some(encode(&posterior))),
+        Write::Prior { campaign, prior } => {
+            ([PRIOR, campaign.as_bytes()].concat(), Some(encode(&prior)))
+        }
+        Write::ModelSeq(seq) => (META_MODEL_SEQ.to_vec(), Some(seq.to_be_bytes().to_vec())),
+        Write::Decision(id, rec) => (decision_key(&id), Some(encode(&*rec))),
+        Write::RemoveDecision(id) => (decision_key(&id), None),
+        Write::Expiries { expires_ms, ids } => {
+            // One id: an empty value stands for the key's id alone.
+            let value = if ids.len() == 1 {
+                Vec::new()
+            } else {
+                ids.iter().flat_map(|id| id.0).collect()
+            };
+            (expiry_key(expires_ms, ids.first()?), Some(value))
+        }
+        Write::RemoveExpiries { expires_ms, first } => (expiry_key(expires_ms, &first), None),
+        Write::Config(campaign, stored) => (
+            [CONFIG, campaign.as_bytes()].concat(),
+            Some(encode(&stored)),
+        ),
+        Write::Status(campaign, status) => (
+            [STATUS, campaign.as_bytes()].concat(),
+            Some(encode(&status)),
+        ),
+        Write::Daily(campaign, offer, counts) => (
+            [DAILY, campaign.as_bytes(), &[0], offer.as_bytes()].concat(),
+            Some(encode(&counts)),
+        ),
+        Write::Arm(campaign, arm, counts) => (
+            [ARM, campaign.as_bytes(), &[0], arm.as_str().as_bytes()].concat(),
+            Some(encode(&counts)),
+        ),
+        Write::Customer(customer, id) => (customer_key(&customer, &id), Some(Vec::new())),
+        Write::RemoveCustomer(customer, id) => (customer_key(&customer, &id), None),
+        Write::Request(campaign, request_id, id) => {
+            (request_key(&campaign, &request_id), Some(id.0.to_vec()))
+        }
+        Write::RemoveRequest(campaign, request_id) => (request_key(&campaign, &request_id), None),
+    })
 }

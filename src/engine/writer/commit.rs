@@ -8,7 +8,7 @@ impl Writer {
     pub(super) fn watched_flush(&mut self) -> Result<(), StoreError> {
         self.disk
             .flush_started_ms
-            .store(now_ms().max(1), Ordering::Relaxed);
+            .store(self.clock.now_ms().max(1), Ordering::Relaxed);
         let r = self.store.flush();
         self.disk.flush_started_ms.store(0, Ordering::Relaxed);
         r

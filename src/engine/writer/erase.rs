@@ -60,8 +60,6 @@ impl Writer {
             }
             self.drop_request(g, id, &rec);
             g.writes.remove_decision(&id);
-            g.decisions.remove(&id);
-            g.erased.insert(id);
             out.decisions += 1;
         }
         Ok(out)
@@ -124,14 +122,13 @@ impl Writer {
         let old = self.store.prunable(before_ms, created_before, limit)?;
         let n = old.len();
         for (id, rec) in old {
-            if g.decisions.contains_key(&id) {
+            if g.writes.staged_decision(&id).is_some() {
                 continue; // changed in this group; next time
             }
             if let Some(c) = &rec.customer {
                 g.writes.remove_customer(c, &id);
             }
             g.writes.remove_decision(&id);
-            g.erased.insert(id);
             // A pruned record can no longer be replayed: checkpoint now.
             g.checkpoint = true;
         }

@@ -175,11 +175,8 @@ impl Writer {
         g: &Group,
         id: &DecisionId,
     ) -> Result<Option<DecisionRecord>, Error> {
-        if g.erased.contains(id) {
-            return Ok(None);
-        }
-        match g.decisions.get(id) {
-            Some(r) => Ok(Some(r.clone())),
+        match g.writes.staged_decision(id) {
+            Some(staged) => Ok(staged.cloned()),
             None => Ok(self.store.decision(id)?),
         }
     }
@@ -202,8 +199,7 @@ impl Writer {
         if let Some(c) = &rec.customer {
             g.by_customer.entry(*c).or_default().push(id);
         }
-        g.writes.put_decision(&id, &rec);
-        g.decisions.insert(id, rec);
+        g.writes.set_decision(id, rec);
     }
 
     /// Applies `change` to today's counts (as of `at_ms`) of a decision's
@@ -375,7 +371,8 @@ impl crate::policy::learning::Posteriors for Staged<'_> {
 
 /// The single mutator of stored and in-memory state.
 pub(super) struct Writer {
-    pub(super) store: Store,
+    pub(super) store: Arc<dyn Storage>,
+    pub(super) clock: Arc<dyn Clock>,
     pub(super) campaigns: Arc<RwLock<Campaigns>>,
     pub(super) failed: Arc<AtomicBool>,
     pub(super) disk: Arc<DiskWatch>,
@@ -390,6 +387,8 @@ pub(super) struct Writer {
 /// Changes staged by one group, visible to later commands of the same group.
 #[derive(Default)]
 pub(super) struct Group {
+    /// What the group commits; its decision records (set or deleted) are
+    /// what later commands of the group read.
     pub(super) writes: WriteSet,
     pub(super) cells: HashMap<(String, String, usize), CellCounts>,
     pub(super) arms: HashMap<(String, Arm), ArmCounts>,
@@ -403,11 +402,7 @@ pub(super) struct Group {
     pub(super) trials: HashMap<(String, usize), u64>,
     /// The decisions staged in this group, by customer.
     pub(super) by_customer: HashMap<CustomerHash, Vec<DecisionId>>,
-    pub(super) decisions: HashMap<DecisionId, DecisionRecord>,
     pub(super) requests: HashMap<(String, String), DecisionId>,
-    /// Decisions deleted in this group (erased or pruned): gone for later
-    /// commands of the group although the store still has them.
-    pub(super) erased: std::collections::HashSet<DecisionId>,
     /// New decisions per campaign: when the last window closes, and the ids.
     pub(super) expiries: HashMap<String, (i64, Vec<DecisionId>)>,
     pub(super) replies: Vec<Reply>,
@@ -417,6 +412,9 @@ pub(super) struct Group {
     pub(super) checkpoint: bool,
     pub(super) expired: u64,
 }
+
+#[cfg(test)]
+mod group_tests;
 
 #[cfg(test)]
 mod tests {

@@ -140,7 +140,7 @@ impl Writer {
                 .as_ref()
                 .filter(|c| c.active)
                 .and_then(|c| c.revision.file_fingerprint.clone()),
-            updated_ms: now_ms(),
+            updated_ms: self.clock.now_ms(),
             retired: retiring,
         };
         let retired = match &current {

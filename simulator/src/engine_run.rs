@@ -1,0 +1,291 @@
+//! The library's engine as a run's decider: the server's select path,
+//! writer, learning step and expiry, in-process over a `MemoryStore`, on a
+//! manual clock (one round a second) and the run's seeded generator. For
+//! the contextual policies, whose learning the engine does.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use offer_bandit::{
+    clock::ManualClock,
+    config::{FileCampaign, OfferConfig, PolicyKind},
+    customer::CustomerKey,
+    decision::DecisionId,
+    decision_id::IdKeys,
+    engine::{Engine, EngineOptions, Redemption, SelectRequest, Sources},
+    policy::{Objective, Outcome},
+    rng::RngSource,
+    store::MemoryStore,
+};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::{
+    policies::PolicyEnv,
+    run::{Decider, Visit},
+};
+
+/// Virtual time of round 0 (Unix ms), and the length of a round.
+const T0_MS: i64 = 1_750_000_000_000;
+const ROUND_MS: i64 = 1_000;
+/// Rounds between expiry sweeps (they finalize counts; learning does not
+/// wait for them).
+const SWEEP_EVERY: u64 = 1_024;
+/// The simulated campaign's id.
+const CAMPAIGN: &str = "sim";
+
+/// An engine over a fresh in-memory store, deciding for one run.
+pub(crate) struct EngineDecider {
+    engine: Engine,
+    clock: Arc<ManualClock>,
+    runtime: tokio::runtime::Runtime,
+    offers: Vec<String>,
+}
+
+impl EngineDecider {
+    /// The engine for policy `spec` (`linear-ts[:OPTS]` or
+    /// `logistic-ts[:OPTS]`) in `env`'s world, with a reward window of
+    /// `window` rounds, drawing from `rng` (a copy of the run's generator,
+    /// so that its draws are the ones the policy would have made).
+    pub(crate) fn new(
+        spec: &str,
+        env: &PolicyEnv<'_>,
+        window: u64,
+        rng: &ChaCha8Rng,
+    ) -> anyhow::Result<Self> {
+        let campaign = campaign(spec, env, window)?;
+        let clock = Arc::new(ManualClock::new(T0_MS));
+        let sources = Sources {
+            clock: clock.clone(),
+            rng: RngSource::from_generator(rng.clone()),
+        };
+        let engine = Engine::open_with(
+            Arc::new(MemoryStore::new()),
+            vec![campaign],
+            EngineOptions::default(),
+            CustomerKey::from_bytes([0; 32]),
+            IdKeys::derived(&[0; 32]),
+            sources,
+        )?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .context("starting the engine's runtime")?;
+        Ok(EngineDecider {
+            engine,
+            clock,
+            runtime,
+            offers: env.offers.clone(),
+        })
+    }
+}
+
+impl Decider for EngineDecider {
+    type Ticket = DecisionId;
+
+    fn at_round(&mut self, round: u64) -> anyhow::Result<()> {
+        let now = T0_MS.saturating_add(i64::try_from(round)?.saturating_mul(ROUND_MS));
+        self.clock.set(now);
+        if round > 0 && round.is_multiple_of(SWEEP_EVERY) {
+            self.runtime.block_on(self.engine.sweep(now, usize::MAX))?;
+        }
+        Ok(())
+    }
+
+    fn decide(
+        &mut self,
+        visit: &Visit<'_>,
+        _: &mut dyn Rng,
+    ) -> anyhow::Result<(usize, DecisionId)> {
+        let request = SelectRequest {
+            campaign: CAMPAIGN.into(),
+            context: visit.context.clone(),
+            candidates: visit
+                .candidates
+                .iter()
+                .map(|&i| self.offers[i].clone())
+                .collect(),
+            ..SelectRequest::default()
+        };
+        let s = self.runtime.block_on(self.engine.select(request))?;
+        let offer = self
+            .offers
+            .iter()
+            .position(|o| *o == s.offer_id)
+            .with_context(|| format!("the engine chose an unknown offer '{}'", s.offer_id))?;
+        Ok((offer, s.decision_id))
+    }
+
+    fn outcome(&mut self, id: DecisionId, _: usize, outcome: Outcome) -> anyhow::Result<()> {
+        match outcome {
+            // Learned as a trial when decided; the sweep finalizes it.
+            Outcome::Expired => Ok(()),
+            Outcome::Redeemed { value } => {
+                let redemption = Redemption {
+                    decision_id: id,
+                    offer_id: None,
+                    value: Some(value),
+                };
+                self.runtime.block_on(self.engine.redeem(redemption))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Checks that `spec` can run on the engine in `env`'s world.
+pub(crate) fn check(spec: &str, env: &PolicyEnv<'_>) -> anyhow::Result<()> {
+    campaign(spec, env, 1).map(drop)
+}
+
+/// The campaign a contextual policy spec describes, in `env`'s world.
+fn campaign(spec: &str, env: &PolicyEnv<'_>, window: u64) -> anyhow::Result<FileCampaign> {
+    let (name, opts) = match spec.split_once(':') {
+        Some((n, o)) => (n.trim(), Some(o.trim())),
+        None => (spec.trim(), None),
+    };
+    let (policy, likelihood) = match name {
+        "linear-ts" => (
+            PolicyKind::LinearTs,
+            offer_bandit::policy::contextual::Likelihood::Linear,
+        ),
+        "logistic-ts" => (
+            PolicyKind::LogisticTs,
+            offer_bandit::policy::contextual::Likelihood::Logistic,
+        ),
+        _ => bail!("policy '{spec}': only linear-ts and logistic-ts run on the engine"),
+    };
+    if env.offer_features.is_some() {
+        bail!("policy '{spec}': --offer-features do not run on the engine yet");
+    }
+    let c = crate::policies::contextual_config(spec, likelihood, opts, env.encoder.dim())?;
+    // The engine weighs offers by objective and value: values as weights
+    // unless every weight is 1.
+    let by_value = env.weights.iter().any(|w| *w != 1.0);
+    let offers = env
+        .offers
+        .iter()
+        .zip(&env.weights)
+        .map(|(id, w)| OfferConfig {
+            id: id.clone(),
+            name: String::new(),
+            value: if by_value { *w } else { 1.0 },
+            category: String::new(),
+            max_decisions: None,
+            max_redemptions: None,
+            max_decisions_per_day: None,
+            max_redemptions_per_day: None,
+            max_value: None,
+            features: Default::default(),
+            display: Default::default(),
+        })
+        .collect();
+    let config = offer_bandit::config::CampaignConfig {
+        id: CAMPAIGN.into(),
+        policy,
+        segment_by: Vec::new(),
+        reward_window: std::time::Duration::from_millis(
+            window.max(1).saturating_mul(ROUND_MS as u64),
+        ),
+        objective: if by_value {
+            Objective::Value
+        } else {
+            Objective::Redemptions
+        },
+        prior_strength: 0.0,
+        max_segments: 1,
+        snapshot_tolerance: 0.0,
+        control_share: 0.0,
+        control_offer: None,
+        control_rules: None,
+        frequency_cap: None,
+        offers,
+        features: env.encoder.specs().to_vec(),
+        hash_bits: env.encoder.hash_bits(),
+        offer_features: Vec::new(),
+        exploration: Some(c.exploration),
+        prior_variance: Some(c.prior_variance),
+        prior_rate: Some(c.prior_rate),
+        noise_variance: Some(c.noise_variance),
+        half_life: c.half_life,
+        adaptive_prior: Some(c.adaptive_prior),
+    };
+    let config = offer_bandit::config::validate(config, "offer-sim")
+        .with_context(|| format!("policy '{spec}' as an engine campaign"))?;
+    Ok(FileCampaign {
+        config,
+        fingerprint: String::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use offer_bandit::features::Buckets;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::{run::run_with, scenario::Scenario, world::ScenarioWorld};
+
+    /// The engine and the policy it runs, driven directly, make the same
+    /// decisions from the same draws: identical results, seed for seed,
+    /// with delayed redemptions, expiry at the window, and value weights.
+    #[test]
+    fn the_engine_decides_as_the_policy_does_seed_for_seed() -> anyhow::Result<()> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/coffee-loyalty.toml");
+        let scenario = Scenario::load(&path)?;
+        let offers: Vec<String> = scenario.offers().iter().map(|o| o.id.clone()).collect();
+        let values: Vec<f64> = scenario.offers().iter().map(|o| o.net_value()).collect();
+        for (spec, weights) in [
+            ("logistic-ts", vec![1.0; offers.len()]),
+            ("linear-ts:half-life=300", values.clone()),
+        ] {
+            let env = PolicyEnv {
+                offers: offers.clone(),
+                weights,
+                best_fixed: 0,
+                default_segment_by: Vec::new(),
+                marketer: None,
+                prior_strength: 0.0,
+                encoder: ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?,
+                offer_features: None,
+            };
+            for seed in [1u64, 2] {
+                let results = [false, true].map(|on_engine| -> anyhow::Result<_> {
+                    let mut world = ScenarioWorld::new(&scenario, seed);
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    let quiet = |_: u64| {};
+                    let r = if on_engine {
+                        let mut d = EngineDecider::new(spec, &env, world_window(&world), &rng)?;
+                        run_with(&mut d, &mut world, 1_500, &mut rng, "lifecycle", &quiet)?
+                    } else {
+                        let mut p = crate::policies::build(spec, &env)?;
+                        crate::run::run(
+                            p.as_mut(),
+                            &mut world,
+                            1_500,
+                            &mut rng,
+                            "lifecycle",
+                            &quiet,
+                        )?
+                    };
+                    Ok((
+                        r.redemptions,
+                        r.value,
+                        r.expected,
+                        r.expected_value,
+                        r.curve,
+                    ))
+                });
+                let [direct, engine] = results;
+                let (direct, engine) = (direct?, engine?);
+                assert!(direct.0 > 0.0, "{spec}: something was redeemed");
+                assert_eq!(direct, engine, "{spec}, seed {seed}");
+            }
+        }
+        Ok(())
+    }
+
+    fn world_window(w: &ScenarioWorld<'_>) -> u64 {
+        crate::run::World::window(w)
+    }
+}

@@ -1,0 +1,255 @@
+//! The engine without the binary: over a [`MemoryStore`], on a manual
+//! clock and a seeded generator. Expiry at the right virtual time, the
+//! checkpoint an erasure forces, and recovery to exactly the state before.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::error::Reason;
+use crate::{
+    clock::ManualClock,
+    context::FeatureValue,
+    store::{Checkpoints, DecisionLog, MemoryStore},
+};
+
+/// A Unix time to start from (2025-06-15).
+pub(super) const T0: i64 = 1_750_000_000_000;
+/// The test campaign's reward window.
+pub(super) const WINDOW_MS: i64 = 3_600_000;
+
+/// A logistic-ts campaign "p" (learned prior on, by default) with a
+/// one-hour window and three offers.
+pub(super) fn campaigns() -> Vec<FileCampaign> {
+    let text = "[[campaigns]]\nid = \"p\"\npolicy = \"logistic-ts\"\nreward_window = \"1h\"\n\
+                [[campaigns.features]]\nkind = \"categorical\"\nname = \"type\"\nvalues = [\"a\", \"b\", \"c\"]\n\
+                [[campaigns.offers]]\nid = \"x\"\nvalue = 1.0\n\
+                [[campaigns.offers]]\nid = \"y\"\nvalue = 2.0\n\
+                [[campaigns.offers]]\nid = \"z\"\nvalue = 1.5\n";
+    match crate::config::parse_file(text, "test") {
+        Ok(c) => c,
+        Err(e) => panic!("test campaign: {e}"),
+    }
+}
+
+/// Options that never checkpoint on time: only flushes, erasures and
+/// config changes do, so that restarts replay.
+pub(super) fn options() -> EngineOptions {
+    EngineOptions {
+        checkpoint_interval: Duration::from_secs(86_400),
+        ..EngineOptions::default()
+    }
+}
+
+pub(super) fn sources(clock: &Arc<ManualClock>, seed: u64) -> Sources {
+    Sources {
+        clock: clock.clone(),
+        rng: RngSource::seeded(seed),
+    }
+}
+
+pub(super) fn open(store: &MemoryStore, clock: &Arc<ManualClock>) -> Engine {
+    let opened = Engine::open_with(
+        Arc::new(store.clone()),
+        campaigns(),
+        options(),
+        CustomerKey::from_bytes([1; 32]),
+        IdKeys::derived(&[2; 32]),
+        sources(clock, 7),
+    );
+    match opened {
+        Ok(e) => e,
+        Err(e) => panic!("opening the engine: {e}"),
+    }
+}
+
+pub(super) fn visit(kind: &str, customer: Option<String>) -> SelectRequest {
+    let mut context = Context::new();
+    context.insert("type".into(), FeatureValue::Category(kind.into()));
+    SelectRequest {
+        campaign: "p".into(),
+        context,
+        customer_id: customer,
+        ..SelectRequest::default()
+    }
+}
+
+pub(super) fn redemption(id: DecisionId) -> Redemption {
+    Redemption {
+        decision_id: id,
+        offer_id: None,
+        value: None,
+    }
+}
+
+/// Everything the engine has learned and counted, as text (f64s print
+/// exactly, so equal text is bit-equal state).
+pub(super) fn learned(engine: &Engine) -> String {
+    let mut out = String::new();
+    for c in engine.campaigns() {
+        let offers: Vec<&str> = c.offers.iter().map(|o| o.id.as_str()).collect();
+        let mut cells: Vec<(String, usize, CellCounts)> = c
+            .model
+            .read()
+            .iter_cells()
+            .map(|(s, o, n)| (s.to_owned(), o, n))
+            .collect();
+        cells.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out += &format!(
+            "{} {offers:?}\ncells {cells:?}\narms {:?}\ndaily {:?}\nstatus {:?}\n",
+            c.config.id,
+            *c.arms.read(),
+            *c.daily.read(),
+            *c.status.read()
+        );
+        if let Some(ctx) = &c.contextual {
+            out += &format!(
+                "models {:?}\nprior {:?}\n",
+                *ctx.models.read(),
+                *ctx.prior.read()
+            );
+        }
+    }
+    out
+}
+
+/// A campaign's arm counts.
+fn arms(engine: &Engine) -> [ArmCounts; Arm::ALL.len()] {
+    match engine.campaign("p") {
+        Ok(c) => *c.arms.read(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_decision_expires_at_its_virtual_window_end() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = open(&store, &clock);
+    let a = engine.select(visit("a", None)).await?;
+    let b = engine.select(visit("b", None)).await?;
+    assert_eq!(a.expires_ms, T0 + WINDOW_MS);
+    // A millisecond before the window closes: nothing is due.
+    clock.set(T0 + WINDOW_MS - 1);
+    assert_eq!(engine.sweep(engine.now_ms(), 100).await?, 0);
+    // At its close, a redemption still counts...
+    clock.set(T0 + WINDOW_MS);
+    assert!(
+        !engine
+            .redeem(redemption(a.decision_id))
+            .await?
+            .already_recorded
+    );
+    // ...and the sweep finalizes the other.
+    assert_eq!(engine.sweep(engine.now_ms(), 100).await?, 2);
+    let counts = arms(&engine)[Arm::Bandit.index()];
+    assert_eq!(
+        (counts.decisions, counts.redemptions, counts.expired),
+        (2, 1, 1)
+    );
+    assert_eq!(
+        store.decision(&b.decision_id)?.map(|r| r.state),
+        Some(DecisionState::Expired)
+    );
+    assert!(store.due_expiries(i64::MAX, 10)?.is_empty());
+    // A millisecond after: late, not counted.
+    let c = engine.select(visit("c", None)).await?;
+    clock.set(c.expires_ms + 1);
+    match engine.redeem(redemption(c.decision_id)).await {
+        Err(Error::Refused {
+            reason: Reason::RedemptionLate,
+            message,
+        }) => assert!(message.contains("past its reward window"), "{message}"),
+        other => panic!("a late redemption answered {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn erasure_checkpoints_the_models_at_once() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = open(&store, &clock);
+    for i in 0..30 {
+        clock.advance(1_000);
+        let customer = Some(["alice", "bob", "carol"][i % 3].to_owned());
+        let s = engine.select(visit(["a", "b"][i % 2], customer)).await?;
+        if i % 4 == 0 {
+            engine.redeem(redemption(s.decision_id)).await?;
+        }
+    }
+    assert_eq!(
+        store.model_seq()?,
+        0,
+        "no checkpoint yet: events live in their records"
+    );
+    let forgotten = engine.forget("alice").await?;
+    assert_eq!(forgotten.decisions, 10);
+    assert_eq!(forgotten.model_updates, 10);
+    // 30 decisions and 8 redemptions learned; the models stored are the
+    // ones in memory, as of every event.
+    assert_eq!(store.model_seq()?, 38);
+    let campaign = engine.campaign("p")?;
+    let stored: Vec<GaussianPosterior> = store.load_models()?.into_iter().map(|m| m.2).collect();
+    let ctx = campaign
+        .contextual
+        .as_ref()
+        .ok_or(Error::NotFound("ctx".into()))?;
+    assert_eq!(stored, *ctx.models.read());
+    assert_eq!(store.load_priors()?[0].1, *ctx.prior.read());
+    let alice = CustomerKey::from_bytes([1; 32]).hash("alice");
+    assert!(store.customer_decisions(&alice)?.is_empty());
+    assert_eq!(arms(&engine)[0].decisions, 20);
+    Ok(())
+}
+
+/// Drive an engine, then restart over the same store two ways: after a
+/// flush (no replay) and from a copy taken without one (a crash: the
+/// models are rebuilt from the checkpoint plus the events since). Both
+/// equal the state before, exactly.
+#[tokio::test]
+async fn recovery_rebuilds_exactly_the_state_before() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = open(&store, &clock);
+    let mut open_decision = None;
+    for i in 0..120usize {
+        clock.advance(20_000);
+        let customer = (i % 5 != 0).then(|| format!("m{}", i % 13));
+        let s = engine
+            .select(visit(["a", "b", "c"][i % 3], customer))
+            .await?;
+        if i % 3 == 1 || i % 7 == 0 {
+            engine.redeem(redemption(s.decision_id)).await?;
+        } else {
+            open_decision = Some(s.decision_id);
+        }
+        if i == 60 {
+            // A checkpoint in the middle: replay starts after it.
+            engine.forget("m4").await?;
+        }
+        if i % 40 == 39 {
+            engine.sweep(engine.now_ms(), 1_000).await?;
+        }
+    }
+    let before = learned(&engine);
+    let crashed = store.fork();
+    assert!(crashed.model_seq()? > 0, "the erasure checkpointed");
+    let replayed = {
+        let (_, last) = recovery::recover(&crashed.fork(), Vec::new(), T0)?;
+        last - crashed.model_seq()?
+    };
+    assert!(replayed > 50, "a restart replays {replayed} events");
+    engine.flush().await?;
+    drop(engine);
+    let after_crash = open(&crashed, &clock);
+    assert_eq!(learned(&after_crash), before, "after a crash");
+    let after_flush = open(&store, &clock);
+    assert_eq!(learned(&after_flush), before, "after a flush");
+    // And the restarted engine goes on from there: a redemption of a
+    // decision made before the restart counts once.
+    let open_decision = open_decision.ok_or(Error::NotFound("no open decision".into()))?;
+    let first = after_crash.redeem(redemption(open_decision)).await?;
+    let again = after_crash.redeem(redemption(open_decision)).await?;
+    assert!(!first.already_recorded && again.already_recorded);
+    Ok(())
+}

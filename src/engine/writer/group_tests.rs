@@ -1,0 +1,222 @@
+//! The writer's groups, driven by hand (no thread, no binary): a group
+//! commits all or nothing, and what a command staged is what later
+//! commands of the same group read.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot::{self, error::TryRecvError};
+
+use super::*;
+use crate::error::Reason;
+use crate::{
+    clock::ManualClock,
+    engine::tests::{T0, WINDOW_MS, campaigns, options, sources, visit},
+    store::{DecisionLog, MemoryStore},
+};
+
+/// An engine and its writer, not started.
+fn assembled(store: &MemoryStore) -> (Engine, Writer) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let built = Engine::assemble(
+        Arc::new(store.clone()),
+        campaigns(),
+        options(),
+        CustomerKey::from_bytes([1; 32]),
+        IdKeys::derived(&[2; 32]),
+        sources(&clock, 3),
+    );
+    match built {
+        Ok((engine, writer, _rx)) => (engine, writer),
+        Err(e) => panic!("assembling: {e}"),
+    }
+}
+
+/// A decision of campaign "p" for offer `offer` made at T0, as the select
+/// path would hand it to the writer.
+fn record(engine: &Engine, offer: &str, request_id: Option<&str>) -> DecisionRecord {
+    let campaign = match engine.campaign("p") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let features = match campaign
+        .contextual
+        .as_ref()
+        .map(|c| c.encoder.encode(&visit("a", None).context))
+    {
+        Some(Ok(x)) => x,
+        _ => panic!("encoding the test context"),
+    };
+    DecisionRecord {
+        campaign: "p".into(),
+        offer: offer.into(),
+        segment: String::new(),
+        propensity: 0.5,
+        created_ms: T0,
+        expires_ms: T0 + WINDOW_MS,
+        request_id: request_id.map(str::to_owned),
+        model_version: 0,
+        state: DecisionState::Pending,
+        features,
+        context: Vec::new(),
+        candidates: vec!["x".into(), "y".into(), "z".into()],
+        customer: None,
+        learned_seq: 0,
+        redeemed_seq: 0,
+        arm: Arm::Bandit,
+    }
+}
+
+type Answer<T> = oneshot::Receiver<Result<T, Error>>;
+
+fn decide(
+    writer: &mut Writer,
+    g: &mut Group,
+    id: DecisionId,
+    rec: DecisionRecord,
+) -> Answer<Decided> {
+    let (reply, rx) = oneshot::channel();
+    writer.apply(
+        g,
+        Command::Decide {
+            id,
+            rec: Box::new(rec),
+            reply,
+        },
+    );
+    rx
+}
+
+fn redeem(writer: &mut Writer, g: &mut Group, id: DecisionId) -> Answer<Redeemed> {
+    let (reply, rx) = oneshot::channel();
+    let redemption = Redemption {
+        decision_id: id,
+        offer_id: None,
+        value: None,
+    };
+    writer.apply(
+        g,
+        Command::Redeem {
+            redemption,
+            now_ms: T0 + 1,
+            reply,
+        },
+    );
+    rx
+}
+
+fn answer<T: std::fmt::Debug>(rx: &mut Answer<T>) -> Result<T, Error> {
+    match rx.try_recv() {
+        Ok(r) => r,
+        Err(TryRecvError::Empty) => panic!("no answer yet"),
+        Err(TryRecvError::Closed) => panic!("answer dropped"),
+    }
+}
+
+fn made(d: Result<Decided, Error>) -> Selection {
+    match d {
+        Ok(Decided::Made(s)) => s,
+        other => panic!("not made: {other:?}"),
+    }
+}
+
+/// The counts and models of campaign "p" as memory has them.
+fn state(engine: &Engine) -> String {
+    crate::engine::tests::learned(engine)
+}
+
+#[test]
+fn a_group_commits_all_or_nothing() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let (engine, mut writer) = assembled(&store);
+    let empty = state(&engine);
+    let (a, b) = (DecisionId([1; 16]), DecisionId([2; 16]));
+    // A group of two decisions and a redemption whose commit fails:
+    // every command answers UNAVAILABLE, nothing is stored, memory is as
+    // it was.
+    store.fail_commits(true);
+    let mut g = Group::default();
+    let mut da = decide(&mut writer, &mut g, a, record(&engine, "x", Some("r1")));
+    let mut db = decide(&mut writer, &mut g, b, record(&engine, "y", None));
+    let mut ra = redeem(&mut writer, &mut g, a);
+    assert!(
+        matches!(da.try_recv(), Err(TryRecvError::Empty)),
+        "answers come at the commit"
+    );
+    assert!(!writer.finish(g), "the commit failed");
+    let results = [
+        answer(&mut da).map(drop),
+        answer(&mut db).map(drop),
+        answer(&mut ra).map(drop),
+    ];
+    for result in results {
+        assert!(
+            matches!(
+                result,
+                Err(Error::Refused {
+                    reason: Reason::StorageFailed,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+    assert_eq!(store.decision(&a)?, None);
+    assert_eq!(store.decision(&b)?, None);
+    assert_eq!(store.request("p", "r1")?, None);
+    assert_eq!(state(&engine), empty, "memory changed by a failed group");
+    // The same group again, stored this time: all of it.
+    store.fail_commits(false);
+    let mut g = Group::default();
+    let mut da = decide(&mut writer, &mut g, a, record(&engine, "x", Some("r1")));
+    let mut db = decide(&mut writer, &mut g, b, record(&engine, "y", None));
+    let mut ra = redeem(&mut writer, &mut g, a);
+    assert!(writer.finish(g));
+    assert!(!made(answer(&mut da)).replayed);
+    made(answer(&mut db));
+    assert!(!answer(&mut ra)?.already_recorded);
+    assert!(store.decision(&a)?.is_some() && store.decision(&b)?.is_some());
+    assert_eq!(store.request("p", "r1")?, Some(a));
+    let arms = engine.campaign("p")?.arms.read()[0];
+    assert_eq!((arms.decisions, arms.redemptions), (2, 1));
+    Ok(())
+}
+
+#[test]
+fn later_commands_of_a_group_read_what_earlier_ones_staged() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let (engine, mut writer) = assembled(&store);
+    let (a, b) = (DecisionId([1; 16]), DecisionId([2; 16]));
+    let mut g = Group::default();
+    let mut first = decide(&mut writer, &mut g, a, record(&engine, "x", Some("r")));
+    // The same request id again, before anything is stored: the decision
+    // staged above is the answer, not a second decision.
+    let mut retry = decide(&mut writer, &mut g, b, record(&engine, "z", Some("r")));
+    // A redemption of the staged decision counts; a second one is a duplicate.
+    let mut once = redeem(&mut writer, &mut g, a);
+    let mut twice = redeem(&mut writer, &mut g, a);
+    assert_eq!(
+        store.decision(&a)?,
+        None,
+        "nothing is stored before the commit"
+    );
+    assert!(writer.finish(g));
+    let first = made(answer(&mut first));
+    let retry = made(answer(&mut retry));
+    assert!(retry.replayed);
+    assert_eq!((retry.decision_id, retry.offer_id.as_str()), (a, "x"));
+    assert_eq!(first.decision_id, a);
+    assert!(!answer(&mut once)?.already_recorded);
+    assert!(answer(&mut twice)?.already_recorded);
+    assert_eq!(store.decision(&b)?, None);
+    let stored = store.decision(&a)?.map(|r| r.state);
+    assert!(
+        matches!(stored, Some(DecisionState::Redeemed { .. })),
+        "{stored:?}"
+    );
+    let campaign = engine.campaign("p")?;
+    let totals = campaign.model.read().totals(0);
+    assert_eq!((totals.trials, totals.successes), (1, 1));
+    // Learned once each: the decision and its redemption.
+    assert_eq!(writer.seq, 2);
+    Ok(())
+}
