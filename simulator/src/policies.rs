@@ -7,7 +7,8 @@ use offer_bandit::{
     policy::{
         Features, Outcome, Policy, PolicyError,
         baseline::{EpsilonGreedy, Fixed, Ucb1, Uniform},
-        contextual::{ContextualConfig, ContextualTs, Likelihood},
+        contextual::{ContextualConfig, Likelihood},
+        contextual_ts::ContextualTs,
         segment::{DEFAULT_SNAPSHOT_TOLERANCE, SegmentTs},
     },
 };

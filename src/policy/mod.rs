@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod contextual;
+pub mod contextual_ts;
 pub mod learning;
 pub mod segment;
 pub mod shared_prior;
@@ -161,7 +162,7 @@ mod tests {
             contextual::Likelihood::Logistic,
             contextual::Likelihood::Linear,
         ] {
-            let mut p = contextual::ContextualTs::new(
+            let mut p = contextual_ts::ContextualTs::new(
                 encoder.clone(),
                 contextual::ContextualConfig::new(likelihood),
                 vec![1.0, 2.0, 1.0, 1.5],
