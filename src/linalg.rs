@@ -39,6 +39,17 @@ impl SymMatrix {
         self.d.checked_mul(self.d) == Some(self.a.len()) && self.a.iter().all(|v| v.is_finite())
     }
 
+    /// The `d x d` matrix with these row-major entries; `None` when there
+    /// are not `d * d` of them.
+    pub fn from_row_major(d: usize, a: Vec<f64>) -> Option<Self> {
+        (d.checked_mul(d) == Some(a.len())).then_some(SymMatrix { d, a })
+    }
+
+    /// The row-major entries.
+    pub fn as_row_major(&self) -> &[f64] {
+        &self.a
+    }
+
     /// Dimension.
     pub fn dim(&self) -> usize {
         self.d

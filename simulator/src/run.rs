@@ -36,6 +36,14 @@ pub(crate) trait World {
     fn window(&self) -> u64;
     /// The visit at `round` (rounds are asked for in increasing order).
     fn visit(&mut self, round: u64) -> Visit<'_>;
+    /// Visits per day of event time, which policies that forget over time
+    /// see ([`Policy::advance_clock`]).
+    fn visits_per_day(&self) -> f64;
+}
+
+/// The event time of a round: day 0 starts at the Unix epoch.
+fn round_ms(round: u64, visits_per_day: f64) -> i64 {
+    (round as f64 / visits_per_day * offer_bandit::policy::forgetting::DAY_MS) as i64
 }
 
 /// Totals of one run.
@@ -131,8 +139,10 @@ pub(crate) fn run(
     let mut queue: BinaryHeap<Pending> = BinaryHeap::new();
     let (mut win_expected, mut win_oracle, mut regret) = (0.0, 0.0, 0.0);
     let mut since_progress = 0;
+    let visits_per_day = world.visits_per_day();
     for round in 0..rounds {
         let started = Instant::now();
+        policy.advance_clock(round_ms(round, visits_per_day));
         while queue.peek().is_some_and(|p| p.due <= round) {
             if let Some(p) = queue.pop() {
                 policy.on_outcome(&p.features, p.offer, p.outcome);

@@ -37,8 +37,12 @@ pub struct ContextualConfig {
     /// Chapelle & Li (2011) observed; measured in BENCHMARKS.md.
     pub exploration: f64,
     /// Evidence of an offer halves every this many of its observations
-    /// (None: no forgetting).
+    /// (None: no forgetting by count).
     pub half_life: Option<f64>,
+    /// Evidence of every offer halves every this many milliseconds of event
+    /// time, back towards its prior (None: no forgetting over time; see
+    /// [`super::forgetting`]).
+    pub time_half_life_ms: Option<f64>,
     /// Learn the prior variances from the campaign's offers
     /// ([`SharedPrior`]); false keeps `prior_variance` for every column.
     pub adaptive_prior: bool,
@@ -55,6 +59,9 @@ impl ContextualConfig {
                 noise_variance: 0.05,
                 exploration: 0.3,
                 half_life: None,
+                time_half_life_ms: Some(
+                    super::forgetting::DEFAULT_HALF_LIFE_DAYS * super::forgetting::DAY_MS,
+                ),
                 adaptive_prior: true,
             },
             Likelihood::Logistic => ContextualConfig {
@@ -64,6 +71,9 @@ impl ContextualConfig {
                 noise_variance: 1.0,
                 exploration: 0.3,
                 half_life: None,
+                time_half_life_ms: Some(
+                    super::forgetting::DEFAULT_HALF_LIFE_DAYS * super::forgetting::DAY_MS,
+                ),
                 adaptive_prior: true,
             },
         }
@@ -83,6 +93,9 @@ pub struct GaussianPosterior {
     pub decisions: u64,
     /// Sum of the predicted redemption rates at those decisions' contexts.
     pub predicted_sum: f64,
+    /// The tick of event time (Unix ms) the evidence has been discounted to
+    /// ([`super::forgetting`]; `NEVER`: not yet).
+    pub forgotten_to_ms: i64,
 }
 
 impl GaussianPosterior {
@@ -99,6 +112,7 @@ impl GaussianPosterior {
             observations: 0,
             decisions: 0,
             predicted_sum: 0.0,
+            forgotten_to_ms: super::forgetting::NEVER,
         }
     }
 

@@ -25,6 +25,12 @@ pub struct ContextualTs {
     /// Per offer, its encoded offer features (empty: none); see
     /// [`Self::with_offer_features`].
     offer_features: Vec<Vec<(u32, f64)>>,
+    /// Event time now (Unix ms), as [`Policy::advance_clock`] last set it.
+    now_ms: i64,
+    /// Event time of the last decision learned: a redemption is learned at
+    /// a time the clock has reached, as the server learns it at its
+    /// decision's timestamp.
+    decided_ms: i64,
 }
 
 impl ContextualTs {
@@ -43,6 +49,8 @@ impl ContextualTs {
             weights,
             models,
             offer_features: Vec::new(),
+            now_ms: 0,
+            decided_ms: 0,
         }
     }
 
@@ -63,13 +71,24 @@ impl ContextualTs {
 
     /// One event through the one learning step ([`super::learning`]).
     fn learn_event(&mut self, x: &Sparse, offer: usize, redeemed: bool) {
+        if !redeemed {
+            self.decided_ms = self.now_ms;
+        }
+        let at_ms = self.decided_ms;
         let offer_features = &self.offer_features;
         let step = super::learning::Step {
             encoder: &self.encoder,
             config: &self.config,
             offer_features: &|| offer_features.clone(),
         };
-        step.learn(&mut self.models, self.prior.as_mut(), offer, x, redeemed);
+        step.learn(
+            &mut self.models,
+            self.prior.as_mut(),
+            offer,
+            x,
+            redeemed,
+            at_ms,
+        );
     }
 
     /// The per-offer posteriors.
@@ -120,6 +139,9 @@ impl Policy for ContextualTs {
             Some(c) => (candidates[c.index], c.propensity),
             None => (candidates[0], 1.0),
         }
+    }
+    fn advance_clock(&mut self, now_ms: i64) {
+        self.now_ms = self.now_ms.max(now_ms);
     }
     fn on_decision(&mut self, f: &Features, offer: usize) {
         self.learn_event(&f.x, offer, false);
