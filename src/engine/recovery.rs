@@ -250,6 +250,7 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
         prior_rate: None,
         noise_variance: None,
         half_life: None,
+        time_half_life_days: None,
         adaptive_prior: None,
     }
 }
