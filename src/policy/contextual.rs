@@ -98,6 +98,36 @@ pub struct GaussianPosterior {
     pub forgotten_to_ms: i64,
 }
 
+/// How much of an erased decision a posterior still holds, and the prior
+/// that bounds its removal ([`GaussianPosterior::unlearn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Removal<'a> {
+    /// The weight the decision's observation (a non-redemption) still has,
+    /// in [0, 1]: 1 without forgetting, less under forgetting (see
+    /// [`super::forgetting::remaining_weight`]).
+    pub decision_weight: f64,
+    /// The same for its redemption's observation.
+    pub redemption_weight: f64,
+    /// Whether the weights are exact (not estimates).
+    pub weights_are_exact: bool,
+    /// The prior's variance per column (missing columns:
+    /// `prior_variance`); a removal never widens the posterior along its
+    /// `x` past it.
+    pub prior_variance: &'a [f64],
+}
+
+impl Removal<'_> {
+    /// A decision with its full weight, under the configured prior.
+    pub fn full() -> Removal<'static> {
+        Removal {
+            decision_weight: 1.0,
+            redemption_weight: 1.0,
+            weights_are_exact: true,
+            prior_variance: &[],
+        }
+    }
+}
+
 impl GaussianPosterior {
     /// The prior: independent weights of variance `config.prior_variance`,
     /// the intercept (column 0) centred on the prior rate.
@@ -218,18 +248,30 @@ impl GaussianPosterior {
     }
 
     /// Removes one observation `y` at `x` that [`GaussianPosterior::update`]
-    /// absorbed earlier (erasure of a customer). Exact for linear regression
-    /// without forgetting, whose posterior is a sum of per-observation
-    /// terms; for logistic regression, or with forgetting, the observation
-    /// is taken out as a Gaussian pseudo-observation at the current estimate,
-    /// which is approximate. Returns whether it was exact. Leaves the
-    /// posterior as it is (and returns false) when it is too narrow along
-    /// `x` for the observation to have been part of it; the observation is
-    /// still no longer counted (the campaign's rate counts redemptions as
-    /// observations beyond decisions).
-    pub fn unlearn(&mut self, x: &Sparse, y: f64, config: &ContextualConfig) -> bool {
+    /// absorbed earlier (erasure of a customer), with the weight `weight` it
+    /// still has (1 without forgetting; forgetting has since discounted it,
+    /// see [`Removal`]). Exact for linear regression when the weight is
+    /// (`removal.weights_are_exact`), whose posterior is a sum of per-observation terms; for
+    /// logistic regression the observation is taken out as a Gaussian
+    /// pseudo-observation at the current estimate, which is approximate.
+    ///
+    /// A removal never widens the posterior along `x` past the prior's
+    /// variance there (`prior_variance`, per column): if the weight says
+    /// otherwise (it is an estimate, or rounding), less is removed, and the
+    /// removal is not exact. Returns whether it was exact. The observation
+    /// is no longer counted either way (the campaign's rate counts
+    /// redemptions as observations beyond decisions).
+    pub fn unlearn(
+        &mut self,
+        x: &Sparse,
+        y: f64,
+        weight: f64,
+        removal: &Removal<'_>,
+        config: &ContextualConfig,
+    ) -> bool {
+        self.observations = self.observations.saturating_sub(1);
         let (mu, s2) = self.predictive(x);
-        let (noise, target) = match config.likelihood {
+        let (unit_noise, target) = match config.likelihood {
             Likelihood::Linear => (config.noise_variance, y),
             Likelihood::Logistic => {
                 let p = sigmoid(mu);
@@ -239,9 +281,35 @@ impl GaussianPosterior {
                 (1.0 / h, mu + (y - p) / h)
             }
         };
+        if weight.is_nan() || weight <= 0.0 {
+            return weight == 0.0 && removal.weights_are_exact;
+        }
+        // An observation of weight w is one of noise variance noise / w.
+        let mut noise = unit_noise / weight.min(1.0);
+        let prior_along_x: f64 = x
+            .iter()
+            .map(|&(i, v)| {
+                let v0 = removal
+                    .prior_variance
+                    .get(i as usize)
+                    .copied()
+                    .unwrap_or(config.prior_variance);
+                v0 * v * v
+            })
+            .sum();
+        // Afterwards the variance along x is s2 noise / (noise - s2); at
+        // most the prior's when noise >= v0 s2 / (v0 - s2).
+        if s2 >= prior_along_x * (1.0 - 1e-9) {
+            return false;
+        }
+        let floor = prior_along_x * s2 / (prior_along_x - s2);
+        let mut exact = config.likelihood == Likelihood::Linear && removal.weights_are_exact;
+        if noise < floor {
+            noise = floor;
+            exact = false;
+        }
         let denom = noise - s2;
         if denom <= 1e-12 * noise {
-            self.observations = self.observations.saturating_sub(1);
             return false;
         }
         let sx = self.cov.mul_sparse(x);
@@ -250,24 +318,25 @@ impl GaussianPosterior {
             *m += s * gain;
         }
         self.cov.rank1_sub(&sx, -1.0 / denom);
-        self.observations = self.observations.saturating_sub(1);
-        config.likelihood == Likelihood::Linear && config.half_life.is_none()
+        exact
     }
 
     /// Forgets a decision learned by [`GaussianPosterior::learn_decision`]
-    /// (and, if `redeemed`, its [`GaussianPosterior::learn_redemption`]).
-    /// Returns whether the subtraction was exact.
+    /// (and, if `redeemed`, its [`GaussianPosterior::learn_redemption`]),
+    /// each with the weight it still has ([`Self::unlearn`]). Returns
+    /// whether the subtraction was exact.
     pub fn unlearn_decision(
         &mut self,
         x: &Sparse,
         redeemed: bool,
+        removal: &Removal<'_>,
         config: &ContextualConfig,
     ) -> bool {
         let mut exact = true;
         if redeemed {
-            exact &= self.unlearn(x, 1.0, config);
+            exact &= self.unlearn(x, 1.0, removal.redemption_weight, removal, config);
         }
-        exact &= self.unlearn(x, 0.0, config);
+        exact &= self.unlearn(x, 0.0, removal.decision_weight, removal, config);
         let (mu, _) = self.predictive(x);
         self.predicted_sum = (self.predicted_sum - Self::rate(mu, config.likelihood)).max(0.0);
         self.decisions = self.decisions.saturating_sub(1);
@@ -461,7 +530,7 @@ mod tests {
         m.decisions = 1;
         let before = m.mean.clone();
         let x = vec![(0, 1.0), (1, 1.0)];
-        assert!(!m.unlearn_decision(&x, true, &config));
+        assert!(!m.unlearn_decision(&x, true, &Removal::full(), &config));
         assert_eq!((m.observations, m.decisions), (0, 0));
         assert_eq!(m.mean, before, "the posterior itself is left as it was");
     }
@@ -492,7 +561,8 @@ mod tests {
             }
             let mut exact = true;
             for &i in erased.iter().rev() {
-                exact &= with_all.unlearn_decision(&rows[i].0, rows[i].1, &config);
+                exact &=
+                    with_all.unlearn_decision(&rows[i].0, rows[i].1, &Removal::full(), &config);
             }
             let err = max_error(&with_all.mean, &without.mean);
             let cov_err = (0..d)

@@ -205,6 +205,57 @@ mod tests {
         }
     }
 
+    /// Share of the last 1,000 decisions that go to offer 1, which redeems
+    /// at 5% (offer 0: 20%) for 16 days of 500 visits, then at 40% for 10
+    /// days. The first 8 days alternate the two offers (so offer 1's
+    /// posterior is sure it is poor), then Thompson sampling chooses.
+    fn share_after_an_offer_starts_working(time_half_life_days: Option<f64>, seed: u64) -> f64 {
+        let encoder = Encoder::new(Vec::new(), 0).expect("intercept only");
+        let config = ContextualConfig {
+            time_half_life_ms: time_half_life_days.map(|d| d * super::super::forgetting::DAY_MS),
+            ..ContextualConfig::new(Likelihood::Logistic)
+        };
+        let mut policy = ContextualTs::new(encoder, config, vec![1.0, 1.0]);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let f = policy.features(&Context::new()).expect("encodes");
+        let (per_day, days, change_day) = (500u32, 26u32, 16u32);
+        let mut late = 0u32;
+        for t in 0..per_day * days {
+            policy.advance_clock(i64::from(t) * 86_400_000 / i64::from(per_day));
+            let p = if t < per_day * change_day {
+                [0.20, 0.05]
+            } else {
+                [0.20, 0.40]
+            };
+            let o = if t < per_day * 8 {
+                (t % 2) as usize
+            } else {
+                policy.choose(&f, &[0, 1], &mut rng)
+            };
+            policy.on_decision(&f, o);
+            if rng.random::<f64>() < p[o] {
+                policy.on_outcome(&f, o, Outcome::Redeemed { value: 1.0 });
+            }
+            if t >= per_day * days - 1_000 && o == 1 {
+                late += 1;
+            }
+        }
+        f64::from(late) / 1_000.0
+    }
+
+    /// Issue 18, item 6: an offer Thompson sampling abandoned regains its
+    /// variance over time, is tried again, and wins once it is the better
+    /// one; without forgetting over time it stays locked out.
+    #[test]
+    fn an_abandoned_offer_is_tried_again_when_it_starts_working() {
+        for seed in 1..=3 {
+            let with = share_after_an_offer_starts_working(Some(2.0), seed);
+            let without = share_after_an_offer_starts_working(None, seed);
+            assert!(with > 0.8, "seed {seed}: with forgetting {with:.3}");
+            assert!(without < 0.2, "seed {seed}: without {without:.3}");
+        }
+    }
+
     fn two_offer_policy(half_life: Option<f64>) -> ContextualTs {
         let specs = vec![FeatureSpec::Flag {
             name: "member".into(),

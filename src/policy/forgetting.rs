@@ -50,6 +50,33 @@ pub fn kept(elapsed_ms: f64, half_life_ms: Option<f64>) -> f64 {
     }
 }
 
+/// The share of its weight an observation of the decision made at
+/// `decided_ms` still has in a posterior whose clock is at `clock_ms`:
+/// `2^(-(clock - tick(decided)) / half-life)`. Exact for the decision's own
+/// observation (learned when the clock reached its tick); a redemption
+/// learned after the clock moved on holds a little more than this.
+pub fn kept_over_time(config: &ContextualConfig, clock_ms: i64, decided_ms: i64) -> f64 {
+    if clock_ms == NEVER {
+        return 1.0;
+    }
+    kept(
+        clock_ms.saturating_sub(tick_of(decided_ms)) as f64,
+        config.time_half_life_ms,
+    )
+}
+
+/// The share of its weight an observation still has under count-based
+/// forgetting (`half_life`) after `later` more observations of its offer:
+/// `2^(-later / half_life)`. An estimate: that forgetting acts along each
+/// observation's direction only, so later observations elsewhere in the
+/// context discount it less.
+pub fn kept_over_count(config: &ContextualConfig, later: u64) -> f64 {
+    match config.half_life {
+        Some(h) => 0.5f64.powf(later as f64 / h.max(1.0)),
+        None => 1.0,
+    }
+}
+
 /// The prior an offer's posterior is discounted towards: its mean and
 /// per-column variances (the learned prior's for offer features `offer`,
 /// when the campaign has one; else the configured one).
@@ -287,5 +314,120 @@ mod tests {
             assert!((m.cov.get(1, 1) - want.cov.get(1, 1)).abs() < 1e-15);
         }
         assert!(models[1].cov.get(0, 0) > before[1].cov.get(0, 0));
+    }
+
+    /// Issue 18, item 4: under count-based forgetting (half-life 300),
+    /// erasing the 400 oldest of 2,000 decisions of a linear-ts offer
+    /// removes each with the weight it still has, so the rate estimate
+    /// stays near the truth and the variance no wider than the prior.
+    /// Removed at full weight, they drove the rate to -6 with a variance
+    /// wider than the prior.
+    #[test]
+    fn erasing_old_decisions_under_forgetting_keeps_the_posterior_sane() {
+        use crate::policy::contextual::Removal;
+        let config = ContextualConfig {
+            half_life: Some(300.0),
+            time_half_life_ms: None,
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
+        let x = vec![(0, 1.0)];
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut m = GaussianPosterior::prior(1, &config);
+        // Per decision, the index of its decision event and of its
+        // redemption event, if any.
+        let mut events = Vec::new();
+        let mut n = 0u64;
+        for _ in 0..2_000 {
+            m.learn(&x, false, &config, None);
+            let decided = n;
+            n += 1;
+            let redeemed = (rng.random::<f64>() < 0.2).then(|| {
+                m.learn(&x, true, &config, None);
+                n += 1;
+                n - 1
+            });
+            events.push((decided, redeemed));
+        }
+        let prior = config.prior_variance;
+        for &(decided, redeemed) in &events[..400] {
+            let removal = Removal {
+                decision_weight: kept_over_count(&config, n - 1 - decided),
+                redemption_weight: redeemed.map_or(1.0, |r| kept_over_count(&config, n - 1 - r)),
+                weights_are_exact: false,
+                prior_variance: &[],
+            };
+            m.unlearn_decision(&x, redeemed.is_some(), &removal, &config);
+            let v = m.cov.get(0, 0);
+            assert!(
+                v <= prior * (1.0 + 1e-9),
+                "variance {v} past the prior {prior}"
+            );
+        }
+        let rate = GaussianPosterior::rate(m.mean[0], Likelihood::Linear);
+        assert!((0.12..0.30).contains(&rate), "rate {rate}");
+    }
+
+    /// Under forgetting over time alone, a linear posterior without the
+    /// erased decisions is recovered exactly: each is removed with the
+    /// weight its age gives it.
+    #[test]
+    fn erasure_under_forgetting_over_time_is_exact_for_linear_ts() {
+        use crate::policy::contextual::Removal;
+        let d = 4;
+        let config = ContextualConfig {
+            time_half_life_ms: Some(3.0 * DAY_MS),
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(10);
+        /// (x, redeemed, decided at).
+        type Row = (Vec<(u32, f64)>, bool, i64);
+        let rows: Vec<Row> = (0..600)
+            .map(|i| {
+                (
+                    design(&mut rng, d),
+                    rng.random::<f64>() < 0.2,
+                    i * 1_800_000,
+                )
+            })
+            .collect();
+        let erased = [3usize, 250, 420, 599];
+        let prior = |_: usize| offer_prior(None, d, &[], &config);
+        let half_life = config.time_half_life_ms.unwrap_or(1.0);
+        let learn = |skip: &[usize]| {
+            let mut models = vec![GaussianPosterior::prior(d, &config)];
+            for (i, (x, redeemed, at)) in rows.iter().enumerate() {
+                advance(&mut models, *at, half_life, &prior);
+                if skip.contains(&i) {
+                    continue;
+                }
+                models[0].learn(x, false, &config, None);
+                if *redeemed {
+                    models[0].learn(x, true, &config, None);
+                }
+            }
+            models.remove(0)
+        };
+        let mut with_all = learn(&[]);
+        let without = learn(&erased);
+        let (_, variances) = prior(0);
+        for &i in &erased {
+            let (x, redeemed, at) = &rows[i];
+            let w = kept_over_time(&config, with_all.forgotten_to_ms, *at);
+            let removal = Removal {
+                decision_weight: w,
+                redemption_weight: w,
+                weights_are_exact: true,
+                prior_variance: &variances,
+            };
+            assert!(with_all.unlearn_decision(x, *redeemed, &removal, &config));
+        }
+        for i in 0..d {
+            assert!(
+                (with_all.mean[i] - without.mean[i]).abs() < 1e-9,
+                "mean {i}"
+            );
+            let (a, b) = (with_all.cov.get(i, i), without.cov.get(i, i));
+            assert!((a - b).abs() < 1e-9 * b, "variance {i}: {a} vs {b}");
+        }
     }
 }
