@@ -23,8 +23,9 @@ use super::contextual::{ContextualConfig, GaussianPosterior};
 use super::shared_prior::SharedPrior;
 use crate::linalg::{Sparse, SymMatrix, solve_positive_definite};
 
-/// The clock's resolution: an hour of event time.
-pub const TICK_MS: i64 = 3_600_000;
+/// The clock's resolution: six hours of event time (a discount costs
+/// O(d^3) per offer, paid once per tick).
+pub const TICK_MS: i64 = 6 * 3_600_000;
 
 /// The default half-life of evidence, in days of event time.
 pub const DEFAULT_HALF_LIFE_DAYS: f64 = 30.0;
@@ -299,7 +300,7 @@ mod tests {
         assert_eq!(models, before, "same tick: nothing moves");
         assert!(advance(
             &mut models,
-            start + 24 * TICK_MS + 5,
+            start + DAY_MS as i64 + 5,
             DAY_MS,
             &prior
         ));
@@ -309,7 +310,7 @@ mod tests {
             if !want.learned_nothing() {
                 want.discount(0.5, &mean0, &var0);
             }
-            assert_eq!(m.forgotten_to_ms, start + 24 * TICK_MS);
+            assert_eq!(m.forgotten_to_ms, start + DAY_MS as i64);
             assert!((m.mean[1] - want.mean[1]).abs() < 1e-12, "offer {k}");
             assert!((m.cov.get(1, 1) - want.cov.get(1, 1)).abs() < 1e-15);
         }
