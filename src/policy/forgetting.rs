@@ -23,9 +23,10 @@ use super::contextual::{ContextualConfig, GaussianPosterior};
 use super::shared_prior::SharedPrior;
 use crate::linalg::{Sparse, SymMatrix, solve_positive_definite};
 
-/// The clock's resolution: six hours of event time (a discount costs
-/// O(d^3) per offer, paid once per tick).
-pub const TICK_MS: i64 = 6 * 3_600_000;
+/// The clock's resolution: a day of event time (a discount costs O(d^3)
+/// per offer, paid once per tick; at half-lives of days, daily steps lose
+/// nothing measurable).
+pub const TICK_MS: i64 = 86_400_000;
 
 /// The default half-life of evidence, in days of event time.
 pub const DEFAULT_HALF_LIFE_DAYS: f64 = 30.0;

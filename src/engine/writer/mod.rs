@@ -487,7 +487,7 @@ mod tests {
             let mut direct = fresh();
             let mut direct_prior = SharedPrior::new(encoder.dim(), 0, &config);
             // Decisions 20 minutes apart: the clock of forgetting over time
-            // moves every 18th event.
+            // moves every 72nd event.
             let at = |i: usize| 1_800_000_000_000 + i as i64 * 1_200_000;
             for (i, (offer, x, redeemed)) in events.iter().enumerate() {
                 let at = at(i);
