@@ -138,16 +138,19 @@ impl GaussianPosterior {
             return keep == 1.0;
         }
         let s = self.cov.as_row_major();
-        // M = k S + (1 - k) S P0 S, symmetric positive definite.
-        let mut m = vec![0.0; d * d];
+        // M = k S + (1 - k) S P0 S, symmetric positive definite; products
+        // in i-l-j order, so the inner loops run along rows.
+        let mut m: Vec<f64> = s.iter().map(|v| keep * v).collect();
         for i in 0..d {
-            for j in i..d {
-                let sps: f64 = (0..d)
-                    .map(|l| s[i * d + l] * s[l * d + j] / variance0[l])
-                    .sum();
-                let v = keep * s[i * d + j] + (1.0 - keep) * sps;
-                m[i * d + j] = v;
-                m[j * d + i] = v;
+            let row = &mut m[i * d..(i + 1) * d];
+            for l in 0..d {
+                let c = (1.0 - keep) * s[i * d + l] / variance0[l];
+                if c == 0.0 {
+                    continue;
+                }
+                for (r, slj) in row.iter_mut().zip(&s[l * d..(l + 1) * d]) {
+                    *r += c * slj;
+                }
             }
         }
         let Some(x) = solve_positive_definite(&m, d, s, d) else {
@@ -156,8 +159,15 @@ impl GaussianPosterior {
         // S' = S X, symmetrized against rounding.
         let mut next = vec![0.0; d * d];
         for i in 0..d {
-            for j in 0..d {
-                next[i * d + j] = (0..d).map(|l| s[i * d + l] * x[l * d + j]).sum();
+            let row = &mut next[i * d..(i + 1) * d];
+            for l in 0..d {
+                let c = s[i * d + l];
+                if c == 0.0 {
+                    continue;
+                }
+                for (r, xlj) in row.iter_mut().zip(&x[l * d..(l + 1) * d]) {
+                    *r += c * xlj;
+                }
             }
         }
         for i in 0..d {
