@@ -108,8 +108,14 @@ impl Writer {
         let removal = crate::policy::contextual::Removal {
             decision_weight: over_time * over_count(later_decision),
             redemption_weight: over_time * over_count(later_redemption),
+            // A redemption learned after the clock moved on holds a little
+            // more than its decision's age says; while the clock is still
+            // at the decision's tick, nothing has been discounted.
             weights_are_exact: ctx.config.half_life.is_none()
-                && (ctx.config.time_half_life_ms.is_none() || !redeemed),
+                && (ctx.config.time_half_life_ms.is_none()
+                    || !redeemed
+                    || posterior.forgotten_to_ms
+                        <= crate::policy::forgetting::tick_of(rec.created_ms)),
             prior_variance: &variances,
         };
         let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &removal, &ctx.config);
