@@ -8,7 +8,8 @@ use offer_bandit::{
     features::{Encoder, FeatureSpec},
     policy::{
         Features, Outcome, Policy,
-        contextual::{ContextualConfig, ContextualTs, GaussianPosterior, Likelihood},
+        contextual::{ContextualConfig, GaussianPosterior, Likelihood},
+        contextual_ts::ContextualTs,
         segment::{DEFAULT_SNAPSHOT_TOLERANCE, SegmentTs},
         shared_prior::SharedPrior,
     },

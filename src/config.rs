@@ -260,6 +260,11 @@ pub struct CampaignConfig {
     /// observations (no forgetting when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub half_life: Option<f64>,
+    /// Contextual: every offer's evidence halves every this many days of
+    /// event time, back towards its prior (default 30; 0: no forgetting
+    /// over time; see `policy::forgetting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_half_life_days: Option<f64>,
     /// Contextual: learn one prior variance per feature group from all the
     /// campaign's offers (default: true for at most 256 encoded columns; see
     /// `policy::shared_prior`).
@@ -284,6 +289,9 @@ impl CampaignConfig {
             c.noise_variance = v;
         }
         c.half_life = self.half_life;
+        if let Some(days) = self.time_half_life_days {
+            c.time_half_life_ms = (days > 0.0).then_some(days * crate::policy::forgetting::DAY_MS);
+        }
         c.adaptive_prior = match self.adaptive_prior {
             Some(v) => v,
             None => self
@@ -727,6 +735,11 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
     positive("prior_variance", c.prior_variance)?;
     positive("noise_variance", c.noise_variance)?;
     positive("half_life", c.half_life)?;
+    if let Some(days) = c.time_half_life_days
+        && !(days.is_finite() && days >= 0.0)
+    {
+        return Err("time_half_life_days must be a finite number >= 0 (0: off)".into());
+    }
     // Beyond these, samples and propensities lose their precision (a prior
     // variance of 1e300 logged propensities of exactly 0 and 1).
     for (name, v, max) in [
@@ -757,6 +770,7 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
                 ("prior_rate", c.prior_rate.is_some()),
                 ("noise_variance", c.noise_variance.is_some()),
                 ("half_life", c.half_life.is_some()),
+                ("time_half_life_days", c.time_half_life_days.is_some()),
                 ("adaptive_prior", c.adaptive_prior.is_some()),
             ];
             if let Some((k, _)) = contextual_keys.iter().find(|(_, set)| *set) {
@@ -895,6 +909,18 @@ mod tests {
             err(&format!("{ctx}{offer}{feature}buckets = \"ordinal\"\n"))
                 .contains("unknown variant")
         );
+        assert!(
+            err(&format!("{ctx}time_half_life_days = -1\n{offer}"))
+                .contains("time_half_life_days must be")
+        );
+        let day = crate::policy::forgetting::DAY_MS;
+        let forgetting = |line: &str| {
+            let ok = parse(&format!("{ctx}{line}{offer}"), "t.toml").expect("valid");
+            ok[0].contextual().and_then(|c| c.time_half_life_ms)
+        };
+        assert_eq!(forgetting(""), Some(30.0 * day), "on by default");
+        assert_eq!(forgetting("time_half_life_days = 7\n"), Some(7.0 * day));
+        assert_eq!(forgetting("time_half_life_days = 0\n"), None, "0: off");
         let ok = parse(&format!("{base}{offer}"), "t.toml").expect("valid");
         assert_eq!(ok[0].offers[0].name, "a");
         assert_eq!(ok[0].objective, Objective::Redemptions);

@@ -39,6 +39,17 @@ impl SymMatrix {
         self.d.checked_mul(self.d) == Some(self.a.len()) && self.a.iter().all(|v| v.is_finite())
     }
 
+    /// The `d x d` matrix with these row-major entries; `None` when there
+    /// are not `d * d` of them.
+    pub fn from_row_major(d: usize, a: Vec<f64>) -> Option<Self> {
+        (d.checked_mul(d) == Some(a.len())).then_some(SymMatrix { d, a })
+    }
+
+    /// The row-major entries.
+    pub fn as_row_major(&self) -> &[f64] {
+        &self.a
+    }
+
     /// Dimension.
     pub fn dim(&self) -> usize {
         self.d
@@ -133,17 +144,37 @@ pub fn solve_positive_definite(a: &[f64], n: usize, b: &[f64], m: usize) -> Opti
             }
         }
     }
+    // L Y = B, then L' X = Y, a whole row of the m right-hand sides at a
+    // time (the inner loops run along rows).
     let mut x = b.to_vec();
-    for c in 0..m {
-        // L y = b, then L' x = y.
-        for i in 0..n {
-            let s = x[i * m + c] - (0..i).map(|k| l[i * n + k] * x[k * m + c]).sum::<f64>();
-            x[i * m + c] = s / l[i * n + i];
+    for i in 0..n {
+        let (done, rest) = x.split_at_mut(i * m);
+        let row = &mut rest[..m];
+        for k in 0..i {
+            let c = l[i * n + k];
+            if c != 0.0 {
+                for (r, y) in row.iter_mut().zip(&done[k * m..(k + 1) * m]) {
+                    *r -= c * y;
+                }
+            }
         }
-        for i in (0..n).rev() {
-            let s = x[i * m + c] - (i + 1..n).map(|k| l[k * n + i] * x[k * m + c]).sum::<f64>();
-            x[i * m + c] = s / l[i * n + i];
+        let d = l[i * n + i];
+        row.iter_mut().for_each(|r| *r /= d);
+    }
+    for i in (0..n).rev() {
+        let (head, later) = x.split_at_mut((i + 1) * m);
+        let row = &mut head[i * m..];
+        for k in i + 1..n {
+            let c = l[k * n + i];
+            if c != 0.0 {
+                let at = (k - i - 1) * m;
+                for (r, y) in row.iter_mut().zip(&later[at..at + m]) {
+                    *r -= c * y;
+                }
+            }
         }
+        let d = l[i * n + i];
+        row.iter_mut().for_each(|r| *r /= d);
     }
     Some(x)
 }

@@ -25,9 +25,10 @@ use crate::{
     run::{Decider, Visit},
 };
 
-/// Virtual time of round 0 (Unix ms), and the length of a round.
-const T0_MS: i64 = 1_750_000_000_000;
-const ROUND_MS: i64 = 1_000;
+/// Virtual time of round 0 (Unix ms): a day boundary, so that event time on
+/// the engine (`T0_MS` + the round's event time, `run::round_ms`) crosses
+/// days, and forgetting ticks, where the policy's own clock does.
+const T0_MS: i64 = 20_254 * 86_400_000;
 /// Rounds between expiry sweeps (they finalize counts; learning does not
 /// wait for them).
 const SWEEP_EVERY: u64 = 1_024;
@@ -45,15 +46,17 @@ pub(crate) struct EngineDecider {
 impl EngineDecider {
     /// The engine for policy `spec` (`linear-ts[:OPTS]` or
     /// `logistic-ts[:OPTS]`) in `env`'s world, with a reward window of
-    /// `window` rounds, drawing from `rng` (a copy of the run's generator,
-    /// so that its draws are the ones the policy would have made).
+    /// `window` rounds of `visits_per_day` a day, drawing from `rng` (a copy
+    /// of the run's generator, so that its draws are the ones the policy
+    /// would have made).
     pub(crate) fn new(
         spec: &str,
         env: &PolicyEnv<'_>,
         window: u64,
+        visits_per_day: f64,
         rng: &ChaCha8Rng,
     ) -> anyhow::Result<Self> {
-        let campaign = campaign(spec, env, window)?;
+        let campaign = campaign(spec, env, window, visits_per_day)?;
         let clock = Arc::new(ManualClock::new(T0_MS));
         let sources = Sources {
             clock: clock.clone(),
@@ -82,8 +85,8 @@ impl EngineDecider {
 impl Decider for EngineDecider {
     type Ticket = DecisionId;
 
-    fn at_round(&mut self, round: u64) -> anyhow::Result<()> {
-        let now = T0_MS.saturating_add(i64::try_from(round)?.saturating_mul(ROUND_MS));
+    fn at_round(&mut self, round: u64, at_ms: i64) -> anyhow::Result<()> {
+        let now = T0_MS.saturating_add(at_ms);
         self.clock.set(now);
         if round > 0 && round.is_multiple_of(SWEEP_EVERY) {
             self.runtime.block_on(self.engine.sweep(now, usize::MAX))?;
@@ -134,11 +137,16 @@ impl Decider for EngineDecider {
 
 /// Checks that `spec` can run on the engine in `env`'s world.
 pub(crate) fn check(spec: &str, env: &PolicyEnv<'_>) -> anyhow::Result<()> {
-    campaign(spec, env, 1).map(drop)
+    campaign(spec, env, 1, 1.0).map(drop)
 }
 
 /// The campaign a contextual policy spec describes, in `env`'s world.
-fn campaign(spec: &str, env: &PolicyEnv<'_>, window: u64) -> anyhow::Result<FileCampaign> {
+fn campaign(
+    spec: &str,
+    env: &PolicyEnv<'_>,
+    window: u64,
+    visits_per_day: f64,
+) -> anyhow::Result<FileCampaign> {
     let (name, opts) = match spec.split_once(':') {
         Some((n, o)) => (n.trim(), Some(o.trim())),
         None => (spec.trim(), None),
@@ -183,8 +191,12 @@ fn campaign(spec: &str, env: &PolicyEnv<'_>, window: u64) -> anyhow::Result<File
         id: CAMPAIGN.into(),
         policy,
         segment_by: Vec::new(),
+        // The window in event time, a millisecond over so that a
+        // redemption due `window` rounds later is never late by rounding.
         reward_window: std::time::Duration::from_millis(
-            window.max(1).saturating_mul(ROUND_MS as u64),
+            (window.max(1) as f64 * offer_bandit::policy::forgetting::DAY_MS / visits_per_day)
+                .ceil() as u64
+                + 1,
         ),
         objective: if by_value {
             Objective::Value
@@ -207,6 +219,10 @@ fn campaign(spec: &str, env: &PolicyEnv<'_>, window: u64) -> anyhow::Result<File
         prior_rate: Some(c.prior_rate),
         noise_variance: Some(c.noise_variance),
         half_life: c.half_life,
+        time_half_life_days: Some(
+            c.time_half_life_ms
+                .map_or(0.0, |ms| ms / offer_bandit::policy::forgetting::DAY_MS),
+        ),
         adaptive_prior: Some(c.adaptive_prior),
     };
     let config = offer_bandit::config::validate(config, "offer-sim")
@@ -255,7 +271,9 @@ mod tests {
                     let mut rng = ChaCha8Rng::seed_from_u64(seed);
                     let quiet = |_: u64| {};
                     let r = if on_engine {
-                        let mut d = EngineDecider::new(spec, &env, world_window(&world), &rng)?;
+                        let vpd = crate::run::World::visits_per_day(&world);
+                        let mut d =
+                            EngineDecider::new(spec, &env, world_window(&world), vpd, &rng)?;
                         run_with(&mut d, &mut world, 1_500, &mut rng, "lifecycle", &quiet)?
                     } else {
                         let mut p = crate::policies::build(spec, &env)?;

@@ -97,7 +97,8 @@ fn run_one<W: World>(
     let (rounds, segment) = (plan.rounds, &plan.segment_feature);
     match spec.strip_prefix(ENGINE_PREFIX) {
         Some(inner) => {
-            let mut engine = EngineDecider::new(inner, &plan.env, w.window(), &rng)?;
+            let mut engine =
+                EngineDecider::new(inner, &plan.env, w.window(), w.visits_per_day(), &rng)?;
             run_with(&mut engine, &mut w, rounds, &mut rng, segment, progress)
         }
         None => {

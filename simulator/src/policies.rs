@@ -7,7 +7,8 @@ use offer_bandit::{
     policy::{
         Features, Outcome, Policy, PolicyError,
         baseline::{EpsilonGreedy, Fixed, Ucb1, Uniform},
-        contextual::{ContextualConfig, ContextualTs, Likelihood},
+        contextual::{ContextualConfig, Likelihood},
+        contextual_ts::ContextualTs,
         rules::Rules,
         segment::{DEFAULT_SNAPSHOT_TOLERANCE, SegmentTs},
     },
@@ -30,6 +31,7 @@ linear-ts[:OPTS]            contextual Thompson sampling, Bayesian linear regres
 logistic-ts[:OPTS]          contextual Thompson sampling, Bayesian logistic regression per offer
                             OPTS: KEY=VALUE joined by '+': exploration, prior-variance,
                             prior-rate, noise-variance, half-life (observations per offer),
+                            time-half-life-days (event time; default 30; off: none),
                             adaptive-prior (on: prior variances learned across offers, the
                             default up to 256 encoded columns; off)
 engine:linear-ts[:OPTS]     the same, run on the server's engine in-process (select path,
@@ -83,6 +85,10 @@ pub(crate) fn contextual_config(
             };
             continue;
         }
+        if k == "time-half-life-days" && v == "off" {
+            c.time_half_life_ms = None;
+            continue;
+        }
         let v: f64 = v
             .parse()
             .ok()
@@ -94,6 +100,9 @@ pub(crate) fn contextual_config(
             "prior-rate" if v < 1.0 => c.prior_rate = v,
             "noise-variance" => c.noise_variance = v,
             "half-life" => c.half_life = Some(v),
+            "time-half-life-days" => {
+                c.time_half_life_ms = Some(v * offer_bandit::policy::forgetting::DAY_MS)
+            }
             _ => bail!("policy '{spec}': unknown or out-of-range option '{kv}'"),
         }
     }

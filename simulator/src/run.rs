@@ -36,6 +36,14 @@ pub(crate) trait World {
     fn window(&self) -> u64;
     /// The visit at `round` (rounds are asked for in increasing order).
     fn visit(&mut self, round: u64) -> Visit<'_>;
+    /// Visits per day of event time, which policies that forget over time
+    /// see ([`Policy::advance_clock`]).
+    fn visits_per_day(&self) -> f64;
+}
+
+/// The event time of a round: day 0 starts at the Unix epoch.
+pub(crate) fn round_ms(round: u64, visits_per_day: f64) -> i64 {
+    (round as f64 / visits_per_day * offer_bandit::policy::forgetting::DAY_MS) as i64
 }
 
 /// Totals of one run.
@@ -97,10 +105,9 @@ impl<T> Ord for Pending<T> {
 pub(crate) trait Decider {
     /// What a pending decision keeps to deliver its outcome.
     type Ticket;
-    /// Time moves to `round`, before its due outcomes are delivered.
-    fn at_round(&mut self, _round: u64) -> anyhow::Result<()> {
-        Ok(())
-    }
+    /// Time moves to `round`, at event time `at_ms` (ms since day 0; see
+    /// [`round_ms`]), before its due outcomes are delivered.
+    fn at_round(&mut self, round: u64, at_ms: i64) -> anyhow::Result<()>;
     /// Chooses one of the visit's candidates; the decision is pending.
     fn decide(
         &mut self,
@@ -121,6 +128,10 @@ struct PolicyDecider<'p>(&'p mut dyn Policy);
 
 impl Decider for PolicyDecider<'_> {
     type Ticket = Features;
+    fn at_round(&mut self, _: u64, at_ms: i64) -> anyhow::Result<()> {
+        self.0.advance_clock(at_ms);
+        Ok(())
+    }
     fn decide(
         &mut self,
         visit: &Visit<'_>,
@@ -196,9 +207,10 @@ pub(crate) fn run_with<D: Decider>(
     let mut queue: BinaryHeap<Pending<D::Ticket>> = BinaryHeap::new();
     let (mut win_expected, mut win_oracle, mut regret) = (0.0, 0.0, 0.0);
     let mut since_progress = 0;
+    let visits_per_day = world.visits_per_day();
     for round in 0..rounds {
         let started = Instant::now();
-        decider.at_round(round)?;
+        decider.at_round(round, round_ms(round, visits_per_day))?;
         while queue.peek().is_some_and(|p| p.due <= round) {
             if let Some(p) = queue.pop() {
                 decider.outcome(p.ticket, p.offer, p.outcome)?;

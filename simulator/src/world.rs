@@ -39,12 +39,19 @@ impl<'a> ReplayWorld<'a> {
     }
 }
 
+/// A dataset's rows carry no time: replay assumes this many a day (20,000
+/// rows make 20 days), which only forgetting over time sees.
+pub(crate) const REPLAY_VISITS_PER_DAY: f64 = 1_000.0;
+
 impl World for ReplayWorld<'_> {
     fn offers(&self) -> usize {
         self.data.offers.len()
     }
     fn window(&self) -> u64 {
         0
+    }
+    fn visits_per_day(&self) -> f64 {
+        REPLAY_VISITS_PER_DAY
     }
     fn visit(&mut self, round: u64) -> Visit<'_> {
         let i = self.order[(round as usize) % self.order.len()];
@@ -138,6 +145,9 @@ impl<'a> ScenarioWorld<'a> {
 impl World for ScenarioWorld<'_> {
     fn offers(&self) -> usize {
         self.values.len()
+    }
+    fn visits_per_day(&self) -> f64 {
+        self.rounds_per_day
     }
     fn window(&self) -> u64 {
         (self.scenario.reward_window_days() * self.rounds_per_day)

@@ -300,6 +300,7 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
         prior_rate: None,
         noise_variance: None,
         half_life: None,
+        time_half_life_days: None,
         adaptive_prior: None,
     }
 }
@@ -314,8 +315,9 @@ pub(super) fn replay_learning(
     campaigns: &mut BTreeMap<String, Campaign>,
     checkpoint: u64,
 ) -> Result<(usize, u64), StoreError> {
-    /// A learning event: (seq, campaign, offer, features, redemption?).
-    type Event = (u64, String, String, Vec<(u32, f64)>, bool);
+    /// A learning event: (seq, campaign, offer, features, redemption?,
+    /// the decision's timestamp).
+    type Event = (u64, String, String, Vec<(u32, f64)>, bool, i64);
     let mut events: Vec<Event> = Vec::new();
     let mut n = 0usize;
     store.scan_decisions(0, i64::MAX, &mut |_, rec| {
@@ -328,6 +330,7 @@ pub(super) fn replay_learning(
                     rec.offer.clone(),
                     rec.features.clone(),
                     redeemed,
+                    rec.created_ms,
                 ));
             }
         }
@@ -335,7 +338,7 @@ pub(super) fn replay_learning(
     })?;
     events.sort_by_key(|e| e.0);
     let mut last = checkpoint;
-    for (seq, campaign, offer, x, redeemed) in events {
+    for (seq, campaign, offer, x, redeemed, at_ms) in events {
         last = last.max(seq);
         let Some(c) = campaigns.get_mut(&campaign) else {
             continue;
@@ -354,7 +357,7 @@ pub(super) fn replay_learning(
         };
         let mut prior = ctx.prior.write();
         let prior = ctx.config.adaptive_prior.then_some(&mut *prior);
-        step.learn(&mut *ctx.models.write(), prior, i, &x, redeemed);
+        step.learn(&mut *ctx.models.write(), prior, i, &x, redeemed, at_ms);
     }
     Ok((n, last))
 }

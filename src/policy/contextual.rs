@@ -5,14 +5,9 @@
 //! is a 1-D draw from its predictive distribution, so the propensity of the
 //! chosen offer is a 1-D integral. Updates are rank-1: O(d^2).
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::shared_prior::SharedPrior;
-use super::thompson::{self, GaussianArm, Link, sigmoid};
-use super::{Features, Outcome, Policy, PolicyError};
-use crate::context::Context;
-use crate::features::Encoder;
+use super::thompson::{GaussianArm, Link, sigmoid};
 use crate::linalg::{Sparse, SymMatrix, dot_sparse};
 
 /// The regression's likelihood.
@@ -42,8 +37,12 @@ pub struct ContextualConfig {
     /// Chapelle & Li (2011) observed; measured in BENCHMARKS.md.
     pub exploration: f64,
     /// Evidence of an offer halves every this many of its observations
-    /// (None: no forgetting).
+    /// (None: no forgetting by count).
     pub half_life: Option<f64>,
+    /// Evidence of every offer halves every this many milliseconds of event
+    /// time, back towards its prior (None: no forgetting over time; see
+    /// [`super::forgetting`]).
+    pub time_half_life_ms: Option<f64>,
     /// Learn the prior variances from the campaign's offers
     /// ([`SharedPrior`]); false keeps `prior_variance` for every column.
     pub adaptive_prior: bool,
@@ -60,6 +59,9 @@ impl ContextualConfig {
                 noise_variance: 0.05,
                 exploration: 0.3,
                 half_life: None,
+                time_half_life_ms: Some(
+                    super::forgetting::DEFAULT_HALF_LIFE_DAYS * super::forgetting::DAY_MS,
+                ),
                 adaptive_prior: true,
             },
             Likelihood::Logistic => ContextualConfig {
@@ -69,6 +71,9 @@ impl ContextualConfig {
                 noise_variance: 1.0,
                 exploration: 0.3,
                 half_life: None,
+                time_half_life_ms: Some(
+                    super::forgetting::DEFAULT_HALF_LIFE_DAYS * super::forgetting::DAY_MS,
+                ),
                 adaptive_prior: true,
             },
         }
@@ -88,6 +93,39 @@ pub struct GaussianPosterior {
     pub decisions: u64,
     /// Sum of the predicted redemption rates at those decisions' contexts.
     pub predicted_sum: f64,
+    /// The tick of event time (Unix ms) the evidence has been discounted to
+    /// ([`super::forgetting`]; `NEVER`: not yet).
+    pub forgotten_to_ms: i64,
+}
+
+/// How much of an erased decision a posterior still holds, and the prior
+/// that bounds its removal ([`GaussianPosterior::unlearn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Removal<'a> {
+    /// The weight the decision's observation (a non-redemption) still has,
+    /// in [0, 1]: 1 without forgetting, less under forgetting (see
+    /// [`super::forgetting::remaining_weight`]).
+    pub decision_weight: f64,
+    /// The same for its redemption's observation.
+    pub redemption_weight: f64,
+    /// Whether the weights are exact (not estimates).
+    pub weights_are_exact: bool,
+    /// The prior's variance per column (missing columns:
+    /// `prior_variance`); a removal never widens the posterior along its
+    /// `x` past it.
+    pub prior_variance: &'a [f64],
+}
+
+impl Removal<'_> {
+    /// A decision with its full weight, under the configured prior.
+    pub fn full() -> Removal<'static> {
+        Removal {
+            decision_weight: 1.0,
+            redemption_weight: 1.0,
+            weights_are_exact: true,
+            prior_variance: &[],
+        }
+    }
 }
 
 impl GaussianPosterior {
@@ -104,6 +142,7 @@ impl GaussianPosterior {
             observations: 0,
             decisions: 0,
             predicted_sum: 0.0,
+            forgotten_to_ms: super::forgetting::NEVER,
         }
     }
 
@@ -209,18 +248,30 @@ impl GaussianPosterior {
     }
 
     /// Removes one observation `y` at `x` that [`GaussianPosterior::update`]
-    /// absorbed earlier (erasure of a customer). Exact for linear regression
-    /// without forgetting, whose posterior is a sum of per-observation
-    /// terms; for logistic regression, or with forgetting, the observation
-    /// is taken out as a Gaussian pseudo-observation at the current estimate,
-    /// which is approximate. Returns whether it was exact. Leaves the
-    /// posterior as it is (and returns false) when it is too narrow along
-    /// `x` for the observation to have been part of it; the observation is
-    /// still no longer counted (the campaign's rate counts redemptions as
-    /// observations beyond decisions).
-    pub fn unlearn(&mut self, x: &Sparse, y: f64, config: &ContextualConfig) -> bool {
+    /// absorbed earlier (erasure of a customer), with the weight `weight` it
+    /// still has (1 without forgetting; forgetting has since discounted it,
+    /// see [`Removal`]). Exact for linear regression when the weight is
+    /// (`removal.weights_are_exact`), whose posterior is a sum of per-observation terms; for
+    /// logistic regression the observation is taken out as a Gaussian
+    /// pseudo-observation at the current estimate, which is approximate.
+    ///
+    /// A removal never widens the posterior along `x` past the prior's
+    /// variance there (`prior_variance`, per column): if the weight says
+    /// otherwise (it is an estimate, or rounding), less is removed, and the
+    /// removal is not exact. Returns whether it was exact. The observation
+    /// is no longer counted either way (the campaign's rate counts
+    /// redemptions as observations beyond decisions).
+    pub fn unlearn(
+        &mut self,
+        x: &Sparse,
+        y: f64,
+        weight: f64,
+        removal: &Removal<'_>,
+        config: &ContextualConfig,
+    ) -> bool {
+        self.observations = self.observations.saturating_sub(1);
         let (mu, s2) = self.predictive(x);
-        let (noise, target) = match config.likelihood {
+        let (unit_noise, target) = match config.likelihood {
             Likelihood::Linear => (config.noise_variance, y),
             Likelihood::Logistic => {
                 let p = sigmoid(mu);
@@ -230,9 +281,35 @@ impl GaussianPosterior {
                 (1.0 / h, mu + (y - p) / h)
             }
         };
+        if weight.is_nan() || weight <= 0.0 {
+            return weight == 0.0 && removal.weights_are_exact;
+        }
+        // An observation of weight w is one of noise variance noise / w.
+        let mut noise = unit_noise / weight.min(1.0);
+        let prior_along_x: f64 = x
+            .iter()
+            .map(|&(i, v)| {
+                let v0 = removal
+                    .prior_variance
+                    .get(i as usize)
+                    .copied()
+                    .unwrap_or(config.prior_variance);
+                v0 * v * v
+            })
+            .sum();
+        // Afterwards the variance along x is s2 noise / (noise - s2); at
+        // most the prior's when noise >= v0 s2 / (v0 - s2).
+        if s2 >= prior_along_x * (1.0 - 1e-9) {
+            return false;
+        }
+        let floor = prior_along_x * s2 / (prior_along_x - s2);
+        let mut exact = config.likelihood == Likelihood::Linear && removal.weights_are_exact;
+        if noise < floor {
+            noise = floor;
+            exact = false;
+        }
         let denom = noise - s2;
         if denom <= 1e-12 * noise {
-            self.observations = self.observations.saturating_sub(1);
             return false;
         }
         let sx = self.cov.mul_sparse(x);
@@ -241,24 +318,25 @@ impl GaussianPosterior {
             *m += s * gain;
         }
         self.cov.rank1_sub(&sx, -1.0 / denom);
-        self.observations = self.observations.saturating_sub(1);
-        config.likelihood == Likelihood::Linear && config.half_life.is_none()
+        exact
     }
 
     /// Forgets a decision learned by [`GaussianPosterior::learn_decision`]
-    /// (and, if `redeemed`, its [`GaussianPosterior::learn_redemption`]).
-    /// Returns whether the subtraction was exact.
+    /// (and, if `redeemed`, its [`GaussianPosterior::learn_redemption`]),
+    /// each with the weight it still has ([`Self::unlearn`]). Returns
+    /// whether the subtraction was exact.
     pub fn unlearn_decision(
         &mut self,
         x: &Sparse,
         redeemed: bool,
+        removal: &Removal<'_>,
         config: &ContextualConfig,
     ) -> bool {
         let mut exact = true;
         if redeemed {
-            exact &= self.unlearn(x, 1.0, config);
+            exact &= self.unlearn(x, 1.0, removal.redemption_weight, removal, config);
         }
-        exact &= self.unlearn(x, 0.0, config);
+        exact &= self.unlearn(x, 0.0, removal.decision_weight, removal, config);
         let (mu, _) = self.predictive(x);
         self.predicted_sum = (self.predicted_sum - Self::rate(mu, config.likelihood)).max(0.0);
         self.decisions = self.decisions.saturating_sub(1);
@@ -369,81 +447,6 @@ impl GaussianPosterior {
     }
 }
 
-/// Contextual Thompson sampling over one [`GaussianPosterior`] per offer.
-#[derive(Debug, Clone)]
-pub struct ContextualTs {
-    encoder: Encoder,
-    config: ContextualConfig,
-    weights: Vec<f64>,
-    models: Vec<GaussianPosterior>,
-    /// The learned prior, when `config.adaptive_prior`.
-    prior: Option<SharedPrior>,
-    /// Per offer, its encoded offer features (empty: none); see
-    /// [`Self::with_offer_features`].
-    offer_features: Vec<Vec<(u32, f64)>>,
-}
-
-impl ContextualTs {
-    /// A fresh model; `weights[i]` multiplies offer i's sampled rate.
-    pub fn new(encoder: Encoder, config: ContextualConfig, weights: Vec<f64>) -> Self {
-        let models = weights
-            .iter()
-            .map(|_| GaussianPosterior::prior(encoder.dim(), &config))
-            .collect();
-        ContextualTs {
-            prior: config
-                .adaptive_prior
-                .then(|| SharedPrior::new(encoder.dim(), 0, &config)),
-            encoder,
-            config,
-            weights,
-            models,
-            offer_features: Vec::new(),
-        }
-    }
-
-    /// With offer features: `features[i]` is offer i's features encoded by
-    /// an encoder of `columns` dimensions (intercept included). The learned
-    /// prior then also learns how offer features move each context weight
-    /// (see [`SharedPrior::reestimate`]), so an offer with little evidence
-    /// starts where offers like it are. Without the learned prior
-    /// (`adaptive_prior` off) offer features have nothing to act on and are
-    /// ignored. Call before learning.
-    pub fn with_offer_features(mut self, features: Vec<Vec<(u32, f64)>>, columns: usize) -> Self {
-        if let Some(prior) = &mut self.prior {
-            *prior = SharedPrior::new(self.encoder.dim(), columns, &self.config);
-        }
-        self.offer_features = features;
-        self
-    }
-
-    /// One event through the one learning step ([`super::learning`]).
-    fn learn_event(&mut self, x: &Sparse, offer: usize, redeemed: bool) {
-        let offer_features = &self.offer_features;
-        let step = super::learning::Step {
-            encoder: &self.encoder,
-            config: &self.config,
-            offer_features: &|| offer_features.clone(),
-        };
-        step.learn(&mut self.models, self.prior.as_mut(), offer, x, redeemed);
-    }
-
-    /// The per-offer posteriors.
-    pub fn models(&self) -> &[GaussianPosterior] {
-        &self.models
-    }
-
-    /// The encoder.
-    pub fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-
-    /// The Thompson arms of `candidates` at `x`.
-    pub fn arms(&self, x: &Sparse, candidates: &[usize]) -> Vec<GaussianArm> {
-        gaussian_arms(&self.models, &self.config, &self.weights, x, candidates)
-    }
-}
-
 /// The Thompson arms of `candidates` at `x`, given every offer's posterior
 /// and weight. When every candidate has the same weight the link is dropped:
 /// a monotone transform applied to every score changes neither the argmax
@@ -492,53 +495,9 @@ pub fn gaussian_arms(
         .collect()
 }
 
-impl Policy for ContextualTs {
-    fn features(&self, context: &Context) -> Result<Features, PolicyError> {
-        let x = self
-            .encoder
-            .encode(context)
-            .map_err(|e| PolicyError::Encoding(e.to_string()))?;
-        Ok(Features {
-            segment: String::new(),
-            x,
-        })
-    }
-    fn choose(&self, f: &Features, candidates: &[usize], rng: &mut dyn Rng) -> usize {
-        let arms = self.arms(&f.x, candidates);
-        thompson::argmax_draw(&arms, rng).map_or(candidates[0], |i| candidates[i])
-    }
-    fn propensity(&self, f: &Features, candidates: &[usize], offer: usize) -> f64 {
-        match candidates.iter().position(|&c| c == offer) {
-            Some(i) => thompson::win_probability(&self.arms(&f.x, candidates), i),
-            None => 0.0,
-        }
-    }
-    fn choose_with_propensity(
-        &self,
-        f: &Features,
-        candidates: &[usize],
-        rng: &mut dyn Rng,
-    ) -> (usize, f64) {
-        // As the server does: the arms once, for the draw and the propensity.
-        match thompson::choose(&self.arms(&f.x, candidates), rng) {
-            Some(c) => (candidates[c.index], c.propensity),
-            None => (candidates[0], 1.0),
-        }
-    }
-    fn on_decision(&mut self, f: &Features, offer: usize) {
-        self.learn_event(&f.x, offer, false);
-    }
-    fn on_outcome(&mut self, f: &Features, offer: usize, outcome: Outcome) {
-        if let Outcome::Redeemed { .. } = outcome {
-            self.learn_event(&f.x, offer, true);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::FeatureSpec;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -556,50 +515,6 @@ mod tests {
             .fold(0.0, f64::max)
     }
 
-    /// The value objective ranks by P(redeem) x value. Both models learn
-    /// q = p / (1 + p); ranking by q x value picked B below (q x v: A 0.286,
-    /// B 0.326) though A earns more (p x v: A 0.400, B 0.375). After 12,000
-    /// decisions, A must take most of the last quarter, as segment-ts gives it.
-    #[test]
-    fn the_value_objective_ranks_by_redemption_rate_times_value() {
-        use crate::policy::{Features, Outcome, Policy};
-        let (p, v) = ([0.40, 0.15], [1.0, 2.5]);
-        for likelihood in [Likelihood::Logistic, Likelihood::Linear] {
-            let encoder = Encoder::new(Vec::new(), 0).expect("intercept only");
-            let mut policy =
-                ContextualTs::new(encoder, ContextualConfig::new(likelihood), v.to_vec());
-            let mut rng = ChaCha8Rng::seed_from_u64(7);
-            let f = Features {
-                segment: String::new(),
-                x: vec![(0, 1.0)],
-            };
-            // A warm start of 1,000 decisions each, alternating: the
-            // ranking is under test here, not exploration (at 0.3 of the
-            // posterior spread, an offer whose prior score starts ln 2.5
-            // below another's is never tried; issue 18, item 9).
-            let (warm, n, mut late_a) = (2_000usize, 12_000usize, 0u32);
-            for t in 0..warm + n {
-                let offer = if t < warm {
-                    t % 2
-                } else {
-                    policy.choose(&f, &[0, 1], &mut rng)
-                };
-                policy.on_decision(&f, offer);
-                if rng.random::<f64>() < p[offer] {
-                    policy.on_outcome(&f, offer, Outcome::Redeemed { value: v[offer] });
-                }
-                if t >= warm + 3 * n / 4 && offer == 0 {
-                    late_a += 1;
-                }
-            }
-            let share = f64::from(late_a) / (n / 4) as f64;
-            assert!(
-                share > 0.8,
-                "{likelihood:?}: A got {share:.3} of the last quarter"
-            );
-        }
-    }
-
     #[test]
     fn unlearning_too_narrow_a_posterior_still_uncounts_the_observations() {
         // Wider along x than the noise: no observation there can be taken
@@ -615,7 +530,7 @@ mod tests {
         m.decisions = 1;
         let before = m.mean.clone();
         let x = vec![(0, 1.0), (1, 1.0)];
-        assert!(!m.unlearn_decision(&x, true, &config));
+        assert!(!m.unlearn_decision(&x, true, &Removal::full(), &config));
         assert_eq!((m.observations, m.decisions), (0, 0));
         assert_eq!(m.mean, before, "the posterior itself is left as it was");
     }
@@ -646,7 +561,8 @@ mod tests {
             }
             let mut exact = true;
             for &i in erased.iter().rev() {
-                exact &= with_all.unlearn_decision(&rows[i].0, rows[i].1, &config);
+                exact &=
+                    with_all.unlearn_decision(&rows[i].0, rows[i].1, &Removal::full(), &config);
             }
             let err = max_error(&with_all.mean, &without.mean);
             let cov_err = (0..d)
@@ -713,138 +629,5 @@ mod tests {
         // Fisher information ~ 40,000 x 0.1 per weight: standard error ~ 0.03.
         let err = max_error(&post.mean, &truth);
         assert!(err < 0.12, "max weight error {err}: {:?}", post.mean);
-    }
-
-    fn two_offer_policy(half_life: Option<f64>) -> ContextualTs {
-        let specs = vec![FeatureSpec::Flag {
-            name: "member".into(),
-        }];
-        let encoder = Encoder::new(specs, 0).expect("valid");
-        let mut config = ContextualConfig::new(Likelihood::Logistic);
-        config.half_life = half_life;
-        config.exploration = 1.0;
-        ContextualTs::new(encoder, config, vec![1.0, 1.0])
-    }
-
-    /// Expected regret over the second phase of a scripted stream in which
-    /// offer 0 (30% vs 10%) stops working (2%) halfway.
-    fn phase_two_regret(half_life: Option<f64>, seed: u64) -> f64 {
-        let mut policy = two_offer_policy(half_life);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let ctx = Context::new();
-        let mut regret = 0.0;
-        for t in 0..8_000 {
-            let p: [f64; 2] = if t < 4_000 {
-                [0.30, 0.10]
-            } else {
-                [0.02, 0.10]
-            };
-            let f = policy.features(&ctx).expect("encodes");
-            let o = policy.choose(&f, &[0, 1], &mut rng);
-            if t >= 4_000 {
-                regret += p[0].max(p[1]) - p[o];
-            }
-            policy.on_decision(&f, o);
-            let outcome = if rng.random::<f64>() < p[o] {
-                Outcome::Redeemed { value: 1.0 }
-            } else {
-                Outcome::Expired
-            };
-            policy.on_outcome(&f, o, outcome);
-        }
-        regret
-    }
-
-    #[test]
-    fn decision_time_learning_estimates_the_redemption_rate() {
-        // Negatives at decision time plus a positive per redemption: the
-        // model's q estimates p / (1 + p), and `rate` maps it back to p.
-        let policy = two_offer_policy(None);
-        let mut policy = policy;
-        let mut rng = ChaCha8Rng::seed_from_u64(24);
-        let f = policy.features(&Context::new()).expect("encodes");
-        for _ in 0..20_000 {
-            policy.on_decision(&f, 0);
-            if rng.random::<f64>() < 0.2 {
-                policy.on_outcome(&f, 0, Outcome::Redeemed { value: 1.0 });
-            }
-        }
-        let (mu, _) = policy.models()[0].predictive(&f.x);
-        let p = GaussianPosterior::rate(mu, Likelihood::Logistic);
-        // Standard error of the rate over 20,000 decisions: about 0.003.
-        assert!((p - 0.2).abs() < 0.012, "estimated rate {p}");
-    }
-
-    #[test]
-    fn forgetting_recovers_from_an_abrupt_change_faster() {
-        let seeds = 1..=5;
-        let with: f64 = seeds
-            .clone()
-            .map(|s| phase_two_regret(Some(300.0), s))
-            .sum();
-        let without: f64 = seeds.map(|s| phase_two_regret(None, s)).sum();
-        assert!(
-            with < 0.5 * without,
-            "regret with forgetting {with:.1} vs without {without:.1}"
-        );
-    }
-
-    #[test]
-    fn propensities_sum_to_one_and_match_draws() {
-        let specs = vec![
-            FeatureSpec::Categorical {
-                name: "tier".into(),
-                values: vec!["low".into(), "high".into()],
-            },
-            FeatureSpec::Numeric {
-                name: "hour".into(),
-                min: 0.0,
-                max: 24.0,
-                bins: vec![14.0],
-                buckets: None,
-            },
-        ];
-        let encoder = Encoder::new(specs, 0).expect("valid");
-        let mut policy = ContextualTs::new(
-            encoder,
-            ContextualConfig::new(Likelihood::Logistic),
-            vec![1.0, 2.0, 1.0, 0.5],
-        );
-        let mut rng = ChaCha8Rng::seed_from_u64(23);
-        let mut ctx = Context::new();
-        ctx.insert(
-            "tier".into(),
-            crate::context::FeatureValue::Category("low".into()),
-        );
-        ctx.insert("hour".into(), crate::context::FeatureValue::Number(15.0));
-        let f = policy.features(&ctx).expect("encodes");
-        for i in 0..3_000 {
-            let o = i % 4;
-            let win = rng.random::<f64>() < [0.3, 0.1, 0.2, 0.05][o];
-            let outcome = if win {
-                Outcome::Redeemed { value: 1.0 }
-            } else {
-                Outcome::Expired
-            };
-            policy.on_decision(&f, o);
-            policy.on_outcome(&f, o, outcome);
-        }
-        let candidates = [0, 1, 2, 3];
-        let mut wins = [0usize; 4];
-        let draws = 200_000;
-        for _ in 0..draws {
-            wins[policy.choose(&f, &candidates, &mut rng)] += 1;
-        }
-        let mut total = 0.0;
-        for (o, w) in wins.iter().enumerate() {
-            let got = policy.propensity(&f, &candidates, o);
-            total += got;
-            let want = *w as f64 / draws as f64;
-            assert!(
-                (got - want).abs() < 0.01,
-                "offer {o}: {got:.4} vs {want:.4}"
-            );
-        }
-        assert!((total - 1.0).abs() < 0.005, "sum {total}");
     }
 }

@@ -2,8 +2,11 @@
 //! campaign learns: the live writer, recovery at startup (replaying the
 //! events since the last checkpoint) and the simulator's `ContextualTs`.
 //!
-//! One event (a decision, learned at once as a non-redemption, or its
-//! redemption) goes into its offer's posterior; with forgetting, the learned
+//! An event carries its decision's timestamp: with forgetting over time,
+//! the campaign's clock first advances to it and every offer's evidence is
+//! discounted by the time passed ([`super::forgetting`]). The event (a
+//! decision, learned at once as a non-redemption, or its redemption) then
+//! goes into its offer's posterior; with forgetting, the learned
 //! prior's variances bound how far forgetting widens it. The event is then
 //! counted for the learned prior, and when a re-estimation is due every
 //! offer's posterior is re-based on the new prior. Where the posteriors live
@@ -14,6 +17,7 @@ use crate::{features::Encoder, linalg::Sparse};
 
 use super::{
     contextual::{ContextualConfig, GaussianPosterior},
+    forgetting,
     shared_prior::SharedPrior,
 };
 
@@ -50,8 +54,9 @@ pub struct Step<'a> {
 
 impl Step<'_> {
     /// Learns one event of `offer` at `x` (`redeemed`: its redemption;
-    /// otherwise the decision, as a non-redemption) into `posteriors`, and
-    /// counts it for `prior` (the learned prior, when the campaign has one).
+    /// otherwise the decision, as a non-redemption) of the decision made at
+    /// `at_ms` (Unix ms of event time) into `posteriors`, and counts it for
+    /// `prior` (the learned prior, when the campaign has one).
     /// False when nothing was learned: no such offer, or `x` was encoded
     /// under other features (the config changed since, so its columns mean
     /// something else now).
@@ -62,9 +67,27 @@ impl Step<'_> {
         offer: usize,
         x: &Sparse,
         redeemed: bool,
+        at_ms: i64,
     ) -> bool {
         if x.iter().any(|(i, _)| *i as usize >= self.encoder.dim()) {
             return false;
+        }
+        let behind = posteriors
+            .posterior_mut(offer)
+            .is_some_and(|p| p.forgotten_to_ms < forgetting::tick_of(at_ms));
+        if let Some(half_life_ms) = self.config.time_half_life_ms
+            && behind
+        {
+            let features = (self.offer_features)();
+            let learned = prior.as_deref();
+            let dim = self.encoder.dim();
+            let prior_of = |k: usize| {
+                let offer = features.get(k).map_or(&[][..], Vec::as_slice);
+                forgetting::offer_prior(learned, dim, offer, self.config)
+            };
+            posteriors.with_all(&mut |models| {
+                forgetting::advance(models, at_ms, half_life_ms, &prior_of)
+            });
         }
         let Some(posterior) = posteriors.posterior_mut(offer) else {
             return false;

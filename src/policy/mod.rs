@@ -3,6 +3,8 @@
 
 pub mod baseline;
 pub mod contextual;
+pub mod contextual_ts;
+pub mod forgetting;
 pub mod learning;
 pub mod rules;
 pub mod segment;
@@ -101,6 +103,10 @@ pub trait Policy: Send {
         let offer = self.choose(features, candidates, rng);
         (offer, self.propensity(features, candidates, offer))
     }
+    /// Event time is now `now_ms` (Unix ms; never earlier than before): the
+    /// decisions that follow are made at this time. Policies that forget
+    /// over time ([`forgetting`]) use it; the others ignore it.
+    fn advance_clock(&mut self, _now_ms: i64) {}
     /// A decision was made; its outcome is pending.
     fn on_decision(&mut self, features: &Features, offer: usize);
     /// A pending decision ended.
@@ -162,7 +168,7 @@ mod tests {
             contextual::Likelihood::Logistic,
             contextual::Likelihood::Linear,
         ] {
-            let mut p = contextual::ContextualTs::new(
+            let mut p = contextual_ts::ContextualTs::new(
                 encoder.clone(),
                 contextual::ContextualConfig::new(likelihood),
                 vec![1.0, 2.0, 1.0, 1.5],

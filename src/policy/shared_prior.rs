@@ -162,7 +162,7 @@ impl SharedPrior {
 
     /// The prior variances new posteriors start from: the learned ones, the
     /// intercept's the configured one.
-    fn prior_variances(&self, config: &ContextualConfig) -> Vec<f64> {
+    pub fn prior_variances(&self, config: &ContextualConfig) -> Vec<f64> {
         let mut v = self.variance.clone();
         if let Some(v) = v.first_mut() {
             *v = config.prior_variance;

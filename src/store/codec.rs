@@ -87,3 +87,48 @@ pub(super) struct SharedPriorV5 {
     pub(super) events: u64,
     pub(super) next_estimate: u64,
 }
+
+/// A contextual posterior as schema 8 stores it, or as schemas up to 7 did
+/// (without the forgetting clock, read as not yet started: the next event
+/// sets it without a discount).
+pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: escape(key),
+        reason,
+    };
+    let rest = match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => rest,
+        Some((v, _)) => {
+            return Err(corrupt(format!(
+                "format version {v}, this build reads {FORMAT_VERSION}"
+            )));
+        }
+        None => return Err(corrupt("empty value".into())),
+    };
+    if let Ok((posterior, [])) = postcard::take_from_bytes::<GaussianPosterior>(rest) {
+        return Ok(posterior);
+    }
+    match postcard::take_from_bytes::<GaussianPosteriorV7>(rest) {
+        Ok((old, [])) => Ok(GaussianPosterior {
+            mean: old.mean,
+            cov: old.cov,
+            observations: old.observations,
+            decisions: old.decisions,
+            predicted_sum: old.predicted_sum,
+            forgotten_to_ms: crate::policy::forgetting::NEVER,
+        }),
+        Ok(_) => Err(corrupt("trailing bytes after a posterior".into())),
+        Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
+/// A contextual posterior as schemas up to 7 stored it (before forgetting
+/// over time).
+#[derive(serde::Deserialize)]
+pub(super) struct GaussianPosteriorV7 {
+    pub(super) mean: Vec<f64>,
+    pub(super) cov: crate::linalg::SymMatrix,
+    pub(super) observations: u64,
+    pub(super) decisions: u64,
+    pub(super) predicted_sum: f64,
+}

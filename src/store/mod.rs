@@ -79,8 +79,11 @@ use self::{codec::*, keys::*, migrate::*, write_set::keyed};
 /// configured `prior_rate`, as schema 5 had it), so schema-4 and schema-5
 /// stores and backups are only marked 6. 7 added the offer features'
 /// learned effects: a schema-6 prior is read with none, so schema-4 to
-/// schema-6 stores and backups are only marked 7.
-pub const SCHEMA_VERSION: u32 = 7;
+/// schema-6 stores and backups are only marked 7. 8 added each contextual
+/// posterior's forgetting clock: a schema-7 posterior is read with none
+/// (the next learning event starts it), so schema-4 to schema-7 stores and
+/// backups are only marked 8.
+pub const SCHEMA_VERSION: u32 = 8;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -366,7 +369,7 @@ impl Store {
                 key: escape(&k),
                 reason: "malformed model key".into(),
             })?;
-            let posterior: GaussianPosterior = decode(&k, &v)?;
+            let posterior = decode_model(&k, &v)?;
             if !posterior.is_well_formed() {
                 return Err(StoreError::Corrupt {
                     key: escape(&k),
@@ -789,6 +792,68 @@ mod tests {
         let mut long = v5.to_vec();
         long.extend([1, 2]);
         assert!(decode_prior(b"q/x", &long).is_err(), "trailing bytes");
+        Ok(())
+    }
+
+    #[test]
+    fn schema_7_posteriors_are_read_without_a_forgetting_clock() -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct V7 {
+            mean: Vec<f64>,
+            cov: crate::linalg::SymMatrix,
+            observations: u64,
+            decisions: u64,
+            predicted_sum: f64,
+        }
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let config = crate::policy::contextual::ContextualConfig::new(
+            crate::policy::contextual::Likelihood::Logistic,
+        );
+        let mut learned = GaussianPosterior::prior(3, &config);
+        learned.update(&[(0, 1.0), (2, 1.0)], 1.0, &config);
+        learned.forgotten_to_ms = 1_800_000_000_000;
+        let old_key = model_key("c7", "a");
+        {
+            let store = Store::open(dir.path())?;
+            store.tree.insert(META_SCHEMA, &7u32.to_be_bytes())?;
+            let old = V7 {
+                mean: learned.mean.clone(),
+                cov: learned.cov.clone(),
+                observations: learned.observations,
+                decisions: learned.decisions,
+                predicted_sum: learned.predicted_sum,
+            };
+            store.tree.insert(old_key.clone(), encode(&old))?;
+            let mut w = WriteSet::default();
+            w.put_model("c8", "a", &learned);
+            store.commit(w)?;
+            store.flush()?;
+        }
+        let store = reopen(dir.path())?;
+        assert_eq!(
+            store.tree.get(META_SCHEMA)?.as_deref(),
+            Some(&SCHEMA_VERSION.to_be_bytes()[..])
+        );
+        let models = store.load_models()?;
+        let get = |c: &str| {
+            models
+                .iter()
+                .find(|(id, _, _)| id == c)
+                .map(|(_, _, p)| p.clone())
+        };
+        assert_eq!(
+            get("c7"),
+            Some(GaussianPosterior {
+                forgotten_to_ms: crate::policy::forgetting::NEVER,
+                ..learned.clone()
+            })
+        );
+        assert_eq!(get("c8"), Some(learned));
+        let v7 = store.tree.get(&old_key)?.expect("c7");
+        assert!(check_entry(&old_key, &v7).is_ok(), "backups read it too");
+        let mut long = v7.to_vec();
+        long.extend([1, 2]);
+        assert!(decode_model(b"m/x", &long).is_err(), "trailing bytes");
         Ok(())
     }
 

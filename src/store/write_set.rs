@@ -94,6 +94,11 @@ impl WriteSet {
         self.decisions.get(id).map(Option::as_ref)
     }
 
+    /// Every decision this set touches: `Some` set, `None` removed.
+    pub fn staged_decisions(&self) -> impl Iterator<Item = (&DecisionId, Option<&DecisionRecord>)> {
+        self.decisions.iter().map(|(id, rec)| (id, rec.as_ref()))
+    }
+
     /// The changes, decision records last.
     pub fn into_writes(self) -> impl Iterator<Item = Write> {
         self.writes

@@ -112,13 +112,17 @@ pub(crate) fn describe(c: &CampaignConfig) -> Vec<String> {
     });
     if let Some(m) = c.contextual() {
         out.push(format!(
-            "  model: exploration {}, prior variance {}, prior rate {}, noise variance {}, forgetting {}, learned prior {}",
+            "  model: exploration {}, prior variance {}, prior rate {}, noise variance {}, forgetting per offer {}, forgetting over time {}, learned prior {}",
             num(m.exploration),
             num(m.prior_variance),
             num(m.prior_rate),
             num(m.noise_variance),
             m.half_life
                 .map_or("off".to_owned(), |h| format!("half-life {} observations", num(h))),
+            m.time_half_life_ms.map_or("off".to_owned(), |ms| format!(
+                "half-life {} days",
+                num(ms / offer_bandit::policy::forgetting::DAY_MS)
+            )),
             if m.adaptive_prior { "on" } else { "off" },
         ));
     } else {

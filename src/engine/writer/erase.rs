@@ -84,7 +84,39 @@ impl Writer {
             None => ctx.models.read().get(offer)?.clone(),
         };
         let redeemed = matches!(rec.state, DecisionState::Redeemed { .. });
-        let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &ctx.config);
+        // The weight forgetting left each observation, and the prior no
+        // removal may widen the posterior past.
+        let learned = match g.priors.get(&rec.campaign) {
+            Some(p) => Some(p.clone()),
+            None => ctx.config.adaptive_prior.then(|| ctx.prior.read().clone()),
+        };
+        let dim = ctx.encoder.dim();
+        let variances =
+            crate::policy::forgetting::offer_prior(learned.as_ref(), dim, &[], &ctx.config).1;
+        let over_time = crate::policy::forgetting::kept_over_time(
+            &ctx.config,
+            posterior.forgotten_to_ms,
+            rec.created_ms,
+        );
+        let (later_decision, later_redemption) = match ctx.config.half_life {
+            Some(_) => self.later_observations(g, rec),
+            None => (0, 0),
+        };
+        let over_count = |n| crate::policy::forgetting::kept_over_count(&ctx.config, n);
+        let removal = crate::policy::contextual::Removal {
+            decision_weight: over_time * over_count(later_decision),
+            redemption_weight: over_time * over_count(later_redemption),
+            // A redemption learned after the clock moved on holds a little
+            // more than its decision's age says; while the clock is still
+            // at the decision's tick, nothing has been discounted.
+            weights_are_exact: ctx.config.half_life.is_none()
+                && (ctx.config.time_half_life_ms.is_none()
+                    || !redeemed
+                    || posterior.forgotten_to_ms
+                        <= crate::policy::forgetting::tick_of(rec.created_ms)),
+            prior_variance: &variances,
+        };
+        let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &removal, &ctx.config);
         if posterior.learned_nothing() {
             // Everything it learned is erased: it is its prior again, as a
             // restart would build it.
@@ -109,6 +141,49 @@ impl Writer {
         // The erased record can no longer be replayed: checkpoint now.
         g.checkpoint = true;
         Some(exact)
+    }
+
+    /// How many observations of `rec`'s offer were learned after its
+    /// decision and after its redemption (count-based forgetting discounted
+    /// them by these): learning events with later sequence numbers, stored
+    /// or staged in this group. O(decisions since `rec`); erasure is rare.
+    fn later_observations(&self, g: &Group, rec: &DecisionRecord) -> (u64, u64) {
+        let (mut after_decision, mut after_redemption) = (0u64, 0u64);
+        let mut count = |other: &DecisionRecord| {
+            if other.campaign != rec.campaign || other.offer != rec.offer {
+                return;
+            }
+            for seq in [other.learned_seq, other.redeemed_seq] {
+                if seq == 0 {
+                    continue;
+                }
+                after_decision += u64::from(seq > rec.learned_seq);
+                after_redemption += u64::from(rec.redeemed_seq > 0 && seq > rec.redeemed_seq);
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        // Staged in this group (set or erased) first; the store for the rest.
+        for (id, other) in g.writes.staged_decisions() {
+            seen.insert(*id);
+            if let Some(other) = other {
+                count(other);
+            }
+        }
+        let scanned = self.store.scan_decisions(
+            rec.created_ms.saturating_sub(1),
+            i64::MAX,
+            &mut |id, other| {
+                if !seen.contains(&id) {
+                    count(&other);
+                }
+                true
+            },
+        );
+        if let Err(e) = scanned {
+            // The removal's prior bound still holds; the weight is then 1.
+            tracing::warn!(error = %e, "could not count later observations for an erasure");
+        }
+        (after_decision, after_redemption)
     }
 
     /// Deletes resolved records past retention (see [`Engine::prune`]).

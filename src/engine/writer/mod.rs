@@ -315,7 +315,14 @@ impl Writer {
             published: &ctx.models,
             dirty: &mut self.dirty,
         };
-        if !step.learn(&mut staged, prior, offer, &rec.features, redeemed) {
+        if !step.learn(
+            &mut staged,
+            prior,
+            offer,
+            &rec.features,
+            redeemed,
+            rec.created_ms,
+        ) {
             tracing::warn!(campaign = %rec.campaign, "decision encoded under other features: model not updated");
             return 0;
         }
@@ -480,29 +487,34 @@ mod tests {
             // Direct.
             let mut direct = fresh();
             let mut direct_prior = SharedPrior::new(encoder.dim(), 0, &config);
-            for (offer, x, redeemed) in &events {
-                assert!(step.learn(&mut direct, Some(&mut direct_prior), *offer, x, false));
+            // Decisions 20 minutes apart: the clock of forgetting over time
+            // moves every 72nd event.
+            let at = |i: usize| 1_800_000_000_000 + i as i64 * 1_200_000;
+            for (i, (offer, x, redeemed)) in events.iter().enumerate() {
+                let at = at(i);
+                assert!(step.learn(&mut direct, Some(&mut direct_prior), *offer, x, false, at));
                 if *redeemed {
-                    step.learn(&mut direct, Some(&mut direct_prior), *offer, x, true);
+                    step.learn(&mut direct, Some(&mut direct_prior), *offer, x, true, at);
                 }
             }
             // Staged, in groups of 37 events, published after each group.
             let published = RwLock::new(fresh());
             let mut published_prior = SharedPrior::new(encoder.dim(), 0, &config);
             let mut dirty = std::collections::HashSet::new();
-            for group in events.chunks(37) {
+            for (g, group) in events.chunks(37).enumerate() {
                 let mut staged_models = HashMap::new();
                 let mut prior = published_prior.clone();
-                for (offer, x, redeemed) in group {
+                for (j, (offer, x, redeemed)) in group.iter().enumerate() {
+                    let at = at(g * 37 + j);
                     let mut staged = Staged {
                         campaign: "c",
                         staged: &mut staged_models,
                         published: &published,
                         dirty: &mut dirty,
                     };
-                    step.learn(&mut staged, Some(&mut prior), *offer, x, false);
+                    step.learn(&mut staged, Some(&mut prior), *offer, x, false, at);
                     if *redeemed {
-                        step.learn(&mut staged, Some(&mut prior), *offer, x, true);
+                        step.learn(&mut staged, Some(&mut prior), *offer, x, true, at);
                     }
                 }
                 let mut models = published.write();
