@@ -23,6 +23,7 @@ mod results;
 mod run;
 mod scenario;
 mod stats;
+mod versus;
 mod world;
 
 use clap::Parser;
