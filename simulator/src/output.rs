@@ -56,14 +56,7 @@ fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// A difference with its interval: "+41.2 (+35.0 to +47.4)".
 fn signed_range(e: &Estimate, digits: usize) -> String {
-    let s = |v: f64| {
-        let t = format!("{v:+.digits$}");
-        if t[1..].chars().all(|c| c == '0' || c == '.') {
-            t[1..].to_owned()
-        } else {
-            t
-        }
-    };
+    let s = |v: f64| crate::report::signed(v, digits);
     if !e.mean.is_finite() {
         "n/a".to_owned()
     } else if (e.high - e.low).abs() < 1e-12 || !e.high.is_finite() {

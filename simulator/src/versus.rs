@@ -3,6 +3,7 @@
 //! redemptions and money per 1,000 decisions, and the verdict sentence.
 
 use crate::{
+    report::signed,
     results::{Baseline, Estimate, Evidence, PolicySummary, Versus},
     run::SeedResult,
     stats::estimate,
@@ -59,19 +60,6 @@ pub(crate) fn versus(runs: &[SeedResult], base: &[SeedResult], spec: &str) -> Ve
         redemptions_per_1000: diff(redemptions_per_1000),
         value_per_1000: diff(value_per_1000),
         seeds: runs.len().min(base.len()) as u64,
-    }
-}
-
-/// `v` signed with `decimals` decimals ("+41.2", "-3.0", never "-0.0").
-fn signed(v: f64, decimals: usize) -> String {
-    if !v.is_finite() {
-        return "n/a".to_owned();
-    }
-    let s = format!("{v:+.decimals$}");
-    if s[1..].chars().all(|c| c == '0' || c == '.') {
-        s[1..].to_owned()
-    } else {
-        s
     }
 }
 

@@ -115,7 +115,7 @@ pub(super) fn signed_pct(v: f64) -> String {
 
 /// `v` with a sign and thousands separators ("+41.2", "-1,200", "0.0":
 /// zero has no sign, and there is never a "-0").
-pub(super) fn signed(v: f64, decimals: usize) -> String {
+pub(crate) fn signed(v: f64, decimals: usize) -> String {
     let s = grouped(v, decimals);
     if s == NA || s.starts_with('-') || s.chars().all(|c| c == '0' || c == '.') {
         s

@@ -12,6 +12,7 @@
 
 mod axis;
 mod format;
+mod history_page;
 mod line_chart;
 mod page;
 mod share_chart;
@@ -20,6 +21,7 @@ mod summary_table;
 mod svg;
 mod versus_table;
 
+pub(crate) use self::{format::signed, history_page::render_history_html};
 use crate::{output::evidence_note, results::RunReport};
 
 use self::{
