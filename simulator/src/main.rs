@@ -5,6 +5,7 @@
 //! `cli` defines the commands and their flags; `commands/` runs them;
 //! `history/` is the verdict on a team's own history of sends.
 
+mod campaign_file;
 mod cli;
 mod commands;
 mod dataset;
