@@ -458,7 +458,7 @@ fn campaign_config_serves_the_winner_with_names_and_clean_numbers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("run");
     let coffee = scenario("coffee-loyalty");
-    offer_sim(&[
+    let (table, _) = offer_sim(&[
         "compare",
         "--scenario",
         &coffee,
@@ -472,10 +472,32 @@ fn campaign_config_serves_the_winner_with_names_and_clean_numbers() {
         "--out",
         out.to_str().expect("utf-8 path"),
     ]);
+    // The table speaks plainly: the verdict against the baseline first (no
+    // rule in this run: a random offer, named), where the numbers come
+    // from, and the statistician's columns under "Advanced".
+    let first = table.lines().next().unwrap_or_default();
+    assert!(first.contains("a random offer (uniform)"), "{table}");
+    assert!(
+        first.contains("per 1,000 visits") && first.contains("(interval "),
+        "{table}"
+    );
+    assert!(first.ends_with("on this simulated population."), "{table}");
+    let at = |s: &str| table.find(s).unwrap_or(usize::MAX);
+    assert!(
+        at("Simulated population:") < at("vs uniform (95% CI)"),
+        "{table}"
+    );
+    assert!(at("vs uniform (95% CI)") < at("Advanced:"), "{table}");
+    assert!(at("Advanced:") < at("% of oracle"), "{table}");
     let results: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
     )
     .expect("json");
+    assert_eq!(results["baseline"]["policy"], "uniform");
+    assert_eq!(
+        results["offer_names"][0],
+        "Buy one coffee, get one free after 2pm"
+    );
     let winner = results["policies"]
         .as_array()
         .expect("policies")

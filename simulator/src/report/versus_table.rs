@@ -87,9 +87,15 @@ fn row(p: &PolicySummary, colour: &str, against: &str) -> String {
         "<td><span class=\"swatch\" style=\"background:{colour}\"></span><span class=\"policy\">{}</span></td>",
         esc(&p.policy)
     );
+    // Redemptions per 1,000 lie in [0, 1000]: so does the interval shown.
+    let possible = Estimate {
+        low: p.reward_per_1000.low.clamp(0.0, 1000.0),
+        high: p.reward_per_1000.high.clamp(0.0, 1000.0),
+        ..p.reward_per_1000
+    };
     cells.push_str(&estimate_cell(
         p.reward_per_1000.mean,
-        &p.reward_per_1000,
+        &possible,
         sized(p.reward_per_1000.mean),
     ));
     let vs = p.vs_baseline.as_ref();
