@@ -120,9 +120,15 @@ pub(crate) struct CampaignConfigArgs {
     /// Campaign id.
     #[arg(long)]
     pub(crate) id: Option<String>,
-    /// segment-ts, linear-ts or logistic-ts.
-    #[arg(long, default_value = "segment-ts")]
-    pub(crate) policy: String,
+    /// The policy to serve: segment-ts, linear-ts or logistic-ts, with
+    /// options as in `compare` (default: the winner of --results, else
+    /// segment-ts).
+    #[arg(long)]
+    pub(crate) policy: Option<String>,
+    /// A compare run's results.json (or its --out directory): serve the
+    /// best policy the server runs, by expected redemptions per visit.
+    #[arg(long)]
+    pub(crate) results: Option<PathBuf>,
     /// Reward window (e.g. 7d; tests use seconds).
     #[arg(long, default_value = "7d")]
     pub(crate) reward_window: String,

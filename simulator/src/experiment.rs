@@ -14,9 +14,13 @@ use rand_chacha::ChaCha8Rng;
 use crate::{
     engine_run::EngineDecider,
     policies::{PolicyEnv, build},
-    results::{CurvePoint, PolicyCurve, PolicyShares, PolicySummary, RunReport, SegmentShares},
+    results::{
+        Baseline, CurvePoint, Evidence, PolicyCurve, PolicyShares, PolicySummary, RunReport,
+        SegmentShares,
+    },
     run::{SeedResult, World, run, run_with},
     stats::{estimate, median},
+    versus,
 };
 
 /// What to run.
@@ -32,6 +36,10 @@ pub(crate) struct Plan<'a> {
     pub(crate) segment_feature: String,
     /// Offer ids.
     pub(crate) offers: Vec<String>,
+    /// Offer display names, in the order of `offers`.
+    pub(crate) offer_names: Vec<String>,
+    /// Where the visits come from.
+    pub(crate) evidence: Evidence,
     /// Policy construction.
     pub(crate) env: PolicyEnv<'a>,
     /// Worker threads.
@@ -48,6 +56,7 @@ pub(crate) struct Outcome {
     pub(crate) oracle_mean_reward: f64,
     pub(crate) oracle_mean_value: f64,
     pub(crate) random_mean_reward: f64,
+    pub(crate) baseline: Option<Baseline>,
 }
 
 impl Outcome {
@@ -73,9 +82,13 @@ impl Outcome {
             random_mean_reward: self.random_mean_reward,
             offers: plan.offers.clone(),
             segment_feature: plan.segment_feature.clone(),
+            verdict: versus::verdict(&self.policies, self.baseline.as_ref(), plan.evidence),
             policies: self.policies,
             curves: self.curves,
             shares: self.shares,
+            offer_names: plan.offer_names.clone(),
+            evidence: plan.evidence,
+            baseline: self.baseline,
         }
     }
 }
@@ -182,6 +195,7 @@ fn aggregate(plan: &Plan<'_>, per_policy: &[Vec<SeedResult>]) -> Outcome {
     let oracle_mean_reward = per_round(|r| r.oracle);
     let oracle_mean_value = per_round(|r| r.oracle_value);
     let random_mean_reward = per_round(|r| r.random);
+    let baseline = versus::choose_baseline(&plan.specs);
     let mut policies = Vec::new();
     let mut curves = Vec::new();
     let mut shares = Vec::new();
@@ -212,6 +226,10 @@ fn aggregate(plan: &Plan<'_>, per_policy: &[Vec<SeedResult>]) -> Outcome {
             fraction_of_value_oracle_ci: fraction_value,
             uplift_vs_random: estimate(&col(&|r| r.expected / r.random - 1.0)),
             decisions_per_second: median(&speed),
+            expected_value_per_1000: estimate(&col(&versus::value_per_1000)),
+            vs_baseline: baseline
+                .as_ref()
+                .map(|(b, base)| versus::versus(runs, &per_policy[*b], &base.policy)),
         });
         curves.push(curve(spec, runs));
         shares.push(segment_shares(spec, runs, &plan.offers));
@@ -223,6 +241,7 @@ fn aggregate(plan: &Plan<'_>, per_policy: &[Vec<SeedResult>]) -> Outcome {
         oracle_mean_reward,
         oracle_mean_value,
         random_mean_reward,
+        baseline: baseline.map(|(_, b)| b),
     }
 }
 

@@ -5,6 +5,7 @@
 //! `cli` defines the commands and their flags; `commands/` runs them;
 //! `history/` is the verdict on a team's own history of sends.
 
+mod campaign_file;
 mod cli;
 mod commands;
 mod dataset;
@@ -24,6 +25,7 @@ mod results;
 mod run;
 mod scenario;
 mod stats;
+mod versus;
 mod world;
 
 use clap::Parser;

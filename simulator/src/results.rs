@@ -52,6 +52,52 @@ pub(crate) struct PolicySummary {
     pub(crate) uplift_vs_random: Estimate,
     /// Decisions (choose + learn) per second of one core, median over seeds.
     pub(crate) decisions_per_second: f64,
+    /// Expected net value per 1,000 visits (true probabilities x values of
+    /// the chosen offers), with its 95% interval over seeds.
+    #[serde(default)]
+    pub(crate) expected_value_per_1000: Estimate,
+    /// The difference against the run's baseline (the team's rule when the
+    /// run has one), paired by seed; absent without a baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) vs_baseline: Option<Versus>,
+}
+
+/// A policy against the run's baseline: the mean over seeds of the per-seed
+/// differences (same seed, same visits and coins), with a 95% Student-t
+/// interval over seeds (equal to the mean with a single seed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Versus {
+    /// The baseline's policy spec.
+    pub(crate) baseline: String,
+    /// Expected redemptions per 1,000 visits, this policy minus the baseline.
+    pub(crate) redemptions_per_1000: Estimate,
+    /// Expected net value per 1,000 visits, this policy minus the baseline.
+    pub(crate) value_per_1000: Estimate,
+    /// Seeds paired.
+    pub(crate) seeds: u64,
+}
+
+/// What a run's results are drawn from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Evidence {
+    /// A scenario: a simulated population (`compare`).
+    #[default]
+    SimulatedPopulation,
+    /// A full-feedback dataset (`replay`).
+    FullFeedbackDataset,
+}
+
+/// Which policy the others are measured against, and why it was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Baseline {
+    /// Its policy spec (`marketer`, `rules:FILE`, `fixed-best`, `uniform`).
+    pub(crate) policy: String,
+    /// `your-rule` (marketer or rules:FILE), `best-single-offer`
+    /// (fixed-best) or `random-offer` (uniform).
+    pub(crate) kind: String,
+    /// How the report names it ("your rule (marketer)", ...).
+    pub(crate) label: String,
 }
 
 /// One point of a policy's learning curve, averaged over seeds.
@@ -132,4 +178,31 @@ pub(crate) struct RunReport {
     pub(crate) curves: Vec<PolicyCurve>,
     /// Per-policy offer shares by segment.
     pub(crate) shares: Vec<PolicyShares>,
+    /// Offer display names (the scenario's `name`, else the id), in the
+    /// order of `offers`.
+    #[serde(default)]
+    pub(crate) offer_names: Vec<String>,
+    /// Where the numbers come from.
+    #[serde(default)]
+    pub(crate) evidence: Evidence,
+    /// What every policy is measured against; absent when the run has no
+    /// rule and no baseline policy.
+    #[serde(default)]
+    pub(crate) baseline: Option<Baseline>,
+    /// The result in one sentence, with its interval.
+    #[serde(default)]
+    pub(crate) verdict: String,
+}
+
+impl RunReport {
+    /// How offer `id` is shown: its name when the run has one.
+    pub(crate) fn offer_display(&self, id: &str) -> String {
+        self.offers
+            .iter()
+            .position(|o| o == id)
+            .and_then(|i| self.offer_names.get(i))
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| id.to_owned())
+    }
 }

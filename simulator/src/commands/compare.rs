@@ -11,7 +11,7 @@ use crate::{
     experiment::{Plan, execute},
     offer_features, output,
     policies::PolicyEnv,
-    results::RunReport,
+    results::{Evidence, RunReport},
     scenario::Scenario,
     world::{ReplayWorld, ScenarioWorld},
 };
@@ -80,6 +80,8 @@ pub(crate) fn compare(a: CompareArgs) -> anyhow::Result<()> {
         rounds: a.common.rounds.unwrap_or_else(|| scenario.rounds()),
         segment_feature: scenario.report_segment().to_owned(),
         offers: offers.clone(),
+        offer_names: scenario.offers().iter().map(|o| o.name.clone()).collect(),
+        evidence: Evidence::SimulatedPopulation,
         env: PolicyEnv {
             offers: offers.clone(),
             weights: w,
@@ -151,6 +153,8 @@ pub(crate) fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         rounds: a.common.rounds.unwrap_or(data.rows.len() as u64),
         segment_feature: segment_feature.clone(),
         offers: data.offers.clone(),
+        offer_names: data.offers.clone(),
+        evidence: Evidence::FullFeedbackDataset,
         env: PolicyEnv {
             offers: data.offers.clone(),
             weights: w,

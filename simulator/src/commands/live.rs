@@ -5,6 +5,7 @@
 use offer_bandit::features::Buckets;
 
 use crate::{
+    campaign_file,
     cli::{CampaignConfigArgs, DriveArgs, LoadArgs},
     drive, load,
     scenario::Scenario,
@@ -89,15 +90,16 @@ pub(crate) fn load(a: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints an offer-bandit campaign file for a scenario's offers.
+/// Prints an offer-bandit campaign file for a scenario's offers, serving
+/// the policy given or the winner of a compare run.
 pub(crate) fn campaign_config(a: CampaignConfigArgs) -> anyhow::Result<()> {
     let scenario = Scenario::load(&a.scenario)?;
     let id = a.id.clone().unwrap_or_else(|| scenario.name().to_owned());
     let encoder = ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?;
-    print!(
-        "{}",
-        drive::campaign_toml(&scenario, &id, &a.policy, &a.reward_window, &encoder)?
-    );
+    let choice = campaign_file::choose(a.policy.as_deref(), a.results.as_deref())?;
+    let toml = campaign_file::campaign_toml(&scenario, &id, &choice, &a.reward_window, &encoder)?;
+    eprintln!("policy {}: {}", choice.spec, choice.why);
+    print!("{toml}");
     Ok(())
 }
 

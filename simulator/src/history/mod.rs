@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::ope;
 pub(crate) use sends::ColumnFlags;
-use verdict::{Counterfactual, Figure};
+pub(crate) use verdict::{Counterfactual, Figure};
 
 #[derive(Args)]
 #[command(
@@ -77,6 +77,10 @@ pub(crate) struct HistoryArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write report.html (the verdict, charts, assumptions) and
+    /// history.json (the --json form) into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// What the evaluated personalization maximizes.
@@ -100,6 +104,8 @@ pub(crate) struct HistoryReport {
     pub(crate) sends: usize,
     pub(crate) customers: usize,
     pub(crate) offers: Vec<String>,
+    /// Share of the sends each offer got (in the order of `offers`).
+    pub(crate) sent_share: Vec<f64>,
     pub(crate) columns: sends::Columns,
     /// "logged", or how they were estimated.
     pub(crate) propensities: serde_json::Value,
@@ -208,6 +214,12 @@ pub(crate) fn evaluate(
         sends: s.log.rows.len(),
         customers: s.customers,
         offers: s.log.actions.clone(),
+        sent_share: (0..s.log.actions.len())
+            .map(|k| {
+                let sent = s.log.rows.iter().filter(|r| r.action == k).count();
+                sent as f64 / s.log.rows.len().max(1) as f64
+            })
+            .collect(),
         columns: s.columns,
         propensities,
         your_sends,
@@ -293,6 +305,17 @@ fn print_text(r: &HistoryReport) {
     }
 }
 
+/// Writes report.html and history.json into `dir`.
+fn write_dir(dir: &std::path::Path, report: &HistoryReport) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, text: String| -> anyhow::Result<()> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("history.json", serde_json::to_string_pretty(report)?)?;
+    write("report.html", crate::report::render_history_html(report))
+}
+
 /// Runs `offer-sim history`.
 pub(crate) fn run(a: HistoryArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.file)
@@ -320,10 +343,16 @@ pub(crate) fn run(a: HistoryArgs) -> anyhow::Result<()> {
             seed: a.seed,
         },
     )?;
+    if let Some(dir) = &a.out {
+        write_dir(dir, &report)?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
+        if let Some(dir) = &a.out {
+            println!("\nwrote {}/report.html and history.json", dir.display());
+        }
     }
     Ok(())
 }
@@ -474,6 +503,57 @@ mod tests {
             hits >= runs - 2,
             "{hits} of {runs} intervals cover the truth"
         );
+    }
+
+    /// The HTML report of a small history: the verdict first, every
+    /// interval of the table, the charts, the assumptions and the
+    /// estimators under "Advanced"; no NaN and no "-0" anywhere.
+    #[test]
+    fn the_report_page_shows_the_verdict_and_its_intervals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rules = dir.path().join("today.rules");
+        std::fs::write(&rules, "if hour >= 14 then bogo\notherwise points\n").expect("write");
+        let (csv, _) = history(5, 300, 0.3, false);
+        let s = sends::parse(&csv, "t.csv", &ColumnFlags::default()).expect("parse");
+        let r = evaluate(s, "t.csv", &options(Some(rules))).expect("evaluate");
+        let out = dir.path().join("out");
+        write_dir(&out, &r).expect("write");
+        let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("history.json")).expect("json"))
+                .expect("valid json");
+        assert_eq!(json["verdict"], r.verdict.as_str());
+        let at = |needle: &str| html.find(needle).unwrap_or(usize::MAX);
+        let verdict = r.verdict.replace('\'', "&#39;");
+        assert!(at(&verdict) < at("Per 1,000 sends"), "{}", r.verdict);
+        let y = r.your_sends.redemptions_per_1000;
+        let g = r
+            .personalization
+            .gain_redemptions_per_1000
+            .expect("supported");
+        for interval in [
+            format!(
+                "{} to {}",
+                crate::report::signed(g.low, 1),
+                crate::report::signed(g.high, 1)
+            ),
+            format!("{:.1} to {:.1}", y.low, y.high),
+        ] {
+            assert!(html.contains(&interval), "missing {interval}");
+        }
+        assert_eq!(
+            html.matches("<svg ").count(),
+            2,
+            "redemptions and value charts"
+        );
+        assert!(html.contains("Your rule (today.rules)"));
+        assert!(at("What this assumes") < at("<h2>Advanced</h2>"));
+        assert!(at("<h2>Advanced</h2>") < at(">dr<"));
+        for bad in ["NaN", ">-0<", "-0.0", "inf"] {
+            assert!(!html.contains(bad), "{bad}");
+        }
+        assert_eq!(r.sent_share.len(), 3);
+        assert!((r.sent_share.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     }
 
     /// A history made by a deterministic rule alone cannot say what another

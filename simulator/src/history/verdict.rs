@@ -16,6 +16,7 @@ use crate::{
     logs::Log,
     ope::{self, Round},
     policies::{self, PolicyEnv},
+    report::signed,
 };
 
 /// A figure and its interval.
@@ -243,8 +244,10 @@ pub(crate) fn sentence(c: &Counterfactual, yours: &Figure) -> String {
     };
     let money = c.gain_value_per_1000.map_or(String::new(), |v| {
         format!(
-            ", and {:+.0} in value per 1,000 sends (interval {:+.0} to {:+.0})",
-            v.value, v.low, v.high
+            ", and {} in value per 1,000 sends (interval {} to {})",
+            signed(v.value, 0),
+            signed(v.low, 0),
+            signed(v.high, 0)
         )
     });
     let head = if g.low > 0.0 {
@@ -258,8 +261,10 @@ pub(crate) fn sentence(c: &Counterfactual, yours: &Figure) -> String {
         )
     };
     format!(
-        "{head} {:+.1} redemptions per 1,000 sends (interval {:+.1} to {:+.1}){money}.",
-        g.value, g.low, g.high
+        "{head} {} redemptions per 1,000 sends (interval {} to {}){money}.",
+        signed(g.value, 1),
+        signed(g.low, 1),
+        signed(g.high, 1)
     )
 }
 

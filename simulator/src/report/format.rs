@@ -113,6 +113,17 @@ pub(super) fn signed_pct(v: f64) -> String {
     }
 }
 
+/// `v` with a sign and thousands separators ("+41.2", "-1,200", "0.0":
+/// zero has no sign, and there is never a "-0").
+pub(crate) fn signed(v: f64, decimals: usize) -> String {
+    let s = grouped(v, decimals);
+    if s == NA || s.starts_with('-') || s.chars().all(|c| c == '0' || c == '.') {
+        s
+    } else {
+        format!("+{s}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +142,9 @@ mod tests {
         assert_eq!(auto(576.04), "576.0");
         assert_eq!(auto(0.04321), "0.0432");
         assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(signed(41.25, 1), "+41.2");
+        assert_eq!(signed(-0.01, 1), "0.0");
+        assert_eq!(signed(-1234.0, 0), "-1,234");
+        assert_eq!(signed(f64::NAN, 0), NA);
     }
 }

@@ -101,13 +101,13 @@ pub(super) fn share_chart(report: &RunReport) -> String {
     out
 }
 
-/// Name of offer number `i` (counting from 0): its id, or "offer #n" when a
+/// Name of offer number `i` (counting from 0): its name (or id), or "offer #n" when a
 /// share vector is longer than the report's offer list.
 fn offer_name(report: &RunReport, i: usize) -> String {
-    report
-        .offers
-        .get(i)
-        .map_or_else(|| format!("offer #{}", i + 1), Clone::clone)
+    report.offers.get(i).map_or_else(
+        || format!("offer #{}", i + 1),
+        |id| report.offer_display(id),
+    )
 }
 
 /// Names of every offer that has a colour in the share chart.
@@ -250,7 +250,7 @@ fn segment_bar(
         let px = layout.bar_x0 + start * layout.bar_w();
         out.push_str(&rect(px, y, width * layout.bar_w(), BAR_H, "none", &stroke));
     }
-    out.push_str(&oracle_note(segment, oracle, layout, mid));
+    out.push_str(&oracle_note(report, segment, oracle, layout, mid));
     out
 }
 
@@ -311,6 +311,7 @@ fn bar_piece(
 /// The note right of a segment bar naming the oracle's top offer, with its
 /// colour when it is one of the report's offers.
 fn oracle_note(
+    report: &RunReport,
     segment: &SegmentShares,
     oracle: Option<usize>,
     layout: &ShareLayout,
@@ -329,9 +330,9 @@ fn oracle_note(
         None => String::new(),
     };
     let offer = if segment.oracle_top_offer.is_empty() {
-        NA
+        NA.to_owned()
     } else {
-        &segment.oracle_top_offer
+        report.offer_display(&segment.oracle_top_offer)
     };
     let note = format!("oracle: {offer}");
     let chars = ((NOTE_W - 34.0) / CHAR_W) as usize;

@@ -65,9 +65,8 @@ pub(super) struct FeatureDef {
 #[serde(deny_unknown_fields)]
 pub(super) struct OfferDef {
     pub(super) id: String,
-    /// Display name: accepted for people reading the file; reports use ids.
+    /// Display name: what reports and campaign files show.
     #[serde(default)]
-    #[allow(dead_code)]
     pub(super) name: String,
     pub(super) value: f64,
     #[serde(default)]

@@ -46,6 +46,8 @@ pub(crate) enum ScenarioError {
 #[derive(Debug, Clone)]
 pub(crate) struct SimOffer {
     pub(crate) id: String,
+    /// Display name (the file's `name`; the id when it has none).
+    pub(crate) name: String,
     pub(crate) value: f64,
     pub(crate) cost: f64,
     pub(crate) category: String,

@@ -158,6 +158,11 @@ impl Scenario {
             }
             offers.push(SimOffer {
                 id: o.id.clone(),
+                name: if o.name.trim().is_empty() {
+                    o.id.clone()
+                } else {
+                    o.name.trim().to_owned()
+                },
                 value: o.value,
                 cost: o.cost,
                 category: o.category.clone(),
