@@ -60,6 +60,28 @@ pub(crate) struct PolicyEnv<'a> {
     pub(crate) offer_features: Option<crate::offer_features::OfferFeatures>,
 }
 
+impl PolicyEnv<'static> {
+    /// The world of a decision log: its actions, with `weights`, and a
+    /// context encoding inferred from the log's contexts (as `ope` and
+    /// `history` evaluate on it).
+    pub(crate) fn for_log(log: &crate::logs::Log, weights: Vec<f64>) -> anyhow::Result<Self> {
+        use offer_bandit::features::{Buckets, Encoder, infer_specs};
+        Ok(PolicyEnv {
+            offers: log.actions.clone(),
+            weights,
+            best_fixed: 0,
+            default_segment_by: Vec::new(),
+            marketer: None,
+            prior_strength: 10.0,
+            encoder: Encoder::new(
+                infer_specs(log.rows.iter().map(|r| &r.context), 8, Buckets::Steps, 32),
+                8,
+            )?,
+            offer_features: None,
+        })
+    }
+}
+
 pub(crate) fn contextual_config(
     spec: &str,
     likelihood: Likelihood,

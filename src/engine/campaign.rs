@@ -2,7 +2,7 @@
 //! state (posteriors, arms, daily counts) its revisions share.
 
 use super::*;
-use crate::context::Context;
+use crate::context::{Context, FeatureValue};
 use crate::policy::{
     Policy,
     rules::{RulePolicy, Rules},
@@ -374,7 +374,6 @@ impl Campaign {
         }
     }
 
-    /// Index of an offer id.
     /// Whether the campaign reads the context key `key` (a feature of its
     /// model or of its segments); nothing else of a context is used or kept.
     pub fn declares(&self, key: &str) -> bool {
@@ -382,6 +381,31 @@ impl Campaign {
             || self.config.features.iter().any(|f| f.name() == key)
     }
 
+    /// What a decision record keeps of a visit's context: the features the
+    /// campaign declares, sorted by name. What it never reads is not the
+    /// store's to keep, and undeclared keys let a caller grow every record
+    /// (21 KB each filled a disk).
+    pub(super) fn kept_context(&self, context: &Context) -> Vec<(String, FeatureValue)> {
+        let mut kept: Vec<_> = context
+            .iter()
+            .filter(|(k, _)| self.declares(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
+        kept
+    }
+
+    /// The segment a visit counts in: its own while the model tracks it or
+    /// has room for it, else the shared overflow segment.
+    pub(super) fn tracked_segment(&self, model: &SegmentModel, segment: String) -> String {
+        if model.has_segment(&segment) || model.segments() < self.config.max_segments {
+            segment
+        } else {
+            OVERFLOW_SEGMENT.to_owned()
+        }
+    }
+
+    /// Index of an offer id.
     pub fn offer_index(&self, id: &str) -> Option<usize> {
         self.offer_index.get(id).copied()
     }

@@ -48,26 +48,13 @@ impl Engine {
             None => {
                 let segment = segment_key(&campaign.config.segment_by, &req.context)
                     .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                let model = campaign.model.read();
-                let segment = if model.has_segment(&segment)
-                    || model.segments() < campaign.config.max_segments
-                {
-                    segment
-                } else {
-                    OVERFLOW_SEGMENT.to_owned()
-                };
+                let segment = campaign.tracked_segment(&campaign.model.read(), segment);
                 (segment, Vec::new())
             }
         };
         let now = self.now_ms();
         let id = self.ids.next(now);
-        let mut context: Vec<_> = req
-            .context
-            .iter()
-            .filter(|(k, _)| campaign.declares(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        context.sort_by(|a, b| a.0.cmp(&b.0));
+        let context = campaign.kept_context(&req.context);
         let rec = DecisionRecord {
             campaign: req.campaign.clone(),
             offer: campaign.offers[offer].id.clone(),

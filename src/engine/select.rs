@@ -154,13 +154,7 @@ impl Engine {
                     .collect();
                 let (segment, choice, model_version) = {
                     let model = campaign.model.read();
-                    let segment = if model.has_segment(&segment)
-                        || model.segments() < campaign.config.max_segments
-                    {
-                        segment
-                    } else {
-                        OVERFLOW_SEGMENT.to_owned()
-                    };
+                    let segment = campaign.tracked_segment(&model, segment);
                     let choice = self.rng.with(|rng| {
                         campaign.snapshots.choose(
                             &model,
@@ -231,20 +225,7 @@ impl Engine {
             model_version,
             state: DecisionState::Pending,
             features,
-            // Only the features the campaign declares (its model's and its
-            // segments'): what it never reads is not the store's to keep, and
-            // undeclared keys let a caller grow every record (21 KB each
-            // filled a disk).
-            context: {
-                let mut c: Vec<_> = req
-                    .context
-                    .iter()
-                    .filter(|(k, _)| campaign.declares(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                c.sort_by(|a, b| a.0.cmp(&b.0));
-                c
-            },
+            context: campaign.kept_context(&req.context),
             candidates: candidates
                 .iter()
                 .map(|&i| campaign.offers[i].id.clone())

@@ -3,7 +3,6 @@
 //! JSON.
 
 use anyhow::Context as _;
-use offer_bandit::features::{Buckets, Encoder, infer_specs};
 
 use crate::{
     cli::{ObjectiveArg, OpeArgs},
@@ -109,19 +108,7 @@ pub(crate) fn ope(a: OpeArgs) -> anyhow::Result<()> {
                 )
             }
             spec => {
-                let env = PolicyEnv {
-                    offers: log.actions.clone(),
-                    weights: vec![1.0; log.actions.len()],
-                    best_fixed: 0,
-                    default_segment_by: Vec::new(),
-                    marketer: None,
-                    prior_strength: 10.0,
-                    encoder: Encoder::new(
-                        infer_specs(log.rows.iter().map(|r| &r.context), 8, Buckets::Steps, 32),
-                        8,
-                    )?,
-                    offer_features: None,
-                };
+                let env = PolicyEnv::for_log(&log, vec![1.0; log.actions.len()])?;
                 let mut policy = policies::build(spec, &env)?;
                 if a.replay {
                     if !evaluate::is_uniform(&log) {

@@ -5,7 +5,6 @@
 //! customer and valid at any look (the same kind as the server's report).
 
 use offer_bandit::{
-    features::{Buckets, Encoder, infer_specs},
     policy::{Outcome, Policy},
     uplift::sequential_multiplier,
 };
@@ -106,19 +105,7 @@ pub(crate) fn cross_fitted_targets(
     log: &Log,
     weights: &[f64],
 ) -> anyhow::Result<Vec<TargetProbs>> {
-    let env = PolicyEnv {
-        offers: log.actions.clone(),
-        weights: weights.to_vec(),
-        best_fixed: 0,
-        default_segment_by: Vec::new(),
-        marketer: None,
-        prior_strength: 10.0,
-        encoder: Encoder::new(
-            infer_specs(log.rows.iter().map(|r| &r.context), 8, Buckets::Steps, 32),
-            8,
-        )?,
-        offer_features: None,
-    };
+    let env = PolicyEnv::for_log(log, weights.to_vec())?;
     let mut targets = vec![Vec::new(); log.rows.len()];
     for scored in 0..2 {
         let mut policy: Box<dyn Policy> = policies::build(spec, &env)?;
