@@ -172,12 +172,7 @@ pub(crate) fn frozen(
 ) -> anyhow::Result<(Log, Vec<TargetProbs>)> {
     for r in &log.rows[..train] {
         let f = policy.features(&r.context)?;
-        policy.on_decision(&f, r.action);
-        if r.reward > 0.0 {
-            policy.on_outcome(&f, r.action, Outcome::Redeemed { value: r.reward });
-        } else {
-            policy.on_outcome(&f, r.action, Outcome::Expired);
-        }
+        learn_logged(policy, &f, r);
     }
     let test = Log {
         actions: log.actions.clone(),
@@ -211,13 +206,7 @@ pub(crate) fn replay_learning(
         if policy.choose(&f, &r.candidates, &mut rng) != r.action {
             continue;
         }
-        policy.on_decision(&f, r.action);
-        let outcome = if r.reward > 0.0 {
-            Outcome::Redeemed { value: r.reward }
-        } else {
-            Outcome::Expired
-        };
-        policy.on_outcome(&f, r.action, outcome);
+        learn_logged(policy, &f, r);
         sum += r.reward;
         sum2 += r.reward * r.reward;
         kept += 1;
@@ -233,4 +222,16 @@ pub(crate) fn is_uniform(log: &Log) -> bool {
     log.rows
         .iter()
         .all(|r| (r.propensity * r.candidates.len() as f64 - 1.0).abs() < 1e-6)
+}
+
+/// `policy` learns one logged decision: its offer, then its outcome (a
+/// positive reward is a redemption of that value).
+pub(crate) fn learn_logged(policy: &mut dyn Policy, features: &Features, r: &Logged) {
+    policy.on_decision(features, r.action);
+    let outcome = if r.reward > 0.0 {
+        Outcome::Redeemed { value: r.reward }
+    } else {
+        Outcome::Expired
+    };
+    policy.on_outcome(features, r.action, outcome);
 }

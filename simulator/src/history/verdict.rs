@@ -4,10 +4,7 @@
 //! round), and the difference, per 1,000 sends, with intervals clustered by
 //! customer and valid at any look (the same kind as the server's report).
 
-use offer_bandit::{
-    policy::{Outcome, Policy},
-    uplift::sequential_multiplier,
-};
+use offer_bandit::{policy::Policy, uplift::sequential_multiplier};
 use serde::Serialize;
 
 use crate::{
@@ -114,13 +111,7 @@ pub(crate) fn cross_fitted_targets(
                 continue;
             }
             let f = policy.features(&r.context)?;
-            policy.on_decision(&f, r.action);
-            let outcome = if r.reward > 0.0 {
-                Outcome::Redeemed { value: r.reward }
-            } else {
-                Outcome::Expired
-            };
-            policy.on_outcome(&f, r.action, outcome);
+            evaluate::learn_logged(policy.as_mut(), &f, r);
         }
         for (i, r) in log.rows.iter().enumerate() {
             if fold(log, i) != scored {
