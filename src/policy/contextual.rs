@@ -96,6 +96,10 @@ pub struct GaussianPosterior {
     /// The tick of event time (Unix ms) the evidence has been discounted to
     /// ([`super::forgetting`]; `NEVER`: not yet).
     pub forgotten_to_ms: i64,
+    /// The tick from which the evidence has been discounted: evidence older
+    /// than this (learned before forgetting over time was on, or by a build
+    /// without it) kept its full weight until then. `NEVER`: not yet.
+    pub forgetting_since_ms: i64,
 }
 
 /// How much of an erased decision a posterior still holds, and the prior
@@ -143,6 +147,7 @@ impl GaussianPosterior {
             decisions: 0,
             predicted_sum: 0.0,
             forgotten_to_ms: super::forgetting::NEVER,
+            forgetting_since_ms: super::forgetting::NEVER,
         }
     }
 

@@ -53,16 +53,23 @@ pub fn kept(elapsed_ms: f64, half_life_ms: Option<f64>) -> f64 {
 }
 
 /// The share of its weight an observation of the decision made at
-/// `decided_ms` still has in a posterior whose clock is at `clock_ms`:
-/// `2^(-(clock - tick(decided)) / half-life)`. Exact for the decision's own
-/// observation (learned when the clock reached its tick); a redemption
-/// learned after the clock moved on holds a little more than this.
-pub fn kept_over_time(config: &ContextualConfig, clock_ms: i64, decided_ms: i64) -> f64 {
-    if clock_ms == NEVER {
+/// `decided_ms` still has in `posterior`:
+/// `2^(-(clock - max(tick(decided), since)) / half-life)`, where `since` is
+/// when the posterior's discounting began (evidence from before then kept
+/// its full weight until then). Exact for the decision's own observation
+/// (learned when the clock reached its tick); a redemption learned after the
+/// clock moved on holds a little more than this.
+pub fn kept_over_time(
+    config: &ContextualConfig,
+    posterior: &GaussianPosterior,
+    decided_ms: i64,
+) -> f64 {
+    if posterior.forgotten_to_ms == NEVER {
         return 1.0;
     }
+    let from = tick_of(decided_ms).max(posterior.forgetting_since_ms);
     kept(
-        clock_ms.saturating_sub(tick_of(decided_ms)) as f64,
+        posterior.forgotten_to_ms.saturating_sub(from) as f64,
         config.time_half_life_ms,
     )
 }
@@ -115,7 +122,10 @@ pub fn advance(
             continue;
         }
         changed = true;
-        if m.forgotten_to_ms != NEVER && !m.learned_nothing() {
+        if m.forgotten_to_ms == NEVER {
+            // Discounting begins now: what it holds is not older for it.
+            m.forgetting_since_ms = now;
+        } else if !m.learned_nothing() {
             let keep = kept((now - m.forgotten_to_ms) as f64, Some(half_life_ms));
             let (mean, variance) = prior_of(k);
             m.discount(keep, &mean, &variance);
@@ -424,7 +434,7 @@ mod tests {
         let (_, variances) = prior(0);
         for &i in &erased {
             let (x, redeemed, at) = &rows[i];
-            let w = kept_over_time(&config, with_all.forgotten_to_ms, *at);
+            let w = kept_over_time(&config, &with_all, *at);
             let removal = Removal {
                 decision_weight: w,
                 redemption_weight: w,
@@ -437,6 +447,77 @@ mod tests {
             assert!(
                 (with_all.mean[i] - without.mean[i]).abs() < 1e-9,
                 "mean {i}"
+            );
+            let (a, b) = (with_all.cov.get(i, i), without.cov.get(i, i));
+            assert!((a - b).abs() < 1e-9 * b, "variance {i}: {a} vs {b}");
+        }
+    }
+
+    /// Evidence learned before discounting began (a store from a build
+    /// without forgetting over time, or forgetting turned on later) kept
+    /// its full weight until then: erasing it removes that weight, exactly,
+    /// not the weight its age alone would give.
+    #[test]
+    fn erasure_of_evidence_older_than_the_forgetting_is_exact() {
+        use crate::policy::contextual::Removal;
+        let d = 4;
+        let config = ContextualConfig {
+            time_half_life_ms: Some(3.0 * DAY_MS),
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        type Row = (Vec<(u32, f64)>, bool, i64);
+        let rows: Vec<Row> = (0..600)
+            .map(|i| {
+                (
+                    design(&mut rng, d),
+                    rng.random::<f64>() < 0.2,
+                    i * 1_800_000,
+                )
+            })
+            .collect();
+        // Forgetting starts at row 300 (day 6); rows 3 and 250 are older.
+        let start = 300;
+        let erased = [3usize, 250, 420, 599];
+        let prior = |_: usize| offer_prior(None, d, &[], &config);
+        let half_life = config.time_half_life_ms.unwrap_or(1.0);
+        let learn = |skip: &[usize]| {
+            let mut models = vec![GaussianPosterior::prior(d, &config)];
+            for (i, (x, redeemed, at)) in rows.iter().enumerate() {
+                if i >= start {
+                    advance(&mut models, *at, half_life, &prior);
+                }
+                if skip.contains(&i) {
+                    continue;
+                }
+                models[0].learn(x, false, &config, None);
+                if *redeemed {
+                    models[0].learn(x, true, &config, None);
+                }
+            }
+            models.remove(0)
+        };
+        let mut with_all = learn(&[]);
+        let without = learn(&erased);
+        assert_eq!(with_all.forgetting_since_ms, tick_of(rows[start].2));
+        let (_, variances) = prior(0);
+        for &i in &erased {
+            let (x, redeemed, at) = &rows[i];
+            let w = kept_over_time(&config, &with_all, *at);
+            let removal = Removal {
+                decision_weight: w,
+                redemption_weight: w,
+                weights_are_exact: true,
+                prior_variance: &variances,
+            };
+            assert!(with_all.unlearn_decision(x, *redeemed, &removal, &config));
+        }
+        for i in 0..d {
+            assert!(
+                (with_all.mean[i] - without.mean[i]).abs() < 1e-9,
+                "mean {i}: {} vs {}",
+                with_all.mean[i],
+                without.mean[i]
             );
             let (a, b) = (with_all.cov.get(i, i), without.cov.get(i, i));
             assert!((a - b).abs() < 1e-9 * b, "variance {i}: {a} vs {b}");

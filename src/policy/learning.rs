@@ -92,6 +92,11 @@ impl Step<'_> {
         let Some(posterior) = posteriors.posterior_mut(offer) else {
             return false;
         };
+        if self.config.time_half_life_ms.is_none() {
+            // Not forgetting over time: should it be turned on later, its
+            // discounting begins then, for all it holds.
+            posterior.forgotten_to_ms = forgetting::NEVER;
+        }
         // The learned prior bounds forgetting (only then is it needed).
         let bound = prior
             .as_deref()

@@ -116,6 +116,7 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
             decisions: old.decisions,
             predicted_sum: old.predicted_sum,
             forgotten_to_ms: crate::policy::forgetting::NEVER,
+            forgetting_since_ms: crate::policy::forgetting::NEVER,
         }),
         Ok(_) => Err(corrupt("trailing bytes after a posterior".into())),
         Err(e) => Err(corrupt(e.to_string())),

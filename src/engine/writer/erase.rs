@@ -93,11 +93,8 @@ impl Writer {
         let dim = ctx.encoder.dim();
         let variances =
             crate::policy::forgetting::offer_prior(learned.as_ref(), dim, &[], &ctx.config).1;
-        let over_time = crate::policy::forgetting::kept_over_time(
-            &ctx.config,
-            posterior.forgotten_to_ms,
-            rec.created_ms,
-        );
+        let over_time =
+            crate::policy::forgetting::kept_over_time(&ctx.config, &posterior, rec.created_ms);
         let (later_decision, later_redemption) = match ctx.config.half_life {
             Some(_) => self.later_observations(g, rec),
             None => (0, 0),
