@@ -102,5 +102,6 @@ impl Engine {
     }
 }
 
-/// Prefixes a fallback's request id in the store, apart from SelectOffer's.
-const FALLBACK_REQUEST_PREFIX: &str = "fallback:";
+/// Prefixes a fallback's request id in the store, apart from SelectOffer's
+/// (which may therefore not start with it).
+pub const FALLBACK_REQUEST_PREFIX: &str = "fallback:";

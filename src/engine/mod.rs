@@ -44,6 +44,7 @@ mod campaign;
 mod caps;
 mod explain;
 mod fallback;
+pub use fallback::FALLBACK_REQUEST_PREFIX;
 mod recovery;
 mod reports;
 mod select;

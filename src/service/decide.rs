@@ -178,6 +178,15 @@ pub fn validate_select(l: &Limits, r: proto::SelectOfferRequest) -> Result<Selec
     if r.request_id.len() > l.max_key {
         return bad(format!("request_id is at most {} bytes", l.max_key));
     }
+    if r.request_id
+        .starts_with(crate::engine::FALLBACK_REQUEST_PREFIX)
+    {
+        // Fallbacks' request ids live there: one must never replay the other.
+        return bad(format!(
+            "request_id may not start with '{}' (reserved for RecordFallback)",
+            crate::engine::FALLBACK_REQUEST_PREFIX
+        ));
+    }
     // Without consent, nothing that describes the customer goes further
     // than this check: no context, no customer id.
     let non_personalized = r.personalization_consent == Some(false);

@@ -130,3 +130,33 @@ async fn replies_carry_the_display_and_fallbacks_count_in_their_own_arm() {
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(reason_of(&err), "UNKNOWN_OFFER");
 }
+
+/// A fallback's request id and a SelectOffer's live apart: a SelectOffer
+/// may not use the fallbacks' prefix, so neither can replay the other.
+#[tokio::test]
+async fn a_select_never_replays_a_fallback() {
+    let server = TestServer::start(Some(CONFIG), &[]);
+    let mut offers = server.offers().await;
+    let logged = offers
+        .record_fallback(fallback("latte", "r1"))
+        .await
+        .expect("fallback")
+        .into_inner();
+    let mut req = select("f", &[("tier", "gold")]);
+    req.customer_id = "kim".into();
+    req.request_id = "fallback:r1".into();
+    let err = offers.select_offer(req).await.expect_err("reserved prefix");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("reserved for RecordFallback"),
+        "{err:?}"
+    );
+    // The same id for a SelectOffer is its own decision.
+    let mut req = select("f", &[("tier", "gold")]);
+    req.customer_id = "kim".into();
+    req.request_id = "r1".into();
+    let d = offers.select_offer(req).await.expect("select").into_inner();
+    assert!(!d.replayed);
+    assert_ne!(d.decision_id, logged.decision_id);
+    assert_ne!(d.arm, "fallback");
+}
