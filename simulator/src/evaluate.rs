@@ -84,9 +84,16 @@ impl RewardModel {
     }
 }
 
+/// The cross-fitting fold (0 or 1) of logged decision `i`: by customer, so
+/// that no customer's decisions are predicted by a model fitted on their
+/// own others; a decision without a customer by its position.
+pub(crate) fn fold(log: &Log, i: usize) -> usize {
+    log.rows[i].customer.map_or(i % 2, |c| (c % 2) as usize)
+}
+
 /// Estimator inputs for every logged decision: importance terms and a
-/// reward model cross-fitted on two folds (each half is predicted by a model
-/// trained on the other half).
+/// reward model cross-fitted on two folds ([`fold`]: each half is predicted
+/// by a model trained on the other half).
 pub(crate) fn rounds(log: &Log, targets: &[TargetProbs]) -> Vec<Round> {
     let encoder = Encoder::new(
         infer_specs(log.rows.iter().map(|r| &r.context), 8, Buckets::Steps, 256),
@@ -98,15 +105,15 @@ pub(crate) fn rounds(log: &Log, targets: &[TargetProbs]) -> Vec<Round> {
     };
     let n = log.rows.len();
     let folds = [
-        RewardModel::fit(log, (0..n).filter(|i| i % 2 == 1), &encoder),
-        RewardModel::fit(log, (0..n).filter(|i| i % 2 == 0), &encoder),
+        RewardModel::fit(log, (0..n).filter(|&i| fold(log, i) == 1), &encoder),
+        RewardModel::fit(log, (0..n).filter(|&i| fold(log, i) == 0), &encoder),
     ];
     log.rows
         .iter()
         .zip(targets)
         .enumerate()
         .map(|(i, (row, pi))| {
-            let predicted = folds[i % 2].predict(row);
+            let predicted = folds[fold(log, i)].predict(row);
             Round {
                 reward: row.reward,
                 propensity: row.propensity,

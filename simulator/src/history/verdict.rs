@@ -88,11 +88,6 @@ pub(crate) fn dr_terms(rounds: &[Round]) -> Vec<f64> {
         .collect()
 }
 
-/// The fold of a send: by customer, so that no customer is in both.
-fn fold(log: &Log, i: usize) -> usize {
-    log.rows[i].customer.map_or(i % 2, |c| (c % 2) as usize)
-}
-
 /// The policy `spec`'s action probabilities at every send, cross-fitted:
 /// a policy learns from one fold's sends (their offers and outcomes) and
 /// gives the probabilities on the other fold. A policy that does not learn
@@ -107,14 +102,14 @@ pub(crate) fn cross_fitted_targets(
     for scored in 0..2 {
         let mut policy: Box<dyn Policy> = policies::build(spec, &env)?;
         for (i, r) in log.rows.iter().enumerate() {
-            if fold(log, i) == scored {
+            if evaluate::fold(log, i) == scored {
                 continue;
             }
             let f = policy.features(&r.context)?;
             evaluate::learn_logged(policy.as_mut(), &f, r);
         }
         for (i, r) in log.rows.iter().enumerate() {
-            if fold(log, i) != scored {
+            if evaluate::fold(log, i) != scored {
                 continue;
             }
             let f = policy.features(&r.context)?;
