@@ -83,9 +83,11 @@ impl Writer {
             // SelectOffer checked the budgets against committed counts;
             // decisions made meanwhile are only known here.
             // A fallback was shown already: it is counted, never refused.
-            if rec.arm != Arm::Fallback
-                && let Some(why) = self.decision_budget_spent(g, &campaign, &rec)?
-            {
+            if rec.arm == Arm::Fallback {
+                if let Some(i) = campaign.offer_index(&rec.offer) {
+                    *g.trials.entry((rec.campaign.clone(), i)).or_insert(0) += 1;
+                }
+            } else if let Some(why) = self.decision_budget_spent(g, &campaign, &rec)? {
                 return Ok(Decided::Spent {
                     offer: rec.offer.clone(),
                     why,

@@ -16,10 +16,18 @@ use crate::{
 
 /// An engine and its writer, not started.
 fn assembled(store: &MemoryStore) -> (Engine, Writer) {
+    assembled_with(store, campaigns())
+}
+
+/// The same over `campaigns`.
+fn assembled_with(
+    store: &MemoryStore,
+    campaigns: Vec<crate::config::FileCampaign>,
+) -> (Engine, Writer) {
     let clock = Arc::new(ManualClock::new(T0));
     let built = Engine::assemble(
         Arc::new(store.clone()),
-        campaigns(),
+        campaigns,
         options(),
         CustomerKey::from_bytes([1; 32]),
         IdKeys::derived(&[2; 32]),
@@ -218,5 +226,39 @@ fn later_commands_of_a_group_read_what_earlier_ones_staged() -> Result<(), Error
     assert_eq!((totals.trials, totals.successes), (1, 1));
     // Learned once each: the decision and its redemption.
     assert_eq!(writer.seq, 2);
+    Ok(())
+}
+
+/// A fallback is counted against its offer's decision budget even in the
+/// group that stages it: a SelectOffer of the same offer after it, in the
+/// same group, finds the budget spent.
+#[test]
+fn a_fallback_counts_against_the_budget_within_its_group() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let mut limited = campaigns();
+    for c in &mut limited {
+        for o in &mut c.config.offers {
+            if o.id == "x" {
+                o.max_decisions = Some(1);
+            }
+        }
+    }
+    let (engine, mut writer) = assembled_with(&store, limited);
+    let mut g = Group::default();
+    let mut fallback = record(&engine, "x", None);
+    fallback.arm = Arm::Fallback;
+    let mut f = decide(&mut writer, &mut g, DecisionId([1; 16]), fallback);
+    let mut s = decide(
+        &mut writer,
+        &mut g,
+        DecisionId([2; 16]),
+        record(&engine, "x", None),
+    );
+    assert!(writer.finish(g), "the commit succeeds");
+    made(answer(&mut f));
+    match answer(&mut s) {
+        Ok(Decided::Spent { offer, .. }) => assert_eq!(offer, "x"),
+        other => panic!("the budget of one was spent by the fallback: {other:?}"),
+    }
     Ok(())
 }
