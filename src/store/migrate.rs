@@ -96,7 +96,8 @@ pub enum Migration {
     /// bandit arm), the bandit arm's counts are written from them, and the
     /// store is marked current, in one batch.
     RewriteFrom3,
-    /// Schemas 4 to 6: marked current, no data changes.
+    /// Schemas 4 to 7: marked current, no data changes (schema-7
+    /// posteriors are read without a forgetting clock).
     MarkFrom(u32),
     /// Another version's schema (newer, or not one this build knows):
     /// refused, with the reason.
