@@ -63,6 +63,7 @@ pub async fn serve(
         .route("/v1/record-fallback", post(record_fallback))
         .route("/v1/openapi.json", get(openapi))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::map_response(too_large_as_json))
         .with_state(Arc::new(gateway));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
@@ -340,6 +341,49 @@ fn http_status(code: tonic::Code) -> StatusCode {
     }
 }
 
+/// A body over the limit (refused by axum in plain text) as the gateway's
+/// JSON error, like every other refusal.
+async fn too_large_as_json(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|t| !t.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
+        let status = refusal(
+            Reason::InvalidBody,
+            "the request body is over the size limit",
+        );
+        let mut json = error(&status);
+        *json.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        return json;
+    }
+    response
+}
+
+/// The name gRPC gives a status code.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// `status` as the gateway's JSON error.
 fn error(status: &tonic::Status) -> Response {
     let reason = status
@@ -350,8 +394,8 @@ fn error(status: &tonic::Status) -> Response {
         .iter()
         .find(|r| r.as_str() == reason)
     {
-        Some(r) => r.code().as_str().to_owned(),
-        None => format!("{:?}", status.code()),
+        Some(r) => r.code().as_str(),
+        None => code_name(status.code()),
     };
     let body = serde_json::json!({
         "error": {

@@ -247,6 +247,13 @@ pub async fn serve(
         .with_permits(guard.permits())
         .with_scratch(scratch);
     let (gateway_stop, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+    if gateway_listener.is_some() && opts.tls.is_some() {
+        tracing::warn!(
+            "the JSON/HTTP gateway (--http-listen) serves plain HTTP although gRPC has TLS: \
+             tokens and customer ids cross the network unencrypted; listen on loopback or put \
+             a TLS proxy in front"
+        );
+    }
     let gateway_task = gateway_listener.map(|listener| {
         tokio::spawn(crate::gateway::serve(
             listener,

@@ -178,3 +178,29 @@ async fn the_gateway_takes_the_servers_tokens_under_auth_scope_all() {
     let (status, ok) = call(gw, "POST", "/v1/select-offer", &body, Some(TOKEN));
     assert_eq!(status, 200, "{ok}");
 }
+
+/// A body over the size limit is refused in the gateway's JSON error form,
+/// like every other refusal, with the code spelled as gRPC spells it.
+#[tokio::test]
+async fn an_oversized_body_is_a_json_error() {
+    let server = TestServer::start(
+        Some(CONFIG),
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--max-message-bytes",
+            "4096",
+        ],
+    );
+    let body = json!({ "campaign": "g", "request_id": "x".repeat(8192) }).to_string();
+    let (status, err) = call(
+        &server.gateway_addr,
+        "POST",
+        "/v1/select-offer",
+        &body,
+        None,
+    );
+    assert_eq!(status, 413, "{err}");
+    assert_eq!(err["error"]["reason"], "INVALID_BODY", "{err}");
+    assert_eq!(err["error"]["code"], "INVALID_ARGUMENT", "{err}");
+}
