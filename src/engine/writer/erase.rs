@@ -23,6 +23,12 @@ impl Writer {
             let rec = self.decision(g, &id)?;
             records.push((id, rec));
         }
+        // What this erasure removes, for counting the observations that
+        // came after each (they discounted it) once they are staged away.
+        let erasing: HashMap<DecisionId, DecisionRecord> = records
+            .iter()
+            .filter_map(|(id, rec)| rec.clone().map(|r| (*id, r)))
+            .collect();
         for (id, rec) in records {
             g.writes.remove_customer(customer, &id);
             let Some(rec) = rec else {
@@ -54,7 +60,7 @@ impl Writer {
                     DecisionState::Expired => a.expired = a.expired.saturating_sub(1),
                 }
             });
-            if let Some(exact) = self.unlearn(g, &rec) {
+            if let Some(exact) = self.unlearn(g, &rec, &erasing) {
                 out.model_updates += 1;
                 out.exact &= exact;
             }
@@ -67,7 +73,14 @@ impl Writer {
 
     /// Subtracts a decision from its contextual posterior: `None` when the
     /// campaign is not contextual, else whether the subtraction was exact.
-    pub(super) fn unlearn(&mut self, g: &mut Group, rec: &DecisionRecord) -> Option<bool> {
+    /// `erasing`: the records this erasure removes (some already staged
+    /// away), which count among the observations after `rec`.
+    pub(super) fn unlearn(
+        &mut self,
+        g: &mut Group,
+        rec: &DecisionRecord,
+        erasing: &HashMap<DecisionId, DecisionRecord>,
+    ) -> Option<bool> {
         let campaign = self.campaign(&rec.campaign)?;
         let ctx = campaign.contextual.as_ref()?;
         let offer = campaign.offer_index(&rec.offer)?;
@@ -96,7 +109,7 @@ impl Writer {
         let over_time =
             crate::policy::forgetting::kept_over_time(&ctx.config, &posterior, rec.created_ms);
         let (later_decision, later_redemption) = match ctx.config.half_life {
-            Some(_) => self.later_observations(g, rec),
+            Some(_) => self.later_observations(g, rec, erasing, campaign.reward_window_ms()),
             None => (0, 0),
         };
         let over_count = |n| crate::policy::forgetting::kept_over_count(&ctx.config, n);
@@ -142,9 +155,18 @@ impl Writer {
 
     /// How many observations of `rec`'s offer were learned after its
     /// decision and after its redemption (count-based forgetting discounted
-    /// them by these): learning events with later sequence numbers, stored
-    /// or staged in this group. O(decisions since `rec`); erasure is rare.
-    fn later_observations(&self, g: &Group, rec: &DecisionRecord) -> (u64, u64) {
+    /// them by these): learning events with later sequence numbers, stored,
+    /// staged in this group, or erased by this erasure (`erasing`). Scans
+    /// from a reward window (`window_ms`, or `rec`'s own if longer) before
+    /// `rec`: an earlier decision's redemption may be learned after it.
+    /// O(decisions since then); erasure is rare.
+    fn later_observations(
+        &self,
+        g: &Group,
+        rec: &DecisionRecord,
+        erasing: &HashMap<DecisionId, DecisionRecord>,
+        window_ms: i64,
+    ) -> (u64, u64) {
         let (mut after_decision, mut after_redemption) = (0u64, 0u64);
         let mut count = |other: &DecisionRecord| {
             if other.campaign != rec.campaign || other.offer != rec.offer {
@@ -162,12 +184,13 @@ impl Writer {
         // Staged in this group (set or erased) first; the store for the rest.
         for (id, other) in g.writes.staged_decisions() {
             seen.insert(*id);
-            if let Some(other) = other {
+            if let Some(other) = other.or_else(|| erasing.get(id)) {
                 count(other);
             }
         }
+        let window = window_ms.max(rec.expires_ms.saturating_sub(rec.created_ms));
         let scanned = self.store.scan_decisions(
-            rec.created_ms.saturating_sub(1),
+            rec.created_ms.saturating_sub(window).saturating_sub(1),
             i64::MAX,
             &mut |id, other| {
                 if !seen.contains(&id) {
