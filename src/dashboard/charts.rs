@@ -113,7 +113,8 @@ pub(super) fn rate_chart(arms: &[(&str, &ArmSummary)]) -> String {
         f.left + f.width + 10.0,
         f.top + f.height + 50.0
     );
-    let decimals = if step < 0.01 { 1 } else { 0 };
+    // Enough decimals that ticks a step apart read apart.
+    let decimals = (-(100.0 * step).log10().floor()).max(0.0) as usize;
     s.push_str(&f.y_axis(
         max,
         ticks,
@@ -282,6 +283,23 @@ mod tests {
         assert_eq!(nice_step(0.2), 0.05);
         assert_eq!(nice_step(1.0), 0.5);
         assert!((nice_step(0.03) - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn small_rates_get_ticks_that_read_apart() {
+        let mut a = crate::uplift::summary(
+            crate::uplift::Arm::Bandit,
+            crate::uplift::ArmCounts {
+                decisions: 48,
+                ..Default::default()
+            },
+        );
+        a.rate.high = 0.001;
+        let chart = rate_chart(&[("personalized", &a)]);
+        assert!(
+            chart.contains(">0.05%<") && chart.contains(">0.10%<"),
+            "{chart}"
+        );
     }
 
     #[test]

@@ -374,10 +374,18 @@ fn share_chart(engine: &Engine, r: &CampaignReport) -> String {
         .map(|o| name_of(&names, o).to_owned())
         .collect();
     let mut s = charts::share_chart(&slices, &labels);
+    let when = |ms: i64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+        )
+        .to_string()
+    };
     let _ = write!(
         s,
-        "<p class=\"note\">{} decisions, in {} equal slices of time.</p>",
+        "<p class=\"note\">{} decisions from {} to {} (UTC), in {} equal slices of time.</p>",
         times.len(),
+        when(slices.t0),
+        when(slices.t1),
         charts::SHARE_BUCKETS
     );
     s
