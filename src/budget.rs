@@ -67,24 +67,56 @@ pub fn decisions_exhausted(
     today: DailyCounts,
     now_ms: i64,
 ) -> Option<String> {
+    decision_status(offer, trials, today, now_ms).reason()
+}
+
+/// [`decisions_exhausted`], saying whether the offer is spent or paced.
+fn decision_status(
+    offer: &OfferConfig,
+    trials: u64,
+    today: DailyCounts,
+    now_ms: i64,
+) -> BudgetStatus {
     let today = today.on(now_ms);
     if let Some(cap) = offer.max_decisions
         && trials >= cap
     {
-        return Some(format!(
+        return BudgetStatus::Spent(format!(
             "decision budget spent: {trials} of {cap} decisions"
         ));
     }
     if let Some(cap) = offer.max_decisions_per_day {
         let allowed = paced_allowance(cap, now_ms);
         if today.decisions >= allowed {
-            return Some(format!(
+            return BudgetStatus::Paced(format!(
                 "daily decision budget paced: {} of {cap} used, {allowed} allowed by this time of day (UTC)",
                 today.decisions
             ));
         }
     }
-    None
+    BudgetStatus::Open
+}
+
+/// Whether an offer's budgets let it be chosen now: what the dashboard
+/// shows and what [`exhausted`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetStatus {
+    /// It may be chosen.
+    Open,
+    /// A daily budget allows no more by this time of day; why.
+    Paced(String),
+    /// A lifetime budget is used up; why.
+    Spent(String),
+}
+
+impl BudgetStatus {
+    /// Why the offer may not be chosen, or `None` when it may.
+    pub fn reason(self) -> Option<String> {
+        match self {
+            BudgetStatus::Open => None,
+            BudgetStatus::Paced(why) | BudgetStatus::Spent(why) => Some(why),
+        }
+    }
 }
 
 /// Why `offer` may not be chosen at `now_ms`, or `None` when it may.
@@ -95,9 +127,22 @@ pub fn exhausted(
     today: DailyCounts,
     now_ms: i64,
 ) -> Option<String> {
+    status(offer, totals, today, now_ms).reason()
+}
+
+/// Whether `offer`'s budgets let it be chosen at `now_ms`, and if not,
+/// whether it is spent or paced. `totals` are its lifetime counts; `today`
+/// its counts of the current day.
+pub fn status(
+    offer: &OfferConfig,
+    totals: CellCounts,
+    today: DailyCounts,
+    now_ms: i64,
+) -> BudgetStatus {
     let today = today.on(now_ms);
-    if let Some(why) = decisions_exhausted(offer, totals.trials, today, now_ms) {
-        return Some(why);
+    let decisions = decision_status(offer, totals.trials, today, now_ms);
+    if decisions != BudgetStatus::Open {
+        return decisions;
     }
     if let Some(cap) = offer.max_redemptions {
         // Pending decisions will bring more: count them at the rate seen so
@@ -112,7 +157,7 @@ pub fn exhausted(
         };
         let expected = totals.successes as f64 + totals.pending() as f64 * rate;
         if expected >= cap as f64 {
-            return Some(format!(
+            return BudgetStatus::Spent(format!(
                 "redemption budget spent: {} redeemed and {:.1} expected from pending decisions, of {cap}",
                 totals.successes,
                 expected - totals.successes as f64
@@ -122,13 +167,13 @@ pub fn exhausted(
     if let Some(cap) = offer.max_redemptions_per_day {
         let allowed = paced_allowance(cap, now_ms);
         if today.redemptions >= allowed {
-            return Some(format!(
+            return BudgetStatus::Paced(format!(
                 "daily redemption budget paced: {} of {cap} redeemed today, {allowed} allowed by this time of day (UTC)",
                 today.redemptions
             ));
         }
     }
-    None
+    BudgetStatus::Open
 }
 
 #[cfg(test)]
@@ -192,6 +237,31 @@ mod tests {
         // budget of 500 (a rate over resolved decisions would say 1000).
         o.max_redemptions = Some(500);
         assert!(exhausted(&o, counts(1000, 20, 0), DailyCounts::default(), noon).is_none());
+    }
+
+    #[test]
+    fn the_status_says_spent_for_lifetime_and_paced_for_daily_budgets() {
+        let midnight = 19_000 * DAY_MS;
+        let today = |d| DailyCounts {
+            day: 19_000,
+            decisions: d,
+            redemptions: 0,
+        };
+        let mut o = offer();
+        assert_eq!(
+            status(&o, counts(10, 0, 0), today(10), midnight),
+            BudgetStatus::Open
+        );
+        o.max_decisions_per_day = Some(100);
+        assert!(matches!(
+            status(&o, counts(10, 0, 0), today(5), midnight),
+            BudgetStatus::Paced(_)
+        ));
+        o.max_decisions = Some(10);
+        assert!(matches!(
+            status(&o, counts(10, 0, 0), today(5), midnight),
+            BudgetStatus::Spent(_)
+        ));
     }
 
     #[test]

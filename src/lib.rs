@@ -23,6 +23,7 @@ pub mod gateway;
 pub mod guard;
 pub mod linalg;
 pub mod metrics;
+pub mod palette;
 pub mod policy;
 mod process;
 pub mod proto;

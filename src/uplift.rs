@@ -176,7 +176,9 @@ fn summarize(arm: Arm, c: ArmCounts) -> (ArmSummary, f64, f64) {
             arm,
             counts: c,
             rate: Estimate::normal(p, se_p),
-            value_per_1000: Estimate::normal(1000.0 * mean_v, 1000.0 * se_v),
+            // Values are never negative: neither is their interval.
+            value_per_1000: Estimate::normal(1000.0 * mean_v, 1000.0 * se_v)
+                .within(0.0, f64::INFINITY),
         },
         se_p,
         se_v,

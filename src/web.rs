@@ -24,7 +24,7 @@ use tokio::{
 };
 
 use crate::{
-    dashboard::Dashboard,
+    dashboard::{Dashboard, Refresh},
     engine::Engine,
     guard::{Role, Tokens},
     readiness::Readiness,
@@ -189,10 +189,11 @@ impl Site {
             r.extra = "allow: GET\r\n";
             return r;
         }
-        let path = head
+        let (path, query) = head
             .target
             .split_once('?')
-            .map_or(head.target.as_str(), |(p, _)| p);
+            .map_or((head.target.as_str(), None), |(p, q)| (p, Some(q)));
+        let refresh = Refresh::from_query(query);
         if path == "/healthz" {
             return Reply::text("200 OK", "ok\n");
         }
@@ -249,12 +250,12 @@ impl Site {
             }
         }
         let Some(id) = campaign else {
-            return Reply::html(self.dashboard.index());
+            return Reply::html(self.dashboard.index(refresh));
         };
         // The offer-share chart reads the decision log: off the async threads.
         let id = id.to_owned();
         let site = self.clone();
-        match tokio::task::spawn_blocking(move || site.dashboard.campaign(&id)).await {
+        match tokio::task::spawn_blocking(move || site.dashboard.campaign(&id, refresh)).await {
             Ok(Some(page)) => Reply::html(page),
             Ok(None) => Reply::text("404 Not Found", "no such campaign\n"),
             Err(e) => {

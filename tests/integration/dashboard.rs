@@ -1,4 +1,5 @@
-//! The dashboard page shows the same numbers as GetCampaignReport, in the
+//! The dashboard page shows the same numbers as GetCampaignReport, offers
+//! by name, budget status, labelled axes and the verdict line, in the
 //! served HTML and in what headless Chromium renders of it.
 
 use offer_bandit::proto::{CampaignReport, GetCampaignReportRequest};
@@ -19,7 +20,70 @@ fn cell(html: &str, attr: &str, key: &str, class: &str) -> u64 {
         .expect("a number")
 }
 
+/// The text of `<td class="{class}">TEXT</td>` in the row tagged `{attr}="{key}"`.
+fn text_cell<'a>(html: &'a str, attr: &str, key: &str, class: &str) -> &'a str {
+    let row_start = html
+        .find(&format!("<tr {attr}=\"{key}\">"))
+        .unwrap_or_else(|| panic!("no row {attr}={key}"));
+    let row = &html[row_start..];
+    let row = &row[..row.find("</tr>").expect("row end")];
+    let open = format!("<td class=\"{class}\">");
+    let at = row.find(&open).expect("cell") + open.len();
+    &row[at..row[at..].find('<').expect("cell end") + at]
+}
+
+/// The text inside the element with `id="{id}"`, tags removed.
+fn text_of(html: &str, id: &str) -> String {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let rest = &html[start..];
+    let body = &rest[rest.find('>').expect("tag end") + 1..rest.find("</p>").expect("p end")];
+    let mut text = String::new();
+    let mut in_tag = false;
+    for ch in body.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text
+}
+
 fn check(html: &str, r: &CampaignReport) {
+    // Offers by name; budget status: `c` spent its lifetime budget of 5,
+    // `b` its paced daily allowance of 1, `a` has none.
+    assert_eq!(text_cell(html, "data-offer", "a", "name"), "Free coffee");
+    assert_eq!(text_cell(html, "data-offer", "b", "name"), "Bagel deal");
+    assert_eq!(text_cell(html, "data-budget", "a", "status"), "open");
+    assert_eq!(text_cell(html, "data-budget", "b", "status"), "paced");
+    assert_eq!(text_cell(html, "data-budget", "c", "status"), "spent");
+    // The verdict line, in redemptions per 1,000 visits, with the report's
+    // number.
+    let uplift = r.uplift.as_ref().expect("uplift");
+    let difference = uplift.rate_difference.as_ref().expect("difference");
+    let verdict = text_of(html, "verdict");
+    assert!(
+        verdict.starts_with(&format!(
+            "Personalization earns {:+.1} redemptions per 1,000 visits over the control group",
+            1000.0 * difference.value
+        )),
+        "{verdict}"
+    );
+    assert!(verdict.contains("95% interval"), "{verdict}");
+    // Axes with titles on both charts; the arms outside the comparison apart.
+    for axis in [
+        "y axis: redemption rate",
+        "x axis: group",
+        "y axis: share of decisions",
+        "x axis: time (UTC)",
+    ] {
+        assert!(html.contains(&format!("aria-label=\"{axis}\"")), "{axis}");
+    }
+    assert!(html.contains("<table id=\"other-arms\">"));
+    assert!(html.contains("<tr data-arm=\"fallback\">"));
     for arm in [
         r.bandit.as_ref().expect("bandit"),
         r.control.as_ref().expect("control"),
@@ -46,11 +110,17 @@ fn check(html: &str, r: &CampaignReport) {
 
 #[tokio::test]
 async fn the_dashboard_matches_the_report() {
-    let mut config = crate::support::campaign_toml("d", &[], "1h", &["a", "b", "c"]);
-    config = config.replace(
-        "reward_window = \"1h\"\n",
-        "reward_window = \"1h\"\ncontrol_share = 0.3\n",
-    );
+    let config = crate::support::campaign_toml("d", &[], "1h", &["a", "b", "c"])
+        .replace(
+            "reward_window = \"1h\"\n",
+            "reward_window = \"1h\"\ncontrol_share = 0.3\n",
+        )
+        .replace("id = \"a\"\n", "id = \"a\"\nname = \"Free coffee\"\n")
+        .replace(
+            "id = \"b\"\n",
+            "id = \"b\"\nname = \"Bagel deal\"\nmax_decisions_per_day = 1\n",
+        )
+        .replace("id = \"c\"\n", "id = \"c\"\nmax_decisions = 5\n");
     let server = TestServer::start(Some(&config), &[]);
     let mut offers = server.offers().await;
     for i in 0..300 {
@@ -82,6 +152,9 @@ async fn the_dashboard_matches_the_report() {
     let (head, page) = http_get(&server.metrics_addr, "/campaigns/d");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     check(&page, &report);
+    assert!(page.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
+    let (_, still) = http_get(&server.metrics_addr, "/campaigns/d?refresh=off");
+    assert!(!still.contains("http-equiv=\"refresh\""));
     let (head, _) = http_get(&server.metrics_addr, "/campaigns/nope");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
