@@ -361,6 +361,11 @@ impl Campaign {
         self.status.read().paused
     }
 
+    /// The campaign's minimum propensity per candidate (`min_propensity`).
+    pub(super) fn floor(&self) -> crate::policy::floor::PropensityFloor {
+        crate::policy::floor::PropensityFloor::new(self.config.min_propensity)
+    }
+
     /// Why offer `i` cannot be chosen, or None when it can.
     pub(super) fn unavailable(&self, i: usize) -> Option<String> {
         let o = self.offers.get(i)?;

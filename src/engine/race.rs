@@ -88,44 +88,53 @@ pub(super) struct Draw<'a> {
 
 impl Draw<'_> {
     /// P(this draw picks `offer` among `set`) (campaign indices), under the
-    /// posterior as it is now.
+    /// posterior as it is now, with the campaign's minimum propensity.
     pub(super) fn probability(&self, set: &[usize], offer: usize) -> f64 {
+        match self.arm {
+            Arm::Bandit => self
+                .campaign
+                .floor()
+                .propensity(set.len(), self.policy_probability(set, offer)),
+            Arm::Control => control_propensity(self.campaign, set, self.context, offer),
+            Arm::NonPersonalized | Arm::Fallback => {
+                control_propensity(self.campaign, set, &Context::new(), offer)
+            }
+        }
+    }
+
+    /// [`Draw::probability`] of the bandit's policy alone (Thompson
+    /// sampling, before the minimum propensity).
+    pub(super) fn policy_probability(&self, set: &[usize], offer: usize) -> f64 {
         let Some(k) = set.iter().position(|&o| o == offer) else {
             return 0.0;
         };
         let campaign = self.campaign;
         let objective = campaign.config.objective;
-        match self.arm {
-            Arm::Bandit => match &campaign.contextual {
-                Some(ctx) => {
-                    let weights: Vec<f64> = campaign
-                        .offers
-                        .iter()
-                        .map(|o| objective.weight(o.value))
-                        .collect();
-                    let models = ctx.models.read();
-                    let arms = gaussian_arms(&models, &ctx.config, &weights, self.features, set);
-                    thompson::win_probability(&arms, k)
-                }
-                None => {
-                    let weights: Vec<f64> = set
-                        .iter()
-                        .map(|&i| objective.weight(campaign.offers[i].value))
-                        .collect();
-                    let model = campaign.model.read();
-                    campaign.snapshots.propensity(
-                        &model,
-                        self.segment,
-                        set,
-                        &weights,
-                        campaign.config.prior_strength,
-                        k,
-                    )
-                }
-            },
-            Arm::Control => control_propensity(campaign, set, self.context, offer),
-            Arm::NonPersonalized | Arm::Fallback => {
-                control_propensity(campaign, set, &Context::new(), offer)
+        match &campaign.contextual {
+            Some(ctx) => {
+                let weights: Vec<f64> = campaign
+                    .offers
+                    .iter()
+                    .map(|o| objective.weight(o.value))
+                    .collect();
+                let models = ctx.models.read();
+                let arms = gaussian_arms(&models, &ctx.config, &weights, self.features, set);
+                thompson::win_probability(&arms, k)
+            }
+            None => {
+                let weights: Vec<f64> = set
+                    .iter()
+                    .map(|&i| objective.weight(campaign.offers[i].value))
+                    .collect();
+                let model = campaign.model.read();
+                campaign.snapshots.propensity(
+                    &model,
+                    self.segment,
+                    set,
+                    &weights,
+                    campaign.config.prior_strength,
+                    k,
+                )
             }
         }
     }

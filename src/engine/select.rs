@@ -225,15 +225,25 @@ impl Engine {
         } else {
             Vec::new()
         };
+        let draw = race::Draw {
+            campaign: &campaign,
+            arm,
+            segment: &segment,
+            features: &features,
+            context: &req.context,
+        };
+        if arm == Arm::Bandit && !campaign.floor().is_off() {
+            choice = self.rng.with(|rng| {
+                campaign.floor().choose(
+                    candidates.len(),
+                    choice,
+                    |i| draw.policy_probability(&candidates, candidates[i]),
+                    rng,
+                )
+            });
+        }
         let (all, refused) = race::refused_since_first(&campaign, first_candidates, &candidates);
         if !refused.is_empty() {
-            let draw = race::Draw {
-                campaign: &campaign,
-                arm,
-                segment: &segment,
-                features: &features,
-                context: &req.context,
-            };
             choice.propensity = race::propensity_after_refusals(
                 &all,
                 &refused,
