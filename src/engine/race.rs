@@ -140,18 +140,10 @@ impl Draw<'_> {
     }
 }
 
-/// The offers of the request's first draw that the select loop no longer
-/// offers (refused by the writer, or found spent since), as campaign
-/// indices, and the first draw's set (campaign indices).
-pub(super) fn refused_since_first(
-    campaign: &Campaign,
-    first: &[String],
-    now: &[usize],
-) -> (Vec<usize>, Vec<usize>) {
-    let first: Vec<usize> = first
-        .iter()
-        .filter_map(|id| campaign.offer_index(id))
-        .collect();
+/// The first draw's set with any offer added since, and the offers of the
+/// request's first draw that the select loop no longer offers (refused by
+/// the writer, or found spent since); campaign indices.
+pub(super) fn refused_since_first(first: &[usize], now: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let refused: Vec<usize> = first.iter().copied().filter(|o| !now.contains(o)).collect();
     let mut all = now.to_vec();
     all.extend(refused.iter().copied());
@@ -240,7 +232,7 @@ mod tests {
         let p_rest: Vec<f64> = (0..2).map(|k| win(&rest, k)).collect();
 
         let first = OnceLock::new();
-        let _ = first.set(vec!["x".to_owned(), "y".to_owned(), "z".to_owned()]);
+        let _ = first.set(vec![0, 1, 2]);
         let spent = [(
             "x".to_owned(),
             "budget spent by a racing decision".to_owned(),

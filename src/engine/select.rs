@@ -85,7 +85,7 @@ impl Engine {
         req: &SelectRequest,
         spent: &[(String, String)],
         anonymous_draw: &std::sync::OnceLock<f64>,
-        first_candidates: &std::sync::OnceLock<Vec<String>>,
+        first_candidates: &std::sync::OnceLock<Vec<usize>>,
     ) -> Result<Decided, Error> {
         self.check_healthy()?;
         let campaign = self.campaign(&req.campaign)?;
@@ -131,12 +131,8 @@ impl Engine {
         let candidates = self.candidates(&campaign, &req.candidates)?;
         let (candidates, excluded) =
             self.within_budget(&campaign, candidates, req.customer_id.as_deref(), spent)?;
-        let first_candidates = first_candidates.get_or_init(|| {
-            candidates
-                .iter()
-                .map(|&i| campaign.offers[i].id.clone())
-                .collect()
-        });
+        // Offer indices keep their meaning: offers are only ever appended.
+        let first_candidates = first_candidates.get_or_init(|| candidates.clone());
         let objective = campaign.config.objective;
         let (segment, features, choice, model_version) = match &campaign.contextual {
             Some(ctx) => {
@@ -242,7 +238,11 @@ impl Engine {
                 )
             });
         }
-        let (all, refused) = race::refused_since_first(&campaign, first_candidates, &candidates);
+        let (all, refused) = if spent.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            race::refused_since_first(first_candidates, &candidates)
+        };
         if !refused.is_empty() {
             choice.propensity = race::propensity_after_refusals(
                 &all,
