@@ -140,6 +140,23 @@ impl Draw<'_> {
     }
 }
 
+/// An explanation after refusals: each offer's probability of being where
+/// the select loop ends (as logged for the chosen one), 0 for the refused.
+pub(super) fn explain_after_refusals(
+    explanation: &mut [Explanation],
+    campaign: &Campaign,
+    all: &[usize],
+    refused: &[usize],
+    draw: &Draw<'_>,
+) {
+    for e in explanation.iter_mut().filter(|e| e.excluded.is_none()) {
+        if let Some(o) = campaign.offer_index(&e.offer_id) {
+            e.probability =
+                propensity_after_refusals(all, refused, o, |set, c| draw.probability(set, c));
+        }
+    }
+}
+
 /// The first draw's set with any offer added since, and the offers of the
 /// request's first draw that the select loop no longer offers (refused by
 /// the writer, or found spent since); campaign indices.
@@ -237,8 +254,12 @@ mod tests {
             "x".to_owned(),
             "budget spent by a racing decision".to_owned(),
         )];
+        let req = SelectRequest {
+            explain: true,
+            ..visit("a", None)
+        };
         let decided = engine
-            .select_among(&visit("a", None), &spent, &OnceLock::new(), &first)
+            .select_among(&req, &spent, &OnceLock::new(), &first)
             .await?;
         let Decided::Made(sel) = decided else {
             panic!("the writer refused y or z too");
@@ -254,6 +275,17 @@ mod tests {
             "logged {} vs closed form {closed} (all {p_all:?}, rest {p_rest:?})",
             sel.propensity
         );
+        // The explanation agrees: each offer's chance of being where the
+        // loop ends, the refused x at 0.
+        let shown = |id: &str| {
+            sel.explanation
+                .iter()
+                .find(|e| e.offer_id == id)
+                .map_or(f64::NAN, |e| e.probability)
+        };
+        assert!((shown(&sel.offer_id) - sel.propensity).abs() < 1e-9);
+        assert_eq!(shown("x"), 0.0);
+        assert!((shown("y") + shown("z") - 1.0).abs() < 1e-9);
         // The case is one where the reduced set's probability is wrong.
         assert!(
             (closed - p_rest[b]).abs() > 1e-3,

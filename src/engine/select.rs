@@ -198,7 +198,7 @@ impl Engine {
                 .rng
                 .with(|rng| control_choice(&campaign, &candidates, &Context::new(), rng)),
         };
-        let explanation = if req.explain {
+        let mut explanation = if req.explain {
             // Up to EXPLAIN_BUDGET of computing: off the async workers where
             // the runtime allows it, so that health checks and other
             // requests on this worker are not held up meanwhile.
@@ -229,14 +229,14 @@ impl Engine {
             context: &req.context,
         };
         if arm == Arm::Bandit && !campaign.floor().is_off() {
-            choice = self.rng.with(|rng| {
-                campaign.floor().choose(
-                    candidates.len(),
-                    choice,
-                    |i| draw.policy_probability(&candidates, candidates[i]),
-                    rng,
-                )
-            });
+            let explore = self
+                .rng
+                .with(|rng| campaign.floor().explore(candidates.len(), rng));
+            choice = campaign
+                .floor()
+                .choose(candidates.len(), choice, explore, |i| {
+                    draw.policy_probability(&candidates, candidates[i])
+                });
         }
         let (all, refused) = if spent.is_empty() {
             (Vec::new(), Vec::new())
@@ -250,6 +250,7 @@ impl Engine {
                 candidates[choice.index],
                 |set, o| draw.probability(set, o),
             );
+            race::explain_after_refusals(&mut explanation, &campaign, &all, &refused, &draw);
         }
         let offer = &campaign.offers[candidates[choice.index]];
         let now = self.now_ms();

@@ -43,22 +43,30 @@ impl PropensityFloor {
         (m + (1.0 - k as f64 * m) * p_policy).clamp(0.0, 1.0)
     }
 
+    /// The exploring draw among `k` candidates: with probability K x min
+    /// a uniform candidate index, else None (the policy's choice stands).
+    pub fn explore(self, k: usize, rng: &mut dyn Rng) -> Option<usize> {
+        if self.is_off() || k == 0 {
+            return None;
+        }
+        (rng.random::<f64>() < k as f64 * self.min_among(k)).then(|| rng.random_range(0..k))
+    }
+
     /// The choice among `k` candidates: `policy` (the policy's own draw),
-    /// or with probability K x min a uniform candidate; its propensity from
-    /// `p_policy` (the policy's probability of a candidate index).
+    /// or `explore`'s candidate ([`PropensityFloor::explore`]); its
+    /// propensity from `p_policy` (the policy's probability of a candidate
+    /// index).
     pub fn choose(
         self,
         k: usize,
         policy: Choice,
+        explore: Option<usize>,
         p_policy: impl FnOnce(usize) -> f64,
-        rng: &mut dyn Rng,
     ) -> Choice {
         if self.is_off() || k == 0 {
             return policy;
         }
-        let explore = rng.random::<f64>() < k as f64 * self.min_among(k);
-        if explore {
-            let index = rng.random_range(0..k);
+        if let Some(index) = explore {
             let p = if index == policy.index {
                 policy.propensity
             } else {
@@ -115,7 +123,8 @@ mod tests {
             let Some(policy) = thompson::choose(&arms, &mut rng) else {
                 panic!("three arms")
             };
-            let c = floor.choose(k, policy, |i| p_policy[i], &mut rng);
+            let explore = floor.explore(k, &mut rng);
+            let c = floor.choose(k, policy, explore, |i| p_policy[i]);
             assert!((c.propensity - closed[c.index]).abs() < 1e-9);
             assert!(c.propensity >= 0.05);
             counts[c.index] += 1;
