@@ -206,6 +206,7 @@ fn campaign(
         prior_strength: 0.0,
         max_segments: 1,
         snapshot_tolerance: 0.0,
+        min_propensity: 0.0,
         control_share: 0.0,
         control_offer: None,
         control_rules: None,

@@ -217,6 +217,13 @@ pub struct CampaignConfig {
     /// before a new snapshot is taken; 0 samples the live posterior every time.
     #[serde(default = "default_snapshot_tolerance")]
     pub snapshot_tolerance: f64,
+    /// Least probability with which the bandit picks each of a visit's K
+    /// candidates, so that the decision log supports off-policy evaluation
+    /// of other policies: with probability K x min the choice is uniform,
+    /// otherwise the policy's. 0 (the default): off. K x min may not pass 1
+    /// for the campaign's offers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_propensity: f64,
     /// Share of customers (stable per customer id; per request for
     /// anonymous visits) served by the control policy instead of the
     /// bandit, to measure what personalization is worth. 0: no control group.
@@ -358,6 +365,10 @@ fn default_value() -> f64 {
 fn default_prior_strength() -> f64 {
     10.0
 }
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
 fn default_snapshot_tolerance() -> f64 {
     crate::policy::segment::DEFAULT_SNAPSHOT_TOLERANCE
 }
@@ -627,6 +638,44 @@ mod tests {
                 .expect("conflict")
                 .contains("offer_features")
         );
+    }
+
+    #[test]
+    fn min_propensity_is_a_probability_no_offer_set_can_exceed() {
+        let base = "[[campaigns]]\nid = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n";
+        let three = "[[campaigns.offers]]\nid = \"a\"\n[[campaigns.offers]]\nid = \"b\"\n[[campaigns.offers]]\nid = \"d\"\n";
+        let load = |t: String| parse(&t, "test.toml");
+        let ok = load(format!("{base}min_propensity = 0.05\n{three}")).expect("0.05 x 3");
+        assert_eq!(ok[0].min_propensity, 0.05);
+        // Written back only when set, and read back as itself.
+        assert!(
+            ok[0]
+                .to_toml()
+                .expect("toml")
+                .contains("min_propensity = 0.05")
+        );
+        let off = load(format!("{base}{three}")).expect("default");
+        assert_eq!(off[0].min_propensity, 0.0);
+        assert!(!off[0].to_toml().expect("toml").contains("min_propensity"));
+        // K x min = 1: uniform, allowed; over 1 refused with the bound.
+        assert!(
+            load(format!(
+                "{base}min_propensity = 0.3333333333333333\n{three}"
+            ))
+            .is_ok()
+        );
+        let e = load(format!("{base}min_propensity = 0.4\n{three}")).expect_err("0.4 x 3");
+        assert!(
+            e.to_string().contains("min_propensity 0.4 x 3 offers"),
+            "{e}"
+        );
+        for bad in ["-0.1", "1.5", "nan"] {
+            let e = load(format!("{base}min_propensity = {bad}\n{three}")).expect_err(bad);
+            assert!(
+                e.to_string().contains("min_propensity must be"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,26 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
+/// `min_propensity`: a probability, and K x min at most 1 for the
+/// campaign's K offers (every candidate set is a subset of them).
+fn validate_min_propensity(c: &CampaignConfig) -> Result<(), String> {
+    let min = c.min_propensity;
+    if !(min.is_finite() && (0.0..=1.0).contains(&min)) {
+        return Err(format!(
+            "min_propensity must be a probability from 0 (off) to 1, not {min}"
+        ));
+    }
+    let k = c.offers.len();
+    if k as f64 * min > 1.0 + 1e-12 {
+        return Err(format!(
+            "min_propensity {min} x {k} offers = {:.4} is over 1: no choice can give every offer that much; use at most {:.6} (1 / offers)",
+            k as f64 * min,
+            1.0 / k as f64
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
     if !valid_id(&c.id) {
         return Err("id must be 1-64 letters, digits, '_', '-' or '.'".into());
@@ -56,6 +76,7 @@ pub(super) fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
         return Err("declare at least one [[campaigns.offers]]".into());
     }
     validate_contextual(c)?;
+    validate_min_propensity(c)?;
     if !(0.0..=1.0).contains(&c.control_share) {
         return Err(
             "control_share must be from 0 to 1 (1: every visit gets the control policy)".into(),

@@ -361,6 +361,11 @@ impl Campaign {
         self.status.read().paused
     }
 
+    /// The campaign's minimum propensity per candidate (`min_propensity`).
+    pub(super) fn floor(&self) -> crate::policy::floor::PropensityFloor {
+        crate::policy::floor::PropensityFloor::new(self.config.min_propensity)
+    }
+
     /// Why offer `i` cannot be chosen, or None when it can.
     pub(super) fn unavailable(&self, i: usize) -> Option<String> {
         let o = self.offers.get(i)?;
@@ -483,5 +488,34 @@ pub(super) fn control_choice(
                 propensity: 1.0 / n as f64,
             }
         }
+    }
+}
+
+/// P([`control_choice`] picks `offer` among `candidates`): 1 or 0 for a
+/// rule or a fixed offer, uniform otherwise.
+pub(super) fn control_propensity(
+    campaign: &Campaign,
+    candidates: &[usize],
+    context: &Context,
+    offer: usize,
+) -> f64 {
+    if !candidates.contains(&offer) {
+        return 0.0;
+    }
+    if let Some(rules) = &campaign.control_rules
+        && let Ok(features) = rules.features(context)
+    {
+        // The rule picks a candidate whenever it has one (as control_choice relies on).
+        return crate::policy::Policy::propensity(rules, &features, candidates, offer);
+    }
+    let fixed = campaign
+        .config
+        .control_offer
+        .as_deref()
+        .and_then(|id| campaign.offer_index(id))
+        .filter(|i| candidates.contains(i));
+    match fixed {
+        Some(i) => f64::from(u8::from(i == offer)),
+        None => 1.0 / candidates.len() as f64,
     }
 }

@@ -68,8 +68,14 @@ impl Engine {
         // A visit served by the control policy (control group, no consent):
         // its probabilities, one-hot for a fixed offer or a rule, uniform for
         // a random candidate.
-        let probabilities = match control {
-            None => probabilities,
+        let probabilities: Vec<f64> = match control {
+            None => {
+                let floor = campaign.floor();
+                probabilities
+                    .into_iter()
+                    .map(|p| floor.propensity(candidates.len(), p))
+                    .collect()
+            }
             Some(fixed) => (0..candidates.len())
                 .map(|i| {
                     if fixed.propensity == 1.0 {

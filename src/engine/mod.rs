@@ -45,6 +45,7 @@ mod caps;
 mod explain;
 mod fallback;
 pub use fallback::FALLBACK_REQUEST_PREFIX;
+mod race;
 mod recovery;
 mod reports;
 mod select;

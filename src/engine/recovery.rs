@@ -287,6 +287,7 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
         prior_strength: 0.0,
         max_segments: usize::MAX,
         snapshot_tolerance: 0.0,
+        min_propensity: 0.0,
         control_share: 0.0,
         control_offer: None,
         control_rules: None,

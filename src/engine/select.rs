@@ -13,9 +13,15 @@ impl Engine {
         // Drawn when first needed (an anonymous visit to a campaign with a
         // control group), then kept for every retry.
         let anonymous_draw = std::sync::OnceLock::new();
+        // The first draw's candidates: the logged propensity counts the
+        // paths through every offer refused since (see `race`).
+        let first_candidates = std::sync::OnceLock::new();
         let ignored = self.ignored_features(&req)?;
         loop {
-            match self.select_among(&req, &spent, &anonymous_draw).await? {
+            match self
+                .select_among(&req, &spent, &anonymous_draw, &first_candidates)
+                .await?
+            {
                 Decided::Spent { offer, why } => {
                     tracing::debug!(offer = %offer, "{why}: choosing again");
                     if spent.iter().any(|(o, _)| *o == offer) {
@@ -72,12 +78,14 @@ impl Engine {
 
     /// [`Engine::select`] without the offers in `spent` (offer, why), with
     /// `anonymous_draw` (uniform, drawn once per request when first needed)
-    /// deciding the arm of a visit without a customer id.
+    /// deciding the arm of a visit without a customer id, and
+    /// `first_candidates` keeping the request's first draw's candidates.
     pub(super) async fn select_among(
         &self,
         req: &SelectRequest,
         spent: &[(String, String)],
         anonymous_draw: &std::sync::OnceLock<f64>,
+        first_candidates: &std::sync::OnceLock<Vec<usize>>,
     ) -> Result<Decided, Error> {
         self.check_healthy()?;
         let campaign = self.campaign(&req.campaign)?;
@@ -123,6 +131,8 @@ impl Engine {
         let candidates = self.candidates(&campaign, &req.candidates)?;
         let (candidates, excluded) =
             self.within_budget(&campaign, candidates, req.customer_id.as_deref(), spent)?;
+        // Offer indices keep their meaning: offers are only ever appended.
+        let first_candidates = first_candidates.get_or_init(|| candidates.clone());
         let objective = campaign.config.objective;
         let (segment, features, choice, model_version) = match &campaign.contextual {
             Some(ctx) => {
@@ -177,7 +187,7 @@ impl Engine {
         } else {
             self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw)
         };
-        let choice = match arm {
+        let mut choice = match arm {
             Arm::Bandit => choice,
             Arm::Control => self
                 .rng
@@ -188,7 +198,7 @@ impl Engine {
                 .rng
                 .with(|rng| control_choice(&campaign, &candidates, &Context::new(), rng)),
         };
-        let explanation = if req.explain {
+        let mut explanation = if req.explain {
             // Up to EXPLAIN_BUDGET of computing: off the async workers where
             // the runtime allows it, so that health checks and other
             // requests on this worker are not held up meanwhile.
@@ -211,6 +221,37 @@ impl Engine {
         } else {
             Vec::new()
         };
+        let draw = race::Draw {
+            campaign: &campaign,
+            arm,
+            segment: &segment,
+            features: &features,
+            context: &req.context,
+        };
+        if arm == Arm::Bandit && !campaign.floor().is_off() {
+            let explore = self
+                .rng
+                .with(|rng| campaign.floor().explore(candidates.len(), rng));
+            choice = campaign
+                .floor()
+                .choose(candidates.len(), choice, explore, |i| {
+                    draw.policy_probability(&candidates, candidates[i])
+                });
+        }
+        let (all, refused) = if spent.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            race::refused_since_first(first_candidates, &candidates)
+        };
+        if !refused.is_empty() {
+            choice.propensity = race::propensity_after_refusals(
+                &all,
+                &refused,
+                candidates[choice.index],
+                |set, o| draw.probability(set, o),
+            );
+            race::explain_after_refusals(&mut explanation, &campaign, &all, &refused, &draw);
+        }
         let offer = &campaign.offers[candidates[choice.index]];
         let now = self.now_ms();
         let id = self.ids.next(now);

@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod contextual;
 pub mod contextual_ts;
+pub mod floor;
 pub mod forgetting;
 pub mod learning;
 pub mod rules;
