@@ -389,18 +389,19 @@ mod tests {
         assert!((0.12..0.30).contains(&rate), "rate {rate}");
     }
 
-    /// Under forgetting over time alone, a linear posterior without the
-    /// erased decisions is recovered exactly: each is removed with the
-    /// weight its age gives it.
-    #[test]
-    fn erasure_under_forgetting_over_time_is_exact_for_linear_ts() {
+    /// Learns 600 linear observations half an hour apart, discounting only
+    /// from row `forgetting_from` on (before it, as a build without
+    /// forgetting over time would), erases four of them with the weight
+    /// [`kept_over_time`] gives, and checks the posterior equals one that
+    /// never learned them.
+    fn erasure_is_exact(seed: u64, forgetting_from: usize) {
         use crate::policy::contextual::Removal;
         let d = 4;
         let config = ContextualConfig {
             time_half_life_ms: Some(3.0 * DAY_MS),
             ..ContextualConfig::new(Likelihood::Linear)
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(10);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         /// (x, redeemed, decided at).
         type Row = (Vec<(u32, f64)>, bool, i64);
         let rows: Vec<Row> = (0..600)
@@ -418,73 +419,7 @@ mod tests {
         let learn = |skip: &[usize]| {
             let mut models = vec![GaussianPosterior::prior(d, &config)];
             for (i, (x, redeemed, at)) in rows.iter().enumerate() {
-                advance(&mut models, *at, half_life, &prior);
-                if skip.contains(&i) {
-                    continue;
-                }
-                models[0].learn(x, false, &config, None);
-                if *redeemed {
-                    models[0].learn(x, true, &config, None);
-                }
-            }
-            models.remove(0)
-        };
-        let mut with_all = learn(&[]);
-        let without = learn(&erased);
-        let (_, variances) = prior(0);
-        for &i in &erased {
-            let (x, redeemed, at) = &rows[i];
-            let w = kept_over_time(&config, &with_all, *at);
-            let removal = Removal {
-                decision_weight: w,
-                redemption_weight: w,
-                weights_are_exact: true,
-                prior_variance: &variances,
-            };
-            assert!(with_all.unlearn_decision(x, *redeemed, &removal, &config));
-        }
-        for i in 0..d {
-            assert!(
-                (with_all.mean[i] - without.mean[i]).abs() < 1e-9,
-                "mean {i}"
-            );
-            let (a, b) = (with_all.cov.get(i, i), without.cov.get(i, i));
-            assert!((a - b).abs() < 1e-9 * b, "variance {i}: {a} vs {b}");
-        }
-    }
-
-    /// Evidence learned before discounting began (a store from a build
-    /// without forgetting over time, or forgetting turned on later) kept
-    /// its full weight until then: erasing it removes that weight, exactly,
-    /// not the weight its age alone would give.
-    #[test]
-    fn erasure_of_evidence_older_than_the_forgetting_is_exact() {
-        use crate::policy::contextual::Removal;
-        let d = 4;
-        let config = ContextualConfig {
-            time_half_life_ms: Some(3.0 * DAY_MS),
-            ..ContextualConfig::new(Likelihood::Linear)
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        type Row = (Vec<(u32, f64)>, bool, i64);
-        let rows: Vec<Row> = (0..600)
-            .map(|i| {
-                (
-                    design(&mut rng, d),
-                    rng.random::<f64>() < 0.2,
-                    i * 1_800_000,
-                )
-            })
-            .collect();
-        // Forgetting starts at row 300 (day 6); rows 3 and 250 are older.
-        let start = 300;
-        let erased = [3usize, 250, 420, 599];
-        let prior = |_: usize| offer_prior(None, d, &[], &config);
-        let half_life = config.time_half_life_ms.unwrap_or(1.0);
-        let learn = |skip: &[usize]| {
-            let mut models = vec![GaussianPosterior::prior(d, &config)];
-            for (i, (x, redeemed, at)) in rows.iter().enumerate() {
-                if i >= start {
+                if i >= forgetting_from {
                     advance(&mut models, *at, half_life, &prior);
                 }
                 if skip.contains(&i) {
@@ -499,7 +434,10 @@ mod tests {
         };
         let mut with_all = learn(&[]);
         let without = learn(&erased);
-        assert_eq!(with_all.forgetting_since_ms, tick_of(rows[start].2));
+        assert_eq!(
+            with_all.forgetting_since_ms,
+            tick_of(rows[forgetting_from].2)
+        );
         let (_, variances) = prior(0);
         for &i in &erased {
             let (x, redeemed, at) = &rows[i];
@@ -522,5 +460,23 @@ mod tests {
             let (a, b) = (with_all.cov.get(i, i), without.cov.get(i, i));
             assert!((a - b).abs() < 1e-9 * b, "variance {i}: {a} vs {b}");
         }
+    }
+
+    /// Under forgetting over time alone, a linear posterior without the
+    /// erased decisions is recovered exactly: each is removed with the
+    /// weight its age gives it.
+    #[test]
+    fn erasure_under_forgetting_over_time_is_exact_for_linear_ts() {
+        erasure_is_exact(10, 0);
+    }
+
+    /// Evidence learned before discounting began (a store from a build
+    /// without forgetting over time, or forgetting turned on later) kept
+    /// its full weight until then: erasing it removes that weight, exactly,
+    /// not the weight its age alone would give (rows 3 and 250 are older
+    /// than row 300, where forgetting starts).
+    #[test]
+    fn erasure_of_evidence_older_than_the_forgetting_is_exact() {
+        erasure_is_exact(11, 300);
     }
 }
