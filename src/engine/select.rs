@@ -187,6 +187,13 @@ impl Engine {
         } else {
             self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw)
         };
+        // Without consent the visit's evidence goes to no segment the bandit
+        // samples (and, contextual, to no posterior: the writer learns none).
+        let segment = if arm == Arm::NonPersonalized && campaign.contextual.is_none() {
+            crate::policy::segment::NON_PERSONALIZED_SEGMENT.to_owned()
+        } else {
+            segment
+        };
         let mut choice = match arm {
             Arm::Bandit => choice,
             Arm::Control => self

@@ -18,6 +18,10 @@ use crate::context::{Context, FeatureValue};
 
 /// Segment key used when a campaign has more segments than it may track.
 pub const OVERFLOW_SEGMENT: &str = "(other)";
+/// Segment of the decisions made without consent to personalization: they
+/// count toward budgets there, and no visit's own segment is ever this one,
+/// so they inform no segment the bandit samples.
+pub const NON_PERSONALIZED_SEGMENT: &str = "(non-personalized)";
 /// Segment value for a segment feature absent from the context.
 pub const MISSING_VALUE: &str = "(missing)";
 /// Separator between the values of a segment key.

@@ -129,3 +129,53 @@ async fn without_consent_the_offer_is_not_personalized_and_nothing_is_linked() {
             .any(|d| d["decision_id"] == r.decision_id.as_str())
     );
 }
+
+/// A decision made without consent teaches the model nothing about the
+/// context it did not keep: segment-ts counts it (for budgets) in a segment
+/// of its own that no visit samples, and a contextual campaign's posteriors
+/// do not move; the offer's decision count still includes it.
+#[tokio::test]
+async fn without_consent_nothing_is_learned_about_an_empty_context() {
+    let server = TestServer::start(None, &[]);
+    let mut offers = server.offers().await;
+    for campaign in ["coffee", "coffee-personal"] {
+        let before = server.stats(campaign).await;
+        let mut req = select(campaign, &[("lifecycle", "lapsing")]);
+        req.personalization_consent = Some(false);
+        let d = offers.select_offer(req).await.expect("select").into_inner();
+        offers
+            .record_redemption(redeem(&d.decision_id))
+            .await
+            .expect("redeem");
+        let after = server.stats(campaign).await;
+        let decisions = |s: &offer_bandit::proto::GetCampaignStatsResponse| -> u64 {
+            s.offers.iter().map(|o| o.decisions).sum()
+        };
+        assert_eq!(decisions(&after), decisions(&before) + 1, "{campaign}");
+        let observations = |s: &offer_bandit::proto::GetCampaignStatsResponse| -> u64 {
+            s.offers.iter().map(|o| o.model_observations).sum()
+        };
+        assert_eq!(observations(&after), observations(&before), "{campaign}");
+        if campaign == "coffee" {
+            let trials = |s: &offer_bandit::proto::GetCampaignStatsResponse, seg: &str| -> u64 {
+                s.cells
+                    .iter()
+                    .filter(|c| c.segment == seg)
+                    .map(|c| c.trials)
+                    .sum()
+            };
+            assert_eq!(trials(&after, "(non-personalized)"), 1, "{:?}", after.cells);
+            let learned: u64 = after
+                .cells
+                .iter()
+                .filter(|c| c.segment != "(non-personalized)")
+                .map(|c| c.trials)
+                .sum();
+            assert_eq!(
+                learned, 0,
+                "no visit's segment learned it: {:?}",
+                after.cells
+            );
+        }
+    }
+}

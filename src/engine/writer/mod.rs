@@ -286,8 +286,13 @@ impl Writer {
     /// Learns a decision (or, `redeemed`, its redemption) into its offer's
     /// staged posterior through the one learning step; returns the event's
     /// learning sequence number (0: nothing learned: not a contextual
-    /// campaign, an unknown offer, or features of another encoding).
+    /// campaign, an unknown offer, features of another encoding, or a
+    /// decision made without consent to personalization, whose context was
+    /// not kept and would teach the model about an empty one).
     pub(super) fn learn(&mut self, g: &mut Group, rec: &DecisionRecord, redeemed: bool) -> u64 {
+        if rec.arm == Arm::NonPersonalized {
+            return 0;
+        }
         let Some(campaign) = self.campaign(&rec.campaign) else {
             return 0;
         };
