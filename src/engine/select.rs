@@ -134,25 +134,40 @@ impl Engine {
         // Offer indices keep their meaning: offers are only ever appended.
         let first_candidates = first_candidates.get_or_init(|| candidates.clone());
         let objective = campaign.config.objective;
+        let arm = if req.non_personalized {
+            Arm::NonPersonalized
+        } else {
+            self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw)
+        };
+        // The bandit's draw only for the bandit's visits; the control
+        // policy chooses for the others below.
+        let bandit = arm == Arm::Bandit;
+        let placeholder = thompson::Choice {
+            index: 0,
+            propensity: 1.0,
+        };
         let (segment, features, choice, model_version) = match &campaign.contextual {
             Some(ctx) => {
                 let x = ctx
                     .encoder
                     .encode(&req.context)
                     .map_err(|e| Error::InvalidArgument(format!("context: {e}")))?;
-                let weights: Vec<f64> = campaign
-                    .offers
-                    .iter()
-                    .map(|o| objective.weight(o.value))
-                    .collect();
-                let arms = {
-                    let models = ctx.models.read();
-                    gaussian_arms(&models, &ctx.config, &weights, &x, &candidates)
+                let choice = if bandit {
+                    let weights: Vec<f64> = campaign
+                        .offers
+                        .iter()
+                        .map(|o| objective.weight(o.value))
+                        .collect();
+                    let arms = {
+                        let models = ctx.models.read();
+                        gaussian_arms(&models, &ctx.config, &weights, &x, &candidates)
+                    };
+                    self.rng
+                        .with(|rng| thompson::choose(&arms, rng))
+                        .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?
+                } else {
+                    placeholder
                 };
-                let choice = self
-                    .rng
-                    .with(|rng| thompson::choose(&arms, rng))
-                    .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
                 (String::new(), x, choice, campaign.model.read().version())
             }
             None => {
@@ -165,27 +180,26 @@ impl Engine {
                 let (segment, choice, model_version) = {
                     let model = campaign.model.read();
                     let segment = campaign.tracked_segment(&model, segment);
-                    let choice = self.rng.with(|rng| {
-                        campaign.snapshots.choose(
-                            &model,
-                            &segment,
-                            &candidates,
-                            &weights,
-                            campaign.config.prior_strength,
-                            rng,
-                        )
-                    });
+                    let choice = if bandit {
+                        self.rng.with(|rng| {
+                            campaign.snapshots.choose(
+                                &model,
+                                &segment,
+                                &candidates,
+                                &weights,
+                                campaign.config.prior_strength,
+                                rng,
+                            )
+                        })
+                    } else {
+                        Some(placeholder)
+                    };
                     (segment, choice, model.version())
                 };
                 let choice = choice
                     .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
                 (segment, Vec::new(), choice, model_version)
             }
-        };
-        let arm = if req.non_personalized {
-            Arm::NonPersonalized
-        } else {
-            self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw)
         };
         // Without consent the visit's evidence goes to no segment the bandit
         // samples (and, contextual, to no posterior: the writer learns none).
