@@ -65,7 +65,11 @@ impl EngineDecider {
         let engine = Engine::open_with(
             Arc::new(MemoryStore::new()),
             vec![campaign],
-            EngineOptions::default(),
+            // Each decision learned before the next, as the direct loop does.
+            EngineOptions {
+                await_decisions: true,
+                ..EngineOptions::default()
+            },
             CustomerKey::from_bytes([0; 32]),
             IdKeys::derived(&[0; 32]),
             sources,

@@ -82,7 +82,7 @@ impl Engine {
         self.send(Command::Decide {
             id,
             rec: Box::new(rec),
-            reply,
+            reply: Some(reply),
         })
         .await?;
         match rx.await.map_err(|_| writer_gone())?? {

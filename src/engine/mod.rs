@@ -179,6 +179,10 @@ pub struct Redeemed {
 pub struct EngineOptions {
     /// Flush every decision to disk before SelectOffer answers.
     pub durable_decisions: bool,
+    /// SelectOffer waits for its decision to be committed even when no
+    /// budget, cap or request id needs the writer's word (the simulator
+    /// sets it, so that each decision is learned before the next).
+    pub await_decisions: bool,
     /// How often changed contextual posteriors are written; what was learned
     /// after the last checkpoint is replayed from the decision records at
     /// startup. Flushes, backups, erasures and config changes checkpoint at once.
@@ -196,6 +200,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             durable_decisions: false,
+            await_decisions: false,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             max_offers: 1000,
             strict_context: false,
@@ -289,10 +294,13 @@ fn writer_gone() -> Error {
 }
 
 enum Command {
+    /// A decision to record. Without `reply` it was shown already (the
+    /// select path answered without waiting; see [`Engine::settled`]): it is
+    /// recorded whatever changed meanwhile.
     Decide {
         id: DecisionId,
         rec: Box<DecisionRecord>,
-        reply: oneshot::Sender<Result<Decided, Error>>,
+        reply: Option<oneshot::Sender<Result<Decided, Error>>>,
     },
     Redeem {
         redemption: Redemption,
@@ -305,6 +313,10 @@ enum Command {
         reply: oneshot::Sender<Result<usize, Error>>,
     },
     Flush {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Answers once every command sent before it is committed.
+    Barrier {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Forget {
@@ -372,7 +384,7 @@ enum StatusChange {
 
 enum Reply {
     Select(
-        oneshot::Sender<Result<Decided, Error>>,
+        Option<oneshot::Sender<Result<Decided, Error>>>,
         Result<Decided, Error>,
     ),
     Redeem(
@@ -397,8 +409,18 @@ impl Reply {
         };
         // A caller that gave up (deadline, disconnect) dropped its receiver; that is fine.
         match (self, failure) {
-            (Reply::Select(tx, r), None) => drop(tx.send(r)),
-            (Reply::Select(tx, _), Some(m)) => drop(tx.send(Err(fail(m)))),
+            (Reply::Select(Some(tx), r), None) => drop(tx.send(r)),
+            (Reply::Select(Some(tx), _), Some(m)) => drop(tx.send(Err(fail(m)))),
+            (Reply::Select(None, Ok(_)), None) => {}
+            // Shown already, not recorded: say so loudly (the writer has
+            // also stopped taking work, so the server is unhealthy now).
+            (Reply::Select(None, r), m) => {
+                metrics::counter!("offer_bandit_decisions_unrecorded_total").increment(1);
+                tracing::error!(
+                    error = m.map(str::to_owned).or_else(|| r.err().map(|e| e.to_string())),
+                    "a decision already answered could not be recorded"
+                );
+            }
             (Reply::Redeem(tx, r), None) => drop(tx.send(r)),
             (Reply::Redeem(tx, _), Some(m)) => drop(tx.send(Err(fail(m)))),
             (Reply::Sweep(tx, r), None) => drop(tx.send(r)),
@@ -712,6 +734,17 @@ impl Engine {
     pub async fn flush(&self) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Flush { reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Waits until every decision answered before this call is committed
+    /// and counted: SelectOffer answers before its decision is written
+    /// (unless it must check a budget, a cap or a request id, or decisions
+    /// are durable), so reads that must see a caller's own decisions
+    /// (stats, reports, exports, erasure) settle first.
+    pub async fn settled(&self) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Barrier { reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
 

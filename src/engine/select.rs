@@ -301,16 +301,34 @@ impl Engine {
             arm,
         };
         let campaign_id = rec.campaign.clone();
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Decide {
-            id,
-            rec: Box::new(rec),
-            reply,
-        })
-        .await?;
-        let mut selection = match rx.await.map_err(|_| writer_gone())?? {
-            Decided::Made(s) => s,
-            spent @ Decided::Spent { .. } => return Ok(spent),
+        // Only budgets, caps and request ids need the writer's word (it
+        // sees every decision in order); otherwise answer now and let the
+        // writer record the decision in its next group.
+        let wait = campaign.limited
+            || rec.request_id.is_some()
+            || self.options.durable_decisions
+            || self.options.await_decisions;
+        let mut selection = if wait {
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::Decide {
+                id,
+                rec: Box::new(rec),
+                reply: Some(reply),
+            })
+            .await?;
+            match rx.await.map_err(|_| writer_gone())?? {
+                Decided::Made(s) => s,
+                spent @ Decided::Spent { .. } => return Ok(spent),
+            }
+        } else {
+            let selection = Selection::from_record(id, &rec, false);
+            self.send(Command::Decide {
+                id,
+                rec: Box::new(rec),
+                reply: None,
+            })
+            .await?;
+            selection
         };
         selection.explanation = explanation;
         if !selection.replayed {

@@ -36,6 +36,7 @@ pub(super) fn campaigns() -> Vec<FileCampaign> {
 pub(super) fn options() -> EngineOptions {
     EngineOptions {
         checkpoint_interval: Duration::from_secs(86_400),
+        await_decisions: true,
         ..EngineOptions::default()
     }
 }

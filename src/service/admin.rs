@@ -213,6 +213,7 @@ impl CampaignAdmin for Api {
         if campaign.is_empty() {
             return Err(Error::InvalidArgument("campaign is required".into()).into());
         }
+        self.engine.settled().await?;
         Ok(Response::new(report_to_proto(
             self.engine.report(&campaign)?,
         )))
@@ -239,6 +240,7 @@ impl CampaignAdmin for Api {
     ) -> Result<Response<proto::AccessCustomerResponse>, Status> {
         let id = request.into_inner().customer_id;
         self.check_customer_id(&id)?;
+        self.engine.settled().await?;
         let engine = self.engine.clone();
         let (hash, records) = tokio::task::spawn_blocking(move || engine.customer_records(&id))
             .await
@@ -348,6 +350,7 @@ impl CampaignAdmin for Api {
         }
         // Unknown campaigns fail before the stream starts.
         self.engine.stats(&r.campaign)?;
+        self.engine.settled().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
@@ -417,6 +420,7 @@ impl CampaignAdmin for Api {
         if campaign.is_empty() {
             return Err(Error::InvalidArgument("campaign is required".into()).into());
         }
+        self.engine.settled().await?;
         Ok(Response::new(stats_to_proto(self.engine.stats(&campaign)?)))
     }
 }

@@ -157,6 +157,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
             checkpoint_interval: args.checkpoint_interval,
             max_offers,
             strict_context: args.strict_context,
+            ..EngineOptions::default()
         },
         sweep_interval: args.sweep_interval,
         limits: Limits {

@@ -52,11 +52,14 @@ impl Writer {
         why
     }
 
+    /// Records a decision; `shown`: SelectOffer answered it already (no
+    /// budget, cap or request id to decide), so it is recorded as made.
     pub(super) fn decide(
         &mut self,
         g: &mut Group,
         id: DecisionId,
         rec: DecisionRecord,
+        shown: bool,
     ) -> Result<Decided, Error> {
         if let Some(rid) = &rec.request_id {
             let staged = g
@@ -76,14 +79,16 @@ impl Writer {
             }
         }
         if let Some(campaign) = self.campaign(&rec.campaign) {
-            // A request that read the campaign before its retirement landed.
-            if campaign.revision.retired {
+            // A request that read the campaign before its retirement landed
+            // (one that was answered already is a fact to record).
+            if campaign.revision.retired && !shown {
                 return Err(retired_error(&rec.campaign));
             }
             // SelectOffer checked the budgets against committed counts;
             // decisions made meanwhile are only known here.
-            // A fallback was shown already: it is counted, never refused.
-            if rec.arm == Arm::Fallback {
+            // A fallback, or a decision answered already, was shown: it is
+            // counted, never refused.
+            if rec.arm == Arm::Fallback || shown {
                 if let Some(i) = campaign.offer_index(&rec.offer) {
                     *g.trials.entry((rec.campaign.clone(), i)).or_insert(0) += 1;
                 }

@@ -88,7 +88,7 @@ fn decide(
         Command::Decide {
             id,
             rec: Box::new(rec),
-            reply,
+            reply: Some(reply),
         },
     );
     rx

@@ -86,7 +86,7 @@ impl Writer {
     pub(super) fn apply(&mut self, g: &mut Group, cmd: Command) {
         match cmd {
             Command::Decide { id, rec, reply } => {
-                let r = self.decide(g, id, *rec);
+                let r = self.decide(g, id, *rec, reply.is_none());
                 g.replies.push(Reply::Select(reply, r));
             }
             Command::Redeem {
@@ -111,6 +111,7 @@ impl Writer {
                 g.checkpoint = true;
                 g.replies.push(Reply::Flush(reply));
             }
+            Command::Barrier { reply } => g.replies.push(Reply::Flush(reply)),
             Command::Forget { customer, reply } => {
                 let r = self.forget(g, &customer);
                 g.durable = true;
