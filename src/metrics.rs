@@ -71,6 +71,11 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "Decisions made, by campaign and chosen offer.",
     ),
     (
+        "offer_bandit_decisions_unrecorded_total",
+        Kind::Counter,
+        "Decisions answered (SelectOffer does not wait for the write) whose write then failed; any is an incident: the server also stops taking work.",
+    ),
+    (
         "offer_bandit_fallbacks_total",
         Kind::Counter,
         "Fallback impressions logged with RecordFallback (what callers showed while offer-bandit was down or slow), by campaign.",

@@ -53,7 +53,6 @@ impl Engine {
             }
         };
         let now = self.now_ms();
-        let id = self.ids.next(now);
         let context = campaign.kept_context(&req.context);
         let rec = DecisionRecord {
             campaign: req.campaign.clone(),
@@ -79,12 +78,7 @@ impl Engine {
             arm: Arm::Fallback,
         };
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Decide {
-            id,
-            rec: Box::new(rec),
-            reply: Some(reply),
-        })
-        .await?;
+        self.send_decision(Box::new(rec), Some(reply)).await?;
         match rx.await.map_err(|_| writer_gone())?? {
             Decided::Made(s) => {
                 if !s.replayed {

@@ -239,6 +239,9 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     rng: RngSource,
     ids: IdGenerator,
+    /// Held while a decision is numbered and handed to the writer (see
+    /// [`Engine::send_decision`]); the last creation time numbered.
+    numbering: parking_lot::Mutex<i64>,
     id_keys: IdKeys,
     writer: mpsc::Sender<Command>,
     failed: Arc<AtomicBool>,
@@ -417,7 +420,9 @@ impl Reply {
             (Reply::Select(None, r), m) => {
                 metrics::counter!("offer_bandit_decisions_unrecorded_total").increment(1);
                 tracing::error!(
-                    error = m.map(str::to_owned).or_else(|| r.err().map(|e| e.to_string())),
+                    error = m
+                        .map(str::to_owned)
+                        .or_else(|| r.err().map(|e| e.to_string())),
                     "a decision already answered could not be recorded"
                 );
             }
@@ -755,6 +760,32 @@ impl Engine {
 
     async fn send(&self, cmd: Command) -> Result<(), Error> {
         self.writer.send(cmd).await.map_err(|_| writer_gone())
+    }
+
+    /// Numbers a decision and hands it to the writer in one step, so that
+    /// the writer receives decisions in the order of their ids (time, then
+    /// sequence): the blocks it writes then hold disjoint ranges of one
+    /// stream, which is how storage finds a decision from its id. Creation
+    /// times never go back within the process (a clock stepping back is
+    /// absorbed, the reward window moving with it). Returns the id and
+    /// the window's end.
+    async fn send_decision(
+        &self,
+        mut rec: Box<DecisionRecord>,
+        reply: Option<oneshot::Sender<Result<Decided, Error>>>,
+    ) -> Result<(DecisionId, i64), Error> {
+        let permit = self.writer.reserve().await.map_err(|_| writer_gone())?;
+        let mut last = self.numbering.lock();
+        if rec.created_ms < *last {
+            let behind = *last - rec.created_ms;
+            rec.created_ms = *last;
+            rec.expires_ms = rec.expires_ms.saturating_add(behind);
+        }
+        *last = rec.created_ms;
+        let id = self.ids.next(rec.created_ms);
+        let expires_ms = rec.expires_ms;
+        permit.send(Command::Decide { id, rec, reply });
+        Ok((id, expires_ms))
     }
 }
 

@@ -74,6 +74,7 @@ impl Engine {
             clock: sources.clock,
             rng: sources.rng,
             ids: IdGenerator::new(id_keys.signing_id()),
+            numbering: parking_lot::Mutex::new(i64::MIN),
             id_keys,
             writer: tx,
             failed,

@@ -275,7 +275,6 @@ impl Engine {
         }
         let offer = &campaign.offers[candidates[choice.index]];
         let now = self.now_ms();
-        let id = self.ids.next(now);
         let rec = DecisionRecord {
             campaign: req.campaign.clone(),
             offer: offer.id.clone(),
@@ -310,24 +309,16 @@ impl Engine {
             || self.options.await_decisions;
         let mut selection = if wait {
             let (reply, rx) = oneshot::channel();
-            self.send(Command::Decide {
-                id,
-                rec: Box::new(rec),
-                reply: Some(reply),
-            })
-            .await?;
+            self.send_decision(Box::new(rec), Some(reply)).await?;
             match rx.await.map_err(|_| writer_gone())?? {
                 Decided::Made(s) => s,
                 spent @ Decided::Spent { .. } => return Ok(spent),
             }
         } else {
-            let selection = Selection::from_record(id, &rec, false);
-            self.send(Command::Decide {
-                id,
-                rec: Box::new(rec),
-                reply: None,
-            })
-            .await?;
+            let mut selection = Selection::from_record(DecisionId([0; 16]), &rec, false);
+            let (id, expires_ms) = self.send_decision(Box::new(rec), None).await?;
+            selection.decision_id = id;
+            selection.expires_ms = expires_ms;
             selection
         };
         selection.explanation = explanation;

@@ -104,9 +104,9 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry<'_>>, String> {
     };
     let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let schema = u32_of(take(4)?);
-    // A backup of schema 4 to 7 restores as it is and is marked current
+    // A backup of schema 4 to 8 restores as it is and is marked current
     // when opened.
-    if schema != SCHEMA_VERSION && !(4..=7).contains(&schema) {
+    if schema != SCHEMA_VERSION && !(4..=8).contains(&schema) {
         return Err(format!(
             "backup of schema {schema}; this build restores schemas 4 to {SCHEMA_VERSION}"
         ));
@@ -137,8 +137,10 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry<'_>>, String> {
 /// `Ok` when this build can use it. Never panics on any input (a fuzz
 /// target checks).
 pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-    if key.starts_with(DECISION) {
+    if key.starts_with(DECISION) || key.starts_with(OVERLAY) {
         decode::<DecisionRecord>(key, value).map(drop)
+    } else if key.starts_with(BLOCK) {
+        super::blocks::block_records(key, value).map(drop)
     } else if key.starts_with(CELL) {
         parse_cell_key(key).ok_or_else(|| StoreError::Corrupt {
             key: escape(key),

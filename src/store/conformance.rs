@@ -283,6 +283,85 @@ fn decision_scans_are_in_time_order_and_bounded() {
     });
 }
 
+#[test]
+fn decisions_made_in_groups_are_found_changed_and_removed_exactly() {
+    on_each(|store| {
+        // Two streams (two processes), their times overlapping; groups of
+        // more than a block.
+        let (a, b) = (IdGenerator::new(0), IdGenerator::new(0));
+        let mut all: Vec<(DecisionId, DecisionRecord)> = Vec::new();
+        let group = |ids: &IdGenerator, from_ms: i64, n: i64, all: &mut Vec<_>| {
+            let mut w = WriteSet::default();
+            for ms in from_ms..from_ms + n {
+                let id = ids.next(ms);
+                let rec = record("c", "a", ms, Some((ms % 7) as u8));
+                w.add_decision(id, rec.clone());
+                all.push((id, rec));
+            }
+            w
+        };
+        store.commit(group(&a, 1_000, 100, &mut all))?;
+        store.commit(group(&b, 1_050, 30, &mut all))?;
+        store.commit(group(&a, 1_100, 10, &mut all))?;
+        for (id, rec) in &all {
+            assert_eq!(store.decision(id)?.as_ref(), Some(rec), "{id:?}");
+        }
+        assert_eq!(store.decision(&a.next(1_050))?, None, "never stored");
+        assert_eq!(store.check_decisions()?, 140);
+        // A change: read back, scanned once, with its new state.
+        let (changed, mut rec) = all[70].clone();
+        rec.state = DecisionState::Expired;
+        let mut w = WriteSet::default();
+        w.put_decision(&changed, &rec);
+        store.commit(w)?;
+        assert_eq!(store.decision(&changed)?, Some(rec.clone()));
+        let mut seen = Vec::new();
+        store.scan_decisions(0, i64::MAX, &mut |id, r| {
+            seen.push((id, r));
+            true
+        })?;
+        assert_eq!(seen.len(), 140);
+        assert_eq!(seen.iter().filter(|(id, _)| *id == changed).count(), 1);
+        assert!(seen.contains(&(changed, rec)));
+        // Removals: a block's first decision, two more of it, one of the
+        // other stream, and every decision of the last group.
+        let gone: Vec<DecisionId> = [0usize, 5, 63, 110]
+            .iter()
+            .map(|&i| all[i].0)
+            .chain(all[130..].iter().map(|(id, _)| *id))
+            .collect();
+        let mut w = WriteSet::default();
+        for id in &gone {
+            w.remove_decision(id);
+        }
+        store.commit(w)?;
+        for (id, rec) in &all {
+            let got = store.decision(id)?;
+            if gone.contains(id) {
+                assert_eq!(got, None, "{id:?} removed");
+            } else if *id != changed {
+                assert_eq!(got.as_ref(), Some(rec), "{id:?} kept");
+            }
+        }
+        assert_eq!(store.check_decisions()?, 140 - gone.len());
+        let mut n = 0;
+        store.scan_decisions(0, i64::MAX, &mut |id, _| {
+            assert!(!gone.contains(&id));
+            n += 1;
+            true
+        })?;
+        assert_eq!(n, 140 - gone.len());
+        // A range scan starting inside a block.
+        let mut times = Vec::new();
+        store.scan_decisions(1_020, 1_030, &mut |_, r| {
+            times.push(r.created_ms);
+            true
+        })?;
+        assert_eq!(times, (1_020..1_030).collect::<Vec<_>>());
+        Ok(())
+    });
+}
+
 /// Checkpoints of every kind, as one write set.
 fn checkpoint_writes() -> WriteSet {
     let config = ContextualConfig::new(Likelihood::Logistic);

@@ -59,6 +59,7 @@ impl Contents {
                 self.priors.insert(campaign, prior);
             }
             Write::ModelSeq(seq) => self.model_seq = seq,
+            Write::Block(records) => self.decisions.extend(records),
             Write::Decision(id, rec) => {
                 self.decisions.insert(id, *rec);
             }

@@ -96,8 +96,9 @@ pub enum Migration {
     /// bandit arm), the bandit arm's counts are written from them, and the
     /// store is marked current, in one batch.
     RewriteFrom3,
-    /// Schemas 4 to 7: marked current, no data changes (schema-7
-    /// posteriors are read without a forgetting clock).
+    /// Schemas 4 to 8: marked current, no data changes (schema-7
+    /// posteriors are read without a forgetting clock; decisions written
+    /// on their own by schema 8 and before stay where they are).
     MarkFrom(u32),
     /// Another version's schema (newer, or not one this build knows):
     /// refused, with the reason.
@@ -113,7 +114,7 @@ pub(super) fn migration_for(schema: Option<&[u8]>) -> Migration {
     match known {
         Some(SCHEMA_VERSION) => Migration::Current,
         Some(3) => Migration::RewriteFrom3,
-        Some(s @ 4..=7) => Migration::MarkFrom(s),
+        Some(s @ 4..=8) => Migration::MarkFrom(s),
         _ => Migration::Unreadable(format!(
             "schema {} written by another version; this build reads schema {SCHEMA_VERSION}",
             escape(v)

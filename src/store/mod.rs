@@ -7,7 +7,11 @@
 //! sled keeps one tree, keys prefixed by kind:
 //! - `meta/schema`: schema version;
 //! - `m/{campaign}\0{segment}\0{offer}`: [`CellCounts`] of a posterior cell;
-//! - `d/{decision id}`: [`DecisionRecord`];
+//! - `b/{first decision's locator}`: a block, the decisions one write
+//!   group made (see [`blocks`]); `o/{locator}`: the current record of a
+//!   decision in a block that changed since (redeemed, expired);
+//! - `d/{decision id}`: [`DecisionRecord`] of a decision written on its own
+//!   (by schema 8 and before; their later changes stay there);
 //! - `x/{expires ms, big-endian}{first decision id}`: the decisions of one
 //!   campaign made in one write group, whose windows all close by that time
 //!   (16-byte ids, concatenated; an empty value stands for the key's id
@@ -53,6 +57,7 @@ use crate::{
 };
 
 mod backup;
+mod blocks;
 mod codec;
 mod keys;
 mod memory;
@@ -60,6 +65,7 @@ mod migrate;
 mod traits;
 mod write_set;
 
+pub use self::blocks::BLOCK_MAX;
 pub use self::migrate::{Migration, MigrationPlan, plan_migration};
 pub use self::{
     backup::{SnapshotEntry, check_entry, parse_snapshot, restore_snapshot},
@@ -67,7 +73,7 @@ pub use self::{
     traits::{CampaignConfigs, Checkpoints, DecisionLog, Storage},
     write_set::{Write, WriteSet},
 };
-use self::{codec::*, keys::*, migrate::*, write_set::keyed};
+use self::{blocks::*, codec::*, keys::*, migrate::*, write_set::keyed};
 
 /// Schema of the key layout above. 4 added the customer of each decision;
 /// a schema-3 store is migrated when opened. 5 added learned priors (`q/`):
@@ -82,8 +88,11 @@ use self::{codec::*, keys::*, migrate::*, write_set::keyed};
 /// schema-6 stores and backups are only marked 7. 8 added each contextual
 /// posterior's forgetting clock: a schema-7 posterior is read with none
 /// (the next learning event starts it), so schema-4 to schema-7 stores and
-/// backups are only marked 8.
-pub const SCHEMA_VERSION: u32 = 8;
+/// backups are only marked 8. 9 writes new decisions in blocks (`b/`, with
+/// later changes in `o/`); records of schema 8 and before are read where
+/// they are, so older stores and backups are only marked 9 (an older build
+/// would not see the blocks, so the mark keeps it out).
+pub const SCHEMA_VERSION: u32 = 9;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -390,6 +399,14 @@ impl Store {
             let _: DecisionRecord = decode(&k, &v)?;
             n += 1;
         }
+        for item in self.tree.scan_prefix(BLOCK) {
+            let (k, v) = item?;
+            n += block_records(&k, &v)?.len();
+        }
+        for item in self.tree.scan_prefix(OVERLAY) {
+            let (k, v) = item?;
+            let _: DecisionRecord = decode(&k, &v)?;
+        }
         Ok(n)
     }
 
@@ -415,8 +432,12 @@ impl Store {
         until_ms: i64,
         mut visit: impl FnMut(DecisionId, DecisionRecord) -> bool,
     ) -> Result<(), StoreError> {
-        let [legacy, v1] =
-            time_ranges(since_ms, until_ms).map(|r| decision_key(&r.start)..decision_key(&r.end));
+        let ranges = time_ranges(since_ms, until_ms);
+        let [legacy, v1] = ranges
+            .clone()
+            .map(|r| decision_key(&r.start)..decision_key(&r.end));
+        // Decisions written on their own (schema 8 and before) predate
+        // every block, so they come first.
         for item in self.tree.range(legacy).chain(self.tree.range(v1)) {
             let (k, v) = item?;
             let mut id = [0u8; 16];
@@ -428,16 +449,73 @@ impl Store {
             }
             id.copy_from_slice(&k[DECISION.len()..]);
             if !visit(DecisionId(id), decode(&k, &v)?) {
-                break;
+                return Ok(());
+            }
+        }
+        // Blocks: from the one that may hold the range's first decision.
+        let [_, v1] = ranges;
+        let start = match self
+            .tree
+            .range(BLOCK.to_vec()..block_key(&v1.start))
+            .next_back()
+        {
+            Some(item) => item?.0.to_vec(),
+            None => block_key(&v1.start),
+        };
+        for item in self.tree.range(start..block_key(&v1.end)) {
+            let (k, v) = item?;
+            for (id, rec) in block_records(&k, &v)? {
+                if id < v1.start || id >= v1.end {
+                    continue;
+                }
+                let rec = match self.tree.get(overlay_key(&id))? {
+                    Some(o) => decode(&overlay_key(&id), &o)?,
+                    None => rec,
+                };
+                if !visit(id, rec) {
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
-    /// A decision record.
+    /// A decision record: its latest change, else its own record (schema 8
+    /// and before), else its block's copy.
     pub fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
+        let key = overlay_key(id);
+        if let Some(v) = self.tree.get(&key)? {
+            return decode(&key, &v).map(Some);
+        }
         let key = decision_key(id);
-        self.tree.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        if let Some(v) = self.tree.get(&key)? {
+            return decode(&key, &v).map(Some);
+        }
+        match self.block_of(id)? {
+            Some((k, v)) => find_in_block(&k, &v, id),
+            None => Ok(None),
+        }
+    }
+
+    /// The block that holds `id` if any block does: the last block of its
+    /// stream that starts at or before it (blocks of other streams made at
+    /// the same time are passed over).
+    fn block_of(&self, id: &DecisionId) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+        if id.version() != crate::decision_id::VERSION {
+            return Ok(None);
+        }
+        let stream = stream_of(id);
+        for item in self.tree.range(BLOCK.to_vec()..=block_key(id)).rev() {
+            let (k, v) = item?;
+            let first = decision_id(&k[BLOCK.len()..]).ok_or_else(|| StoreError::Corrupt {
+                key: escape(&k),
+                reason: "malformed block key".into(),
+            })?;
+            if stream_of(&first) == stream {
+                return Ok(Some((k, v)));
+            }
+        }
+        Ok(None)
     }
 
     /// The decision an idempotency key points to.
@@ -503,10 +581,50 @@ impl Store {
     /// Applies a write set atomically (not yet flushed to disk).
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for (key, value) in writes.into_writes().filter_map(keyed) {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
+        // Blocks this set removes decisions from: their remaining records.
+        let mut rewritten: std::collections::BTreeMap<Vec<u8>, Vec<(DecisionId, DecisionRecord)>> =
+            Default::default();
+        for write in writes.into_writes() {
+            match write {
+                // A decision in a block changes in its overlay; one written
+                // on its own, in place.
+                Write::Decision(id, rec) => {
+                    let own = decision_key(&id);
+                    let key = if self.tree.contains_key(&own)? || self.block_of(&id)?.is_none() {
+                        own
+                    } else {
+                        overlay_key(&id)
+                    };
+                    batch.insert(key, encode(&*rec));
+                }
+                // Erased or pruned: gone from wherever it is, its block
+                // rewritten without it.
+                Write::RemoveDecision(id) => {
+                    batch.remove(decision_key(&id));
+                    batch.remove(overlay_key(&id));
+                    if let Some((k, v)) = self.block_of(&id)? {
+                        let records = match rewritten.entry(k.to_vec()) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                e.insert(block_records(&k, &v)?)
+                            }
+                        };
+                        records.retain(|(x, _)| *x != id);
+                    }
+                }
+                other => match keyed(other) {
+                    Some((key, Some(v))) => batch.insert(key, v),
+                    Some((key, None)) => batch.remove(key),
+                    None => {}
+                },
+            }
+        }
+        for (key, records) in rewritten {
+            if records.is_empty() {
+                batch.remove(key);
+            } else {
+                // Keeps its key: still at or before each of its records.
+                batch.insert(key, encode_block(&records));
             }
         }
         self.tree.apply_batch(batch)?;

@@ -29,7 +29,10 @@ pub enum Write {
     },
     /// The stored posteriors include learning events up to this one.
     ModelSeq(u64),
-    /// Sets a decision record.
+    /// Adds new decisions, sorted by locator, as one block (at most
+    /// [`BLOCK_MAX`](super::BLOCK_MAX)).
+    Block(Vec<(DecisionId, DecisionRecord)>),
+    /// Sets a decision record (one stored before: its new state).
     Decision(DecisionId, Box<DecisionRecord>),
     /// Removes a decision record.
     RemoveDecision(DecisionId),
@@ -74,6 +77,8 @@ pub struct WriteSet {
     writes: Vec<Write>,
     /// Decision records set (`Some`) or removed (`None`) in this set.
     decisions: HashMap<DecisionId, Option<DecisionRecord>>,
+    /// Those of `decisions` made in this set's group (written as blocks).
+    new: std::collections::HashSet<DecisionId>,
     len: usize,
 }
 
@@ -99,14 +104,27 @@ impl WriteSet {
         self.decisions.iter().map(|(id, rec)| (id, rec.as_ref()))
     }
 
-    /// The changes, decision records last.
+    /// The changes, decision records last: the new ones in blocks (in
+    /// locator order), then changed and removed ones.
     pub fn into_writes(self) -> impl Iterator<Item = Write> {
-        self.writes
-            .into_iter()
-            .chain(self.decisions.into_iter().map(|(id, rec)| match rec {
-                Some(rec) => Write::Decision(id, Box::new(rec)),
-                None => Write::RemoveDecision(id),
-            }))
+        let mut made = Vec::new();
+        let mut changed = Vec::new();
+        for (id, rec) in self.decisions {
+            match (self.new.contains(&id), rec) {
+                (true, Some(rec)) => made.push((id, rec)),
+                // Made and erased in one group: never written.
+                (true, None) => {}
+                (false, Some(rec)) => changed.push(Write::Decision(id, Box::new(rec))),
+                (false, None) => changed.push(Write::RemoveDecision(id)),
+            }
+        }
+        made.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut blocks = Vec::new();
+        let mut rest = made.into_iter().peekable();
+        while rest.peek().is_some() {
+            blocks.push(Write::Block(rest.by_ref().take(super::BLOCK_MAX).collect()));
+        }
+        self.writes.into_iter().chain(blocks).chain(changed)
     }
 
     fn push(&mut self, write: Write) {
@@ -144,6 +162,13 @@ impl WriteSet {
     /// Sets a decision record.
     pub fn put_decision(&mut self, id: &DecisionId, rec: &DecisionRecord) {
         self.set_decision(*id, rec.clone());
+    }
+
+    /// Adds a decision made in this group (later changes in the same set
+    /// still land in its block).
+    pub fn add_decision(&mut self, id: DecisionId, rec: DecisionRecord) {
+        self.new.insert(id);
+        self.set_decision(id, rec);
     }
 
     /// Sets a decision record, taking it.
@@ -245,6 +270,7 @@ pub(super) fn keyed(write: Write) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
             ([PRIOR, campaign.as_bytes()].concat(), Some(encode(&prior)))
         }
         Write::ModelSeq(seq) => (META_MODEL_SEQ.to_vec(), Some(seq.to_be_bytes().to_vec())),
+        Write::Block(records) => (block_key(&records.first()?.0), Some(encode_block(&records))),
         Write::Decision(id, rec) => (decision_key(&id), Some(encode(&*rec))),
         Write::RemoveDecision(id) => (decision_key(&id), None),
         Write::Expiries { expires_ms, ids } => {

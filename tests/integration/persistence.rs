@@ -123,13 +123,11 @@ async fn contextual_models_survive_kill_9_between_checkpoints() {
     {
         // The test means something only if the kill fell after events that
         // no checkpoint includes: those must come back by replay.
-        let db = sled::open(server.data_dir()).expect("open sled");
-        let tree = db.open_tree("offer-bandit").expect("tree");
-        let checkpoint = tree.get(b"meta/model-seq").expect("read").map_or(0, |v| {
-            u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes"))
-        });
-        let records = tree.scan_prefix(b"d/").count();
+        let store = offer_bandit::store::Store::open(server.data_dir()).expect("open store");
+        let records = store.check_decisions().expect("decisions");
         assert_eq!(records, 240);
+        let checkpoint = store.model_seq().expect("model seq");
+        drop(store);
         assert_eq!(checkpoint, 200, "the checkpoint after phase 0");
         assert!(
             checkpoint < 256,

@@ -57,11 +57,12 @@ async fn a_corrupt_record_stops_startup_and_names_its_key() {
     {
         let db = sled::open(server.data_dir()).expect("open sled");
         let tree = db.open_tree("offer-bandit").expect("tree");
+        // Decisions are written in blocks (`b/`, one per write group).
         let key = tree
-            .scan_prefix(b"d/")
+            .scan_prefix(b"b/")
             .keys()
             .next()
-            .expect("a decision")
+            .expect("a block of decisions")
             .expect("key");
         // Right format version, garbage after it.
         tree.insert(&key, vec![1u8, 0xff, 0xff, 0xff])
@@ -70,7 +71,7 @@ async fn a_corrupt_record_stops_startup_and_names_its_key() {
     }
     let err = refused_start(server.data_dir());
     assert!(
-        err.contains("corrupt or unsupported record at key d/"),
+        err.contains("corrupt or unsupported record at key b/"),
         "{err}"
     );
     assert!(err.contains("nothing was changed"), "{err}");

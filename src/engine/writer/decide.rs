@@ -118,7 +118,7 @@ impl Writer {
         *last = (*last).max(rec.expires_ms);
         ids.push(id);
         let selection = Selection::from_record(id, &rec, false);
-        self.put_decision(g, id, rec);
+        self.add_decision(g, id, rec);
         g.durable |= self.options.durable_decisions;
         Ok(Decided::Made(selection))
     }

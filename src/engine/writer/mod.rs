@@ -196,11 +196,20 @@ impl Writer {
         Ok(ids)
     }
 
+    /// Stages a changed decision record.
     pub(super) fn put_decision(&mut self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
         if let Some(c) = &rec.customer {
             g.by_customer.entry(*c).or_default().push(id);
         }
         g.writes.set_decision(id, rec);
+    }
+
+    /// Stages a decision made in this group (written in its block).
+    pub(super) fn add_decision(&mut self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
+        if let Some(c) = &rec.customer {
+            g.by_customer.entry(*c).or_default().push(id);
+        }
+        g.writes.add_decision(id, rec);
     }
 
     /// Applies `change` to today's counts (as of `at_ms`) of a decision's

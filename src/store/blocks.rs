@@ -1,0 +1,203 @@
+//! Decision blocks: the decisions of one write group, written as one value
+//! (`b/{first locator}`) instead of one per decision, so that a decision
+//! costs a share of one write. A block is immutable once written except
+//! that erasure and pruning rewrite it without what they remove (exactly);
+//! a decision that changes later (redeemed, expired) is written whole to
+//! `o/{locator}`, which overrides its copy in the block.
+//!
+//! Locating: the engine numbers decisions and hands them to the writer in
+//! one order (time, then sequence, within a stream), and the writer writes
+//! blocks in that order, so the blocks of a stream hold disjoint ranges of
+//! locators. A decision is in the stream's last block whose first locator
+//! is at most its own: one range read, one binary search, one record
+//! decoded.
+//!
+//! Layout of a value: the format byte, a big-endian `u32` count, then per
+//! decision its 16-byte locator and the big-endian `u32` end offset of its
+//! record, then the records (each as [`encode`] writes a record), in
+//! locator order.
+
+use super::*;
+
+/// Most decisions in one block: a lookup reads the whole value, so blocks
+/// stay small (about 20 KB at 300 bytes a decision).
+pub const BLOCK_MAX: usize = 64;
+
+const ENTRY: usize = LOCATOR_BYTES + 4;
+const LOCATOR_BYTES: usize = crate::decision_id::LOCATOR_BYTES;
+
+pub(super) fn block_key(first: &DecisionId) -> Vec<u8> {
+    [BLOCK, &first.0].concat()
+}
+
+pub(super) fn overlay_key(id: &DecisionId) -> Vec<u8> {
+    [OVERLAY, &id.0].concat()
+}
+
+/// Encodes decisions sorted by locator (the caller sorts).
+pub(super) fn encode_block(records: &[(DecisionId, DecisionRecord)]) -> Vec<u8> {
+    let bodies: Vec<Vec<u8>> = records.iter().map(|(_, r)| encode(r)).collect();
+    let total: usize = bodies.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(5 + records.len() * ENTRY + total);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    let mut end = 0u32;
+    for ((id, _), body) in records.iter().zip(&bodies) {
+        end += body.len() as u32;
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&end.to_be_bytes());
+    }
+    for body in bodies {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+/// A block's directory: (locator, start, end) of each record in `data`.
+struct Directory<'a> {
+    entries: Vec<(DecisionId, usize, usize)>,
+    data: &'a [u8],
+}
+
+fn directory<'a>(key: &[u8], value: &'a [u8]) -> Result<Directory<'a>, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key: escape(key),
+        reason: reason.into(),
+    };
+    let rest = match value.split_first() {
+        Some((&FORMAT_VERSION, rest)) => rest,
+        Some((v, _)) => {
+            return Err(corrupt(&format!(
+                "block format version {v}, this build reads {FORMAT_VERSION}"
+            )));
+        }
+        None => return Err(corrupt("empty block")),
+    };
+    let (count, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("truncated block header"))?;
+    let count = u32::from_be_bytes(*count) as usize;
+    let dir_len = count
+        .checked_mul(ENTRY)
+        .filter(|&n| n <= rest.len())
+        .ok_or_else(|| corrupt("truncated block directory"))?;
+    let (dir, data) = rest.split_at(dir_len);
+    let mut entries = Vec::with_capacity(count);
+    let mut start = 0usize;
+    for e in dir.chunks_exact(ENTRY) {
+        let mut id = [0u8; LOCATOR_BYTES];
+        id.copy_from_slice(&e[..LOCATOR_BYTES]);
+        let mut end = [0u8; 4];
+        end.copy_from_slice(&e[LOCATOR_BYTES..]);
+        let end = u32::from_be_bytes(end) as usize;
+        if end < start || end > data.len() {
+            return Err(corrupt("block record out of bounds"));
+        }
+        if entries
+            .last()
+            .is_some_and(|(prev, _, _): &(DecisionId, usize, usize)| prev.0 >= id)
+        {
+            return Err(corrupt("block records out of order"));
+        }
+        entries.push((DecisionId(id), start, end));
+        start = end;
+    }
+    Ok(Directory { entries, data })
+}
+
+/// The record of `id` in a block, if it holds one.
+pub(super) fn find_in_block(
+    key: &[u8],
+    value: &[u8],
+    id: &DecisionId,
+) -> Result<Option<DecisionRecord>, StoreError> {
+    let dir = directory(key, value)?;
+    match dir.entries.binary_search_by(|(x, _, _)| x.cmp(id)) {
+        Ok(i) => {
+            let (_, s, e) = dir.entries[i];
+            decode(key, &dir.data[s..e]).map(Some)
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Every record of a block, in locator order.
+pub(super) fn block_records(
+    key: &[u8],
+    value: &[u8],
+) -> Result<Vec<(DecisionId, DecisionRecord)>, StoreError> {
+    let dir = directory(key, value)?;
+    dir.entries
+        .iter()
+        .map(|&(id, s, e)| Ok((id, decode(key, &dir.data[s..e])?)))
+        .collect()
+}
+
+/// The stream of a version-1 locator.
+pub(super) fn stream_of(id: &DecisionId) -> [u8; 4] {
+    let mut s = [0u8; 4];
+    s.copy_from_slice(&id.0[8..12]);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u8) -> DecisionRecord {
+        DecisionRecord {
+            campaign: "c".into(),
+            offer: format!("o{n}"),
+            segment: String::new(),
+            propensity: 0.5,
+            created_ms: i64::from(n),
+            expires_ms: 1000,
+            request_id: None,
+            model_version: 0,
+            state: DecisionState::Pending,
+            features: Vec::new(),
+            context: Default::default(),
+            candidates: Vec::new(),
+            customer: None,
+            learned_seq: 0,
+            redeemed_seq: 0,
+            arm: crate::uplift::Arm::Bandit,
+        }
+    }
+
+    fn id(n: u8) -> DecisionId {
+        let mut b = [0u8; LOCATOR_BYTES];
+        b[0] = 1;
+        b[15] = n;
+        DecisionId(b)
+    }
+
+    #[test]
+    fn a_block_finds_each_record_and_no_other() -> Result<(), StoreError> {
+        let records: Vec<_> = [2u8, 5, 9].iter().map(|&n| (id(n), rec(n))).collect();
+        let value = encode_block(&records);
+        let key = block_key(&id(2));
+        for (i, r) in &records {
+            assert_eq!(find_in_block(&key, &value, i)?.as_ref(), Some(r));
+        }
+        for n in [0u8, 3, 10] {
+            assert_eq!(find_in_block(&key, &value, &id(n))?, None);
+        }
+        assert_eq!(block_records(&key, &value)?, records);
+        Ok(())
+    }
+
+    #[test]
+    fn damaged_blocks_are_refused_not_misread() {
+        let records: Vec<_> = [1u8, 2].iter().map(|&n| (id(n), rec(n))).collect();
+        let value = encode_block(&records);
+        let key = block_key(&id(1));
+        for cut in [0, 1, 3, 5 + ENTRY, value.len() - 1] {
+            let r = block_records(&key, &value[..cut]);
+            assert!(r.is_err(), "cut at {cut} read as {r:?}");
+        }
+        // Out of order directory.
+        let swapped = encode_block(&[(id(2), rec(2)), (id(1), rec(1))]);
+        assert!(block_records(&key, &swapped).is_err());
+    }
+}
