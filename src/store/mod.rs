@@ -914,6 +914,48 @@ mod tests {
     }
 
     #[test]
+    fn schema_8_decisions_stay_readable_beside_blocks() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let ids = crate::decision_id::IdGenerator::new(0);
+        let old_id = ids.next(10);
+        {
+            let store = Store::open(dir.path())?;
+            // As schema 8 wrote a decision: on its own, under d/.
+            store.tree.insert(META_SCHEMA, &8u32.to_be_bytes())?;
+            store.tree.insert(decision_key(&old_id), encode(&rec()))?;
+            store.flush()?;
+        }
+        let store = reopen(dir.path())?;
+        assert_eq!(
+            store.tree.get(META_SCHEMA)?.as_deref(),
+            Some(SCHEMA_VERSION.to_be_bytes().as_slice())
+        );
+        let new_id = ids.next(11);
+        let mut newer = rec();
+        newer.created_ms = 11;
+        let mut w = WriteSet::default();
+        w.add_decision(new_id, newer.clone());
+        store.commit(w)?;
+        assert_eq!(store.decision(&old_id)?, Some(rec()));
+        assert_eq!(store.decision(&new_id)?, Some(newer));
+        // The old record changes where it is, not in an overlay.
+        let mut redeemed = rec();
+        redeemed.state = DecisionState::Expired;
+        let mut w = WriteSet::default();
+        w.put_decision(&old_id, &redeemed);
+        store.commit(w)?;
+        assert_eq!(store.decision(&old_id)?, Some(redeemed));
+        assert!(store.tree.get(overlay_key(&old_id))?.is_none());
+        let mut order = Vec::new();
+        store.scan_decisions(0, i64::MAX, |id, _| {
+            order.push(id);
+            true
+        })?;
+        assert_eq!(order, vec![old_id, new_id]);
+        Ok(())
+    }
+
+    #[test]
     fn schema_7_posteriors_are_read_without_a_forgetting_clock() -> Result<(), StoreError> {
         #[derive(Serialize)]
         struct V7 {
