@@ -17,6 +17,12 @@
 //! - `r/{campaign}\0{request id}`: decision id of an idempotent request;
 //! - `a/{campaign}\0{arm}`: [`crate::uplift::ArmCounts`] of the bandit and
 //!   the control group;
+//! - `g/{campaign}\0{arm}`: [`crate::uplift::ClusterSums`] of each arm,
+//!   over decisions whose reward window has closed (counted when the sweep
+//!   drops their expiry entry), and `t/{customer hash}{campaign}\0{arm}`:
+//!   each customer's [`crate::uplift::CustomerTotals`] in it, so that a
+//!   customer's next decision updates the sums and erasure removes the
+//!   customer exactly;
 //! - `u/{campaign}\0{offer}`: [`crate::budget::DailyCounts`] of the offer's
 //!   current UTC day, for daily budgets;
 //! - `s/{campaign}`: what operators paused or retired
@@ -82,8 +88,11 @@ use self::{codec::*, keys::*, migrate::*, write_set::keyed};
 /// schema-6 stores and backups are only marked 7. 8 added each contextual
 /// posterior's forgetting clock: a schema-7 posterior is read with none
 /// (the next learning event starts it), so schema-4 to schema-7 stores and
-/// backups are only marked 8.
-pub const SCHEMA_VERSION: u32 = 8;
+/// backups are only marked 8. 9 added the per-customer sums of closed
+/// windows (`g/`, `t/`) the report's intervals are computed from: a
+/// schema-4 to schema-8 store (or backup) has none, and they are rebuilt
+/// from its decision records when it is opened.
+pub const SCHEMA_VERSION: u32 = 9;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -192,13 +201,8 @@ impl Store {
             }
             Migration::Current => {}
             Migration::RewriteFrom3 => migrate_from_3(&db, &tree)?,
-            Migration::MarkFrom(from) => {
-                tree.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                db.flush()?;
-                tracing::info!(
-                    from,
-                    "marked the store as schema {SCHEMA_VERSION} (no data changes)"
-                );
+            Migration::RebuildFrom(from) => {
+                migrate_clusters(&db, &tree, from)?;
             }
             Migration::Unreadable(reason) => {
                 return Err(StoreError::Corrupt {
@@ -293,6 +297,33 @@ impl Store {
     /// Every campaign's arm counts, as (campaign, arm name, counts).
     pub fn load_arms(&self) -> Result<Vec<(String, String, crate::uplift::ArmCounts)>, StoreError> {
         self.load_pairs(ARM)
+    }
+
+    /// Every campaign's per-customer sums over closed windows, as
+    /// (campaign, arm name, sums).
+    pub fn load_clusters(
+        &self,
+    ) -> Result<Vec<(String, String, crate::uplift::ClusterSums)>, StoreError> {
+        self.load_pairs(CLUSTERS)
+    }
+
+    /// A customer's totals over closed windows, as (campaign, arm, totals).
+    pub fn customer_totals(
+        &self,
+        customer: &CustomerHash,
+    ) -> Result<Vec<(String, crate::uplift::Arm, crate::uplift::CustomerTotals)>, StoreError> {
+        let prefix = [TOTALS, &customer.0].concat();
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let (campaign, arm) =
+                parse_campaign_arm(&k[prefix.len()..]).ok_or_else(|| StoreError::Corrupt {
+                    key: escape(&k),
+                    reason: "malformed customer totals key".into(),
+                })?;
+            out.push((campaign, arm, decode(&k, &v)?));
+        }
+        Ok(out)
     }
 
     /// Every `{prefix}{a}\0{b}` entry, decoded.

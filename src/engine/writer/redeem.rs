@@ -110,8 +110,9 @@ impl Writer {
     }
 
     /// Finalizes the decisions of due expiry entries (at least `limit` of
-    /// them when that many are due) and drops the entries; returns how many
-    /// decisions it looked at.
+    /// them when that many are due), counts each into its arm's
+    /// per-customer sums, and drops the entries; returns how many decisions
+    /// it looked at.
     pub(super) fn sweep(
         &mut self,
         g: &mut Group,
@@ -123,9 +124,19 @@ impl Writer {
         for entry in due {
             for &id in &entry.ids {
                 n += 1;
+                // Every decision is in one entry, which goes with this
+                // group: counted once, redeemed or not, when its window
+                // closes (an erased one is gone, and so is its customer's
+                // cluster).
                 match self.decision(g, &id)? {
-                    Some(rec) if rec.state == DecisionState::Pending => self.expire(g, id, rec),
-                    Some(rec) => self.drop_request(g, id, &rec),
+                    Some(rec) if rec.state == DecisionState::Pending => {
+                        self.count_closed(g, &rec)?;
+                        self.expire(g, id, rec);
+                    }
+                    Some(rec) => {
+                        self.count_closed(g, &rec)?;
+                        self.drop_request(g, id, &rec);
+                    }
                     None => {}
                 }
             }
