@@ -535,10 +535,8 @@ mod tests {
         tiny.add_customer(1.0, 1.0, 1.0);
         tiny.add_customer(1.0, 0.0, 0.0);
         let u = compare_sequential(&tiny, &tiny).expect("both");
-        assert!(
-            u.bandit_rate.low >= 0.0 && u.bandit_rate.high <= 1.0,
-            "{u:?}"
-        );
+        let b = summary(Arm::Bandit, ArmCounts::default(), &tiny);
+        assert!(b.rate.low >= 0.0 && b.rate.high <= 1.0, "{b:?}");
         assert!(u.rate_difference.low >= -1.0 && u.rate_difference.high <= 1.0);
         // The report is clipped: 1 of 2 gave [-19, 119]% at one look.
         let (one, none) = (
