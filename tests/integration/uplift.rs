@@ -75,7 +75,7 @@ async fn repeat_customers_widen_the_reports_intervals() {
     }
     let mut admin = server.admin().await;
     let r = report_when_closed(&mut admin, "rc").await;
-    let sums = |arm: &str| {
+    let sums = |seen: &HashMap<(String, usize), (f64, f64)>, arm: &str| {
         let mut s = ClusterSums::default();
         let mut customers: Vec<_> = seen.iter().filter(|((a, _), _)| a == arm).collect();
         customers.sort_by_key(|((_, c), _)| *c);
@@ -84,7 +84,7 @@ async fn repeat_customers_widen_the_reports_intervals() {
         }
         s
     };
-    let (bandit, control) = (sums("bandit"), sums("control"));
+    let (bandit, control) = (sums(&seen, "bandit"), sums(&seen, "control"));
     for (report, arm, s) in [
         (r.bandit.as_ref().expect("bandit"), Arm::Bandit, bandit),
         (r.control.as_ref().expect("control"), Arm::Control, control),
@@ -140,10 +140,46 @@ async fn repeat_customers_widen_the_reports_intervals() {
         diff.high - diff.low
     );
 
+    // Erasing a customer takes their whole cluster out of the sums, exactly.
+    let gone = 3usize;
+    let arm_of_gone = seen
+        .keys()
+        .find(|(_, c)| *c == gone)
+        .map(|(a, _)| a.clone())
+        .expect("customer seen");
+    admin
+        .forget_customer(proto::ForgetCustomerRequest {
+            customer_id: format!("repeat-{gone}"),
+        })
+        .await
+        .expect("forget");
+    seen.retain(|(_, c), _| *c != gone);
+    let after = report_when_closed(&mut admin, "rc").await;
+    let arm_report = match arm_of_gone.as_str() {
+        "bandit" => after.bandit.as_ref(),
+        _ => after.control.as_ref(),
+    }
+    .expect("arm");
+    let remaining = sums(&seen, &arm_of_gone);
+    assert_eq!(arm_report.customers, remaining.clusters);
+    assert_eq!(arm_report.closed_decisions as f64, remaining.decisions);
+    let arm = if arm_of_gone == "bandit" {
+        Arm::Bandit
+    } else {
+        Arm::Control
+    };
+    let want = summary(arm, ArmCounts::default(), &remaining).rate;
+    let got = arm_report.redemption_rate.expect("rate");
+    assert!(
+        (got.low - want.low).abs() < 1e-12 && (got.high - want.high).abs() < 1e-12,
+        "after erasure: {got:?} vs {want:?}"
+    );
+
     // The CLI prints the same figures, and says what they count.
     let url = server.url();
     let out = offer_bandit_cli(&["report", "--server", &url, "--campaign", "rc", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let (bandit, control) = (sums(&seen, "bandit"), sums(&seen, "control"));
     assert_eq!(json["bandit"]["customers"], bandit.clusters);
     assert_eq!(
         json["control"]["closed_decisions"],
