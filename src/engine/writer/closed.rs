@@ -6,24 +6,52 @@
 use super::*;
 
 impl Writer {
-    /// Counts a decision whose reward window has closed (the sweep drops its
-    /// expiry entry in the same group) into its arm's per-customer sums: a
-    /// customer's next decision grows their cluster, an anonymous one is a
-    /// cluster of its own.
-    pub(super) fn count_closed(
+    /// Reads into the group what counting `rec`'s closed window needs from
+    /// the store (its customer's totals), so that [`Writer::count_closed`]
+    /// cannot fail halfway through an expiry entry.
+    pub(super) fn prepare_close(
         &mut self,
         g: &mut Group,
         rec: &DecisionRecord,
     ) -> Result<(), Error> {
-        let Some(campaign) = self.campaign(&rec.campaign) else {
+        let Some(customer) = &rec.customer else {
             return Ok(());
+        };
+        let key = (*customer, rec.campaign.clone(), rec.arm);
+        if g.totals.contains_key(&key) {
+            return Ok(());
+        }
+        let stored = self
+            .store
+            .customer_totals(customer)?
+            .into_iter()
+            .find(|(c, a, _)| *c == rec.campaign && *a == rec.arm)
+            .map(|(_, _, t)| t)
+            .unwrap_or_default();
+        // As stored: nothing to write until a decision changes it.
+        g.totals.insert(key, Some(stored));
+        Ok(())
+    }
+
+    /// Counts a decision whose reward window has closed (the sweep drops its
+    /// expiry entry in the same group) into its arm's per-customer sums: a
+    /// customer's next decision grows their cluster, an anonymous one is a
+    /// cluster of its own. Reads nothing: [`Writer::prepare_close`] first.
+    pub(super) fn count_closed(&mut self, g: &mut Group, rec: &DecisionRecord) {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
+            return;
         };
         let value = match rec.state {
             DecisionState::Redeemed { value, .. } => Some(value),
             DecisionState::Pending | DecisionState::Expired => None,
         };
         let before = match &rec.customer {
-            Some(customer) => self.customer_totals(g, customer, &rec.campaign, rec.arm)?,
+            Some(customer) => g
+                .totals
+                .get(&(*customer, rec.campaign.clone(), rec.arm))
+                .copied()
+                .flatten()
+                .unwrap_or_default(),
             None => CustomerTotals::default(),
         };
         let after = before.with_decision(value);
@@ -41,7 +69,6 @@ impl Writer {
             g.totals
                 .insert((*customer, rec.campaign.clone(), rec.arm), Some(after));
         }
-        Ok(())
     }
 
     /// Removes a customer's clusters from every arm's sums and deletes
@@ -73,6 +100,9 @@ impl Writer {
         current.sort_by(|((c1, a1), _), ((c2, a2), _)| (c1, a1.index()).cmp(&(c2, a2.index())));
         let mut removed = 0;
         for ((campaign_id, arm), totals) in current {
+            if totals.decisions == 0 {
+                continue; // read by a sweep in this group, never counted
+            }
             g.writes
                 .put_customer_totals(customer, &campaign_id, arm, None);
             g.totals.insert((*customer, campaign_id.clone(), arm), None);
@@ -90,26 +120,5 @@ impl Writer {
             removed += 1;
         }
         Ok(removed)
-    }
-
-    /// A customer's totals in one arm of a campaign, as this group leaves
-    /// them.
-    fn customer_totals(
-        &self,
-        g: &Group,
-        customer: &CustomerHash,
-        campaign: &str,
-        arm: Arm,
-    ) -> Result<CustomerTotals, Error> {
-        if let Some(t) = g.totals.get(&(*customer, campaign.to_owned(), arm)) {
-            return Ok(t.unwrap_or_default());
-        }
-        Ok(self
-            .store
-            .customer_totals(customer)?
-            .into_iter()
-            .find(|(c, a, _)| c == campaign && *a == arm)
-            .map(|(_, _, t)| t)
-            .unwrap_or_default())
     }
 }

@@ -407,7 +407,8 @@ pub(super) struct Group {
     pub(super) arms: HashMap<(String, Arm), ArmCounts>,
     /// Per-customer sums this group changed, by (campaign, arm).
     pub(super) clusters: HashMap<(String, Arm), ClusterSums>,
-    /// Customer totals this group changed (`None`: erased).
+    /// Customer totals as this group sees them: read by a sweep, changed
+    /// (then also in `writes`), or `None`: erased.
     pub(super) totals: HashMap<(CustomerHash, String, Arm), Option<CustomerTotals>>,
     pub(super) daily: HashMap<(String, usize), DailyCounts>,
     pub(super) statuses: HashMap<String, CampaignStatus>,
