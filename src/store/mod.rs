@@ -912,6 +912,76 @@ mod tests {
     }
 
     #[test]
+    fn schema_8_stores_get_the_sums_of_their_closed_windows() -> Result<(), StoreError> {
+        use crate::uplift::{Arm, ClusterSums, CustomerTotals};
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let alice = CustomerHash([3; 32]);
+        let redeemed = |value| DecisionState::Redeemed { value, at_ms: 15 };
+        // (id, customer, arm, state, still in an expiry entry)
+        let decisions = [
+            (1u8, Some(alice), Arm::Control, redeemed(2.0), false),
+            (2, Some(alice), Arm::Control, DecisionState::Expired, false),
+            (3, None, Arm::Control, redeemed(0.5), false),
+            (4, None, Arm::Bandit, DecisionState::Expired, false),
+            // Windows not swept yet, redeemed or not: not counted.
+            (5, Some(alice), Arm::Control, redeemed(4.0), true),
+            (6, None, Arm::Bandit, DecisionState::Pending, true),
+        ];
+        {
+            let store = Store::open(dir.path())?;
+            store.tree.insert(META_SCHEMA, &8u32.to_be_bytes())?;
+            let mut w = WriteSet::default();
+            let mut open = Vec::new();
+            for (b, customer, arm, state, unswept) in decisions {
+                let id = DecisionId([b; 16]);
+                let r = DecisionRecord {
+                    customer,
+                    arm,
+                    state,
+                    ..rec()
+                };
+                w.put_decision(&id, &r);
+                if unswept {
+                    open.push(id);
+                }
+            }
+            w.put_expiries(20, &open);
+            store.commit(w)?;
+            store.flush()?;
+        }
+        let plan = plan_migration(dir.path())?;
+        assert_eq!(plan.migration, Migration::RebuildFrom(8));
+        assert_eq!((plan.decisions, plan.campaigns), (6, 1));
+        let store = reopen(dir.path())?;
+        assert_eq!(
+            store.tree.get(META_SCHEMA)?.as_deref(),
+            Some(&SCHEMA_VERSION.to_be_bytes()[..])
+        );
+        let alice_totals = CustomerTotals {
+            decisions: 2,
+            redemptions: 1,
+            value: 2.0,
+        };
+        assert_eq!(
+            store.customer_totals(&alice)?,
+            vec![("c".to_owned(), Arm::Control, alice_totals)]
+        );
+        let mut control = ClusterSums::default();
+        control.add_customer(2.0, 1.0, 2.0);
+        control.add_customer(1.0, 1.0, 0.5);
+        let mut bandit = ClusterSums::default();
+        bandit.add_customer(1.0, 0.0, 0.0);
+        assert_eq!(
+            store.load_clusters()?,
+            vec![
+                ("c".to_owned(), "bandit".to_owned(), bandit),
+                ("c".to_owned(), "control".to_owned(), control)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
     fn customer_keys_are_kept_and_a_changed_key_is_refused() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
         let generated = {
