@@ -465,7 +465,19 @@ async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Dura
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Some(keep) = retention {
+        let swept = loop {
+            match engine.sweep(engine.now_ms(), SWEEP_BATCH).await {
+                Ok(n) if n >= SWEEP_BATCH => continue,
+                Ok(_) => break true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed; retrying next tick");
+                    break false;
+                }
+            }
+        };
+        // Pruning after a complete sweep: a record past retention has had
+        // its window counted into the report's sums before it goes.
+        if let Some(keep) = retention.filter(|_| swept) {
             let before = engine
                 .now_ms()
                 .saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
@@ -473,16 +485,6 @@ async fn sweep_loop(engine: Arc<Engine>, every: Duration, retention: Option<Dura
                 Ok(0) => {}
                 Ok(n) => tracing::info!(decisions = n, "pruned decision records past retention"),
                 Err(e) => tracing::warn!(error = %e, "pruning failed; retrying next tick"),
-            }
-        }
-        loop {
-            match engine.sweep(engine.now_ms(), SWEEP_BATCH).await {
-                Ok(n) if n >= SWEEP_BATCH => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "expiry sweep failed; retrying next tick");
-                    break;
-                }
             }
         }
     }

@@ -293,6 +293,7 @@ mod tests {
                 decisions: 48,
                 ..Default::default()
             },
+            &crate::uplift::ClusterSums::default(),
         );
         a.rate.high = 0.001;
         let chart = rate_chart(&[("personalized", &a)]);

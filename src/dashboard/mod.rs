@@ -179,10 +179,13 @@ fn arm_label(arm: Arm) -> &'static str {
 fn arm_row(a: &ArmSummary) -> String {
     format!(
         "<tr data-arm=\"{arm}\"><td>{label}</td><td class=\"decisions\">{}</td><td class=\"redemptions\">{}</td>\
-         <td>{}</td><td>{}</td><td>{:.1} <span class=\"note\">[{:.1}, {:.1}]</span></td></tr>",
+         <td>{}</td><td class=\"closed\">{:.0}</td><td class=\"customers\">{}</td>\
+         <td>{}</td><td>{:.1} <span class=\"note\">[{:.1}, {:.1}]</span></td></tr>",
         a.counts.decisions,
         a.counts.redemptions,
         a.counts.pending(),
+        a.closed.decisions,
+        a.closed.clusters,
         pct(&a.rate),
         a.value_per_1000.value,
         a.value_per_1000.low,
@@ -195,7 +198,8 @@ fn arm_row(a: &ArmSummary) -> String {
 fn arm_table(id: &str, arms: &[&ArmSummary]) -> String {
     let mut b = format!(
         "<table id=\"{id}\"><tr><th>group</th><th>visits</th><th>redeemed</th>\
-         <th>window still open</th><th>redemption rate</th><th>value per 1,000 visits</th></tr>"
+         <th>window still open</th><th>window closed</th><th>customers</th>\
+         <th>redemption rate</th><th>value per 1,000 visits</th></tr>"
     );
     for a in arms {
         b.push_str(&arm_row(a));
@@ -209,7 +213,7 @@ fn arm_table(id: &str, arms: &[&ArmSummary]) -> String {
 fn verdict(r: &CampaignReport) -> String {
     let Some(u) = &r.uplift else {
         return "<p id=\"verdict\"><b>No verdict yet:</b> personalization and the control group \
-                both need visits first.</p>"
+                both need visits whose redemption window has closed first.</p>"
             .into();
     };
     let d = &u.rate_difference;
@@ -409,9 +413,11 @@ fn campaign_page(
     let mut b = format!(
         "<p><a href=\"/\">all campaigns</a></p><h1>{}</h1>{}\
          <p class=\"note\">A visit is one offer chosen for a customer. {:.0}% of visits go to the \
-         control group, which gets offers without personalization. Redemptions still inside their \
-         window count as not redeemed yet, in both groups alike. Intervals are 95% and are \
-         computed for a single look: checked every day, one of them may exclude zero by chance.</p>\
+         control group, which gets offers without personalization. Rates, values and the verdict \
+         count the visits whose redemption window has closed, redeemed or not; a visit still \
+         inside its window joins them when it closes. <span id=\"any-look\">Intervals are 95%, \
+         clustered by customer (a customer's visits count together), and stay valid at any look: \
+         check the page as often as you like.</span></p>\
          <h2>Personalization against the control group</h2>{}",
         esc(&r.campaign),
         verdict(&r),

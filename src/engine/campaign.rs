@@ -78,6 +78,9 @@ pub struct Campaign {
     pub(super) snapshots: SnapshotCache,
     /// Counts of the bandit and the control group (see [`Arm::index`]).
     pub(super) arms: Arc<RwLock<[ArmCounts; Arm::ALL.len()]>>,
+    /// Per arm: the per-customer sums over decisions whose window closed,
+    /// which the report's intervals are computed from.
+    pub(super) clusters: Arc<RwLock<[ClusterSums; Arm::ALL.len()]>>,
     /// Per offer: today's counts, for daily budgets.
     pub(super) daily: Arc<RwLock<Vec<DailyCounts>>>,
     /// What operators paused or retired.
@@ -213,6 +216,7 @@ impl Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
             limited: limited(&config),
             arms: Arc::new(RwLock::new([ArmCounts::default(); Arm::ALL.len()])),
+            clusters: Arc::new(RwLock::new([ClusterSums::default(); Arm::ALL.len()])),
             daily: Arc::default(),
             status: Arc::default(),
             revision,
@@ -288,6 +292,7 @@ impl Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
             limited: limited(&config),
             arms: self.arms.clone(),
+            clusters: self.clusters.clone(),
             daily: self.daily.clone(),
             status: self.status.clone(),
             revision,

@@ -37,7 +37,7 @@ use crate::{
     revisions::{Revision, Source, StoredCampaign},
     rng::RngSource,
     store::{CellKey, ExpiryEntry, Storage, StoreError, WriteSet},
-    uplift::{Arm, ArmCounts, ArmSummary, Uplift},
+    uplift::{Arm, ArmCounts, ArmSummary, ClusterSums, CustomerTotals, Uplift},
 };
 
 mod campaign;
@@ -789,5 +789,7 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
+mod closed_tests;
 #[cfg(test)]
 mod tests;

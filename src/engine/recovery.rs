@@ -200,6 +200,20 @@ pub(super) fn recover(
             }
         }
     }
+    for (campaign_id, arm, sums) in store.load_clusters()? {
+        let Some(campaign) = campaigns.get_mut(&campaign_id) else {
+            continue;
+        };
+        match Arm::from_name(&arm) {
+            Some(a) => campaign.clusters.write()[a.index()] = sums,
+            None => {
+                return Err(StoreError::Corrupt {
+                    key: format!("g/{campaign_id}/{arm}"),
+                    reason: "unknown arm".into(),
+                });
+            }
+        }
+    }
     for (campaign_id, arm, counts) in store.load_arms()? {
         let Some(campaign) = campaigns.get_mut(&campaign_id) else {
             continue;

@@ -9,7 +9,10 @@ impl Engine {
     pub fn report(&self, campaign_id: &str) -> Result<CampaignReport, Error> {
         let campaign = self.campaign(campaign_id)?;
         let arms = *campaign.arms.read();
-        let (bandit, control, uplift) = crate::uplift::compare(arms[0], arms[1]);
+        let closed = *campaign.clusters.read();
+        let arm = |a: Arm| (arms[a.index()], &closed[a.index()]);
+        let (bandit, control, uplift) = crate::uplift::compare(arm(Arm::Bandit), arm(Arm::Control));
+        let other = |a: Arm| crate::uplift::summary(a, arms[a.index()], &closed[a.index()]);
         let stats = self.stats(campaign_id)?;
         let total: u64 = stats.offers.iter().map(|o| o.counts.trials).sum();
         let now = self.now_ms();
@@ -60,11 +63,8 @@ impl Engine {
             bandit,
             control,
             uplift,
-            fallback: crate::uplift::summary(Arm::Fallback, arms[Arm::Fallback.index()]),
-            non_personalized: crate::uplift::summary(
-                Arm::NonPersonalized,
-                arms[Arm::NonPersonalized.index()],
-            ),
+            fallback: other(Arm::Fallback),
+            non_personalized: other(Arm::NonPersonalized),
             offers,
             cells: stats.cells,
         })

@@ -62,6 +62,9 @@ pub(super) fn arm_to_proto(a: crate::uplift::ArmSummary) -> proto::ArmReport {
         pending: a.counts.pending(),
         redemption_rate: estimate(a.rate),
         value_per_1000: estimate(a.value_per_1000),
+        closed_decisions: a.closed.decisions.round() as u64,
+        closed_redemptions: a.closed.redemptions.round() as u64,
+        customers: a.closed.clusters,
     }
 }
 

@@ -104,8 +104,8 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry<'_>>, String> {
     };
     let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let schema = u32_of(take(4)?);
-    // A backup of schema 4 to 8 restores as it is and is marked current
-    // when opened.
+    // A backup of schema 4 to 8 restores as it is and is migrated when
+    // opened.
     if schema != SCHEMA_VERSION && !(4..=8).contains(&schema) {
         return Err(format!(
             "backup of schema {schema}; this build restores schemas 4 to {SCHEMA_VERSION}"
@@ -156,6 +156,16 @@ pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
                 key: escape(key),
                 reason: e.to_string(),
             })
+    } else if key.starts_with(CLUSTERS) {
+        decode::<crate::uplift::ClusterSums>(key, value).map(drop)
+    } else if key.starts_with(TOTALS) {
+        parse_campaign_arm(key.get(TOTALS.len() + 32..).unwrap_or_default()).ok_or_else(|| {
+            StoreError::Corrupt {
+                key: escape(key),
+                reason: "malformed customer totals key".into(),
+            }
+        })?;
+        decode::<crate::uplift::CustomerTotals>(key, value).map(drop)
     } else if key.starts_with(PRIOR) {
         let p = decode_prior(key, value)?;
         if p.holds_usable_numbers() {

@@ -14,7 +14,7 @@ use crate::{
     policy::contextual::{ContextualConfig, Likelihood},
     revisions::{Revision, StoredCampaign},
     status::{CampaignStatus, OfferStatus},
-    uplift::{Arm, ArmCounts},
+    uplift::{Arm, ArmCounts, ClusterSums, CustomerTotals},
 };
 
 type Result<T = ()> = std::result::Result<T, StoreError>;
@@ -235,6 +235,49 @@ fn customer_scans_find_their_decisions_in_order() {
 }
 
 #[test]
+fn customer_totals_are_kept_by_campaign_and_arm_and_removed() {
+    on_each(|store| {
+        let (c1, c2) = (CustomerHash([1; 32]), CustomerHash([2; 32]));
+        let t = |n| CustomerTotals {
+            decisions: n,
+            redemptions: 1,
+            value: 0.5,
+        };
+        let mut w = WriteSet::default();
+        w.put_customer_totals(&c1, "z", Arm::Bandit, Some(t(1)));
+        w.put_customer_totals(&c1, "a", Arm::Control, Some(t(2)));
+        w.put_customer_totals(&c1, "a", Arm::Bandit, Some(t(3)));
+        w.put_customer_totals(&c2, "a", Arm::Bandit, Some(t(4)));
+        // The last write of a set wins.
+        w.put_customer_totals(&c2, "a", Arm::Bandit, Some(t(5)));
+        store.commit(w)?;
+        let arms = |c| -> Result<Vec<(String, Arm, u64)>> {
+            Ok(store
+                .customer_totals(c)?
+                .into_iter()
+                .map(|(campaign, arm, t)| (campaign, arm, t.decisions))
+                .collect())
+        };
+        assert_eq!(
+            arms(&c1)?,
+            vec![
+                ("a".to_owned(), Arm::Bandit, 3),
+                ("a".to_owned(), Arm::Control, 2),
+                ("z".to_owned(), Arm::Bandit, 1)
+            ]
+        );
+        assert_eq!(arms(&c2)?, vec![("a".to_owned(), Arm::Bandit, 5)]);
+        assert!(arms(&CustomerHash([3; 32]))?.is_empty());
+        let mut w = WriteSet::default();
+        w.put_customer_totals(&c1, "a", Arm::Control, None);
+        w.put_customer_totals(&c1, "z", Arm::Bandit, None);
+        store.commit(w)?;
+        assert_eq!(arms(&c1)?, vec![("a".to_owned(), Arm::Bandit, 3)]);
+        Ok(())
+    });
+}
+
+#[test]
 fn decision_scans_are_in_time_order_and_bounded() {
     on_each(|store| {
         let ids = IdGenerator::new(0);
@@ -397,6 +440,11 @@ fn checkpoint_writes() -> WriteSet {
         },
     );
     w.put_arm("c", Arm::Bandit, &ArmCounts::default());
+    let mut sums = ClusterSums::default();
+    sums.add_customer(3.0, 1.0, 2.5);
+    w.put_clusters("c", Arm::Control, &sums);
+    w.put_clusters("c", Arm::Bandit, &ClusterSums::default());
+    w.put_clusters("b", Arm::Bandit, &sums);
     w.put_daily(
         "c",
         "x",
@@ -425,11 +473,12 @@ fn checkpoint_writes() -> WriteSet {
 /// Everything the checkpoint traits load, as text to compare backends by.
 fn loaded(store: &dyn Storage) -> Result<String> {
     Ok(format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}",
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}",
         store.load_cells()?,
         store.load_models()?,
         store.load_priors()?,
         store.load_arms()?,
+        store.load_clusters()?,
         store.load_daily()?,
         store.model_seq()?,
         store.load_configs()?,
@@ -458,6 +507,17 @@ fn checkpoints_round_trip_in_the_same_order_everywhere() -> Result {
         assert_eq!(store.model_seq()?, 42, "{name}");
         assert_eq!(store.load_models()?[2].2.mean[1], 0.25, "{name}");
         assert_eq!(store.load_arms()?[0].1, "bandit", "{name}");
+        let clusters = store.load_clusters()?;
+        let order: Vec<(&str, &str)> = clusters
+            .iter()
+            .map(|(c, a, _)| (c.as_str(), a.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![("b", "bandit"), ("c", "bandit"), ("c", "control")],
+            "{name}"
+        );
+        assert_eq!(clusters[2].2.decisions_sq, 9.0, "{name}");
         assert!(store.load_statuses()?[0].1.paused, "{name}");
         seen.push((name, loaded(&*store)?));
     }
@@ -496,6 +556,12 @@ fn backups_of_every_backend_restore_into_sled() -> Result {
         w.put_customer(&CustomerHash([1; 32]), &id);
         w.put_request("c", "r", &id);
         w.put_expiries(1_010, &[id]);
+        let totals = CustomerTotals {
+            decisions: 2,
+            redemptions: 1,
+            value: 1.5,
+        };
+        w.put_customer_totals(&CustomerHash([1; 32]), "c", Arm::Control, Some(totals));
         store.commit(w)?;
         let key = store.customer_key(None)?;
         let dir = tempfile::tempdir().map_err(io)?;
@@ -508,6 +574,11 @@ fn backups_of_every_backend_restore_into_sled() -> Result {
         assert_eq!(DecisionLog::decision(&restored, &id)?, store.decision(&id)?);
         assert_eq!(DecisionLog::request(&restored, "c", "r")?, Some(id));
         assert_eq!(restored.due_expiries(2_000, 10)?.len(), 1, "{name}");
+        assert_eq!(
+            DecisionLog::customer_totals(&restored, &CustomerHash([1; 32]))?,
+            vec![("c".to_owned(), Arm::Control, totals)],
+            "{name}"
+        );
         assert_eq!(restored.customer_key(None)?, key, "{name}");
     }
     Ok(())

@@ -14,6 +14,8 @@ pub(super) const MODEL: &[u8] = b"p/";
 pub(super) const CUSTOMER: &[u8] = b"c/";
 pub(super) const ARM: &[u8] = b"a/";
 pub(super) const DAILY: &[u8] = b"u/";
+pub(super) const CLUSTERS: &[u8] = b"g/";
+pub(super) const TOTALS: &[u8] = b"t/";
 pub(super) const STATUS: &[u8] = b"s/";
 pub(super) const CONFIG: &[u8] = b"k/";
 pub(super) const PRIOR: &[u8] = b"q/";
@@ -65,6 +67,34 @@ pub(super) fn expiry_key(expires_ms: i64, id: &DecisionId) -> Vec<u8> {
 
 pub(super) fn customer_key(customer: &CustomerHash, id: &DecisionId) -> Vec<u8> {
     [CUSTOMER, &customer.0, &id.0].concat()
+}
+
+pub(super) fn clusters_key(campaign: &str, arm: crate::uplift::Arm) -> Vec<u8> {
+    [CLUSTERS, campaign.as_bytes(), &[0], arm.as_str().as_bytes()].concat()
+}
+
+pub(super) fn totals_key(
+    customer: &CustomerHash,
+    campaign: &str,
+    arm: crate::uplift::Arm,
+) -> Vec<u8> {
+    [
+        TOTALS,
+        &customer.0,
+        campaign.as_bytes(),
+        &[0],
+        arm.as_str().as_bytes(),
+    ]
+    .concat()
+}
+
+/// (campaign, arm) of a `t/{customer}{campaign}\0{arm}` key after its
+/// prefix and customer.
+pub(super) fn parse_campaign_arm(rest: &[u8]) -> Option<(String, crate::uplift::Arm)> {
+    let i = rest.iter().position(|&b| b == 0)?;
+    let campaign = String::from_utf8(rest[..i].to_vec()).ok()?;
+    let arm = crate::uplift::Arm::from_name(std::str::from_utf8(&rest[i + 1..]).ok()?)?;
+    Some((campaign, arm))
 }
 
 pub(super) fn request_key(campaign: &str, request_id: &str) -> Vec<u8> {

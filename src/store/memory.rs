@@ -17,7 +17,7 @@ use crate::{
     budget::DailyCounts,
     revisions::StoredCampaign,
     status::CampaignStatus,
-    uplift::{Arm, ArmCounts},
+    uplift::{Arm, ArmCounts, ClusterSums, CustomerTotals},
 };
 
 /// Durable state held in memory, in the orders sled's keys give it.
@@ -33,6 +33,9 @@ struct Contents {
     daily: BTreeMap<(String, String), DailyCounts>,
     /// By campaign and arm name.
     arms: BTreeMap<(String, String), ArmCounts>,
+    clusters: BTreeMap<(String, String), ClusterSums>,
+    /// By (customer, campaign, arm name).
+    totals: BTreeMap<([u8; 32], String, String), CustomerTotals>,
     decisions: BTreeMap<DecisionId, DecisionRecord>,
     /// By big-endian time (as sled orders it) and first decision.
     expiries: BTreeMap<([u8; 8], DecisionId), Vec<DecisionId>>,
@@ -88,6 +91,22 @@ impl Contents {
                 self.arms
                     .insert((campaign, arm.as_str().to_owned()), counts);
             }
+            Write::Clusters(campaign, arm, sums) => {
+                self.clusters
+                    .insert((campaign, arm.as_str().to_owned()), sums);
+            }
+            Write::CustomerTotals {
+                customer,
+                campaign,
+                arm,
+                totals,
+            } => {
+                let key = (customer.0, campaign, arm.as_str().to_owned());
+                match totals {
+                    Some(t) => self.totals.insert(key, t),
+                    None => self.totals.remove(&key),
+                };
+            }
             Write::Customer(customer, id) => {
                 self.customers.insert((customer.0, id));
             }
@@ -140,6 +159,19 @@ impl Contents {
                     .iter()
                     .filter_map(move |((c, a), n)| Some(Write::Arm(c.clone(), arm(a)?, *n))),
             )
+            .chain(
+                self.clusters
+                    .iter()
+                    .filter_map(move |((c, a), s)| Some(Write::Clusters(c.clone(), arm(a)?, *s))),
+            )
+            .chain(self.totals.iter().filter_map(move |((h, c, a), t)| {
+                Some(Write::CustomerTotals {
+                    customer: CustomerHash(*h),
+                    campaign: c.clone(),
+                    arm: arm(a)?,
+                    totals: Some(*t),
+                })
+            }))
             .chain(
                 self.expiries
                     .iter()
@@ -237,6 +269,21 @@ impl DecisionLog for MemoryStore {
             .collect())
     }
 
+    fn customer_totals(
+        &self,
+        customer: &CustomerHash,
+    ) -> Result<Vec<(String, Arm, CustomerTotals)>, StoreError> {
+        let from = (customer.0, String::new(), String::new());
+        Ok(self
+            .contents
+            .read()
+            .totals
+            .range(from..)
+            .take_while(|((h, _, _), _)| *h == customer.0)
+            .filter_map(|((_, c, a), t)| Some((c.clone(), Arm::from_name(a)?, *t)))
+            .collect())
+    }
+
     fn scan_decisions(
         &self,
         since_ms: i64,
@@ -311,6 +358,15 @@ impl Checkpoints for MemoryStore {
             .arms
             .iter()
             .map(|((c, a), n)| (c.clone(), a.clone(), *n))
+            .collect())
+    }
+
+    fn load_clusters(&self) -> Result<Vec<(String, String, ClusterSums)>, StoreError> {
+        let contents = self.contents.read();
+        Ok(contents
+            .clusters
+            .iter()
+            .map(|((c, a), s)| (c.clone(), a.clone(), *s))
             .collect())
     }
 

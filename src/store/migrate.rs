@@ -20,11 +20,12 @@ pub(super) struct DecisionRecordV3 {
 }
 
 /// Schema 3 stored decisions without their customer: rewrites each record
-/// with none, then marks the store as the current schema (4 and 5 changed
-/// nothing else it has), in one batch.
+/// with none, builds the per-customer sums of closed windows from them,
+/// then marks the store as the current schema, in one batch.
 pub(super) fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     let mut n = 0usize;
+    let mut records = Vec::new();
     // Schema 3 had no control groups: every decision was the bandit's, and
     // the arm counts start from them.
     let mut arms: std::collections::BTreeMap<String, crate::uplift::ArmCounts> =
@@ -61,9 +62,13 @@ pub(super) fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), Sto
             redeemed_seq: 0,
             arm: crate::uplift::Arm::Bandit,
         };
-        batch.insert(k, encode(&rec));
+        batch.insert(k.clone(), encode(&rec));
+        if let Some(id) = decision_id(&k[DECISION.len()..]) {
+            records.push((id, rec));
+        }
         n += 1;
     }
+    rebuild_clusters(tree, &mut batch, records.into_iter().map(Ok))?;
     for (campaign, counts) in &arms {
         let key = [
             ARM,
@@ -84,6 +89,105 @@ pub(super) fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), Sto
     Ok(())
 }
 
+/// Schemas 4 to 8 kept no per-customer sums of closed windows (`g/`, `t/`):
+/// builds them from the decision records and marks the store current, in
+/// one batch. Returns how many decision records were read.
+pub(super) fn migrate_clusters(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    from: u32,
+) -> Result<usize, StoreError> {
+    let mut batch = sled::Batch::default();
+    let records = tree.scan_prefix(DECISION).map(|item| {
+        let (k, v) = item?;
+        let id = decision_id(&k[DECISION.len()..]).ok_or_else(|| StoreError::Corrupt {
+            key: escape(&k),
+            reason: "malformed decision key".into(),
+        })?;
+        Ok((id, decode::<DecisionRecord>(&k, &v)?))
+    });
+    let n = rebuild_clusters(tree, &mut batch, records)?;
+    batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
+    tree.apply_batch(batch)?;
+    db.flush()?;
+    tracing::info!(
+        from,
+        decisions = n,
+        "rebuilt the report's per-customer sums and marked the store schema {SCHEMA_VERSION}"
+    );
+    Ok(n)
+}
+
+/// Adds to `batch` the per-customer sums of closed windows (`g/`) and each
+/// customer's totals (`t/`) that the live engine would hold after `records`,
+/// replacing any stored: a decision counts once its expiry entry is gone
+/// (the sweep drops an entry when it counts its decisions), redeemed or
+/// not; a decision without a customer is a cluster of its own. Decisions
+/// pruned by retention are not in the log and are not counted. Returns how
+/// many records it read.
+pub(super) fn rebuild_clusters(
+    tree: &sled::Tree,
+    batch: &mut sled::Batch,
+    records: impl Iterator<Item = Result<(DecisionId, DecisionRecord), StoreError>>,
+) -> Result<usize, StoreError> {
+    use crate::uplift::{ClusterSums, CustomerTotals};
+    use std::collections::{BTreeMap, HashSet};
+    let mut open = HashSet::new();
+    for item in tree.scan_prefix(EXPIRY) {
+        let (k, v) = item?;
+        open.extend(decision_id(&k[k.len().saturating_sub(16)..]));
+        open.extend(v.chunks_exact(16).filter_map(decision_id));
+    }
+    for prefix in [CLUSTERS, TOTALS] {
+        for item in tree.scan_prefix(prefix) {
+            batch.remove(item?.0);
+        }
+    }
+    let mut totals: BTreeMap<Vec<u8>, (String, crate::uplift::Arm, CustomerTotals)> =
+        BTreeMap::new();
+    let mut sums: BTreeMap<(String, usize), (crate::uplift::Arm, ClusterSums)> = BTreeMap::new();
+    let mut n = 0;
+    for item in records {
+        let (id, rec) = item?;
+        n += 1;
+        if open.contains(&id) {
+            continue; // its window has not been swept yet
+        }
+        let value = match rec.state {
+            DecisionState::Redeemed { value, .. } => Some(value),
+            _ => None,
+        };
+        match &rec.customer {
+            Some(c) => {
+                let entry = totals
+                    .entry(totals_key(c, &rec.campaign, rec.arm))
+                    .or_insert_with(|| (rec.campaign.clone(), rec.arm, CustomerTotals::default()));
+                entry.2 = entry.2.with_decision(value);
+            }
+            None => {
+                let (_, s) = sums
+                    .entry((rec.campaign.clone(), rec.arm.index()))
+                    .or_insert((rec.arm, ClusterSums::default()));
+                s.change_customer(
+                    CustomerTotals::default(),
+                    CustomerTotals::default().with_decision(value),
+                );
+            }
+        }
+    }
+    for (key, (campaign, arm, t)) in totals {
+        let (_, s) = sums
+            .entry((campaign, arm.index()))
+            .or_insert((arm, ClusterSums::default()));
+        s.change_customer(CustomerTotals::default(), t);
+        batch.insert(key, encode(&t));
+    }
+    for ((campaign, _), (arm, s)) in sums {
+        batch.insert(clusters_key(&campaign, arm), encode(&s));
+    }
+    Ok(n)
+}
+
 /// What opening a store does to its schema: the one place the schema
 /// rules live, read by [`Store::open`] and by [`plan_migration`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,13 +197,15 @@ pub enum Migration {
     /// Already at the current schema: nothing to do.
     Current,
     /// Schema 3: every decision record is rewritten (no customer, the
-    /// bandit arm), the bandit arm's counts are written from them, and the
-    /// store is marked current, in one batch.
+    /// bandit arm), the bandit arm's counts and the per-customer sums of
+    /// closed windows are written from them, and the store is marked
+    /// current, in one batch.
     RewriteFrom3,
-    /// Schemas 4 to 8: marked current, no data changes (schema-7
-    /// posteriors are read without a forgetting clock; decisions written
-    /// on their own by schema 8 and before stay where they are).
-    MarkFrom(u32),
+    /// Schemas 4 to 8: the per-customer sums of closed windows are built
+    /// from the decision records and the store marked current, in one
+    /// batch; nothing else changes (schema-7 posteriors are read without a
+    /// forgetting clock, and so on: see [`SCHEMA_VERSION`]).
+    RebuildFrom(u32),
     /// Another version's schema (newer, or not one this build knows):
     /// refused, with the reason.
     Unreadable(String),
@@ -114,7 +220,7 @@ pub(super) fn migration_for(schema: Option<&[u8]>) -> Migration {
     match known {
         Some(SCHEMA_VERSION) => Migration::Current,
         Some(3) => Migration::RewriteFrom3,
-        Some(s @ 4..=8) => Migration::MarkFrom(s),
+        Some(s @ 4..=8) => Migration::RebuildFrom(s),
         _ => Migration::Unreadable(format!(
             "schema {} written by another version; this build reads schema {SCHEMA_VERSION}",
             escape(v)
@@ -130,9 +236,10 @@ pub struct MigrationPlan {
     pub found: Option<String>,
     /// What opening it does.
     pub migration: Migration,
-    /// Decision records a rewrite would rewrite (0 unless [`Migration::RewriteFrom3`]).
+    /// Decision records the migration would read (0 for
+    /// [`Migration::Create`] and [`Migration::Current`]).
     pub decisions: usize,
-    /// Campaigns whose arm counts a rewrite would write.
+    /// Campaigns whose arm counts or sums the migration would write.
     pub campaigns: usize,
 }
 
@@ -166,13 +273,24 @@ pub fn plan_migration(dir: &Path) -> Result<MigrationPlan, StoreError> {
     let schema = tree.get(META_SCHEMA)?;
     let migration = migration_for(schema.as_deref());
     let (mut decisions, mut campaigns) = (0, std::collections::BTreeSet::new());
-    if migration == Migration::RewriteFrom3 {
-        for item in tree.scan_prefix(DECISION) {
-            let (k, v) = item?;
-            let old: DecisionRecordV3 = decode(&k, &v)?;
-            campaigns.insert(old.campaign);
-            decisions += 1;
+    match migration {
+        Migration::RewriteFrom3 => {
+            for item in tree.scan_prefix(DECISION) {
+                let (k, v) = item?;
+                let old: DecisionRecordV3 = decode(&k, &v)?;
+                campaigns.insert(old.campaign);
+                decisions += 1;
+            }
         }
+        Migration::RebuildFrom(_) => {
+            for item in tree.scan_prefix(DECISION) {
+                let (k, v) = item?;
+                let rec: DecisionRecord = decode(&k, &v)?;
+                campaigns.insert(rec.campaign);
+                decisions += 1;
+            }
+        }
+        _ => {}
     }
     Ok(MigrationPlan {
         found: schema.map(|v| match <[u8; 4]>::try_from(v.as_ref()) {

@@ -21,6 +21,12 @@
 //! - `r/{campaign}\0{request id}`: decision id of an idempotent request;
 //! - `a/{campaign}\0{arm}`: [`crate::uplift::ArmCounts`] of the bandit and
 //!   the control group;
+//! - `g/{campaign}\0{arm}`: [`crate::uplift::ClusterSums`] of each arm,
+//!   over decisions whose reward window has closed (counted when the sweep
+//!   drops their expiry entry), and `t/{customer hash}{campaign}\0{arm}`:
+//!   each customer's [`crate::uplift::CustomerTotals`] in it, so that a
+//!   customer's next decision updates the sums and erasure removes the
+//!   customer exactly;
 //! - `u/{campaign}\0{offer}`: [`crate::budget::DailyCounts`] of the offer's
 //!   current UTC day, for daily budgets;
 //! - `s/{campaign}`: what operators paused or retired
@@ -88,10 +94,13 @@ use self::{blocks::*, codec::*, keys::*, migrate::*, write_set::keyed};
 /// schema-6 stores and backups are only marked 7. 8 added each contextual
 /// posterior's forgetting clock: a schema-7 posterior is read with none
 /// (the next learning event starts it), so schema-4 to schema-7 stores and
-/// backups are only marked 8. 9 writes new decisions in blocks (`b/`, with
-/// later changes in `o/`); records of schema 8 and before are read where
-/// they are, so older stores and backups are only marked 9 (an older build
-/// would not see the blocks, so the mark keeps it out).
+/// backups are only marked 8. 9 added the per-customer sums of closed
+/// windows (`g/`, `t/`) the report's intervals are computed from: a
+/// schema-4 to schema-8 store (or backup) has none, and they are rebuilt
+/// from its decision records when it is opened. 9 also writes new
+/// decisions in blocks (`b/`, with later changes in `o/`); records of
+/// schema 8 and before are read where they are (an older build would not
+/// see the blocks, so the mark keeps it out).
 pub const SCHEMA_VERSION: u32 = 9;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
@@ -201,13 +210,8 @@ impl Store {
             }
             Migration::Current => {}
             Migration::RewriteFrom3 => migrate_from_3(&db, &tree)?,
-            Migration::MarkFrom(from) => {
-                tree.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                db.flush()?;
-                tracing::info!(
-                    from,
-                    "marked the store as schema {SCHEMA_VERSION} (no data changes)"
-                );
+            Migration::RebuildFrom(from) => {
+                migrate_clusters(&db, &tree, from)?;
             }
             Migration::Unreadable(reason) => {
                 return Err(StoreError::Corrupt {
@@ -302,6 +306,33 @@ impl Store {
     /// Every campaign's arm counts, as (campaign, arm name, counts).
     pub fn load_arms(&self) -> Result<Vec<(String, String, crate::uplift::ArmCounts)>, StoreError> {
         self.load_pairs(ARM)
+    }
+
+    /// Every campaign's per-customer sums over closed windows, as
+    /// (campaign, arm name, sums).
+    pub fn load_clusters(
+        &self,
+    ) -> Result<Vec<(String, String, crate::uplift::ClusterSums)>, StoreError> {
+        self.load_pairs(CLUSTERS)
+    }
+
+    /// A customer's totals over closed windows, as (campaign, arm, totals).
+    pub fn customer_totals(
+        &self,
+        customer: &CustomerHash,
+    ) -> Result<Vec<(String, crate::uplift::Arm, crate::uplift::CustomerTotals)>, StoreError> {
+        let prefix = [TOTALS, &customer.0].concat();
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let (campaign, arm) =
+                parse_campaign_arm(&k[prefix.len()..]).ok_or_else(|| StoreError::Corrupt {
+                    key: escape(&k),
+                    reason: "malformed customer totals key".into(),
+                })?;
+            out.push((campaign, arm, decode(&k, &v)?));
+        }
+        Ok(out)
     }
 
     /// Every `{prefix}{a}\0{b}` entry, decoded.
@@ -1037,6 +1068,76 @@ mod tests {
             Some(&SCHEMA_VERSION.to_be_bytes()[..])
         );
         assert!(store.load_priors()?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn schema_8_stores_get_the_sums_of_their_closed_windows() -> Result<(), StoreError> {
+        use crate::uplift::{Arm, ClusterSums, CustomerTotals};
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let alice = CustomerHash([3; 32]);
+        let redeemed = |value| DecisionState::Redeemed { value, at_ms: 15 };
+        // (id, customer, arm, state, still in an expiry entry)
+        let decisions = [
+            (1u8, Some(alice), Arm::Control, redeemed(2.0), false),
+            (2, Some(alice), Arm::Control, DecisionState::Expired, false),
+            (3, None, Arm::Control, redeemed(0.5), false),
+            (4, None, Arm::Bandit, DecisionState::Expired, false),
+            // Windows not swept yet, redeemed or not: not counted.
+            (5, Some(alice), Arm::Control, redeemed(4.0), true),
+            (6, None, Arm::Bandit, DecisionState::Pending, true),
+        ];
+        {
+            let store = Store::open(dir.path())?;
+            store.tree.insert(META_SCHEMA, &8u32.to_be_bytes())?;
+            let mut w = WriteSet::default();
+            let mut open = Vec::new();
+            for (b, customer, arm, state, unswept) in decisions {
+                let id = DecisionId([b; 16]);
+                let r = DecisionRecord {
+                    customer,
+                    arm,
+                    state,
+                    ..rec()
+                };
+                w.put_decision(&id, &r);
+                if unswept {
+                    open.push(id);
+                }
+            }
+            w.put_expiries(20, &open);
+            store.commit(w)?;
+            store.flush()?;
+        }
+        let plan = plan_migration(dir.path())?;
+        assert_eq!(plan.migration, Migration::RebuildFrom(8));
+        assert_eq!((plan.decisions, plan.campaigns), (6, 1));
+        let store = reopen(dir.path())?;
+        assert_eq!(
+            store.tree.get(META_SCHEMA)?.as_deref(),
+            Some(&SCHEMA_VERSION.to_be_bytes()[..])
+        );
+        let alice_totals = CustomerTotals {
+            decisions: 2,
+            redemptions: 1,
+            value: 2.0,
+        };
+        assert_eq!(
+            store.customer_totals(&alice)?,
+            vec![("c".to_owned(), Arm::Control, alice_totals)]
+        );
+        let mut control = ClusterSums::default();
+        control.add_customer(2.0, 1.0, 2.0);
+        control.add_customer(1.0, 1.0, 0.5);
+        let mut bandit = ClusterSums::default();
+        bandit.add_customer(1.0, 0.0, 0.0);
+        assert_eq!(
+            store.load_clusters()?,
+            vec![
+                ("c".to_owned(), "bandit".to_owned(), bandit),
+                ("c".to_owned(), "control".to_owned(), control)
+            ]
+        );
         Ok(())
     }
 

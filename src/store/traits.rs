@@ -31,6 +31,13 @@ pub trait DecisionLog {
         visit: &mut dyn FnMut(DecisionId, DecisionRecord) -> bool,
     ) -> Result<(), StoreError>;
 
+    /// A customer's totals over closed windows, as (campaign, arm, totals),
+    /// in (campaign, arm name) order.
+    fn customer_totals(
+        &self,
+        customer: &CustomerHash,
+    ) -> Result<Vec<(String, crate::uplift::Arm, crate::uplift::CustomerTotals)>, StoreError>;
+
     /// Reads every decision record, failing on an unreadable one; returns
     /// how many there are.
     fn check_decisions(&self) -> Result<usize, StoreError> {
@@ -77,6 +84,11 @@ pub trait Checkpoints {
     fn load_priors(&self) -> Result<Vec<(String, SharedPrior)>, StoreError>;
     /// Every campaign's arm counts, as (campaign, arm name, counts).
     fn load_arms(&self) -> Result<Vec<(String, String, crate::uplift::ArmCounts)>, StoreError>;
+    /// Every campaign's per-customer sums over closed windows, as
+    /// (campaign, arm name, sums).
+    fn load_clusters(
+        &self,
+    ) -> Result<Vec<(String, String, crate::uplift::ClusterSums)>, StoreError>;
     /// Every offer's daily counts, as (campaign, offer, counts).
     fn load_daily(&self) -> Result<Vec<(String, String, crate::budget::DailyCounts)>, StoreError>;
     /// The learning sequence number the stored contextual posteriors
@@ -139,6 +151,12 @@ impl DecisionLog for Store {
     fn check_decisions(&self) -> Result<usize, StoreError> {
         Store::check_decisions(self)
     }
+    fn customer_totals(
+        &self,
+        customer: &CustomerHash,
+    ) -> Result<Vec<(String, crate::uplift::Arm, crate::uplift::CustomerTotals)>, StoreError> {
+        Store::customer_totals(self, customer)
+    }
 }
 
 impl Checkpoints for Store {
@@ -156,6 +174,11 @@ impl Checkpoints for Store {
     }
     fn load_daily(&self) -> Result<Vec<(String, String, crate::budget::DailyCounts)>, StoreError> {
         Store::load_daily(self)
+    }
+    fn load_clusters(
+        &self,
+    ) -> Result<Vec<(String, String, crate::uplift::ClusterSums)>, StoreError> {
+        Store::load_clusters(self)
     }
     fn model_seq(&self) -> Result<u64, StoreError> {
         Store::model_seq(self)

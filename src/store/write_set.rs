@@ -59,6 +59,21 @@ pub enum Write {
     Daily(String, String, crate::budget::DailyCounts),
     /// Sets the counts of one arm of a campaign.
     Arm(String, crate::uplift::Arm, crate::uplift::ArmCounts),
+    /// Sets the per-customer sums of one arm of a campaign, over decisions
+    /// whose window has closed.
+    Clusters(String, crate::uplift::Arm, crate::uplift::ClusterSums),
+    /// Sets (`Some`) or removes (`None`) one customer's totals in one arm
+    /// of a campaign.
+    CustomerTotals {
+        /// The customer.
+        customer: CustomerHash,
+        /// Campaign id.
+        campaign: String,
+        /// The arm.
+        arm: crate::uplift::Arm,
+        /// The totals; `None` removes them.
+        totals: Option<crate::uplift::CustomerTotals>,
+    },
     /// Indexes a decision under its customer.
     Customer(CustomerHash, DecisionId),
     /// Drops a decision from its customer's index.
@@ -222,6 +237,33 @@ impl WriteSet {
         self.push(Write::Arm(campaign.to_owned(), arm, *counts));
     }
 
+    /// Sets the per-customer sums of one arm of a campaign.
+    pub fn put_clusters(
+        &mut self,
+        campaign: &str,
+        arm: crate::uplift::Arm,
+        sums: &crate::uplift::ClusterSums,
+    ) {
+        self.push(Write::Clusters(campaign.to_owned(), arm, *sums));
+    }
+
+    /// Sets (`Some`) or removes (`None`) a customer's totals in one arm of
+    /// a campaign.
+    pub fn put_customer_totals(
+        &mut self,
+        customer: &CustomerHash,
+        campaign: &str,
+        arm: crate::uplift::Arm,
+        totals: Option<crate::uplift::CustomerTotals>,
+    ) {
+        self.push(Write::CustomerTotals {
+            customer: *customer,
+            campaign: campaign.to_owned(),
+            arm,
+            totals,
+        });
+    }
+
     /// Removes a decision record.
     pub fn remove_decision(&mut self, id: &DecisionId) {
         self.decisions.insert(*id, None);
@@ -298,6 +340,16 @@ pub(super) fn keyed(write: Write) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
         Write::Arm(campaign, arm, counts) => (
             [ARM, campaign.as_bytes(), &[0], arm.as_str().as_bytes()].concat(),
             Some(encode(&counts)),
+        ),
+        Write::Clusters(campaign, arm, sums) => (clusters_key(&campaign, arm), Some(encode(&sums))),
+        Write::CustomerTotals {
+            customer,
+            campaign,
+            arm,
+            totals,
+        } => (
+            totals_key(&customer, &campaign, arm),
+            totals.map(|t| encode(&t)),
         ),
         Write::Customer(customer, id) => (customer_key(&customer, &id), Some(Vec::new())),
         Write::RemoveCustomer(customer, id) => (customer_key(&customer, &id), None),

@@ -11,7 +11,7 @@ use crate::support::{TestServer, offer_bandit_cli, redeem, select};
 
 fn campaign(id: &str, share: f64, control_offer: Option<&str>) -> String {
     let mut t = format!(
-        "[[campaigns]]\nid = \"{id}\"\npolicy = \"segment-ts\"\nreward_window = \"1h\"\ncontrol_share = {share}\n"
+        "[[campaigns]]\nid = \"{id}\"\npolicy = \"segment-ts\"\nreward_window = \"2s\"\ncontrol_share = {share}\n"
     );
     if let Some(o) = control_offer {
         t.push_str(&format!("control_offer = \"{o}\"\n"));
@@ -30,7 +30,10 @@ fn truth(offer: &str) -> f64 {
 
 #[tokio::test]
 async fn the_report_measures_bandit_against_control() {
-    let server = TestServer::start(Some(&campaign("c", 0.3, None)), &[]);
+    let server = TestServer::start(
+        Some(&campaign("c", 0.3, None)),
+        &["--sweep-interval", "100ms"],
+    );
     let mut offers = server.offers().await;
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     // (decisions, redemptions) per arm, counted here.
@@ -53,13 +56,8 @@ async fn the_report_measures_bandit_against_control() {
         }
     }
     let mut admin = server.admin().await;
-    let r = admin
-        .get_campaign_report(GetCampaignReportRequest {
-            campaign: "c".into(),
-        })
-        .await
-        .expect("report")
-        .into_inner();
+    // Rates and the uplift count closed windows: every one, once swept.
+    let r = crate::uplift::report_when_closed(&mut admin, "c").await;
     let bandit = r.bandit.expect("bandit");
     let control = r.control.expect("control");
     assert_eq!((bandit.decisions, bandit.redemptions), seen["bandit"]);

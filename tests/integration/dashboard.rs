@@ -2,7 +2,7 @@
 //! by name, budget status, labelled axes and the verdict line, in the
 //! served HTML and in what headless Chromium renders of it.
 
-use offer_bandit::proto::{CampaignReport, GetCampaignReportRequest};
+use offer_bandit::proto::CampaignReport;
 
 use crate::support::{TestServer, http_get, redeem, select};
 
@@ -104,16 +104,33 @@ fn check(html: &str, r: &CampaignReport) {
             o.redemptions
         );
     }
+    // The intervals say they stay valid at any look, and are clustered.
+    let note = text_of(html, "any-look");
+    assert!(
+        note.contains("stay valid at any look") && note.contains("clustered by customer"),
+        "{note}"
+    );
+    assert!(!html.contains("single look"));
+    for arm in [
+        r.bandit.as_ref().expect("bandit"),
+        r.control.as_ref().expect("control"),
+    ] {
+        assert_eq!(
+            cell(html, "data-arm", &arm.arm, "closed"),
+            arm.closed_decisions
+        );
+        assert_eq!(cell(html, "data-arm", &arm.arm, "customers"), arm.customers);
+    }
     assert!(html.contains("aria-label=\"redemption rate by arm\""));
     assert!(html.contains("aria-label=\"offer share over time\""));
 }
 
 #[tokio::test]
 async fn the_dashboard_matches_the_report() {
-    let config = crate::support::campaign_toml("d", &[], "1h", &["a", "b", "c"])
+    let config = crate::support::campaign_toml("d", &[], "2s", &["a", "b", "c"])
         .replace(
-            "reward_window = \"1h\"\n",
-            "reward_window = \"1h\"\ncontrol_share = 0.3\n",
+            "reward_window = \"2s\"\n",
+            "reward_window = \"2s\"\ncontrol_share = 0.3\n",
         )
         .replace("id = \"a\"\n", "id = \"a\"\nname = \"Free coffee\"\n")
         .replace(
@@ -121,7 +138,7 @@ async fn the_dashboard_matches_the_report() {
             "id = \"b\"\nname = \"Bagel deal\"\nmax_decisions_per_day = 1\n",
         )
         .replace("id = \"c\"\n", "id = \"c\"\nmax_decisions = 5\n");
-    let server = TestServer::start(Some(&config), &[]);
+    let server = TestServer::start(Some(&config), &["--sweep-interval", "100ms"]);
     let mut offers = server.offers().await;
     for i in 0..300 {
         let mut req = select("d", &[]);
@@ -134,15 +151,8 @@ async fn the_dashboard_matches_the_report() {
                 .expect("redeem");
         }
     }
-    let report = server
-        .admin()
-        .await
-        .get_campaign_report(GetCampaignReportRequest {
-            campaign: "d".into(),
-        })
-        .await
-        .expect("report")
-        .into_inner();
+    // The verdict counts closed windows: wait for them all.
+    let report = crate::uplift::report_when_closed(&mut server.admin().await, "d").await;
     let (head, index) = http_get(&server.metrics_addr, "/");
     assert!(
         head.starts_with("HTTP/1.1 200") && head.contains("text/html"),

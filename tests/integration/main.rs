@@ -33,3 +33,4 @@ mod shutdown;
 mod storage;
 mod support;
 mod upgrades;
+mod uplift;

@@ -211,6 +211,9 @@ fn arm_json(a: Option<&proto::ArmReport>) -> Value {
             "decisions": a.decisions,
             "redemptions": a.redemptions,
             "pending": a.pending,
+            "closed_decisions": a.closed_decisions,
+            "closed_redemptions": a.closed_redemptions,
+            "customers": a.customers,
             "redemption_rate": estimate_json(a.redemption_rate.as_ref()),
             "value_per_1000": estimate_json(a.value_per_1000.as_ref()),
         }),
@@ -314,16 +317,28 @@ pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
         100.0 * r.control_share
     );
     println!(
-        "{:<8} {:>10} {:>10} {:>8}  {:<28} value per 1000 (95% CI)",
-        "arm", "decisions", "redeemed", "pending", "redemption rate (95% CI)"
+        "rates, values and the uplift count decisions whose reward window has closed; \
+         95% intervals clustered by customer, valid at any look"
+    );
+    println!(
+        "{:<8} {:>10} {:>10} {:>8} {:>8} {:>9}  {:<28} value per 1000 (95% CI)",
+        "arm",
+        "decisions",
+        "redeemed",
+        "pending",
+        "closed",
+        "customers",
+        "redemption rate (95% CI)"
     );
     for a in [&r.bandit, &r.control].into_iter().flatten() {
         println!(
-            "{:<8} {:>10} {:>10} {:>8}  {:<28} {}",
+            "{:<8} {:>10} {:>10} {:>8} {:>8} {:>9}  {:<28} {}",
             a.arm,
             a.decisions,
             a.redemptions,
             a.pending,
+            a.closed_decisions,
+            a.customers,
             pct(a.redemption_rate.as_ref()),
             num(a.value_per_1000.as_ref())
         );
@@ -335,11 +350,13 @@ pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
         .filter(|a| a.decisions > 0)
     {
         println!(
-            "{:<8} {:>10} {:>10} {:>8}  {:<28} {} (not in the uplift)",
+            "{:<8} {:>10} {:>10} {:>8} {:>8} {:>9}  {:<28} {} (not in the uplift)",
             a.arm,
             a.decisions,
             a.redemptions,
             a.pending,
+            a.closed_decisions,
+            a.customers,
             pct(a.redemption_rate.as_ref()),
             num(a.value_per_1000.as_ref())
         );

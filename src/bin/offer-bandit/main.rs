@@ -227,11 +227,12 @@ fn migrate(args: cli::MigrateArgs) -> anyhow::Result<()> {
             format!("{dir} is at schema {SCHEMA_VERSION}, this build's: nothing to migrate")
         }
         Migration::RewriteFrom3 => format!(
-            "{dir} is at schema 3: the migration rewrites {} decision records (each gets no customer and the bandit arm), writes the bandit arm's counts of {} campaigns, and marks the store schema {SCHEMA_VERSION}, in one batch; a build older than this one will then refuse the store, so take a backup first (README, Upgrades)",
+            "{dir} is at schema 3: the migration rewrites {} decision records (each gets no customer and the bandit arm), writes the bandit arm's counts and the report's per-customer sums of {} campaigns, and marks the store schema {SCHEMA_VERSION}, in one batch; a build older than this one will then refuse the store, so take a backup first (README, Upgrades)",
             plan.decisions, plan.campaigns
         ),
-        Migration::MarkFrom(from) => format!(
-            "{dir} is at schema {from}: the migration marks it schema {SCHEMA_VERSION} and changes no data; a build older than this one will then refuse the store, so take a backup first (README, Upgrades)"
+        Migration::RebuildFrom(from) => format!(
+            "{dir} is at schema {from}: the migration reads {} decision records, writes the report's per-customer sums of closed windows for {} campaigns, and marks it schema {SCHEMA_VERSION}, in one batch; nothing else changes. A build older than this one will then refuse the store, so take a backup first (README, Upgrades)",
+            plan.decisions, plan.campaigns
         ),
         Migration::Unreadable(reason) => anyhow::bail!(
             "{dir}: {reason}; nothing was changed. Run the build that wrote it, or restore a backup taken before the upgrade"

@@ -98,6 +98,11 @@ impl Writer {
                     c.arms.write()[arm.index()] = counts;
                 }
             }
+            for ((campaign, arm), sums) in group.clusters {
+                if let Some(c) = self.campaign(&campaign) {
+                    c.clusters.write()[arm.index()] = sums;
+                }
+            }
             for ((campaign, segment, offer), counts) in group.cells {
                 if let Some(c) = self.campaign(&campaign) {
                     c.model.write().set_cell(&segment, offer, counts);

@@ -5,7 +5,8 @@ use super::*;
 
 impl Writer {
     /// Erases a customer's decisions: subtracts each from its cell (and
-    /// regression posterior), then deletes the record and its indexes.
+    /// regression posterior), then deletes the record and its indexes; and
+    /// removes the customer's clusters from the report's sums.
     pub(super) fn forget(
         &mut self,
         g: &mut Group,
@@ -29,6 +30,9 @@ impl Writer {
             .iter()
             .filter_map(|(id, rec)| rec.clone().map(|r| (*id, r)))
             .collect();
+        // Out of the report's sums: the customer's whole cluster, in every
+        // campaign and arm (their totals outlive pruned records).
+        self.forget_clusters(g, customer)?;
         for (id, rec) in records {
             g.writes.remove_customer(customer, &id);
             let Some(rec) = rec else {

@@ -3,6 +3,7 @@
 
 use super::*;
 
+mod closed;
 mod commit;
 mod decide;
 mod erase;
@@ -414,6 +415,11 @@ pub(super) struct Group {
     pub(super) writes: WriteSet,
     pub(super) cells: HashMap<(String, String, usize), CellCounts>,
     pub(super) arms: HashMap<(String, Arm), ArmCounts>,
+    /// Per-customer sums this group changed, by (campaign, arm).
+    pub(super) clusters: HashMap<(String, Arm), ClusterSums>,
+    /// Customer totals as this group sees them: read by a sweep, changed
+    /// (then also in `writes`), or `None`: erased.
+    pub(super) totals: HashMap<(CustomerHash, String, Arm), Option<CustomerTotals>>,
     pub(super) daily: HashMap<(String, usize), DailyCounts>,
     pub(super) statuses: HashMap<String, CampaignStatus>,
     pub(super) models: HashMap<(String, usize), GaussianPosterior>,

@@ -110,8 +110,9 @@ impl Writer {
     }
 
     /// Finalizes the decisions of due expiry entries (at least `limit` of
-    /// them when that many are due) and drops the entries; returns how many
-    /// decisions it looked at.
+    /// them when that many are due), counts each into its arm's
+    /// per-customer sums, and drops the entries; returns how many decisions
+    /// it looked at.
     pub(super) fn sweep(
         &mut self,
         g: &mut Group,
@@ -121,12 +122,26 @@ impl Writer {
         let due: Vec<ExpiryEntry> = self.store.due_expiries(now_ms, limit)?;
         let mut n = 0;
         for entry in due {
+            // Everything an entry needs is read before any of it is staged:
+            // a failed read leaves the entry whole for the next sweep, and
+            // nothing of it counted.
+            let mut records = Vec::with_capacity(entry.ids.len());
             for &id in &entry.ids {
-                n += 1;
-                match self.decision(g, &id)? {
-                    Some(rec) if rec.state == DecisionState::Pending => self.expire(g, id, rec),
-                    Some(rec) => self.drop_request(g, id, &rec),
-                    None => {}
+                if let Some(rec) = self.decision(g, &id)? {
+                    self.prepare_close(g, &rec)?;
+                    records.push((id, rec));
+                }
+            }
+            n += entry.ids.len();
+            // Every decision is in one entry, which goes with this group:
+            // counted once, redeemed or not, when its window closes (an
+            // erased one is gone, and so is its customer's cluster).
+            for (id, rec) in records {
+                self.count_closed(g, &rec);
+                if rec.state == DecisionState::Pending {
+                    self.expire(g, id, rec);
+                } else {
+                    self.drop_request(g, id, &rec);
                 }
             }
             g.writes.remove_expiries(&entry);
