@@ -2,6 +2,7 @@
 //! state (posteriors, arms, daily counts) its revisions share.
 
 use super::*;
+use crate::budget::{LocalTime, Pace, TrafficProfile};
 use crate::context::{Context, FeatureValue};
 use crate::policy::{
     Policy,
@@ -80,6 +81,11 @@ pub struct Campaign {
     pub(super) arms: Arc<RwLock<[ArmCounts; Arm::ALL.len()]>>,
     /// Per offer: today's counts, for daily budgets.
     pub(super) daily: Arc<RwLock<Vec<DailyCounts>>>,
+    /// The campaign's time zone (`time_zone`): its days and clock hours.
+    pub(super) local_time: LocalTime,
+    /// Its decisions per local hour, learned over past days: what daily
+    /// budgets are paced by.
+    pub(super) traffic: Arc<RwLock<TrafficProfile>>,
     /// What operators paused or retired.
     pub(super) status: Arc<RwLock<CampaignStatus>>,
     /// Whether any offer has a budget or the campaign a frequency cap (if
@@ -214,6 +220,8 @@ impl Campaign {
             limited: limited(&config),
             arms: Arc::new(RwLock::new([ArmCounts::default(); Arm::ALL.len()])),
             daily: Arc::default(),
+            local_time: config.local_time(),
+            traffic: Arc::new(RwLock::new(TrafficProfile::new(&config.time_zone))),
             status: Arc::default(),
             revision,
             retired: Vec::new(),
@@ -289,6 +297,8 @@ impl Campaign {
             limited: limited(&config),
             arms: self.arms.clone(),
             daily: self.daily.clone(),
+            local_time: config.local_time(),
+            traffic: self.traffic.clone(),
             status: self.status.clone(),
             revision,
             retired,
@@ -319,6 +329,12 @@ impl Campaign {
         }
         next.control_rules = next.bind_control_rules();
         next
+    }
+
+    /// Where the campaign's local day stands at `now_ms`, for pacing its
+    /// daily budgets.
+    pub(super) fn pace(&self, now_ms: i64) -> Pace {
+        Pace::at(now_ms, &self.local_time, &self.traffic.read())
     }
 
     /// Appends an offer, with a prior in every per-offer table of the

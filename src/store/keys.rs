@@ -12,6 +12,7 @@ pub(super) const MODEL: &[u8] = b"p/";
 pub(super) const CUSTOMER: &[u8] = b"c/";
 pub(super) const ARM: &[u8] = b"a/";
 pub(super) const DAILY: &[u8] = b"u/";
+pub(super) const TRAFFIC: &[u8] = b"h/";
 pub(super) const STATUS: &[u8] = b"s/";
 pub(super) const CONFIG: &[u8] = b"k/";
 pub(super) const PRIOR: &[u8] = b"q/";
