@@ -102,8 +102,24 @@ impl LocalTime {
         (local.rem_euclid(DAY_MS) / HOUR_MS) as usize
     }
 
+    /// The start of the local day `ms` falls in when the offset holds all
+    /// day (every day but those with a transition): 24 plain hours, found
+    /// without building the day's dates.
+    fn plain_day_start(&self, ms: i64) -> Option<i64> {
+        let off = self.offset_ms(ms);
+        let start = (ms + off).div_euclid(DAY_MS) * DAY_MS - off;
+        let end = start + DAY_MS;
+        (self.offset_ms(start) == off
+            && self.offset_ms(end - 1) == off
+            && self.offset_ms(end) == off)
+            .then_some(start)
+    }
+
     /// The start and end (exclusive) of the local day `ms` falls in.
     pub fn day_bounds(&self, ms: i64) -> (i64, i64) {
+        if let Some(start) = self.plain_day_start(ms) {
+            return (start, start + DAY_MS);
+        }
         let zoned = Self::timestamp(ms).to_zoned_datetime(self.tz.clone());
         let start = zoned.start_of_day().map(|z| z.timestamp().as_millisecond());
         let end = zoned
@@ -123,6 +139,15 @@ impl LocalTime {
 
     /// The clock hours of the local day `ms` falls in, in order.
     pub fn hours(&self, ms: i64) -> Vec<HourSlot> {
+        if let Some(start) = self.plain_day_start(ms) {
+            return (0..24)
+                .map(|hour| HourSlot {
+                    start_ms: start + hour as i64 * HOUR_MS,
+                    end_ms: start + (hour as i64 + 1) * HOUR_MS,
+                    hour,
+                })
+                .collect();
+        }
         let (start, end) = self.day_bounds(ms);
         let mut slots = Vec::with_capacity(25);
         let mut t = start;
@@ -221,6 +246,28 @@ mod tests {
         assert_eq!(hours.iter().filter(|&&h| h == 1).count(), 2, "{hours:?}");
         assert_eq!(t.describe(fall + HOUR_MS), "2026-11-01 01:00 EDT");
         assert_eq!(t.describe(fall + 2 * HOUR_MS), "2026-11-01 01:00 EST");
+    }
+
+    #[test]
+    fn the_plain_day_shortcut_agrees_with_the_calendar() {
+        for name in [
+            "America/New_York",
+            "Europe/London",
+            "Asia/Kolkata",
+            "America/Santiago",
+        ] {
+            let Ok(t) = LocalTime::parse(name) else {
+                panic!("{name}")
+            };
+            for d in 0..400 {
+                let ms = 1_767_225_600_000 + d * DAY_MS + 7 * HOUR_MS + 123;
+                let zoned = LocalTime::timestamp(ms).to_zoned_datetime(t.tz.clone());
+                let start = zoned.start_of_day().map(|z| z.timestamp().as_millisecond());
+                if let Some(plain) = t.plain_day_start(ms) {
+                    assert_eq!(Ok(plain), start.map_err(drop), "{name} day {d}");
+                }
+            }
+        }
     }
 
     #[test]

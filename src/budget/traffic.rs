@@ -120,7 +120,8 @@ impl TrafficProfile {
     }
 
     /// The days seen by local day `day`, for people: "learned from the
-    /// last 9 days of traffic" or "flat over the day until 3 days ...".
+    /// last 9 days of traffic" or "flat over the day until 3 days of
+    /// traffic are seen, 1 so far".
     pub fn describe(&self, day: i64, local: &LocalTime) -> String {
         let days = if self.time_zone == local.name() {
             self.as_of(day).days
@@ -130,7 +131,7 @@ impl TrafficProfile {
         match self.shares(day, local) {
             Some(_) => format!("learned from the last {days} days of traffic"),
             None => format!(
-                "flat over the day until {MIN_DAYS} days of traffic are seen ({days} so far)"
+                "flat over the day until {MIN_DAYS} days of traffic are seen, {days} so far"
             ),
         }
     }

@@ -320,7 +320,7 @@ fn pacing_line(p: &PacingReport) -> String {
     format!(
         "<p id=\"pacing\" class=\"note\">Daily budgets follow the campaign's day in {zone}: \
          it is <b class=\"local-time\">{time}</b>, and {gone:.0}% of the day's expected visits \
-         are gone (expected: {profile}). By now an offer may use that share of a daily \
+         are gone (visits by hour: {profile}). By now an offer may use that share of a daily \
          budget plus {slack:.0}%. <i>paced</i>: it waits for the allowance to grow; \
          <i>spent</i>: a lifetime budget is used up.</p>",
         zone = esc(&p.time_zone),

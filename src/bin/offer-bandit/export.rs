@@ -412,7 +412,7 @@ pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
         .any(|o| o.decisions_allowed_by_now.is_some() || o.redemptions_allowed_by_now.is_some());
     if let (true, Some(p)) = (paced, &r.pacing) {
         println!(
-            "pacing: {} in {}; {:.0}% of the day's expected visits gone ({})",
+            "pacing: {} in {}; {:.0}% of the day's expected visits gone; by hour: {}",
             p.local_time,
             p.time_zone,
             100.0 * p.day_gone,
