@@ -748,7 +748,7 @@ mod tests {
         let mut all = demo().expect("demo");
         let full = "[[campaigns]]\nid = \"f\"\npolicy = \"segment-ts\"\nsegment_by = [\"tier\"]\n\
                     reward_window = \"36h 30m\"\nobjective = \"value\"\ncontrol_share = 0.25\n\
-                    control_offer = \"a\"\nfrequency_cap = { max = 2, period = \"7d\" }\n\
+                    control_offer = \"a\"\nfrequency_cap = { max = 2, period = \"7d\" }\ntime_zone = \"Europe/Berlin\"\n\
                     [[campaigns.offers]]\nid = \"a\"\nvalue = 2.5\nmax_decisions = 10\n\
                     max_redemptions_per_day = 3\n[[campaigns.offers]]\nid = \"b\"\nname = \"B!\"\n";
         all.extend(parse(full, "full").expect("full config"));
