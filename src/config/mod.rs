@@ -118,10 +118,10 @@ pub struct OfferConfig {
     /// reach this (redemptions of decisions already made are always honored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions: Option<u64>,
-    /// Most decisions per UTC day, paced over the day.
+    /// Most decisions per day of the campaign's `time_zone`, paced over the day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_decisions_per_day: Option<u64>,
-    /// Most redemptions per UTC day (expected, as for max_redemptions), paced.
+    /// Most redemptions per day of the campaign's `time_zone` (expected, as for max_redemptions), paced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions_per_day: Option<u64>,
     /// Largest value one redemption of this offer may report; a
