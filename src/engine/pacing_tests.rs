@@ -175,3 +175,52 @@ async fn a_learned_evening_profile_paces_noon_below_the_flat_day_and_survives_a_
     assert_eq!(after, before, "the profile is stored with the decisions");
     assert_eq!(allowed_at_noon(&restarted).0, Some(136));
 }
+
+#[tokio::test]
+async fn a_new_time_zone_moves_the_days_at_once_and_starts_the_profile_over() {
+    let store = MemoryStore::new();
+    let day0 = utc("2026-01-15", 5.0); // 00:00 in New York
+    let clock = Arc::new(ManualClock::new(day0));
+    let engine = open(&store, &clock, "America/New_York", 1000);
+    for d in 0..4 {
+        clock.set(day0 + d * DAY_MS + 19 * HOUR_MS);
+        engine
+            .select(visit())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    clock.set(day0 + 4 * DAY_MS + 12 * HOUR_MS); // 12:00 EST, 17:00 UTC
+    assert!(engine.report("n").is_ok_and(|r| r.pacing.learned));
+    let mut config = engine
+        .campaign("n")
+        .map(|c| c.config.clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    config.time_zone = "Europe/Berlin".into();
+    engine
+        .revise("n", ConfigChange::Put(Box::new(config)), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = engine.report("n").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.pacing.time_zone, "Europe/Berlin");
+    assert_eq!(r.pacing.local_time, "2026-01-19 18:00 CET");
+    assert!(
+        !r.pacing.learned,
+        "hours of New York say nothing of Berlin's"
+    );
+    assert!(
+        (r.pacing.day_gone - 0.75).abs() < 1e-9,
+        "{}",
+        r.pacing.day_gone
+    );
+    // The next decision starts the profile over, in Berlin's hours.
+    engine
+        .select(visit())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let traffic = engine
+        .campaign("n")
+        .map(|c| c.traffic.read().clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(traffic.time_zone, "Europe/Berlin");
+    assert_eq!((traffic.days, traffic.today[18]), (0, 1));
+}
