@@ -1,5 +1,6 @@
 //! Policy hot paths: one decision (choose + propensity) and one posterior
-//! update, for segment-ts and contextual TS (K = 12 offers, d = 64).
+//! update, for segment-ts and contextual TS (K = 12 offers, d = 64); and
+//! the pace of a campaign's day that every budgeted SelectOffer computes.
 //! Run: `cargo bench --bench policy`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -193,5 +194,31 @@ fn reestimate(c: &mut Criterion) {
     });
 }
 
-criterion_group!(policy, benches, reestimate);
+/// Where a New York campaign's day stands, flat and with a learned
+/// traffic profile: what SelectOffer and the writer compute for an offer
+/// with a daily budget.
+fn pace(c: &mut Criterion) {
+    use offer_bandit::budget::{DAY_MS, HOUR_MS, LocalTime, Pace, TrafficProfile};
+    let Ok(ny) = LocalTime::parse("America/New_York") else {
+        return;
+    };
+    let t0 = 1_768_453_200_000; // 2026-01-15 05:00 UTC, midnight in New York
+    let mut learned = TrafficProfile::new(ny.name());
+    for d in 0..5 {
+        for h in 0..24 {
+            learned.count(t0 + d * DAY_MS + h * HOUR_MS, &ny);
+        }
+    }
+    let now = t0 + 5 * DAY_MS + 14 * HOUR_MS;
+    for (name, profile) in [
+        ("pace/new-york-flat", TrafficProfile::new(ny.name())),
+        ("pace/new-york-learned", learned),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| black_box(Pace::at(black_box(now), &ny, &profile)))
+        });
+    }
+}
+
+criterion_group!(policy, benches, reestimate, pace);
 criterion_main!(policy);

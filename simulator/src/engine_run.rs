@@ -215,6 +215,7 @@ fn campaign(
         control_offer: None,
         control_rules: None,
         frequency_cap: None,
+        time_zone: "UTC".into(),
         offers,
         features: env.encoder.specs().to_vec(),
         hash_bits: env.encoder.hash_bits(),

@@ -118,10 +118,10 @@ pub struct OfferConfig {
     /// reach this (redemptions of decisions already made are always honored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions: Option<u64>,
-    /// Most decisions per UTC day, paced over the day.
+    /// Most decisions per day of the campaign's `time_zone`, paced over the day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_decisions_per_day: Option<u64>,
-    /// Most redemptions per UTC day (expected, as for max_redemptions), paced.
+    /// Most redemptions per day of the campaign's `time_zone` (expected, as for max_redemptions), paced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redemptions_per_day: Option<u64>,
     /// Largest value one redemption of this offer may report; a
@@ -244,6 +244,11 @@ pub struct CampaignConfig {
     /// most `max` times per `period`; anonymous visits are not capped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_cap: Option<FrequencyCap>,
+    /// The campaign's time zone, an IANA name such as `America/New_York`
+    /// (default `UTC`): daily budgets reset at its midnight and are paced
+    /// over its day (see [`crate::budget`]).
+    #[serde(default = "default_time_zone", skip_serializing_if = "is_utc")]
+    pub time_zone: String,
     /// The offers.
     #[serde(default)]
     pub offers: Vec<OfferConfig>,
@@ -317,6 +322,12 @@ impl CampaignConfig {
         Some(c)
     }
 
+    /// The campaign's time zone (validated at load; UTC should a stored
+    /// name no longer be known).
+    pub fn local_time(&self) -> crate::budget::LocalTime {
+        crate::budget::LocalTime::parse(&self.time_zone).unwrap_or_default()
+    }
+
     /// The feature encoder of a contextual campaign (validated at load).
     pub fn encoder(&self) -> Result<Encoder, EncodeError> {
         Encoder::new(self.features.clone(), self.hash_bits)
@@ -367,6 +378,14 @@ fn default_prior_strength() -> f64 {
 }
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+fn is_utc(name: &String) -> bool {
+    name == "UTC"
 }
 
 fn default_snapshot_tolerance() -> f64 {
@@ -679,6 +698,22 @@ mod tests {
     }
 
     #[test]
+    fn time_zones_are_iana_names() {
+        let base = "[[campaigns]]\nid = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n";
+        let offer = "[[campaigns.offers]]\nid = \"a\"\n";
+        let load = |t: String| parse(&t, "test.toml");
+        let utc = load(format!("{base}{offer}")).expect("no time zone");
+        assert_eq!(utc[0].time_zone, "UTC");
+        let ny = load(format!("{base}time_zone = \"America/New_York\"\n{offer}")).expect("NY");
+        assert_eq!(ny[0].local_time().name(), "America/New_York");
+        let e = load(format!("{base}time_zone = \"EST5EDT/Nowhere\"\n{offer}")).expect_err("bad");
+        assert!(
+            e.to_string().contains("time_zone") && e.to_string().contains("EST5EDT/Nowhere"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn control_groups_are_validated() {
         let base = "[[campaigns]]\nid = \"c\"\npolicy = \"segment-ts\"\nreward_window = \"30s\"\n";
         let offer = "[[campaigns.offers]]\nid = \"a\"\n";
@@ -713,7 +748,7 @@ mod tests {
         let mut all = demo().expect("demo");
         let full = "[[campaigns]]\nid = \"f\"\npolicy = \"segment-ts\"\nsegment_by = [\"tier\"]\n\
                     reward_window = \"36h 30m\"\nobjective = \"value\"\ncontrol_share = 0.25\n\
-                    control_offer = \"a\"\nfrequency_cap = { max = 2, period = \"7d\" }\n\
+                    control_offer = \"a\"\nfrequency_cap = { max = 2, period = \"7d\" }\ntime_zone = \"Europe/Berlin\"\n\
                     [[campaigns.offers]]\nid = \"a\"\nvalue = 2.5\nmax_decisions = 10\n\
                     max_redemptions_per_day = 3\n[[campaigns.offers]]\nid = \"b\"\nname = \"B!\"\n";
         all.extend(parse(full, "full").expect("full config"));

@@ -82,6 +82,10 @@ pub(super) fn validate_campaign(c: &mut CampaignConfig) -> Result<(), String> {
             "control_share must be from 0 to 1 (1: every visit gets the control policy)".into(),
         );
     }
+    c.time_zone = c.time_zone.trim().to_owned();
+    if let Err(why) = crate::budget::LocalTime::parse(&c.time_zone) {
+        return Err(format!("time_zone: {why}"));
+    }
     if let Some(text) = &c.control_rules {
         if c.control_offer.is_some() {
             return Err("set control_offer or control_rules, not both".into());

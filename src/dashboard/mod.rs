@@ -19,9 +19,9 @@ use std::{
 use parking_lot::Mutex;
 
 use crate::{
-    budget::{self, BudgetStatus, DailyCounts, day_of, paced_allowance},
+    budget::PACING_SLACK,
     config::OfferConfig,
-    engine::{CampaignReport, Engine, FeaturePrior, LearnedPrior, OfferReport},
+    engine::{CampaignReport, Engine, FeaturePrior, LearnedPrior, OfferReport, PacingReport},
     palette::{FONT, INK, MUTED, palette},
     policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE, variances_estimated},
     uplift::{Arm, ArmSummary, Estimate},
@@ -278,35 +278,30 @@ fn left(left: Option<u64>, cap: Option<u64>) -> String {
 }
 
 /// One row of the budget table: lifetime and daily budgets left, what
-/// pacing allows by now, and whether the offer may be chosen.
-fn budget_row(o: &OfferReport, cfg: &OfferConfig, name: &str, now: i64) -> String {
-    let used = |cap: Option<u64>, left: Option<u64>| match (cap, left) {
-        (Some(c), Some(l)) => c.saturating_sub(l),
-        _ => 0,
-    };
-    let today = DailyCounts {
-        day: day_of(now),
-        decisions: used(cfg.max_decisions_per_day, o.decisions_left_today),
-        redemptions: used(cfg.max_redemptions_per_day, o.redemptions_left_today),
-    };
-    let paced = |cap: Option<u64>, what: &str| {
-        cap.map(|c| format!("{} of {c} {what}", paced_allowance(c, now)))
+/// pacing allows by now, and whether the offer may be chosen (as the
+/// report says).
+fn budget_row(o: &OfferReport, cfg: &OfferConfig, name: &str) -> String {
+    let paced = |allowed: Option<u64>, cap: Option<u64>, what: &str| {
+        Some(format!("{} of {} {what}", allowed?, cap?))
     };
     let allowance: Vec<String> = [
-        paced(cfg.max_decisions_per_day, "visits"),
-        paced(cfg.max_redemptions_per_day, "redemptions"),
+        paced(
+            o.decisions_allowed_by_now,
+            cfg.max_decisions_per_day,
+            "visits",
+        ),
+        paced(
+            o.redemptions_allowed_by_now,
+            cfg.max_redemptions_per_day,
+            "redemptions",
+        ),
     ]
     .into_iter()
     .flatten()
     .collect();
-    let (state, why) = match budget::status(cfg, o.counts, today, now) {
-        BudgetStatus::Open => ("open", String::new()),
-        BudgetStatus::Paced(why) => ("paced", why),
-        BudgetStatus::Spent(why) => ("spent", why),
-    };
     format!(
         "<tr data-budget=\"{id}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td>{}</td><td class=\"status\">{state}</td><td class=\"note\">{}</td></tr>",
+         <td>{}</td><td class=\"status\">{}</td><td class=\"note\">{}</td></tr>",
         esc(name),
         left(o.decisions_left, cfg.max_decisions),
         left(o.redemptions_left, cfg.max_redemptions),
@@ -317,8 +312,26 @@ fn budget_row(o: &OfferReport, cfg: &OfferConfig, name: &str, now: i64) -> Strin
         } else {
             allowance.join(", ")
         },
-        esc(&why),
+        o.budget_status.label(),
+        esc(o.budget_status.why()),
         id = esc(&o.offer_id)
+    )
+}
+
+/// The pacing line: the campaign's local time, how much of its day's
+/// expected traffic is gone, and what that expectation is.
+fn pacing_line(p: &PacingReport) -> String {
+    format!(
+        "<p id=\"pacing\" class=\"note\">Daily budgets follow the campaign's day in {zone}: \
+         it is <b class=\"local-time\">{time}</b>, and {gone:.0}% of the day's expected visits \
+         are gone (visits by hour: {profile}). By now an offer may use that share of a daily \
+         budget plus {slack:.0}%. <i>paced</i>: it waits for the allowance to grow; \
+         <i>spent</i>: a lifetime budget is used up.</p>",
+        zone = esc(&p.time_zone),
+        time = esc(&p.local_time),
+        gone = 100.0 * p.day_gone,
+        profile = esc(&p.profile),
+        slack = 100.0 * PACING_SLACK,
     )
 }
 
@@ -337,18 +350,15 @@ fn budgets(engine: &Engine, r: &CampaignReport, names: &HashMap<String, String>)
         return "<h2>Budgets</h2><p id=\"budgets\" class=\"note\">No offer has a budget.</p>"
             .into();
     }
-    let now = engine.now_ms();
-    let mut b = String::from(
-        "<h2>Budgets</h2><p class=\"note\">Daily budgets are paced over the UTC day: by now, \
-         an offer may use the share of the day gone plus 5%. <i>paced</i>: it waits for the \
-         allowance to grow; <i>spent</i>: a lifetime budget is used up.</p>\
-         <table id=\"budgets\"><tr><th>offer</th><th>visits left</th><th>redemptions left</th>\
+    let mut b = format!("<h2>Budgets</h2>{}", pacing_line(&r.pacing));
+    b.push_str(
+        "<table id=\"budgets\"><tr><th>offer</th><th>visits left</th><th>redemptions left</th>\
          <th>visits left today</th><th>redemptions left today</th><th>paced allowance now</th>\
          <th>status</th><th></th></tr>",
     );
     for o in &r.offers {
         if let Some(cfg) = campaign.config.offers.iter().find(|c| c.id == o.offer_id) {
-            b.push_str(&budget_row(o, cfg, name_of(names, &o.offer_id), now));
+            b.push_str(&budget_row(o, cfg, name_of(names, &o.offer_id)));
         }
     }
     b.push_str("</table>");

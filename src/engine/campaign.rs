@@ -2,6 +2,7 @@
 //! state (posteriors, arms, daily counts) its revisions share.
 
 use super::*;
+use crate::budget::{LocalTime, Pace, TrafficProfile};
 use crate::context::{Context, FeatureValue};
 use crate::policy::{
     Policy,
@@ -83,6 +84,11 @@ pub struct Campaign {
     pub(super) clusters: Arc<RwLock<[ClusterSums; Arm::ALL.len()]>>,
     /// Per offer: today's counts, for daily budgets.
     pub(super) daily: Arc<RwLock<Vec<DailyCounts>>>,
+    /// The campaign's time zone (`time_zone`): its days and clock hours.
+    pub(super) local_time: LocalTime,
+    /// Its decisions per local hour, learned over past days: what daily
+    /// budgets are paced by.
+    pub(super) traffic: Arc<RwLock<TrafficProfile>>,
     /// What operators paused or retired.
     pub(super) status: Arc<RwLock<CampaignStatus>>,
     /// Whether any offer has a budget or the campaign a frequency cap (if
@@ -218,6 +224,8 @@ impl Campaign {
             arms: Arc::new(RwLock::new([ArmCounts::default(); Arm::ALL.len()])),
             clusters: Arc::new(RwLock::new([ClusterSums::default(); Arm::ALL.len()])),
             daily: Arc::default(),
+            local_time: config.local_time(),
+            traffic: Arc::new(RwLock::new(TrafficProfile::new(&config.time_zone))),
             status: Arc::default(),
             revision,
             retired: Vec::new(),
@@ -294,6 +302,8 @@ impl Campaign {
             arms: self.arms.clone(),
             clusters: self.clusters.clone(),
             daily: self.daily.clone(),
+            local_time: config.local_time(),
+            traffic: self.traffic.clone(),
             status: self.status.clone(),
             revision,
             retired,
@@ -324,6 +334,12 @@ impl Campaign {
         }
         next.control_rules = next.bind_control_rules();
         next
+    }
+
+    /// Where the campaign's local day stands at `now_ms`, for pacing its
+    /// daily budgets.
+    pub(super) fn pace(&self, now_ms: i64) -> Pace {
+        Pace::at(now_ms, &self.local_time, &self.traffic.read())
     }
 
     /// Appends an offer, with a prior in every per-offer table of the

@@ -56,7 +56,7 @@ pub use self::{
     campaign::{Campaign, Offer},
     reports::{
         CampaignReport, CampaignStats, CellStats, FeaturePrior, LearnedPrior, OfferEffect,
-        OfferReport, OfferStats, SHOWN_OFFER_EFFECTS,
+        OfferReport, OfferStats, PacingReport, SHOWN_OFFER_EFFECTS,
     },
 };
 pub use crate::status::{CampaignStatus, OfferStatus};
@@ -791,5 +791,7 @@ impl Engine {
 
 #[cfg(test)]
 mod closed_tests;
+#[cfg(test)]
+mod pacing_tests;
 #[cfg(test)]
 mod tests;

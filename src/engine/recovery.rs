@@ -243,6 +243,11 @@ pub(super) fn recover(
             *slot = counts;
         }
     }
+    for (campaign_id, profile) in store.load_traffic()? {
+        if let Some(campaign) = campaigns.get_mut(&campaign_id) {
+            *campaign.traffic.write() = profile;
+        }
+    }
     // The stored state as the config now says: a learned prior switched
     // off (by the campaign file, or by a revision whose second write a
     // crash interrupted) is undone, and offers that learned nothing are
@@ -307,6 +312,7 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
         control_offer: None,
         control_rules: None,
         frequency_cap: None,
+        time_zone: "UTC".into(),
         offers: Vec::new(),
         features: Vec::new(),
         hash_bits: 0,

@@ -16,6 +16,7 @@ impl Engine {
         let stats = self.stats(campaign_id)?;
         let total: u64 = stats.offers.iter().map(|o| o.counts.trials).sum();
         let now = self.now_ms();
+        let pace = campaign.pace(now);
         let daily = campaign.daily.read().clone();
         let offers = stats
             .offers
@@ -31,9 +32,16 @@ impl Engine {
                     .offer_index(&o.offer_id)
                     .and_then(|i| daily.get(i).copied())
                     .unwrap_or_default()
-                    .on(now);
+                    .on(pace.day);
                 let left = |cap: Option<u64>, used: u64| cap.map(|c| c.saturating_sub(used));
+                let paced =
+                    |cap: Option<u64>| cap.map(|c| crate::budget::paced_allowance(c, &pace));
                 OfferReport {
+                    budget_status: cfg.map_or(crate::budget::BudgetStatus::Open, |x| {
+                        crate::budget::status(x, c, today, &pace)
+                    }),
+                    decisions_allowed_by_now: paced(cfg.and_then(|x| x.max_decisions_per_day)),
+                    redemptions_allowed_by_now: paced(cfg.and_then(|x| x.max_redemptions_per_day)),
                     decisions_left: left(cfg.and_then(|x| x.max_decisions), c.trials),
                     redemptions_left: left(cfg.and_then(|x| x.max_redemptions), c.successes),
                     decisions_left_today: left(
@@ -58,6 +66,16 @@ impl Engine {
             })
             .collect();
         Ok(CampaignReport {
+            pacing: PacingReport {
+                time_zone: campaign.local_time.name().to_owned(),
+                local_time: campaign.local_time.describe(now),
+                day_gone: pace.gone,
+                learned: pace.learned,
+                profile: campaign
+                    .traffic
+                    .read()
+                    .describe(pace.day, &campaign.local_time),
+            },
             campaign: campaign_id.to_owned(),
             control_share: campaign.config.control_share,
             bandit,
@@ -343,6 +361,28 @@ pub struct OfferReport {
     pub decisions_left_today: Option<u64>,
     /// Redemptions left today under `max_redemptions_per_day`.
     pub redemptions_left_today: Option<u64>,
+    /// Whether its budgets let it be chosen now, and if not why.
+    pub budget_status: crate::budget::BudgetStatus,
+    /// How many of `max_decisions_per_day` pacing allows by now.
+    pub decisions_allowed_by_now: Option<u64>,
+    /// How many of `max_redemptions_per_day` pacing allows by now.
+    pub redemptions_allowed_by_now: Option<u64>,
+}
+
+/// Where a campaign's day stands for pacing, in its own time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PacingReport {
+    /// The campaign's time zone (IANA name).
+    pub time_zone: String,
+    /// Now, in that zone: `2026-03-08 09:00 EDT`.
+    pub local_time: String,
+    /// The share of the day's expected traffic gone by now, 0 to 1.
+    pub day_gone: f64,
+    /// Whether that share follows the learned traffic profile (false:
+    /// flat over the day's hours).
+    pub learned: bool,
+    /// What the profile is, for people.
+    pub profile: String,
 }
 
 /// What `GetCampaignReport` answers.
@@ -366,4 +406,6 @@ pub struct CampaignReport {
     pub offers: Vec<OfferReport>,
     /// Per segment x offer, as in the stats.
     pub cells: Vec<CellStats>,
+    /// Where the campaign's day stands for pacing daily budgets.
+    pub pacing: PacingReport,
 }

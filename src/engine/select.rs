@@ -394,6 +394,7 @@ impl Engine {
             }
             _ => None,
         };
+        let pace = campaign.pace(now);
         let model = campaign.model.read();
         let daily = campaign.daily.read();
         let kept: Vec<usize> = candidates
@@ -410,7 +411,7 @@ impl Engine {
                             cfg,
                             model.totals(i),
                             daily.get(i).copied().unwrap_or_default(),
-                            now,
+                            &pace,
                         )
                     })
                     .or_else(|| {

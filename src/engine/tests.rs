@@ -96,11 +96,12 @@ pub(super) fn learned(engine: &Engine) -> String {
             .collect();
         cells.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out += &format!(
-            "{} {offers:?}\ncells {cells:?}\narms {:?}\nclosed {:?}\ndaily {:?}\nstatus {:?}\n",
+            "{} {offers:?}\ncells {cells:?}\narms {:?}\nclosed {:?}\ndaily {:?}\ntraffic {:?}\nstatus {:?}\n",
             c.config.id,
             *c.arms.read(),
             *c.clusters.read(),
             *c.daily.read(),
+            *c.traffic.read(),
             *c.status.read()
         );
         if let Some(ctx) = &c.contextual {

@@ -101,6 +101,10 @@ pub(super) fn report_to_proto(r: crate::engine::CampaignReport) -> proto::Campai
                 redemptions_left: o.redemptions_left,
                 decisions_left_today: o.decisions_left_today,
                 redemptions_left_today: o.redemptions_left_today,
+                budget_status: o.budget_status.label().to_owned(),
+                budget_reason: o.budget_status.why().to_owned(),
+                decisions_allowed_by_now: o.decisions_allowed_by_now,
+                redemptions_allowed_by_now: o.redemptions_allowed_by_now,
                 posterior: Some(proto::Estimate {
                     value: o.posterior_mean,
                     low: o.posterior_low,
@@ -109,6 +113,13 @@ pub(super) fn report_to_proto(r: crate::engine::CampaignReport) -> proto::Campai
             })
             .collect(),
         cells,
+        pacing: Some(proto::PacingStatus {
+            time_zone: r.pacing.time_zone,
+            local_time: r.pacing.local_time,
+            day_gone: r.pacing.day_gone,
+            learned: r.pacing.learned,
+            profile: r.pacing.profile,
+        }),
     }
 }
 

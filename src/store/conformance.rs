@@ -453,6 +453,10 @@ fn checkpoint_writes() -> WriteSet {
             ..DailyCounts::default()
         },
     );
+    let mut traffic = crate::budget::TrafficProfile::new("America/New_York");
+    traffic.today[9] = 3;
+    traffic.past[18] = 2.5;
+    w.put_traffic("c", &traffic);
     w.put_config(
         "c",
         &crate::config::demo()
@@ -473,13 +477,14 @@ fn checkpoint_writes() -> WriteSet {
 /// Everything the checkpoint traits load, as text to compare backends by.
 fn loaded(store: &dyn Storage) -> Result<String> {
     Ok(format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}",
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}",
         store.load_cells()?,
         store.load_models()?,
         store.load_priors()?,
         store.load_arms()?,
         store.load_clusters()?,
         store.load_daily()?,
+        store.load_traffic()?,
         store.model_seq()?,
         store.load_configs()?,
         store.load_statuses()?,
@@ -519,6 +524,14 @@ fn checkpoints_round_trip_in_the_same_order_everywhere() -> Result {
         );
         assert_eq!(clusters[2].2.decisions_sq, 9.0, "{name}");
         assert!(store.load_statuses()?[0].1.paused, "{name}");
+        let traffic = store.load_traffic()?;
+        assert_eq!(traffic.len(), 1, "{name}");
+        assert_eq!(traffic[0].1.time_zone, "America/New_York", "{name}");
+        assert_eq!(
+            (traffic[0].1.today[9], traffic[0].1.past[18]),
+            (3, 2.5),
+            "{name}"
+        );
         seen.push((name, loaded(&*store)?));
     }
     assert_eq!(

@@ -16,6 +16,7 @@ pub(super) const ARM: &[u8] = b"a/";
 pub(super) const DAILY: &[u8] = b"u/";
 pub(super) const CLUSTERS: &[u8] = b"g/";
 pub(super) const TOTALS: &[u8] = b"t/";
+pub(super) const TRAFFIC: &[u8] = b"h/";
 pub(super) const STATUS: &[u8] = b"s/";
 pub(super) const CONFIG: &[u8] = b"k/";
 pub(super) const PRIOR: &[u8] = b"q/";

@@ -14,7 +14,7 @@ use parking_lot::RwLock;
 
 use super::*;
 use crate::{
-    budget::DailyCounts,
+    budget::{DailyCounts, TrafficProfile},
     revisions::StoredCampaign,
     status::CampaignStatus,
     uplift::{Arm, ArmCounts, ClusterSums, CustomerTotals},
@@ -31,6 +31,7 @@ struct Contents {
     configs: BTreeMap<String, StoredCampaign>,
     statuses: BTreeMap<String, CampaignStatus>,
     daily: BTreeMap<(String, String), DailyCounts>,
+    traffic: BTreeMap<String, TrafficProfile>,
     /// By campaign and arm name.
     arms: BTreeMap<(String, String), ArmCounts>,
     clusters: BTreeMap<(String, String), ClusterSums>,
@@ -86,6 +87,9 @@ impl Contents {
             }
             Write::Daily(campaign, offer, counts) => {
                 self.daily.insert((campaign, offer), counts);
+            }
+            Write::Traffic(campaign, profile) => {
+                self.traffic.insert(campaign, *profile);
             }
             Write::Arm(campaign, arm, counts) => {
                 self.arms
@@ -153,6 +157,11 @@ impl Contents {
                 self.daily
                     .iter()
                     .map(|((c, o), d)| Write::Daily(c.clone(), o.clone(), *d)),
+            )
+            .chain(
+                self.traffic
+                    .iter()
+                    .map(|(c, p)| Write::Traffic(c.clone(), Box::new(p.clone()))),
             )
             .chain(
                 self.arms
@@ -376,6 +385,15 @@ impl Checkpoints for MemoryStore {
             .daily
             .iter()
             .map(|((c, o), d)| (c.clone(), o.clone(), *d))
+            .collect())
+    }
+
+    fn load_traffic(&self) -> Result<Vec<(String, TrafficProfile)>, StoreError> {
+        let contents = self.contents.read();
+        Ok(contents
+            .traffic
+            .iter()
+            .map(|(c, p)| (c.clone(), p.clone()))
             .collect())
     }
 

@@ -28,7 +28,11 @@
 //!   customer's next decision updates the sums and erasure removes the
 //!   customer exactly;
 //! - `u/{campaign}\0{offer}`: [`crate::budget::DailyCounts`] of the offer's
-//!   current UTC day, for daily budgets;
+//!   current day in the campaign's time zone, for daily budgets;
+//! - `h/{campaign}`: [`crate::budget::TrafficProfile`], the campaign's
+//!   decisions by local hour over past days, that daily budgets are paced
+//!   by (written with the decisions it counts; a store without one starts
+//!   flat);
 //! - `s/{campaign}`: what operators paused or retired
 //!   ([`crate::status::CampaignStatus`]);
 //! - `k/{campaign}`: the campaign's config revision
@@ -301,6 +305,12 @@ impl Store {
         &self,
     ) -> Result<Vec<(String, String, crate::budget::DailyCounts)>, StoreError> {
         self.load_pairs(DAILY)
+    }
+
+    /// Every campaign's traffic profile by local hour, as (campaign,
+    /// profile).
+    pub fn load_traffic(&self) -> Result<Vec<(String, crate::budget::TrafficProfile)>, StoreError> {
+        self.load_by_campaign(TRAFFIC)
     }
 
     /// Every campaign's arm counts, as (campaign, arm name, counts).

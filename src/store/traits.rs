@@ -91,6 +91,8 @@ pub trait Checkpoints {
     ) -> Result<Vec<(String, String, crate::uplift::ClusterSums)>, StoreError>;
     /// Every offer's daily counts, as (campaign, offer, counts).
     fn load_daily(&self) -> Result<Vec<(String, String, crate::budget::DailyCounts)>, StoreError>;
+    /// Every campaign's traffic profile by local hour, as (campaign, profile).
+    fn load_traffic(&self) -> Result<Vec<(String, crate::budget::TrafficProfile)>, StoreError>;
     /// The learning sequence number the stored contextual posteriors
     /// include (0 before the first checkpoint).
     fn model_seq(&self) -> Result<u64, StoreError>;
@@ -179,6 +181,9 @@ impl Checkpoints for Store {
         &self,
     ) -> Result<Vec<(String, String, crate::uplift::ClusterSums)>, StoreError> {
         Store::load_clusters(self)
+    }
+    fn load_traffic(&self) -> Result<Vec<(String, crate::budget::TrafficProfile)>, StoreError> {
+        Store::load_traffic(self)
     }
     fn model_seq(&self) -> Result<u64, StoreError> {
         Store::model_seq(self)

@@ -57,6 +57,8 @@ pub enum Write {
     Status(String, crate::status::CampaignStatus),
     /// Sets today's counts of one offer: (campaign, offer, counts).
     Daily(String, String, crate::budget::DailyCounts),
+    /// Sets a campaign's traffic profile by local hour.
+    Traffic(String, Box<crate::budget::TrafficProfile>),
     /// Sets the counts of one arm of a campaign.
     Arm(String, crate::uplift::Arm, crate::uplift::ArmCounts),
     /// Sets the per-customer sums of one arm of a campaign, over decisions
@@ -227,6 +229,14 @@ impl WriteSet {
         self.push(Write::Daily(campaign.to_owned(), offer.to_owned(), *counts));
     }
 
+    /// Sets a campaign's traffic profile by local hour.
+    pub fn put_traffic(&mut self, campaign: &str, profile: &crate::budget::TrafficProfile) {
+        self.push(Write::Traffic(
+            campaign.to_owned(),
+            Box::new(profile.clone()),
+        ));
+    }
+
     /// Sets the counts of one arm of a campaign.
     pub fn put_arm(
         &mut self,
@@ -336,6 +346,10 @@ pub(super) fn keyed(write: Write) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
         Write::Daily(campaign, offer, counts) => (
             [DAILY, campaign.as_bytes(), &[0], offer.as_bytes()].concat(),
             Some(encode(&counts)),
+        ),
+        Write::Traffic(campaign, profile) => (
+            [TRAFFIC, campaign.as_bytes()].concat(),
+            Some(encode(&*profile)),
         ),
         Write::Arm(campaign, arm, counts) => (
             [ARM, campaign.as_bytes(), &[0], arm.as_str().as_bytes()].concat(),

@@ -102,13 +102,17 @@ async fn daily_budgets_are_paced_and_survive_a_restart() {
         &[],
     );
     let mut offers = server.offers().await;
-    let before = offer_bandit::budget::paced_allowance(cap, offer_bandit::decision::now_ms());
+    let allowed_now = || {
+        let pace = offer_bandit::budget::Pace::flat_utc(offer_bandit::decision::now_ms());
+        offer_bandit::budget::paced_allowance(cap, &pace)
+    };
+    let before = allowed_now();
     let mut made = 0;
     while pick(&mut offers, &["a"], None).await.is_ok() {
         made += 1;
         assert!(made <= cap, "the daily cap must hold");
     }
-    let after = offer_bandit::budget::paced_allowance(cap, offer_bandit::decision::now_ms());
+    let after = allowed_now();
     // Paced: what this time of day allows (it may tick up during the test).
     assert!(
         (before..=after).contains(&made),
@@ -124,6 +128,93 @@ async fn daily_budgets_are_paced_and_survive_a_restart() {
         err.message().contains("daily decision budget paced"),
         "{}",
         err.message()
+    );
+}
+
+/// A campaign in New York is paced over New York's day: at any hour, as
+/// many decisions as that share of New York's day allows (not the UTC
+/// day's, four or five hours further on), and the report and check-config
+/// say so in local time.
+#[tokio::test]
+async fn daily_budgets_are_paced_over_the_campaigns_local_day() {
+    use offer_bandit::budget::{LocalTime, Pace, TrafficProfile, paced_allowance};
+    let cap = 240;
+    let zone = "America/New_York";
+    let config = campaign(
+        &format!("time_zone = \"{zone}\""),
+        &format!("max_decisions_per_day = {cap}"),
+    );
+    let server = TestServer::start(Some(&config), &[]);
+    let mut offers = server.offers().await;
+    let ny = LocalTime::parse(zone).expect("zone");
+    let allowed = |local: &LocalTime| {
+        let now = offer_bandit::decision::now_ms();
+        paced_allowance(
+            cap,
+            &Pace::at(now, local, &TrafficProfile::new(local.name())),
+        )
+    };
+    let (before, utc_before) = (allowed(&ny), allowed(&LocalTime::utc()));
+    let mut made = 0;
+    while pick(&mut offers, &["a"], None).await.is_ok() {
+        made += 1;
+        assert!(made <= cap, "the daily cap must hold");
+    }
+    let (after, utc_after) = (allowed(&ny), allowed(&LocalTime::utc()));
+    assert!(
+        (before..=after).contains(&made),
+        "{made} made, {before}..{after} allowed by New York's day"
+    );
+    // New York's day is 4 or 5 hours behind UTC's: 40 or 50 of 240 apart
+    // (less only when the UTC allowance is already the whole cap).
+    assert!(
+        !(utc_before..=utc_after).contains(&made) || utc_before == cap,
+        "{made} made, as the UTC day ({utc_before}..{utc_after}) would allow"
+    );
+    let report = server
+        .admin()
+        .await
+        .get_campaign_report(offer_bandit::proto::GetCampaignReportRequest {
+            campaign: "b".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    let pacing = report.pacing.expect("pacing");
+    assert_eq!(pacing.time_zone, zone);
+    assert!(
+        pacing.local_time.ends_with(" EST") || pacing.local_time.ends_with(" EDT"),
+        "{pacing:?}"
+    );
+    assert!(
+        !pacing.learned && pacing.profile.contains("flat"),
+        "{pacing:?}"
+    );
+    let a = report.offers.iter().find(|o| o.offer_id == "a").expect("a");
+    assert_eq!(a.budget_status, "paced", "{a:?}");
+    assert!(
+        a.decisions_allowed_by_now
+            .is_some_and(|n| (before..=after + 1).contains(&n)),
+        "{a:?}"
+    );
+    drop(offers);
+    drop(server);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &config).expect("write");
+    let out = crate::support::offer_bandit_cli(&["check-config", path.to_str().expect("path")]);
+    assert!(out.contains("time zone: America/New_York"), "{out}");
+    std::fs::write(&path, campaign("time_zone = \"Mars/Olympus\"", "")).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args(["check-config", path.to_str().expect("path")])
+        .output()
+        .expect("check-config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("time_zone") && err.contains("Mars/Olympus"),
+        "{err}"
     );
 }
 

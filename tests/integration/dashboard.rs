@@ -60,6 +60,16 @@ fn check(html: &str, r: &CampaignReport) {
     assert_eq!(text_cell(html, "data-budget", "a", "status"), "open");
     assert_eq!(text_cell(html, "data-budget", "b", "status"), "paced");
     assert_eq!(text_cell(html, "data-budget", "c", "status"), "spent");
+    // Pacing in the campaign's own time zone, as the report says.
+    let pacing = text_of(html, "pacing");
+    let zone = r.pacing.as_ref().map_or("", |p| p.time_zone.as_str());
+    assert_eq!(zone, "America/New_York");
+    assert!(
+        pacing.contains("in America/New_York: it is 20")
+            && (pacing.contains(" EST") || pacing.contains(" EDT"))
+            && pacing.contains("flat over the day"),
+        "{pacing}"
+    );
     // The verdict line, in redemptions per 1,000 visits, with the report's
     // number.
     let uplift = r.uplift.as_ref().expect("uplift");
@@ -130,7 +140,7 @@ async fn the_dashboard_matches_the_report() {
     let config = crate::support::campaign_toml("d", &[], "2s", &["a", "b", "c"])
         .replace(
             "reward_window = \"2s\"\n",
-            "reward_window = \"2s\"\ncontrol_share = 0.3\n",
+            "reward_window = \"2s\"\ncontrol_share = 0.3\ntime_zone = \"America/New_York\"\n",
         )
         .replace("id = \"a\"\n", "id = \"a\"\nname = \"Free coffee\"\n")
         .replace(

@@ -311,7 +311,7 @@ async fn campaigns_and_offers_change_live_and_survive_restarts() {
     let mut admin = server.admin().await;
     let l = get(&mut admin, "l").await;
     assert_eq!((l.revision, l.source.as_str()), (4, "file"));
-    assert_eq!(chosen(&mut offers, "l", 60).await, ["a", "b", "d"]);
+    assert_eq!(chosen(&mut offers, "l", 200).await, ["a", "b", "d"]);
     let list = admin
         .list_campaigns(ListCampaignsRequest {})
         .await

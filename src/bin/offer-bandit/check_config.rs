@@ -110,6 +110,11 @@ pub(crate) fn describe(c: &CampaignConfig) -> Vec<String> {
         ),
         None => "  frequency cap: none".into(),
     });
+    out.push(format!(
+        "  time zone: {} (daily budgets reset at its midnight and are paced over its day, by the campaign's visits per local hour once {} days are seen)",
+        c.time_zone,
+        offer_bandit::budget::MIN_DAYS
+    ));
     if let Some(m) = c.contextual() {
         out.push(format!(
             "  model: exploration {}, prior variance {}, prior rate {}, noise variance {}, forgetting per offer {}, forgetting over time {}, learned prior {}",

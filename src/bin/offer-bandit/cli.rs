@@ -230,10 +230,10 @@ pub(crate) struct OfferAddArgs {
     /// Most redemptions, counting those its pending decisions are expected to bring.
     #[arg(long)]
     pub max_redemptions: Option<u64>,
-    /// Most decisions per UTC day, paced over the day.
+    /// Most decisions per day (of the campaign's time zone), paced over the day.
     #[arg(long)]
     pub max_decisions_per_day: Option<u64>,
-    /// Most redemptions per UTC day, paced over the day.
+    /// Most redemptions per day (of the campaign's time zone), paced over the day.
     #[arg(long)]
     pub max_redemptions_per_day: Option<u64>,
     /// Largest value one redemption may report (above it RecordRedemption

@@ -244,8 +244,19 @@ pub(crate) fn report_json(r: &proto::CampaignReport) -> Value {
             "redemptions_left": o.redemptions_left,
             "decisions_left_today": o.decisions_left_today,
             "redemptions_left_today": o.redemptions_left_today,
+            "budget_status": o.budget_status,
+            "budget_reason": o.budget_reason,
+            "decisions_allowed_by_now": o.decisions_allowed_by_now,
+            "redemptions_allowed_by_now": o.redemptions_allowed_by_now,
             "posterior": estimate_json(o.posterior.as_ref()),
         })).collect::<Vec<_>>(),
+        "pacing": r.pacing.as_ref().map_or(Value::Null, |p| json!({
+            "time_zone": p.time_zone,
+            "local_time": p.local_time,
+            "day_gone": p.day_gone,
+            "learned": p.learned,
+            "profile": p.profile,
+        })),
     })
 }
 
@@ -386,6 +397,18 @@ pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter_map(|(name, v)| v.map(|v| format!("{v} {name}")))
         .collect();
+        let mut left = left;
+        for (name, v) in [
+            ("decisions", o.decisions_allowed_by_now),
+            ("redemptions", o.redemptions_allowed_by_now),
+        ] {
+            if let Some(v) = v {
+                left.push(format!("{v} {name} allowed by now"));
+            }
+        }
+        if !left.is_empty() {
+            left.push(o.budget_status.clone());
+        }
         println!(
             "{:<24} {:>10} {:>7.1}% {:>10}  {:<28} {}",
             o.offer_id,
@@ -398,6 +421,19 @@ pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
             } else {
                 left.join(", ")
             }
+        );
+    }
+    let paced = r
+        .offers
+        .iter()
+        .any(|o| o.decisions_allowed_by_now.is_some() || o.redemptions_allowed_by_now.is_some());
+    if let (true, Some(p)) = (paced, &r.pacing) {
+        println!(
+            "pacing: {} in {}; {:.0}% of the day's expected visits gone; by hour: {}",
+            p.local_time,
+            p.time_zone,
+            100.0 * p.day_gone,
+            p.profile
         );
     }
     if !priors.is_empty() && !estimated {

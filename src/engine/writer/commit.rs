@@ -20,6 +20,7 @@ impl Writer {
         for (expires_ms, ids) in group.expiries.values() {
             group.writes.put_expiries(*expires_ms, ids);
         }
+        Self::stage_traffic(&mut group);
         let checkpoint = (group.checkpoint
             || self.last_checkpoint.elapsed() >= self.options.checkpoint_interval)
             && !self.dirty.is_empty();
@@ -86,6 +87,7 @@ impl Writer {
                     *c.status.write() = status;
                 }
             }
+            self.publish_traffic(group.traffic);
             for ((campaign, offer), counts) in group.daily {
                 if let Some(c) = self.campaign(&campaign)
                     && let Some(slot) = c.daily.write().get_mut(offer)

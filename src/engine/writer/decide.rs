@@ -45,7 +45,8 @@ impl Writer {
             Some(d) => *d,
             None => campaign.daily.read().get(i).copied().unwrap_or_default(),
         };
-        let why = crate::budget::decisions_exhausted(cfg, trials, today, rec.created_ms);
+        let why =
+            crate::budget::decisions_exhausted(cfg, trials, today, &campaign.pace(rec.created_ms));
         if why.is_none() {
             *staged += 1;
         }
@@ -106,6 +107,7 @@ impl Writer {
         self.change_cell(g, &rec, |c| c.trials += 1);
         self.change_arm(g, &rec, |a| a.decisions += 1);
         self.change_daily(g, &rec, rec.created_ms, |d| d.decisions += 1);
+        self.count_traffic(g, &rec);
         let mut rec = rec;
         rec.learned_seq = self.learn(g, &rec, false);
         if let Some(c) = &rec.customer {

@@ -9,6 +9,7 @@ mod decide;
 mod erase;
 mod redeem;
 mod revise;
+mod traffic;
 
 impl Writer {
     pub(super) fn campaign(&self, id: &str) -> Option<Arc<Campaign>> {
@@ -238,7 +239,7 @@ impl Writer {
                 .copied()
                 .unwrap_or_default(),
         };
-        let mut counts = current.on(at_ms);
+        let mut counts = current.on(campaign.local_time.day_of(at_ms));
         change(&mut counts);
         g.writes.put_daily(&rec.campaign, &rec.offer, &counts);
         g.daily.insert(key, counts);
@@ -421,6 +422,9 @@ pub(super) struct Group {
     /// (then also in `writes`), or `None`: erased.
     pub(super) totals: HashMap<(CustomerHash, String, Arm), Option<CustomerTotals>>,
     pub(super) daily: HashMap<(String, usize), DailyCounts>,
+    /// Traffic profiles this group counted decisions in, by campaign
+    /// (stored once per group, at commit).
+    pub(super) traffic: HashMap<String, crate::budget::TrafficProfile>,
     pub(super) statuses: HashMap<String, CampaignStatus>,
     pub(super) models: HashMap<(String, usize), GaussianPosterior>,
     /// Learned priors this group changed, by campaign.

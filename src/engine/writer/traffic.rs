@@ -1,0 +1,36 @@
+//! Counting a campaign's decisions by local hour: the traffic profile its
+//! daily budgets are paced by, staged per group and stored once at commit,
+//! with the decisions it counts.
+
+use super::*;
+
+impl Writer {
+    /// Counts a new decision in its campaign's traffic profile, at the
+    /// decision's own time (so a replay of the log counts the same).
+    pub(super) fn count_traffic(&mut self, g: &mut Group, rec: &DecisionRecord) {
+        let Some(campaign) = self.campaign(&rec.campaign) else {
+            return;
+        };
+        g.traffic
+            .entry(rec.campaign.clone())
+            .or_insert_with(|| campaign.traffic.read().clone())
+            .count(rec.created_ms, &campaign.local_time);
+    }
+
+    /// Adds the group's traffic profiles to its writes.
+    pub(super) fn stage_traffic(group: &mut Group) {
+        for (campaign, profile) in &group.traffic {
+            group.writes.put_traffic(campaign, profile);
+        }
+    }
+
+    /// After the group is stored: the profiles it counted are the
+    /// campaigns' own.
+    pub(super) fn publish_traffic(&self, traffic: HashMap<String, crate::budget::TrafficProfile>) {
+        for (campaign, profile) in traffic {
+            if let Some(c) = self.campaign(&campaign) {
+                *c.traffic.write() = profile;
+            }
+        }
+    }
+}
