@@ -37,6 +37,11 @@ const BUCKETS: [f64; 14] = [
     2.5,
 ];
 
+/// Size buckets (write groups): 1 to 4096.
+const SIZE_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
 /// The kind of a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -69,6 +74,16 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "offer_bandit_decisions_total",
         Kind::Counter,
         "Decisions made, by campaign and chosen offer.",
+    ),
+    (
+        "offer_bandit_write_group_commands",
+        Kind::Histogram,
+        "Commands (decisions, redemptions, ...) the writer committed together in one group: larger groups, fewer writes per decision.",
+    ),
+    (
+        "offer_bandit_write_group_writes",
+        Kind::Histogram,
+        "Store writes (records, blocks, counters) in one committed group.",
     ),
     (
         "offer_bandit_decisions_unrecorded_total",
@@ -142,6 +157,10 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Prefix("offer_bandit_write_group_".into()),
+            &SIZE_BUCKETS,
+        )?
         .install_recorder()?;
     for &(name, kind, help) in SERIES {
         match kind {

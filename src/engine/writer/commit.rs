@@ -52,6 +52,8 @@ impl Writer {
             }
             group.writes.put_model_seq(self.seq);
         }
+        metrics::histogram!("offer_bandit_write_group_commands").record(group.replies.len() as f64);
+        metrics::histogram!("offer_bandit_write_group_writes").record(group.writes.len() as f64);
         let mut failure = None;
         if self.failed.load(Ordering::Relaxed) {
             failure = Some("an earlier storage failure".to_owned());
