@@ -39,13 +39,13 @@ impl DailyCounts {
 const DAY_MS: i64 = 86_400_000;
 
 /// Days since the Unix epoch (UTC) at `ms`.
-pub fn day_of(ms: i64) -> i64 {
+pub(crate) fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS)
 }
 
 /// How far ahead of an even spread over the day a daily budget may run:
 /// 5% of it, so that a quiet morning does not starve the first visits.
-pub const PACING_SLACK: f64 = 0.05;
+pub(crate) const PACING_SLACK: f64 = 0.05;
 
 /// The part of a daily cap that may be used by `ms`: the cap times the share
 /// of the day gone plus the slack, rounded up, so at least one.
@@ -61,7 +61,7 @@ pub fn paced_allowance(cap: u64, ms: i64) -> u64 {
 /// decision budgets alone: `trials` decisions so far, `today` the counts of
 /// the current day. The writer checks this again for every decision, so
 /// concurrent requests cannot overshoot a decision budget.
-pub fn decisions_exhausted(
+pub(crate) fn decisions_exhausted(
     offer: &OfferConfig,
     trials: u64,
     today: DailyCounts,
@@ -100,7 +100,7 @@ fn decision_status(
 /// Whether an offer's budgets let it be chosen now: what the dashboard
 /// shows and what [`exhausted`] answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BudgetStatus {
+pub(crate) enum BudgetStatus {
     /// It may be chosen.
     Open,
     /// A daily budget allows no more by this time of day; why.
@@ -111,7 +111,7 @@ pub enum BudgetStatus {
 
 impl BudgetStatus {
     /// Why the offer may not be chosen, or `None` when it may.
-    pub fn reason(self) -> Option<String> {
+    pub(crate) fn reason(self) -> Option<String> {
         match self {
             BudgetStatus::Open => None,
             BudgetStatus::Paced(why) | BudgetStatus::Spent(why) => Some(why),
@@ -121,7 +121,7 @@ impl BudgetStatus {
 
 /// Why `offer` may not be chosen at `now_ms`, or `None` when it may.
 /// `totals` are its lifetime counts; `today` its counts of the current day.
-pub fn exhausted(
+pub(crate) fn exhausted(
     offer: &OfferConfig,
     totals: CellCounts,
     today: DailyCounts,
@@ -133,7 +133,7 @@ pub fn exhausted(
 /// Whether `offer`'s budgets let it be chosen at `now_ms`, and if not,
 /// whether it is spent or paced. `totals` are its lifetime counts; `today`
 /// its counts of the current day.
-pub fn status(
+pub(crate) fn status(
     offer: &OfferConfig,
     totals: CellCounts,
     today: DailyCounts,

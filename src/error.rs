@@ -130,7 +130,7 @@ impl Code {
 }
 
 /// The `domain` of every `google.rpc.ErrorInfo` this service sends.
-pub const ERROR_DOMAIN: &str = "offer-bandit";
+pub(crate) const ERROR_DOMAIN: &str = "offer-bandit";
 
 macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident = $name:literal, $code:ident, $retry:literal;)*) => {

@@ -66,7 +66,7 @@ impl Arm {
 
 /// The arm draw of a customer: the first 8 bytes of a keyed hash as a
 /// number in [0, 1), so that a customer stays in one arm.
-pub fn stable_draw(hash: &[u8; 32]) -> f64 {
+pub(crate) fn stable_draw(hash: &[u8; 32]) -> f64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&hash[..8]);
     (u64::from_be_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
@@ -157,7 +157,7 @@ pub struct Uplift {
 /// Rate and value of one arm with their standard errors.
 /// One arm's rate and value, on its own (the arms outside the comparison:
 /// fallback, non_personalized).
-pub fn summary(arm: Arm, counts: ArmCounts) -> ArmSummary {
+pub(crate) fn summary(arm: Arm, counts: ArmCounts) -> ArmSummary {
     let (mut s, _, _) = summarize(arm, counts);
     s.rate = s.rate.within(0.0, 1.0);
     s
@@ -189,7 +189,10 @@ fn summarize(arm: Arm, c: ArmCounts) -> (ArmSummary, f64, f64) {
 /// that treat decisions as independent and hold at one look only (see
 /// [`compare_sequential`] for the clustered, anytime-valid kind); clipped to
 /// the possible range.
-pub fn compare(bandit: ArmCounts, control: ArmCounts) -> (ArmSummary, ArmSummary, Option<Uplift>) {
+pub(crate) fn compare(
+    bandit: ArmCounts,
+    control: ArmCounts,
+) -> (ArmSummary, ArmSummary, Option<Uplift>) {
     let (mut b, se_b, sev_b) = summarize(Arm::Bandit, bandit);
     let (mut c, se_c, sev_c) = summarize(Arm::Control, control);
     for a in [&mut b, &mut c] {
@@ -322,7 +325,7 @@ impl ClusterSums {
 
 /// Customers at which the anytime-valid intervals are tightest; from a
 /// tenth to ten times this many they are at most 27% wider than there.
-pub const PLANNED_CUSTOMERS: f64 = 1_000.0;
+pub(crate) const PLANNED_CUSTOMERS: f64 = 1_000.0;
 
 /// The multiplier of the standard error in a 95% asymptotic confidence
 /// sequence (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas, "Time-uniform

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use offer_bandit::features::Buckets;
+use offer_bandit::Buckets;
 
 use crate::{load, ope, policies::POLICY_HELP};
 

@@ -7,14 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use offer_bandit::{
-    clock::ManualClock,
+    CustomerKey, DecisionId, Engine, EngineOptions, IdKeys, ManualClock, Redemption, RngSource,
+    SelectRequest, Sources,
     config::{FileCampaign, OfferConfig, PolicyKind},
-    customer::CustomerKey,
-    decision::DecisionId,
-    decision_id::IdKeys,
-    engine::{Engine, EngineOptions, Redemption, SelectRequest, Sources},
     policy::{Objective, Outcome},
-    rng::RngSource,
     store::MemoryStore,
 };
 use rand::Rng;
@@ -236,7 +232,7 @@ fn campaign(
 
 #[cfg(test)]
 mod tests {
-    use offer_bandit::features::Buckets;
+    use offer_bandit::Buckets;
     use rand::SeedableRng;
 
     use super::*;

@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, bail};
 use offer_bandit::{
-    context::Context,
+    Context,
     policy::{
         Features, Outcome, Policy, PolicyError,
         baseline::{EpsilonGreedy, Fixed, Ucb1, Uniform},
@@ -55,7 +55,7 @@ pub(crate) struct PolicyEnv<'a> {
     /// Pseudo-observations a segment borrows from the campaign (as the server).
     pub(crate) prior_strength: f64,
     /// Feature encoding for contextual policies.
-    pub(crate) encoder: offer_bandit::features::Encoder,
+    pub(crate) encoder: offer_bandit::Encoder,
     /// Contextual policies: the offers' encoded features (`--offer-features`).
     pub(crate) offer_features: Option<crate::offer_features::OfferFeatures>,
 }
@@ -65,7 +65,7 @@ impl PolicyEnv<'static> {
     /// context encoding inferred from the log's contexts (as `ope` and
     /// `history` evaluate on it).
     pub(crate) fn for_log(log: &crate::logs::Log, weights: Vec<f64>) -> anyhow::Result<Self> {
-        use offer_bandit::features::{Buckets, Encoder, infer_specs};
+        use offer_bandit::{Buckets, Encoder, infer_specs};
         Ok(PolicyEnv {
             offers: log.actions.clone(),
             weights,

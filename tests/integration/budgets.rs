@@ -102,13 +102,13 @@ async fn daily_budgets_are_paced_and_survive_a_restart() {
         &[],
     );
     let mut offers = server.offers().await;
-    let before = offer_bandit::budget::paced_allowance(cap, offer_bandit::decision::now_ms());
+    let before = offer_bandit::paced_allowance(cap, offer_bandit::now_ms());
     let mut made = 0;
     while pick(&mut offers, &["a"], None).await.is_ok() {
         made += 1;
         assert!(made <= cap, "the daily cap must hold");
     }
-    let after = offer_bandit::budget::paced_allowance(cap, offer_bandit::decision::now_ms());
+    let after = offer_bandit::paced_allowance(cap, offer_bandit::now_ms());
     // Paced: what this time of day allows (it may tick up during the test).
     assert!(
         (before..=after).contains(&made),
