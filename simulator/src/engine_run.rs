@@ -3,7 +3,7 @@
 //! manual clock (one round a second) and the run's seeded generator. For
 //! the contextual policies, whose learning the engine does.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use offer_bandit::{
@@ -61,7 +61,13 @@ impl EngineDecider {
         let engine = Engine::open_with(
             Arc::new(MemoryStore::new()),
             vec![campaign],
-            EngineOptions::default(),
+            EngineOptions {
+                // Checkpoints serve restarts, and a run never restarts: on
+                // virtual time, a second's interval would write every model
+                // at nearly every decision.
+                checkpoint_interval: Duration::MAX,
+                ..EngineOptions::default()
+            },
             CustomerKey::from_bytes([0; 32]),
             IdKeys::derived(&[0; 32]),
             sources,
@@ -189,7 +195,7 @@ fn campaign(
         segment_by: Vec::new(),
         // The window in event time, a millisecond over so that a
         // redemption due `window` rounds later is never late by rounding.
-        reward_window: std::time::Duration::from_millis(
+        reward_window: Duration::from_millis(
             (window.max(1) as f64 * offer_bandit::policy::forgetting::DAY_MS / visits_per_day)
                 .ceil() as u64
                 + 1,

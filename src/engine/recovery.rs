@@ -66,7 +66,7 @@ impl Engine {
             options,
             seq: last_seq,
             dirty: std::collections::HashSet::new(),
-            last_checkpoint: std::time::Instant::now(),
+            last_checkpoint_ms: sources.clock.now_ms(),
         };
         let engine = Engine {
             campaigns,

@@ -48,10 +48,18 @@ pub(super) fn sources(clock: &Arc<ManualClock>, seed: u64) -> Sources {
 }
 
 pub(super) fn open(store: &MemoryStore, clock: &Arc<ManualClock>) -> Engine {
+    open_with_options(store, clock, options())
+}
+
+fn open_with_options(
+    store: &MemoryStore,
+    clock: &Arc<ManualClock>,
+    options: EngineOptions,
+) -> Engine {
     let opened = Engine::open_with(
         Arc::new(store.clone()),
         campaigns(),
-        options(),
+        options,
         CustomerKey::from_bytes([1; 32]),
         IdKeys::derived(&[2; 32]),
         sources(clock, 7),
@@ -199,6 +207,40 @@ async fn erasure_checkpoints_the_models_at_once() -> Result<(), Error> {
     let alice = CustomerKey::from_bytes([1; 32]).hash("alice");
     assert!(store.customer_decisions(&alice)?.is_empty());
     assert_eq!(arms(&engine)[0].decisions, 20);
+    Ok(())
+}
+
+/// The checkpoint interval runs on the engine's clock, not the wall clock:
+/// under a manual clock nothing is checkpointed until virtual time passes
+/// the interval, then the next group writes every model, and the interval
+/// starts again from that time.
+#[tokio::test]
+async fn the_checkpoint_interval_runs_on_the_engine_clock() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let options = EngineOptions {
+        checkpoint_interval: Duration::from_secs(60),
+        ..EngineOptions::default()
+    };
+    let engine = open_with_options(&store, &clock, options);
+    for i in 0..5 {
+        clock.advance(1_000);
+        engine.select(visit(["a", "b"][i % 2], None)).await?;
+    }
+    assert_eq!(store.model_seq()?, 0, "5 s of virtual time: no checkpoint");
+    clock.set(T0 + 60_000);
+    engine.select(visit("c", None)).await?;
+    assert_eq!(
+        store.model_seq()?,
+        6,
+        "60 s of virtual time: the sixth decision's group checkpoints"
+    );
+    clock.advance(59_999);
+    engine.select(visit("a", None)).await?;
+    assert_eq!(store.model_seq()?, 6, "the interval starts again");
+    clock.advance(1);
+    engine.select(visit("b", None)).await?;
+    assert_eq!(store.model_seq()?, 8);
     Ok(())
 }
 
