@@ -92,13 +92,12 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled reported an I/O or internal error.
+    /// The backend could not read or write (I/O, a full disk, a lost
+    /// connection, an internal error): nothing of the failed call was
+    /// applied. The backend's own error is the source; the seam names no
+    /// backend.
     #[error("{0}")]
-    Sled(#[from] sled::Error),
-    /// Another backend could not read or write (I/O, a lost connection):
-    /// nothing of the failed call was applied.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value cannot be read by this version.
     #[error("corrupt or unsupported record at key {key}: {reason}")]
     Corrupt {
@@ -122,6 +121,20 @@ pub enum StoreError {
         /// What was configured instead.
         configured: String,
     },
+}
+
+impl StoreError {
+    /// A backend's own failure (sled's, the file system's, a message).
+    pub fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+/// The sled backend's failures, so that `?` works in its code.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::backend(e)
+    }
 }
 
 /// A posterior cell's address.
@@ -182,7 +195,7 @@ impl Store {
                         dir.display()
                     ),
                 },
-                e => StoreError::Sled(e),
+                e => StoreError::backend(e),
             })?;
         let tree = db.open_tree("offer-bandit")?;
         match migration_for(tree.get(META_SCHEMA)?.as_deref()) {
@@ -573,7 +586,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match Store::open(dir) {
-                Err(StoreError::Sled(sled::Error::Io(e)))
+                Err(StoreError::Backend(e))
                     if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -609,7 +622,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_reopens() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
         let id = DecisionId([7; 16]);
         let key = CellKey {
             campaign: "c".into(),
@@ -697,7 +710,7 @@ mod tests {
             context: r.context.clone(),
             candidates: r.candidates.clone(),
         };
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
         let id = DecisionId([5; 16]);
         {
             let store = Store::open(dir.path())?;
@@ -739,7 +752,7 @@ mod tests {
             events: u64,
             next_estimate: u64,
         }
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
         let learned = SharedPrior {
             variance: vec![0.1, 0.02, 0.4],
             events: 900,
@@ -805,7 +818,7 @@ mod tests {
             decisions: u64,
             predicted_sum: f64,
         }
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
         let config = crate::policy::contextual::ContextualConfig::new(
             crate::policy::contextual::Likelihood::Logistic,
         );
@@ -862,7 +875,7 @@ mod tests {
 
     #[test]
     fn schema_4_stores_are_marked_current_and_keep_their_data() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
         let id = DecisionId([6; 16]);
         {
             let store = Store::open(dir.path())?;
@@ -882,7 +895,7 @@ mod tests {
 
     #[test]
     fn customer_keys_are_kept_and_a_changed_key_is_refused() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
         let generated = {
             let store = Store::open(dir.path())?;
             store.customer_key(None)?
@@ -896,7 +909,7 @@ mod tests {
             Err(StoreError::CustomerKeyMismatch { .. })
         ));
         // A store first used with a configured key needs it every time.
-        let dir2 = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir2 = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
         let store2 = Store::open(dir2.path())?;
         assert_eq!(store2.customer_key(Some(other.clone()))?, other);
         assert!(matches!(
@@ -919,7 +932,7 @@ mod tests {
 
     #[test]
     fn snapshots_restore_exactly_and_damage_is_refused() -> Result<(), StoreError> {
-        let io = |e: std::io::Error| StoreError::Sled(e.into());
+        let io = |e: std::io::Error| StoreError::backend(e);
         let dir = tempfile::tempdir().map_err(io)?;
         let store = Store::open(&dir.path().join("a"))?;
         let mut w = WriteSet::default();
