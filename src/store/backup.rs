@@ -104,9 +104,9 @@ pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry<'_>>, String> {
     };
     let u32_of = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let schema = u32_of(take(4)?);
-    // A backup of schema 4 to 7 restores as it is and is marked current
+    // A backup of schema 4 to 8 restores as it is and is marked current
     // when opened.
-    if schema != SCHEMA_VERSION && !(4..=7).contains(&schema) {
+    if schema != SCHEMA_VERSION && !(4..=8).contains(&schema) {
         return Err(format!(
             "backup of schema {schema}; this build restores schemas 4 to {SCHEMA_VERSION}"
         ));

@@ -113,7 +113,7 @@ pub(super) fn migration_for(schema: Option<&[u8]>) -> Migration {
     match known {
         Some(SCHEMA_VERSION) => Migration::Current,
         Some(3) => Migration::RewriteFrom3,
-        Some(s @ 4..=7) => Migration::MarkFrom(s),
+        Some(s @ 4..=8) => Migration::MarkFrom(s),
         _ => Migration::Unreadable(format!(
             "schema {} written by another version; this build reads schema {SCHEMA_VERSION}",
             escape(v)

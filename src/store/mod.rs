@@ -83,7 +83,7 @@ use self::{codec::*, keys::*, migrate::*, write_set::keyed};
 /// posterior's forgetting clock: a schema-7 posterior is read with none
 /// (the next learning event starts it), so schema-4 to schema-7 stores and
 /// backups are only marked 8.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -859,6 +859,7 @@ mod tests {
             Some(GaussianPosterior {
                 forgotten_to_ms: crate::policy::forgetting::NEVER,
                 forgetting_since_ms: crate::policy::forgetting::NEVER,
+                prior_mean: Vec::new(),
                 ..learned.clone()
             })
         );
@@ -866,8 +867,9 @@ mod tests {
         let v7 = store.tree.get(&old_key)?.expect("c7");
         assert!(check_entry(&old_key, &v7).is_ok(), "backups read it too");
         let mut long = v7.to_vec();
-        // Three: two would read as the current layout's two clocks (versions
-        // are told apart by trial decoding; see decode_model).
+        // Three: two would read as schema 8's two clocks, and a zero third
+        // as the current layout's empty prior mean (versions are told apart
+        // by trial decoding; see decode_model).
         long.extend([1, 2, 3]);
         assert!(decode_model(b"m/x", &long).is_err(), "trailing bytes");
         Ok(())
