@@ -208,7 +208,7 @@ fn campaign(
         prior_strength: 0.0,
         max_segments: 1,
         snapshot_tolerance: 0.0,
-        min_propensity: 0.0,
+        min_propensity: env.min_propensity,
         control_share: 0.0,
         control_offer: None,
         control_rules: None,
@@ -246,7 +246,8 @@ mod tests {
 
     /// The engine and the policy it runs, driven directly, make the same
     /// decisions from the same draws: identical results, seed for seed,
-    /// with delayed redemptions, expiry at the window, and value weights.
+    /// with delayed redemptions, expiry at the window, value weights and a
+    /// minimum propensity.
     #[test]
     fn the_engine_decides_as_the_policy_does_seed_for_seed() -> anyhow::Result<()> {
         let path =
@@ -254,9 +255,13 @@ mod tests {
         let scenario = Scenario::load(&path)?;
         let offers: Vec<String> = scenario.offers().iter().map(|o| o.id.clone()).collect();
         let values: Vec<f64> = scenario.offers().iter().map(|o| o.net_value()).collect();
-        for (spec, weights) in [
-            ("logistic-ts", vec![1.0; offers.len()]),
-            ("linear-ts:half-life=300", values.clone()),
+        let mut unfloored = Vec::new();
+        // The last: a minimum propensity, which the engine applies in its
+        // select path and the simulator around the policy (`Floored`).
+        for (spec, weights, min_propensity) in [
+            ("logistic-ts", vec![1.0; offers.len()], 0.0),
+            ("linear-ts:half-life=300", values.clone(), 0.0),
+            ("logistic-ts", vec![1.0; offers.len()], 0.05),
         ] {
             let env = PolicyEnv {
                 offers: offers.clone(),
@@ -265,6 +270,7 @@ mod tests {
                 default_segment_by: Vec::new(),
                 marketer: None,
                 prior_strength: 0.0,
+                min_propensity,
                 encoder: ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?,
                 offer_features: None,
             };
@@ -301,7 +307,15 @@ mod tests {
                 let (direct, engine) = (direct?, engine?);
                 assert!(direct.0 > 0.0, "{spec}: something was redeemed");
                 assert_eq!(direct, engine, "{spec}, seed {seed}");
+                if spec == "logistic-ts" {
+                    unfloored.push((seed, min_propensity, direct));
+                }
             }
+        }
+        // The floor changed the decisions.
+        for (seed, _, floored) in unfloored.iter().filter(|u| u.1 > 0.0) {
+            let plain = unfloored.iter().find(|u| u.0 == *seed && u.1 == 0.0);
+            assert_ne!(plain.map(|u| &u.2), Some(floored), "seed {seed}");
         }
         Ok(())
     }

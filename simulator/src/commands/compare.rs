@@ -89,6 +89,7 @@ pub(crate) fn compare(a: CompareArgs) -> anyhow::Result<()> {
             default_segment_by: vec![scenario.report_segment().to_owned()],
             marketer: scenario.has_marketer_rule().then_some(&rule as _),
             prior_strength: a.common.prior_strength,
+            min_propensity: a.common.min_propensity,
             encoder: ScenarioWorld::encoder(&scenario, a.common.first_seed, a.common.buckets(6))?,
             offer_features: match &a.offer_features {
                 Some(names) => Some(offer_features::encode(
@@ -162,6 +163,7 @@ pub(crate) fn replay(a: ReplayArgs) -> anyhow::Result<()> {
             default_segment_by: vec![segment_feature],
             marketer: None,
             prior_strength: a.common.prior_strength,
+            min_propensity: a.common.min_propensity,
             encoder: Encoder::new(
                 {
                     let (bins, buckets) = a.common.buckets(8);
