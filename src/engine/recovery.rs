@@ -38,7 +38,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("offer-bandit-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::backend(e))?;
+            .map_err(StoreError::backend)?;
         Ok(engine)
     }
 

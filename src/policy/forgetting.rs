@@ -86,6 +86,9 @@ pub fn kept_over_count(config: &ContextualConfig, later: u64) -> f64 {
     }
 }
 
+/// A prior's mean and per-column variances.
+pub type PriorMoments = (Vec<f64>, Vec<f64>);
+
 /// The prior an offer's posterior is discounted towards: its mean and
 /// per-column variances (the learned prior's for offer features `offer`,
 /// when the campaign has one; else the configured one).
@@ -94,7 +97,7 @@ pub fn offer_prior(
     dim: usize,
     offer: &Sparse,
     config: &ContextualConfig,
-) -> (Vec<f64>, Vec<f64>) {
+) -> PriorMoments {
     match prior.filter(|p| p.variance.len() == dim) {
         Some(p) => (p.prior_mean(offer, config), p.prior_variances(config)),
         None => {
@@ -113,7 +116,7 @@ pub fn posterior_prior(
     m: &GaussianPosterior,
     offer: &Sparse,
     config: &ContextualConfig,
-) -> (Vec<f64>, Vec<f64>) {
+) -> PriorMoments {
     let dim = m.mean.len();
     match prior.filter(|p| p.variance.len() == dim) {
         Some(p) => (p.mean_of(m, offer, config), p.prior_variances(config)),
@@ -131,7 +134,7 @@ pub fn advance(
     models: &mut [GaussianPosterior],
     at_ms: i64,
     half_life_ms: f64,
-    prior_of: &dyn Fn(usize, &GaussianPosterior) -> (Vec<f64>, Vec<f64>),
+    prior_of: &dyn Fn(usize, &GaussianPosterior) -> PriorMoments,
 ) -> bool {
     let now = tick_of(at_ms);
     let mut changed = false;

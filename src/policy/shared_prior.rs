@@ -58,6 +58,16 @@ pub fn on_by_default(dim: usize) -> bool {
 /// about 2 points of the oracle (see BENCHMARKS.md).
 pub const OFFER_EFFECT_RIDGE: f64 = 8.0;
 
+/// An offer with evidence, as the offer effects' regression reads it.
+struct Evidence<'a> {
+    /// Its index among the campaign's offers.
+    offer: usize,
+    /// Its offer features, as (effect column, value) pairs.
+    features: Vec<(usize, f64)>,
+    /// Its posterior.
+    model: &'a GaussianPosterior,
+}
+
 /// The learned prior of one contextual campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SharedPrior {
@@ -369,13 +379,13 @@ impl SharedPrior {
         &self,
         models: &'a [GaussianPosterior],
         offers: &[Vec<(u32, f64)>],
-    ) -> Vec<(usize, Vec<(usize, f64)>, &'a GaussianPosterior)> {
+    ) -> Vec<Evidence<'a>> {
         let p = self.offer_columns();
         let dim = self.variance.len();
         if p == 0 {
             return Vec::new();
         }
-        let mut usable: Vec<(usize, Vec<(usize, f64)>, &GaussianPosterior)> = models
+        let mut usable: Vec<Evidence<'a>> = models
             .iter()
             .enumerate()
             .filter(|(_, m)| !m.learned_nothing() && m.mean.len() == dim)
@@ -386,10 +396,15 @@ impl SharedPrior {
                     .filter(|(f, _)| *f > 0 && (*f as usize) <= p)
                     .map(|&(f, v)| (f as usize - 1, v))
                     .collect();
-                Some((k, z, m))
+                Some(Evidence {
+                    offer: k,
+                    features: z,
+                    model: m,
+                })
             })
             .collect();
-        usable.sort_by(|(_, za, ma), (_, zb, mb)| {
+        usable.sort_by(|a, b| {
+            let (za, ma, zb, mb) = (&a.features, a.model, &b.features, b.model);
             let key = |z: &[(usize, f64)], m: &GaussianPosterior| {
                 z.iter()
                     .flat_map(|&(f, v)| [f as f64, v])
@@ -412,7 +427,7 @@ impl SharedPrior {
     /// or when the solve fails.
     fn solve_offer_effects(
         &self,
-        evidence: &[(usize, Vec<(usize, f64)>, &GaussianPosterior)],
+        evidence: &[Evidence<'_>],
         left_out: Option<usize>,
         base: f64,
     ) -> Option<Vec<f64>> {
@@ -424,7 +439,8 @@ impl SharedPrior {
         // Normal equations: A = Z'Z + ridge I (p x p), R = Z'T (p x dim).
         let mut a = vec![0.0; p * p];
         let mut r = vec![0.0; p * dim];
-        for (_, z, m) in evidence.iter().filter(|(k, _, _)| Some(*k) != left_out) {
+        for e in evidence.iter().filter(|e| Some(e.offer) != left_out) {
+            let (z, m) = (&e.features, e.model);
             for &(f, zf) in z {
                 for &(g, zg) in z {
                     a[f * p + g] += zf * zg;
@@ -795,6 +811,9 @@ mod tests {
         assert!((prior.intercept.expect("learned") - want).abs() < 1e-12);
     }
 
+    /// A visit's encoded context, and whether it redeemed.
+    type Visit = (Vec<(u32, f64)>, bool);
+
     /// One decision of `x` learned by `m`, and its redemption if `redeemed`.
     fn visit(m: &mut GaussianPosterior, x: &Sparse, redeemed: bool, config: &ContextualConfig) {
         m.learn(x, false, config, None);
@@ -823,7 +842,7 @@ mod tests {
         // Offer 0 redeems half its visits, offers 1 and 2 one in twenty.
         let rates = [0.5, 0.05, 0.05];
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let data: Vec<Vec<(Vec<(u32, f64)>, bool)>> = rates
+        let data: Vec<Vec<Visit>> = rates
             .iter()
             .map(|&r| {
                 (0..200)

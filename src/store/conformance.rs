@@ -24,7 +24,7 @@ type Backend = (&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>);
 
 /// Every backend, fresh and empty.
 fn backends() -> Result<Vec<Backend>> {
-    let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
+    let dir = tempfile::tempdir().map_err(StoreError::backend)?;
     let sled: Arc<dyn Storage> = Arc::new(Store::open(dir.path())?);
     Ok(vec![
         ("sled", sled, Some(dir)),

@@ -622,7 +622,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_reopens() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let id = DecisionId([7; 16]);
         let key = CellKey {
             campaign: "c".into(),
@@ -710,7 +710,7 @@ mod tests {
             context: r.context.clone(),
             candidates: r.candidates.clone(),
         };
-        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let id = DecisionId([5; 16]);
         {
             let store = Store::open(dir.path())?;
@@ -752,7 +752,7 @@ mod tests {
             events: u64,
             next_estimate: u64,
         }
-        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let learned = SharedPrior {
             variance: vec![0.1, 0.02, 0.4],
             events: 900,
@@ -818,7 +818,7 @@ mod tests {
             decisions: u64,
             predicted_sum: f64,
         }
-        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let config = crate::policy::contextual::ContextualConfig::new(
             crate::policy::contextual::Likelihood::Logistic,
         );
@@ -877,7 +877,7 @@ mod tests {
 
     #[test]
     fn schema_4_stores_are_marked_current_and_keep_their_data() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let id = DecisionId([6; 16]);
         {
             let store = Store::open(dir.path())?;
@@ -897,7 +897,7 @@ mod tests {
 
     #[test]
     fn customer_keys_are_kept_and_a_changed_key_is_refused() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let generated = {
             let store = Store::open(dir.path())?;
             store.customer_key(None)?
@@ -911,7 +911,7 @@ mod tests {
             Err(StoreError::CustomerKeyMismatch { .. })
         ));
         // A store first used with a configured key needs it every time.
-        let dir2 = tempfile::tempdir().map_err(|e| StoreError::backend(e))?;
+        let dir2 = tempfile::tempdir().map_err(StoreError::backend)?;
         let store2 = Store::open(dir2.path())?;
         assert_eq!(store2.customer_key(Some(other.clone()))?, other);
         assert!(matches!(
