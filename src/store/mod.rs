@@ -82,7 +82,11 @@ use self::{codec::*, keys::*, migrate::*, write_set::keyed};
 /// schema-6 stores and backups are only marked 7. 8 added each contextual
 /// posterior's forgetting clock: a schema-7 posterior is read with none
 /// (the next learning event starts it), so schema-4 to schema-7 stores and
-/// backups are only marked 8.
+/// backups are only marked 8. 9 added each contextual posterior's prior
+/// mean (left out of its own evidence under the learned prior): a schema-8
+/// posterior is read without one (the learned prior's mean for its
+/// features, as schema 8 had it), so schema-4 to schema-8 stores and
+/// backups are only marked 9.
 pub const SCHEMA_VERSION: u32 = 9;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
