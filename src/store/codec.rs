@@ -160,3 +160,52 @@ pub(super) struct GaussianPosteriorV7 {
     pub(super) decisions: u64,
     pub(super) predicted_sum: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::contextual::{ContextualConfig, Likelihood};
+
+    /// A posterior as schema 8 wrote it (without its prior mean) reads
+    /// with none, every other field kept; one with trailing bytes is
+    /// refused.
+    #[test]
+    fn schema_8_posteriors_are_read_without_a_prior_mean() {
+        #[derive(serde::Serialize)]
+        struct V8<'a> {
+            mean: &'a Vec<f64>,
+            cov: &'a crate::linalg::SymMatrix,
+            observations: u64,
+            decisions: u64,
+            predicted_sum: f64,
+            forgotten_to_ms: i64,
+            forgetting_since_ms: i64,
+        }
+        let config = ContextualConfig::new(Likelihood::Logistic);
+        let mut m = GaussianPosterior::prior(3, &config);
+        m.learn(&[(0, 1.0), (2, 1.0)], true, &config, None);
+        m.forgotten_to_ms = 5;
+        m.forgetting_since_ms = 4;
+        let v8 = encode(&V8 {
+            mean: &m.mean,
+            cov: &m.cov,
+            observations: m.observations,
+            decisions: m.decisions,
+            predicted_sum: m.predicted_sum,
+            forgotten_to_ms: m.forgotten_to_ms,
+            forgetting_since_ms: m.forgetting_since_ms,
+        });
+        let read = decode_model(b"m/x", &v8).expect("a schema-8 posterior reads");
+        assert_eq!(
+            read,
+            GaussianPosterior {
+                prior_mean: Vec::new(),
+                ..m.clone()
+            }
+        );
+        assert_eq!(decode_model(b"m/x", &encode(&m)).expect("current"), m);
+        let mut long = v8;
+        long.extend([7, 7]);
+        assert!(decode_model(b"m/x", &long).is_err(), "trailing bytes");
+    }
+}
