@@ -5,8 +5,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use offer_bandit::{
-    context::{Context, FeatureValue},
-    features::{Encoder, FeatureSpec},
+    Context, Encoder, FeatureSpec, FeatureValue,
     policy::{
         Features, Outcome, Policy,
         contextual::{ContextualConfig, GaussianPosterior, Likelihood},

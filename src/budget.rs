@@ -51,7 +51,7 @@ impl DailyCounts {
 
 /// How far ahead of the day's expected traffic a daily budget may run:
 /// 5% of it, so that a quiet morning does not starve the first visits.
-pub const PACING_SLACK: f64 = 0.05;
+pub(crate) const PACING_SLACK: f64 = 0.05;
 
 /// Where a campaign's local day stands at one moment, for pacing.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +120,7 @@ pub fn paced_allowance(cap: u64, pace: &Pace) -> u64 {
 /// decision budgets alone: `trials` decisions so far, `today` the counts of
 /// the current day. The writer checks this again for every decision, so
 /// concurrent requests cannot overshoot a decision budget.
-pub fn decisions_exhausted(
+pub(crate) fn decisions_exhausted(
     offer: &OfferConfig,
     trials: u64,
     today: DailyCounts,
@@ -187,7 +187,7 @@ impl BudgetStatus {
     }
 
     /// Why the offer may not be chosen, or `None` when it may.
-    pub fn reason(self) -> Option<String> {
+    pub(crate) fn reason(self) -> Option<String> {
         match self {
             BudgetStatus::Open => None,
             BudgetStatus::Paced(why) | BudgetStatus::Spent(why) => Some(why),
@@ -197,7 +197,7 @@ impl BudgetStatus {
 
 /// Why `offer` may not be chosen at `pace`, or `None` when it may.
 /// `totals` are its lifetime counts; `today` its counts of the current day.
-pub fn exhausted(
+pub(crate) fn exhausted(
     offer: &OfferConfig,
     totals: CellCounts,
     today: DailyCounts,
@@ -209,7 +209,7 @@ pub fn exhausted(
 /// Whether `offer`'s budgets let it be chosen at `pace`, and if not,
 /// whether it is spent or paced. `totals` are its lifetime counts; `today`
 /// its counts of the current day.
-pub fn status(
+pub(crate) fn status(
     offer: &OfferConfig,
     totals: CellCounts,
     today: DailyCounts,

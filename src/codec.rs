@@ -12,7 +12,7 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// The codec the generated services and clients use (`build.rs`).
 #[derive(Debug, Clone)]
-pub struct ProtoCodec<T, U>(PhantomData<(T, U)>);
+pub(crate) struct ProtoCodec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for ProtoCodec<T, U> {
     fn default() -> Self {
@@ -40,7 +40,7 @@ where
 }
 
 /// Prost's decoder, with its decode errors answered as `INVALID_ARGUMENT`.
-pub struct ProtoDecoder<U>(ProstDecoder<U>);
+pub(crate) struct ProtoDecoder<U>(ProstDecoder<U>);
 
 impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
     type Item = U;

@@ -21,7 +21,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// How long a new connection has to send its first bytes (the HTTP/2
 /// preface, or a TLS hello).
-pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long to pause after accept() fails (out of file descriptors, most
 /// often) before trying again.
@@ -29,7 +29,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Limits on accepted connections.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// Most open at once; beyond it a new connection is closed at once.
     pub max_connections: usize,
     /// A connection without traffic this long is closed.
@@ -41,7 +41,7 @@ pub struct ConnectionLimits {
 /// An accepted connection that closes itself when silent (see the module
 /// docs) and frees its place under the cap when dropped.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     inner: TcpStream,
     /// When the timer fires next: at most this late after the last traffic.
     /// It is moved only when it fires (not at every read and write, which
@@ -160,7 +160,7 @@ impl Connected for Conn {
 
 /// Accepts connections on `listener` under `limits` until the returned
 /// stream is dropped (then the listener closes too).
-pub fn accept(
+pub(crate) fn accept(
     listener: TcpListener,
     limits: ConnectionLimits,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {

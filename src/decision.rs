@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::decision_id::{DecisionId, IdGenerator};
+pub(crate) use crate::decision_id::{DecisionId, IdGenerator};
 
 /// Where a decision is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

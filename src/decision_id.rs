@@ -41,11 +41,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 /// The current id version.
-pub const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 /// Bytes of a locator (the stored key of a decision).
-pub const LOCATOR_BYTES: usize = 16;
+pub(crate) const LOCATOR_BYTES: usize = 16;
 /// Bytes of the MAC that follows the locator in a version-1 id.
-pub const MAC_BYTES: usize = 12;
+pub(crate) const MAC_BYTES: usize = 12;
 /// Largest creation time a version-1 id holds (48 bits of milliseconds).
 const MAX_MS: i64 = (1 << 48) - 1;
 
@@ -309,7 +309,7 @@ fn hex_val(c: u8) -> Option<u8> {
 /// random stream id per generator (a process), a sequence within it; after
 /// 2^32 decisions the stream moves on to the next id.
 #[derive(Debug)]
-pub struct IdGenerator {
+pub(crate) struct IdGenerator {
     stream: u32,
     key_id: u8,
     counter: AtomicU64,
@@ -317,7 +317,7 @@ pub struct IdGenerator {
 
 impl IdGenerator {
     /// A generator signing under `key_id`, on a random stream.
-    pub fn new(key_id: u8) -> Self {
+    pub(crate) fn new(key_id: u8) -> Self {
         IdGenerator {
             stream: rand::random(),
             key_id,
@@ -326,7 +326,7 @@ impl IdGenerator {
     }
 
     /// The next locator, stamped with `now_ms`.
-    pub fn next(&self, now_ms: i64) -> DecisionId {
+    pub(crate) fn next(&self, now_ms: i64) -> DecisionId {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let stream = self.stream.wrapping_add((n >> 32) as u32);
         let mut id = [0u8; LOCATOR_BYTES];

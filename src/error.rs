@@ -71,7 +71,7 @@ impl Error {
             Error::Aborted(_) => Reason::RevisionConflict,
             Error::AlreadyExists(_) => Reason::AlreadyExists,
             Error::Refused { reason, .. } => *reason,
-            Error::Store(StoreError::Sled(_) | StoreError::Unavailable(_)) => Reason::StorageFailed,
+            Error::Store(StoreError::Backend(_)) => Reason::StorageFailed,
             Error::Store(StoreError::Corrupt { .. }) => Reason::StoreCorrupt,
             Error::Store(StoreError::Config(_)) => Reason::FailedPrecondition,
             Error::Store(StoreError::CustomerKeyMismatch { .. }) => Reason::FailedPrecondition,
@@ -130,7 +130,7 @@ impl Code {
 }
 
 /// The `domain` of every `google.rpc.ErrorInfo` this service sends.
-pub const ERROR_DOMAIN: &str = "offer-bandit";
+pub(crate) const ERROR_DOMAIN: &str = "offer-bandit";
 
 macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident = $name:literal, $code:ident, $retry:literal;)*) => {
@@ -250,6 +250,22 @@ mod tests {
             .filter(|r| r.retryable())
             .map(|r| r.code().as_str())
             .collect()
+    }
+
+    /// A backend's failure keeps its message and its source chain (an
+    /// operator reads the one, `is_broken_pipe`-style checks walk the
+    /// other) and is a storage failure, whatever the backend.
+    #[test]
+    fn a_backend_failure_keeps_its_message_and_source() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full");
+        let e = StoreError::backend(io);
+        assert_eq!(e.to_string(), "disk full");
+        let source = e.source().expect("the backend's error is the source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(Error::Store(e).reason(), Reason::StorageFailed);
+        let memory = StoreError::backend("storage unavailable: told to fail");
+        assert_eq!(Error::Store(memory).reason(), Reason::StorageFailed);
     }
 
     #[test]

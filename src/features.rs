@@ -476,7 +476,7 @@ pub fn infer_specs<'a>(
 /// or [`Buckets::Steps`] for a feature new to the campaign. An unchanged
 /// campaign file therefore keeps meaning what its posteriors were learned
 /// under, whichever default it was first stored with.
-pub fn settle_buckets(specs: &mut [FeatureSpec], stored: Option<&[FeatureSpec]>) {
+pub(crate) fn settle_buckets(specs: &mut [FeatureSpec], stored: Option<&[FeatureSpec]>) {
     for spec in specs {
         if let FeatureSpec::Numeric {
             name,
@@ -500,7 +500,7 @@ pub fn settle_buckets(specs: &mut [FeatureSpec], stored: Option<&[FeatureSpec]>)
 /// Settles a config read back from a store, or declared for a campaign
 /// whose models were stored before its config was: a number without a
 /// bucket encoding there was learned one-hot (the only encoding then).
-pub fn settle_stored_buckets(specs: &mut [FeatureSpec]) {
+pub(crate) fn settle_stored_buckets(specs: &mut [FeatureSpec]) {
     for spec in specs {
         if let FeatureSpec::Numeric { buckets, .. } = spec {
             buckets.get_or_insert(Buckets::OneHot);

@@ -30,11 +30,11 @@ use crate::{
 };
 
 /// The OpenAPI description served at `/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("../docs/openapi.json");
 
 /// What the gateway shares with the gRPC server.
 #[derive(Clone)]
-pub struct Gateway {
+pub(crate) struct Gateway {
     /// The handlers.
     pub api: Api,
     /// The server's tokens.
@@ -51,7 +51,7 @@ pub struct Gateway {
 
 /// Serves the gateway on `listener` until `stop` completes (then lets the
 /// requests in flight finish) or the task is dropped.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
     stop: impl std::future::Future<Output = ()> + Send + 'static,

@@ -72,7 +72,7 @@ impl fmt::Display for Role {
 /// customer's context, so it is admin only, like every change and the
 /// backup. An RPC missing here is admin only; a unit test checks that the
 /// table names every RPC of the proto.
-pub const ADMIN_METHODS: [(&str, bool); 12] = [
+pub(crate) const ADMIN_METHODS: [(&str, bool); 12] = [
     ("ListCampaigns", true),
     ("GetCampaignStats", true),
     ("GetCampaignReport", true),
@@ -91,13 +91,13 @@ pub const ADMIN_METHODS: [(&str, bool); 12] = [
 /// the same time whatever the candidate, and leaks not even a token's
 /// length.
 #[derive(Debug, Default)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     digests: Vec<(blake3::Hash, Role)>,
 }
 
 impl Tokens {
     /// The tokens of `config`.
-    pub fn new(config: &GuardConfig) -> Self {
+    pub(crate) fn new(config: &GuardConfig) -> Self {
         let digests = [
             (&config.token, Role::Admin),
             (&config.read_token, Role::Read),
@@ -110,13 +110,13 @@ impl Tokens {
     }
 
     /// Whether no token is configured (then nothing needs one).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.digests.is_empty()
     }
 
     /// The role of a presented token, None if it is none of ours. Every
     /// digest is compared, so the time taken does not say which matched.
-    pub fn role_of(&self, presented: &str) -> Option<Role> {
+    pub(crate) fn role_of(&self, presented: &str) -> Option<Role> {
         let digest = blake3::hash(presented.trim().as_bytes());
         let mut role = None;
         for (want, r) in &self.digests {
@@ -175,7 +175,7 @@ impl Default for GuardConfig {
 
 /// The client-streaming method, whose handler takes its in-flight permit
 /// once the stream's messages are in.
-pub const CLIENT_STREAMING: &str = "/offerbandit.v1.OfferService/RecordRedemptions";
+pub(crate) const CLIENT_STREAMING: &str = "/offerbandit.v1.OfferService/RecordRedemptions";
 impl GuardConfig {
     /// Refuses role tokens without an admin token, and a token shared by two roles.
     pub fn validate(&self) -> Result<(), TokenConfigError> {
@@ -200,14 +200,14 @@ impl GuardConfig {
 }
 
 /// Open client streams allowed, per in-flight permit.
-pub const STREAM_POOL: usize = 4;
+pub(crate) const STREAM_POOL: usize = 4;
 
 /// Shortest token accepted: guessing 16 random bytes is hopeless.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// The layer (see the module docs).
 #[derive(Debug, Clone)]
-pub struct GuardLayer {
+pub(crate) struct GuardLayer {
     shared: Arc<Shared>,
 }
 
@@ -228,7 +228,7 @@ struct Shared {
 
 impl GuardLayer {
     /// A layer enforcing `config`.
-    pub fn new(config: &GuardConfig) -> Self {
+    pub(crate) fn new(config: &GuardConfig) -> Self {
         GuardLayer {
             shared: Arc::new(Shared {
                 tokens: Arc::new(Tokens::new(config)),
@@ -244,7 +244,7 @@ impl GuardLayer {
     }
 
     /// The tokens this layer checks (the dashboard checks them too).
-    pub fn tokens(&self) -> Arc<Tokens> {
+    pub(crate) fn tokens(&self) -> Arc<Tokens> {
         self.shared.tokens.clone()
     }
 }
@@ -252,13 +252,13 @@ impl GuardLayer {
 impl GuardLayer {
     /// The in-flight permits, for handlers that take theirs late (see
     /// [`CLIENT_STREAMING`]).
-    pub fn permits(&self) -> Arc<Semaphore> {
+    pub(crate) fn permits(&self) -> Arc<Semaphore> {
         self.shared.permits.clone()
     }
 
     /// `OfferService` and `CampaignAdmin` requests running now (a streamed
     /// response counts until its handler has returned the stream).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.shared
             .max_in_flight
             .saturating_sub(self.shared.permits.available_permits())
@@ -282,7 +282,7 @@ impl<S> tower::Layer<S> for GuardLayer {
 
 /// The service [`GuardLayer`] wraps around the routes.
 #[derive(Debug, Clone)]
-pub struct Guard<S> {
+pub(crate) struct Guard<S> {
     inner: S,
     shared: Arc<Shared>,
 }

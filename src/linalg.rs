@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A sparse vector: (index, value) pairs with increasing indices.
-pub type Sparse = [(u32, f64)];
+pub(crate) type Sparse = [(u32, f64)];
 
 /// A dense symmetric `d x d` matrix, row-major.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +125,12 @@ pub fn dot_sparse(w: &[f64], x: &Sparse) -> f64 {
 /// Solves `A X = B` for a symmetric positive definite `A` (`n x n`,
 /// row-major) and `B` of `n x m` (row-major), by Cholesky; `None` when `A`
 /// is not positive definite or the sizes disagree. O(n^3 + n^2 m).
-pub fn solve_positive_definite(a: &[f64], n: usize, b: &[f64], m: usize) -> Option<Vec<f64>> {
+pub(crate) fn solve_positive_definite(
+    a: &[f64],
+    n: usize,
+    b: &[f64],
+    m: usize,
+) -> Option<Vec<f64>> {
     if a.len() != n * n || b.len() != n * m {
         return None;
     }

@@ -44,7 +44,7 @@ const SIZE_BUCKETS: [f64; 13] = [
 
 /// The kind of a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Only goes up.
     Counter,
     /// Goes up and down.
@@ -54,7 +54,7 @@ pub enum Kind {
 }
 
 /// Every series this crate records, with its kind and `# HELP` text.
-pub const SERIES: &[(&str, Kind, &str)] = &[
+pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
     (
         "offer_bandit_build_info",
         Kind::Gauge,
@@ -154,7 +154,7 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
 
 /// Installs the process-wide recorder, describes every series and sets
 /// `offer_bandit_build_info`.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)?
         .set_buckets_for_metric(
@@ -180,7 +180,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 /// The text of `/metrics` (served by [`crate::web`]), the pending gauges
 /// set first and the process's series last.
-pub fn render(handle: &PrometheusHandle, engine: &Engine) -> String {
+pub(crate) fn render(handle: &PrometheusHandle, engine: &Engine) -> String {
     record_pending(engine);
     let mut text = handle.render();
     crate::process::render(&mut text);
@@ -199,7 +199,7 @@ fn record_pending(engine: &Engine) {
 
 /// Counts and times every RPC (see the module docs).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RpcMetricsLayer;
+pub(crate) struct RpcMetricsLayer;
 
 impl<S> tower::Layer<S> for RpcMetricsLayer {
     type Service = RpcMetrics<S>;
@@ -210,7 +210,7 @@ impl<S> tower::Layer<S> for RpcMetricsLayer {
 
 /// The service [`RpcMetricsLayer`] wraps around the gRPC routes.
 #[derive(Debug, Clone)]
-pub struct RpcMetrics<S> {
+pub(crate) struct RpcMetrics<S> {
     inner: S,
 }
 

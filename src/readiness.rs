@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 /// The server's readiness, shared by the storage watch, shutdown and `/readyz`.
 #[derive(Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     stopping: AtomicBool,
     /// Why writes would fail (gRPC health NOT_SERVING), if they would.
     storage_problem: Mutex<Option<String>>,
@@ -19,23 +19,23 @@ pub struct Readiness {
 
 impl Readiness {
     /// Ready: the store is usable and the server is not stopping.
-    pub fn new() -> Readiness {
+    pub(crate) fn new() -> Readiness {
         Readiness::default()
     }
 
     /// Records the storage's state, as reported to gRPC health: `Some(why)`
     /// while it is NOT_SERVING, `None` once it is SERVING again.
-    pub fn set_storage_problem(&self, problem: Option<String>) {
+    pub(crate) fn set_storage_problem(&self, problem: Option<String>) {
         *self.storage_problem.lock() = problem;
     }
 
     /// Marks the server as shutting down (for good).
-    pub fn set_stopping(&self) {
+    pub(crate) fn set_stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
     /// `Ok` when SelectOffer can be served; else every reason it cannot.
-    pub fn check(&self) -> Result<(), Vec<String>> {
+    pub(crate) fn check(&self) -> Result<(), Vec<String>> {
         let mut why = Vec::new();
         if self.stopping.load(Ordering::SeqCst) {
             why.push("shutting down".to_owned());

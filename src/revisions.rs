@@ -138,7 +138,7 @@ impl StoredCampaign {
 }
 
 /// The offers of `old` (and those it had retired) that `next` leaves out.
-pub fn dropped_offers(
+pub(crate) fn dropped_offers(
     old: &CampaignConfig,
     old_retired: &[OfferConfig],
     next: &CampaignConfig,
@@ -154,7 +154,7 @@ pub fn dropped_offers(
 
 /// What the server runs for one campaign after reconciling.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The config.
     pub config: CampaignConfig,
     /// Its revision.
@@ -171,7 +171,7 @@ pub struct Resolved {
 
 /// Reconciles the campaign file with the stored revisions (see the module
 /// documentation); `now_ms` dates new revisions.
-pub fn resolve(
+pub(crate) fn resolve(
     file: Vec<FileCampaign>,
     mut stored: Vec<(String, StoredCampaign)>,
     now_ms: i64,

@@ -70,7 +70,7 @@ impl Arm {
 
 /// The arm draw of a customer: the first 8 bytes of a keyed hash as a
 /// number in [0, 1), so that a customer stays in one arm.
-pub fn stable_draw(hash: &[u8; 32]) -> f64 {
+pub(crate) fn stable_draw(hash: &[u8; 32]) -> f64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&hash[..8]);
     (u64::from_be_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
@@ -336,7 +336,7 @@ impl ClusterSums {
 
 /// Customers at which the anytime-valid intervals are tightest; from a
 /// tenth to ten times this many they are at most 27% wider than there.
-pub const PLANNED_CUSTOMERS: f64 = 1_000.0;
+pub(crate) const PLANNED_CUSTOMERS: f64 = 1_000.0;
 
 /// The multiplier of the standard error in a 95% asymptotic confidence
 /// sequence (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas, "Time-uniform

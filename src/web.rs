@@ -31,9 +31,9 @@ use crate::{
 };
 
 /// Most connections served at once; beyond it, a new one is closed at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Longest a client may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a client may take to read the response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (out of file descriptors, say): the
@@ -52,7 +52,7 @@ const SECURITY_HEADERS: &str = "content-security-policy: default-src 'none'; sty
 
 /// Who may see the dashboard, and under which names.
 #[derive(Debug, Clone)]
-pub struct WebOptions {
+pub(crate) struct WebOptions {
     /// The server's tokens: with any, the pages need a read or admin token.
     pub tokens: Arc<Tokens>,
     /// `Host` names (or IPs) the pages answer to besides localhost,
@@ -72,7 +72,7 @@ struct Site {
 }
 
 /// Serves `/metrics` and the dashboard on `listener` until the task is dropped.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     engine: Arc<Engine>,

@@ -4,14 +4,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use offer_bandit::{config, policy::segment::segment_key, proto, service};
+use offer_bandit::{Limits, config, policy::segment::segment_key, proto, validate_select};
 use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = proto::SelectOfferRequest::decode(data) else {
         return;
     };
-    let Ok(req) = service::validate_select(&service::Limits::default(), request) else {
+    let Ok(req) = validate_select(&Limits::default(), request) else {
         return;
     };
     let Ok(campaigns) = config::demo() else {

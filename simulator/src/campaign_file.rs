@@ -196,7 +196,7 @@ pub(crate) fn campaign_toml(
     id: &str,
     choice: &Choice,
     window: &str,
-    encoder: &offer_bandit::features::Encoder,
+    encoder: &offer_bandit::Encoder,
 ) -> anyhow::Result<String> {
     let policy = base(&choice.spec);
     let mut t = format!(
@@ -222,7 +222,7 @@ pub(crate) fn campaign_toml(
     if policy != "segment-ts" {
         #[derive(serde::Serialize)]
         struct Features<'a> {
-            features: &'a [offer_bandit::features::FeatureSpec],
+            features: &'a [offer_bandit::FeatureSpec],
         }
         let mut value = toml::Value::try_from(Features {
             features: encoder.specs(),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use offer_bandit::features::Buckets;
+use offer_bandit::Buckets;
 
 use crate::{load, ope, policies::POLICY_HELP};
 
@@ -235,6 +235,11 @@ pub(crate) struct Common {
     /// Pseudo-observations a new segment borrows from the campaign (segment-ts).
     #[arg(long, default_value_t = 10.0)]
     pub(crate) prior_strength: f64,
+    /// The campaign's `min_propensity`, as the server applies it: segment-ts,
+    /// linear-ts and logistic-ts (engine: too) give every candidate at least
+    /// this probability (0: off; at most 1 / the number of offers).
+    #[arg(long, default_value_t = 0.0, value_parser = min_propensity)]
+    pub(crate) min_propensity: f64,
     /// Write results.json, curves.csv, report.html and regret.svg here.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
@@ -254,6 +259,14 @@ pub(crate) struct Common {
     /// Contextual policies: how a number's buckets become columns.
     #[arg(long, value_enum, default_value_t = Buckets::Steps)]
     pub(crate) buckets: Buckets,
+}
+
+/// A probability for `--min-propensity`.
+fn min_propensity(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a probability in [0, 1]")),
+    }
 }
 
 impl Common {

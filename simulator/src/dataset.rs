@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use offer_bandit::context::{Context, FeatureValue};
+use offer_bandit::{Context, FeatureValue};
 
 /// Why a dataset cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 
 use anyhow::Context as _;
 use offer_bandit::{
-    context::FeatureValue,
+    FeatureValue,
     proto::{self, feature_value::Kind, offer_service_client::OfferServiceClient},
 };
 use rand::{RngExt, SeedableRng};

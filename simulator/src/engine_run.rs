@@ -3,18 +3,14 @@
 //! manual clock (one round a second) and the run's seeded generator. For
 //! the contextual policies, whose learning the engine does.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use offer_bandit::{
-    clock::ManualClock,
+    CustomerKey, DecisionId, Engine, EngineOptions, IdKeys, ManualClock, Redemption, RngSource,
+    SelectRequest, Sources,
     config::{FileCampaign, OfferConfig, PolicyKind},
-    customer::CustomerKey,
-    decision::DecisionId,
-    decision_id::IdKeys,
-    engine::{Engine, EngineOptions, Redemption, SelectRequest, Sources},
     policy::{Objective, Outcome},
-    rng::RngSource,
     store::MemoryStore,
 };
 use rand::Rng;
@@ -65,9 +61,13 @@ impl EngineDecider {
         let engine = Engine::open_with(
             Arc::new(MemoryStore::new()),
             vec![campaign],
-            // Each decision learned before the next, as the direct loop does.
             EngineOptions {
+                // Each decision learned before the next, as the direct loop does.
                 await_decisions: true,
+                // Checkpoints serve restarts, and a run never restarts: on
+                // virtual time, a second's interval would write every model
+                // at nearly every decision.
+                checkpoint_interval: Duration::MAX,
                 ..EngineOptions::default()
             },
             CustomerKey::from_bytes([0; 32]),
@@ -197,7 +197,7 @@ fn campaign(
         segment_by: Vec::new(),
         // The window in event time, a millisecond over so that a
         // redemption due `window` rounds later is never late by rounding.
-        reward_window: std::time::Duration::from_millis(
+        reward_window: Duration::from_millis(
             (window.max(1) as f64 * offer_bandit::policy::forgetting::DAY_MS / visits_per_day)
                 .ceil() as u64
                 + 1,
@@ -210,7 +210,7 @@ fn campaign(
         prior_strength: 0.0,
         max_segments: 1,
         snapshot_tolerance: 0.0,
-        min_propensity: 0.0,
+        min_propensity: env.min_propensity,
         control_share: 0.0,
         control_offer: None,
         control_rules: None,
@@ -241,7 +241,7 @@ fn campaign(
 
 #[cfg(test)]
 mod tests {
-    use offer_bandit::features::Buckets;
+    use offer_bandit::Buckets;
     use rand::SeedableRng;
 
     use super::*;
@@ -249,7 +249,8 @@ mod tests {
 
     /// The engine and the policy it runs, driven directly, make the same
     /// decisions from the same draws: identical results, seed for seed,
-    /// with delayed redemptions, expiry at the window, and value weights.
+    /// with delayed redemptions, expiry at the window, value weights and a
+    /// minimum propensity.
     #[test]
     fn the_engine_decides_as_the_policy_does_seed_for_seed() -> anyhow::Result<()> {
         let path =
@@ -257,9 +258,13 @@ mod tests {
         let scenario = Scenario::load(&path)?;
         let offers: Vec<String> = scenario.offers().iter().map(|o| o.id.clone()).collect();
         let values: Vec<f64> = scenario.offers().iter().map(|o| o.net_value()).collect();
-        for (spec, weights) in [
-            ("logistic-ts", vec![1.0; offers.len()]),
-            ("linear-ts:half-life=300", values.clone()),
+        let mut unfloored = Vec::new();
+        // The last: a minimum propensity, which the engine applies in its
+        // select path and the simulator around the policy (`Floored`).
+        for (spec, weights, min_propensity) in [
+            ("logistic-ts", vec![1.0; offers.len()], 0.0),
+            ("linear-ts:half-life=300", values.clone(), 0.0),
+            ("logistic-ts", vec![1.0; offers.len()], 0.05),
         ] {
             let env = PolicyEnv {
                 offers: offers.clone(),
@@ -268,6 +273,7 @@ mod tests {
                 default_segment_by: Vec::new(),
                 marketer: None,
                 prior_strength: 0.0,
+                min_propensity,
                 encoder: ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?,
                 offer_features: None,
             };
@@ -304,7 +310,15 @@ mod tests {
                 let (direct, engine) = (direct?, engine?);
                 assert!(direct.0 > 0.0, "{spec}: something was redeemed");
                 assert_eq!(direct, engine, "{spec}, seed {seed}");
+                if spec == "logistic-ts" {
+                    unfloored.push((seed, min_propensity, direct));
+                }
             }
+        }
+        // The floor changed the decisions.
+        for (seed, _, floored) in unfloored.iter().filter(|u| u.1 > 0.0) {
+            let plain = unfloored.iter().find(|u| u.0 == *seed && u.1 == 0.0);
+            assert_ne!(plain.map(|u| &u.2), Some(floored), "seed {seed}");
         }
         Ok(())
     }

@@ -3,8 +3,7 @@
 //! direct method, and the replay method for learning policies.
 
 use offer_bandit::{
-    features::{Buckets, Encoder, infer_specs},
-    linalg::dot_sparse,
+    Buckets, Encoder, dot_sparse, infer_specs,
     policy::{
         Features, Outcome, Policy,
         contextual::{ContextualConfig, GaussianPosterior, Likelihood},

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, path::Path};
 
 use anyhow::{Context as _, bail};
-use offer_bandit::context::{Context, FeatureValue};
+use offer_bandit::{Context, FeatureValue};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;

@@ -29,17 +29,17 @@ mod versus;
 mod world;
 
 use clap::Parser;
-use offer_bandit::cli_output;
+use offer_bandit::{BROKEN_PIPE_EXIT, is_broken_pipe, quiet_on_broken_pipe};
 
 use crate::cli::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
-    cli_output::quiet_on_broken_pipe();
+    quiet_on_broken_pipe();
     let result = run(Cli::parse());
     if let Err(e) = &result
-        && cli_output::is_broken_pipe(e.as_ref())
+        && is_broken_pipe(e.as_ref())
     {
-        std::process::exit(cli_output::BROKEN_PIPE_EXIT);
+        std::process::exit(BROKEN_PIPE_EXIT);
     }
     result
 }

@@ -7,10 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use offer_bandit::{
-    context::{Context, FeatureValue},
-    features::{Buckets, Encoder, infer_specs},
-};
+use offer_bandit::{Buckets, Context, Encoder, FeatureValue, infer_specs};
 
 use crate::scenario::SimOffer;
 

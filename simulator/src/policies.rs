@@ -3,12 +3,13 @@
 
 use anyhow::{Context as _, bail};
 use offer_bandit::{
-    context::Context,
+    Context,
     policy::{
         Features, Outcome, Policy, PolicyError,
         baseline::{EpsilonGreedy, Fixed, Ucb1, Uniform},
         contextual::{ContextualConfig, Likelihood},
         contextual_ts::ContextualTs,
+        floor::{Floored, PropensityFloor},
         rules::Rules,
         segment::{DEFAULT_SNAPSHOT_TOLERANCE, SegmentTs},
     },
@@ -54,8 +55,11 @@ pub(crate) struct PolicyEnv<'a> {
     pub(crate) marketer: Option<&'a Rule<'a>>,
     /// Pseudo-observations a segment borrows from the campaign (as the server).
     pub(crate) prior_strength: f64,
+    /// The campaign's minimum propensity for the server's policies (as the
+    /// server; 0: off).
+    pub(crate) min_propensity: f64,
     /// Feature encoding for contextual policies.
-    pub(crate) encoder: offer_bandit::features::Encoder,
+    pub(crate) encoder: offer_bandit::Encoder,
     /// Contextual policies: the offers' encoded features (`--offer-features`).
     pub(crate) offer_features: Option<crate::offer_features::OfferFeatures>,
 }
@@ -65,7 +69,7 @@ impl PolicyEnv<'static> {
     /// context encoding inferred from the log's contexts (as `ope` and
     /// `history` evaluate on it).
     pub(crate) fn for_log(log: &crate::logs::Log, weights: Vec<f64>) -> anyhow::Result<Self> {
-        use offer_bandit::features::{Buckets, Encoder, infer_specs};
+        use offer_bandit::{Buckets, Encoder, infer_specs};
         Ok(PolicyEnv {
             offers: log.actions.clone(),
             weights,
@@ -73,6 +77,7 @@ impl PolicyEnv<'static> {
             default_segment_by: Vec::new(),
             marketer: None,
             prior_strength: 10.0,
+            min_propensity: 0.0,
             encoder: Encoder::new(
                 infer_specs(log.rows.iter().map(|r| &r.context), 8, Buckets::Steps, 32),
                 8,
@@ -203,7 +208,34 @@ pub(crate) fn build<'a>(spec: &str, env: &PolicyEnv<'a>) -> anyhow::Result<Box<d
         }
         _ => bail!("unknown policy '{spec}'; known policies:\n{POLICY_HELP}"),
     };
+    if env.min_propensity > 0.0 && SERVER_POLICIES.contains(&name) {
+        check_min_propensity(env)?;
+        return Ok(Box::new(Floored::new(
+            policy,
+            PropensityFloor::new(env.min_propensity),
+        )));
+    }
     Ok(policy)
+}
+
+/// The policies a campaign runs on the server, which `--min-propensity`
+/// floors as the server does (the baselines and rules are left alone, as a
+/// control group is).
+const SERVER_POLICIES: [&str; 3] = ["segment-ts", "linear-ts", "logistic-ts"];
+
+/// Refuses a floor no set of the offers can give, as the server's campaign
+/// validation does.
+pub(crate) fn check_min_propensity(env: &PolicyEnv<'_>) -> anyhow::Result<()> {
+    let k = env.offers.len() as f64;
+    if env.min_propensity * k > 1.0 + 1e-12 {
+        bail!(
+            "--min-propensity {} x {} offers is over 1: at most {}",
+            env.min_propensity,
+            env.offers.len(),
+            1.0 / k
+        );
+    }
+    Ok(())
 }
 
 /// Contextual Thompson sampling with `config`, and the offers' features if

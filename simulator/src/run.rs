@@ -5,7 +5,7 @@
 use std::{cmp::Ordering, collections::BinaryHeap, collections::HashMap, time::Instant};
 
 use offer_bandit::{
-    context::{Context, FeatureValue},
+    Context, FeatureValue,
     policy::{Features, Outcome, Policy},
 };
 use rand::Rng;

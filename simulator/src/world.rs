@@ -1,7 +1,7 @@
 //! The two kinds of world a policy meets in the simulator: a full-feedback
 //! dataset replayed row by row, and a simulated loyalty program.
 
-use offer_bandit::features::{Buckets, Encoder, infer_specs};
+use offer_bandit::{Buckets, Encoder, infer_specs};
 use rand::{Rng, RngExt, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 

@@ -249,6 +249,42 @@ fn offer_features_come_from_the_offers_attributes() {
     }
 }
 
+/// `--min-propensity` floors the server's policies as the server does: at
+/// 0.08 among the sample's 12 offers, 96% of choices are uniform, so
+/// segment-ts earns about what uniform does; the baselines are left alone;
+/// a floor no set of the offers can give (0.1 x 12) is refused.
+#[test]
+fn min_propensity_floors_the_servers_policies() {
+    let args = |floor: &'static str| {
+        [
+            "replay",
+            "--dataset",
+            SAMPLE,
+            "--seeds",
+            "2",
+            "--policies",
+            "uniform,fixed-best,segment-ts",
+            "--min-propensity",
+            floor,
+        ]
+    };
+    let (plain, floored) = (json(&args("0")), json(&args("0.08")));
+    let fraction = |v: &[Value], i: usize| num(&v[i], "fraction_of_oracle");
+    assert_eq!(fraction(&plain, 1), fraction(&floored, 1), "fixed-best");
+    let uniform = fraction(&plain, 0);
+    assert!(fraction(&plain, 2) > uniform + 0.1, "segment-ts learns");
+    assert!(
+        (fraction(&floored, 2) - uniform).abs() < 0.04,
+        "segment-ts under a 0.08 floor: {} vs uniform {uniform}",
+        fraction(&floored, 2)
+    );
+    let err = offer_sim_fails(&args("0.1"));
+    assert!(
+        err.contains("--min-propensity 0.1 x 12 offers is over 1"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_inputs_are_explained() {
     let err = offer_sim_fails(&[

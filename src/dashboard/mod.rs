@@ -32,13 +32,13 @@ const SHARE_WINDOW_MS: i64 = 7 * 86_400_000;
 const SHARE_MAX_RECORDS: usize = 100_000;
 /// How long a campaign's offer-share chart is reused: it reads up to
 /// [`SHARE_MAX_RECORDS`] decision records, too many for every page view.
-pub const CHART_TTL: Duration = Duration::from_secs(10);
+pub(crate) const CHART_TTL: Duration = Duration::from_secs(10);
 /// How often a page reloads itself, unless its address says `refresh=off`.
-pub const REFRESH_SECS: u32 = 30;
+pub(crate) const REFRESH_SECS: u32 = 30;
 
 /// Whether a page reloads itself every [`REFRESH_SECS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refresh {
+pub(crate) enum Refresh {
     /// It does (the default).
     On,
     /// It does not: the address's query string has `refresh=off`.
@@ -47,7 +47,7 @@ pub enum Refresh {
 
 impl Refresh {
     /// From a request's query string (the part after `?`, if any).
-    pub fn from_query(query: Option<&str>) -> Refresh {
+    pub(crate) fn from_query(query: Option<&str>) -> Refresh {
         let off = query.is_some_and(|q| {
             q.split('&')
                 .any(|kv| matches!(kv, "refresh=off" | "refresh=0" | "refresh=false"))
@@ -91,7 +91,7 @@ fn page(title: &str, body: &str, refresh: Refresh) -> String {
 /// The dashboard's pages over an engine, with each campaign's offer-share
 /// chart cached for [`CHART_TTL`].
 #[derive(Debug)]
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     engine: Arc<Engine>,
     /// Per campaign (only campaigns that exist get an entry): the chart and
     /// when it was drawn. The entry's lock is held while a chart is drawn,
@@ -104,7 +104,7 @@ type Chart = (Instant, String);
 
 impl Dashboard {
     /// The dashboard of `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
         Dashboard {
             engine,
             charts: Mutex::new(HashMap::new()),
@@ -112,14 +112,14 @@ impl Dashboard {
     }
 
     /// The index page.
-    pub fn index(&self, refresh: Refresh) -> String {
+    pub(crate) fn index(&self, refresh: Refresh) -> String {
         index(&self.engine, refresh)
     }
 
     /// The page of one campaign; `None` for an unknown campaign. Reads the
     /// decision log at most once per campaign per [`CHART_TTL`]: call it
     /// off the async threads.
-    pub fn campaign(&self, id: &str, refresh: Refresh) -> Option<String> {
+    pub(crate) fn campaign(&self, id: &str, refresh: Refresh) -> Option<String> {
         campaign_page(&self.engine, id, refresh, |r| self.share_chart(r))
     }
 
@@ -143,7 +143,7 @@ impl Dashboard {
 }
 
 /// The index page: every served campaign.
-pub fn index(engine: &Engine, refresh: Refresh) -> String {
+pub(crate) fn index(engine: &Engine, refresh: Refresh) -> String {
     let mut b = String::from("<h1>offer-bandit</h1><ul>");
     for c in engine.campaigns().into_iter().filter(|c| c.active) {
         let id = esc(&c.config.id);
@@ -403,13 +403,6 @@ fn share_chart(engine: &Engine, r: &CampaignReport) -> String {
         charts::SHARE_BUCKETS
     );
     s
-}
-
-/// The page of one campaign; `None` for an unknown campaign. Reads the
-/// decision log for the offer-share chart: see [`Dashboard::campaign`] for
-/// a cached one.
-pub fn campaign(engine: &Engine, id: &str, refresh: Refresh) -> Option<String> {
-    campaign_page(engine, id, refresh, |r| share_chart(engine, r))
 }
 
 fn campaign_page(

@@ -170,7 +170,7 @@ impl Contextual {
                 *m = GaussianPosterior::prior(self.encoder.dim(), next);
             } else {
                 let features = offers.get(k).map_or(&[][..], |o| o.features.as_slice());
-                let from = prior.prior_mean(features, &self.config);
+                let from = prior.mean_of(m, features, &self.config);
                 skipped += m.rebase_prior(&prior.variance, &target, &from);
                 let mut to = configured.clone();
                 if let (None, Some(t), Some(f)) = (prior.intercept, to.first_mut(), from.first()) {

@@ -98,4 +98,4 @@ impl Engine {
 
 /// Prefixes a fallback's request id in the store, apart from SelectOffer's
 /// (which may therefore not start with it).
-pub const FALLBACK_REQUEST_PREFIX: &str = "fallback:";
+pub(crate) const FALLBACK_REQUEST_PREFIX: &str = "fallback:";

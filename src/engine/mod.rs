@@ -44,7 +44,7 @@ mod campaign;
 mod caps;
 mod explain;
 mod fallback;
-pub use fallback::FALLBACK_REQUEST_PREFIX;
+pub(crate) use fallback::FALLBACK_REQUEST_PREFIX;
 mod race;
 mod recovery;
 mod reports;
@@ -52,21 +52,20 @@ mod select;
 mod writer;
 
 use self::{campaign::*, caps::*, select::*, writer::*};
-pub use self::{
+pub(crate) use self::{
     campaign::{Campaign, Offer},
     reports::{
-        CampaignReport, CampaignStats, CellStats, FeaturePrior, LearnedPrior, OfferEffect,
-        OfferReport, OfferStats, PacingReport, SHOWN_OFFER_EFFECTS,
+        CampaignReport, CampaignStats, FeaturePrior, LearnedPrior, OfferReport, PacingReport,
     },
 };
-pub use crate::status::{CampaignStatus, OfferStatus};
+pub(crate) use crate::status::{CampaignStatus, OfferStatus};
 
 /// How often contextual posteriors are written to the store. Between
 /// checkpoints each learning event is durable through its decision record
 /// (and replayed from it at startup), so a posterior of d² numbers is not
 /// rewritten with every decision.
 /// Default of [`EngineOptions::checkpoint_interval`].
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most commands the writer applies in one batch.
 const MAX_GROUP: usize = 4096;
@@ -253,7 +252,7 @@ pub struct Engine {
 /// What the server knows of its disk: free space under the watermark, and
 /// a flush in progress (a flush that never returns wedged a full disk).
 #[derive(Debug, Default)]
-pub struct DiskWatch {
+pub(crate) struct DiskWatch {
     /// Free bytes when last measured under the watermark (0: not under it).
     low_free: std::sync::atomic::AtomicU64,
     /// The watermark, bytes.
@@ -264,7 +263,7 @@ pub struct DiskWatch {
 
 /// A flush running longer than this makes the server report itself unfit
 /// (health NOT_SERVING) and log it; sled flushes in milliseconds normally.
-pub const FLUSH_STUCK_MS: i64 = 30_000;
+pub(crate) const FLUSH_STUCK_MS: i64 = 30_000;
 
 /// What erasing a customer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

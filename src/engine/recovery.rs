@@ -38,7 +38,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("offer-bandit-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Sled(e.into()))?;
+            .map_err(StoreError::backend)?;
         Ok(engine)
     }
 
@@ -66,7 +66,7 @@ impl Engine {
             options,
             seq: last_seq,
             dirty: std::collections::HashSet::new(),
-            last_checkpoint: std::time::Instant::now(),
+            last_checkpoint_ms: sources.clock.now_ms(),
         };
         let engine = Engine {
             campaigns,

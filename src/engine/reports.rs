@@ -272,7 +272,7 @@ pub struct OfferEffect {
 }
 
 /// Most offer effects [`LearnedPrior`] lists.
-pub const SHOWN_OFFER_EFFECTS: usize = 20;
+pub(super) const SHOWN_OFFER_EFFECTS: usize = 20;
 
 /// The learned prior of `campaign`; empty unless it is contextual with
 /// `adaptive_prior`.

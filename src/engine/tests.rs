@@ -49,10 +49,18 @@ pub(super) fn sources(clock: &Arc<ManualClock>, seed: u64) -> Sources {
 }
 
 pub(super) fn open(store: &MemoryStore, clock: &Arc<ManualClock>) -> Engine {
+    open_with_options(store, clock, options())
+}
+
+fn open_with_options(
+    store: &MemoryStore,
+    clock: &Arc<ManualClock>,
+    options: EngineOptions,
+) -> Engine {
     let opened = Engine::open_with(
         Arc::new(store.clone()),
         campaigns(),
-        options(),
+        options,
         CustomerKey::from_bytes([1; 32]),
         IdKeys::derived(&[2; 32]),
         sources(clock, 7),
@@ -202,6 +210,172 @@ async fn erasure_checkpoints_the_models_at_once() -> Result<(), Error> {
     let alice = CustomerKey::from_bytes([1; 32]).hash("alice");
     assert!(store.customer_decisions(&alice)?.is_empty());
     assert_eq!(arms(&engine)[0].decisions, 20);
+    Ok(())
+}
+
+/// Count-based forgetting (`half_life`) has discounted an observation by
+/// 2^(-n / half_life) once n later observations of its offer were learned,
+/// so erasure removes it with that weight: the decision's and its
+/// redemption's later observations counted over everything the writer
+/// learned for the offer since (decisions, redemptions, an earlier
+/// decision's late redemption), not other offers'.
+#[tokio::test]
+async fn erasure_under_half_life_removes_the_weight_later_observations_left() -> Result<(), Error> {
+    let half_life = 40.0;
+    let text = format!(
+        "[[campaigns]]\nid = \"h\"\npolicy = \"linear-ts\"\nreward_window = \"1h\"\n\
+         half_life = {half_life}\ntime_half_life_days = 0\nadaptive_prior = false\n\
+         [[campaigns.features]]\nkind = \"categorical\"\nname = \"type\"\nvalues = [\"a\", \"b\"]\n\
+         [[campaigns.offers]]\nid = \"x\"\n[[campaigns.offers]]\nid = \"y\"\n"
+    );
+    let campaigns = crate::config::parse_file(&text, "test")
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = Engine::open_with(
+        Arc::new(store.clone()),
+        campaigns,
+        options(),
+        CustomerKey::from_bytes([1; 32]),
+        IdKeys::derived(&[2; 32]),
+        sources(&clock, 7),
+    )?;
+    let visit = |offer: &str, kind: &str, customer: &str| {
+        let mut context = Context::new();
+        context.insert("type".into(), FeatureValue::Category(kind.into()));
+        SelectRequest {
+            campaign: "h".into(),
+            context,
+            candidates: vec![offer.into()],
+            customer_id: Some(customer.into()),
+            ..SelectRequest::default()
+        }
+    };
+    // Learning events of offer x, in order; "D" and "D redeemed" are the
+    // erased decision's.
+    let mut events: Vec<&str> = Vec::new();
+    clock.advance(1_000);
+    let early = engine.select(visit("x", "b", "bob")).await?;
+    events.push("bob");
+    clock.advance(1_000);
+    let erased = engine.select(visit("x", "a", "alice")).await?;
+    events.push("D");
+    for i in 0..7 {
+        clock.advance(1_000);
+        let s = engine
+            .select(visit("x", ["a", "b"][i % 2], "carol"))
+            .await?;
+        events.push("carol");
+        if i % 3 == 0 {
+            engine.redeem(redemption(s.decision_id)).await?;
+            events.push("carol redeemed");
+        }
+        // Offer y's events do not discount offer x's observations.
+        engine.select(visit("y", "a", "dave")).await?;
+    }
+    engine.redeem(redemption(erased.decision_id)).await?;
+    events.push("D redeemed");
+    // An earlier decision's redemption, learned after both.
+    engine.redeem(redemption(early.decision_id)).await?;
+    events.push("bob redeemed");
+    for _ in 0..5 {
+        clock.advance(1_000);
+        engine.select(visit("x", "b", "erin")).await?;
+        events.push("erin");
+    }
+    let later = |what: &str| -> f64 {
+        let at = events
+            .iter()
+            .position(|e| *e == what)
+            .unwrap_or(events.len());
+        (events.len() - at - 1) as f64
+    };
+    let (after_decision, after_redemption) = (later("D"), later("D redeemed"));
+    assert_eq!((after_decision, after_redemption), (17.0, 6.0));
+    let campaign = engine.campaign("h")?;
+    let ctx = campaign
+        .contextual
+        .as_ref()
+        .ok_or(Error::NotFound("ctx".into()))?;
+    let x = ctx
+        .encoder
+        .encode(&visit("x", "a", "alice").context)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let before = ctx.models.read()[0].clone();
+    // The closed form: each observation removed with 2^(-n / half_life).
+    let removed_with = |decision_weight: f64, redemption_weight: f64| {
+        let variances = vec![ctx.config.prior_variance; ctx.encoder.dim()];
+        let removal = crate::policy::contextual::Removal {
+            decision_weight,
+            redemption_weight,
+            weights_are_exact: false,
+            prior_variance: &variances,
+        };
+        let mut m = before.clone();
+        m.unlearn_decision(&x, true, &removal, &ctx.config);
+        m
+    };
+    let weight = |n: f64| 0.5f64.powf(n / half_life);
+    let expected = removed_with(weight(after_decision), weight(after_redemption));
+    let at_full_weight = removed_with(1.0, 1.0);
+    let forgotten = engine.forget("alice").await?;
+    assert_eq!((forgotten.decisions, forgotten.model_updates), (1, 1));
+    let after = engine
+        .campaign("h")?
+        .contextual
+        .as_ref()
+        .map(|c| c.models.read()[0].clone());
+    let after = after.ok_or(Error::NotFound("ctx".into()))?;
+    for (i, (a, e)) in after.mean.iter().zip(&expected.mean).enumerate() {
+        assert!(
+            (a - e).abs() < 1e-12,
+            "mean {i}: {a} removed, {e} by the closed form"
+        );
+    }
+    assert!(
+        after
+            .mean
+            .iter()
+            .zip(&at_full_weight.mean)
+            .any(|(a, f)| (a - f).abs() > 1e-6),
+        "the weights matter here: full weight removes another mean"
+    );
+    assert_eq!(after.decisions, before.decisions - 1);
+    Ok(())
+}
+
+/// The checkpoint interval runs on the engine's clock, not the wall clock:
+/// under a manual clock nothing is checkpointed until virtual time passes
+/// the interval, then the next group writes every model, and the interval
+/// starts again from that time.
+#[tokio::test]
+async fn the_checkpoint_interval_runs_on_the_engine_clock() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let options = EngineOptions {
+        checkpoint_interval: Duration::from_secs(60),
+        await_decisions: true,
+        ..EngineOptions::default()
+    };
+    let engine = open_with_options(&store, &clock, options);
+    for i in 0..5 {
+        clock.advance(1_000);
+        engine.select(visit(["a", "b"][i % 2], None)).await?;
+    }
+    assert_eq!(store.model_seq()?, 0, "5 s of virtual time: no checkpoint");
+    clock.set(T0 + 60_000);
+    engine.select(visit("c", None)).await?;
+    assert_eq!(
+        store.model_seq()?,
+        6,
+        "60 s of virtual time: the sixth decision's group checkpoints"
+    );
+    clock.advance(59_999);
+    engine.select(visit("a", None)).await?;
+    assert_eq!(store.model_seq()?, 6, "the interval starts again");
+    clock.advance(1);
+    engine.select(visit("b", None)).await?;
+    assert_eq!(store.model_seq()?, 8);
     Ok(())
 }
 

@@ -100,6 +100,12 @@ pub struct GaussianPosterior {
     /// than this (learned before forgetting over time was on, or by a build
     /// without it) kept its full weight until then. `NEVER`: not yet.
     pub forgetting_since_ms: i64,
+    /// The prior mean this posterior is based on. Under a learned prior it
+    /// is its offer's own, left out of its own evidence
+    /// ([`super::shared_prior::SharedPrior::reestimate`]); empty when not
+    /// known (a store written before it kept one): the learned prior's mean
+    /// for the offer's features then.
+    pub prior_mean: Vec<f64>,
 }
 
 /// How much of an erased decision a posterior still holds, and the prior
@@ -141,13 +147,14 @@ impl GaussianPosterior {
             *m = Self::configured_intercept(config);
         }
         GaussianPosterior {
-            mean,
             cov: SymMatrix::scaled_identity(dim, config.prior_variance),
             observations: 0,
             decisions: 0,
             predicted_sum: 0.0,
             forgotten_to_ms: super::forgetting::NEVER,
             forgetting_since_ms: super::forgetting::NEVER,
+            prior_mean: mean.clone(),
+            mean,
         }
     }
 
@@ -167,8 +174,10 @@ impl GaussianPosterior {
 
     /// Re-bases the posterior from prior mean `from` to `to` (the prior
     /// variances `variance` unchanged), exactly: the mean `S (P0 mu0 + b)`
-    /// moves by `S P0 (to - from)`. O(d) per column whose mean moves.
+    /// moves by `S P0 (to - from)`. O(d) per column whose mean moves. The
+    /// posterior is then based on `to` ([`Self::prior_mean`]).
     pub fn move_prior_mean(&mut self, from: &[f64], to: &[f64], variance: &[f64]) {
+        self.prior_mean = to.to_vec();
         let scaled: Vec<(u32, f64)> = from
             .iter()
             .zip(to)

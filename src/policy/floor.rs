@@ -6,7 +6,7 @@
 
 use rand::{Rng, RngExt};
 
-use super::thompson::Choice;
+use super::{Features, Outcome, Policy, PolicyError, thompson::Choice};
 
 /// A campaign's minimum propensity (`min_propensity`; 0: off).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,6 +85,76 @@ impl PropensityFloor {
     }
 }
 
+/// Any policy under a minimum propensity, as the server's select path puts
+/// a campaign's policy under its `min_propensity`: the policy draws its
+/// choice, then [`PropensityFloor::explore`] may replace it, and the
+/// propensity is [`PropensityFloor::propensity`] of the policy's. What
+/// `offer-sim` runs for a campaign with a floor.
+pub struct Floored<P> {
+    policy: P,
+    floor: PropensityFloor,
+}
+
+impl<P: Policy> Floored<P> {
+    /// `policy` under `floor`.
+    pub fn new(policy: P, floor: PropensityFloor) -> Self {
+        Floored { policy, floor }
+    }
+}
+
+impl<P: Policy> Policy for Floored<P> {
+    fn features(&self, context: &crate::context::Context) -> Result<Features, PolicyError> {
+        self.policy.features(context)
+    }
+
+    fn choose(&self, features: &Features, candidates: &[usize], rng: &mut dyn Rng) -> usize {
+        self.choose_with_propensity(features, candidates, rng).0
+    }
+
+    fn propensity(&self, features: &Features, candidates: &[usize], offer: usize) -> f64 {
+        let p = self.policy.propensity(features, candidates, offer);
+        self.floor.propensity(candidates.len(), p)
+    }
+
+    fn choose_with_propensity(
+        &self,
+        features: &Features,
+        candidates: &[usize],
+        rng: &mut dyn Rng,
+    ) -> (usize, f64) {
+        let (offer, propensity) = self
+            .policy
+            .choose_with_propensity(features, candidates, rng);
+        if self.floor.is_off() {
+            return (offer, propensity);
+        }
+        let k = candidates.len();
+        let index = candidates.iter().position(|&c| c == offer).unwrap_or(0);
+        let explore = self.floor.explore(k, rng);
+        let c = self
+            .floor
+            .choose(k, Choice { index, propensity }, explore, |i| {
+                self.policy.propensity(features, candidates, candidates[i])
+            });
+        (
+            candidates.get(c.index).copied().unwrap_or(offer),
+            c.propensity,
+        )
+    }
+
+    fn advance_clock(&mut self, now_ms: i64) {
+        self.policy.advance_clock(now_ms);
+    }
+
+    fn on_decision(&mut self, features: &Features, offer: usize) {
+        self.policy.on_decision(features, offer);
+    }
+
+    fn on_outcome(&mut self, features: &Features, offer: usize, outcome: Outcome) {
+        self.policy.on_outcome(features, offer, outcome);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -139,6 +209,39 @@ mod tests {
             );
         }
         assert!((closed.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    /// A fixed policy under a floor of 0.1 among four candidates: each
+    /// other offer is chosen a tenth of the time, the fixed one 0.7, and the
+    /// propensity logged with each choice is that closed form, as
+    /// `propensity` says.
+    #[test]
+    fn a_floored_policy_chooses_and_logs_as_the_server_does() {
+        use crate::policy::{Features, Policy, baseline::Fixed};
+        let floored = Floored::new(Fixed { offer: 2 }, PropensityFloor::new(0.1));
+        let candidates = [0, 2, 5, 7];
+        let features = Features::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let n = 100_000;
+        let mut counts = [0usize; 8];
+        for _ in 0..n {
+            let (offer, p) = floored.choose_with_propensity(&features, &candidates, &mut rng);
+            let want = if offer == 2 { 0.7 } else { 0.1 };
+            assert!((p - want).abs() < 1e-12, "offer {offer}: {p}");
+            assert_eq!(floored.propensity(&features, &candidates, offer), p);
+            counts[offer] += 1;
+        }
+        for &o in &candidates {
+            let want = if o == 2 { 0.7 } else { 0.1 };
+            let f = counts[o] as f64 / n as f64;
+            let sd = (want * (1.0 - want) / n as f64).sqrt();
+            assert!((f - want).abs() < 5.0 * sd, "offer {o}: {f} vs {want}");
+        }
+        let off = Floored::new(Fixed { offer: 2 }, PropensityFloor::new(0.0));
+        assert_eq!(
+            off.choose_with_propensity(&features, &candidates, &mut rng),
+            (2, 1.0)
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub fn kept_over_count(config: &ContextualConfig, later: u64) -> f64 {
     }
 }
 
+/// A prior's mean and per-column variances.
+pub type PriorMoments = (Vec<f64>, Vec<f64>);
+
 /// The prior an offer's posterior is discounted towards: its mean and
 /// per-column variances (the learned prior's for offer features `offer`,
 /// when the campaign has one; else the configured one).
@@ -94,7 +97,7 @@ pub fn offer_prior(
     dim: usize,
     offer: &Sparse,
     config: &ContextualConfig,
-) -> (Vec<f64>, Vec<f64>) {
+) -> PriorMoments {
     match prior.filter(|p| p.variance.len() == dim) {
         Some(p) => (p.prior_mean(offer, config), p.prior_variances(config)),
         None => {
@@ -104,16 +107,34 @@ pub fn offer_prior(
     }
 }
 
+/// The prior posterior `m`, of an offer whose features encode to `offer`,
+/// is discounted towards: under a learned prior, the prior mean it is based
+/// on ([`SharedPrior::mean_of`]: its offer's own, left out of its own
+/// evidence) and the learned variances; else as [`offer_prior`].
+pub fn posterior_prior(
+    prior: Option<&SharedPrior>,
+    m: &GaussianPosterior,
+    offer: &Sparse,
+    config: &ContextualConfig,
+) -> PriorMoments {
+    let dim = m.mean.len();
+    match prior.filter(|p| p.variance.len() == dim) {
+        Some(p) => (p.mean_of(m, offer, config), p.prior_variances(config)),
+        None => offer_prior(None, dim, offer, config),
+    }
+}
+
 /// Brings every posterior of a campaign to the tick of `at_ms`: each one
 /// behind it keeps `kept(ticks passed)` of its evidence; one that was never
 /// discounted only takes the clock (it holds no evidence older than the
-/// clock's first event). `prior_of(k)` is offer k's prior ([`offer_prior`]).
+/// clock's first event). `prior_of(k, m)` is the prior of offer k, whose
+/// posterior is `m` ([`posterior_prior`]).
 /// Returns whether any posterior changed.
 pub fn advance(
     models: &mut [GaussianPosterior],
     at_ms: i64,
     half_life_ms: f64,
-    prior_of: &dyn Fn(usize) -> (Vec<f64>, Vec<f64>),
+    prior_of: &dyn Fn(usize, &GaussianPosterior) -> PriorMoments,
 ) -> bool {
     let now = tick_of(at_ms);
     let mut changed = false;
@@ -127,7 +148,7 @@ pub fn advance(
             m.forgetting_since_ms = now;
         } else if !m.learned_nothing() {
             let keep = kept((now - m.forgotten_to_ms) as f64, Some(half_life_ms));
-            let (mean, variance) = prior_of(k);
+            let (mean, variance) = prior_of(k, m);
             m.discount(keep, &mean, &variance);
         }
         m.forgotten_to_ms = now;
@@ -304,7 +325,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut models = vec![GaussianPosterior::prior(d, &config); 3];
         let start = 1_000 * TICK_MS;
-        assert!(advance(&mut models, start, DAY_MS, &|_| offer_prior(
+        assert!(advance(&mut models, start, DAY_MS, &|_, _| offer_prior(
             None,
             d,
             &[],
@@ -316,7 +337,7 @@ mod tests {
             }
         }
         let before = models.clone();
-        let prior = |_: usize| offer_prior(None, d, &[], &config);
+        let prior = |_: usize, _: &GaussianPosterior| offer_prior(None, d, &[], &config);
         assert!(!advance(&mut models, start + TICK_MS - 1, DAY_MS, &prior));
         assert_eq!(models, before, "same tick: nothing moves");
         assert!(advance(
@@ -414,7 +435,7 @@ mod tests {
             })
             .collect();
         let erased = [3usize, 250, 420, 599];
-        let prior = |_: usize| offer_prior(None, d, &[], &config);
+        let prior = |_: usize, _: &GaussianPosterior| offer_prior(None, d, &[], &config);
         let half_life = config.time_half_life_ms.unwrap_or(1.0);
         let learn = |skip: &[usize]| {
             let mut models = vec![GaussianPosterior::prior(d, &config)];
@@ -438,7 +459,7 @@ mod tests {
             with_all.forgetting_since_ms,
             tick_of(rows[forgetting_from].2)
         );
-        let (_, variances) = prior(0);
+        let (_, variances) = prior(0, &with_all);
         for &i in &erased {
             let (x, redeemed, at) = &rows[i];
             let w = kept_over_time(&config, &with_all, *at);

@@ -80,10 +80,9 @@ impl Step<'_> {
         {
             let features = (self.offer_features)();
             let learned = prior.as_deref();
-            let dim = self.encoder.dim();
-            let prior_of = |k: usize| {
+            let prior_of = |k: usize, m: &GaussianPosterior| {
                 let offer = features.get(k).map_or(&[][..], Vec::as_slice);
-                forgetting::offer_prior(learned, dim, offer, self.config)
+                forgetting::posterior_prior(learned, m, offer, self.config)
             };
             posteriors.with_all(&mut |models| {
                 forgetting::advance(models, at_ms, half_life_ms, &prior_of)

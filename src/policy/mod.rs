@@ -114,6 +114,36 @@ pub trait Policy: Send {
     fn on_outcome(&mut self, features: &Features, offer: usize, outcome: Outcome);
 }
 
+/// A boxed policy is a policy (the simulator builds them by name).
+impl<P: Policy + ?Sized> Policy for Box<P> {
+    fn features(&self, context: &crate::context::Context) -> Result<Features, PolicyError> {
+        (**self).features(context)
+    }
+    fn choose(&self, features: &Features, candidates: &[usize], rng: &mut dyn rand::Rng) -> usize {
+        (**self).choose(features, candidates, rng)
+    }
+    fn propensity(&self, features: &Features, candidates: &[usize], offer: usize) -> f64 {
+        (**self).propensity(features, candidates, offer)
+    }
+    fn choose_with_propensity(
+        &self,
+        features: &Features,
+        candidates: &[usize],
+        rng: &mut dyn rand::Rng,
+    ) -> (usize, f64) {
+        (**self).choose_with_propensity(features, candidates, rng)
+    }
+    fn advance_clock(&mut self, now_ms: i64) {
+        (**self).advance_clock(now_ms);
+    }
+    fn on_decision(&mut self, features: &Features, offer: usize) {
+        (**self).on_decision(features, offer);
+    }
+    fn on_outcome(&mut self, features: &Features, offer: usize, outcome: Outcome) {
+        (**self).on_outcome(features, offer, outcome);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,16 @@ pub fn on_by_default(dim: usize) -> bool {
 /// about 2 points of the oracle (see BENCHMARKS.md).
 pub const OFFER_EFFECT_RIDGE: f64 = 8.0;
 
+/// An offer with evidence, as the offer effects' regression reads it.
+struct Evidence<'a> {
+    /// Its index among the campaign's offers.
+    offer: usize,
+    /// Its offer features, as (effect column, value) pairs.
+    features: Vec<(usize, f64)>,
+    /// Its posterior.
+    model: &'a GaussianPosterior,
+}
+
 /// The learned prior of one contextual campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SharedPrior {
@@ -141,20 +151,46 @@ impl SharedPrior {
             .unwrap_or_else(|| GaussianPosterior::configured_intercept(config))
     }
 
-    /// The prior mean of the weights of an offer whose features encode to
-    /// `offer` (empty without offer features): the intercept's mean, plus
-    /// the learned effects of the offer's features.
+    /// The prior mean of the weights of a new offer whose features encode
+    /// to `offer` (empty without offer features): the intercept's mean, plus
+    /// the learned effects of the offer's features. An offer with evidence
+    /// has its own, learned without it ([`Self::mean_of`]).
     pub fn prior_mean(&self, offer: &Sparse, config: &ContextualConfig) -> Vec<f64> {
+        self.mean_with(self.intercept_mean(config), &self.offer_effects, offer)
+    }
+
+    /// The prior mean posterior `m` (of an offer whose features encode to
+    /// `offer`) is based on: its own, or, when it keeps none (a store
+    /// written before posteriors kept theirs), the one for its features.
+    pub fn mean_of(
+        &self,
+        m: &GaussianPosterior,
+        offer: &Sparse,
+        config: &ContextualConfig,
+    ) -> Vec<f64> {
+        if m.prior_mean.len() == self.variance.len() {
+            m.prior_mean.clone()
+        } else {
+            self.prior_mean(offer, config)
+        }
+    }
+
+    /// `intercept` in column 0, plus `effects` (laid out as
+    /// [`Self::offer_effects`]) times the offer's features.
+    fn mean_with(&self, intercept: f64, effects: &[f64], offer: &Sparse) -> Vec<f64> {
         let dim = self.variance.len();
         let mut mean = vec![0.0; dim];
         if let Some(m) = mean.first_mut() {
-            *m = self.intercept_mean(config);
+            *m = intercept;
         }
         let p = self.offer_columns();
+        if effects.len() != dim * p {
+            return mean;
+        }
         for &(f, z) in offer.iter().filter(|(f, _)| *f > 0 && (*f as usize) <= p) {
             let f = f as usize - 1;
             for (i, m) in mean.iter_mut().enumerate() {
-                *m += z * self.offer_effects[i * p + f];
+                *m += z * effects[i * p + f];
             }
         }
         mean
@@ -176,6 +212,7 @@ impl SharedPrior {
         let mut p = GaussianPosterior::prior(self.variance.len(), config);
         p.cov = SymMatrix::diagonal(&self.prior_variances(config));
         p.mean = self.prior_mean(offer, config);
+        p.prior_mean = p.mean.clone();
         p
     }
 
@@ -192,15 +229,24 @@ impl SharedPrior {
     /// model's scale. Decision-time learning makes every decision a 0 and
     /// every redemption an extra 1, so the modelled rate is redemptions over
     /// observations: here `(R + 10 prior_rate) / (D + R + 10)` over every
-    /// offer's D decisions and R redemptions. A new offer thus starts as
-    /// good as the campaign does on average, and is tried until its own
-    /// evidence says otherwise: a fixed `prior_rate` far below a campaign's
-    /// real rates made its offers look worse than they were and locked some
-    /// out.
-    fn campaign_rate(models: &[GaussianPosterior], config: &ContextualConfig) -> f64 {
-        let (decisions, observations) = models.iter().fold((0u64, 0u64), |(d, o), m| {
-            (d + m.decisions, o + m.observations)
-        });
+    /// offer's D decisions and R redemptions, but `left_out`'s (an offer's
+    /// own prior must not hold its own evidence, as segment-ts's does not).
+    /// A new offer thus starts as good as the campaign does on average, and
+    /// is tried until its own evidence says otherwise: a fixed `prior_rate`
+    /// far below a campaign's real rates made its offers look worse than
+    /// they were and locked some out.
+    fn campaign_rate(
+        models: &[GaussianPosterior],
+        left_out: Option<usize>,
+        config: &ContextualConfig,
+    ) -> f64 {
+        let (decisions, observations) = models
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| Some(*k) != left_out)
+            .fold((0u64, 0u64), |(d, o), (_, m)| {
+                (d + m.decisions, o + m.observations)
+            });
         let redemptions = observations.saturating_sub(decisions) as f64;
         let r0 = config.prior_rate.clamp(1e-6, 1.0 - 1e-6);
         let rate = (redemptions + RATE_PSEUDO_DECISIONS * r0)
@@ -224,12 +270,19 @@ impl SharedPrior {
     ///   prior mean, `(m_i - mu0_i)^2 + S_ii`, clamped to [`MIN_VARIANCE`,
     ///   `MAX_VARIANCE`] (widened to hold the configured variance);
     ///
-    /// then re-bases every posterior on the new prior, exactly. `offers[k]`
-    /// is the encoded features of `models[k]` (missing or empty: none). The
-    /// sums do not depend on the order of `models` (a restart may number
-    /// offers differently). Offers that have learned nothing are set to the
-    /// new prior itself, as a restart builds them. Returns whether the prior
-    /// changed (if not, no posterior did).
+    /// then re-bases every posterior on the new prior, exactly. The
+    /// intercept and effects kept here (reported, and new offers' prior)
+    /// are learned from every offer; each offer with evidence is re-based on
+    /// its own prior mean, learned the same way from the *other* offers'
+    /// evidence (leave one out: its own data would otherwise count twice,
+    /// once in its likelihood and once in its prior). Effects are learned
+    /// only when the variances are due; the intercept-only steps before the
+    /// first such estimate keep the effects as they are (none yet).
+    /// `offers[k]` is the encoded features of `models[k]` (missing or
+    /// empty: none). The sums do not depend on the order of `models` (a
+    /// restart may number offers differently). Offers that have learned
+    /// nothing are set to the new prior itself, as a restart builds them.
+    /// Returns whether the prior changed (if not, no posterior did).
     pub fn reestimate(
         &mut self,
         encoder: &Encoder,
@@ -239,18 +292,40 @@ impl SharedPrior {
     ) -> bool {
         let dim = self.variance.len();
         let features = |k: usize| offers.get(k).map_or(&[][..], Vec::as_slice);
-        let old_means: Vec<Vec<f64>> = (0..models.len())
-            .map(|k| self.prior_mean(features(k), config))
+        let old_means: Vec<Vec<f64>> = models
+            .iter()
+            .enumerate()
+            .map(|(k, m)| self.mean_of(m, features(k), config))
             .collect();
         let old = self.variance.clone();
         let old_effects = self.offer_effects.clone();
         let old_intercept = self.intercept_mean(config);
-        self.intercept = Some(Self::campaign_rate(models, config));
-        if self.events >= self.next_estimate {
-            self.estimate_offer_effects(models, offers, config);
-            let new_means: Vec<Vec<f64>> = (0..models.len())
-                .map(|k| self.prior_mean(features(k), config))
-                .collect();
+        self.intercept = Some(Self::campaign_rate(models, None, config));
+        let full = self.events >= self.next_estimate;
+        let new_means: Vec<Vec<f64>> = {
+            let evidence = self.offers_with_evidence(models, offers);
+            if full
+                && let Some(b) =
+                    self.solve_offer_effects(&evidence, None, self.intercept_mean(config))
+            {
+                self.offer_effects = b;
+            }
+            (0..models.len())
+                .map(|k| {
+                    if models[k].learned_nothing() {
+                        return self.prior_mean(features(k), config);
+                    }
+                    let intercept = Self::campaign_rate(models, Some(k), config);
+                    let own_effects = match full {
+                        true => self.solve_offer_effects(&evidence, Some(k), intercept),
+                        false => None,
+                    };
+                    let effects = own_effects.as_deref().unwrap_or(&self.offer_effects);
+                    self.mean_with(intercept, effects, features(k))
+                })
+                .collect()
+        };
+        if full {
             let usable: Vec<(&GaussianPosterior, &Vec<f64>)> = models
                 .iter()
                 .zip(&new_means)
@@ -288,30 +363,29 @@ impl SharedPrior {
         if old == self.variance
             && old_effects == self.offer_effects
             && old_intercept == self.intercept_mean(config)
+            && old_means == new_means
         {
             return false;
         }
-        self.rebase(models, offers, config, &old, &old_means);
+        self.rebase(models, offers, config, &old, &old_means, &new_means);
         true
     }
 
-    /// The M-step for the offer effects (see [`Self::reestimate`]).
-    fn estimate_offer_effects(
-        &mut self,
-        models: &[GaussianPosterior],
+    /// The offers with evidence, with their offer features (as column, value
+    /// pairs of the effects' layout) and their index, in an order that does
+    /// not depend on how they are numbered (a restart may number them
+    /// differently, and the sums must come out the same to the last bit).
+    fn offers_with_evidence<'a>(
+        &self,
+        models: &'a [GaussianPosterior],
         offers: &[Vec<(u32, f64)>],
-        config: &ContextualConfig,
-    ) {
+    ) -> Vec<Evidence<'a>> {
         let p = self.offer_columns();
         let dim = self.variance.len();
         if p == 0 {
-            return;
+            return Vec::new();
         }
-        let base = self.intercept_mean(config);
-        // The offers with evidence, in an order that does not depend on how
-        // they are numbered (a restart may number them differently, and the
-        // sums must come out the same to the last bit).
-        let mut usable: Vec<(Vec<(usize, f64)>, &GaussianPosterior)> = models
+        let mut usable: Vec<Evidence<'a>> = models
             .iter()
             .enumerate()
             .filter(|(_, m)| !m.learned_nothing() && m.mean.len() == dim)
@@ -322,10 +396,15 @@ impl SharedPrior {
                     .filter(|(f, _)| *f > 0 && (*f as usize) <= p)
                     .map(|&(f, v)| (f as usize - 1, v))
                     .collect();
-                Some((z, m))
+                Some(Evidence {
+                    offer: k,
+                    features: z,
+                    model: m,
+                })
             })
             .collect();
-        usable.sort_by(|(za, ma), (zb, mb)| {
+        usable.sort_by(|a, b| {
+            let (za, ma, zb, mb) = (&a.features, a.model, &b.features, b.model);
             let key = |z: &[(usize, f64)], m: &GaussianPosterior| {
                 z.iter()
                     .flat_map(|&(f, v)| [f as f64, v])
@@ -339,10 +418,29 @@ impl SharedPrior {
                 .find(|o| o.is_ne())
                 .unwrap_or(ka.len().cmp(&kb.len()))
         });
+        usable
+    }
+
+    /// The M-step for the offer effects (see [`Self::reestimate`]) over the
+    /// offers with `evidence` but `left_out`, about the intercept `base`;
+    /// laid out as [`Self::offer_effects`]. `None` without offer features
+    /// or when the solve fails.
+    fn solve_offer_effects(
+        &self,
+        evidence: &[Evidence<'_>],
+        left_out: Option<usize>,
+        base: f64,
+    ) -> Option<Vec<f64>> {
+        let p = self.offer_columns();
+        let dim = self.variance.len();
+        if p == 0 {
+            return None;
+        }
         // Normal equations: A = Z'Z + ridge I (p x p), R = Z'T (p x dim).
         let mut a = vec![0.0; p * p];
         let mut r = vec![0.0; p * dim];
-        for (z, m) in &usable {
+        for e in evidence.iter().filter(|e| Some(e.offer) != left_out) {
+            let (z, m) = (&e.features, e.model);
             for &(f, zf) in z {
                 for &(g, zg) in z {
                     a[f * p + g] += zf * zg;
@@ -356,20 +454,22 @@ impl SharedPrior {
         for f in 0..p {
             a[f * p + f] += OFFER_EFFECT_RIDGE;
         }
-        if let Some(b) = crate::linalg::solve_positive_definite(&a, p, &r, dim)
-            && b.iter().all(|v| v.is_finite())
-        {
-            // b is p x dim; the effects are stored dim x p.
-            for i in 0..dim {
-                for f in 0..p {
-                    self.offer_effects[i * p + f] = b[f * dim + i];
-                }
+        let b = crate::linalg::solve_positive_definite(&a, p, &r, dim)?;
+        if !b.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        // b is p x dim; the effects are stored dim x p.
+        let mut effects = vec![0.0; dim * p];
+        for i in 0..dim {
+            for f in 0..p {
+                effects[i * p + f] = b[f * dim + i];
             }
         }
+        Some(effects)
     }
 
-    /// Re-bases every posterior from the variances `old` and the prior
-    /// means `old_means` onto the current prior.
+    /// Re-bases every posterior from the variances `old` and its prior mean
+    /// `old_means[k]` onto the current variances and `new_means[k]`.
     fn rebase(
         &self,
         models: &mut [GaussianPosterior],
@@ -377,6 +477,7 @@ impl SharedPrior {
         config: &ContextualConfig,
         old: &[f64],
         old_means: &[Vec<f64>],
+        new_means: &[Vec<f64>],
     ) {
         let dim = self.variance.len();
         let variances = self.prior_variances(config);
@@ -390,11 +491,11 @@ impl SharedPrior {
                 *m = self.posterior(features, config);
                 continue;
             }
-            let Some(from) = old_means.get(k) else {
+            let (Some(from), Some(to)) = (old_means.get(k), new_means.get(k)) else {
                 continue;
             };
             skipped += m.rebase_prior(old, &self.variance, from);
-            m.move_prior_mean(from, &self.prior_mean(features, config), &variances);
+            m.move_prior_mean(from, to, &variances);
         }
         if skipped > 0 {
             tracing::warn!(
@@ -636,22 +737,26 @@ mod tests {
         // Without offer features the new offers know nothing of the trait.
         // The estimate does not depend on how offers are numbered.
         let config = ContextualConfig::new(Likelihood::Logistic);
-        let mut again = prior.clone();
-        again.estimate_offer_effects(&models, &offers, &config);
+        let effects = |models: &[GaussianPosterior], offers: &[Vec<(u32, f64)>]| {
+            let evidence = prior.offers_with_evidence(models, offers);
+            prior.solve_offer_effects(&evidence, None, prior.intercept_mean(&config))
+        };
         let (mut reversed_models, mut reversed_offers) = (models.clone(), offers.clone());
         reversed_models.reverse();
         reversed_offers.reverse();
-        let mut reversed = prior.clone();
-        reversed.estimate_offer_effects(&reversed_models, &reversed_offers, &config);
-        assert_eq!(again.offer_effects, reversed.offer_effects);
+        let again = effects(&models, &offers);
+        assert!(again.is_some());
+        assert_eq!(again, effects(&reversed_models, &reversed_offers));
         let (plain, models, _) = two_kinds(false);
         assert!(plain.offer_effects.is_empty());
         assert!(trait_effect(&models[8]).abs() < 1e-12);
         assert!(trait_effect(&models[9]).abs() < 1e-12);
         // The kinds explain the trait's weights, so the variance about the
-        // prior mean is smaller with them.
+        // prior mean is smaller with them (about half: each offer's
+        // deviation is measured from its own prior mean, learned from the
+        // seven others).
         assert!(
-            prior.variance[1] < 0.5 * plain.variance[1],
+            prior.variance[1] < 0.6 * plain.variance[1],
             "{} vs {}",
             prior.variance[1],
             plain.variance[1]
@@ -704,6 +809,161 @@ mod tests {
         prior.reestimate(&encoder, &mut models, &[], &config);
         let want = logit((o - dcs + 10.0 * 0.05) / (o + 10.0));
         assert!((prior.intercept.expect("learned") - want).abs() < 1e-12);
+    }
+
+    /// A visit's encoded context, and whether it redeemed.
+    type Visit = (Vec<(u32, f64)>, bool);
+
+    /// One decision of `x` learned by `m`, and its redemption if `redeemed`.
+    fn visit(m: &mut GaussianPosterior, x: &Sparse, redeemed: bool, config: &ContextualConfig) {
+        m.learn(x, false, config, None);
+        if redeemed {
+            m.learn(x, true, config, None);
+        }
+    }
+
+    /// Leave one out, as segment-ts does: an offer's prior mean is learned
+    /// from the other offers' evidence, not its own. Linear regression is
+    /// exact, so after the intercept's step each offer's posterior is the
+    /// one learned directly under the rate of the *other* offers,
+    /// `(R_-k + 10 r0) / (O_-k + 10)`.
+    #[test]
+    fn an_offers_intercept_prior_leaves_out_its_own_evidence() {
+        let d = 3;
+        let config = ContextualConfig::new(Likelihood::Linear);
+        let encoder = Encoder::new(
+            vec![crate::features::FeatureSpec::Categorical {
+                name: "c".into(),
+                values: vec!["a".into(), "b".into()],
+            }],
+            0,
+        )
+        .expect("valid");
+        // Offer 0 redeems half its visits, offers 1 and 2 one in twenty.
+        let rates = [0.5, 0.05, 0.05];
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let data: Vec<Vec<Visit>> = rates
+            .iter()
+            .map(|&r| {
+                (0..200)
+                    .map(|_| {
+                        let x = vec![(0, 1.0), (1 + u32::from(rng.random::<bool>()), 1.0)];
+                        (x, rng.random::<f64>() < r)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut models: Vec<GaussianPosterior> = data
+            .iter()
+            .map(|rows| {
+                let mut m = GaussianPosterior::prior(d, &config);
+                for (x, y) in rows {
+                    visit(&mut m, x, *y, &config);
+                }
+                m
+            })
+            .collect();
+        let counts: Vec<(f64, f64)> = models
+            .iter()
+            .map(|m| (m.decisions as f64, m.observations as f64))
+            .collect();
+        let mut prior = SharedPrior::new(d, 0, &config);
+        // Short of the first estimate of the variances: the intercept only.
+        prior.events = 16;
+        assert!(prior.reestimate(&encoder, &mut models, &[], &config));
+        for k in 0..3 {
+            let (decisions, observations) = counts
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k)
+                .fold((0.0, 0.0), |(d, o), (_, c)| (d + c.0, o + c.1));
+            let others =
+                (observations - decisions + 10.0 * config.prior_rate) / (observations + 10.0);
+            let under_others = ContextualConfig {
+                prior_rate: others,
+                ..config
+            };
+            let mut direct = GaussianPosterior::prior(d, &under_others);
+            for (x, y) in &data[k] {
+                visit(&mut direct, x, *y, &under_others);
+            }
+            for (a, b) in models[k].mean.iter().zip(&direct.mean) {
+                assert!(
+                    (a - b).abs() < 1e-9,
+                    "offer {k}: {:?} vs {:?} under the others' rate {others}",
+                    models[k].mean,
+                    direct.mean
+                );
+            }
+            assert!((models[k].prior_mean[0] - others).abs() < 1e-12);
+        }
+        // The campaign's own intercept (new offers, reports) pools them all.
+        let (decisions, observations) = counts
+            .iter()
+            .fold((0.0, 0.0), |(d, o), c| (d + c.0, o + c.1));
+        let all = (observations - decisions + 10.0 * config.prior_rate) / (observations + 10.0);
+        assert!((prior.intercept.expect("learned") - all).abs() < 1e-12);
+    }
+
+    /// An offer alone with evidence has no other offer to learn its prior
+    /// from: its intercept and offer effects stay the configured ones, and
+    /// its posterior is the one learned directly under the configured mean
+    /// (with the re-estimated variances), however far its own data lie.
+    #[test]
+    fn an_offer_alone_learns_no_prior_from_its_own_evidence() {
+        let d = 3;
+        let config = ContextualConfig::new(Likelihood::Linear);
+        let encoder = Encoder::new(
+            vec![crate::features::FeatureSpec::Categorical {
+                name: "c".into(),
+                values: vec!["a".into(), "b".into()],
+            }],
+            0,
+        )
+        .expect("valid");
+        // Offer features: one categorical "kind"; both offers are kind a.
+        let offers: Vec<Vec<(u32, f64)>> = vec![vec![(0, 1.0), (1, 1.0)]; 2];
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let rows: Vec<(Vec<(u32, f64)>, bool)> = (0..300)
+            .map(|_| {
+                let b = rng.random::<bool>();
+                let x = vec![(0, 1.0), (1 + u32::from(b), 1.0)];
+                (x, rng.random::<f64>() < if b { 0.6 } else { 0.2 })
+            })
+            .collect();
+        let mut models = vec![GaussianPosterior::prior(d, &config); 2];
+        for (x, y) in &rows {
+            visit(&mut models[0], x, *y, &config);
+        }
+        let mut prior = SharedPrior::new(d, 3, &config);
+        prior.events = FIRST_ESTIMATE;
+        assert!(prior.reestimate(&encoder, &mut models, &offers, &config));
+        assert!(
+            prior.offer_effects.iter().any(|e| e.abs() > 1e-3),
+            "the campaign's effects learn from offer 0: {:?}",
+            prior.offer_effects
+        );
+        let configured = GaussianPosterior::prior(d, &config).mean;
+        let mut direct = GaussianPosterior::prior(d, &config);
+        direct.rebase_prior(
+            &[config.prior_variance; 3],
+            &prior.prior_variances(&config),
+            &configured,
+        );
+        for (x, y) in &rows {
+            visit(&mut direct, x, *y, &config);
+        }
+        for (a, b) in models[0].mean.iter().zip(&direct.mean) {
+            assert!(
+                (a - b).abs() < 1e-9,
+                "{:?} vs {:?}",
+                models[0].mean,
+                direct.mean
+            );
+        }
+        assert_eq!(models[0].prior_mean, configured);
+        // Offer 1, with nothing of its own, starts at the campaign's prior.
+        assert_eq!(models[1].mean, prior.prior_mean(&offers[1], &config));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::error::{Code, ERROR_DOMAIN, Error, Reason};
 const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// `msg`, cut to [`MAX_MESSAGE_CHARS`] characters with a note when cut.
-pub fn bounded(mut msg: String) -> String {
+pub(super) fn bounded(mut msg: String) -> String {
     if let Some((i, _)) = msg.char_indices().nth(MAX_MESSAGE_CHARS) {
         msg.truncate(i);
         msg.push_str(" [message cut]");
@@ -40,7 +40,7 @@ fn tonic_code(code: Code) -> tonic::Code {
 
 /// The status for `reason`: its code, `message` (bounded) and an ErrorInfo
 /// detail naming the reason.
-pub fn refusal(reason: Reason, message: impl Into<String>) -> tonic::Status {
+pub(crate) fn refusal(reason: Reason, message: impl Into<String>) -> tonic::Status {
     let details = ErrorDetails::with_error_info(
         reason.as_str(),
         ERROR_DOMAIN,

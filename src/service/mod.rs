@@ -9,7 +9,7 @@ mod errors;
 mod redeem;
 
 pub use decide::validate_select;
-pub use errors::{bounded, refusal};
+pub(crate) use errors::refusal;
 
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ impl Default for Limits {
 
 /// Implements `OfferService` and `CampaignAdmin`.
 #[derive(Debug, Clone)]
-pub struct Api {
+pub(crate) struct Api {
     engine: Arc<Engine>,
     limits: Limits,
     /// The in-flight permits of [`crate::guard`]: a RecordRedemptions
@@ -94,7 +94,7 @@ fn send_or_give_up<T>(tx: &tokio::sync::mpsc::Sender<T>, item: T, what: &str) ->
 
 impl Api {
     /// Handlers over an engine.
-    pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>, limits: Limits) -> Self {
         Api {
             engine,
             limits,
@@ -107,13 +107,13 @@ impl Api {
 
     /// Writes backups under `dir` (created if missing) before streaming
     /// them.
-    pub fn with_scratch(mut self, dir: std::path::PathBuf) -> Self {
+    pub(crate) fn with_scratch(mut self, dir: std::path::PathBuf) -> Self {
         self.scratch = Some(dir);
         self
     }
 
     /// Shares the guard's in-flight permits (see [`Api::permits`]).
-    pub fn with_permits(mut self, permits: Arc<Semaphore>) -> Self {
+    pub(crate) fn with_permits(mut self, permits: Arc<Semaphore>) -> Self {
         self.permits = Some(permits);
         self
     }
@@ -154,7 +154,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-pub use crate::config::MAX_VALUE;
+pub(crate) use crate::config::MAX_VALUE;
 
 /// Largest campaign config PutCampaign accepts.
-pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+pub(crate) const MAX_CONFIG_BYTES: usize = 1 << 20;

@@ -18,7 +18,7 @@ pub(super) fn write_entries<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     out: &mut dyn std::io::Write,
     entries: impl Iterator<Item = Result<(K, V), StoreError>>,
 ) -> Result<u64, StoreError> {
-    let io = |e: std::io::Error| StoreError::Sled(e.into());
+    let io = |e: std::io::Error| StoreError::backend(e);
     let mut hasher = blake3::Hasher::new();
     let mut put = |bytes: &[u8], out: &mut dyn std::io::Write| -> Result<(), StoreError> {
         hasher.update(bytes);

@@ -88,9 +88,11 @@ pub(super) struct SharedPriorV5 {
     pub(super) next_estimate: u64,
 }
 
-/// A contextual posterior as schema 8 stores it, or as schemas up to 7 did
-/// (without the forgetting clock, read as not yet started: the next event
-/// sets it without a discount).
+/// A contextual posterior as schema 9 stores it, as schema 8 did (without
+/// its prior mean, read as not known: the learned prior's mean for its
+/// features, as it was), or as schemas up to 7 did (without the forgetting
+/// clock either, read as not yet started: the next event sets it without a
+/// discount).
 pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         key: escape(key),
@@ -108,6 +110,18 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
     if let Ok((posterior, [])) = postcard::take_from_bytes::<GaussianPosterior>(rest) {
         return Ok(posterior);
     }
+    if let Ok((old, [])) = postcard::take_from_bytes::<GaussianPosteriorV8>(rest) {
+        return Ok(GaussianPosterior {
+            mean: old.mean,
+            cov: old.cov,
+            observations: old.observations,
+            decisions: old.decisions,
+            predicted_sum: old.predicted_sum,
+            forgotten_to_ms: old.forgotten_to_ms,
+            forgetting_since_ms: old.forgetting_since_ms,
+            prior_mean: Vec::new(),
+        });
+    }
     match postcard::take_from_bytes::<GaussianPosteriorV7>(rest) {
         Ok((old, [])) => Ok(GaussianPosterior {
             mean: old.mean,
@@ -117,10 +131,23 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
             predicted_sum: old.predicted_sum,
             forgotten_to_ms: crate::policy::forgetting::NEVER,
             forgetting_since_ms: crate::policy::forgetting::NEVER,
+            prior_mean: Vec::new(),
         }),
         Ok(_) => Err(corrupt("trailing bytes after a posterior".into())),
         Err(e) => Err(corrupt(e.to_string())),
     }
+}
+
+/// A contextual posterior as schema 8 stored it (before its prior mean).
+#[derive(serde::Deserialize)]
+pub(super) struct GaussianPosteriorV8 {
+    pub(super) mean: Vec<f64>,
+    pub(super) cov: crate::linalg::SymMatrix,
+    pub(super) observations: u64,
+    pub(super) decisions: u64,
+    pub(super) predicted_sum: f64,
+    pub(super) forgotten_to_ms: i64,
+    pub(super) forgetting_since_ms: i64,
 }
 
 /// A contextual posterior as schemas up to 7 stored it (before forgetting
@@ -132,4 +159,53 @@ pub(super) struct GaussianPosteriorV7 {
     pub(super) observations: u64,
     pub(super) decisions: u64,
     pub(super) predicted_sum: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::contextual::{ContextualConfig, Likelihood};
+
+    /// A posterior as schema 8 wrote it (without its prior mean) reads
+    /// with none, every other field kept; one with trailing bytes is
+    /// refused.
+    #[test]
+    fn schema_8_posteriors_are_read_without_a_prior_mean() {
+        #[derive(serde::Serialize)]
+        struct V8<'a> {
+            mean: &'a Vec<f64>,
+            cov: &'a crate::linalg::SymMatrix,
+            observations: u64,
+            decisions: u64,
+            predicted_sum: f64,
+            forgotten_to_ms: i64,
+            forgetting_since_ms: i64,
+        }
+        let config = ContextualConfig::new(Likelihood::Logistic);
+        let mut m = GaussianPosterior::prior(3, &config);
+        m.learn(&[(0, 1.0), (2, 1.0)], true, &config, None);
+        m.forgotten_to_ms = 5;
+        m.forgetting_since_ms = 4;
+        let v8 = encode(&V8 {
+            mean: &m.mean,
+            cov: &m.cov,
+            observations: m.observations,
+            decisions: m.decisions,
+            predicted_sum: m.predicted_sum,
+            forgotten_to_ms: m.forgotten_to_ms,
+            forgetting_since_ms: m.forgetting_since_ms,
+        });
+        let read = decode_model(b"m/x", &v8).expect("a schema-8 posterior reads");
+        assert_eq!(
+            read,
+            GaussianPosterior {
+                prior_mean: Vec::new(),
+                ..m.clone()
+            }
+        );
+        assert_eq!(decode_model(b"m/x", &encode(&m)).expect("current"), m);
+        let mut long = v8;
+        long.extend([7, 7]);
+        assert!(decode_model(b"m/x", &long).is_err(), "trailing bytes");
+    }
 }

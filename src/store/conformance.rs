@@ -24,7 +24,7 @@ type Backend = (&'static str, Arc<dyn Storage>, Option<tempfile::TempDir>);
 
 /// Every backend, fresh and empty.
 fn backends() -> Result<Vec<Backend>> {
-    let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+    let dir = tempfile::tempdir().map_err(StoreError::backend)?;
     let sled: Arc<dyn Storage> = Arc::new(Store::open(dir.path())?);
     Ok(vec![
         ("sled", sled, Some(dir)),
@@ -560,7 +560,7 @@ fn customer_keys_are_kept_and_a_changed_key_is_refused() {
 /// A backup of any backend restores into sled and reads back the same.
 #[test]
 fn backups_of_every_backend_restore_into_sled() -> Result {
-    let io = |e: std::io::Error| StoreError::Sled(e.into());
+    let io = |e: std::io::Error| StoreError::backend(e);
     for (name, store, _dir) in backends()? {
         store.commit(checkpoint_writes())?;
         let id = DecisionId([3; 16]);

@@ -425,8 +425,8 @@ impl CampaignConfigs for MemoryStore {
 impl Storage for MemoryStore {
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         if self.fail_commits.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable(
-                "the in-memory store was told to fail commits".into(),
+            return Err(StoreError::backend(
+                "storage unavailable: the in-memory store was told to fail commits",
             ));
         }
         // One lock for the whole set: no reader sees part of it.

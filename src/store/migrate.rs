@@ -249,7 +249,7 @@ pub struct MigrationPlan {
 /// first: its lock is not checked, and a copy of a store being written is
 /// only as consistent as a crash.
 pub fn plan_migration(dir: &Path) -> Result<MigrationPlan, StoreError> {
-    let io = |e: std::io::Error| StoreError::Sled(e.into());
+    let io = |e: std::io::Error| StoreError::backend(e);
     let empty = MigrationPlan {
         found: None,
         migration: Migration::Create,

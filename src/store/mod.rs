@@ -98,13 +98,15 @@ use self::{blocks::*, codec::*, keys::*, migrate::*, write_set::keyed};
 /// schema-6 stores and backups are only marked 7. 8 added each contextual
 /// posterior's forgetting clock: a schema-7 posterior is read with none
 /// (the next learning event starts it), so schema-4 to schema-7 stores and
-/// backups are only marked 8. 9 added the per-customer sums of closed
-/// windows (`g/`, `t/`) the report's intervals are computed from: a
-/// schema-4 to schema-8 store (or backup) has none, and they are rebuilt
-/// from its decision records when it is opened. 9 also writes new
-/// decisions in blocks (`b/`, with later changes in `o/`); records of
-/// schema 8 and before are read where they are (an older build would not
-/// see the blocks, so the mark keeps it out).
+/// backups are only marked 8. 9, three changes in one release: the
+/// per-customer sums of closed windows (`g/`, `t/`) the report's intervals
+/// are computed from, rebuilt from the decision records when a schema-4 to
+/// schema-8 store (or backup) is opened; new decisions written in blocks
+/// (`b/`, with later changes in `o/`), records of schema 8 and before read
+/// where they are; and each contextual posterior's prior mean (left out of
+/// its own evidence under the learned prior), a schema-8 posterior read
+/// without one (the learned prior's mean for its features, as schema 8 had
+/// it). An older build would see none of them, so the mark keeps it out.
 pub const SCHEMA_VERSION: u32 = 9;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
@@ -114,13 +116,12 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled reported an I/O or internal error.
+    /// The backend could not read or write (I/O, a full disk, a lost
+    /// connection, an internal error): nothing of the failed call was
+    /// applied. The backend's own error is the source; the seam names no
+    /// backend.
     #[error("{0}")]
-    Sled(#[from] sled::Error),
-    /// Another backend could not read or write (I/O, a lost connection):
-    /// nothing of the failed call was applied.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value cannot be read by this version.
     #[error("corrupt or unsupported record at key {key}: {reason}")]
     Corrupt {
@@ -144,6 +145,20 @@ pub enum StoreError {
         /// What was configured instead.
         configured: String,
     },
+}
+
+impl StoreError {
+    /// A backend's own failure (sled's, the file system's, a message).
+    pub fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+/// The sled backend's failures, so that `?` works in its code.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::backend(e)
+    }
 }
 
 /// A posterior cell's address.
@@ -204,7 +219,7 @@ impl Store {
                         dir.display()
                     ),
                 },
-                e => StoreError::Sled(e),
+                e => StoreError::backend(e),
             })?;
         let tree = db.open_tree("offer-bandit")?;
         match migration_for(tree.get(META_SCHEMA)?.as_deref()) {
@@ -732,7 +747,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match Store::open(dir) {
-                Err(StoreError::Sled(sled::Error::Io(e)))
+                Err(StoreError::Backend(e))
                     if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -768,7 +783,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_reopens() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let id = DecisionId([7; 16]);
         let key = CellKey {
             campaign: "c".into(),
@@ -856,7 +871,7 @@ mod tests {
             context: r.context.clone(),
             candidates: r.candidates.clone(),
         };
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let id = DecisionId([5; 16]);
         {
             let store = Store::open(dir.path())?;
@@ -898,7 +913,7 @@ mod tests {
             events: u64,
             next_estimate: u64,
         }
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let learned = SharedPrior {
             variance: vec![0.1, 0.02, 0.4],
             events: 900,
@@ -956,7 +971,7 @@ mod tests {
 
     #[test]
     fn schema_8_decisions_stay_readable_beside_blocks() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let ids = crate::decision_id::IdGenerator::new(0);
         let old_id = ids.next(10);
         {
@@ -1006,7 +1021,7 @@ mod tests {
             decisions: u64,
             predicted_sum: f64,
         }
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let config = crate::policy::contextual::ContextualConfig::new(
             crate::policy::contextual::Likelihood::Logistic,
         );
@@ -1047,6 +1062,7 @@ mod tests {
             Some(GaussianPosterior {
                 forgotten_to_ms: crate::policy::forgetting::NEVER,
                 forgetting_since_ms: crate::policy::forgetting::NEVER,
+                prior_mean: Vec::new(),
                 ..learned.clone()
             })
         );
@@ -1054,8 +1070,9 @@ mod tests {
         let v7 = store.tree.get(&old_key)?.expect("c7");
         assert!(check_entry(&old_key, &v7).is_ok(), "backups read it too");
         let mut long = v7.to_vec();
-        // Three: two would read as the current layout's two clocks (versions
-        // are told apart by trial decoding; see decode_model).
+        // Three: two would read as schema 8's two clocks, and a zero third
+        // as the current layout's empty prior mean (versions are told apart
+        // by trial decoding; see decode_model).
         long.extend([1, 2, 3]);
         assert!(decode_model(b"m/x", &long).is_err(), "trailing bytes");
         Ok(())
@@ -1063,7 +1080,7 @@ mod tests {
 
     #[test]
     fn schema_4_stores_are_marked_current_and_keep_their_data() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let id = DecisionId([6; 16]);
         {
             let store = Store::open(dir.path())?;
@@ -1084,7 +1101,7 @@ mod tests {
     #[test]
     fn schema_8_stores_get_the_sums_of_their_closed_windows() -> Result<(), StoreError> {
         use crate::uplift::{Arm, ClusterSums, CustomerTotals};
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let alice = CustomerHash([3; 32]);
         let redeemed = |value| DecisionState::Redeemed { value, at_ms: 15 };
         // (id, customer, arm, state, still in an expiry entry)
@@ -1153,7 +1170,7 @@ mod tests {
 
     #[test]
     fn customer_keys_are_kept_and_a_changed_key_is_refused() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let generated = {
             let store = Store::open(dir.path())?;
             store.customer_key(None)?
@@ -1167,7 +1184,7 @@ mod tests {
             Err(StoreError::CustomerKeyMismatch { .. })
         ));
         // A store first used with a configured key needs it every time.
-        let dir2 = tempfile::tempdir().map_err(|e| StoreError::Sled(e.into()))?;
+        let dir2 = tempfile::tempdir().map_err(StoreError::backend)?;
         let store2 = Store::open(dir2.path())?;
         assert_eq!(store2.customer_key(Some(other.clone()))?, other);
         assert!(matches!(
@@ -1190,7 +1207,7 @@ mod tests {
 
     #[test]
     fn snapshots_restore_exactly_and_damage_is_refused() -> Result<(), StoreError> {
-        let io = |e: std::io::Error| StoreError::Sled(e.into());
+        let io = |e: std::io::Error| StoreError::backend(e);
         let dir = tempfile::tempdir().map_err(io)?;
         let store = Store::open(&dir.path().join("a"))?;
         let mut w = WriteSet::default();

@@ -135,7 +135,7 @@ impl WriteSet {
                 (false, None) => changed.push(Write::RemoveDecision(id)),
             }
         }
-        made.sort_by(|a, b| a.0.cmp(&b.0));
+        made.sort_by_key(|(id, _)| *id);
         let mut blocks = Vec::new();
         let mut rest = made.into_iter().peekable();
         while rest.peek().is_some() {

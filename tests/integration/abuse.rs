@@ -483,7 +483,7 @@ async fn a_filling_disk_refuses_writes_then_recovers() {
         .into_inner();
     // Something else fills the disk to under the watermark.
     let filler = mnt.join("filler");
-    let free = offer_bandit::server::free_bytes(&mnt).expect("statvfs");
+    let free = offer_bandit::free_bytes(&mnt).expect("statvfs");
     let fill = free.saturating_sub(16 << 20);
     std::fs::write(&filler, vec![0u8; fill as usize]).expect("fill");
     let started = Instant::now();

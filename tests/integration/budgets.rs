@@ -103,8 +103,8 @@ async fn daily_budgets_are_paced_and_survive_a_restart() {
     );
     let mut offers = server.offers().await;
     let allowed_now = || {
-        let pace = offer_bandit::budget::Pace::flat_utc(offer_bandit::decision::now_ms());
-        offer_bandit::budget::paced_allowance(cap, &pace)
+        let pace = offer_bandit::Pace::flat_utc(offer_bandit::now_ms());
+        offer_bandit::paced_allowance(cap, &pace)
     };
     let before = allowed_now();
     let mut made = 0;
@@ -148,7 +148,7 @@ async fn daily_budgets_are_paced_over_the_campaigns_local_day() {
     let mut offers = server.offers().await;
     let ny = LocalTime::parse(zone).expect("zone");
     let allowed = |local: &LocalTime| {
-        let now = offer_bandit::decision::now_ms();
+        let now = offer_bandit::now_ms();
         paced_allowance(
             cap,
             &Pace::at(now, local, &TrafficProfile::new(local.name())),

@@ -3,7 +3,7 @@
 //! report files.
 
 use anyhow::Context as _;
-use offer_bandit::features::{Encoder, infer_specs};
+use offer_bandit::{Encoder, infer_specs};
 
 use crate::{
     cli::{Common, CompareArgs, ObjectiveArg, ReplayArgs},
@@ -72,7 +72,7 @@ pub(crate) fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let w = weights(a.common.objective, &values);
     let means = ScenarioWorld::offer_means(&scenario, 20_000, a.common.first_seed);
     let weighted: Vec<f64> = means.iter().zip(&w).map(|(m, w)| m * w).collect();
-    let rule = |ctx: &offer_bandit::context::Context, c: &[usize]| scenario.marketer_choice(ctx, c);
+    let rule = |ctx: &offer_bandit::Context, c: &[usize]| scenario.marketer_choice(ctx, c);
     let plan = Plan {
         specs: specs(&a.common, &["marketer"]),
         seeds: a.common.seeds,
@@ -89,6 +89,7 @@ pub(crate) fn compare(a: CompareArgs) -> anyhow::Result<()> {
             default_segment_by: vec![scenario.report_segment().to_owned()],
             marketer: scenario.has_marketer_rule().then_some(&rule as _),
             prior_strength: a.common.prior_strength,
+            min_propensity: a.common.min_propensity,
             encoder: ScenarioWorld::encoder(&scenario, a.common.first_seed, a.common.buckets(6))?,
             offer_features: match &a.offer_features {
                 Some(names) => Some(offer_features::encode(
@@ -162,6 +163,7 @@ pub(crate) fn replay(a: ReplayArgs) -> anyhow::Result<()> {
             default_segment_by: vec![segment_feature],
             marketer: None,
             prior_strength: a.common.prior_strength,
+            min_propensity: a.common.min_propensity,
             encoder: Encoder::new(
                 {
                     let (bins, buckets) = a.common.buckets(8);

@@ -2,7 +2,7 @@
 //! customers through it), `load` (throughput and latency) and
 //! `campaign-config` (a campaign file for a scenario's offers).
 
-use offer_bandit::features::Buckets;
+use offer_bandit::Buckets;
 
 use crate::{
     campaign_file,

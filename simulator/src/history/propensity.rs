@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use offer_bandit::context::{Context, FeatureValue};
+use offer_bandit::{Context, FeatureValue};
 use serde::Serialize;
 
 use crate::logs::Log;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{Context as _, bail};
-use offer_bandit::context::{Context, FeatureValue};
+use offer_bandit::{Context, FeatureValue};
 
 use crate::logs::{Log, Logged};
 

@@ -4,7 +4,7 @@
 //! round), and the difference, per 1,000 sends, with intervals clustered by
 //! customer and valid at any look (the same kind as the server's report).
 
-use offer_bandit::{policy::Policy, uplift::sequential_multiplier};
+use offer_bandit::{policy::Policy, sequential_multiplier};
 use serde::Serialize;
 
 use crate::{

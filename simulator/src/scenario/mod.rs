@@ -15,7 +15,7 @@ mod parse;
 
 use std::path::Path;
 
-use offer_bandit::context::Context;
+use offer_bandit::Context;
 
 use self::{
     file::DelaySpec,
@@ -159,7 +159,7 @@ impl Scenario {
 mod tests {
     use std::collections::HashMap;
 
-    use offer_bandit::context::FeatureValue;
+    use offer_bandit::FeatureValue;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use offer_bandit::context::{Context, FeatureValue};
+use offer_bandit::{Context, FeatureValue};
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, Exp, LogNormal, Normal, Poisson};
 

@@ -20,7 +20,7 @@ fn percent(share: f64) -> String {
 fn summary(c: &CampaignConfig) -> String {
     let offers: Vec<&str> = c.offers.iter().map(|o| o.id.as_str()).collect();
     let unset = c.features.iter().any(|f| {
-        matches!(f, offer_bandit::features::FeatureSpec::Numeric { bins, buckets: None, .. } if !bins.is_empty())
+        matches!(f, offer_bandit::FeatureSpec::Numeric { bins, buckets: None, .. } if !bins.is_empty())
     });
     let dimension = match (c.contextual(), c.encoder()) {
         (Some(_), Ok(e)) if unset => format!(

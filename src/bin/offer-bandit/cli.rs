@@ -113,7 +113,7 @@ impl TokenArgs {
     }
 }
 
-/// The server's tokens of the narrower roles (see `offer_bandit::guard::Role`),
+/// The server's tokens of the narrower roles (see `offer_bandit::Role`),
 /// each from a file or the environment.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RoleTokenArgs {
@@ -436,7 +436,7 @@ pub(crate) struct ServeArgs {
         value_enum,
         default_value = "admin"
     )]
-    pub auth_scope: offer_bandit::guard::AuthScope,
+    pub auth_scope: offer_bandit::AuthScope,
     /// File holding the 64-hex-digit key customer ids are hashed under (or
     /// set OFFER_BANDIT_CUSTOMER_KEY to the digits themselves). Without
     /// it the store generates one on first start and keeps it. A store refuses

@@ -43,11 +43,11 @@ pub(crate) fn read_token(
         (None, None) => None,
     };
     if let Some(t) = &token
-        && t.len() < offer_bandit::guard::MIN_TOKEN_BYTES
+        && t.len() < offer_bandit::MIN_TOKEN_BYTES
     {
         anyhow::bail!(
             "the bearer token must be at least {} bytes",
-            offer_bandit::guard::MIN_TOKEN_BYTES
+            offer_bandit::MIN_TOKEN_BYTES
         );
     }
     Ok(token)

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 
 use offer_bandit::{
-    decision::now_ms,
+    now_ms,
     policy::shared_prior::{FIRST_ESTIMATE, MIN_VARIANCE, variances_estimated},
     proto::{self, feature_value::Kind},
 };

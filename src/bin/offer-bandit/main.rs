@@ -11,13 +11,8 @@ use clap::Parser;
 
 use cli::{Cli, Command, LogFormat, Retention, ServeArgs};
 use offer_bandit::{
-    cli_output, config,
-    customer::CustomerKey,
-    decision_id::IdKeys,
-    engine::EngineOptions,
-    guard::GuardConfig,
-    server::{self, ServeOptions},
-    service::Limits,
+    BROKEN_PIPE_EXIT, CustomerKey, EngineOptions, GuardConfig, IdKeys, Limits, ServeOptions,
+    config, is_broken_pipe, quiet_on_broken_pipe, serve, shutdown_signal,
 };
 
 /// mimalloc: glibc's malloc spent a fifth of the server's CPU under load.
@@ -26,13 +21,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cli_output::quiet_on_broken_pipe();
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = run(cli).await;
     if let Err(e) = &result
-        && cli_output::is_broken_pipe(e.as_ref())
+        && is_broken_pipe(e.as_ref())
     {
-        std::process::exit(cli_output::BROKEN_PIPE_EXIT);
+        std::process::exit(BROKEN_PIPE_EXIT);
     }
     result
 }
@@ -42,7 +37,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_logs(args.log_format);
             let opts = serve_options(args)?;
-            let result = server::serve(opts, server::shutdown_signal()).await;
+            let result = serve(opts, shutdown_signal()).await;
             // Exit now: dropping the runtime would wait for blocking work
             // (a reader of a stalled stream, a store stuck on a full disk),
             // and SIGTERM must end the process.

@@ -4,6 +4,14 @@
 use super::*;
 
 impl Writer {
+    /// Whether the checkpoint interval has passed on the engine's clock (a
+    /// clock set backwards waits until it is past the interval again).
+    fn checkpoint_due(&self, now_ms: i64) -> bool {
+        let interval_ms =
+            i64::try_from(self.options.checkpoint_interval.as_millis()).unwrap_or(i64::MAX);
+        now_ms.saturating_sub(self.last_checkpoint_ms) >= interval_ms
+    }
+
     /// Flushes the store, with its start time visible to the health watch.
     pub(super) fn watched_flush(&mut self) -> Result<(), StoreError> {
         self.disk
@@ -21,9 +29,9 @@ impl Writer {
             group.writes.put_expiries(*expires_ms, ids);
         }
         Self::stage_traffic(&mut group);
-        let checkpoint = (group.checkpoint
-            || self.last_checkpoint.elapsed() >= self.options.checkpoint_interval)
-            && !self.dirty.is_empty();
+        let now_ms = self.clock.now_ms();
+        let checkpoint =
+            (group.checkpoint || self.checkpoint_due(now_ms)) && !self.dirty.is_empty();
         if checkpoint {
             let mut priors_written = std::collections::HashSet::new();
             for (campaign, offer) in self.dirty.iter() {
@@ -81,7 +89,7 @@ impl Writer {
         } else {
             if checkpoint {
                 self.dirty.clear();
-                self.last_checkpoint = std::time::Instant::now();
+                self.last_checkpoint_ms = now_ms;
             }
             metrics::counter!("offer_bandit_expiries_total").increment(group.expired);
             for (campaign, status) in group.statuses {

@@ -405,7 +405,9 @@ pub(super) struct Writer {
     pub(super) seq: u64,
     /// Contextual posteriors changed since the last checkpoint.
     pub(super) dirty: std::collections::HashSet<(String, usize)>,
-    pub(super) last_checkpoint: std::time::Instant,
+    /// When the last checkpoint was written, on the engine's clock (Unix
+    /// ms), so that the interval runs in the simulator's virtual time too.
+    pub(super) last_checkpoint_ms: i64,
 }
 
 /// Changes staged by one group, visible to later commands of the same group.
