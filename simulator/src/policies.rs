@@ -259,6 +259,7 @@ impl Policy for Marketer<'_> {
         Ok(Features {
             segment: String::new(),
             x,
+            ..Features::default()
         })
     }
     fn choose(&self, f: &Features, candidates: &[usize], _: &mut dyn Rng) -> usize {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use rand::Rng;
 
+use super::delay::{DelayModel, PendingAges};
 use super::thompson::{self, Arm, Choice};
 use super::{Features, Outcome, Policy, PolicyError};
 use crate::context::{Context, FeatureValue};
@@ -114,6 +115,34 @@ pub struct SegmentModel {
     cells: HashMap<String, Vec<CellCounts>>,
     totals: Vec<CellCounts>,
     events: u64,
+    /// With delayed feedback, what pending decisions weigh; without, each
+    /// weighs a whole non-redemption from the start.
+    delayed: Option<DelayedFeedback>,
+}
+
+/// Pending decisions weighed by the delay model ([`super::delay`]): per
+/// cell and per offer, the pending decisions by decision tick and what they
+/// weigh as of the clock's tick.
+#[derive(Debug, Clone)]
+struct DelayedFeedback {
+    model: DelayModel,
+    /// The tick the weights were taken at.
+    now_tick: i64,
+    cells: HashMap<(String, usize), Pending>,
+    totals: Vec<Pending>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    ages: PendingAges,
+    weight: f64,
+}
+
+impl Pending {
+    fn add(&mut self, model: &DelayModel, now_tick: i64, tick: i64, delta: i64) {
+        self.ages.add(tick, delta);
+        self.weight = self.ages.weight(model, now_tick);
+    }
 }
 
 impl SegmentModel {
@@ -124,6 +153,112 @@ impl SegmentModel {
             cells: HashMap::new(),
             totals: vec![CellCounts::default(); offers],
             events: 0,
+            delayed: None,
+        }
+    }
+
+    /// Weighs pending decisions by the probability that their redemption
+    /// would have arrived by now, under a delay model learned over a reward
+    /// window of `window_ms` ([`super::delay`]), instead of as whole
+    /// non-redemptions. Call before any evidence: decisions already counted
+    /// are not known by decision time and keep weighing nothing until they
+    /// end.
+    pub fn with_delayed_feedback(mut self, window_ms: i64) -> Self {
+        self.delayed = Some(DelayedFeedback {
+            model: DelayModel::new(window_ms),
+            now_tick: i64::MIN,
+            cells: HashMap::new(),
+            totals: vec![Pending::default(); self.offers],
+        });
+        self
+    }
+
+    /// The delay model, when pending decisions are weighed by it.
+    pub fn delay_model(&self) -> Option<&DelayModel> {
+        self.delayed.as_ref().map(|d| &d.model)
+    }
+
+    /// What the pending decisions of a cell weigh as non-redemptions: their
+    /// count without delayed feedback.
+    pub fn pending_weight(&self, segment: &str, offer: usize) -> f64 {
+        match &self.delayed {
+            Some(d) => d
+                .cells
+                .get(&(segment.to_owned(), offer))
+                .map_or(0.0, |p| p.weight),
+            None => self.cell(segment, offer).pending() as f64,
+        }
+    }
+
+    /// Moves a cell's pending decisions made at `decided_ms` by `delta` (a
+    /// decision made: +1; redeemed, expired or erased while pending: -1).
+    /// Without delayed feedback, nothing to do.
+    pub fn move_pending(&mut self, segment: &str, offer: usize, decided_ms: i64, delta: i64) {
+        let Some(d) = &mut self.delayed else {
+            return;
+        };
+        if offer >= self.offers || delta == 0 {
+            return;
+        }
+        let tick = d.model.tick_of(decided_ms);
+        let key = (segment.to_owned(), offer);
+        let cell = d.cells.entry(key.clone()).or_default();
+        cell.add(&d.model, d.now_tick, tick, delta);
+        if cell.ages.is_empty() {
+            d.cells.remove(&key);
+        }
+        if let Some(total) = d.totals.get_mut(offer) {
+            total.add(&d.model, d.now_tick, tick, delta);
+        }
+    }
+
+    /// Learns the delay of a redemption whose decision's window has closed.
+    /// Takes effect at the next tick of [`SegmentModel::reweigh`].
+    pub fn learn_delay(&mut self, delay_ms: i64) {
+        if let Some(d) = &mut self.delayed {
+            d.model.learn(delay_ms);
+        }
+    }
+
+    /// Event time is now `now_ms`: when it is in a later tick of the delay
+    /// model than before, the delays learned since are taken in and every
+    /// pending decision is reweighed by its age. Returns whether anything
+    /// was reweighed. The weights depend only on the decisions' timestamps,
+    /// the delays learned and the tick, so the writer's sweep, recovery and
+    /// the simulator agree.
+    pub fn reweigh(&mut self, now_ms: i64) -> bool {
+        let Some(d) = &mut self.delayed else {
+            return false;
+        };
+        let tick = d.model.tick_of(now_ms);
+        if tick <= d.now_tick {
+            return false;
+        }
+        d.now_tick = tick;
+        d.model.refresh();
+        for p in d.cells.values_mut().chain(d.totals.iter_mut()) {
+            p.weight = p.ages.weight(&d.model, tick);
+        }
+        true
+    }
+
+    /// Non-redemptions of a cell and of the offer's totals, as the posterior
+    /// counts them: resolved ones plus what the pending ones weigh.
+    fn failures(&self, own: CellCounts, segment: &str, offer: usize) -> (f64, f64) {
+        let totals = self.totals(offer);
+        match &self.delayed {
+            Some(d) => {
+                let own_w = d
+                    .cells
+                    .get(&(segment.to_owned(), offer))
+                    .map_or(0.0, |p| p.weight);
+                let total_w = d.totals.get(offer).map_or(0.0, |p| p.weight);
+                (own.expired as f64 + own_w, totals.expired as f64 + total_w)
+            }
+            None => (
+                own.trials.saturating_sub(own.successes) as f64,
+                totals.trials.saturating_sub(totals.successes) as f64,
+            ),
         }
     }
 
@@ -136,6 +271,9 @@ impl SegmentModel {
     pub fn push_offer(&mut self) -> usize {
         self.offers += 1;
         self.totals.push(CellCounts::default());
+        if let Some(d) = &mut self.delayed {
+            d.totals.push(Pending::default());
+        }
         for row in self.cells.values_mut() {
             row.push(CellCounts::default());
         }
@@ -227,21 +365,25 @@ impl SegmentModel {
     /// other segments)`: a new segment starts from the campaign's experience,
     /// and its own evidence outweighs the prior after a few dozen decisions.
     pub fn posterior(&self, segment: &str, offer: usize, prior_strength: f64) -> (f64, f64) {
-        Self::shrunk(
-            self.cell(segment, offer),
-            self.totals(offer),
-            prior_strength,
-        )
+        self.shrunk(segment, offer, self.cell(segment, offer), prior_strength)
     }
 
-    fn shrunk(own: CellCounts, totals: CellCounts, prior_strength: f64) -> (f64, f64) {
-        let rest = totals.minus(own);
-        let rest_n = rest.trials as f64;
-        let rest_rate = (1.0 + rest.successes as f64) / (2.0 + rest_n);
+    fn shrunk(
+        &self,
+        segment: &str,
+        offer: usize,
+        own: CellCounts,
+        prior_strength: f64,
+    ) -> (f64, f64) {
+        let totals = self.totals(offer);
+        let (own_f, total_f) = self.failures(own, segment, offer);
+        let rest_s = totals.successes.saturating_sub(own.successes) as f64;
+        let rest_f = (total_f - own_f).max(0.0);
+        let rest_n = rest_s + rest_f;
+        let rest_rate = (1.0 + rest_s) / (2.0 + rest_n);
         let m = prior_strength.min(rest_n).max(0.0);
         let s = own.successes as f64;
-        let f = own.trials.saturating_sub(own.successes) as f64;
-        (1.0 + m * rest_rate + s, 1.0 + m * (1.0 - rest_rate) + f)
+        (1.0 + m * rest_rate + s, 1.0 + m * (1.0 - rest_rate) + own_f)
     }
 
     /// Thompson arms for the given offers in a segment; `weights[i]` multiplies
@@ -259,7 +401,7 @@ impl SegmentModel {
             .zip(weights)
             .map(|(&o, &w)| {
                 let own = row.and_then(|r| r.get(o)).copied().unwrap_or_default();
-                let (alpha, beta) = Self::shrunk(own, self.totals(o), prior_strength);
+                let (alpha, beta) = self.shrunk(segment, o, own, prior_strength);
                 Arm::new(alpha, beta, w)
             })
             .collect()
@@ -457,6 +599,11 @@ pub struct SegmentTs {
     prior_strength: f64,
     model: SegmentModel,
     cache: SnapshotCache,
+    /// Event time, as [`Policy::advance_clock`] last set it.
+    now_ms: i64,
+    /// With delayed feedback: redemption delays, by when their decision's
+    /// window closes (the delay model learns only from closed windows).
+    closing: std::collections::BinaryHeap<std::cmp::Reverse<(i64, i64)>>,
 }
 
 impl SegmentTs {
@@ -476,7 +623,17 @@ impl SegmentTs {
             prior_strength,
             model,
             cache: SnapshotCache::new(tolerance),
+            now_ms: 0,
+            closing: std::collections::BinaryHeap::new(),
         }
+    }
+
+    /// Weighs pending decisions by the delay model over a reward window of
+    /// `window_ms` ([`SegmentModel::with_delayed_feedback`]), as the server
+    /// does, instead of counting each as a non-redemption when it is made.
+    pub fn with_delayed_feedback(mut self, window_ms: i64) -> Self {
+        self.model = self.model.with_delayed_feedback(window_ms);
+        self
     }
 
     /// The posterior counts.
@@ -497,6 +654,7 @@ impl Policy for SegmentTs {
         Ok(Features {
             segment: segment_key(&self.segment_by, context)?,
             x: Vec::new(),
+            decided_ms: self.now_ms,
         })
     }
     fn choose(&self, f: &Features, candidates: &[usize], rng: &mut dyn Rng) -> usize {
@@ -546,14 +704,33 @@ impl Policy for SegmentTs {
                 (candidates[c.index], c.propensity)
             })
     }
+    fn advance_clock(&mut self, now_ms: i64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        while let Some(&std::cmp::Reverse((closes_ms, delay_ms))) = self.closing.peek()
+            && closes_ms <= self.now_ms
+        {
+            self.model.learn_delay(delay_ms);
+            self.closing.pop();
+        }
+        self.model.reweigh(self.now_ms);
+    }
     fn on_decision(&mut self, f: &Features, offer: usize) {
         self.model.record_trial(&f.segment, offer);
+        self.model.move_pending(&f.segment, offer, f.decided_ms, 1);
     }
     fn on_outcome(&mut self, f: &Features, offer: usize, outcome: Outcome) {
         match outcome {
-            Outcome::Redeemed { value } => self.model.record_success(&f.segment, offer, value),
+            Outcome::Redeemed { value } => {
+                self.model.record_success(&f.segment, offer, value);
+                if let Some(window_ms) = self.model.delay_model().map(DelayModel::window_ms) {
+                    let delay = self.now_ms - f.decided_ms;
+                    let closing = std::cmp::Reverse((f.decided_ms + window_ms, delay));
+                    self.closing.push(closing);
+                }
+            }
             Outcome::Expired => self.model.record_expiry(&f.segment, offer),
         }
+        self.model.move_pending(&f.segment, offer, f.decided_ms, -1);
     }
 }
 
