@@ -726,4 +726,6 @@ impl Engine {
 }
 
 #[cfg(test)]
+mod delay_tests;
+#[cfg(test)]
 mod tests;

@@ -199,7 +199,7 @@ impl PendingAges {
     pub fn weight(&self, model: &DelayModel, now_tick: i64) -> f64 {
         self.by_tick
             .iter()
-            .map(|(&t, &n)| n as f64 * model.weight(now_tick - t))
+            .map(|(&t, &n)| n as f64 * model.weight(now_tick.saturating_sub(t)))
             .sum()
     }
 }

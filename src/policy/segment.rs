@@ -130,6 +130,9 @@ struct DelayedFeedback {
     now_tick: i64,
     cells: HashMap<(String, usize), Pending>,
     totals: Vec<Pending>,
+    /// Redemption delays waiting for their decision's window to close, by
+    /// when it closes: the delay model learns only from closed windows.
+    closing: std::collections::BinaryHeap<std::cmp::Reverse<(i64, i64)>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -169,6 +172,7 @@ impl SegmentModel {
             now_tick: i64::MIN,
             cells: HashMap::new(),
             totals: vec![Pending::default(); self.offers],
+            closing: std::collections::BinaryHeap::new(),
         });
         self
     }
@@ -212,11 +216,15 @@ impl SegmentModel {
         }
     }
 
-    /// Learns the delay of a redemption whose decision's window has closed.
-    /// Takes effect at the next tick of [`SegmentModel::reweigh`].
-    pub fn learn_delay(&mut self, delay_ms: i64) {
+    /// A decision made at `decided_ms` was redeemed at `redeemed_ms`: the
+    /// delay model learns the delay once the decision's window has closed
+    /// (at the first [`SegmentModel::reweigh`] past it), so that it learns
+    /// from complete windows only.
+    pub fn redemption_delay(&mut self, decided_ms: i64, redeemed_ms: i64) {
         if let Some(d) = &mut self.delayed {
-            d.model.learn(delay_ms);
+            let closes_ms = decided_ms.saturating_add(d.model.window_ms());
+            let delay_ms = redeemed_ms.saturating_sub(decided_ms);
+            d.closing.push(std::cmp::Reverse((closes_ms, delay_ms)));
         }
     }
 
@@ -235,6 +243,15 @@ impl SegmentModel {
             return false;
         }
         d.now_tick = tick;
+        // Windows closed by the tick's start: the same set wherever in the
+        // tick the clock is read.
+        let tick_start = tick.saturating_mul(d.model.tick_ms());
+        while let Some(&std::cmp::Reverse((closes_ms, delay_ms))) = d.closing.peek()
+            && closes_ms <= tick_start
+        {
+            d.model.learn(delay_ms);
+            d.closing.pop();
+        }
         d.model.refresh();
         for p in d.cells.values_mut().chain(d.totals.iter_mut()) {
             p.weight = p.ages.weight(&d.model, tick);
@@ -601,9 +618,6 @@ pub struct SegmentTs {
     cache: SnapshotCache,
     /// Event time, as [`Policy::advance_clock`] last set it.
     now_ms: i64,
-    /// With delayed feedback: redemption delays, by when their decision's
-    /// window closes (the delay model learns only from closed windows).
-    closing: std::collections::BinaryHeap<std::cmp::Reverse<(i64, i64)>>,
 }
 
 impl SegmentTs {
@@ -624,7 +638,6 @@ impl SegmentTs {
             model,
             cache: SnapshotCache::new(tolerance),
             now_ms: 0,
-            closing: std::collections::BinaryHeap::new(),
         }
     }
 
@@ -706,12 +719,6 @@ impl Policy for SegmentTs {
     }
     fn advance_clock(&mut self, now_ms: i64) {
         self.now_ms = self.now_ms.max(now_ms);
-        while let Some(&std::cmp::Reverse((closes_ms, delay_ms))) = self.closing.peek()
-            && closes_ms <= self.now_ms
-        {
-            self.model.learn_delay(delay_ms);
-            self.closing.pop();
-        }
         self.model.reweigh(self.now_ms);
     }
     fn on_decision(&mut self, f: &Features, offer: usize) {
@@ -722,11 +729,7 @@ impl Policy for SegmentTs {
         match outcome {
             Outcome::Redeemed { value } => {
                 self.model.record_success(&f.segment, offer, value);
-                if let Some(window_ms) = self.model.delay_model().map(DelayModel::window_ms) {
-                    let delay = self.now_ms - f.decided_ms;
-                    let closing = std::cmp::Reverse((f.decided_ms + window_ms, delay));
-                    self.closing.push(closing);
-                }
+                self.model.redemption_delay(f.decided_ms, self.now_ms);
             }
             Outcome::Expired => self.model.record_expiry(&f.segment, offer),
         }
