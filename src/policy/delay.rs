@@ -39,6 +39,11 @@ pub const PRIOR_REDEMPTIONS: f64 = 50.0;
 /// The prior's mean delay, as a share of the window.
 const PRIOR_MEAN_SHARE: f64 = 0.25;
 
+/// Weights are kept in fixed point, in units of 2^-32 of a decision, so that
+/// sums over pending decisions are exact integers: the same whatever the
+/// order decisions were added in (live, replayed at a restart, simulated).
+const WEIGHT_UNIT: f64 = 4_294_967_296.0;
+
 /// A campaign's delay distribution: of the decisions redeemed within their
 /// window, how long the redemption took.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,9 +51,9 @@ pub struct DelayModel {
     window_ms: i64,
     /// Observed delays per bucket.
     counts: [u64; BUCKETS],
-    /// The weight of a pending decision per age in ticks (0..=TICKS),
-    /// as of the last [`DelayModel::refresh`].
-    weights: Vec<f64>,
+    /// The weight of a pending decision per age in ticks (0..=TICKS), in
+    /// [`WEIGHT_UNIT`]s, as of the last [`DelayModel::refresh`].
+    weights: Vec<u64>,
 }
 
 impl DelayModel {
@@ -152,7 +157,7 @@ impl DelayModel {
     pub fn refresh(&mut self) {
         let tick = self.tick_ms() as f64;
         self.weights = (0..=TICKS_PER_WINDOW)
-            .map(|a| self.cdf(a as f64 * tick))
+            .map(|a| (self.cdf(a as f64 * tick) * WEIGHT_UNIT).round() as u64)
             .collect();
     }
 
@@ -160,27 +165,44 @@ impl DelayModel {
     /// refresh: 0 for one made in the current tick, 1 once its window has
     /// passed.
     pub fn weight(&self, age_ticks: i64) -> f64 {
+        self.weight_units(age_ticks) as f64 / WEIGHT_UNIT
+    }
+
+    fn weight_units(&self, age_ticks: i64) -> u64 {
         match usize::try_from(age_ticks) {
-            Ok(a) => self.weights.get(a).copied().unwrap_or(1.0),
-            Err(_) => 0.0,
+            Ok(a) => self.weights.get(a).copied().unwrap_or(WEIGHT_UNIT as u64),
+            Err(_) => 0,
         }
     }
 }
 
-/// Decisions still pending, counted per tick of their decision time.
+/// Decisions still pending, counted per tick of their decision time, and
+/// what they weigh as of a tick of the clock (kept exact as they come and
+/// go; recomputed when the clock or the delay model moves).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PendingAges {
     by_tick: BTreeMap<i64, u64>,
+    /// The sum of their weights, in [`WEIGHT_UNIT`]s.
+    units: u128,
 }
 
 impl PendingAges {
     /// Moves the count of pending decisions made in `tick` by `delta`
-    /// (never below zero).
-    pub fn add(&mut self, tick: i64, delta: i64) {
+    /// (never below zero), the clock being at `now_tick` and the weights
+    /// those of `model` (as at the last [`PendingAges::reweigh`]).
+    pub fn add(&mut self, model: &DelayModel, now_tick: i64, tick: i64, delta: i64) {
         let n = self.by_tick.entry(tick).or_insert(0);
-        *n = n.saturating_add_signed(delta);
-        if *n == 0 {
+        let before = *n;
+        *n = before.saturating_add_signed(delta);
+        let after = *n;
+        if after == 0 {
             self.by_tick.remove(&tick);
+        }
+        let w = u128::from(model.weight_units(now_tick.saturating_sub(tick)));
+        if after >= before {
+            self.units += u128::from(after - before) * w;
+        } else {
+            self.units = self.units.saturating_sub(u128::from(before - after) * w);
         }
     }
 
@@ -194,13 +216,22 @@ impl PendingAges {
         self.by_tick.is_empty()
     }
 
-    /// What the pending decisions weigh as non-redemptions when the clock is
-    /// at tick `now_tick`: the sum of their [`DelayModel::weight`]s.
-    pub fn weight(&self, model: &DelayModel, now_tick: i64) -> f64 {
-        self.by_tick
+    /// Recomputes the weight for the clock at tick `now_tick` under
+    /// `model`'s current weights.
+    pub fn reweigh(&mut self, model: &DelayModel, now_tick: i64) {
+        self.units = self
+            .by_tick
             .iter()
-            .map(|(&t, &n)| n as f64 * model.weight(now_tick.saturating_sub(t)))
-            .sum()
+            .map(|(&t, &n)| {
+                u128::from(n) * u128::from(model.weight_units(now_tick.saturating_sub(t)))
+            })
+            .sum();
+    }
+
+    /// What the pending decisions weigh as non-redemptions: the sum of
+    /// their [`DelayModel::weight`]s at the clock's tick.
+    pub fn weight(&self) -> f64 {
+        self.units as f64 / WEIGHT_UNIT
     }
 }
 
@@ -263,17 +294,25 @@ mod tests {
     fn pending_weight_sums_ages() {
         let m = DelayModel::new(8 * DAY);
         let mut p = PendingAges::default();
-        p.add(100, 3);
-        p.add(90, 2);
-        p.add(10, 1); // long past its window
+        p.add(&m, 100, 100, 3);
+        p.add(&m, 100, 90, 2);
+        p.add(&m, 100, 10, 1); // long past its window
         assert_eq!(p.count(), 6);
-        let w = p.weight(&m, 100);
         let want = 3.0 * 0.0 + 2.0 * m.weight(10) + 1.0;
-        assert!((w - want).abs() < 1e-12);
-        p.add(90, -2);
-        p.add(10, -5); // never below zero
+        assert!((p.weight() - want).abs() < 1e-9);
+        // Kept as they come and go equals recomputed, exactly.
+        let mut again = p.clone();
+        again.reweigh(&m, 100);
+        assert_eq!(again, p);
+        p.add(&m, 100, 90, -2);
+        p.add(&m, 100, 10, -5); // never below zero
         assert_eq!(p.count(), 3);
-        p.add(100, -3);
+        assert_eq!(p.weight(), 0.0);
+        p.add(&m, 100, 100, -3);
         assert!(p.is_empty());
+        // A tick later, the youngest weigh something.
+        p.add(&m, 100, 100, 1);
+        p.reweigh(&m, 101);
+        assert_eq!(p.weight(), m.weight(1));
     }
 }

@@ -128,24 +128,11 @@ struct DelayedFeedback {
     model: DelayModel,
     /// The tick the weights were taken at.
     now_tick: i64,
-    cells: HashMap<(String, usize), Pending>,
-    totals: Vec<Pending>,
+    cells: HashMap<(String, usize), PendingAges>,
+    totals: Vec<PendingAges>,
     /// Redemption delays waiting for their decision's window to close, by
     /// when it closes: the delay model learns only from closed windows.
     closing: std::collections::BinaryHeap<std::cmp::Reverse<(i64, i64)>>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Pending {
-    ages: PendingAges,
-    weight: f64,
-}
-
-impl Pending {
-    fn add(&mut self, model: &DelayModel, now_tick: i64, tick: i64, delta: i64) {
-        self.ages.add(tick, delta);
-        self.weight = self.ages.weight(model, now_tick);
-    }
 }
 
 impl SegmentModel {
@@ -171,7 +158,7 @@ impl SegmentModel {
             model: DelayModel::new(window_ms),
             now_tick: i64::MIN,
             cells: HashMap::new(),
-            totals: vec![Pending::default(); self.offers],
+            totals: vec![PendingAges::default(); self.offers],
             closing: std::collections::BinaryHeap::new(),
         });
         self
@@ -189,7 +176,7 @@ impl SegmentModel {
             Some(d) => d
                 .cells
                 .get(&(segment.to_owned(), offer))
-                .map_or(0.0, |p| p.weight),
+                .map_or(0.0, PendingAges::weight),
             None => self.cell(segment, offer).pending() as f64,
         }
     }
@@ -208,7 +195,7 @@ impl SegmentModel {
         let key = (segment.to_owned(), offer);
         let cell = d.cells.entry(key.clone()).or_default();
         cell.add(&d.model, d.now_tick, tick, delta);
-        if cell.ages.is_empty() {
+        if cell.is_empty() {
             d.cells.remove(&key);
         }
         if let Some(total) = d.totals.get_mut(offer) {
@@ -254,7 +241,7 @@ impl SegmentModel {
         }
         d.model.refresh();
         for p in d.cells.values_mut().chain(d.totals.iter_mut()) {
-            p.weight = p.ages.weight(&d.model, tick);
+            p.reweigh(&d.model, tick);
         }
         true
     }
@@ -268,8 +255,8 @@ impl SegmentModel {
                 let own_w = d
                     .cells
                     .get(&(segment.to_owned(), offer))
-                    .map_or(0.0, |p| p.weight);
-                let total_w = d.totals.get(offer).map_or(0.0, |p| p.weight);
+                    .map_or(0.0, PendingAges::weight);
+                let total_w = d.totals.get(offer).map_or(0.0, PendingAges::weight);
                 (own.expired as f64 + own_w, totals.expired as f64 + total_w)
             }
             None => (
@@ -289,7 +276,7 @@ impl SegmentModel {
         self.offers += 1;
         self.totals.push(CellCounts::default());
         if let Some(d) = &mut self.delayed {
-            d.totals.push(Pending::default());
+            d.totals.push(PendingAges::default());
         }
         for row in self.cells.values_mut() {
             row.push(CellCounts::default());
