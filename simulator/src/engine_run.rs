@@ -276,6 +276,7 @@ mod tests {
                 min_propensity,
                 encoder: ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?,
                 offer_features: None,
+                window_ms: 0,
             };
             for seed in [1u64, 2] {
                 let results = [false, true].map(|on_engine| -> anyhow::Result<_> {

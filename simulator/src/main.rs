@@ -9,6 +9,8 @@ mod campaign_file;
 mod cli;
 mod commands;
 mod dataset;
+#[cfg(test)]
+mod delay_tests;
 mod drive;
 mod engine_run;
 mod evaluate;

@@ -24,7 +24,10 @@ fixed:OFFER                 always OFFER
 epsilon-greedy[:EPS]        best rate so far, a random offer with probability EPS (0.1)
 ucb1                        UCB1 on each offer's rate
 segment-ts[:F1+F2..]        Beta Thompson sampling per segment of categorical features
-                            (default: the scenario's report segment)
+                            (default: the scenario's report segment); a pending decision
+                            weighs by the chance its redemption would have come by now
+segment-ts-at-once[:F1..]   the same, counting each decision as a non-redemption at once
+                            (before delayed feedback; biased when an offer's traffic shifts)
 marketer                    the scenario's static rule (e.g. BOGO to everyone after 2pm)
 rules:FILE                  your own rule, written in a rules file (`if hour >= 14 then bogo`,
                             first line that holds wins, `otherwise OFFER`; docs/simulator.md)
@@ -62,6 +65,9 @@ pub(crate) struct PolicyEnv<'a> {
     pub(crate) encoder: offer_bandit::Encoder,
     /// Contextual policies: the offers' encoded features (`--offer-features`).
     pub(crate) offer_features: Option<crate::offer_features::OfferFeatures>,
+    /// The reward window in event time (ms); 0 when feedback is immediate.
+    /// `segment-ts` weighs pending decisions by its delay model over it.
+    pub(crate) window_ms: i64,
 }
 
 impl PolicyEnv<'static> {
@@ -83,6 +89,7 @@ impl PolicyEnv<'static> {
                 8,
             )?,
             offer_features: None,
+            window_ms: 0,
         })
     }
 }
@@ -168,17 +175,23 @@ pub(crate) fn build<'a>(spec: &str, env: &PolicyEnv<'a>) -> anyhow::Result<Box<d
             Box::new(EpsilonGreedy::new(eps, env.weights.clone()))
         }
         ("ucb1", None) => Box::new(Ucb1::new(env.weights.clone())),
-        ("segment-ts", by) => {
+        ("segment-ts" | "segment-ts-at-once", by) => {
             let segment_by = match by {
                 Some(list) => list.split('+').map(|f| f.trim().to_owned()).collect(),
                 None => env.default_segment_by.clone(),
             };
-            Box::new(SegmentTs::new(
+            let policy = SegmentTs::new(
                 segment_by,
                 env.weights.clone(),
                 env.prior_strength,
                 DEFAULT_SNAPSHOT_TOLERANCE,
-            ))
+            );
+            // As the server: pending decisions weigh by the delay model.
+            Box::new(if name == "segment-ts" && env.window_ms > 0 {
+                policy.with_delayed_feedback(env.window_ms)
+            } else {
+                policy
+            })
         }
         ("linear-ts", opts) => contextual(
             env,
@@ -291,6 +304,7 @@ impl Policy for Marketer<'_> {
         Ok(Features {
             segment: String::new(),
             x,
+            ..Features::default()
         })
     }
     fn choose(&self, f: &Features, candidates: &[usize], _: &mut dyn Rng) -> usize {

@@ -202,6 +202,17 @@ impl Contextual {
     }
 }
 
+/// A new campaign's counts: segment-ts weighs its pending decisions by the
+/// delay model over its reward window ([`crate::policy::delay`]).
+fn segment_model(config: &CampaignConfig) -> SegmentModel {
+    let model = SegmentModel::new(0);
+    if config.contextual().is_some() {
+        return model;
+    }
+    let window_ms = i64::try_from(config.reward_window.as_millis()).unwrap_or(i64::MAX);
+    model.with_delayed_feedback(window_ms)
+}
+
 impl Campaign {
     pub(super) fn new(config: CampaignConfig, revision: Revision, active: bool) -> Self {
         // The config was validated at load, so the encoder builds.
@@ -232,7 +243,7 @@ impl Campaign {
             active,
             offers: Vec::new(),
             offer_index: HashMap::new(),
-            model: Arc::new(RwLock::new(SegmentModel::new(0))),
+            model: Arc::new(RwLock::new(segment_model(&config))),
             contextual,
             control_rules: None,
             config,

@@ -791,6 +791,8 @@ impl Engine {
 #[cfg(test)]
 mod closed_tests;
 #[cfg(test)]
+mod delay_tests;
+#[cfg(test)]
 mod pacing_tests;
 #[cfg(test)]
 mod tests;

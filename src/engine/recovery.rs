@@ -265,6 +265,10 @@ pub(super) fn recover(
     }
     let checkpoint = store.model_seq()?;
     let (decisions, last_seq) = replay_learning(store, &mut campaigns, checkpoint)?;
+    // Delayed feedback's pending decisions and delays, weighed as of now.
+    for c in campaigns.values() {
+        c.model.write().reweigh(now_ms);
+    }
     tracing::info!(
         cells = cells.len(),
         decisions,
@@ -327,6 +331,29 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
     }
 }
 
+/// Delayed feedback ([`crate::policy::delay`]) as the writer left it: a
+/// pending decision counted by its decision time, a redemption's delay
+/// (learned once its window has closed, at the next reweighing).
+fn recover_delays(c: &Campaign, rec: &DecisionRecord) {
+    if c.contextual.is_some() {
+        return;
+    }
+    let Some(offer) = c.offer_index(&rec.offer) else {
+        return;
+    };
+    match rec.state {
+        DecisionState::Pending => {
+            c.model
+                .write()
+                .move_pending(&rec.segment, offer, rec.created_ms, 1);
+        }
+        DecisionState::Redeemed { at_ms, .. } => {
+            c.model.write().redemption_delay(rec.created_ms, at_ms);
+        }
+        DecisionState::Expired => {}
+    }
+}
+
 /// Reads every decision record (failing on an unreadable one) and re-applies
 /// the learning events after the model checkpoint `checkpoint` to the
 /// contextual posteriors, in their original order, so that the models are
@@ -344,6 +371,9 @@ pub(super) fn replay_learning(
     let mut n = 0usize;
     store.scan_decisions(0, i64::MAX, &mut |_, rec| {
         n += 1;
+        if let Some(c) = campaigns.get(&rec.campaign) {
+            recover_delays(c, &rec);
+        }
         for (seq, redeemed) in [(rec.learned_seq, false), (rec.redeemed_seq, true)] {
             if seq > checkpoint {
                 events.push((

@@ -464,12 +464,16 @@ async fn floored_selects(policy: PolicyKind) -> Result<(), Error> {
         Ok(e) => e,
         Err(e) => panic!("opening the engine: {e}"),
     };
-    // x redeems every time: the policy alone soon nearly never picks y or z.
+    // x redeems every time: the policy alone soon nearly never picks y or z
+    // (once their decisions have aged: segment-ts weighs a pending decision
+    // by the chance its redemption would have come by now).
     for _ in 0..150 {
+        clock.advance(30_000);
         let s = engine.select(visit("a", None)).await?;
         if s.offer_id == "x" {
             engine.redeem(redemption(s.decision_id)).await?;
         }
+        engine.sweep(engine.now_ms(), 1_000).await?;
     }
     let n = 1500;
     let mut counts: HashMap<String, f64> = HashMap::new();

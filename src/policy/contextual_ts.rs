@@ -116,6 +116,7 @@ impl Policy for ContextualTs {
         Ok(Features {
             segment: String::new(),
             x,
+            ..Features::default()
         })
     }
     fn choose(&self, f: &Features, candidates: &[usize], rng: &mut dyn Rng) -> usize {
@@ -177,6 +178,7 @@ mod tests {
             let f = Features {
                 segment: String::new(),
                 x: vec![(0, 1.0)],
+                ..Features::default()
             };
             // A warm start of 1,000 decisions each, alternating: the
             // ranking is under test here, not exploration (at 0.3 of the

@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod contextual;
 pub mod contextual_ts;
+pub mod delay;
 pub mod floor;
 pub mod forgetting;
 pub mod learning;
@@ -53,6 +54,11 @@ pub struct Features {
     /// Encoded context as (index, value) pairs, indices increasing
     /// (contextual policies); empty otherwise.
     pub x: Vec<(u32, f64)>,
+    /// Event time of the decision (Unix ms), as the policy's clock
+    /// ([`Policy::advance_clock`]) had it; 0 when it keeps none. Delayed
+    /// feedback ([`delay`]) weighs a pending decision by its age.
+    #[serde(default)]
+    pub decided_ms: i64,
 }
 
 /// How a decision ended.

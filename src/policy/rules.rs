@@ -391,6 +391,7 @@ impl Policy for RulePolicy {
         Ok(Features {
             segment: String::new(),
             x,
+            ..Features::default()
         })
     }
     fn choose(&self, f: &Features, candidates: &[usize], _: &mut dyn rand::Rng) -> usize {

@@ -98,6 +98,8 @@ pub(crate) fn compare(a: CompareArgs) -> anyhow::Result<()> {
                 )?),
                 None => None,
             },
+            window_ms: (scenario.reward_window_days() * offer_bandit::policy::forgetting::DAY_MS)
+                as i64,
         },
         threads: threads(&a.common),
         progress: !a.common.quiet,
@@ -178,6 +180,8 @@ pub(crate) fn replay(a: ReplayArgs) -> anyhow::Result<()> {
                 )?),
                 None => None,
             },
+            // A dataset's feedback is immediate.
+            window_ms: 0,
         },
         threads: threads(&a.common),
         progress: !a.common.quiet,

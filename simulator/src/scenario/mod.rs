@@ -165,7 +165,7 @@ mod tests {
 
     use super::*;
 
-    const SHIPPED: [(&str, &str); 4] = [
+    const SHIPPED: [(&str, &str); 5] = [
         (
             "coffee-loyalty",
             include_str!("../../scenarios/coffee-loyalty.toml"),
@@ -175,6 +175,10 @@ mod tests {
         (
             "cold-start",
             include_str!("../../scenarios/cold-start.toml"),
+        ),
+        (
+            "traffic-shift",
+            include_str!("../../scenarios/traffic-shift.toml"),
         ),
     ];
 

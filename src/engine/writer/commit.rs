@@ -120,6 +120,7 @@ impl Writer {
                     c.model.write().set_cell(&segment, offer, counts);
                 }
             }
+            self.publish_delays(group.delays, group.reweigh_at);
             for ((campaign, offer), posterior) in group.models {
                 if let Some(c) = self.campaign(&campaign)
                     && let Some(ctx) = &c.contextual
@@ -140,5 +141,42 @@ impl Writer {
             reply.send(failure.as_deref());
         }
         failure.is_none()
+    }
+
+    /// Applies a stored group's changes to pending decisions and delays to
+    /// the segment models and, at a sweep, reweighs every campaign's
+    /// pending decisions by their age.
+    fn publish_delays(&self, changes: Vec<DelayChange>, reweigh_at: Option<i64>) {
+        for change in changes {
+            match change {
+                DelayChange::Pending {
+                    campaign,
+                    segment,
+                    offer,
+                    decided_ms,
+                    delta,
+                } => {
+                    if let Some(c) = self.campaign(&campaign) {
+                        c.model
+                            .write()
+                            .move_pending(&segment, offer, decided_ms, delta);
+                    }
+                }
+                DelayChange::Redeemed {
+                    campaign,
+                    decided_ms,
+                    redeemed_ms,
+                } => {
+                    if let Some(c) = self.campaign(&campaign) {
+                        c.model.write().redemption_delay(decided_ms, redeemed_ms);
+                    }
+                }
+            }
+        }
+        if let Some(now_ms) = reweigh_at {
+            for c in self.campaigns.read().values() {
+                c.model.write().reweigh(now_ms);
+            }
+        }
     }
 }

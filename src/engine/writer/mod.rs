@@ -285,7 +285,19 @@ impl Writer {
             Some(c) => *c,
             None => campaign.model.read().cell(&rec.segment, offer),
         };
+        let pending_before = counts.pending();
         change(&mut counts);
+        let delta = counts.pending() as i64 - pending_before as i64;
+        // segment-ts weighs pending decisions by their age.
+        if delta != 0 && campaign.contextual.is_none() {
+            g.delays.push(DelayChange::Pending {
+                campaign: rec.campaign.clone(),
+                segment: rec.segment.clone(),
+                offer,
+                decided_ms: rec.created_ms,
+                delta,
+            });
+        }
         let cell = CellKey {
             campaign: rec.campaign.clone(),
             segment: rec.segment.clone(),
@@ -439,12 +451,35 @@ pub(super) struct Group {
     pub(super) requests: HashMap<(String, String), DecisionId>,
     /// New decisions per campaign: when the last window closes, and the ids.
     pub(super) expiries: HashMap<String, (i64, Vec<DecisionId>)>,
+    /// Changes to pending decisions and redemption delays, in order, for
+    /// the segment models' delayed feedback once the group is stored.
+    pub(super) delays: Vec<DelayChange>,
+    /// The sweep's time: pending decisions are reweighed by their age.
+    pub(super) reweigh_at: Option<i64>,
     pub(super) replies: Vec<Reply>,
     pub(super) durable: bool,
     /// Write every changed posterior with this group (erasure, pruning,
     /// flush, backup) instead of waiting for the next checkpoint.
     pub(super) checkpoint: bool,
     pub(super) expired: u64,
+}
+
+/// What delayed feedback ([`crate::policy::delay`]) learns from a group.
+pub(super) enum DelayChange {
+    /// A cell's pending decisions made at `decided_ms` moved by `delta`.
+    Pending {
+        campaign: String,
+        segment: String,
+        offer: usize,
+        decided_ms: i64,
+        delta: i64,
+    },
+    /// A decision made at `decided_ms` was redeemed at `redeemed_ms`.
+    Redeemed {
+        campaign: String,
+        decided_ms: i64,
+        redeemed_ms: i64,
+    },
 }
 
 #[cfg(test)]

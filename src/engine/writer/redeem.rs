@@ -53,6 +53,11 @@ impl Writer {
                     c.successes += 1;
                     c.value_sum += value;
                 });
+                g.delays.push(DelayChange::Redeemed {
+                    campaign: rec.campaign.clone(),
+                    decided_ms: rec.created_ms,
+                    redeemed_ms: now_ms,
+                });
                 self.change_daily(g, &rec, now_ms, |d| d.redemptions += 1);
                 self.change_arm(g, &rec, |a| {
                     a.redemptions += 1;
@@ -146,6 +151,7 @@ impl Writer {
             }
             g.writes.remove_expiries(&entry);
         }
+        g.reweigh_at = Some(now_ms);
         Ok(n)
     }
 }
