@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::tests::{T0, options, redemption, sources, visit};
+use super::tests::{T0, options, redemption, visit};
 use super::*;
 use crate::{clock::ManualClock, policy::delay::DelayModel, store::MemoryStore};
 
@@ -22,18 +22,7 @@ fn segment_campaign() -> Vec<FileCampaign> {
 }
 
 fn open(store: &MemoryStore, clock: &Arc<ManualClock>) -> Engine {
-    let opened = Engine::open_with(
-        Arc::new(store.clone()),
-        segment_campaign(),
-        options(),
-        CustomerKey::from_bytes([1; 32]),
-        IdKeys::derived(&[2; 32]),
-        sources(clock, 7),
-    );
-    match opened {
-        Ok(e) => e,
-        Err(e) => panic!("opening the engine: {e}"),
-    }
+    super::tests::open_campaigns(store, clock, segment_campaign(), options())
 }
 
 /// Per (segment, offer): the posterior and what its pending decisions

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::tests::{options, sources};
+use super::tests::options;
 use super::*;
 use crate::{
     budget::{DAY_MS, HOUR_MS, paced_allowance},
@@ -27,18 +27,7 @@ fn campaign(zone: &str, cap: u64) -> Vec<FileCampaign> {
 }
 
 fn open(store: &MemoryStore, clock: &Arc<ManualClock>, zone: &str, cap: u64) -> Engine {
-    let opened = Engine::open_with(
-        Arc::new(store.clone()),
-        campaign(zone, cap),
-        options(),
-        CustomerKey::from_bytes([1; 32]),
-        IdKeys::derived(&[2; 32]),
-        sources(clock, 7),
-    );
-    match opened {
-        Ok(e) => e,
-        Err(e) => panic!("opening the engine: {e}"),
-    }
+    super::tests::open_campaigns(store, clock, campaign(zone, cap), options())
 }
 
 fn visit() -> SelectRequest {

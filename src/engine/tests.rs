@@ -57,9 +57,20 @@ fn open_with_options(
     clock: &Arc<ManualClock>,
     options: EngineOptions,
 ) -> Engine {
+    open_campaigns(store, clock, campaigns(), options)
+}
+
+/// An engine over `store` serving `campaigns`, on `clock` with seed 7 (the
+/// engine tests' common keys).
+pub(super) fn open_campaigns(
+    store: &MemoryStore,
+    clock: &Arc<ManualClock>,
+    campaigns: Vec<FileCampaign>,
+    options: EngineOptions,
+) -> Engine {
     let opened = Engine::open_with(
         Arc::new(store.clone()),
-        campaigns(),
+        campaigns,
         options,
         CustomerKey::from_bytes([1; 32]),
         IdKeys::derived(&[2; 32]),
