@@ -108,6 +108,10 @@ use self::{blocks::*, codec::*, keys::*, migrate::*, write_set::keyed};
 /// without one (the learned prior's mean for its features, as schema 8 had
 /// it). An older build would see none of them, so the mark keeps it out.
 pub const SCHEMA_VERSION: u32 = 9;
+/// Longest a write group's decisions can span, first to last: they are
+/// made while the writer commits the group before, and a writer stalled
+/// this long has long failed its health checks (an hour).
+pub const MAX_GROUP_SPAN_MS: i64 = 3_600_000;
 /// Page cache of [`Store::open`]: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 /// Format version byte in front of every stored value.
@@ -555,18 +559,26 @@ impl Store {
 
     /// The block that holds `id` if any block does: the last block of its
     /// stream that starts at or before it (blocks of other streams made at
-    /// the same time are passed over).
+    /// the same time are passed over). A block's decisions were made while
+    /// the writer committed the group before it, so the search stops at
+    /// blocks begun more than [`MAX_GROUP_SPAN_MS`] before `id`: an unknown
+    /// (erased, pruned) id costs a bounded read, not a walk over every
+    /// block.
     fn block_of(&self, id: &DecisionId) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
         if id.version() != crate::decision_id::VERSION {
             return Ok(None);
         }
         let stream = stream_of(id);
+        let oldest = id.created_ms().saturating_sub(MAX_GROUP_SPAN_MS);
         for item in self.tree.range(BLOCK.to_vec()..=block_key(id)).rev() {
             let (k, v) = item?;
             let first = decision_id(&k[BLOCK.len()..]).ok_or_else(|| StoreError::Corrupt {
                 key: escape(&k),
                 reason: "malformed block key".into(),
             })?;
+            if first.created_ms() < oldest {
+                break;
+            }
             if stream_of(&first) == stream {
                 return Ok(Some((k, v)));
             }
