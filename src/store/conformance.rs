@@ -401,6 +401,31 @@ fn decisions_made_in_groups_are_found_changed_and_removed_exactly() {
             true
         })?;
         assert_eq!(times, (1_020..1_030).collect::<Vec<_>>());
+        // Inside a block of one stream that another stream's block began
+        // after: both streams' decisions of the range.
+        let mut times = Vec::new();
+        store.scan_decisions(1_055, 1_060, &mut |_, r| {
+            times.push(r.created_ms);
+            true
+        })?;
+        times.sort();
+        let want: Vec<i64> = (1_055..1_060).flat_map(|t| [t, t]).collect();
+        assert_eq!(times, want);
+        // One group whose decisions span more than a block may: each is
+        // still found, and removed exactly.
+        let far = 1_000 + 2 * MAX_GROUP_SPAN_MS;
+        let (early, late) = (a.next(1_200), a.next(far));
+        let mut w = WriteSet::default();
+        w.add_decision(early, record("c", "a", 1_200, None));
+        w.add_decision(late, record("c", "a", far, None));
+        store.commit(w)?;
+        assert_eq!(store.decision(&late)?.map(|r| r.created_ms), Some(far));
+        let mut w = WriteSet::default();
+        w.remove_decision(&late);
+        store.commit(w)?;
+        assert_eq!(store.decision(&late)?, None);
+        assert_eq!(store.decision(&early)?.map(|r| r.created_ms), Some(1_200));
+        assert_eq!(store.check_decisions()?, 140 - gone.len() + 1);
         Ok(())
     });
 }

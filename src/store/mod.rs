@@ -484,8 +484,9 @@ impl Store {
         }
     }
 
-    /// Decision records made in `[since_ms, until_ms)`, in time order, with
-    /// their ids; `visit` returns false to stop early.
+    /// Decision records made in `[since_ms, until_ms)`, with their ids, in
+    /// time order within a stream (decisions written on their own first,
+    /// then block by block); `visit` returns false to stop early.
     pub fn scan_decisions(
         &self,
         since_ms: i64,
@@ -512,17 +513,14 @@ impl Store {
                 return Ok(());
             }
         }
-        // Blocks: from the one that may hold the range's first decision.
+        // Blocks: every block that may hold a decision of the range began
+        // at most MAX_GROUP_SPAN_MS before it, whatever its stream.
         let [_, v1] = ranges;
-        let start = match self
+        let [_, earlier] = time_ranges(since_ms.saturating_sub(MAX_GROUP_SPAN_MS), until_ms);
+        for item in self
             .tree
-            .range(BLOCK.to_vec()..block_key(&v1.start))
-            .next_back()
+            .range(block_key(&earlier.start)..block_key(&v1.end))
         {
-            Some(item) => item?.0.to_vec(),
-            None => block_key(&v1.start),
-        };
-        for item in self.tree.range(start..block_key(&v1.end)) {
             let (k, v) = item?;
             for (id, rec) in block_records(&k, &v)? {
                 if id < v1.start || id >= v1.end {
@@ -658,11 +656,12 @@ impl Store {
                 // on its own, in place.
                 Write::Decision(id, rec) => {
                     let own = decision_key(&id);
-                    let key = if self.tree.contains_key(&own)? || self.block_of(&id)?.is_none() {
-                        own
-                    } else {
-                        overlay_key(&id)
-                    };
+                    let in_block = !self.tree.contains_key(&own)?
+                        && match self.block_of(&id)? {
+                            Some((k, v)) => find_in_block(&k, &v, &id)?.is_some(),
+                            None => false,
+                        };
+                    let key = if in_block { overlay_key(&id) } else { own };
                     batch.insert(key, encode(&*rec));
                 }
                 // Erased or pruned: gone from wherever it is, its block

@@ -22,8 +22,10 @@ pub trait DecisionLog {
     /// The decisions indexed under a customer, in locator order.
     fn customer_decisions(&self, customer: &CustomerHash) -> Result<Vec<DecisionId>, StoreError>;
 
-    /// Decision records made in `[since_ms, until_ms)`, in locator (time)
-    /// order, with their ids; `visit` returns false to stop early.
+    /// Decision records made in `[since_ms, until_ms)`, with their ids, in
+    /// time order within each stream (a backend writing blocks may
+    /// interleave streams that overlapped in time block by block);
+    /// `visit` returns false to stop early.
     fn scan_decisions(
         &self,
         since_ms: i64,

@@ -136,10 +136,23 @@ impl WriteSet {
             }
         }
         made.sort_by_key(|(id, _)| *id);
+        // A block holds one stream's decisions, at most BLOCK_MAX of them,
+        // made within MAX_GROUP_SPAN_MS of its first: what lookups and
+        // scans rely on.
         let mut blocks = Vec::new();
-        let mut rest = made.into_iter().peekable();
-        while rest.peek().is_some() {
-            blocks.push(Write::Block(rest.by_ref().take(super::BLOCK_MAX).collect()));
+        let mut block: Vec<(DecisionId, DecisionRecord)> = Vec::new();
+        for (id, rec) in made {
+            if let Some((first, _)) = block.first()
+                && (block.len() >= super::BLOCK_MAX
+                    || super::blocks::stream_of(first) != super::blocks::stream_of(&id)
+                    || id.created_ms() - first.created_ms() > super::MAX_GROUP_SPAN_MS)
+            {
+                blocks.push(Write::Block(std::mem::take(&mut block)));
+            }
+            block.push((id, rec));
+        }
+        if !block.is_empty() {
+            blocks.push(Write::Block(block));
         }
         self.writes.into_iter().chain(blocks).chain(changed)
     }

@@ -86,6 +86,16 @@ impl Writer {
         }
         if let Some(f) = &failure {
             tracing::error!(error = %f, "storage write failed");
+            // Decisions answered already are lost with the group: stop
+            // taking work (the server turns unhealthy) rather than answer
+            // more that may not be stored.
+            if group
+                .replies
+                .iter()
+                .any(|r| matches!(r, Reply::Select(None, _)))
+            {
+                self.failed.store(true, Ordering::Relaxed);
+            }
         } else {
             if checkpoint {
                 self.dirty.clear();

@@ -133,6 +133,41 @@ fn state(engine: &Engine) -> String {
 }
 
 #[test]
+fn a_failed_group_with_an_answered_decision_stops_the_engine() -> Result<(), Error> {
+    // A failed group whose commands all wait for their answer is refused
+    // and the engine goes on; one holding a decision SelectOffer already
+    // answered (no reply to send) lost it, so the engine stops taking work.
+    let store = MemoryStore::new();
+    let (engine, mut writer) = assembled(&store);
+    store.fail_commits(true);
+    let mut g = Group::default();
+    let mut awaited = decide(
+        &mut writer,
+        &mut g,
+        DecisionId([1; 16]),
+        record(&engine, "x", None),
+    );
+    assert!(!writer.finish(g));
+    assert!(answer(&mut awaited).is_err());
+    assert!(engine.check_healthy().is_ok(), "every caller was told");
+    let mut g = Group::default();
+    writer.apply(
+        &mut g,
+        Command::Decide {
+            id: DecisionId([2; 16]),
+            rec: Box::new(record(&engine, "x", None)),
+            reply: None,
+        },
+    );
+    assert!(!writer.finish(g));
+    assert!(
+        engine.check_healthy().is_err(),
+        "an answered decision was lost: the engine must stop"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_group_commits_all_or_nothing() -> Result<(), Error> {
     let store = MemoryStore::new();
     let (engine, mut writer) = assembled(&store);
