@@ -64,6 +64,16 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
             "4s",
         ],
     );
+    // A floor on every offer's probability, as a campaign whose log is to
+    // be evaluated off-policy should have: without it, a logger that all
+    // but stopped showing an offer leaves the fixed policy's estimate
+    // without support, and `ope` rightly withholds it (CI saw that once).
+    let toml = toml.replacen(
+        "policy = \"segment-ts\"",
+        "policy = \"segment-ts\"\nmin_propensity = 0.02",
+        1,
+    );
+    assert!(toml.contains("min_propensity"), "{toml}");
     std::fs::write(&config, toml).expect("write config");
     let data = dir.path().join("data");
     let mut child = Command::new(offer_bandit())
