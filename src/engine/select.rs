@@ -132,7 +132,11 @@ impl Engine {
         let (candidates, excluded) =
             self.within_budget(&campaign, candidates, req.customer_id.as_deref(), spent)?;
         // Offer indices keep their meaning: offers are only ever appended.
-        let first_candidates = first_candidates.get_or_init(|| candidates.clone());
+        // Only a limited campaign's writer refuses a choice (a spent
+        // budget), so only its first candidates are ever needed again.
+        if campaign.limited {
+            first_candidates.get_or_init(|| candidates.clone());
+        }
         let objective = campaign.config.objective;
         let arm = if req.non_personalized {
             Arm::NonPersonalized
@@ -262,7 +266,10 @@ impl Engine {
         let (all, refused) = if spent.is_empty() {
             (Vec::new(), Vec::new())
         } else {
-            race::refused_since_first(first_candidates, &candidates)
+            race::refused_since_first(
+                first_candidates.get().map_or(&candidates, |f| f),
+                &candidates,
+            )
         };
         if !refused.is_empty() {
             choice.propensity = race::propensity_after_refusals(

@@ -11,10 +11,14 @@ impl Writer {
         let Some(campaign) = self.campaign(&rec.campaign) else {
             return;
         };
-        g.traffic
-            .entry(rec.campaign.clone())
-            .or_insert_with(|| campaign.traffic.read().clone())
-            .count(rec.created_ms, &campaign.local_time);
+        // Looked up before inserting: no key allocated per decision.
+        if !g.traffic.contains_key(&rec.campaign) {
+            g.traffic
+                .insert(rec.campaign.clone(), campaign.traffic.read().clone());
+        }
+        if let Some(profile) = g.traffic.get_mut(&rec.campaign) {
+            profile.count(rec.created_ms, &campaign.local_time);
+        }
     }
 
     /// Adds the group's traffic profiles to its writes.
