@@ -294,7 +294,7 @@ pub async fn serve(
             .context("the TLS certificate or key is not usable")?;
     }
     let server = builder
-        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .trace_fn(|req| tracing::debug_span!("rpc", method = %req.uri().path()))
         .layer(crate::metrics::RpcMetricsLayer)
         .layer(guard.clone())
         .add_service(health_service)

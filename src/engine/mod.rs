@@ -15,7 +15,7 @@ use std::{
 };
 
 use parking_lot::RwLock;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::{
     budget::DailyCounts,
@@ -44,6 +44,7 @@ mod campaign;
 mod caps;
 mod explain;
 mod fallback;
+mod queue;
 pub(crate) use fallback::FALLBACK_REQUEST_PREFIX;
 mod race;
 mod recovery;
@@ -51,7 +52,7 @@ mod reports;
 mod select;
 mod writer;
 
-use self::{campaign::*, caps::*, select::*, writer::*};
+use self::{campaign::*, caps::*, queue::*, select::*, writer::*};
 pub(crate) use self::{
     campaign::{Campaign, Offer},
     reports::{
@@ -66,6 +67,9 @@ pub(crate) use crate::status::{CampaignStatus, OfferStatus};
 /// rewritten with every decision.
 /// Default of [`EngineOptions::checkpoint_interval`].
 pub(crate) const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default of [`EngineOptions::learn_interval`].
+pub(crate) const DEFAULT_LEARN_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Most commands the writer applies in one batch.
 const MAX_GROUP: usize = 4096;
@@ -193,6 +197,12 @@ pub struct EngineOptions {
     /// Refuse SelectOffer contexts with keys the campaign does not declare
     /// (INVALID_ARGUMENT) instead of reporting them in `ignored_features`.
     pub strict_context: bool,
+    /// How long a decision SelectOffer answered already may wait before
+    /// the writer collects it (stores it and learns from it): the writer
+    /// wakes once per interval for all of them rather than once per
+    /// decision. Zero: at once. Redemptions, and decisions someone waits
+    /// on, are taken at once whatever this is.
+    pub learn_interval: Duration,
 }
 
 impl Default for EngineOptions {
@@ -203,6 +213,7 @@ impl Default for EngineOptions {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             max_offers: 1000,
             strict_context: false,
+            learn_interval: DEFAULT_LEARN_INTERVAL,
         }
     }
 }
@@ -242,7 +253,7 @@ pub struct Engine {
     /// [`Engine::send_decision`]); the last creation time numbered.
     numbering: parking_lot::Mutex<i64>,
     id_keys: IdKeys,
-    writer: mpsc::Sender<Command>,
+    writer: WriterQueue,
     failed: Arc<AtomicBool>,
     disk: Arc<DiskWatch>,
     options: EngineOptions,
@@ -757,8 +768,9 @@ impl Engine {
         self.options
     }
 
+    /// Sends a command someone waits on (the writer wakes for it).
     async fn send(&self, cmd: Command) -> Result<(), Error> {
-        self.writer.send(cmd).await.map_err(|_| writer_gone())
+        self.writer.send(cmd, true).await.map_err(|_| writer_gone())
     }
 
     /// Numbers a decision and hands it to the writer in one step, so that
@@ -774,6 +786,7 @@ impl Engine {
         reply: Option<oneshot::Sender<Result<Decided, Error>>>,
     ) -> Result<(DecisionId, i64), Error> {
         let permit = self.writer.reserve().await.map_err(|_| writer_gone())?;
+        let urgent = reply.is_some();
         let mut last = self.numbering.lock();
         if rec.created_ms < *last {
             let behind = *last - rec.created_ms;
@@ -783,7 +796,8 @@ impl Engine {
         *last = rec.created_ms;
         let id = self.ids.next(rec.created_ms);
         let expires_ms = rec.expires_ms;
-        permit.send(Command::Decide { id, rec, reply });
+        self.writer
+            .send_reserved(permit, Command::Decide { id, rec, reply }, urgent);
         Ok((id, expires_ms))
     }
 }
@@ -794,5 +808,7 @@ mod closed_tests;
 mod delay_tests;
 #[cfg(test)]
 mod pacing_tests;
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;

@@ -33,11 +33,11 @@ impl Engine {
         id_keys: IdKeys,
         sources: Sources,
     ) -> Result<Engine, StoreError> {
-        let (engine, writer, rx) =
+        let (engine, writer, inbox) =
             Engine::assemble(store, configs, options, customer_key, id_keys, sources)?;
         std::thread::Builder::new()
             .name("offer-bandit-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(inbox))
             .map_err(StoreError::backend)?;
         Ok(engine)
     }
@@ -51,12 +51,12 @@ impl Engine {
         customer_key: CustomerKey,
         id_keys: IdKeys,
         sources: Sources,
-    ) -> Result<(Engine, Writer, mpsc::Receiver<Command>), StoreError> {
+    ) -> Result<(Engine, Writer, WriterInbox), StoreError> {
         let (campaigns, last_seq) = recover(&*store, configs, sources.clock.now_ms())?;
         let campaigns = Arc::new(RwLock::new(campaigns));
         let failed = Arc::new(AtomicBool::new(false));
         let disk = Arc::new(DiskWatch::default());
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, inbox) = writer_queue(options.learn_interval);
         let writer = Writer {
             store: store.clone(),
             clock: sources.clock.clone(),
@@ -82,7 +82,7 @@ impl Engine {
             options,
             customer_key,
         };
-        Ok((engine, writer, rx))
+        Ok((engine, writer, inbox))
     }
 }
 

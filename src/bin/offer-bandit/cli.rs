@@ -32,7 +32,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the gRPC server (with the built-in demo campaign unless --config is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a campaign config file and print what it declares.
     CheckConfig {
         /// The TOML file.
@@ -396,6 +396,14 @@ pub(crate) struct ServeArgs {
     /// decision records (longer intervals write less and replay more).
     #[arg(long, env = "OFFER_BANDIT_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_checkpoint_interval)]
     pub checkpoint_interval: Duration,
+    /// How long a decision SelectOffer answered without waiting may sit in
+    /// the queue before the writer stores it and learns from it. The writer
+    /// takes them all at once per interval instead of waking per decision;
+    /// "0s" wakes it for each (slower under load). Redemptions, and
+    /// decisions with a budget, cap, request_id or --durable-decisions, are
+    /// taken at once.
+    #[arg(long, env = "OFFER_BANDIT_LEARN_INTERVAL", default_value = "5ms", value_parser = parse_learn_interval)]
+    pub learn_interval: Duration,
     /// Page cache of the embedded database, in MiB (what does not fit is read
     /// from disk; this bounds most of the server's memory).
     #[arg(long, env = "OFFER_BANDIT_CACHE_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=65_536))]
@@ -541,6 +549,14 @@ fn parse_checkpoint_interval(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(10) {
         return Err("the checkpoint interval must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_learn_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > Duration::from_secs(1) {
+        return Err("the learn interval must be at most 1s".into());
     }
     Ok(d)
 }

@@ -36,7 +36,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_logs(args.log_format);
-            let opts = serve_options(args)?;
+            let opts = serve_options(*args)?;
             let result = serve(opts, shutdown_signal()).await;
             // Exit now: dropping the runtime would wait for blocking work
             // (a reader of a stalled stream, a store stuck on a full disk),
@@ -150,6 +150,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         engine: EngineOptions {
             durable_decisions: args.durable_decisions,
             checkpoint_interval: args.checkpoint_interval,
+            learn_interval: args.learn_interval,
             max_offers,
             strict_context: args.strict_context,
             ..EngineOptions::default()

@@ -16,12 +16,13 @@ impl Writer {
         self.campaigns.read().get(id).cloned()
     }
 
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub(super) fn run(mut self, mut inbox: WriterInbox) {
+        inbox.register();
         let mut next: Option<Command> = None;
         loop {
             let first = match next.take() {
                 Some(cmd) => cmd,
-                None => match rx.blocking_recv() {
+                None => match inbox.next() {
                     Some(cmd) => cmd,
                     None => break,
                 },
@@ -65,13 +66,13 @@ impl Writer {
             let mut group = Group::default();
             self.apply(&mut group, first);
             while group.replies.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(cmd @ (Command::Backup { .. } | Command::Revise { .. })) => {
+                match inbox.try_next() {
+                    Some(cmd @ (Command::Backup { .. } | Command::Revise { .. })) => {
                         next = Some(cmd);
                         break;
                     }
-                    Ok(cmd) => self.apply(&mut group, cmd),
-                    Err(_) => break,
+                    Some(cmd) => self.apply(&mut group, cmd),
+                    None => break,
                 }
             }
             self.finish(group);
