@@ -29,6 +29,7 @@ impl Writer {
             group.writes.put_expiries(*expires_ms, ids);
         }
         Self::stage_traffic(&mut group);
+        self.stage_counts(&mut group);
         let now_ms = self.clock.now_ms();
         let checkpoint =
             (group.checkpoint || self.checkpoint_due(now_ms)) && !self.dirty.is_empty();
@@ -188,5 +189,33 @@ impl Writer {
                 c.model.write().reweigh(now_ms);
             }
         }
+    }
+
+    /// Adds the counts the group changed to its writes, each once however
+    /// many of its commands changed it.
+    fn stage_counts(&self, group: &mut Group) {
+        for ((campaign, segment, offer), counts) in &group.cells {
+            if let Some(id) = self.offer_id(campaign, *offer) {
+                let cell = CellKey {
+                    campaign: campaign.clone(),
+                    segment: segment.clone(),
+                    offer: id,
+                };
+                group.writes.put_cell(&cell, counts);
+            }
+        }
+        for ((campaign, arm), counts) in &group.arms {
+            group.writes.put_arm(campaign, *arm, counts);
+        }
+        for ((campaign, offer), counts) in &group.daily {
+            if let Some(id) = self.offer_id(campaign, *offer) {
+                group.writes.put_daily(campaign, &id, counts);
+            }
+        }
+    }
+
+    /// The id of offer `index` of `campaign`.
+    fn offer_id(&self, campaign: &str, index: usize) -> Option<String> {
+        Some(self.campaign(campaign)?.offers.get(index)?.id.clone())
     }
 }

@@ -242,7 +242,6 @@ impl Writer {
         };
         let mut counts = current.on(campaign.local_time.day_of(at_ms));
         change(&mut counts);
-        g.writes.put_daily(&rec.campaign, &rec.offer, &counts);
         g.daily.insert(key, counts);
     }
 
@@ -262,7 +261,6 @@ impl Writer {
             None => campaign.arms.read()[rec.arm.index()],
         };
         change(&mut counts);
-        g.writes.put_arm(&rec.campaign, rec.arm, &counts);
         g.arms.insert(key, counts);
     }
 
@@ -299,12 +297,6 @@ impl Writer {
                 delta,
             });
         }
-        let cell = CellKey {
-            campaign: rec.campaign.clone(),
-            segment: rec.segment.clone(),
-            offer: rec.offer.clone(),
-        };
-        g.writes.put_cell(&cell, &counts);
         g.cells.insert(key, counts);
     }
 
@@ -429,6 +421,7 @@ pub(super) struct Group {
     /// What the group commits; its decision records (set or deleted) are
     /// what later commands of the group read.
     pub(super) writes: WriteSet,
+    /// Counts this group changed (written once each, at commit).
     pub(super) cells: HashMap<(String, String, usize), CellCounts>,
     pub(super) arms: HashMap<(String, Arm), ArmCounts>,
     /// Per-customer sums this group changed, by (campaign, arm).
@@ -436,6 +429,7 @@ pub(super) struct Group {
     /// Customer totals as this group sees them: read by a sweep, changed
     /// (then also in `writes`), or `None`: erased.
     pub(super) totals: HashMap<(CustomerHash, String, Arm), Option<CustomerTotals>>,
+    /// Today's counts this group changed (written once each, at commit).
     pub(super) daily: HashMap<(String, usize), DailyCounts>,
     /// Traffic profiles this group counted decisions in, by campaign
     /// (stored once per group, at commit).
