@@ -240,6 +240,13 @@ pub(crate) struct Common {
     /// this probability (0: off; at most 1 / the number of offers).
     #[arg(long, default_value_t = 0.0, value_parser = min_propensity)]
     pub(crate) min_propensity: f64,
+    /// Learn decisions in batches of this many, as a server does: its writer
+    /// collects answered decisions every `--learn-interval` (5 ms), so a
+    /// batch is decisions per second x the interval (100 at 20,000/s).
+    /// Outcomes are learned after every decision made before them. 1: each
+    /// decision at once. Library policies only (not engine:).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) learn_every: u64,
     /// Write results.json, curves.csv, report.html and regret.svg here.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,

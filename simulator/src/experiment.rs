@@ -18,7 +18,7 @@ use crate::{
         Baseline, CurvePoint, Evidence, PolicyCurve, PolicyShares, PolicySummary, RunReport,
         SegmentShares,
     },
-    run::{SeedResult, World, run, run_with},
+    run::{SeedResult, World, run_batched, run_with},
     stats::{estimate, median},
     versus,
 };
@@ -46,6 +46,9 @@ pub(crate) struct Plan<'a> {
     pub(crate) threads: usize,
     /// Show a progress bar (on stderr).
     pub(crate) progress: bool,
+    /// Library policies learn their decisions in batches of this many
+    /// (1: each at once).
+    pub(crate) learn_every: u64,
 }
 
 /// The aggregated outcome of a plan.
@@ -116,7 +119,15 @@ fn run_one<W: World>(
         }
         None => {
             let mut policy = build(spec, &plan.env)?;
-            run(policy.as_mut(), &mut w, rounds, &mut rng, segment, progress)
+            run_batched(
+                policy.as_mut(),
+                &mut w,
+                rounds,
+                &mut rng,
+                segment,
+                plan.learn_every,
+                progress,
+            )
         }
     }
 }
@@ -133,6 +144,9 @@ where
     // Validate every spec before spending time.
     for spec in &plan.specs {
         match spec.strip_prefix(ENGINE_PREFIX) {
+            Some(_) if plan.learn_every > 1 => anyhow::bail!(
+                "--learn-every applies to library policies; '{spec}' runs on the engine, which learns each decision before the next"
+            ),
             Some(inner) => crate::engine_run::check(inner, &plan.env)?,
             None => drop(build(spec, &plan.env)?),
         }

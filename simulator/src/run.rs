@@ -123,32 +123,70 @@ pub(crate) trait Decider {
     ) -> anyhow::Result<()>;
 }
 
-/// A library policy, driven through its hooks.
-struct PolicyDecider<'p>(&'p mut dyn Policy);
+/// A library policy, driven through its hooks. With `learn_every` > 1 it
+/// learns its decisions in batches, as the server's writer does (it
+/// collects answered decisions every `--learn-interval`: a batch is the
+/// decisions of one interval): up to `learn_every - 1` decisions are made
+/// before the ones before them are learned. A redemption is learned after
+/// every decision made before it, as the server's writer, woken by it,
+/// takes the decisions queued ahead of it first; so is an expiry of a
+/// decision not learned yet (the server's sweep takes the queue first too).
+struct PolicyDecider<'p> {
+    policy: &'p mut dyn Policy,
+    learn_every: u64,
+    /// Decisions made and not yet learned, in order.
+    unlearned: Vec<(Features, usize)>,
+    /// Decisions made, and learned, so far.
+    made: u64,
+    learned: u64,
+}
+
+impl PolicyDecider<'_> {
+    fn learn_decisions(&mut self) {
+        for (features, offer) in self.unlearned.drain(..) {
+            self.policy.on_decision(&features, offer);
+        }
+        self.learned = self.made;
+    }
+}
 
 impl Decider for PolicyDecider<'_> {
-    type Ticket = Features;
-    fn at_round(&mut self, _: u64, at_ms: i64) -> anyhow::Result<()> {
-        self.0.advance_clock(at_ms);
+    /// The decision's features and its number.
+    type Ticket = (Features, u64);
+    fn at_round(&mut self, round: u64, at_ms: i64) -> anyhow::Result<()> {
+        if round.is_multiple_of(self.learn_every) {
+            self.learn_decisions();
+        }
+        self.policy.advance_clock(at_ms);
         Ok(())
     }
     fn decide(
         &mut self,
         visit: &Visit<'_>,
         rng: &mut dyn Rng,
-    ) -> anyhow::Result<(usize, Features)> {
-        let features = self.0.features(visit.context)?;
-        let offer = self.0.choose(&features, visit.candidates, rng);
-        self.0.on_decision(&features, offer);
-        Ok((offer, features))
+    ) -> anyhow::Result<(usize, (Features, u64))> {
+        let features = self.policy.features(visit.context)?;
+        let offer = self.policy.choose(&features, visit.candidates, rng);
+        let number = self.made;
+        self.made += 1;
+        if self.learn_every <= 1 {
+            self.policy.on_decision(&features, offer);
+            self.learned = self.made;
+        } else {
+            self.unlearned.push((features.clone(), offer));
+        }
+        Ok((offer, (features, number)))
     }
     fn outcome(
         &mut self,
-        features: Features,
+        (features, number): (Features, u64),
         offer: usize,
         outcome: Outcome,
     ) -> anyhow::Result<()> {
-        self.0.on_outcome(&features, offer, outcome);
+        if matches!(outcome, Outcome::Redeemed { .. }) || number >= self.learned {
+            self.learn_decisions();
+        }
+        self.policy.on_outcome(&features, offer, outcome);
         Ok(())
     }
 }
@@ -176,6 +214,7 @@ fn argmax(candidates: &[usize], score: impl Fn(usize) -> f64) -> (usize, f64) {
 
 /// Runs `rounds` decisions of `policy` against `world`. `progress` is called
 /// with the number of rounds done since its previous call.
+#[cfg(test)]
 pub(crate) fn run(
     policy: &mut dyn Policy,
     world: &mut dyn World,
@@ -184,7 +223,27 @@ pub(crate) fn run(
     segment_feature: &str,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<SeedResult> {
-    let mut decider = PolicyDecider(policy);
+    run_batched(policy, world, rounds, rng, segment_feature, 1, progress)
+}
+
+/// [`run`] learning decisions in batches of `learn_every` (see
+/// [`PolicyDecider`]).
+pub(crate) fn run_batched(
+    policy: &mut dyn Policy,
+    world: &mut dyn World,
+    rounds: u64,
+    rng: &mut dyn Rng,
+    segment_feature: &str,
+    learn_every: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<SeedResult> {
+    let mut decider = PolicyDecider {
+        policy,
+        learn_every: learn_every.max(1),
+        unlearned: Vec::new(),
+        made: 0,
+        learned: 0,
+    };
     run_with(&mut decider, world, rounds, rng, segment_feature, progress)
 }
 
@@ -284,4 +343,137 @@ pub(crate) fn run_with<D: Decider>(
     }
     progress(since_progress);
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use offer_bandit::policy::PolicyError;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// Records, at each choice, how many decisions it has learned.
+    #[derive(Default)]
+    struct Recorder {
+        learned: u64,
+        seen_at_choice: std::cell::RefCell<Vec<u64>>,
+        outcomes: Vec<(u64, bool)>,
+    }
+
+    impl Policy for Recorder {
+        fn features(&self, _: &Context) -> Result<Features, PolicyError> {
+            Ok(Features::default())
+        }
+        fn choose(&self, _: &Features, candidates: &[usize], _: &mut dyn Rng) -> usize {
+            self.seen_at_choice.borrow_mut().push(self.learned);
+            candidates[0]
+        }
+        fn propensity(&self, _: &Features, _: &[usize], _: usize) -> f64 {
+            1.0
+        }
+        fn on_decision(&mut self, _: &Features, _: usize) {
+            self.learned += 1;
+        }
+        fn on_outcome(&mut self, _: &Features, _: usize, outcome: Outcome) {
+            self.outcomes
+                .push((self.learned, matches!(outcome, Outcome::Redeemed { .. })));
+        }
+    }
+
+    /// Every visit redeems offer 0 after `delay` rounds; the window is 50.
+    struct Fixed {
+        context: Context,
+        delay: u64,
+        p: f64,
+    }
+
+    impl World for Fixed {
+        fn offers(&self) -> usize {
+            1
+        }
+        fn window(&self) -> u64 {
+            50
+        }
+        fn visit(&mut self, _: u64) -> Visit<'_> {
+            Visit {
+                context: &self.context,
+                candidates: &[0],
+                p: std::slice::from_ref(&self.p),
+                value: &[1.0],
+                u: &[0.5],
+                delay: self.delay,
+            }
+        }
+        fn visits_per_day(&self) -> f64 {
+            1000.0
+        }
+    }
+
+    fn run_recorder(learn_every: u64, delay: u64, p: f64) -> anyhow::Result<Recorder> {
+        let mut policy = Recorder::default();
+        let mut world = Fixed {
+            context: Context::new(),
+            delay,
+            p,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        run_batched(
+            &mut policy,
+            &mut world,
+            300,
+            &mut rng,
+            "x",
+            learn_every,
+            &|_| {},
+        )?;
+        Ok(policy)
+    }
+
+    #[test]
+    fn decisions_are_learned_in_batches_and_before_their_outcomes() -> anyhow::Result<()> {
+        // Nothing redeems (p 0): decisions are learned every 10 rounds.
+        let r = run_recorder(10, 5, 0.0)?;
+        let seen = r.seen_at_choice.borrow();
+        for (round, &learned) in seen.iter().enumerate() {
+            assert_eq!(learned, round as u64 / 10 * 10, "round {round}");
+        }
+        // Expiries come 50 rounds after their decision, learned by then.
+        assert!(r.outcomes.iter().all(|&(_, redeemed)| !redeemed));
+        // Batches longer than the window: an expiry takes the queue first
+        // when its own decision is still in it.
+        let r = run_recorder(100, 5, 0.0)?;
+        assert!(r.outcomes.len() > 200);
+        for (j, &(learned, _)) in r.outcomes.iter().enumerate() {
+            assert!(learned > j as u64, "expiry {j} before its decision");
+        }
+        // At once: each decision is learned before the next choice.
+        let r = run_recorder(1, 5, 0.0)?;
+        let seen = r.seen_at_choice.borrow();
+        assert!(seen.iter().enumerate().all(|(i, &l)| l == i as u64));
+        Ok(())
+    }
+
+    #[test]
+    fn a_redemption_is_learned_after_every_decision_before_it() -> anyhow::Result<()> {
+        // Every decision redeems `delay` rounds later. The i-th redemption
+        // (of decision i, made at round i) arrives at round i + delay,
+        // after decisions 0..i + delay were made: the redemption takes the
+        // queue first, as the server's writer does, whether its own
+        // decision was learned already (a delay longer than a batch) or
+        // not (shorter).
+        for (learn_every, delay) in [(10, 15), (100, 3)] {
+            let r = run_recorder(learn_every, delay, 1.0)?;
+            assert!(r.outcomes.len() > 200);
+            for (i, &(learned, redeemed)) in r.outcomes.iter().enumerate() {
+                assert!(redeemed);
+                assert_eq!(
+                    learned,
+                    i as u64 + delay,
+                    "batches of {learn_every}, delay {delay}: redemption {i}"
+                );
+            }
+        }
+        Ok(())
+    }
 }

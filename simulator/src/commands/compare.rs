@@ -75,6 +75,7 @@ pub(crate) fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let rule = |ctx: &offer_bandit::Context, c: &[usize]| scenario.marketer_choice(ctx, c);
     let plan = Plan {
         specs: specs(&a.common, &["marketer"]),
+        learn_every: a.common.learn_every,
         seeds: a.common.seeds,
         first_seed: a.common.first_seed,
         rounds: a.common.rounds.unwrap_or_else(|| scenario.rounds()),
@@ -151,6 +152,7 @@ pub(crate) fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     };
     let plan = Plan {
         specs: specs(&a.common, &[]),
+        learn_every: a.common.learn_every,
         seeds: a.common.seeds,
         first_seed: a.common.first_seed,
         rounds: a.common.rounds.unwrap_or(data.rows.len() as u64),
