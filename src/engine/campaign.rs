@@ -25,6 +25,32 @@ pub struct Offer {
     pub active: bool,
     /// Its offer features, encoded (empty without offer features).
     pub features: Vec<(u32, f64)>,
+    /// Its `offer_bandit_decisions_total` series.
+    pub(crate) decisions: DecisionCounter,
+}
+
+/// An offer's `offer_bandit_decisions_total{campaign, offer}` counter,
+/// registered at its first decision (the server installs its recorder
+/// before serving) and kept: counting a decision costs no label lookup.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DecisionCounter(std::sync::OnceLock<metrics::Counter>);
+
+impl DecisionCounter {
+    /// Counts one decision of `offer` in `campaign`.
+    pub(crate) fn increment(&self, campaign: &str, offer: &str) {
+        self.0
+            .get_or_init(|| {
+                metrics::counter!("offer_bandit_decisions_total", "campaign" => campaign.to_owned(), "offer" => offer.to_owned())
+            })
+            .increment(1);
+    }
+}
+
+/// Every offer's counter is the same for comparing offers.
+impl PartialEq for DecisionCounter {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Offer {
@@ -36,6 +62,7 @@ impl Offer {
             category: o.category.clone(),
             active: true,
             features: crate::config::encode_offer(encoder, o),
+            decisions: DecisionCounter::default(),
         }
     }
 }
@@ -375,6 +402,7 @@ impl Campaign {
             category: String::new(),
             active: false,
             features: Vec::new(),
+            decisions: DecisionCounter::default(),
         })
     }
 

@@ -280,7 +280,8 @@ impl Engine {
             );
             race::explain_after_refusals(&mut explanation, &campaign, &all, &refused, &draw);
         }
-        let offer = &campaign.offers[candidates[choice.index]];
+        let offer_index = candidates[choice.index];
+        let offer = &campaign.offers[offer_index];
         let now = self.now_ms();
         let rec = DecisionRecord {
             campaign: req.campaign.clone(),
@@ -306,7 +307,6 @@ impl Engine {
             redeemed_seq: 0,
             arm,
         };
-        let campaign_id = rec.campaign.clone();
         // Only budgets, caps and request ids need the writer's word (it
         // sees every decision in order); otherwise answer now and let the
         // writer record the decision in its next group.
@@ -329,9 +329,11 @@ impl Engine {
             selection
         };
         selection.explanation = explanation;
+        // A decision made now (not a replay) is of the offer chosen above.
         if !selection.replayed {
-            metrics::counter!("offer_bandit_decisions_total", "campaign" => campaign_id, "offer" => selection.offer_id.clone())
-                .increment(1);
+            campaign.offers[offer_index]
+                .decisions
+                .increment(&campaign.config.id, &selection.offer_id);
         }
         Ok(Decided::Made(selection))
     }
