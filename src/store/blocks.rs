@@ -15,13 +15,25 @@
 //! Layout of a value: the format byte, a big-endian `u32` count, then per
 //! decision its 16-byte locator and the big-endian `u32` end offset of its
 //! record, then the records (each as [`encode`] writes a record), in
-//! locator order.
+//! locator order. Or, when that is smaller, the byte [`BLOCK_LZ4`] and the
+//! same layout after the format byte, LZ4-compressed (block format, its
+//! length first as a little-endian `u32`): a block's records repeat the
+//! campaign, offer and feature names, so it shrinks to about a third, and
+//! so do the bytes sled writes for it.
 
 use super::*;
 
 /// Most decisions in one block: a lookup reads the whole value, so blocks
 /// stay small (about 20 KB at 300 bytes a decision).
 pub const BLOCK_MAX: usize = 64;
+
+/// The format byte of a compressed block.
+pub(super) const BLOCK_LZ4: u8 = 0xB4;
+
+/// Largest layout a compressed block may declare: 64 records of the
+/// largest a decision can be is far below (a damaged length is refused
+/// before anything is allocated for it).
+const MAX_BLOCK_BYTES: usize = 64 << 20;
 
 const ENTRY: usize = LOCATOR_BYTES + 4;
 const LOCATOR_BYTES: usize = crate::decision_id::LOCATOR_BYTES;
@@ -38,25 +50,33 @@ pub(super) fn overlay_key(id: &DecisionId) -> Vec<u8> {
 pub(super) fn encode_block(records: &[(DecisionId, DecisionRecord)]) -> Vec<u8> {
     let bodies: Vec<Vec<u8>> = records.iter().map(|(_, r)| encode(r)).collect();
     let total: usize = bodies.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(5 + records.len() * ENTRY + total);
-    out.push(FORMAT_VERSION);
-    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    let mut layout = Vec::with_capacity(4 + records.len() * ENTRY + total);
+    layout.extend_from_slice(&(records.len() as u32).to_be_bytes());
     let mut end = 0u32;
     for ((id, _), body) in records.iter().zip(&bodies) {
         end += body.len() as u32;
-        out.extend_from_slice(&id.0);
-        out.extend_from_slice(&end.to_be_bytes());
+        layout.extend_from_slice(&id.0);
+        layout.extend_from_slice(&end.to_be_bytes());
     }
     for body in bodies {
-        out.extend_from_slice(&body);
+        layout.extend_from_slice(&body);
     }
+    let compressed = lz4_flex::block::compress_prepend_size(&layout);
+    let (format, body) = if compressed.len() < layout.len() {
+        (BLOCK_LZ4, compressed)
+    } else {
+        (FORMAT_VERSION, layout)
+    };
+    let mut out = Vec::with_capacity(1 + body.len());
+    out.push(format);
+    out.extend_from_slice(&body);
     out
 }
 
 /// A block's directory: (locator, start, end) of each record in `data`.
 struct Directory<'a> {
     entries: Vec<(DecisionId, usize, usize)>,
-    data: &'a [u8],
+    data: std::borrow::Cow<'a, [u8]>,
 }
 
 fn directory<'a>(key: &[u8], value: &'a [u8]) -> Result<Directory<'a>, StoreError> {
@@ -64,33 +84,44 @@ fn directory<'a>(key: &[u8], value: &'a [u8]) -> Result<Directory<'a>, StoreErro
         key: escape(key),
         reason: reason.into(),
     };
-    let rest = match value.split_first() {
-        Some((&FORMAT_VERSION, rest)) => rest,
+    let layout: std::borrow::Cow<'a, [u8]> = match value.split_first() {
+        Some((&FORMAT_VERSION, rest)) => rest.into(),
+        Some((&BLOCK_LZ4, rest)) => {
+            let declared = rest
+                .first_chunk::<4>()
+                .map(|n| u32::from_le_bytes(*n) as usize)
+                .ok_or_else(|| corrupt("truncated compressed block"))?;
+            if declared > MAX_BLOCK_BYTES {
+                return Err(corrupt("compressed block declares an impossible size"));
+            }
+            lz4_flex::block::decompress_size_prepended(rest)
+                .map_err(|e| corrupt(&format!("compressed block does not decompress: {e}")))?
+                .into()
+        }
         Some((v, _)) => {
             return Err(corrupt(&format!(
-                "block format version {v}, this build reads {FORMAT_VERSION}"
+                "block format version {v}, this build reads {FORMAT_VERSION} and {BLOCK_LZ4}"
             )));
         }
         None => return Err(corrupt("empty block")),
     };
-    let (count, rest) = rest
-        .split_first_chunk::<4>()
-        .ok_or_else(|| corrupt("truncated block header"))?;
-    let count = u32::from_be_bytes(*count) as usize;
+    let (count, dir_and_data) =
+        split_count(&layout).ok_or_else(|| corrupt("truncated block header"))?;
     let dir_len = count
         .checked_mul(ENTRY)
-        .filter(|&n| n <= rest.len())
+        .filter(|&n| n <= dir_and_data.len())
         .ok_or_else(|| corrupt("truncated block directory"))?;
-    let (dir, data) = rest.split_at(dir_len);
+    let data_start = 4 + dir_len;
+    let data_len = layout.len() - data_start;
     let mut entries = Vec::with_capacity(count);
     let mut start = 0usize;
-    for e in dir.chunks_exact(ENTRY) {
+    for e in layout[4..data_start].chunks_exact(ENTRY) {
         let mut id = [0u8; LOCATOR_BYTES];
         id.copy_from_slice(&e[..LOCATOR_BYTES]);
         let mut end = [0u8; 4];
         end.copy_from_slice(&e[LOCATOR_BYTES..]);
         let end = u32::from_be_bytes(end) as usize;
-        if end < start || end > data.len() {
+        if end < start || end > data_len {
             return Err(corrupt("block record out of bounds"));
         }
         if entries
@@ -99,10 +130,19 @@ fn directory<'a>(key: &[u8], value: &'a [u8]) -> Result<Directory<'a>, StoreErro
         {
             return Err(corrupt("block records out of order"));
         }
-        entries.push((DecisionId(id), start, end));
+        entries.push((DecisionId(id), data_start + start, data_start + end));
         start = end;
     }
-    Ok(Directory { entries, data })
+    Ok(Directory {
+        entries,
+        data: layout,
+    })
+}
+
+/// A layout's record count and what follows it.
+fn split_count(layout: &[u8]) -> Option<(usize, &[u8])> {
+    let (count, rest) = layout.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*count) as usize, rest))
 }
 
 /// The record of `id` in a block, if it holds one.
@@ -184,6 +224,62 @@ mod tests {
             assert_eq!(find_in_block(&key, &value, &id(n))?, None);
         }
         assert_eq!(block_records(&key, &value)?, records);
+        Ok(())
+    }
+
+    /// A decision as a campaign writes them: names repeat across records.
+    fn realistic(n: u8) -> DecisionRecord {
+        DecisionRecord {
+            campaign: "coffee-loyalty".into(),
+            offer: ["bogo_afternoon", "free_pastry", "double_points"][usize::from(n % 3)].into(),
+            segment: "active|afternoon".into(),
+            context: vec![
+                (
+                    "lifecycle".into(),
+                    crate::context::FeatureValue::Category("active".into()),
+                ),
+                (
+                    "daypart".into(),
+                    crate::context::FeatureValue::Category("afternoon".into()),
+                ),
+            ],
+            candidates: [
+                "bogo_afternoon",
+                "free_pastry",
+                "double_points",
+                "winback_20pct",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+            ..rec(n)
+        }
+    }
+
+    #[test]
+    fn a_block_of_repeating_names_is_stored_compressed_and_read_back() -> Result<(), StoreError> {
+        let records: Vec<_> = (1..=64u8).map(|n| (id(n), realistic(n))).collect();
+        let value = encode_block(&records);
+        let plain: usize = records.iter().map(|(_, r)| encode(r).len() + ENTRY).sum();
+        assert_eq!(value[0], BLOCK_LZ4);
+        assert!(
+            value.len() * 2 < plain,
+            "compressed {} of {plain} bytes",
+            value.len()
+        );
+        let key = block_key(&id(1));
+        assert_eq!(block_records(&key, &value)?, records);
+        assert_eq!(
+            find_in_block(&key, &value, &id(40))?.as_ref(),
+            Some(&records[39].1)
+        );
+        // Damaged: cut short, or declaring an impossible size.
+        for cut in [1, 3, 5, value.len() / 2, value.len() - 1] {
+            assert!(block_records(&key, &value[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut huge = value.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(block_records(&key, &huge).is_err());
         Ok(())
     }
 

@@ -102,7 +102,8 @@ use self::{blocks::*, codec::*, keys::*, migrate::*, write_set::keyed};
 /// per-customer sums of closed windows (`g/`, `t/`) the report's intervals
 /// are computed from, rebuilt from the decision records when a schema-4 to
 /// schema-8 store (or backup) is opened; new decisions written in blocks
-/// (`b/`, with later changes in `o/`), records of schema 8 and before read
+/// (`b/`, LZ4-compressed when that is smaller, with later changes in
+/// `o/`), records of schema 8 and before read
 /// where they are; and each contextual posterior's prior mean (left out of
 /// its own evidence under the learned prior), a schema-8 posterior read
 /// without one (the learned prior's mean for its features, as schema 8 had
