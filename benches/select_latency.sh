@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# SelectOffer against Health/Check with `offer-sim load` (varied contexts:
+# the coffee-loyalty scenario's customers, redemptions flowing back), then
+# SelectOffer's latency at half of its maximum throughput (BENCHMARKS.md,
+# "SelectOffer near the stack's limit").
+#
+#   benches/select_latency.sh            # run from the project root
+#
+# Server pinned to core 0, load generator to core 1, 32 callers. For each of
+# RUNS (default 2) server starts: Health/Check at full speed, SelectOffer at
+# full speed (its maximum), then SelectOffer at half that maximum (--rps),
+# DURATION (default 10s) each. Prints one line per measurement: rpc, calls
+# per second, p50/p99/p99.9 in microseconds, errors.
+# CONFIG=config/bench-k12-d64.toml CAMPAIGN=bench-k12-d64 for the contextual
+# campaign (its scenario: SCENARIO=simulator/scenarios/cold-start.toml).
+# SKIP_BUILD=1 reuses target/release.
+set -euo pipefail
+B="${B:-target/release}"
+RUNS="${RUNS:-2}"
+DURATION="${DURATION:-10s}"
+CAMPAIGN="${CAMPAIGN:-coffee}"
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p offer-bandit -p offer-sim
+W="$(mktemp -d)"
+PID=""
+cleanup() {
+  [ -z "$PID" ] || kill "$PID" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+extra=()
+[ -z "${CONFIG:-}" ] || extra+=(--config "$CONFIG")
+scenario=()
+[ -z "${SCENARIO:-}" ] || scenario+=(--scenario "$SCENARIO")
+load() { # load ARGS... -> "rpc per_second p50 p99 p999 errors" for the first RPC
+  taskset -c 1 "$B/offer-sim" load --target "http://$ADDR" --concurrency 32 \
+    --duration "$DURATION" --json "$@" 2>/dev/null |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["rpcs"][0]; print(r["rpc"], round(r["per_second"]), r["p50_us"], r["p99_us"], r.get("p999_us"), r["errors"] or 0)'
+}
+for run in $(seq 1 "$RUNS"); do
+  rm -rf "$W/data"
+  taskset -c 0 "$B/offer-bandit" serve --listen 127.0.0.1:0 --no-metrics \
+    --data-dir "$W/data" "${extra[@]}" >"$W/log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do
+    ADDR=$(sed -n 's/^offer-bandit listening on //p' "$W/log")
+    [ -z "$ADDR" ] || break
+    sleep 0.1
+  done
+  [ -n "$ADDR" ] || { cat "$W/log"; exit 1; }
+  echo "run $run: $(load --rpc health)"
+  full=$(load --campaign "$CAMPAIGN" "${scenario[@]}")
+  echo "run $run: $full"
+  half=$(( $(echo "$full" | awk '{print $2}') / 2 ))
+  echo "run $run: at half ($half/s): $(load --campaign "$CAMPAIGN" "${scenario[@]}" --rps "$half")"
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+done
