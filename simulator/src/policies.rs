@@ -258,7 +258,11 @@ fn contextual<'a>(
     config: ContextualConfig,
     spec: &str,
 ) -> anyhow::Result<Box<dyn Policy + 'a>> {
-    let policy = ContextualTs::new(env.encoder.clone(), config, env.weights.clone());
+    let mut policy = ContextualTs::new(env.encoder.clone(), config, env.weights.clone());
+    // As the server: non-redemptions revealed by the delay model.
+    if env.window_ms > 0 {
+        policy = policy.with_delayed_feedback(env.window_ms);
+    }
     Ok(Box::new(match &env.offer_features {
         Some(_) if !config.adaptive_prior => {
             bail!(

@@ -2,8 +2,16 @@
 //! [`GaussianPosterior`] per offer learned through the one learning step
 //! ([`super::learning`]), with the campaign's learned prior
 //! ([`SharedPrior`]). The server keeps the same posteriors in its engine.
+//! With delayed feedback, a pending decision's non-redemption is revealed
+//! at its reveal age ([`super::delay::Reveals`]), as the server's sweep
+//! reveals it.
+
+use std::cell::Cell;
+use std::collections::HashMap;
 
 use rand::Rng;
+
+use super::delay::{DelayLearner, Reveals, reveal_draw};
 
 use super::contextual::{ContextualConfig, GaussianPosterior, gaussian_arms};
 use super::shared_prior::SharedPrior;
@@ -27,10 +35,28 @@ pub struct ContextualTs {
     offer_features: Vec<Vec<(u32, f64)>>,
     /// Event time now (Unix ms), as [`Policy::advance_clock`] last set it.
     now_ms: i64,
-    /// Event time of the last decision learned: a redemption is learned at
-    /// a time the clock has reached, as the server learns it at its
-    /// decision's timestamp.
+    /// The next decision's number ([`Features::id`]).
+    next_id: Cell<u64>,
+    /// With delayed feedback: decisions whose outcome is still open.
+    delayed: Option<Delayed>,
+}
+
+/// Pending decisions and when their non-redemptions are revealed.
+#[derive(Debug, Clone)]
+struct Delayed {
+    learner: DelayLearner,
+    reveals: Reveals<u64>,
+    pending: HashMap<u64, Pending>,
+}
+
+/// A decision whose outcome is still open.
+#[derive(Debug, Clone)]
+struct Pending {
+    x: Vec<(u32, f64)>,
+    offer: usize,
     decided_ms: i64,
+    /// Whether its non-redemption has been learned (revealed).
+    revealed: bool,
 }
 
 impl ContextualTs {
@@ -50,8 +76,24 @@ impl ContextualTs {
             models,
             offer_features: Vec::new(),
             now_ms: 0,
-            decided_ms: 0,
+            next_id: Cell::new(0),
+            delayed: None,
         }
+    }
+
+    /// Learns as the server does under a reward window of `window_ms`: a
+    /// pending decision's non-redemption is learned at its reveal age under
+    /// the delay model learned from closed windows ([`super::delay`]), or
+    /// when its window closes, and taken back if its redemption comes
+    /// later. Without it, a decision is learned when its outcome is told
+    /// ([`Policy::on_outcome`]): right for immediate feedback (a replay).
+    pub fn with_delayed_feedback(mut self, window_ms: i64) -> Self {
+        self.delayed = Some(Delayed {
+            learner: DelayLearner::new(window_ms),
+            reveals: Reveals::default(),
+            pending: HashMap::new(),
+        });
+        self
     }
 
     /// With offer features: `features[i]` is offer i's features encoded by
@@ -69,26 +111,73 @@ impl ContextualTs {
         self
     }
 
-    /// One event through the one learning step ([`super::learning`]).
-    fn learn_event(&mut self, x: &Sparse, offer: usize, redeemed: bool) {
-        if !redeemed {
-            self.decided_ms = self.now_ms;
+    /// The one learning step ([`super::learning`]) over this policy's
+    /// posteriors.
+    fn step<'a>(
+        encoder: &'a Encoder,
+        config: &'a ContextualConfig,
+        offer_features: &'a dyn Fn() -> Vec<Vec<(u32, f64)>>,
+    ) -> super::learning::Step<'a> {
+        super::learning::Step {
+            encoder,
+            config,
+            offer_features,
         }
-        let at_ms = self.decided_ms;
-        let offer_features = &self.offer_features;
-        let step = super::learning::Step {
-            encoder: &self.encoder,
-            config: &self.config,
-            offer_features: &|| offer_features.clone(),
-        };
+    }
+
+    /// Learns a decision of `offer` at `x`, made at `decided_ms`, as its one
+    /// observation; `retract` first takes back its non-redemption.
+    fn learn_outcome(
+        &mut self,
+        x: &Sparse,
+        offer: usize,
+        decided_ms: i64,
+        redeemed: bool,
+        retract: bool,
+    ) {
+        let features = self.offer_features.clone();
+        let offer_features = move || features.clone();
+        let step = Self::step(&self.encoder, &self.config, &offer_features);
+        if retract {
+            step.retract_non_redemption(&mut self.models, self.prior.as_ref(), offer, x, decided_ms);
+        }
         step.learn(
             &mut self.models,
             self.prior.as_mut(),
             offer,
             x,
             redeemed,
-            at_ms,
+            decided_ms,
         );
+    }
+
+    /// Reveals the non-redemptions due at the clock's tick.
+    fn reveal_due(&mut self) {
+        let Some(d) = &mut self.delayed else {
+            return;
+        };
+        if !d.learner.advance(self.now_ms) {
+            return;
+        }
+        let due = d.reveals.due(d.learner.model(), self.now_ms);
+        let mut learn = Vec::with_capacity(due.len());
+        for id in due {
+            if let Some(p) = d.pending.get_mut(&id)
+                && !p.revealed
+            {
+                p.revealed = true;
+                learn.push((p.x.clone(), p.offer, p.decided_ms));
+            }
+        }
+        for (x, offer, decided_ms) in learn {
+            self.learn_outcome(&x, offer, decided_ms, false, false);
+        }
+    }
+
+    /// Decisions whose non-redemption is waiting to be revealed or whose
+    /// outcome is open (with delayed feedback).
+    pub fn pending(&self) -> usize {
+        self.delayed.as_ref().map_or(0, |d| d.pending.len())
     }
 
     /// The per-offer posteriors.
@@ -113,10 +202,13 @@ impl Policy for ContextualTs {
             .encoder
             .encode(context)
             .map_err(|e| PolicyError::Encoding(e.to_string()))?;
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
         Ok(Features {
             segment: String::new(),
             x,
-            ..Features::default()
+            decided_ms: self.now_ms,
+            id,
         })
     }
     fn choose(&self, f: &Features, candidates: &[usize], rng: &mut dyn Rng) -> usize {
@@ -143,13 +235,39 @@ impl Policy for ContextualTs {
     }
     fn advance_clock(&mut self, now_ms: i64) {
         self.now_ms = self.now_ms.max(now_ms);
+        self.reveal_due();
     }
     fn on_decision(&mut self, f: &Features, offer: usize) {
-        self.learn_event(&f.x, offer, false);
+        if let Some(d) = &mut self.delayed {
+            d.reveals
+                .add(d.learner.model(), f.decided_ms, reveal_draw(f.id), f.id);
+            d.pending.insert(
+                f.id,
+                Pending {
+                    x: f.x.clone(),
+                    offer,
+                    decided_ms: f.decided_ms,
+                    revealed: false,
+                },
+            );
+        }
     }
     fn on_outcome(&mut self, f: &Features, offer: usize, outcome: Outcome) {
-        if let Outcome::Redeemed { .. } = outcome {
-            self.learn_event(&f.x, offer, true);
+        let redeemed = matches!(outcome, Outcome::Redeemed { .. });
+        let revealed = match &mut self.delayed {
+            Some(d) => {
+                if redeemed {
+                    d.learner.redemption(f.decided_ms, self.now_ms);
+                }
+                d.pending.remove(&f.id).is_some_and(|p| p.revealed)
+            }
+            None => false,
+        };
+        match (redeemed, revealed) {
+            // Its non-redemption is learned already.
+            (false, true) => {}
+            (true, true) => self.learn_outcome(&f.x, offer, f.decided_ms, true, true),
+            (_, false) => self.learn_outcome(&f.x, offer, f.decided_ms, redeemed, false),
         }
     }
 }

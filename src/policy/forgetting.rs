@@ -381,15 +381,12 @@ mod tests {
         let mut events = Vec::new();
         let mut n = 0u64;
         for _ in 0..2_000 {
-            m.learn(&x, false, &config, None);
+            // One observation per decision: its outcome.
+            let redeemed = rng.random::<f64>() < 0.2;
+            m.learn(&x, redeemed, &config, None);
             let decided = n;
             n += 1;
-            let redeemed = (rng.random::<f64>() < 0.2).then(|| {
-                m.learn(&x, true, &config, None);
-                n += 1;
-                n - 1
-            });
-            events.push((decided, redeemed));
+            events.push((decided, redeemed.then_some(decided)));
         }
         let prior = config.prior_variance;
         for &(decided, redeemed) in &events[..400] {
@@ -446,10 +443,7 @@ mod tests {
                 if skip.contains(&i) {
                     continue;
                 }
-                models[0].learn(x, false, &config, None);
-                if *redeemed {
-                    models[0].learn(x, true, &config, None);
-                }
+                models[0].learn(x, *redeemed, &config, None);
             }
             models.remove(0)
         };

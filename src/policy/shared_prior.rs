@@ -226,9 +226,9 @@ impl SharedPrior {
     }
 
     /// The campaign's rate so far, as the intercept's prior mean on the
-    /// model's scale. Decision-time learning makes every decision a 0 and
-    /// every redemption an extra 1, so the modelled rate is redemptions over
-    /// observations: here `(R + 10 prior_rate) / (D + R + 10)` over every
+    /// model's scale. Every decision is learned as one observation, 1 if
+    /// redeemed, so the modelled rate is redemptions over decisions: here
+    /// `(R + 10 prior_rate) / (D + 10)` over every
     /// offer's D decisions and R redemptions, but `left_out`'s (an offer's
     /// own prior must not hold its own evidence, as segment-ts's does not).
     /// A new offer thus starts as good as the campaign does on average, and
@@ -250,7 +250,7 @@ impl SharedPrior {
         let redemptions = observations.saturating_sub(decisions) as f64;
         let r0 = config.prior_rate.clamp(1e-6, 1.0 - 1e-6);
         let rate = (redemptions + RATE_PSEUDO_DECISIONS * r0)
-            / (observations as f64 + RATE_PSEUDO_DECISIONS);
+            / (decisions as f64 + RATE_PSEUDO_DECISIONS);
         GaussianPosterior::intercept_for_rate(rate.clamp(1e-4, 1.0 - 1e-4), config)
     }
 
@@ -807,26 +807,23 @@ mod tests {
         prior.events = 63;
         assert!(prior.count(), "64 is a power of two");
         prior.reestimate(&encoder, &mut models, &[], &config);
-        let want = logit((o - dcs + 10.0 * 0.05) / (o + 10.0));
+        let want = logit((o - dcs + 10.0 * 0.05) / (dcs + 10.0));
         assert!((prior.intercept.expect("learned") - want).abs() < 1e-12);
     }
 
     /// A visit's encoded context, and whether it redeemed.
     type Visit = (Vec<(u32, f64)>, bool);
 
-    /// One decision of `x` learned by `m`, and its redemption if `redeemed`.
+    /// One decision of `x` learned by `m`, as its one observation.
     fn visit(m: &mut GaussianPosterior, x: &Sparse, redeemed: bool, config: &ContextualConfig) {
-        m.learn(x, false, config, None);
-        if redeemed {
-            m.learn(x, true, config, None);
-        }
+        m.learn(x, redeemed, config, None);
     }
 
     /// Leave one out, as segment-ts does: an offer's prior mean is learned
     /// from the other offers' evidence, not its own. Linear regression is
     /// exact, so after the intercept's step each offer's posterior is the
     /// one learned directly under the rate of the *other* offers,
-    /// `(R_-k + 10 r0) / (O_-k + 10)`.
+    /// `(R_-k + 10 r0) / (D_-k + 10)`.
     #[test]
     fn an_offers_intercept_prior_leaves_out_its_own_evidence() {
         let d = 3;
@@ -878,7 +875,7 @@ mod tests {
                 .filter(|(j, _)| *j != k)
                 .fold((0.0, 0.0), |(d, o), (_, c)| (d + c.0, o + c.1));
             let others =
-                (observations - decisions + 10.0 * config.prior_rate) / (observations + 10.0);
+                (observations - decisions + 10.0 * config.prior_rate) / (decisions + 10.0);
             let under_others = ContextualConfig {
                 prior_rate: others,
                 ..config
@@ -901,7 +898,7 @@ mod tests {
         let (decisions, observations) = counts
             .iter()
             .fold((0.0, 0.0), |(d, o), c| (d + c.0, o + c.1));
-        let all = (observations - decisions + 10.0 * config.prior_rate) / (observations + 10.0);
+        let all = (observations - decisions + 10.0 * config.prior_rate) / (decisions + 10.0);
         assert!((prior.intercept.expect("learned") - all).abs() < 1e-12);
     }
 
