@@ -100,7 +100,15 @@ impl Writer {
             Some(p) => p,
             None => ctx.models.read().get(offer)?.clone(),
         };
+        // A decision holds one observation: its redemption, else its
+        // non-redemption once learned (revealed or closed); a decision
+        // still waiting for its reveal holds nothing yet. (A decision
+        // redeemed before this scheme, under decision-time negatives, also
+        // holds its non-redemption, which stays.)
         let redeemed = matches!(rec.state, DecisionState::Redeemed { .. });
+        if (redeemed && rec.redeemed_seq == 0) || (!redeemed && rec.learned_seq == 0) {
+            return None;
+        }
         // The weight forgetting left each observation, and the prior no
         // removal may widen the posterior past.
         let learned = match g.priors.get(&rec.campaign) {
@@ -120,12 +128,12 @@ impl Writer {
         let removal = crate::policy::contextual::Removal {
             decision_weight: over_time * over_count(later_decision),
             redemption_weight: over_time * over_count(later_redemption),
-            // A redemption learned after the clock moved on holds a little
-            // more than its decision's age says; while the clock is still
-            // at the decision's tick, nothing has been discounted.
+            // An observation learned after the clock moved on (a
+            // redemption, a revealed non-redemption) holds a little more
+            // than its decision's age says; while the clock is still at the
+            // decision's tick, nothing has been discounted.
             weights_are_exact: ctx.config.half_life.is_none()
                 && (ctx.config.time_half_life_ms.is_none()
-                    || !redeemed
                     || posterior.forgotten_to_ms
                         <= crate::policy::forgetting::tick_of(rec.created_ms)),
             prior_variance: &variances,
