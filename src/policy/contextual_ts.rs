@@ -35,6 +35,9 @@ pub struct ContextualTs {
     offer_features: Vec<Vec<(u32, f64)>>,
     /// Event time now (Unix ms), as [`Policy::advance_clock`] last set it.
     now_ms: i64,
+    /// Event time of the last decision made: without delayed feedback its
+    /// outcome, told at once, is learned at it.
+    decided_ms: i64,
     /// The next decision's number ([`Features::id`]).
     next_id: Cell<u64>,
     /// With delayed feedback: decisions whose outcome is still open.
@@ -76,6 +79,7 @@ impl ContextualTs {
             models,
             offer_features: Vec::new(),
             now_ms: 0,
+            decided_ms: 0,
             next_id: Cell::new(0),
             delayed: None,
         }
@@ -238,15 +242,16 @@ impl Policy for ContextualTs {
         self.reveal_due();
     }
     fn on_decision(&mut self, f: &Features, offer: usize) {
+        self.decided_ms = self.now_ms;
         if let Some(d) = &mut self.delayed {
             d.reveals
-                .add(d.learner.model(), f.decided_ms, reveal_draw(f.id), f.id);
+                .add(d.learner.model(), self.now_ms, reveal_draw(f.id), f.id);
             d.pending.insert(
                 f.id,
                 Pending {
                     x: f.x.clone(),
                     offer,
-                    decided_ms: f.decided_ms,
+                    decided_ms: self.now_ms,
                     revealed: false,
                 },
             );
@@ -254,20 +259,23 @@ impl Policy for ContextualTs {
     }
     fn on_outcome(&mut self, f: &Features, offer: usize, outcome: Outcome) {
         let redeemed = matches!(outcome, Outcome::Redeemed { .. });
-        let revealed = match &mut self.delayed {
-            Some(d) => {
-                if redeemed {
-                    d.learner.redemption(f.decided_ms, self.now_ms);
+        let (decided_ms, revealed) = match &mut self.delayed {
+            Some(d) => match d.pending.remove(&f.id) {
+                Some(p) => {
+                    if redeemed {
+                        d.learner.redemption(p.decided_ms, self.now_ms);
+                    }
+                    (p.decided_ms, p.revealed)
                 }
-                d.pending.remove(&f.id).is_some_and(|p| p.revealed)
-            }
-            None => false,
+                None => return, // not a decision of this policy's
+            },
+            None => (self.decided_ms, false),
         };
         match (redeemed, revealed) {
             // Its non-redemption is learned already.
             (false, true) => {}
-            (true, true) => self.learn_outcome(&f.x, offer, f.decided_ms, true, true),
-            (_, false) => self.learn_outcome(&f.x, offer, f.decided_ms, redeemed, false),
+            (true, true) => self.learn_outcome(&f.x, offer, decided_ms, true, true),
+            (_, false) => self.learn_outcome(&f.x, offer, decided_ms, redeemed, false),
         }
     }
 }
@@ -280,9 +288,10 @@ mod tests {
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// The value objective ranks by P(redeem) x value. Both models learn
-    /// q = p / (1 + p); ranking by q x value picked B below (q x v: A 0.286,
-    /// B 0.326) though A earns more (p x v: A 0.400, B 0.375). After 12,000
+    /// The value objective ranks by P(redeem) x value. Under decision-time
+    /// negatives both models learned q = p / (1 + p), and ranking by q x
+    /// value picked B below (q x v: A 0.286, B 0.326) though A earns more
+    /// (p x v: A 0.400, B 0.375); now they learn p itself. After 12,000
     /// decisions, A must take most of the last quarter, as segment-ts gives it.
     #[test]
     fn the_value_objective_ranks_by_redemption_rate_times_value() {
@@ -310,9 +319,12 @@ mod tests {
                     policy.choose(&f, &[0, 1], &mut rng)
                 };
                 policy.on_decision(&f, offer);
-                if rng.random::<f64>() < p[offer] {
-                    policy.on_outcome(&f, offer, Outcome::Redeemed { value: v[offer] });
-                }
+                let outcome = if rng.random::<f64>() < p[offer] {
+                    Outcome::Redeemed { value: v[offer] }
+                } else {
+                    Outcome::Expired
+                };
+                policy.on_outcome(&f, offer, outcome);
                 if t >= warm + 3 * n / 4 && offer == 0 {
                     late_a += 1;
                 }
@@ -353,9 +365,12 @@ mod tests {
                 policy.choose(&f, &[0, 1], &mut rng)
             };
             policy.on_decision(&f, o);
-            if rng.random::<f64>() < p[o] {
-                policy.on_outcome(&f, o, Outcome::Redeemed { value: 1.0 });
-            }
+            let outcome = if rng.random::<f64>() < p[o] {
+                Outcome::Redeemed { value: 1.0 }
+            } else {
+                Outcome::Expired
+            };
+            policy.on_outcome(&f, o, outcome);
             if t >= per_day * days - 1_000 && o == 1 {
                 late += 1;
             }
@@ -417,18 +432,20 @@ mod tests {
     }
 
     #[test]
-    fn decision_time_learning_estimates_the_redemption_rate() {
-        // Negatives at decision time plus a positive per redemption: the
-        // model's q estimates p / (1 + p), and `rate` maps it back to p.
+    fn learning_each_decision_once_estimates_the_redemption_rate() {
+        // One observation per decision, its outcome: the model estimates p.
         let policy = two_offer_policy(None);
         let mut policy = policy;
         let mut rng = ChaCha8Rng::seed_from_u64(24);
         let f = policy.features(&Context::new()).expect("encodes");
         for _ in 0..20_000 {
             policy.on_decision(&f, 0);
-            if rng.random::<f64>() < 0.2 {
-                policy.on_outcome(&f, 0, Outcome::Redeemed { value: 1.0 });
-            }
+            let outcome = if rng.random::<f64>() < 0.2 {
+                Outcome::Redeemed { value: 1.0 }
+            } else {
+                Outcome::Expired
+            };
+            policy.on_outcome(&f, 0, outcome);
         }
         let (mu, _) = policy.models()[0].predictive(&f.x);
         let p = GaussianPosterior::rate(mu, Likelihood::Logistic);
