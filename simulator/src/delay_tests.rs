@@ -84,11 +84,7 @@ fn an_offer_whose_traffic_quadruples_is_not_underestimated() -> anyhow::Result<(
 
 /// A contextual policy's estimate of `pastry`'s rate (true 0.10) after
 /// `days`: its predicted rate averaged over the two stores.
-fn contextual_pastry_estimate(
-    likelihood: Likelihood,
-    seed: u64,
-    days: f64,
-) -> anyhow::Result<f64> {
+fn contextual_pastry_estimate(likelihood: Likelihood, seed: u64, days: f64) -> anyhow::Result<f64> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/traffic-shift.toml");
     let scenario = Scenario::load(&path)?;

@@ -139,8 +139,7 @@ impl Delays {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
         let draw = crate::policy::delay::reveal_draw(bits);
-        self.reveals
-            .add(self.learner.model(), decided_ms, draw, id);
+        self.reveals.add(self.learner.model(), decided_ms, draw, id);
     }
 }
 

@@ -343,9 +343,7 @@ fn recover_delays(c: &Campaign, id: &DecisionId, rec: &DecisionRecord) {
     if let Some(ctx) = &c.contextual {
         let mut delays = ctx.delays.write();
         match rec.state {
-            DecisionState::Pending
-                if rec.learned_seq == 0 && rec.arm != Arm::NonPersonalized =>
-            {
+            DecisionState::Pending if rec.learned_seq == 0 && rec.arm != Arm::NonPersonalized => {
                 delays.add(*id, rec.created_ms);
             }
             DecisionState::Redeemed { at_ms, .. } => {

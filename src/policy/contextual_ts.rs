@@ -143,7 +143,13 @@ impl ContextualTs {
         let offer_features = move || features.clone();
         let step = Self::step(&self.encoder, &self.config, &offer_features);
         if retract {
-            step.retract_non_redemption(&mut self.models, self.prior.as_ref(), offer, x, decided_ms);
+            step.retract_non_redemption(
+                &mut self.models,
+                self.prior.as_ref(),
+                offer,
+                x,
+                decided_ms,
+            );
         }
         step.learn(
             &mut self.models,

@@ -249,8 +249,8 @@ impl SharedPrior {
             });
         let redemptions = observations.saturating_sub(decisions) as f64;
         let r0 = config.prior_rate.clamp(1e-6, 1.0 - 1e-6);
-        let rate = (redemptions + RATE_PSEUDO_DECISIONS * r0)
-            / (decisions as f64 + RATE_PSEUDO_DECISIONS);
+        let rate =
+            (redemptions + RATE_PSEUDO_DECISIONS * r0) / (decisions as f64 + RATE_PSEUDO_DECISIONS);
         GaussianPosterior::intercept_for_rate(rate.clamp(1e-4, 1.0 - 1e-4), config)
     }
 
@@ -874,8 +874,7 @@ mod tests {
                 .enumerate()
                 .filter(|(j, _)| *j != k)
                 .fold((0.0, 0.0), |(d, o), (_, c)| (d + c.0, o + c.1));
-            let others =
-                (observations - decisions + 10.0 * config.prior_rate) / (decisions + 10.0);
+            let others = (observations - decisions + 10.0 * config.prior_rate) / (decisions + 10.0);
             let under_others = ContextualConfig {
                 prior_rate: others,
                 ..config

@@ -179,7 +179,11 @@ impl Writer {
                 } => {
                     if let Some(c) = self.campaign(&campaign) {
                         match &c.contextual {
-                            Some(ctx) => ctx.delays.write().learner.redemption(decided_ms, redeemed_ms),
+                            Some(ctx) => ctx
+                                .delays
+                                .write()
+                                .learner
+                                .redemption(decided_ms, redeemed_ms),
                             None => c.model.write().redemption_delay(decided_ms, redeemed_ms),
                         }
                     }
