@@ -223,7 +223,7 @@ fn campaign(
         exploration: Some(c.exploration),
         prior_variance: Some(c.prior_variance),
         prior_rate: Some(c.prior_rate),
-        noise_variance: Some(c.noise_variance),
+        noise_variance: (!c.noise_from_rate).then_some(c.noise_variance),
         half_life: c.half_life,
         time_half_life_days: Some(
             c.time_half_life_ms

@@ -132,7 +132,10 @@ pub(crate) fn contextual_config(
             "exploration" => c.exploration = v,
             "prior-variance" => c.prior_variance = v,
             "prior-rate" if v < 1.0 => c.prior_rate = v,
-            "noise-variance" => c.noise_variance = v,
+            "noise-variance" => {
+                c.noise_variance = v;
+                c.noise_from_rate = false;
+            }
             "half-life" => c.half_life = Some(v),
             "time-half-life-days" => {
                 c.time_half_life_ms = Some(v * offer_bandit::policy::forgetting::DAY_MS)

@@ -327,7 +327,10 @@ async fn erasure_under_half_life_removes_the_weight_later_observations_left() ->
             prior_variance: &variances,
         };
         let mut m = before.clone();
-        m.unlearn_decision(&x, true, &removal, &ctx.config);
+        // The noise linear-ts learns with (at the configured rate: no
+        // learned prior here).
+        let config = crate::policy::shared_prior::learning_config(&ctx.config, None);
+        m.unlearn_decision(&x, true, &removal, &config);
         m
     };
     let weight = |n: f64| 0.5f64.powf(n / half_life);

@@ -29,8 +29,14 @@ pub struct ContextualConfig {
     pub prior_variance: f64,
     /// Prior redemption rate, the intercept's prior mean (as a rate).
     pub prior_rate: f64,
-    /// Observation noise variance (linear only).
+    /// Observation noise variance (linear only): fixed when configured,
+    /// else ([`Self::noise_from_rate`]) only the starting point.
     pub noise_variance: f64,
+    /// linear-ts: take the noise variance from the campaign's pooled
+    /// redemption rate `p` as a Bernoulli's, `p (1 - p)`
+    /// ([`super::shared_prior::SharedPrior::noise_variance`]); false when
+    /// `noise_variance` is configured (an override).
+    pub noise_from_rate: bool,
     /// Multiplies the predictive standard deviation when sampling (1 = plain
     /// Thompson sampling; smaller explores less). Default 0.3: posterior
     /// sampling over-explores with many features and few positives, as
@@ -57,6 +63,7 @@ impl ContextualConfig {
                 prior_variance: 0.01,
                 prior_rate: 0.05,
                 noise_variance: 0.05,
+                noise_from_rate: true,
                 exploration: 0.3,
                 half_life: None,
                 time_half_life_ms: Some(
@@ -69,6 +76,7 @@ impl ContextualConfig {
                 prior_variance: 0.1,
                 prior_rate: 0.05,
                 noise_variance: 1.0,
+                noise_from_rate: false,
                 exploration: 0.3,
                 half_life: None,
                 time_half_life_ms: Some(

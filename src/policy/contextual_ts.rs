@@ -459,6 +459,48 @@ mod tests {
         assert!((p - 0.2).abs() < 0.012, "estimated rate {p}");
     }
 
+    /// Issue 18, item 9: linear-ts takes its noise variance from the
+    /// campaign's pooled rate, so its posterior is as wide as the data say.
+    /// Two offers at 50% (a Bernoulli's variance 0.25), 2,000 decisions
+    /// each: the intercept's posterior variance is the closed form
+    /// `1 / (1 / v0 + n / (p (1 - p)))`; with the fixed 0.05 it was a fifth
+    /// of it (so sampling at 0.3 of the spread explored at a sixteenth).
+    /// A configured `noise_variance` still overrides.
+    #[test]
+    fn linear_ts_noise_follows_the_pooled_rate() {
+        let spread = |config: ContextualConfig| {
+            let encoder = Encoder::new(Vec::new(), 0).expect("intercept only");
+            let mut policy = ContextualTs::new(encoder, config, vec![1.0, 1.0]);
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let f = policy.features(&Context::new()).expect("encodes");
+            for t in 0..4_000 {
+                let o = t % 2;
+                policy.on_decision(&f, o);
+                let outcome = if rng.random::<f64>() < 0.5 {
+                    Outcome::Redeemed { value: 1.0 }
+                } else {
+                    Outcome::Expired
+                };
+                policy.on_outcome(&f, o, outcome);
+            }
+            policy.models()[0].cov.get(0, 0)
+        };
+        let config = ContextualConfig::new(Likelihood::Linear);
+        let closed = 1.0 / (1.0 / config.prior_variance + 2_000.0 / 0.25);
+        let learned = spread(config);
+        assert!(
+            (learned / closed - 1.0).abs() < 0.1,
+            "posterior variance {learned:.3e}, closed form {closed:.3e}"
+        );
+        let fixed = spread(ContextualConfig {
+            noise_variance: 0.05,
+            noise_from_rate: false,
+            ..config
+        });
+        let want = 1.0 / (1.0 / config.prior_variance + 2_000.0 / 0.05);
+        assert!((fixed / want - 1.0).abs() < 0.1, "override: {fixed:.3e}");
+    }
+
     #[test]
     fn forgetting_recovers_from_an_abrupt_change_faster() {
         let seeds = 1..=5;

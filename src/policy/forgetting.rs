@@ -157,7 +157,8 @@ pub fn advance(
 }
 
 impl GaussianPosterior {
-    /// Keeps `keep` (in (0, 1]) of the evidence, towards the prior with mean
+    /// Keeps `keep` (> 0; above 1 the evidence weighs more) of the
+    /// evidence, towards the prior with mean
     /// `mean0` and per-column variances `variance0`:
     /// `S' = (k S^-1 + (1 - k) P0)^-1 = S (k S + (1 - k) S P0 S)^-1 S` and
     /// `m' = m + (1 - k) S' P0 (mu0 - m)`. O(d^3). Returns false, leaving
@@ -165,7 +166,10 @@ impl GaussianPosterior {
     /// not positive definite.
     pub fn discount(&mut self, keep: f64, mean0: &[f64], variance0: &[f64]) -> bool {
         let d = self.mean.len();
-        if !(keep > 0.0 && keep < 1.0) || mean0.len() != d || variance0.len() != d {
+        if !(keep > 0.0 && keep.is_finite() && keep != 1.0)
+            || mean0.len() != d
+            || variance0.len() != d
+        {
             return keep == 1.0;
         }
         let s = self.cov.as_row_major();

@@ -22,7 +22,7 @@ use crate::{features::Encoder, linalg::Sparse};
 use super::{
     contextual::{ContextualConfig, GaussianPosterior, Removal},
     forgetting,
-    shared_prior::SharedPrior,
+    shared_prior::{self, SharedPrior},
 };
 
 /// A campaign's offer posteriors as a learning step reads and changes them.
@@ -105,7 +105,9 @@ impl Step<'_> {
             .as_deref()
             .filter(|_| self.config.half_life.is_some())
             .map(|p| p.variance.as_slice());
-        posterior.learn(x, redeemed, self.config, bound);
+        // linear-ts learns with the noise variance of the campaign's rate.
+        let config = shared_prior::learning_config(self.config, prior.as_deref());
+        posterior.learn(x, redeemed, &config, bound);
         if let Some(prior) = prior
             && prior.count()
         {
@@ -147,7 +149,8 @@ impl Step<'_> {
             weights_are_exact: false,
             prior_variance: &variances,
         };
-        posterior.retract_non_redemption(x, &removal, self.config);
+        let config = shared_prior::learning_config(self.config, prior);
+        posterior.retract_non_redemption(x, &removal, &config);
         true
     }
 }

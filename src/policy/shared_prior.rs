@@ -94,6 +94,33 @@ pub struct SharedPrior {
     pub offer_effects: Vec<f64>,
 }
 
+/// linear-ts's noise variance at a campaign rate `rate` (the intercept's
+/// mean): `rate (1 - rate)`, `rate` kept in [0.01, 0.99], when
+/// `config.noise_from_rate`; else `config.noise_variance`.
+pub fn noise_at(rate: f64, config: &ContextualConfig) -> f64 {
+    match (config.likelihood, config.noise_from_rate) {
+        (super::contextual::Likelihood::Linear, true) => {
+            let p = rate.clamp(0.01, 0.99);
+            p * (1.0 - p)
+        }
+        _ => config.noise_variance,
+    }
+}
+
+/// `config` with the noise variance learning uses now: the learned prior's
+/// ([`SharedPrior::noise_variance`]), or without one, that at the
+/// configured `prior_rate`.
+pub fn learning_config(config: &ContextualConfig, prior: Option<&SharedPrior>) -> ContextualConfig {
+    let noise_variance = match prior {
+        Some(p) => p.noise_variance(config),
+        None => noise_at(config.prior_rate, config),
+    };
+    ContextualConfig {
+        noise_variance,
+        ..*config
+    }
+}
+
 impl SharedPrior {
     /// The configured prior, before any evidence, for `dim` context columns
     /// and `offer_columns` offer feature columns (0 without offer features;
@@ -143,6 +170,16 @@ impl SharedPrior {
     /// mean or the variances).
     pub fn has_estimated(&self) -> bool {
         self.intercept.is_some() || self.next_estimate > FIRST_ESTIMATE
+    }
+
+    /// linear-ts's observation noise variance: with
+    /// `config.noise_from_rate`, that of a Bernoulli at the campaign's
+    /// pooled rate (the intercept's learned mean, [`Self::campaign_rate`]),
+    /// `p (1 - p)` with `p` kept in [0.01, 0.99]; else the configured one.
+    /// Every offer's evidence is kept in units of it: when it moves, the
+    /// evidence is rescaled ([`Self::reestimate`]).
+    pub fn noise_variance(&self, config: &ContextualConfig) -> f64 {
+        noise_at(self.intercept_mean(config), config)
     }
 
     /// The intercept's prior mean: learned, or the configured one.
@@ -368,6 +405,21 @@ impl SharedPrior {
             return false;
         }
         self.rebase(models, offers, config, &old, &old_means, &new_means);
+        // Evidence in units of the old noise variance, in those of the new:
+        // each observation weighs old / new of what it did (exact for a
+        // linear model: its precision is the prior's plus X'X / noise).
+        let (before, after) = (noise_at(old_intercept, config), self.noise_variance(config));
+        if before != after {
+            let keep = before / after;
+            let variances = self.prior_variances(config);
+            for (k, m) in models.iter_mut().enumerate() {
+                if m.learned_nothing() || m.mean.len() != dim {
+                    continue;
+                }
+                let mean0 = self.mean_of(m, features(k), config);
+                m.discount(keep, &mean0, &variances);
+            }
+        }
         true
     }
 
@@ -827,7 +879,12 @@ mod tests {
     #[test]
     fn an_offers_intercept_prior_leaves_out_its_own_evidence() {
         let d = 3;
-        let config = ContextualConfig::new(Likelihood::Linear);
+        // A fixed noise variance: learned directly below (the noise of the
+        // pooled rate has its own test, in contextual_ts).
+        let config = ContextualConfig {
+            noise_from_rate: false,
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
         let encoder = Encoder::new(
             vec![crate::features::FeatureSpec::Categorical {
                 name: "c".into(),
@@ -908,7 +965,12 @@ mod tests {
     #[test]
     fn an_offer_alone_learns_no_prior_from_its_own_evidence() {
         let d = 3;
-        let config = ContextualConfig::new(Likelihood::Linear);
+        // A fixed noise variance: learned directly below (the noise of the
+        // pooled rate has its own test, in contextual_ts).
+        let config = ContextualConfig {
+            noise_from_rate: false,
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
         let encoder = Encoder::new(
             vec![crate::features::FeatureSpec::Categorical {
                 name: "c".into(),

@@ -138,7 +138,8 @@ impl Writer {
                         <= crate::policy::forgetting::tick_of(rec.created_ms)),
             prior_variance: &variances,
         };
-        let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &removal, &ctx.config);
+        let config = crate::policy::shared_prior::learning_config(&ctx.config, learned.as_ref());
+        let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &removal, &config);
         if posterior.learned_nothing() {
             // Everything it learned is erased: it is its prior again, as a
             // restart would build it.
