@@ -94,14 +94,21 @@ pub struct SharedPrior {
     pub offer_effects: Vec<f64>,
 }
 
+/// Steps of linear-ts's noise variance per doubling: the noise moves in
+/// steps of 2^(1/8) (9%), so that once the campaign's rate settles its
+/// evidence is no longer rescaled (O(K d^3) each time) for every small move.
+const NOISE_STEPS_PER_DOUBLING: f64 = 8.0;
+
 /// linear-ts's noise variance at a campaign rate `rate` (the intercept's
-/// mean): `rate (1 - rate)`, `rate` kept in [0.01, 0.99], when
+/// mean): `rate (1 - rate)`, `rate` kept in [0.01, 0.99], on a grid of
+/// [`NOISE_STEPS_PER_DOUBLING`] steps per doubling, when
 /// `config.noise_from_rate`; else `config.noise_variance`.
 pub fn noise_at(rate: f64, config: &ContextualConfig) -> f64 {
     match (config.likelihood, config.noise_from_rate) {
         (super::contextual::Likelihood::Linear, true) => {
             let p = rate.clamp(0.01, 0.99);
-            p * (1.0 - p)
+            let steps = ((p * (1.0 - p)).log2() * NOISE_STEPS_PER_DOUBLING).round();
+            (steps / NOISE_STEPS_PER_DOUBLING).exp2()
         }
         _ => config.noise_variance,
     }
