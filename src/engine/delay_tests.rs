@@ -202,3 +202,37 @@ async fn contextual_reveals_agree_live_and_after_a_restart() -> Result<(), Error
     );
     Ok(())
 }
+
+
+/// Erasing a customer whose decisions are partly redeemed (learned) and
+/// partly waiting for their reveal (learned nothing yet) takes out exactly
+/// what was learned: the offer has learned nothing after. (The first
+/// version lost the staged posterior at a decision that held nothing, and
+/// left two of its redemptions in.)
+#[tokio::test]
+async fn erasing_decisions_still_waiting_for_their_reveal_removes_what_was_learned()
+-> Result<(), Error> {
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = super::tests::open(&store, &clock);
+    for i in 0..6 {
+        clock.advance(1_000);
+        let mut req = visit(["a", "b"][i % 2], Some("erin".into()));
+        req.candidates = vec!["x".into()];
+        let s = engine.select(req).await?;
+        if i % 3 == 0 {
+            engine.redeem(redemption(s.decision_id)).await?;
+        }
+    }
+    let counts = |e: &Engine| -> Result<(u64, u64), Error> {
+        let c = e.campaign("p")?;
+        let ctx = c.contextual.as_ref().ok_or(Error::NotFound("ctx".into()))?;
+        let m = &ctx.models.read()[0];
+        Ok((m.decisions, m.observations))
+    };
+    assert_eq!(counts(&engine)?, (2, 4), "two redemptions learned");
+    let forgotten = engine.forget("erin").await?;
+    assert_eq!((forgotten.decisions, forgotten.model_updates), (6, 2));
+    assert_eq!(counts(&engine)?, (0, 0));
+    Ok(())
+}

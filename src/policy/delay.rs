@@ -20,6 +20,11 @@
 //! decision time ([`PendingAges`]); their weight is taken on whole ticks of
 //! event time ([`DelayModel::weights`]), so the live writer, recovery and the
 //! simulator compute the same numbers from the same decision timestamps.
+//!
+//! The contextual policies take the same expectation with whole
+//! observations: a pending decision's non-redemption is revealed when
+//! `F(age)` passes the decision's own uniform draw ([`Reveals`]), under a
+//! model learned as segment-ts's is ([`DelayLearner`]).
 
 use std::collections::BTreeMap;
 
@@ -461,5 +466,34 @@ mod tests {
         p.add(&m, 100, 100, 1);
         p.reweigh(&m, 101);
         assert_eq!(p.weight(), m.weight(1));
+    }
+
+    #[test]
+    fn reveals_come_with_probability_f_of_age() {
+        // 20,000 decisions in one tick: by each later tick, the share
+        // revealed is F(age) (draws from their ids); none in their own
+        // tick, all once the window has passed, in draw order within a tick.
+        let m = DelayModel::new(8 * DAY);
+        let mut r = Reveals::default();
+        let n = 20_000u64;
+        for id in 0..n {
+            r.add(&m, 0, reveal_draw(id), id);
+        }
+        assert!(r.due(&m, 0).is_empty());
+        let mut revealed = 0usize;
+        for age in 1..=TICKS_PER_WINDOW {
+            let due = r.due(&m, age * m.tick_ms());
+            let draws: Vec<u64> = due.iter().map(|&id| reveal_draw(id)).collect();
+            assert!(draws.windows(2).all(|w| w[0] <= w[1]), "in draw order");
+            revealed += due.len();
+            let share = revealed as f64 / n as f64;
+            assert!(
+                (share - m.weight(age)).abs() < 0.012,
+                "age {age}: {share} revealed, F {}",
+                m.weight(age)
+            );
+        }
+        assert_eq!(revealed as u64, n);
+        assert!(r.is_empty());
     }
 }

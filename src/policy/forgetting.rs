@@ -13,9 +13,11 @@
 //!
 //! Time is the events' own: the learning step advances a campaign's clock to
 //! an event's timestamp (the decision's), on whole [`TICK_MS`] ticks, and
-//! then discounts every offer of the campaign by the ticks passed. A
-//! redemption carries its decision's timestamp, which the clock has already
-//! reached, so only decisions move it. The live writer, recovery (replaying
+//! then discounts every offer of the campaign by the ticks passed. Every
+//! event (a decision's revealed non-redemption, its redemption) carries its
+//! decision's timestamp and comes after the decision, so the clock is the
+//! latest decision time learned, and an event older than it is learned at
+//! full weight. The live writer, recovery (replaying
 //! the same events in the same order) and the simulator therefore agree
 //! exactly; no wall clock is read.
 

@@ -95,11 +95,6 @@ impl Writer {
         {
             return Some(false); // never learned (encoded under other features)
         }
-        let key = (rec.campaign.clone(), offer);
-        let mut posterior = match g.models.remove(&key) {
-            Some(p) => p,
-            None => ctx.models.read().get(offer)?.clone(),
-        };
         // A decision holds one observation: its redemption, else its
         // non-redemption once learned (revealed or closed); a decision
         // still waiting for its reveal holds nothing yet. (A decision
@@ -109,6 +104,11 @@ impl Writer {
         if (redeemed && rec.redeemed_seq == 0) || (!redeemed && rec.learned_seq == 0) {
             return None;
         }
+        let key = (rec.campaign.clone(), offer);
+        let mut posterior = match g.models.remove(&key) {
+            Some(p) => p,
+            None => ctx.models.read().get(offer)?.clone(),
+        };
         // The weight forgetting left each observation, and the prior no
         // removal may widen the posterior past.
         let learned = match g.priors.get(&rec.campaign) {
