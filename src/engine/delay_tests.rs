@@ -203,7 +203,6 @@ async fn contextual_reveals_agree_live_and_after_a_restart() -> Result<(), Error
     Ok(())
 }
 
-
 /// Erasing a customer whose decisions are partly redeemed (learned) and
 /// partly waiting for their reveal (learned nothing yet) takes out exactly
 /// what was learned: the offer has learned nothing after. (The first
