@@ -25,9 +25,10 @@ use crate::{
 /// the engine (`T0_MS` + the round's event time, `run::round_ms`) crosses
 /// days, and forgetting ticks, where the policy's own clock does.
 const T0_MS: i64 = 20_254 * 86_400_000;
-/// Rounds between expiry sweeps (they finalize counts; learning does not
-/// wait for them).
-const SWEEP_EVERY: u64 = 1_024;
+/// Rounds between sweeps: they finalize counts and reveal contextual
+/// decisions' non-redemptions (learned then, or at the window's close), so
+/// they run far more often than the delay model's ticks, as a server's do.
+const SWEEP_EVERY: u64 = 64;
 /// The simulated campaign's id.
 const CAMPAIGN: &str = "sim";
 
@@ -124,7 +125,7 @@ impl Decider for EngineDecider {
 
     fn outcome(&mut self, id: DecisionId, _: usize, outcome: Outcome) -> anyhow::Result<()> {
         match outcome {
-            // Learned as a trial when decided; the sweep finalizes it.
+            // The sweep finalizes it (and learns it, if not revealed yet).
             Outcome::Expired => Ok(()),
             Outcome::Redeemed { value } => {
                 let redemption = Redemption {
