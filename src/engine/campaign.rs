@@ -134,10 +134,18 @@ impl Delays {
 
     /// A pending decision waits for its non-redemption to be revealed.
     pub(super) fn add(&mut self, id: DecisionId, decided_ms: i64) {
-        // The locator's bytes, folded (FNV-1a) and then mixed by the draw.
-        let bits = id.0.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        // The locator's bytes but its stream (random per process), folded
+        // (FNV-1a) and then mixed by the draw: its time, key and sequence
+        // number, so that a run of the same decisions (the simulator's
+        // in-process engine) draws the same, and a restart draws from the
+        // stored ids what the process that stopped drew.
+        let bits =
+            id.0.iter()
+                .enumerate()
+                .filter(|(i, _)| !(8..12).contains(i))
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, (_, &b)| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
         let draw = crate::policy::delay::reveal_draw(bits);
         self.reveals.add(self.learner.model(), decided_ms, draw, id);
     }
