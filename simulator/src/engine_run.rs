@@ -25,9 +25,10 @@ use crate::{
 /// the engine (`T0_MS` + the round's event time, `run::round_ms`) crosses
 /// days, and forgetting ticks, where the policy's own clock does.
 const T0_MS: i64 = 20_254 * 86_400_000;
-/// Rounds between expiry sweeps (they finalize counts; learning does not
-/// wait for them).
-const SWEEP_EVERY: u64 = 1_024;
+/// Rounds between sweeps: they finalize counts and reveal contextual
+/// decisions' non-redemptions (learned then, or at the window's close), so
+/// they run far more often than the delay model's ticks, as a server's do.
+const SWEEP_EVERY: u64 = 64;
 /// The simulated campaign's id.
 const CAMPAIGN: &str = "sim";
 
@@ -124,7 +125,7 @@ impl Decider for EngineDecider {
 
     fn outcome(&mut self, id: DecisionId, _: usize, outcome: Outcome) -> anyhow::Result<()> {
         match outcome {
-            // Learned as a trial when decided; the sweep finalizes it.
+            // The sweep finalizes it (and learns it, if not revealed yet).
             Outcome::Expired => Ok(()),
             Outcome::Redeemed { value } => {
                 let redemption = Redemption {
@@ -223,7 +224,7 @@ fn campaign(
         exploration: Some(c.exploration),
         prior_variance: Some(c.prior_variance),
         prior_rate: Some(c.prior_rate),
-        noise_variance: Some(c.noise_variance),
+        noise_variance: (!c.noise_from_rate).then_some(c.noise_variance),
         half_life: c.half_life,
         time_half_life_days: Some(
             c.time_half_life_ms
@@ -247,12 +248,16 @@ mod tests {
     use super::*;
     use crate::{run::run_with, scenario::Scenario, world::ScenarioWorld};
 
-    /// The engine and the policy it runs, driven directly, make the same
-    /// decisions from the same draws: identical results, seed for seed,
+    /// The engine and the policy it runs, driven directly, learn alike:
     /// with delayed redemptions, expiry at the window, value weights and a
-    /// minimum propensity.
+    /// minimum propensity, their expected reward over two seeds agrees
+    /// within 5%. (They agreed to the last bit while decisions were learned
+    /// as non-redemptions when made; a pending non-redemption is now
+    /// revealed by a draw fixed by the decision's id on the engine and by
+    /// its number in the policy, and on the engine at its sweeps, so the
+    /// two learn the same thing from different draws.)
     #[test]
-    fn the_engine_decides_as_the_policy_does_seed_for_seed() -> anyhow::Result<()> {
+    fn the_engine_learns_as_the_policy_does() -> anyhow::Result<()> {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/coffee-loyalty.toml");
         let scenario = Scenario::load(&path)?;
@@ -276,8 +281,16 @@ mod tests {
                 min_propensity,
                 encoder: ScenarioWorld::encoder(&scenario, 1, (6, Buckets::Steps))?,
                 offer_features: None,
-                window_ms: 0,
+                // The direct policy reveals non-redemptions over the
+                // world's window, as the engine does.
+                window_ms: {
+                    let world = ScenarioWorld::new(&scenario, 1);
+                    let vpd = crate::run::World::visits_per_day(&world);
+                    crate::run::round_ms(world_window(&world), vpd)
+                },
             };
+            // Expected reward over the seeds: directly, on the engine.
+            let mut totals = (0.0, 0.0);
             for seed in [1u64, 2] {
                 let results = [false, true].map(|on_engine| -> anyhow::Result<_> {
                     let mut world = ScenarioWorld::new(&scenario, seed);
@@ -310,11 +323,19 @@ mod tests {
                 let [direct, engine] = results;
                 let (direct, engine) = (direct?, engine?);
                 assert!(direct.0 > 0.0, "{spec}: something was redeemed");
-                assert_eq!(direct, engine, "{spec}, seed {seed}");
+                totals.0 += direct.2;
+                totals.1 += engine.2;
                 if spec == "logistic-ts" {
                     unfloored.push((seed, min_propensity, direct));
                 }
             }
+            // Measured: within 2% (one seed alone within 15%).
+            assert!(
+                (totals.0 / totals.1 - 1.0).abs() < 0.05,
+                "{spec}: expected reward {} directly, {} on the engine",
+                totals.0,
+                totals.1
+            );
         }
         // The floor changed the decisions.
         for (seed, _, floored) in unfloored.iter().filter(|u| u.1 > 0.0) {

@@ -132,7 +132,10 @@ pub(crate) fn contextual_config(
             "exploration" => c.exploration = v,
             "prior-variance" => c.prior_variance = v,
             "prior-rate" if v < 1.0 => c.prior_rate = v,
-            "noise-variance" => c.noise_variance = v,
+            "noise-variance" => {
+                c.noise_variance = v;
+                c.noise_from_rate = false;
+            }
             "half-life" => c.half_life = Some(v),
             "time-half-life-days" => {
                 c.time_half_life_ms = Some(v * offer_bandit::policy::forgetting::DAY_MS)
@@ -258,7 +261,11 @@ fn contextual<'a>(
     config: ContextualConfig,
     spec: &str,
 ) -> anyhow::Result<Box<dyn Policy + 'a>> {
-    let policy = ContextualTs::new(env.encoder.clone(), config, env.weights.clone());
+    let mut policy = ContextualTs::new(env.encoder.clone(), config, env.weights.clone());
+    // As the server: non-redemptions revealed by the delay model.
+    if env.window_ms > 0 {
+        policy = policy.with_delayed_feedback(env.window_ms);
+    }
     Ok(Box::new(match &env.offer_features {
         Some(_) if !config.adaptive_prior => {
             bail!(

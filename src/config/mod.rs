@@ -308,6 +308,7 @@ impl CampaignConfig {
         }
         if let Some(v) = self.noise_variance {
             c.noise_variance = v;
+            c.noise_from_rate = false;
         }
         c.half_life = self.half_life;
         if let Some(days) = self.time_half_life_days {

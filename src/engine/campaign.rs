@@ -135,6 +135,47 @@ pub(super) struct Contextual {
     /// The prior learned across the offers (used when
     /// `config.adaptive_prior`), shared by every revision like the models.
     pub(super) prior: Arc<RwLock<SharedPrior>>,
+    /// Delayed feedback ([`crate::policy::delay`]): the campaign's delay
+    /// model and the pending decisions whose non-redemption the sweep
+    /// reveals, shared by every revision (a new reward window takes effect
+    /// at the next restart, as segment-ts's does). Derived state: recovery
+    /// rebuilds both from the decision records.
+    pub(super) delays: Arc<RwLock<Delays>>,
+}
+
+/// A contextual campaign's delay model and its non-redemptions to reveal.
+#[derive(Debug)]
+pub(super) struct Delays {
+    pub(super) learner: crate::policy::delay::DelayLearner,
+    pub(super) reveals: crate::policy::delay::Reveals<DecisionId>,
+}
+
+impl Delays {
+    fn new(config: &CampaignConfig) -> Self {
+        let window_ms = i64::try_from(config.reward_window.as_millis()).unwrap_or(i64::MAX);
+        Delays {
+            learner: crate::policy::delay::DelayLearner::new(window_ms),
+            reveals: crate::policy::delay::Reveals::default(),
+        }
+    }
+
+    /// A pending decision waits for its non-redemption to be revealed.
+    pub(super) fn add(&mut self, id: DecisionId, decided_ms: i64) {
+        // The locator's bytes but its stream (random per process), folded
+        // (FNV-1a) and then mixed by the draw: its time, key and sequence
+        // number, so that a run of the same decisions (the simulator's
+        // in-process engine) draws the same, and a restart draws from the
+        // stored ids what the process that stopped drew.
+        let bits =
+            id.0.iter()
+                .enumerate()
+                .filter(|(i, _)| !(8..12).contains(i))
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, (_, &b)| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+        let draw = crate::policy::delay::reveal_draw(bits);
+        self.reveals.add(self.learner.model(), decided_ms, draw, id);
+    }
 }
 
 /// Every offer's encoded offer features, by offer index (as the models).
@@ -251,6 +292,7 @@ impl Campaign {
                     config.offer_columns(),
                     &cfg,
                 ))),
+                delays: Arc::new(RwLock::new(Delays::new(&config))),
                 encoder,
                 config: cfg,
             }),
@@ -331,6 +373,7 @@ impl Campaign {
                 config: next,
                 models: c.models.clone(),
                 prior: c.prior.clone(),
+                delays: c.delays.clone(),
             })
         });
         let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);

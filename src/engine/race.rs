@@ -228,6 +228,9 @@ mod tests {
                 engine.redeem(redemption(s.decision_id)).await?;
             }
         }
+        // The windows close: every decision is learned.
+        let now = clock.advance(2 * 3_600_000);
+        engine.sweep(now, usize::MAX).await?;
         engine.flush().await?;
         let campaign = engine.campaign("p")?;
         let ctx = campaign

@@ -332,15 +332,27 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
 }
 
 /// Delayed feedback ([`crate::policy::delay`]) as the writer left it: a
-/// pending decision counted by its decision time, a redemption's delay
-/// (learned once its window has closed, at the next reweighing).
-fn recover_delays(c: &Campaign, rec: &DecisionRecord) {
-    if c.contextual.is_some() {
-        return;
-    }
+/// pending decision counted by its decision time (segment-ts), or waiting
+/// for its non-redemption to be revealed (contextual: one not learned yet),
+/// a redemption's delay (learned once its window has closed, at the next
+/// reweighing or sweep).
+fn recover_delays(c: &Campaign, id: &DecisionId, rec: &DecisionRecord) {
     let Some(offer) = c.offer_index(&rec.offer) else {
         return;
     };
+    if let Some(ctx) = &c.contextual {
+        let mut delays = ctx.delays.write();
+        match rec.state {
+            DecisionState::Pending if rec.learned_seq == 0 && rec.arm != Arm::NonPersonalized => {
+                delays.add(*id, rec.created_ms);
+            }
+            DecisionState::Redeemed { at_ms, .. } => {
+                delays.learner.redemption(rec.created_ms, at_ms);
+            }
+            _ => {}
+        }
+        return;
+    }
     match rec.state {
         DecisionState::Pending => {
             c.model
@@ -365,14 +377,15 @@ pub(super) fn replay_learning(
     checkpoint: u64,
 ) -> Result<(usize, u64), StoreError> {
     /// A learning event: (seq, campaign, offer, features, redemption?,
-    /// the decision's timestamp).
-    type Event = (u64, String, String, Vec<(u32, f64)>, bool, i64);
+    /// the decision's timestamp, whether a redemption takes back the
+    /// decision's non-redemption learned before it).
+    type Event = (u64, String, String, Vec<(u32, f64)>, bool, i64, bool);
     let mut events: Vec<Event> = Vec::new();
     let mut n = 0usize;
-    store.scan_decisions(0, i64::MAX, &mut |_, rec| {
+    store.scan_decisions(0, i64::MAX, &mut |id, rec| {
         n += 1;
         if let Some(c) = campaigns.get(&rec.campaign) {
-            recover_delays(c, &rec);
+            recover_delays(c, &id, &rec);
         }
         for (seq, redeemed) in [(rec.learned_seq, false), (rec.redeemed_seq, true)] {
             if seq > checkpoint {
@@ -383,6 +396,7 @@ pub(super) fn replay_learning(
                     rec.features.clone(),
                     redeemed,
                     rec.created_ms,
+                    redeemed && rec.learned_seq != 0,
                 ));
             }
         }
@@ -390,7 +404,7 @@ pub(super) fn replay_learning(
     })?;
     events.sort_by_key(|e| e.0);
     let mut last = checkpoint;
-    for (seq, campaign, offer, x, redeemed, at_ms) in events {
+    for (seq, campaign, offer, x, redeemed, at_ms, retract) in events {
         last = last.max(seq);
         let Some(c) = campaigns.get_mut(&campaign) else {
             continue;
@@ -409,7 +423,11 @@ pub(super) fn replay_learning(
         };
         let mut prior = ctx.prior.write();
         let prior = ctx.config.adaptive_prior.then_some(&mut *prior);
-        step.learn(&mut *ctx.models.write(), prior, i, &x, redeemed, at_ms);
+        let mut models = ctx.models.write();
+        if retract {
+            step.retract_non_redemption(&mut *models, prior.as_deref(), i, &x, at_ms);
+        }
+        step.learn(&mut *models, prior, i, &x, redeemed, at_ms);
     }
     Ok((n, last))
 }

@@ -29,8 +29,14 @@ pub struct ContextualConfig {
     pub prior_variance: f64,
     /// Prior redemption rate, the intercept's prior mean (as a rate).
     pub prior_rate: f64,
-    /// Observation noise variance (linear only).
+    /// Observation noise variance (linear only): fixed when configured,
+    /// else ([`Self::noise_from_rate`]) only the starting point.
     pub noise_variance: f64,
+    /// linear-ts: take the noise variance from the campaign's pooled
+    /// redemption rate `p` as a Bernoulli's, `p (1 - p)`
+    /// ([`super::shared_prior::SharedPrior::noise_variance`]); false when
+    /// `noise_variance` is configured (an override).
+    pub noise_from_rate: bool,
     /// Multiplies the predictive standard deviation when sampling (1 = plain
     /// Thompson sampling; smaller explores less). Default 0.3: posterior
     /// sampling over-explores with many features and few positives, as
@@ -57,6 +63,7 @@ impl ContextualConfig {
                 prior_variance: 0.01,
                 prior_rate: 0.05,
                 noise_variance: 0.05,
+                noise_from_rate: true,
                 exploration: 0.3,
                 half_life: None,
                 time_half_life_ms: Some(
@@ -69,6 +76,7 @@ impl ContextualConfig {
                 prior_variance: 0.1,
                 prior_rate: 0.05,
                 noise_variance: 1.0,
+                noise_from_rate: false,
                 exploration: 0.3,
                 half_life: None,
                 time_half_life_ms: Some(
@@ -87,7 +95,9 @@ pub struct GaussianPosterior {
     pub mean: Vec<f64>,
     /// Posterior covariance.
     pub cov: SymMatrix,
-    /// Observations absorbed (one per decision, one more per redemption).
+    /// Decisions learned plus redemptions among them (a redeemed decision
+    /// counts twice, so that the rate is `(observations - decisions) /
+    /// decisions`).
     pub observations: u64,
     /// Decisions learned from.
     pub decisions: u64,
@@ -196,27 +206,26 @@ impl GaussianPosterior {
         }
     }
 
-    /// Learns from a decision when it is made, as a non-redemption; a later
-    /// redemption adds a positive observation ([`Self::learn_redemption`]).
-    ///
-    /// This is how the model copes with redemptions arriving days later: it
-    /// never waits for the reward window, and it learns
-    /// `q = p / (1 + p)` ("fake negative" training, Ktena et al. 2019), which
-    /// is increasing in the redemption rate `p`, so the best offer is the
-    /// same; [`Self::rate`] maps it back to `p`.
+    /// Learns a decision's outcome as a non-redemption. With delayed
+    /// feedback ([`super::delay`]) this happens once its non-redemption is
+    /// revealed (at its reveal age) or its window closes, whichever comes
+    /// first, unless it was redeemed before.
     pub fn learn_decision(&mut self, x: &Sparse, config: &ContextualConfig) {
         self.learn(x, false, config, None);
     }
 
-    /// Learns that a decision was redeemed.
+    /// Learns a decision's outcome as a redemption.
     pub fn learn_redemption(&mut self, x: &Sparse, config: &ContextualConfig) {
         self.learn(x, true, config, None);
     }
 
-    /// [`Self::learn_decision`] (`redeemed` false) or
-    /// [`Self::learn_redemption`] (true) under a prior with per-column
-    /// variances `prior` (a learned prior; None: `config.prior_variance`),
-    /// which bounds forgetting.
+    /// Learns one decision as one observation at `x`: 1 when `redeemed`,
+    /// else 0, under a prior with per-column variances `prior` (a learned
+    /// prior; None: `config.prior_variance`), which bounds forgetting. Each
+    /// decision is learned once, as the one observation it ends as (a
+    /// non-redemption learned before its redemption came is retracted
+    /// first, [`Self::retract_non_redemption`]), so the model estimates the
+    /// redemption rate `p` itself ([`Self::rate`]).
     pub fn learn(
         &mut self,
         x: &Sparse,
@@ -224,23 +233,40 @@ impl GaussianPosterior {
         config: &ContextualConfig,
         prior: Option<&[f64]>,
     ) {
-        if !redeemed {
-            let (mu, _) = self.predictive(x);
-            self.predicted_sum += Self::rate(mu, config.likelihood);
-            self.decisions += 1;
-        }
+        let (mu, _) = self.predictive(x);
+        self.predicted_sum += Self::rate(mu, config.likelihood);
+        self.decisions += 1;
         self.update_under(x, f64::from(u8::from(redeemed)), config, prior);
+        if redeemed {
+            // `observations` counts decisions plus redemptions, so that the
+            // campaign's rate is `(observations - decisions) / decisions`.
+            self.observations += 1;
+        }
     }
 
-    /// The redemption rate implied by a latent score under decision-time
-    /// learning: `p = q / (1 - q)` where `q` is the modelled rate.
+    /// Takes back a non-redemption learned for a decision that has since
+    /// been redeemed, with the weight it still has (`removal.decision_weight`):
+    /// the decision is then learned again, as a redemption. Exact for
+    /// linear-ts; for logistic-ts the removal is a Gaussian pseudo-observation
+    /// at the current estimate ([`Self::unlearn`]). Returns whether it was
+    /// exact.
+    pub fn retract_non_redemption(
+        &mut self,
+        x: &Sparse,
+        removal: &Removal<'_>,
+        config: &ContextualConfig,
+    ) -> bool {
+        self.unlearn_decision(x, false, removal, config)
+    }
+
+    /// The redemption rate implied by a latent score: itself for linear-ts
+    /// (clamped to [0, 1]), its sigmoid for logistic-ts.
     pub fn rate(latent: f64, likelihood: Likelihood) -> f64 {
-        let q = match likelihood {
+        match likelihood {
             Likelihood::Linear => latent,
             Likelihood::Logistic => sigmoid(latent),
         }
-        .clamp(0.0, 0.999);
-        q / (1.0 - q)
+        .clamp(0.0, 1.0)
     }
 
     /// Whether this posterior has learned nothing yet (it is its prior).
@@ -338,10 +364,11 @@ impl GaussianPosterior {
         exact
     }
 
-    /// Forgets a decision learned by [`GaussianPosterior::learn_decision`]
-    /// (and, if `redeemed`, its [`GaussianPosterior::learn_redemption`]),
-    /// each with the weight it still has ([`Self::unlearn`]). Returns
-    /// whether the subtraction was exact.
+    /// Forgets a decision's one observation ([`Self::learn`]): its
+    /// redemption if `redeemed` (with `removal.redemption_weight`), else its
+    /// non-redemption (`removal.decision_weight`), each with the weight it
+    /// still has ([`Self::unlearn`]). Returns whether the subtraction was
+    /// exact.
     pub fn unlearn_decision(
         &mut self,
         x: &Sparse,
@@ -349,11 +376,13 @@ impl GaussianPosterior {
         removal: &Removal<'_>,
         config: &ContextualConfig,
     ) -> bool {
-        let mut exact = true;
-        if redeemed {
-            exact &= self.unlearn(x, 1.0, removal.redemption_weight, removal, config);
-        }
-        exact &= self.unlearn(x, 0.0, removal.decision_weight, removal, config);
+        let exact = if redeemed {
+            let exact = self.unlearn(x, 1.0, removal.redemption_weight, removal, config);
+            self.observations = self.observations.saturating_sub(1);
+            exact
+        } else {
+            self.unlearn(x, 0.0, removal.decision_weight, removal, config)
+        };
         let (mu, _) = self.predictive(x);
         self.predicted_sum = (self.predicted_sum - Self::rate(mu, config.likelihood)).max(0.0);
         self.decisions = self.decisions.saturating_sub(1);
@@ -465,7 +494,8 @@ impl GaussianPosterior {
 }
 
 /// The Thompson arms of `candidates` at `x`, given every offer's posterior
-/// and weight. When every candidate has the same weight the link is dropped:
+/// and weight. When every candidate
+/// has the same weight the link is dropped:
 /// a monotone transform applied to every score changes neither the argmax
 /// nor its probability, and the identity is the cheapest to integrate.
 pub fn gaussian_arms(
@@ -483,29 +513,23 @@ pub fn gaussian_arms(
         .map(|&c| {
             let (mean, var) = models.get(c).map_or((0.0, 1.0), |m| m.predictive(x));
             let sd = config.exploration.max(1e-6) * var.sqrt();
-            // Both models learn q = p / (1 + p) (decision-time negatives),
-            // and the value objective ranks by p x value, not q x value.
-            match (uniform, config.likelihood) {
-                // Any monotone map of the latent ranks alike.
-                (true, _) => GaussianArm {
-                    mean,
-                    sd,
-                    link: Link::Identity,
-                    weight: 1.0,
-                },
-                // logit q = ln p, so ln(p v) = z + ln v: still a Gaussian,
-                // and the exact linear shortcut applies.
-                (false, Likelihood::Logistic) => GaussianArm {
-                    mean: mean + weight(c).max(f64::MIN_POSITIVE).ln(),
-                    sd,
-                    link: Link::Identity,
-                    weight: 1.0,
-                },
-                (false, Likelihood::Linear) => GaussianArm {
-                    mean,
-                    sd,
-                    link: Link::Odds,
-                    weight: weight(c),
+            // Both models learn the redemption rate p (one observation per
+            // decision, [`GaussianPosterior::learn`]); the value objective
+            // ranks by p x value.
+            let link = match (uniform, config.likelihood) {
+                // Any monotone map of the latent ranks alike; p x value of
+                // linear-ts is still a Gaussian (the exact shortcut applies).
+                (true, _) | (false, Likelihood::Linear) => Link::Identity,
+                (false, Likelihood::Logistic) => Link::Logistic,
+            };
+            GaussianArm {
+                mean,
+                sd,
+                link,
+                weight: if uniform {
+                    1.0
+                } else {
+                    weight(c).max(f64::MIN_POSITIVE)
                 },
             }
         })
@@ -565,15 +589,9 @@ mod tests {
             let mut with_all = GaussianPosterior::prior(d, &config);
             let mut without = GaussianPosterior::prior(d, &config);
             for (i, (x, redeemed)) in rows.iter().enumerate() {
-                with_all.learn_decision(x, &config);
-                if *redeemed {
-                    with_all.learn_redemption(x, &config);
-                }
+                with_all.learn(x, *redeemed, &config, None);
                 if !erased.contains(&i) {
-                    without.learn_decision(x, &config);
-                    if *redeemed {
-                        without.learn_redemption(x, &config);
-                    }
+                    without.learn(x, *redeemed, &config, None);
                 }
             }
             let mut exact = true;
@@ -624,10 +642,7 @@ mod tests {
                     })
                     .collect();
                 for (i, x) in xs.iter().enumerate() {
-                    m.learn_decision(x, &config);
-                    if i % 2 == 0 {
-                        m.learn_redemption(x, &config);
-                    }
+                    m.learn(x, i % 2 == 0, &config, None);
                 }
                 let mut exact = true;
                 for (i, x) in xs.iter().enumerate().rev() {

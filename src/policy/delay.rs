@@ -20,6 +20,11 @@
 //! decision time ([`PendingAges`]); their weight is taken on whole ticks of
 //! event time ([`DelayModel::weights`]), so the live writer, recovery and the
 //! simulator compute the same numbers from the same decision timestamps.
+//!
+//! The contextual policies take the same expectation with whole
+//! observations: a pending decision's non-redemption is revealed when
+//! `F(age)` passes the decision's own uniform draw ([`Reveals`]), under a
+//! model learned as segment-ts's is ([`DelayLearner`]).
 
 use std::collections::BTreeMap;
 
@@ -235,6 +240,153 @@ impl PendingAges {
     }
 }
 
+/// A campaign's delay model as it learns over event time: redemption
+/// delays wait until their decision's window has closed (so the model
+/// learns from complete windows only), and are taken in on whole ticks.
+#[derive(Debug, Clone)]
+pub struct DelayLearner {
+    model: DelayModel,
+    /// The tick the model was last refreshed at.
+    now_tick: i64,
+    /// Redemption delays waiting for their decision's window to close, by
+    /// when it closes.
+    closing: std::collections::BinaryHeap<std::cmp::Reverse<(i64, i64)>>,
+}
+
+impl DelayLearner {
+    /// The prior model over a reward window of `window_ms`.
+    pub fn new(window_ms: i64) -> Self {
+        DelayLearner {
+            model: DelayModel::new(window_ms),
+            now_tick: i64::MIN,
+            closing: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    /// The model as of the last [`DelayLearner::advance`].
+    pub fn model(&self) -> &DelayModel {
+        &self.model
+    }
+
+    /// The tick of the last [`DelayLearner::advance`] that moved it.
+    pub fn now_tick(&self) -> i64 {
+        self.now_tick
+    }
+
+    /// A decision made at `decided_ms` was redeemed at `redeemed_ms`: the
+    /// model learns the delay once the decision's window has closed.
+    pub fn redemption(&mut self, decided_ms: i64, redeemed_ms: i64) {
+        let closes_ms = decided_ms.saturating_add(self.model.window_ms());
+        let delay_ms = redeemed_ms.saturating_sub(decided_ms);
+        self.closing.push(std::cmp::Reverse((closes_ms, delay_ms)));
+    }
+
+    /// Event time is now `now_ms`: when it is in a later tick than before,
+    /// the delays of windows closed by the tick's start (the same set
+    /// wherever in the tick the clock is read) are learned and the weights
+    /// refreshed. Returns whether the tick moved.
+    pub fn advance(&mut self, now_ms: i64) -> bool {
+        let tick = self.model.tick_of(now_ms);
+        if tick <= self.now_tick {
+            return false;
+        }
+        self.now_tick = tick;
+        let tick_start = tick.saturating_mul(self.model.tick_ms());
+        while let Some(&std::cmp::Reverse((closes_ms, delay_ms))) = self.closing.peek()
+            && closes_ms <= tick_start
+        {
+            self.model.learn(delay_ms);
+            self.closing.pop();
+        }
+        self.model.refresh();
+        true
+    }
+}
+
+/// Non-redemptions still to be revealed, for the contextual policies: a
+/// pending decision's non-redemption is learned at its *reveal age*, the
+/// first tick of event time at which `F(age)` passes the decision's own
+/// uniform draw `u` (fixed by its id, [`reveal_draw`]), unless its
+/// redemption has come first; the window's close reveals the rest. So at
+/// age `a` a decision not yet redeemed counts as a non-redemption with
+/// probability `F(a)`: segment-ts's weighting ([`PendingAges`]) with whole
+/// observations, one per decision, each learned once (a non-redemption
+/// followed by a late redemption is taken back).
+///
+/// Entries are hints: a decision redeemed, expired or erased since is
+/// skipped by the caller when it comes due, so nothing is removed here.
+#[derive(Debug, Clone)]
+pub struct Reveals<K: Ord> {
+    /// By decision tick, a min-heap of (draw in [`WEIGHT_UNIT`]s, key).
+    by_tick: BTreeMap<i64, std::collections::BinaryHeap<std::cmp::Reverse<(u64, K)>>>,
+}
+
+impl<K: Ord> Default for Reveals<K> {
+    fn default() -> Self {
+        Reveals {
+            by_tick: BTreeMap::new(),
+        }
+    }
+}
+
+/// A decision's uniform draw for its reveal age, from 64 bits that identify
+/// it (a hash of its id): in [0, 1) as [`WEIGHT_UNIT`]s.
+pub fn reveal_draw(bits: u64) -> u64 {
+    // splitmix64's finalizer: ids that differ in one bit draw apart.
+    let mut z = bits.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) >> 32
+}
+
+impl<K: Ord> Reveals<K> {
+    /// A decision made at `decided_ms` (`model` gives the ticks), with draw
+    /// `draw` ([`reveal_draw`]), waits for its reveal.
+    pub fn add(&mut self, model: &DelayModel, decided_ms: i64, draw: u64, key: K) {
+        self.by_tick
+            .entry(model.tick_of(decided_ms))
+            .or_default()
+            .push(std::cmp::Reverse((draw, key)));
+    }
+
+    /// Decisions waiting.
+    pub fn len(&self) -> usize {
+        self.by_tick.values().map(|h| h.len()).sum()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.by_tick.is_empty()
+    }
+
+    /// Takes out the decisions due at the tick of `now_ms` under `model`'s
+    /// weights (draw below `F(age)`; every one at least a window old), in
+    /// order of decision tick, then draw, then key: the same order wherever
+    /// they are computed.
+    pub fn due(&mut self, model: &DelayModel, now_ms: i64) -> Vec<K> {
+        let now_tick = model.tick_of(now_ms);
+        let mut out = Vec::new();
+        let mut emptied = Vec::new();
+        for (&tick, heap) in self.by_tick.range_mut(..=now_tick) {
+            let threshold = model.weight_units(now_tick - tick);
+            while let Some(std::cmp::Reverse((draw, _))) = heap.peek()
+                && *draw < threshold
+            {
+                if let Some(std::cmp::Reverse((_, key))) = heap.pop() {
+                    out.push(key);
+                }
+            }
+            if heap.is_empty() {
+                emptied.push(tick);
+            }
+        }
+        for tick in emptied {
+            self.by_tick.remove(&tick);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +466,34 @@ mod tests {
         p.add(&m, 100, 100, 1);
         p.reweigh(&m, 101);
         assert_eq!(p.weight(), m.weight(1));
+    }
+
+    #[test]
+    fn reveals_come_with_probability_f_of_age() {
+        // 20,000 decisions in one tick: by each later tick, the share
+        // revealed is F(age) (draws from their ids); none in their own
+        // tick, all once the window has passed, in draw order within a tick.
+        let m = DelayModel::new(8 * DAY);
+        let mut r = Reveals::default();
+        let n = 20_000u64;
+        for id in 0..n {
+            r.add(&m, 0, reveal_draw(id), id);
+        }
+        assert!(r.due(&m, 0).is_empty());
+        let mut revealed = 0usize;
+        for age in 1..=TICKS_PER_WINDOW {
+            let due = r.due(&m, age * m.tick_ms());
+            let draws: Vec<u64> = due.iter().map(|&id| reveal_draw(id)).collect();
+            assert!(draws.windows(2).all(|w| w[0] <= w[1]), "in draw order");
+            revealed += due.len();
+            let share = revealed as f64 / n as f64;
+            assert!(
+                (share - m.weight(age)).abs() < 0.012,
+                "age {age}: {share} revealed, F {}",
+                m.weight(age)
+            );
+        }
+        assert_eq!(revealed as u64, n);
+        assert!(r.is_empty());
     }
 }

@@ -13,9 +13,11 @@
 //!
 //! Time is the events' own: the learning step advances a campaign's clock to
 //! an event's timestamp (the decision's), on whole [`TICK_MS`] ticks, and
-//! then discounts every offer of the campaign by the ticks passed. A
-//! redemption carries its decision's timestamp, which the clock has already
-//! reached, so only decisions move it. The live writer, recovery (replaying
+//! then discounts every offer of the campaign by the ticks passed. Every
+//! event (a decision's revealed non-redemption, its redemption) carries its
+//! decision's timestamp and comes after the decision, so the clock is the
+//! latest decision time learned, and an event older than it is learned at
+//! full weight. The live writer, recovery (replaying
 //! the same events in the same order) and the simulator therefore agree
 //! exactly; no wall clock is read.
 
@@ -157,7 +159,8 @@ pub fn advance(
 }
 
 impl GaussianPosterior {
-    /// Keeps `keep` (in (0, 1]) of the evidence, towards the prior with mean
+    /// Keeps `keep` (> 0; above 1 the evidence weighs more) of the
+    /// evidence, towards the prior with mean
     /// `mean0` and per-column variances `variance0`:
     /// `S' = (k S^-1 + (1 - k) P0)^-1 = S (k S + (1 - k) S P0 S)^-1 S` and
     /// `m' = m + (1 - k) S' P0 (mu0 - m)`. O(d^3). Returns false, leaving
@@ -165,7 +168,10 @@ impl GaussianPosterior {
     /// not positive definite.
     pub fn discount(&mut self, keep: f64, mean0: &[f64], variance0: &[f64]) -> bool {
         let d = self.mean.len();
-        if !(keep > 0.0 && keep < 1.0) || mean0.len() != d || variance0.len() != d {
+        if !(keep > 0.0 && keep.is_finite() && keep != 1.0)
+            || mean0.len() != d
+            || variance0.len() != d
+        {
             return keep == 1.0;
         }
         let s = self.cov.as_row_major();
@@ -381,15 +387,12 @@ mod tests {
         let mut events = Vec::new();
         let mut n = 0u64;
         for _ in 0..2_000 {
-            m.learn(&x, false, &config, None);
+            // One observation per decision: its outcome.
+            let redeemed = rng.random::<f64>() < 0.2;
+            m.learn(&x, redeemed, &config, None);
             let decided = n;
             n += 1;
-            let redeemed = (rng.random::<f64>() < 0.2).then(|| {
-                m.learn(&x, true, &config, None);
-                n += 1;
-                n - 1
-            });
-            events.push((decided, redeemed));
+            events.push((decided, redeemed.then_some(decided)));
         }
         let prior = config.prior_variance;
         for &(decided, redeemed) in &events[..400] {
@@ -446,10 +449,7 @@ mod tests {
                 if skip.contains(&i) {
                     continue;
                 }
-                models[0].learn(x, false, &config, None);
-                if *redeemed {
-                    models[0].learn(x, true, &config, None);
-                }
+                models[0].learn(x, *redeemed, &config, None);
             }
             models.remove(0)
         };

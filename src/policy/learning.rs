@@ -2,11 +2,15 @@
 //! campaign learns: the live writer, recovery at startup (replaying the
 //! events since the last checkpoint) and the simulator's `ContextualTs`.
 //!
-//! An event carries its decision's timestamp: with forgetting over time,
-//! the campaign's clock first advances to it and every offer's evidence is
-//! discounted by the time passed ([`super::forgetting`]). The event (a
-//! decision, learned at once as a non-redemption, or its redemption) then
-//! goes into its offer's posterior; with forgetting, the learned
+//! A decision is learned once, as the one observation it ends as
+//! ([`GaussianPosterior::learn`]): a redemption when it comes; a
+//! non-redemption when its window closes or, earlier, at its reveal age
+//! ([`super::delay::Reveals`]), and taken back
+//! ([`Step::retract_non_redemption`]) should its redemption come after
+//! that. An event carries its decision's timestamp: with forgetting over
+//! time, the campaign's clock first advances to it and every offer's
+//! evidence is discounted by the time passed ([`super::forgetting`]). The
+//! event then goes into its offer's posterior; with forgetting, the learned
 //! prior's variances bound how far forgetting widens it. The event is then
 //! counted for the learned prior, and when a re-estimation is due every
 //! offer's posterior is re-based on the new prior. Where the posteriors live
@@ -16,9 +20,9 @@
 use crate::{features::Encoder, linalg::Sparse};
 
 use super::{
-    contextual::{ContextualConfig, GaussianPosterior},
+    contextual::{ContextualConfig, GaussianPosterior, Removal},
     forgetting,
-    shared_prior::SharedPrior,
+    shared_prior::{self, SharedPrior},
 };
 
 /// A campaign's offer posteriors as a learning step reads and changes them.
@@ -53,8 +57,8 @@ pub struct Step<'a> {
 }
 
 impl Step<'_> {
-    /// Learns one event of `offer` at `x` (`redeemed`: its redemption;
-    /// otherwise the decision, as a non-redemption) of the decision made at
+    /// Learns a decision of `offer` at `x` as its one observation
+    /// (`redeemed`: a redemption; otherwise a non-redemption) made at
     /// `at_ms` (Unix ms of event time) into `posteriors`, and counts it for
     /// `prior` (the learned prior, when the campaign has one).
     /// False when nothing was learned: no such offer, or `x` was encoded
@@ -101,7 +105,9 @@ impl Step<'_> {
             .as_deref()
             .filter(|_| self.config.half_life.is_some())
             .map(|p| p.variance.as_slice());
-        posterior.learn(x, redeemed, self.config, bound);
+        // linear-ts learns with the noise variance of the campaign's rate.
+        let config = shared_prior::learning_config(self.config, prior.as_deref());
+        posterior.learn(x, redeemed, &config, bound);
         if let Some(prior) = prior
             && prior.count()
         {
@@ -110,6 +116,41 @@ impl Step<'_> {
                 prior.reestimate(self.encoder, models, &features, self.config)
             });
         }
+        true
+    }
+
+    /// Takes back the non-redemption learned for the decision made at
+    /// `at_ms` of `offer` at `x`, whose redemption has come since (the
+    /// caller then learns the redemption): with the weight forgetting over
+    /// time left it ([`forgetting::kept_over_time`]; a non-redemption
+    /// learned after the clock moved past its decision's tick holds a little
+    /// more, and under count-based `half_life` less), never widening the
+    /// posterior past `prior`'s variances. False when nothing was taken
+    /// back (no such offer, features of another encoding).
+    pub fn retract_non_redemption(
+        &self,
+        posteriors: &mut impl Posteriors,
+        prior: Option<&SharedPrior>,
+        offer: usize,
+        x: &Sparse,
+        at_ms: i64,
+    ) -> bool {
+        let dim = self.encoder.dim();
+        if x.iter().any(|(i, _)| *i as usize >= dim) {
+            return false;
+        }
+        let Some(posterior) = posteriors.posterior_mut(offer) else {
+            return false;
+        };
+        let variances = forgetting::offer_prior(prior, dim, &[], self.config).1;
+        let removal = Removal {
+            decision_weight: forgetting::kept_over_time(self.config, posterior, at_ms),
+            redemption_weight: 1.0,
+            weights_are_exact: false,
+            prior_variance: &variances,
+        };
+        let config = shared_prior::learning_config(self.config, prior);
+        posterior.retract_non_redemption(x, &removal, &config);
         true
     }
 }

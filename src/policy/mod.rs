@@ -59,6 +59,11 @@ pub struct Features {
     /// feedback ([`delay`]) weighs a pending decision by its age.
     #[serde(default)]
     pub decided_ms: i64,
+    /// The decision's number, unique within the policy that made the
+    /// features (0 when it numbers none): what its delayed outcome is
+    /// matched on.
+    #[serde(default)]
+    pub id: u64,
 }
 
 /// How a decision ended.

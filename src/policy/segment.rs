@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use rand::Rng;
 
-use super::delay::{DelayModel, PendingAges};
+use super::delay::{DelayLearner, DelayModel, PendingAges};
 use super::thompson::{self, Arm, Choice};
 use super::{Features, Outcome, Policy, PolicyError};
 use crate::context::{Context, FeatureValue};
@@ -125,14 +125,10 @@ pub struct SegmentModel {
 /// weigh as of the clock's tick.
 #[derive(Debug, Clone)]
 struct DelayedFeedback {
-    model: DelayModel,
-    /// The tick the weights were taken at.
-    now_tick: i64,
+    /// The delay model; its tick is the one the weights were taken at.
+    learner: DelayLearner,
     cells: HashMap<(String, usize), PendingAges>,
     totals: Vec<PendingAges>,
-    /// Redemption delays waiting for their decision's window to close, by
-    /// when it closes: the delay model learns only from closed windows.
-    closing: std::collections::BinaryHeap<std::cmp::Reverse<(i64, i64)>>,
 }
 
 impl SegmentModel {
@@ -155,18 +151,16 @@ impl SegmentModel {
     /// end.
     pub fn with_delayed_feedback(mut self, window_ms: i64) -> Self {
         self.delayed = Some(DelayedFeedback {
-            model: DelayModel::new(window_ms),
-            now_tick: i64::MIN,
+            learner: DelayLearner::new(window_ms),
             cells: HashMap::new(),
             totals: vec![PendingAges::default(); self.offers],
-            closing: std::collections::BinaryHeap::new(),
         });
         self
     }
 
     /// The delay model, when pending decisions are weighed by it.
     pub fn delay_model(&self) -> Option<&DelayModel> {
-        self.delayed.as_ref().map(|d| &d.model)
+        self.delayed.as_ref().map(|d| d.learner.model())
     }
 
     /// What the pending decisions of a cell weigh as non-redemptions: their
@@ -191,15 +185,16 @@ impl SegmentModel {
         if offer >= self.offers || delta == 0 {
             return;
         }
-        let tick = d.model.tick_of(decided_ms);
+        let (model, now_tick) = (d.learner.model(), d.learner.now_tick());
+        let tick = model.tick_of(decided_ms);
         let key = (segment.to_owned(), offer);
         let cell = d.cells.entry(key.clone()).or_default();
-        cell.add(&d.model, d.now_tick, tick, delta);
+        cell.add(model, now_tick, tick, delta);
         if cell.is_empty() {
             d.cells.remove(&key);
         }
         if let Some(total) = d.totals.get_mut(offer) {
-            total.add(&d.model, d.now_tick, tick, delta);
+            total.add(model, now_tick, tick, delta);
         }
     }
 
@@ -209,9 +204,7 @@ impl SegmentModel {
     /// from complete windows only.
     pub fn redemption_delay(&mut self, decided_ms: i64, redeemed_ms: i64) {
         if let Some(d) = &mut self.delayed {
-            let closes_ms = decided_ms.saturating_add(d.model.window_ms());
-            let delay_ms = redeemed_ms.saturating_sub(decided_ms);
-            d.closing.push(std::cmp::Reverse((closes_ms, delay_ms)));
+            d.learner.redemption(decided_ms, redeemed_ms);
         }
     }
 
@@ -225,23 +218,12 @@ impl SegmentModel {
         let Some(d) = &mut self.delayed else {
             return false;
         };
-        let tick = d.model.tick_of(now_ms);
-        if tick <= d.now_tick {
+        if !d.learner.advance(now_ms) {
             return false;
         }
-        d.now_tick = tick;
-        // Windows closed by the tick's start: the same set wherever in the
-        // tick the clock is read.
-        let tick_start = tick.saturating_mul(d.model.tick_ms());
-        while let Some(&std::cmp::Reverse((closes_ms, delay_ms))) = d.closing.peek()
-            && closes_ms <= tick_start
-        {
-            d.model.learn(delay_ms);
-            d.closing.pop();
-        }
-        d.model.refresh();
+        let (model, tick) = (d.learner.model(), d.learner.now_tick());
         for p in d.cells.values_mut().chain(d.totals.iter_mut()) {
-            p.reweigh(&d.model, tick);
+            p.reweigh(model, tick);
         }
         true
     }
@@ -655,6 +637,7 @@ impl Policy for SegmentTs {
             segment: segment_key(&self.segment_by, context)?,
             x: Vec::new(),
             decided_ms: self.now_ms,
+            id: 0,
         })
     }
     fn choose(&self, f: &Features, candidates: &[usize], rng: &mut dyn Rng) -> usize {

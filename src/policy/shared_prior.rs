@@ -94,6 +94,40 @@ pub struct SharedPrior {
     pub offer_effects: Vec<f64>,
 }
 
+/// Steps of linear-ts's noise variance per doubling: the noise moves in
+/// steps of 2^(1/8) (9%), so that once the campaign's rate settles its
+/// evidence is no longer rescaled (O(K d^3) each time) for every small move.
+const NOISE_STEPS_PER_DOUBLING: f64 = 8.0;
+
+/// linear-ts's noise variance at a campaign rate `rate` (the intercept's
+/// mean): `rate (1 - rate)`, `rate` kept in [0.01, 0.99], on a grid of
+/// [`NOISE_STEPS_PER_DOUBLING`] steps per doubling, when
+/// `config.noise_from_rate`; else `config.noise_variance`.
+pub fn noise_at(rate: f64, config: &ContextualConfig) -> f64 {
+    match (config.likelihood, config.noise_from_rate) {
+        (super::contextual::Likelihood::Linear, true) => {
+            let p = rate.clamp(0.01, 0.99);
+            let steps = ((p * (1.0 - p)).log2() * NOISE_STEPS_PER_DOUBLING).round();
+            (steps / NOISE_STEPS_PER_DOUBLING).exp2()
+        }
+        _ => config.noise_variance,
+    }
+}
+
+/// `config` with the noise variance learning uses now: the learned prior's
+/// ([`SharedPrior::noise_variance`]), or without one, that at the
+/// configured `prior_rate`.
+pub fn learning_config(config: &ContextualConfig, prior: Option<&SharedPrior>) -> ContextualConfig {
+    let noise_variance = match prior {
+        Some(p) => p.noise_variance(config),
+        None => noise_at(config.prior_rate, config),
+    };
+    ContextualConfig {
+        noise_variance,
+        ..*config
+    }
+}
+
 impl SharedPrior {
     /// The configured prior, before any evidence, for `dim` context columns
     /// and `offer_columns` offer feature columns (0 without offer features;
@@ -143,6 +177,16 @@ impl SharedPrior {
     /// mean or the variances).
     pub fn has_estimated(&self) -> bool {
         self.intercept.is_some() || self.next_estimate > FIRST_ESTIMATE
+    }
+
+    /// linear-ts's observation noise variance: with
+    /// `config.noise_from_rate`, that of a Bernoulli at the campaign's
+    /// pooled rate (the intercept's learned mean, [`Self::campaign_rate`]),
+    /// `p (1 - p)` with `p` kept in [0.01, 0.99]; else the configured one.
+    /// Every offer's evidence is kept in units of it: when it moves, the
+    /// evidence is rescaled ([`Self::reestimate`]).
+    pub fn noise_variance(&self, config: &ContextualConfig) -> f64 {
+        noise_at(self.intercept_mean(config), config)
     }
 
     /// The intercept's prior mean: learned, or the configured one.
@@ -226,9 +270,9 @@ impl SharedPrior {
     }
 
     /// The campaign's rate so far, as the intercept's prior mean on the
-    /// model's scale. Decision-time learning makes every decision a 0 and
-    /// every redemption an extra 1, so the modelled rate is redemptions over
-    /// observations: here `(R + 10 prior_rate) / (D + R + 10)` over every
+    /// model's scale. Every decision is learned as one observation, 1 if
+    /// redeemed, so the modelled rate is redemptions over decisions: here
+    /// `(R + 10 prior_rate) / (D + 10)` over every
     /// offer's D decisions and R redemptions, but `left_out`'s (an offer's
     /// own prior must not hold its own evidence, as segment-ts's does not).
     /// A new offer thus starts as good as the campaign does on average, and
@@ -249,8 +293,8 @@ impl SharedPrior {
             });
         let redemptions = observations.saturating_sub(decisions) as f64;
         let r0 = config.prior_rate.clamp(1e-6, 1.0 - 1e-6);
-        let rate = (redemptions + RATE_PSEUDO_DECISIONS * r0)
-            / (observations as f64 + RATE_PSEUDO_DECISIONS);
+        let rate =
+            (redemptions + RATE_PSEUDO_DECISIONS * r0) / (decisions as f64 + RATE_PSEUDO_DECISIONS);
         GaussianPosterior::intercept_for_rate(rate.clamp(1e-4, 1.0 - 1e-4), config)
     }
 
@@ -368,6 +412,21 @@ impl SharedPrior {
             return false;
         }
         self.rebase(models, offers, config, &old, &old_means, &new_means);
+        // Evidence in units of the old noise variance, in those of the new:
+        // each observation weighs old / new of what it did (exact for a
+        // linear model: its precision is the prior's plus X'X / noise).
+        let (before, after) = (noise_at(old_intercept, config), self.noise_variance(config));
+        if before != after {
+            let keep = before / after;
+            let variances = self.prior_variances(config);
+            for (k, m) in models.iter_mut().enumerate() {
+                if m.learned_nothing() || m.mean.len() != dim {
+                    continue;
+                }
+                let mean0 = self.mean_of(m, features(k), config);
+                m.discount(keep, &mean0, &variances);
+            }
+        }
         true
     }
 
@@ -807,30 +866,32 @@ mod tests {
         prior.events = 63;
         assert!(prior.count(), "64 is a power of two");
         prior.reestimate(&encoder, &mut models, &[], &config);
-        let want = logit((o - dcs + 10.0 * 0.05) / (o + 10.0));
+        let want = logit((o - dcs + 10.0 * 0.05) / (dcs + 10.0));
         assert!((prior.intercept.expect("learned") - want).abs() < 1e-12);
     }
 
     /// A visit's encoded context, and whether it redeemed.
     type Visit = (Vec<(u32, f64)>, bool);
 
-    /// One decision of `x` learned by `m`, and its redemption if `redeemed`.
+    /// One decision of `x` learned by `m`, as its one observation.
     fn visit(m: &mut GaussianPosterior, x: &Sparse, redeemed: bool, config: &ContextualConfig) {
-        m.learn(x, false, config, None);
-        if redeemed {
-            m.learn(x, true, config, None);
-        }
+        m.learn(x, redeemed, config, None);
     }
 
     /// Leave one out, as segment-ts does: an offer's prior mean is learned
     /// from the other offers' evidence, not its own. Linear regression is
     /// exact, so after the intercept's step each offer's posterior is the
     /// one learned directly under the rate of the *other* offers,
-    /// `(R_-k + 10 r0) / (O_-k + 10)`.
+    /// `(R_-k + 10 r0) / (D_-k + 10)`.
     #[test]
     fn an_offers_intercept_prior_leaves_out_its_own_evidence() {
         let d = 3;
-        let config = ContextualConfig::new(Likelihood::Linear);
+        // A fixed noise variance: learned directly below (the noise of the
+        // pooled rate has its own test, in contextual_ts).
+        let config = ContextualConfig {
+            noise_from_rate: false,
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
         let encoder = Encoder::new(
             vec![crate::features::FeatureSpec::Categorical {
                 name: "c".into(),
@@ -877,8 +938,7 @@ mod tests {
                 .enumerate()
                 .filter(|(j, _)| *j != k)
                 .fold((0.0, 0.0), |(d, o), (_, c)| (d + c.0, o + c.1));
-            let others =
-                (observations - decisions + 10.0 * config.prior_rate) / (observations + 10.0);
+            let others = (observations - decisions + 10.0 * config.prior_rate) / (decisions + 10.0);
             let under_others = ContextualConfig {
                 prior_rate: others,
                 ..config
@@ -901,7 +961,7 @@ mod tests {
         let (decisions, observations) = counts
             .iter()
             .fold((0.0, 0.0), |(d, o), c| (d + c.0, o + c.1));
-        let all = (observations - decisions + 10.0 * config.prior_rate) / (observations + 10.0);
+        let all = (observations - decisions + 10.0 * config.prior_rate) / (decisions + 10.0);
         assert!((prior.intercept.expect("learned") - all).abs() < 1e-12);
     }
 
@@ -912,7 +972,12 @@ mod tests {
     #[test]
     fn an_offer_alone_learns_no_prior_from_its_own_evidence() {
         let d = 3;
-        let config = ContextualConfig::new(Likelihood::Linear);
+        // A fixed noise variance: learned directly below (the noise of the
+        // pooled rate has its own test, in contextual_ts).
+        let config = ContextualConfig {
+            noise_from_rate: false,
+            ..ContextualConfig::new(Likelihood::Linear)
+        };
         let encoder = Encoder::new(
             vec![crate::features::FeatureSpec::Categorical {
                 name: "c".into(),

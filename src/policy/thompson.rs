@@ -189,25 +189,7 @@ pub enum Link {
     Identity,
     /// The rate is the logistic sigmoid of the latent value (logistic regression).
     Logistic,
-    /// The latent value is `q = p / (1 + p)`, as a linear regression trained
-    /// with decision-time negatives learns it, and the compared score is the
-    /// redemption rate `p = q / (1 - q)` (times the weight). Below `q = 0` the
-    /// score continues as `q` itself, and above [`ODDS_KNEE`] as a straight
-    /// line: monotone and continuous everywhere, with no atom, so sampling
-    /// and the propensity integrals agree for any posterior, however wide.
-    Odds,
 }
-
-/// Where an [`Link::Odds`] score stops being `q / (1 - q)` and goes on
-/// linearly with the slope it has there: at `q = 1/2`, `p = 1`, so past it
-/// the rate is impossible anyway and only the order matters. (A knee nearer
-/// `q = 1` stretches the score range so much that the propensity quadrature
-/// loses 1-2% of a wide posterior's mass.)
-pub const ODDS_KNEE: f64 = 0.5;
-/// `q / (1 - q)` at the knee.
-const KNEE_ODDS: f64 = ODDS_KNEE / (1.0 - ODDS_KNEE);
-/// Its slope there, `1 / (1 - q)^2`, so the score is smooth.
-const KNEE_SLOPE: f64 = 1.0 / ((1.0 - ODDS_KNEE) * (1.0 - ODDS_KNEE));
 
 /// A Gaussian posterior predictive of an offer's latent score, its link to a
 /// rate, and the weight the rate is multiplied by.
@@ -228,9 +210,6 @@ impl GaussianArm {
         match self.link {
             Link::Identity => z * self.weight,
             Link::Logistic => sigmoid(z) * self.weight,
-            Link::Odds if z < 0.0 => z * self.weight,
-            Link::Odds if z > ODDS_KNEE => (KNEE_ODDS + (z - ODDS_KNEE) * KNEE_SLOPE) * self.weight,
-            Link::Odds => z / (1.0 - z) * self.weight,
         }
     }
 
@@ -242,12 +221,6 @@ impl GaussianArm {
             Link::Identity => Some((r, 1.0 / self.weight)),
             Link::Logistic => (r > 0.0 && r < 1.0)
                 .then(|| ((r / (1.0 - r)).ln(), 1.0 / (self.weight * r * (1.0 - r)))),
-            Link::Odds if r < 0.0 => Some((r, 1.0 / self.weight)),
-            Link::Odds if r > KNEE_ODDS => Some((
-                ODDS_KNEE + (r - KNEE_ODDS) / KNEE_SLOPE,
-                1.0 / (self.weight * KNEE_SLOPE),
-            )),
-            Link::Odds => Some((r / (1.0 + r), 1.0 / (self.weight * (1.0 + r) * (1.0 + r)))),
         }
     }
 
@@ -770,29 +743,16 @@ mod tests {
             ],
             11,
         );
-        // Linear-ts under the value objective: q near 0 (mass below 0, where
-        // the score continues linearly) and one broad arm reaching q = 1.
+        // Linear-ts under the value objective: p x value is a Gaussian with
+        // weighted mean and spread, mass below 0 included.
         check_gaussian(
             &[
-                gaussian(0.10, 0.05, Link::Odds, 1.0),
-                gaussian(0.04, 0.03, Link::Odds, 2.5),
-                gaussian(0.02, 0.04, Link::Odds, 4.0),
-                gaussian(0.30, 0.30, Link::Odds, 0.5),
+                gaussian(0.10, 0.05, Identity, 1.0),
+                gaussian(0.04, 0.03, Identity, 2.5),
+                gaussian(0.02, 0.04, Identity, 4.0),
+                gaussian(0.30, 0.30, Identity, 0.5),
             ],
             13,
-        );
-        // A posterior reaching past q = 1: by p x v it wins most of the time
-        // (the score is monotone in q everywhere), and an arm is never left
-        // out because its upper tail looked low.
-        let wide = [
-            gaussian(0.10, 0.02, Link::Odds, 1.0),
-            gaussian(0.40, 0.35, Link::Odds, 1.0),
-        ];
-        check_gaussian(&wide, 14);
-        assert!(
-            win_probability(&wide, 1) > 0.75,
-            "{}",
-            win_probability(&wide, 1)
         );
         // Logistic scores, value-weighted: links and weights change who wins.
         check_gaussian(

@@ -98,13 +98,15 @@ async fn each_segment_finds_its_own_best_offer() {
 async fn logistic_ts_learns_a_context_dependent_best_offer() {
     // No segment_by: the model learns from the encoded context alone.
     let server = TestServer::start(
+        // A 1 s window, swept every 50 ms: a non-redemption is learned
+        // within a second (revealed by the delay model, or at the close).
         Some(&logistic_campaign_toml(
             "promo",
             &["commuter", "weekender"],
-            "1h",
+            "1s",
             &["a", "b", "c", "d"],
         )),
-        &[],
+        &["--sweep-interval", "50ms"],
     );
     let best = |seg: &str| if seg == "commuter" { "a" } else { "c" };
     let chosen = run(&server, &["commuter", "weekender"], 4_000, |seg, o| {

@@ -10,7 +10,7 @@ use offer_bandit::proto::{AddOfferRequest, FeatureValue, feature_value::Kind};
 use crate::support::{Offers, TestServer, campaign_stats, offer_bandit_cli, redeem, select};
 
 fn config() -> String {
-    "[[campaigns]]\nid = \"f\"\npolicy = \"logistic-ts\"\nreward_window = \"1h\"\n\
+    "[[campaigns]]\nid = \"f\"\npolicy = \"logistic-ts\"\nreward_window = \"2s\"\n\
      [[campaigns.features]]\nkind = \"categorical\"\nname = \"type\"\nvalues = [\"u\", \"v\"]\n\
      [[campaigns.offer_features]]\nkind = \"categorical\"\nname = \"kind\"\nvalues = [\"a\", \"b\"]\n\
      [[campaigns.offers]]\nid = \"a1\"\nfeatures = { kind = \"a\" }\n\
@@ -75,11 +75,17 @@ async fn rates(offers: &mut Offers, t: &str) -> HashMap<String, f64> {
 
 #[tokio::test]
 async fn new_offers_start_where_offers_like_them_are() {
-    let mut server = TestServer::start(Some(&config()), &["--durable-decisions"]);
+    // A 2 s window swept every 100 ms: every decision is learned soon.
+    let mut server = TestServer::start(
+        Some(&config()),
+        &["--durable-decisions", "--sweep-interval", "100ms"],
+    );
     let mut offers = server.offers().await;
     // Past several re-estimations of the learned prior (256 events, then
     // every 256).
     visits(&mut offers, 900).await;
+    // Every window closed and swept: every decision learned.
+    tokio::time::sleep(std::time::Duration::from_millis(2_600)).await;
     let mut admin = server.admin().await;
     admin
         .add_offer(add("na", &[("kind", Kind::Category("a".into()))]))

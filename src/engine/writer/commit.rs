@@ -179,7 +179,14 @@ impl Writer {
                     redeemed_ms,
                 } => {
                     if let Some(c) = self.campaign(&campaign) {
-                        c.model.write().redemption_delay(decided_ms, redeemed_ms);
+                        match &c.contextual {
+                            Some(ctx) => ctx
+                                .delays
+                                .write()
+                                .learner
+                                .redemption(decided_ms, redeemed_ms),
+                            None => c.model.write().redemption_delay(decided_ms, redeemed_ms),
+                        }
                     }
                 }
             }

@@ -108,8 +108,7 @@ impl Writer {
         self.change_arm(g, &rec, |a| a.decisions += 1);
         self.change_daily(g, &rec, rec.created_ms, |d| d.decisions += 1);
         self.count_traffic(g, &rec);
-        let mut rec = rec;
-        rec.learned_seq = self.learn(g, &rec, false);
+        self.await_reveal(&rec, id);
         if let Some(c) = &rec.customer {
             g.writes.put_customer(c, &id);
         }

@@ -95,12 +95,20 @@ impl Writer {
         {
             return Some(false); // never learned (encoded under other features)
         }
+        // A decision holds one observation: its redemption, else its
+        // non-redemption once learned (revealed or closed); a decision
+        // still waiting for its reveal holds nothing yet. (A decision
+        // redeemed before this scheme, under decision-time negatives, also
+        // holds its non-redemption, which stays.)
+        let redeemed = matches!(rec.state, DecisionState::Redeemed { .. });
+        if (redeemed && rec.redeemed_seq == 0) || (!redeemed && rec.learned_seq == 0) {
+            return None;
+        }
         let key = (rec.campaign.clone(), offer);
         let mut posterior = match g.models.remove(&key) {
             Some(p) => p,
             None => ctx.models.read().get(offer)?.clone(),
         };
-        let redeemed = matches!(rec.state, DecisionState::Redeemed { .. });
         // The weight forgetting left each observation, and the prior no
         // removal may widen the posterior past.
         let learned = match g.priors.get(&rec.campaign) {
@@ -120,17 +128,18 @@ impl Writer {
         let removal = crate::policy::contextual::Removal {
             decision_weight: over_time * over_count(later_decision),
             redemption_weight: over_time * over_count(later_redemption),
-            // A redemption learned after the clock moved on holds a little
-            // more than its decision's age says; while the clock is still
-            // at the decision's tick, nothing has been discounted.
+            // An observation learned after the clock moved on (a
+            // redemption, a revealed non-redemption) holds a little more
+            // than its decision's age says; while the clock is still at the
+            // decision's tick, nothing has been discounted.
             weights_are_exact: ctx.config.half_life.is_none()
                 && (ctx.config.time_half_life_ms.is_none()
-                    || !redeemed
                     || posterior.forgotten_to_ms
                         <= crate::policy::forgetting::tick_of(rec.created_ms)),
             prior_variance: &variances,
         };
-        let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &removal, &ctx.config);
+        let config = crate::policy::shared_prior::learning_config(&ctx.config, learned.as_ref());
+        let mut exact = posterior.unlearn_decision(&rec.features, redeemed, &removal, &config);
         if posterior.learned_nothing() {
             // Everything it learned is erased: it is its prior again, as a
             // restart would build it.

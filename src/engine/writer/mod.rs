@@ -300,12 +300,30 @@ impl Writer {
         g.cells.insert(key, counts);
     }
 
-    /// Learns a decision (or, `redeemed`, its redemption) into its offer's
-    /// staged posterior through the one learning step; returns the event's
-    /// learning sequence number (0: nothing learned: not a contextual
-    /// campaign, an unknown offer, features of another encoding, or a
-    /// decision made without consent to personalization, whose context was
-    /// not kept and would teach the model about an empty one).
+    /// A new decision of a contextual campaign waits for its
+    /// non-redemption to be revealed by the sweep ([`Self::reveal`]); it is
+    /// learned then, at its window's close, or as a redemption, whichever
+    /// comes first. Not for a decision no learning step would learn.
+    pub(super) fn await_reveal(&self, rec: &DecisionRecord, id: DecisionId) {
+        if rec.arm == Arm::NonPersonalized {
+            return;
+        }
+        if let Some(campaign) = self.campaign(&rec.campaign)
+            && let Some(ctx) = &campaign.contextual
+            && campaign.offer_index(&rec.offer).is_some()
+        {
+            ctx.delays.write().add(id, rec.created_ms);
+        }
+    }
+
+    /// Learns a decision as its one observation (`redeemed`: a redemption;
+    /// a non-redemption learned before, `rec.learned_seq`, is taken back
+    /// first) into its offer's staged posterior through the one learning
+    /// step; returns the event's learning sequence number (0: nothing
+    /// learned: not a contextual campaign, an unknown offer, features of
+    /// another encoding, or a decision made without consent to
+    /// personalization, whose context was not kept and would teach the
+    /// model about an empty one).
     pub(super) fn learn(&mut self, g: &mut Group, rec: &DecisionRecord, redeemed: bool) -> u64 {
         if rec.arm == Arm::NonPersonalized {
             return 0;
@@ -319,6 +337,7 @@ impl Writer {
         let Some(offer) = campaign.offer_index(&rec.offer) else {
             return 0;
         };
+        let retract = redeemed && rec.learned_seq != 0;
         let offers = &campaign.offers;
         let step = crate::policy::learning::Step {
             encoder: &ctx.encoder,
@@ -337,6 +356,15 @@ impl Writer {
             published: &ctx.models,
             dirty: &mut self.dirty,
         };
+        if retract {
+            step.retract_non_redemption(
+                &mut staged,
+                prior.as_deref(),
+                offer,
+                &rec.features,
+                rec.created_ms,
+            );
+        }
         if !step.learn(
             &mut staged,
             prior,

@@ -91,6 +91,10 @@ impl Writer {
     /// Finalizes a pending decision as not redeemed and drops its request
     /// key. Its expiry entry goes when the sweep has handled the whole entry.
     pub(super) fn expire(&mut self, g: &mut Group, id: DecisionId, mut rec: DecisionRecord) {
+        if rec.learned_seq == 0 {
+            // Not revealed yet: its window's close reveals it.
+            rec.learned_seq = self.learn(g, &rec, false);
+        }
         self.change_cell(g, &rec, |c| c.expired += 1);
         self.change_arm(g, &rec, |a| a.expired += 1);
         g.expired += 1;
@@ -151,8 +155,51 @@ impl Writer {
             }
             g.writes.remove_expiries(&entry);
         }
+        self.reveal(g, now_ms)?;
         g.reweigh_at = Some(now_ms);
         Ok(n)
+    }
+
+    /// Learns the non-redemptions of contextual campaigns' pending
+    /// decisions that are due at `now_ms`'s tick
+    /// ([`crate::policy::delay::Reveals`]), under each campaign's delay
+    /// model as of that tick (the delays of windows closed by its start).
+    /// A decision redeemed, closed or erased since is skipped; one whose
+    /// record cannot be read goes back to wait for the next sweep.
+    fn reveal(&mut self, g: &mut Group, now_ms: i64) -> Result<(), Error> {
+        let campaigns: Vec<Arc<Campaign>> = self.campaigns.read().values().cloned().collect();
+        for campaign in campaigns {
+            let Some(ctx) = &campaign.contextual else {
+                continue;
+            };
+            let due = {
+                let mut delays = ctx.delays.write();
+                delays.learner.advance(now_ms);
+                let super::campaign::Delays { learner, reveals } = &mut *delays;
+                reveals.due(learner.model(), now_ms)
+            };
+            for (k, id) in due.iter().enumerate() {
+                let rec = match self.decision(g, id) {
+                    Ok(rec) => rec,
+                    Err(e) => {
+                        let mut delays = ctx.delays.write();
+                        for id in &due[k..] {
+                            delays.add(*id, id.created_ms());
+                        }
+                        return Err(e);
+                    }
+                };
+                let Some(mut rec) = rec else { continue };
+                if rec.state != DecisionState::Pending || rec.learned_seq != 0 {
+                    continue;
+                }
+                rec.learned_seq = self.learn(g, &rec, false);
+                if rec.learned_seq != 0 {
+                    self.put_decision(g, *id, rec);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
