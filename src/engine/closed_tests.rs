@@ -229,7 +229,17 @@ async fn the_migration_rebuilds_exactly_the_live_sums() -> Result<(), Box<dyn st
     let data = dir.path().join("data");
     crate::store::restore_snapshot(&file, &data)?;
     {
-        let db = sled::open(&data)?;
+        // sled lets go of the directory's lock a moment after its last
+        // handle (here: restore's); on a loaded machine, seconds.
+        let mut db = sled::open(&data);
+        for _ in 0..200 {
+            if db.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            db = sled::open(&data);
+        }
+        let db = db?;
         let tree = db.open_tree("offer-bandit")?;
         for prefix in [&b"g/"[..], b"t/"] {
             for item in tree.scan_prefix(prefix) {
@@ -247,7 +257,7 @@ async fn the_migration_rebuilds_exactly_the_live_sums() -> Result<(), Box<dyn st
     );
     // sled lets go of the directory's lock a moment after its last handle.
     let mut opened = Store::open(&data);
-    for _ in 0..50 {
+    for _ in 0..200 {
         if opened.is_ok() {
             break;
         }
