@@ -15,7 +15,9 @@
 # 3. Startup after a graceful stop, RUNS times (default 3): from launch to
 #    "listening on" (the store is loaded and the port bound) and to the first
 #    SERVING answer of grpc.health.v1.Health/Check (polled with grpcurl every
-#    20 ms); the server's "store loaded" log line with the decisions it read.
+#    20 ms); from the server's log timestamps, when the store was open (sled
+#    recovered) and when every decision record was read and the learning
+#    since the checkpoint replayed ("store loaded", with the counts).
 # 4. Startup after kill -9, RUNS times: 5 s more load on coffee-personal,
 #    kill -9 at once (up to --checkpoint-interval, 1 s, of learning is
 #    replayed from the decision records), the same timing; "replayed" in the
@@ -69,6 +71,19 @@ healthy() {
 metric() { # sum of a series' samples (all labels) on /metrics
   curl -s "http://$MADDR/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f", s }'
 }
+# Seconds from launch to the last log line matching $1 (its timestamp).
+logged() {
+  local ts
+  ts="$(grep "$1" "$W/err.log" | tail -1 | cut -d' ' -f1)"
+  awk -v a="$T0" -v b="$(date -d "$ts" +%s.%N)" 'BEGIN { printf "%.3f", b - a }'
+}
+# One line per start: where the time went.
+started() {
+  local h
+  h="$(healthy)"
+  echo "$1  store open $(logged 'customer ids are hashed') s, records read and replayed $(logged 'store loaded') s," \
+    "listening $LISTEN_S s, Health/Check SERVING $h s; $(grep -o 'store loaded.*' "$W/err.log" | tail -1)"
+}
 io() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$PID/io"; }
 
 echo "== fill: $N decisions"
@@ -107,8 +122,7 @@ DISK="$(du -sb "$D" | cut -f1)"
 STARTS=()
 for i in $(seq "$RUNS"); do
   launch
-  H="$(healthy)"
-  STARTS+=("graceful $i   listening after $LISTEN_S s, Health/Check SERVING after $H s; $(grep -o 'store loaded.*' "$W/err.log" | tail -1)")
+  STARTS+=("$(started "graceful $i")")
   kill -TERM "$PID"; wait "$PID"; PID=""
 done
 launch
@@ -117,8 +131,7 @@ for i in $(seq "$RUNS"); do
   "$B/offer-sim" load --target "http://$ADDR" --campaign coffee-personal --concurrency 16 --duration 5s >/dev/null
   kill -9 "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   launch
-  H="$(healthy)"
-  STARTS+=("kill -9 $i    listening after $LISTEN_S s, Health/Check SERVING after $H s; $(grep -o 'store loaded.*' "$W/err.log" | tail -1)")
+  STARTS+=("$(started "kill -9 $i ")")
 done
 kill -TERM "$PID"; wait "$PID" || true; PID=""
 
