@@ -18,8 +18,8 @@
 #    20 ms); from the server's log timestamps, when the store was open (sled
 #    recovered) and when every decision record was read and the learning
 #    since the checkpoint replayed ("store loaded", with the counts).
-# 4. Startup after kill -9, RUNS times: 5 s more load on coffee-personal,
-#    kill -9 at once (up to --checkpoint-interval, 1 s, of learning is
+# 4. Startup after kill -9, RUNS times: load on coffee-personal, kill -9
+#    5 s into it (up to --checkpoint-interval, 1 s, of learning is
 #    replayed from the decision records), the same timing; "replayed" in the
 #    log line is the number of learning events replayed.
 #
@@ -128,8 +128,14 @@ done
 launch
 healthy >/dev/null
 for i in $(seq "$RUNS"); do
-  "$B/offer-sim" load --target "http://$ADDR" --campaign coffee-personal --concurrency 16 --duration 5s >/dev/null
+  # Killed under load, 5 s into a 7 s run (a load that ends first lets the
+  # writer's next sweep checkpoint everything, and nothing is left to replay).
+  "$B/offer-sim" load --target "http://$ADDR" --campaign coffee-personal --concurrency 16 \
+    --duration 7s >/dev/null 2>&1 &
+  LOAD=$!
+  sleep 5
   kill -9 "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  wait "$LOAD" || true
   launch
   STARTS+=("$(started "kill -9 $i ")")
 done
