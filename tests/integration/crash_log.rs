@@ -17,7 +17,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -58,7 +61,7 @@ fn traffic(
     streams: usize,
     redeem_every: usize,
     context: fn(usize) -> Vec<(&'static str, &'static str)>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
 ) -> (Arc<Mutex<Acked>>, Vec<tokio::task::JoinHandle<()>>) {
     let acked = Arc::new(Mutex::new(Acked::default()));
     let tasks = (0..streams)
@@ -68,7 +71,7 @@ fn traffic(
             let mut client = OfferServiceClient::new(channel.clone());
             tokio::spawn(async move {
                 let mut n = stream;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let Ok(d) = client.select_offer(select(campaign, &context(n))).await else {
                         return;
@@ -176,9 +179,9 @@ async fn contextual_campaign_loses_and_doubles_nothing_under_kill_9() {
         &[],
     );
     let mut acked_total: Vec<String> = Vec::new();
-    let (mut answered, mut at_kill) = (0usize, 0u64);
+    let (mut answered, mut stored) = (0usize, 0u64);
     for cycle in 0..cycles {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let (acked, tasks) = traffic(&server.channel().await, "promo", STREAMS, 2, typed, stop);
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
         server.kill();
@@ -215,11 +218,11 @@ async fn contextual_campaign_loses_and_doubles_nothing_under_kill_9() {
         assert_eq!(stats.prior_events, decisions + redeemed, "cycle {cycle}");
         check_log(&export(&server, "promo").await, &stats, &acked_total);
         check_redeemed_once(&server, "promo", &acked_total).await;
-        at_kill = decisions;
+        stored = decisions;
     }
     println!(
         "contextual kill -9: {cycles} cycles, {STREAMS} streams, {answered} decisions answered, \
-         {at_kill} stored, {} redemptions acknowledged (lost 0, doubled 0)",
+         {stored} stored, {} redemptions acknowledged (lost 0, doubled 0)",
         acked_total.len()
     );
 }
@@ -281,7 +284,7 @@ async fn kill_9_between_a_publish_and_a_checkpoint_replays_the_served_posterior(
     // replay must redo.
     let mut acked_total = Vec::new();
     for (phase, until_events) in [(0, 60), (1, 420)] {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let (acked, tasks) = traffic(&channel, "promo", STREAMS, 3, typed, stop.clone());
         let mut admin = server.admin().await;
         // Polls the counts (each read also a barrier) until enough events.
@@ -293,7 +296,7 @@ async fn kill_9_between_a_publish_and_a_checkpoint_replays_the_served_posterior(
             // Pacing the reads only: each read is itself the barrier.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await.expect("a traffic task panicked");
         }
@@ -410,7 +413,7 @@ async fn kill_9_while_blocks_are_written_keeps_whole_groups() {
     let mut acked_total: Vec<String> = Vec::new();
     let (mut group_means, mut large_groups) = (Vec::new(), 0.0);
     for cycle in 0..cycles {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         // Few redemptions: they wake the writer at once and cut groups short.
         let (acked, tasks) = traffic(&server.channel().await, "promo", STREAMS, 64, tiered, stop);
         // Traffic until at least one group has held more than a block's
