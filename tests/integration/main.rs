@@ -8,6 +8,7 @@ mod bad_input;
 mod budgets;
 mod control;
 mod crash;
+mod crash_log;
 mod dashboard;
 mod erasure;
 mod error_contract;
