@@ -229,17 +229,7 @@ async fn the_migration_rebuilds_exactly_the_live_sums() -> Result<(), Box<dyn st
     let data = dir.path().join("data");
     crate::store::restore_snapshot(&file, &data)?;
     {
-        // sled lets go of the directory's lock a moment after its last
-        // handle (here: restore's); on a loaded machine, seconds.
-        let mut db = sled::open(&data);
-        for _ in 0..200 {
-            if db.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            db = sled::open(&data);
-        }
-        let db = db?;
+        let db = once_unlocked(|| sled::open(&data))?;
         let tree = db.open_tree("offer-bandit")?;
         for prefix in [&b"g/"[..], b"t/"] {
             for item in tree.scan_prefix(prefix) {
@@ -255,16 +245,7 @@ async fn the_migration_rebuilds_exactly_the_live_sums() -> Result<(), Box<dyn st
         (plan.decisions, plan.campaigns),
         (store.check_decisions()?, 1)
     );
-    // sled lets go of the directory's lock a moment after its last handle.
-    let mut opened = Store::open(&data);
-    for _ in 0..200 {
-        if opened.is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        opened = Store::open(&data);
-    }
-    let migrated = opened?;
+    let migrated = once_unlocked(|| Store::open(&data))?;
     assert_eq!(migrated.load_clusters()?, store.load_clusters()?);
     for who in ["alice", "bob", "carol", "dan", "erin"] {
         let hash = CustomerKey::from_bytes(KEY).hash(who);
@@ -278,4 +259,19 @@ async fn the_migration_rebuilds_exactly_the_live_sums() -> Result<(), Box<dyn st
     let reopened = open(Arc::new(migrated), &clock);
     assert_eq!(sums(&reopened), closed.sums());
     Ok(())
+}
+
+/// `open` once it succeeds: sled lets go of a directory's lock a moment
+/// after its last handle is dropped (on a loaded machine, seconds), so a
+/// reopen right after retries for up to 10 s.
+fn once_unlocked<T, E>(open: impl Fn() -> Result<T, E>) -> Result<T, E> {
+    let mut opened = open();
+    for _ in 0..200 {
+        if opened.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        opened = open();
+    }
+    opened
 }
