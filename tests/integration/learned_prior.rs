@@ -234,11 +234,22 @@ async fn the_report_and_the_dashboard_show_what_matters() {
     let (d, o): (u64, u64) = learned.offers.iter().fold((0, 0), |(d, o), x| {
         (d + x.decisions, o + x.model_observations)
     });
-    let now = ((o - d) as f64 + 0.5) / (d as f64 + 10.0);
-    // Loosely: the rate dates from the last re-estimation, when some
-    // non-redemptions were still to be revealed (how many depends on how
-    // fast this machine drove the visits: 0.03 to 0.05 high was seen).
-    assert!(rate > 0.05 && (rate - now).abs() < 0.1, "{rate} vs {now}");
+    let redeemed = (o - d) as f64;
+    // Redemptions learned plus 10 pseudo-decisions at the configured 5%.
+    let numerator = redeemed + 0.5;
+    let now = numerator / (d as f64 + 10.0);
+    // The rate dates from the last re-estimation, when anywhere from none
+    // to all of the non-redemptions made by then had been revealed (how
+    // many depends on how fast this machine drove the visits: CI saw 0.10
+    // above `now` under load). So it lies between the rate with everything
+    // learned (the redemption pattern is fixed, so an earlier prefix reads
+    // within a few points of the whole) and the rate with only the
+    // redemptions learned.
+    let only_redemptions = numerator / (redeemed + 10.0);
+    assert!(
+        rate > 0.05 && rate >= now - 0.05 && rate <= only_redemptions,
+        "{rate} outside [{now} - 0.05, {only_redemptions}]"
+    );
     let groups: Vec<(&str, f64)> = prior["groups"]
         .as_array()
         .expect("groups")
