@@ -136,9 +136,8 @@ struct PolicyDecider<'p> {
     learn_every: u64,
     /// Decisions made and not yet learned, in order.
     unlearned: Vec<(Features, usize)>,
-    /// Decisions made, and learned, so far.
+    /// Decisions made so far.
     made: u64,
-    learned: u64,
 }
 
 impl PolicyDecider<'_> {
@@ -146,7 +145,11 @@ impl PolicyDecider<'_> {
         for (features, offer) in self.unlearned.drain(..) {
             self.policy.on_decision(&features, offer);
         }
-        self.learned = self.made;
+    }
+
+    /// Whether decision `number` is still waiting to be learned.
+    fn unlearned(&self, number: u64) -> bool {
+        number + self.unlearned.len() as u64 >= self.made
     }
 }
 
@@ -171,7 +174,6 @@ impl Decider for PolicyDecider<'_> {
         self.made += 1;
         if self.learn_every <= 1 {
             self.policy.on_decision(&features, offer);
-            self.learned = self.made;
         } else {
             self.unlearned.push((features.clone(), offer));
         }
@@ -183,7 +185,7 @@ impl Decider for PolicyDecider<'_> {
         offer: usize,
         outcome: Outcome,
     ) -> anyhow::Result<()> {
-        if matches!(outcome, Outcome::Redeemed { .. }) || number >= self.learned {
+        if matches!(outcome, Outcome::Redeemed { .. }) || self.unlearned(number) {
             self.learn_decisions();
         }
         self.policy.on_outcome(&features, offer, outcome);
@@ -242,7 +244,6 @@ pub(crate) fn run_batched(
         learn_every: learn_every.max(1),
         unlearned: Vec::new(),
         made: 0,
-        learned: 0,
     };
     run_with(&mut decider, world, rounds, rng, segment_feature, progress)
 }

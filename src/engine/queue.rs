@@ -21,7 +21,7 @@ use super::{Command, QUEUE};
 const IDLE_WAIT: Duration = Duration::from_millis(25);
 
 /// The sending side, held by the engine.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct WriterQueue {
     tx: mpsc::Sender<Command>,
     wake: Arc<Wake>,
