@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# SelectOffer's latency at half of its maximum throughput, measured with
+# h2load (nghttp2-client, a client nobody here wrote) rather than our own
+# load generator (BENCHMARKS.md, "Latency at half of the maximum").
+#
+#   benches/paced_h2load.sh              # run from the project root
+#
+# Server pinned to core 0, h2load to core 1, 32 callers (32 connections, one
+# stream each). For each of RUNS (default 2) server starts: SelectOffer at
+# full speed (its maximum with 32 callers), then SelectOffer paced at half
+# that (--rps per connection) for DURATION seconds (default 10), then
+# Health/Check paced at the same rate (what the stack and client add). The
+# latencies come from h2load's --log-file (one line per request); prints
+# rpc, calls per second, p50/p99/p99.9 in microseconds, failed streams.
+# CONFIG=config/bench-k12-d64.toml CAMPAIGN=bench-k12-d64 for the contextual
+# campaign. SKIP_BUILD=1 reuses target/release.
+set -euo pipefail
+B="${B:-target/release}"
+RUNS="${RUNS:-2}"
+DURATION="${DURATION:-10}"
+CAMPAIGN="${CAMPAIGN:-coffee}"
+CALLERS=32
+command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p offer-bandit
+W="$(mktemp -d)"
+PID=""
+cleanup() {
+  [ -z "$PID" ] || kill "$PID" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+extra=()
+[ -z "${CONFIG:-}" ] || extra+=(--config "$CONFIG")
+
+# Request bodies (gRPC frames), protobuf written by hand: SelectOfferRequest
+# {campaign = 1, context = 2 (map<string, FeatureValue{number 1, category 2,
+# flag 3}>)}, with the context the demo's coffee customers send.
+python3 - "$CAMPAIGN" "$W" <<'EOF'
+import struct, sys
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F; n >>= 7
+        if n: out += bytes([b | 0x80])
+        else: return out + bytes([b])
+def field(num, wire, payload):
+    tag = varint(num << 3 | wire)
+    return tag + (varint(len(payload)) + payload if wire == 2 else payload)
+def value(v):
+    if isinstance(v, bool): return field(3, 0, varint(int(v)))
+    if isinstance(v, (int, float)): return field(1, 1, struct.pack("<d", float(v)))
+    return field(2, 2, v.encode())
+context = {"lifecycle": "active", "hour": 15, "channel": "app", "spend_tier": "mid",
+           "store_id": "s-1042", "app_user": True, "region": "west",
+           "favorite_category": "coffee", "tier": "gold"}
+msg = field(1, 2, sys.argv[1].encode())
+for k, v in context.items():
+    msg += field(2, 2, field(1, 2, k.encode()) + field(2, 2, value(v)))
+open(sys.argv[2] + "/select.bin", "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
+open(sys.argv[2] + "/health.bin", "wb").write(b"\0" + struct.pack(">I", 0))
+EOF
+
+h2() { # h2 PATH BODY ARGS... -> h2load's summary; per-request lines in $W/lat
+  rm -f "$W/lat"
+  taskset -c 1 h2load -c "$CALLERS" -m 1 -t 1 -d "$2" --log-file="$W/lat" \
+    -H "content-type: application/grpc" -H "te: trailers" "${@:3}" "http://$ADDR$1"
+}
+percentiles() { # RPC RATE -> "rpc per_second p50 p99 p999 failed"
+  awk -v rpc="$1" -v rate="$2" '{ if ($2 == 200) print $3; else bad++ }
+    END { print "failed", bad + 0 > "/dev/stderr" }' "$W/lat" 2>"$W/bad" | sort -n >"$W/sorted"
+  n=$(wc -l <"$W/sorted")
+  q() { sed -n "$(( ($1 * n + 999) / 1000 ))p" "$W/sorted"; }
+  echo "$1 $2/s p50 $(q 500)us p99 $(q 990)us p99.9 $(q 999)us $(cat "$W/bad")"
+}
+for run in $(seq 1 "$RUNS"); do
+  rm -rf "$W/data"
+  taskset -c 0 "$B/offer-bandit" serve --listen 127.0.0.1:0 --no-metrics \
+    --data-dir "$W/data" "${extra[@]}" >"$W/log" 2>&1 &
+  PID=$!
+  ADDR=""
+  for _ in $(seq 100); do
+    ADDR=$(sed -n 's/^offer-bandit listening on //p' "$W/log")
+    [ -z "$ADDR" ] || break
+    sleep 0.1
+  done
+  [ -n "$ADDR" ] || { cat "$W/log"; exit 1; }
+  select=/offerbandit.v1.OfferService/SelectOffer
+  max=$(h2 "$select" "$W/select.bin" -n 100000 | awk '/^finished in/ {print int($4)}')
+  echo "run $run: SelectOffer maximum with $CALLERS callers: $max/s"
+  per=$(( max / 2 / CALLERS ))
+  h2 "$select" "$W/select.bin" --rps "$per" -D "$DURATION" >/dev/null
+  echo "run $run: $(percentiles SelectOffer $(( per * CALLERS )))"
+  h2 /grpc.health.v1.Health/Check "$W/health.bin" --rps "$per" -D "$DURATION" >/dev/null
+  echo "run $run: $(percentiles Health/Check $(( per * CALLERS )))"
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+done
