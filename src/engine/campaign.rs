@@ -26,28 +26,25 @@ pub struct Offer {
     /// Its offer features, encoded (empty without offer features).
     pub features: Vec<(u32, f64)>,
     /// Its `offer_bandit_decisions_total` series.
-    pub(crate) decisions: DecisionCounter,
+    pub(crate) decisions: KeptCounter,
 }
 
-/// An offer's `offer_bandit_decisions_total{campaign, offer}` counter,
-/// registered at its first decision (the server installs its recorder
-/// before serving) and kept: counting a decision costs no label lookup.
+/// A counter series registered at its first use (the server installs its
+/// recorder before serving) and kept: counting costs no label lookup. An
+/// offer's `offer_bandit_decisions_total{campaign, offer}`, a campaign's
+/// `offer_bandit_ignored_features_total{campaign}`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct DecisionCounter(std::sync::OnceLock<metrics::Counter>);
+pub(crate) struct KeptCounter(std::sync::OnceLock<metrics::Counter>);
 
-impl DecisionCounter {
-    /// Counts one decision of `offer` in `campaign`.
-    pub(crate) fn increment(&self, campaign: &str, offer: &str) {
-        self.0
-            .get_or_init(|| {
-                metrics::counter!("offer_bandit_decisions_total", "campaign" => campaign.to_owned(), "offer" => offer.to_owned())
-            })
-            .increment(1);
+impl KeptCounter {
+    /// Adds `n`, registering the series with `register` the first time.
+    pub(crate) fn increment(&self, n: u64, register: impl FnOnce() -> metrics::Counter) {
+        self.0.get_or_init(register).increment(n);
     }
 }
 
-/// Every offer's counter is the same for comparing offers.
-impl PartialEq for DecisionCounter {
+/// Counters do not tell offers (or campaigns) apart.
+impl PartialEq for KeptCounter {
     fn eq(&self, _: &Self) -> bool {
         true
     }
@@ -62,7 +59,7 @@ impl Offer {
             category: o.category.clone(),
             active: true,
             features: crate::config::encode_offer(encoder, o),
-            decisions: DecisionCounter::default(),
+            decisions: KeptCounter::default(),
         }
     }
 }
@@ -124,6 +121,8 @@ pub struct Campaign {
     pub(super) contextual: Option<Contextual>,
     /// The control group's rule (`control_rules`), bound to [`Self::offers`].
     pub(super) control_rules: Option<RulePolicy>,
+    /// Its `offer_bandit_ignored_features_total` series.
+    pub(super) ignored_features: KeptCounter,
 }
 
 /// The regression posteriors of a contextual campaign.
@@ -315,6 +314,7 @@ impl Campaign {
             model: Arc::new(RwLock::new(segment_model(&config))),
             contextual,
             control_rules: None,
+            ignored_features: KeptCounter::default(),
             config,
         };
         let offer_encoder = campaign.config.offer_encoder();
@@ -401,6 +401,7 @@ impl Campaign {
             model: self.model.clone(),
             contextual,
             control_rules: None,
+            ignored_features: self.ignored_features.clone(),
             config,
         };
         let offer_encoder = next.config.offer_encoder();
@@ -445,7 +446,7 @@ impl Campaign {
             category: String::new(),
             active: false,
             features: Vec::new(),
-            decisions: DecisionCounter::default(),
+            decisions: KeptCounter::default(),
         })
     }
 

@@ -262,7 +262,13 @@ mod tests {
             ..visit("a", None)
         };
         let decided = engine
-            .select_among(&req, &spent, &OnceLock::new(), &first)
+            .select_among(
+                &engine.campaign(&req.campaign)?,
+                &req,
+                &spent,
+                &OnceLock::new(),
+                &first,
+            )
             .await?;
         let Decided::Made(sel) = decided else {
             panic!("the writer refused y or z too");

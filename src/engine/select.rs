@@ -16,10 +16,12 @@ impl Engine {
         // The first draw's candidates: the logged propensity counts the
         // paths through every offer refused since (see `race`).
         let first_candidates = std::sync::OnceLock::new();
-        let ignored = self.ignored_features(&req)?;
+        // One campaign for the whole request, retries included.
+        let campaign = self.campaign(&req.campaign)?;
+        let ignored = self.ignored_features(&campaign, &req)?;
         loop {
             match self
-                .select_among(&req, &spent, &anonymous_draw, &first_candidates)
+                .select_among(&campaign, &req, &spent, &anonymous_draw, &first_candidates)
                 .await?
             {
                 Decided::Spent { offer, why } => {
@@ -42,8 +44,11 @@ impl Engine {
 
     /// The context keys `req`'s campaign does not declare, sorted, counted
     /// in a metric; refused under `strict_context`.
-    fn ignored_features(&self, req: &SelectRequest) -> Result<Vec<String>, Error> {
-        let campaign = self.campaign(&req.campaign)?;
+    fn ignored_features(
+        &self,
+        campaign: &Campaign,
+        req: &SelectRequest,
+    ) -> Result<Vec<String>, Error> {
         let mut ignored: Vec<String> = req
             .context
             .keys()
@@ -54,8 +59,9 @@ impl Engine {
             return Ok(ignored);
         }
         ignored.sort();
-        metrics::counter!("offer_bandit_ignored_features_total", "campaign" => req.campaign.clone())
-            .increment(ignored.len() as u64);
+        campaign.ignored_features.increment(ignored.len() as u64, || {
+            metrics::counter!("offer_bandit_ignored_features_total", "campaign" => req.campaign.clone())
+        });
         if self.options.strict_context {
             let shown: Vec<String> = ignored
                 .iter()
@@ -76,19 +82,20 @@ impl Engine {
         Ok(ignored)
     }
 
-    /// [`Engine::select`] without the offers in `spent` (offer, why), with
+    /// [`Engine::select`] in `campaign` (`req`'s) without the offers in
+    /// `spent` (offer, why), with
     /// `anonymous_draw` (uniform, drawn once per request when first needed)
     /// deciding the arm of a visit without a customer id, and
     /// `first_candidates` keeping the request's first draw's candidates.
     pub(super) async fn select_among(
         &self,
+        campaign: &Arc<Campaign>,
         req: &SelectRequest,
         spent: &[(String, String)],
         anonymous_draw: &std::sync::OnceLock<f64>,
         first_candidates: &std::sync::OnceLock<Vec<usize>>,
     ) -> Result<Decided, Error> {
         self.check_healthy()?;
-        let campaign = self.campaign(&req.campaign)?;
         if !campaign.active {
             return Err(Error::refused(
                 crate::error::Reason::CampaignNotServing,
@@ -333,7 +340,9 @@ impl Engine {
         if !selection.replayed {
             campaign.offers[offer_index]
                 .decisions
-                .increment(&campaign.config.id, &selection.offer_id);
+                .increment(1, || {
+                    metrics::counter!("offer_bandit_decisions_total", "campaign" => campaign.config.id.clone(), "offer" => selection.offer_id.clone())
+                });
         }
         Ok(Decided::Made(selection))
     }
