@@ -22,13 +22,7 @@ CAMPAIGN="${CAMPAIGN:-coffee}"
 CALLERS=32
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p offer-bandit
-W="$(mktemp -d)"
-PID=""
-cleanup() {
-  [ -z "$PID" ] || kill "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/pinned_server.sh"
 extra=()
 [ -z "${CONFIG:-}" ] || extra+=(--config "$CONFIG")
 
@@ -73,17 +67,7 @@ percentiles() { # RPC RATE -> "rpc per_second p50 p99 p999 failed"
   echo "$1 $2/s p50 $(q 500)us p99 $(q 990)us p99.9 $(q 999)us $(cat "$W/bad")"
 }
 for run in $(seq 1 "$RUNS"); do
-  rm -rf "$W/data"
-  taskset -c 0 "$B/offer-bandit" serve --listen 127.0.0.1:0 --no-metrics \
-    --data-dir "$W/data" "${extra[@]}" >"$W/log" 2>&1 &
-  PID=$!
-  ADDR=""
-  for _ in $(seq 100); do
-    ADDR=$(sed -n 's/^offer-bandit listening on //p' "$W/log")
-    [ -z "$ADDR" ] || break
-    sleep 0.1
-  done
-  [ -n "$ADDR" ] || { cat "$W/log"; exit 1; }
+  start_pinned "${extra[@]}"
   select=/offerbandit.v1.OfferService/SelectOffer
   max=$(h2 "$select" "$W/select.bin" -n 100000 | awk '/^finished in/ {print int($4)}')
   echo "run $run: SelectOffer maximum with $CALLERS callers: $max/s"
@@ -92,5 +76,5 @@ for run in $(seq 1 "$RUNS"); do
   echo "run $run: $(percentiles SelectOffer $(( per * CALLERS )))"
   h2 /grpc.health.v1.Health/Check "$W/health.bin" --rps "$per" -D "$DURATION" >/dev/null
   echo "run $run: $(percentiles Health/Check $(( per * CALLERS )))"
-  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  stop_pinned
 done

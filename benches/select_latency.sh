@@ -20,13 +20,7 @@ RUNS="${RUNS:-2}"
 DURATION="${DURATION:-10s}"
 CAMPAIGN="${CAMPAIGN:-coffee}"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p offer-bandit -p offer-sim
-W="$(mktemp -d)"
-PID=""
-cleanup() {
-  [ -z "$PID" ] || kill "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/pinned_server.sh"
 extra=()
 [ -z "${CONFIG:-}" ] || extra+=(--config "$CONFIG")
 scenario=()
@@ -37,20 +31,11 @@ load() { # load ARGS... -> "rpc per_second p50 p99 p999 errors" for the first RP
     python3 -c 'import json,sys; r=json.load(sys.stdin)["rpcs"][0]; print(r["rpc"], round(r["per_second"]), r["p50_us"], r["p99_us"], r.get("p999_us"), r["errors"] or 0)'
 }
 for run in $(seq 1 "$RUNS"); do
-  rm -rf "$W/data"
-  taskset -c 0 "$B/offer-bandit" serve --listen 127.0.0.1:0 --no-metrics \
-    --data-dir "$W/data" "${extra[@]}" >"$W/log" 2>&1 &
-  PID=$!
-  for _ in $(seq 100); do
-    ADDR=$(sed -n 's/^offer-bandit listening on //p' "$W/log")
-    [ -z "$ADDR" ] || break
-    sleep 0.1
-  done
-  [ -n "$ADDR" ] || { cat "$W/log"; exit 1; }
+  start_pinned "${extra[@]}"
   echo "run $run: $(load --rpc health)"
   full=$(load --campaign "$CAMPAIGN" "${scenario[@]}")
   echo "run $run: $full"
   half=$(( $(echo "$full" | awk '{print $2}') / 2 ))
   echo "run $run: at half ($half/s): $(load --campaign "$CAMPAIGN" "${scenario[@]}" --rps "$half")"
-  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  stop_pinned
 done
