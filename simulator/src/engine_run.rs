@@ -1,6 +1,7 @@
 //! The library's engine as a run's decider: the server's select path,
 //! writer, learning step and expiry, in-process over a `MemoryStore`, on a
-//! manual clock (one round a second) and the run's seeded generator. For
+//! manual clock (a round is a day over the world's visits per day) and the
+//! run's seeded generator. For
 //! the contextual policies, whose learning the engine does.
 
 use std::{sync::Arc, time::Duration};
