@@ -20,6 +20,7 @@
 use crate::{features::Encoder, linalg::Sparse};
 
 use super::{
+    change,
     contextual::{ContextualConfig, GaussianPosterior, Removal},
     forgetting,
     shared_prior::{self, SharedPrior},
@@ -100,6 +101,24 @@ impl Step<'_> {
             // discounting begins then, for all it holds.
             posterior.forgotten_to_ms = forgetting::NEVER;
         }
+        if let Some(threshold) = self.config.change_threshold
+            && posterior.change.observe(
+                posterior.predictive(x),
+                redeemed,
+                self.config.likelihood,
+                1.0,
+                threshold,
+            )
+        {
+            // The offer's outcomes stopped matching its posterior: keep a
+            // little of its evidence, towards its prior.
+            posterior.change.alarm(at_ms);
+            let features = (self.offer_features)();
+            let offer_x = features.get(offer).map_or(&[][..], Vec::as_slice);
+            let (mean, variance) =
+                forgetting::posterior_prior(prior.as_deref(), posterior, offer_x, self.config);
+            posterior.discount(change::KEPT_ON_ALARM, &mean, &variance);
+        }
         // The learned prior bounds forgetting (only then is it needed).
         let bound = prior
             .as_deref()
@@ -149,6 +168,15 @@ impl Step<'_> {
             weights_are_exact: false,
             prior_variance: &variances,
         };
+        if let Some(threshold) = self.config.change_threshold {
+            // The detector takes the non-redemption back too (an alarm
+            // waits for the redemption itself).
+            let predicted = posterior.predictive(x);
+            let likelihood = self.config.likelihood;
+            posterior
+                .change
+                .observe(predicted, false, likelihood, -1.0, threshold);
+        }
         let config = shared_prior::learning_config(self.config, prior);
         posterior.retract_non_redemption(x, &removal, &config);
         true

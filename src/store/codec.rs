@@ -110,6 +110,9 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
     if let Ok((posterior, [])) = postcard::take_from_bytes::<GaussianPosterior>(rest) {
         return Ok(posterior);
     }
+    if let Ok((old, [])) = postcard::take_from_bytes::<GaussianPosteriorV9>(rest) {
+        return Ok(old.into());
+    }
     if let Ok((old, [])) = postcard::take_from_bytes::<GaussianPosteriorV8>(rest) {
         return Ok(GaussianPosterior {
             mean: old.mean,
@@ -120,6 +123,7 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
             forgotten_to_ms: old.forgotten_to_ms,
             forgetting_since_ms: old.forgetting_since_ms,
             prior_mean: Vec::new(),
+            change: Default::default(),
         });
     }
     match postcard::take_from_bytes::<GaussianPosteriorV7>(rest) {
@@ -132,9 +136,50 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
             forgotten_to_ms: crate::policy::forgetting::NEVER,
             forgetting_since_ms: crate::policy::forgetting::NEVER,
             prior_mean: Vec::new(),
+            change: Default::default(),
         }),
         Ok(_) => Err(corrupt("trailing bytes after a posterior".into())),
         Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
+/// A contextual posterior as schema 9 first stored it (before its change
+/// detector, read as quiet: sums at 0, no alarms).
+#[derive(serde::Deserialize)]
+pub(super) struct GaussianPosteriorV9 {
+    mean: Vec<f64>,
+    cov: crate::linalg::SymMatrix,
+    observations: u64,
+    decisions: u64,
+    predicted_sum: f64,
+    forgotten_to_ms: i64,
+    forgetting_since_ms: i64,
+    prior_mean: Vec<f64>,
+}
+
+impl From<GaussianPosteriorV9> for GaussianPosterior {
+    fn from(old: GaussianPosteriorV9) -> Self {
+        let GaussianPosteriorV9 {
+            mean,
+            cov,
+            observations,
+            decisions,
+            predicted_sum,
+            forgotten_to_ms,
+            forgetting_since_ms,
+            prior_mean,
+        } = old;
+        GaussianPosterior {
+            mean,
+            cov,
+            observations,
+            decisions,
+            predicted_sum,
+            forgotten_to_ms,
+            forgetting_since_ms,
+            prior_mean,
+            change: Default::default(),
+        }
     }
 }
 
