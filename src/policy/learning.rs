@@ -101,17 +101,16 @@ impl Step<'_> {
             // discounting begins then, for all it holds.
             posterior.forgotten_to_ms = forgetting::NEVER;
         }
+        let predicted = change::predicted_rate(posterior.predictive(x), self.config.likelihood);
         if let Some(threshold) = self.config.change_threshold
-            && posterior.change.observe(
-                posterior.predictive(x),
-                redeemed,
-                self.config.likelihood,
-                1.0,
-                threshold,
-            )
+            && posterior
+                .change
+                .observe(predicted, redeemed, at_ms, 1.0)
+                .is_some_and(|z| z.abs() > threshold)
         {
             // The offer's outcomes stopped matching its posterior: keep a
             // little of its evidence, towards its prior.
+            if std::env::var_os("CD_DEBUG").is_some() { eprintln!("ALARM offer {offer} at {at_ms}"); }
             posterior.change.alarm(at_ms);
             let features = (self.offer_features)();
             let offer_x = features.get(offer).map_or(&[][..], Vec::as_slice);
@@ -168,14 +167,11 @@ impl Step<'_> {
             weights_are_exact: false,
             prior_variance: &variances,
         };
-        if let Some(threshold) = self.config.change_threshold {
-            // The detector takes the non-redemption back too (an alarm
-            // waits for the redemption itself).
-            let predicted = posterior.predictive(x);
-            let likelihood = self.config.likelihood;
-            posterior
-                .change
-                .observe(predicted, false, likelihood, -1.0, threshold);
+        if self.config.change_threshold.is_some() {
+            // The detector takes the non-redemption back too, exactly (an
+            // alarm waits for the redemption itself).
+            let predicted = change::predicted_rate(posterior.predictive(x), self.config.likelihood);
+            posterior.change.observe(predicted, false, at_ms, -1.0);
         }
         let config = shared_prior::learning_config(self.config, prior);
         posterior.retract_non_redemption(x, &removal, &config);
