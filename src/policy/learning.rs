@@ -10,7 +10,9 @@
 //! that. An event carries its decision's timestamp: with forgetting over
 //! time, the campaign's clock first advances to it and every offer's
 //! evidence is discounted by the time passed ([`super::forgetting`]). The
-//! event then goes into its offer's posterior; with forgetting, the learned
+//! event is then checked against what its offer's posterior predicts
+//! ([`super::change`]: an offer whose outcomes stopped matching it keeps
+//! a tenth of its evidence) and goes into the posterior; with forgetting, the learned
 //! prior's variances bound how far forgetting widens it. The event is then
 //! counted for the learned prior, and when a re-estimation is due every
 //! offer's posterior is re-based on the new prior. Where the posteriors live
@@ -101,22 +103,16 @@ impl Step<'_> {
             // discounting begins then, for all it holds.
             posterior.forgotten_to_ms = forgetting::NEVER;
         }
-        let predicted = change::predicted_rate(posterior.predictive(x), self.config.likelihood);
-        if let Some(threshold) = self.config.change_threshold
-            && posterior
-                .change
-                .observe(predicted, redeemed, at_ms, 1.0)
-                .is_some_and(|z| z.abs() > threshold)
-        {
-            // The offer's outcomes stopped matching its posterior: keep a
-            // little of its evidence, towards its prior.
-            if std::env::var_os("CD_DEBUG").is_some() { eprintln!("ALARM offer {offer} at {at_ms}"); }
-            posterior.change.alarm(at_ms);
-            let features = (self.offer_features)();
-            let offer_x = features.get(offer).map_or(&[][..], Vec::as_slice);
-            let (mean, variance) =
-                forgetting::posterior_prior(prior.as_deref(), posterior, offer_x, self.config);
-            posterior.discount(change::KEPT_ON_ALARM, &mean, &variance);
+        if let Some(threshold) = self.config.change_threshold {
+            self.watch(
+                posterior,
+                prior.as_deref(),
+                offer,
+                x,
+                redeemed,
+                at_ms,
+                threshold,
+            );
         }
         // The learned prior bounds forgetting (only then is it needed).
         let bound = prior
@@ -135,6 +131,36 @@ impl Step<'_> {
             });
         }
         true
+    }
+
+    /// Change detection ([`change`]): adds the outcome about to be learned
+    /// into `posterior` to its offer's test, against what the posterior
+    /// predicts; on an alarm, the offer keeps [`change::KEPT_ON_ALARM`] of
+    /// its evidence, towards its prior (`prior`: the learned one).
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &self,
+        posterior: &mut GaussianPosterior,
+        prior: Option<&SharedPrior>,
+        offer: usize,
+        x: &Sparse,
+        redeemed: bool,
+        at_ms: i64,
+        threshold: f64,
+    ) {
+        let predicted = change::predict(posterior.predictive(x), self.config.likelihood);
+        let alarm = posterior
+            .change
+            .observe(predicted, redeemed, at_ms, 1.0)
+            .is_some_and(|z| z.abs() > threshold);
+        if !alarm {
+            return;
+        }
+        posterior.change.alarm(at_ms);
+        let features = (self.offer_features)();
+        let offer_x = features.get(offer).map_or(&[][..], Vec::as_slice);
+        let (mean, variance) = forgetting::posterior_prior(prior, posterior, offer_x, self.config);
+        posterior.discount(change::KEPT_ON_ALARM, &mean, &variance);
     }
 
     /// Takes back the non-redemption learned for the decision made at
@@ -170,7 +196,7 @@ impl Step<'_> {
         if self.config.change_threshold.is_some() {
             // The detector takes the non-redemption back too, exactly (an
             // alarm waits for the redemption itself).
-            let predicted = change::predicted_rate(posterior.predictive(x), self.config.likelihood);
+            let predicted = change::predict(posterior.predictive(x), self.config.likelihood);
             posterior.change.observe(predicted, false, at_ms, -1.0);
         }
         let config = shared_prior::learning_config(self.config, prior);

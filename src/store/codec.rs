@@ -110,8 +110,32 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
     if let Ok((posterior, [])) = postcard::take_from_bytes::<GaussianPosterior>(rest) {
         return Ok(posterior);
     }
-    if let Ok((old, [])) = postcard::take_from_bytes::<GaussianPosteriorV9>(rest) {
-        return Ok(old.into());
+    // Schema 9 before the change detector (read as quiet): postcard writes
+    // a struct as the tuple of its fields.
+    type V9 = (
+        Vec<f64>,
+        crate::linalg::SymMatrix,
+        u64,
+        u64,
+        f64,
+        i64,
+        i64,
+        Vec<f64>,
+    );
+    if let Ok(((mean, cov, observations, decisions, predicted_sum, to, since, prior), [])) =
+        postcard::take_from_bytes::<V9>(rest)
+    {
+        return Ok(GaussianPosterior {
+            mean,
+            cov,
+            observations,
+            decisions,
+            predicted_sum,
+            forgotten_to_ms: to,
+            forgetting_since_ms: since,
+            prior_mean: prior,
+            change: Default::default(),
+        });
     }
     if let Ok((old, [])) = postcard::take_from_bytes::<GaussianPosteriorV8>(rest) {
         return Ok(GaussianPosterior {
@@ -140,46 +164,6 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
         }),
         Ok(_) => Err(corrupt("trailing bytes after a posterior".into())),
         Err(e) => Err(corrupt(e.to_string())),
-    }
-}
-
-/// A contextual posterior as schema 9 first stored it (before its change
-/// detector, read as quiet: sums at 0, no alarms).
-#[derive(serde::Deserialize)]
-pub(super) struct GaussianPosteriorV9 {
-    mean: Vec<f64>,
-    cov: crate::linalg::SymMatrix,
-    observations: u64,
-    decisions: u64,
-    predicted_sum: f64,
-    forgotten_to_ms: i64,
-    forgetting_since_ms: i64,
-    prior_mean: Vec<f64>,
-}
-
-impl From<GaussianPosteriorV9> for GaussianPosterior {
-    fn from(old: GaussianPosteriorV9) -> Self {
-        let GaussianPosteriorV9 {
-            mean,
-            cov,
-            observations,
-            decisions,
-            predicted_sum,
-            forgotten_to_ms,
-            forgetting_since_ms,
-            prior_mean,
-        } = old;
-        GaussianPosterior {
-            mean,
-            cov,
-            observations,
-            decisions,
-            predicted_sum,
-            forgotten_to_ms,
-            forgetting_since_ms,
-            prior_mean,
-            change: Default::default(),
-        }
     }
 }
 
@@ -249,6 +233,10 @@ mod tests {
             }
         );
         assert_eq!(decode_model(b"m/x", &encode(&m)).expect("current"), m);
+        let v9 = (&m.mean, &m.cov, 1u64, 1u64, 0.5, 5i64, 4i64, vec![0.25; 3]);
+        let read = decode_model(b"m/x", &encode(&v9)).expect("a schema-9 posterior reads");
+        assert_eq!(read.prior_mean, vec![0.25; 3]);
+        assert_eq!(read.change, Default::default());
         let mut long = v8;
         long.extend([7, 7]);
         assert!(decode_model(b"m/x", &long).is_err(), "trailing bytes");
