@@ -204,3 +204,55 @@ impl Step<'_> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::contextual::Likelihood;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Learns 3,000 outcomes of one offer (30%, then 2% from the 2,000th),
+    /// 500 a day, through the learning step; at `checkpoint` the
+    /// posteriors are written and read back as a checkpoint does.
+    fn learn_with_a_checkpoint_at(checkpoint: usize) -> Vec<GaussianPosterior> {
+        let encoder = Encoder::new(Vec::new(), 0).expect("intercept only");
+        let config = ContextualConfig::new(Likelihood::Logistic);
+        let none = || Vec::new();
+        let step = Step {
+            encoder: &encoder,
+            config: &config,
+            offer_features: &none,
+        };
+        let mut models = vec![GaussianPosterior::prior(1, &config)];
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for i in 0..3_000 {
+            if i == checkpoint {
+                let bytes = postcard::to_stdvec(&models).expect("encodes");
+                models = postcard::from_bytes(&bytes).expect("decodes");
+            }
+            let p = if i < 2_000 { 0.3 } else { 0.02 };
+            let at = i64::try_from(i).expect("small") * forgetting::TICK_MS / 500;
+            step.learn(
+                &mut models,
+                None,
+                0,
+                &[(0, 1.0)],
+                rng.random::<f64>() < p,
+                at,
+            );
+        }
+        models
+    }
+
+    /// Change detection's state is part of what a checkpoint keeps: a
+    /// restart from one taken just before the fall learns the same
+    /// posterior, alarms included, as the process that never stopped.
+    #[test]
+    fn a_checkpoint_keeps_the_change_detector() {
+        let straight = learn_with_a_checkpoint_at(usize::MAX);
+        let restarted = learn_with_a_checkpoint_at(1_990);
+        assert!(straight[0].change.alarms >= 1, "{:?}", straight[0].change);
+        assert_eq!(straight, restarted);
+    }
+}
