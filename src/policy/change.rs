@@ -19,7 +19,11 @@
 //! off, the next alarm discounts again.
 //!
 //! Why these sums: they are linear, so a retraction (a non-redemption
-//! taken back when its redemption comes) subtracts exactly what it added,
+//! taken back when its redemption comes) subtracts what it added (at the
+//! offer's prediction of the moment, which has moved a little since; once
+//! its day has left the window, the retraction and the redemption together
+//! add `1 - p`, the redemption's own residual, with no variance: in a steady
+//! stream as many non-redemptions still to be taken back are in the window),
 //! where a CUSUM's clipping at 0 does not undo (half the redemptions come
 //! after a reveal: a CUSUM alarmed on stationary data). And summed over the
 //! offer's contexts, a model that fits some contexts worse than others
@@ -266,7 +270,8 @@ mod tests {
         }
     }
 
-    /// A retraction takes back exactly what its non-redemption added; a
+    /// A retraction at the same prediction takes back exactly what its
+    /// non-redemption added; a
     /// tick later the oldest sums leave the window.
     #[test]
     fn retractions_are_exact_and_the_window_is_two_ticks() {

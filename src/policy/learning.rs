@@ -194,7 +194,8 @@ impl Step<'_> {
             prior_variance: &variances,
         };
         if self.config.change_threshold.is_some() {
-            // The detector takes the non-redemption back too, exactly (an
+            // The detector takes the non-redemption back too, at today's
+            // prediction (an
             // alarm waits for the redemption itself).
             let predicted = change::predict(posterior.predictive(x), self.config.likelihood);
             posterior.change.observe(predicted, false, at_ms, -1.0);
