@@ -20,10 +20,11 @@
 //!
 //! Why these sums: they are linear, so a retraction (a non-redemption
 //! taken back when its redemption comes) subtracts what it added (at the
-//! offer's prediction of the moment, which has moved a little since; once
-//! its day has left the window, the retraction and the redemption together
-//! add `1 - p`, the redemption's own residual, with no variance: in a steady
-//! stream as many non-redemptions still to be taken back are in the window),
+//! offer's prediction of the moment, which has moved a little since). Once
+//! the non-redemption's day has left the window, the retraction and the
+//! redemption together add 1 to the residuals and nothing to the variance;
+//! in a steady stream as many non-redemptions still to be taken back are in
+//! the window, at `-p` each, so the window holds the redemptions' `1 - p`),
 //! where a CUSUM's clipping at 0 does not undo (half the redemptions come
 //! after a reveal: a CUSUM alarmed on stationary data). And summed over the
 //! offer's contexts, a model that fits some contexts worse than others
