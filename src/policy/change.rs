@@ -24,9 +24,9 @@
 //! the non-redemption's day has left the window, the retraction and the
 //! redemption together add 1 to the residuals and nothing to the variance;
 //! in a steady stream as many non-redemptions still to be taken back are in
-//! the window, at `-p` each, so the window holds the redemptions' `1 - p`),
-//! where a CUSUM's clipping at 0 does not undo (half the redemptions come
-//! after a reveal: a CUSUM alarmed on stationary data). And summed over the
+//! the window, at `-p` each, so the window holds the redemptions' `1 - p`.
+//! A CUSUM's clipping at 0 cannot be undone by a retraction (half the
+//! redemptions come after a reveal: a CUSUM alarmed on stationary data). And summed over the
 //! offer's contexts, a model that fits some contexts worse than others
 //! (shrunk by the learned prior) still predicts the offer's total: the
 //! intercept's score equation holds it there.
