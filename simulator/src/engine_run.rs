@@ -232,6 +232,7 @@ fn campaign(
                 .map_or(0.0, |ms| ms / offer_bandit::policy::forgetting::DAY_MS),
         ),
         adaptive_prior: Some(c.adaptive_prior),
+        change_threshold: Some(c.change_threshold.unwrap_or(0.0)),
     };
     let config = offer_bandit::config::validate(config, "offer-sim")
         .with_context(|| format!("policy '{spec}' as an engine campaign"))?;

@@ -37,7 +37,8 @@ logistic-ts[:OPTS]          contextual Thompson sampling, Bayesian logistic regr
                             prior-rate, noise-variance, half-life (observations per offer),
                             time-half-life-days (event time; default 30; off: none),
                             adaptive-prior (on: prior variances learned across offers, the
-                            default up to 256 encoded columns; off)
+                            default up to 256 encoded columns; off), change-threshold (per-offer
+                            change detection's CUSUM threshold, nats; default 12; off: none)
 engine:linear-ts[:OPTS]     the same, run on the server's engine in-process (select path,
 engine:logistic-ts[:OPTS]   writer, expiry; in-memory store, virtual clock): the loop that ships";
 
@@ -119,6 +120,10 @@ pub(crate) fn contextual_config(
             };
             continue;
         }
+        if k == "change-threshold" && v == "off" {
+            c.change_threshold = None;
+            continue;
+        }
         if k == "time-half-life-days" && v == "off" {
             c.time_half_life_ms = None;
             continue;
@@ -137,6 +142,7 @@ pub(crate) fn contextual_config(
                 c.noise_from_rate = false;
             }
             "half-life" => c.half_life = Some(v),
+            "change-threshold" => c.change_threshold = Some(v),
             "time-half-life-days" => {
                 c.time_half_life_ms = Some(v * offer_bandit::policy::forgetting::DAY_MS)
             }

@@ -291,6 +291,10 @@ pub struct CampaignConfig {
     /// `policy::shared_prior`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive_prior: Option<bool>,
+    /// Contextual: change detection per offer, the threshold of its score
+    /// test (default 5; 0: off; see `policy::change`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_threshold: Option<f64>,
 }
 
 impl CampaignConfig {
@@ -311,6 +315,9 @@ impl CampaignConfig {
             c.noise_from_rate = false;
         }
         c.half_life = self.half_life;
+        if let Some(z) = self.change_threshold {
+            c.change_threshold = (z > 0.0).then_some(z);
+        }
         if let Some(days) = self.time_half_life_days {
             c.time_half_life_ms = (days > 0.0).then_some(days * crate::policy::forgetting::DAY_MS);
         }
@@ -552,6 +559,17 @@ mod tests {
         assert_eq!(forgetting(""), Some(30.0 * day), "on by default");
         assert_eq!(forgetting("time_half_life_days = 7\n"), Some(7.0 * day));
         assert_eq!(forgetting("time_half_life_days = 0\n"), None, "0: off");
+        let change = |line: &str| {
+            let ok = parse(&format!("{ctx}{line}{offer}"), "t.toml").expect("valid");
+            ok[0].contextual().and_then(|c| c.change_threshold)
+        };
+        assert_eq!(change(""), Some(crate::policy::change::DEFAULT_THRESHOLD));
+        assert_eq!(change("change_threshold = 4\n"), Some(4.0));
+        assert_eq!(change("change_threshold = 0\n"), None, "0: off");
+        assert!(
+            err(&format!("{ctx}change_threshold = -1\n{offer}"))
+                .contains("change_threshold must be")
+        );
         let ok = parse(&format!("{base}{offer}"), "t.toml").expect("valid");
         assert_eq!(ok[0].offers[0].name, "a");
         assert_eq!(ok[0].objective, Objective::Redemptions);

@@ -197,6 +197,11 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
     {
         return Err("time_half_life_days must be a finite number >= 0 (0: off)".into());
     }
+    if let Some(z) = c.change_threshold
+        && !(z.is_finite() && z >= 0.0)
+    {
+        return Err("change_threshold must be a finite number >= 0 (0: off)".into());
+    }
     // Beyond these, samples and propensities lose their precision (a prior
     // variance of 1e300 logged propensities of exactly 0 and 1).
     for (name, v, max) in [
@@ -229,6 +234,7 @@ fn validate_contextual(c: &CampaignConfig) -> Result<(), String> {
                 ("half_life", c.half_life.is_some()),
                 ("time_half_life_days", c.time_half_life_days.is_some()),
                 ("adaptive_prior", c.adaptive_prior.is_some()),
+                ("change_threshold", c.change_threshold.is_some()),
             ];
             if let Some((k, _)) = contextual_keys.iter().find(|(_, set)| *set) {
                 return Err(format!(

@@ -328,6 +328,7 @@ pub(super) fn retired_config(id: &str) -> CampaignConfig {
         half_life: None,
         time_half_life_days: None,
         adaptive_prior: None,
+        change_threshold: None,
     }
 }
 

@@ -20,6 +20,11 @@ pub enum Likelihood {
     Logistic,
 }
 
+/// The share of the posterior's predictive standard deviation Thompson
+/// sampling draws at, by default (measured in BENCHMARKS.md; why this value:
+/// docs/statistics.md).
+pub const DEFAULT_EXPLORATION: f64 = 0.3;
+
 /// Hyperparameters of a contextual campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ContextualConfig {
@@ -52,6 +57,10 @@ pub struct ContextualConfig {
     /// Learn the prior variances from the campaign's offers
     /// ([`SharedPrior`]); false keeps `prior_variance` for every column.
     pub adaptive_prior: bool,
+    /// Discount an offer's evidence when its outcomes stop matching its
+    /// posterior: the CUSUM threshold (nats; None: no change detection; see
+    /// [`super::change`]).
+    pub change_threshold: Option<f64>,
 }
 
 impl ContextualConfig {
@@ -64,12 +73,13 @@ impl ContextualConfig {
                 prior_rate: 0.05,
                 noise_variance: 0.05,
                 noise_from_rate: true,
-                exploration: 0.3,
+                exploration: DEFAULT_EXPLORATION,
                 half_life: None,
                 time_half_life_ms: Some(
                     super::forgetting::DEFAULT_HALF_LIFE_DAYS * super::forgetting::DAY_MS,
                 ),
                 adaptive_prior: true,
+                change_threshold: Some(super::change::DEFAULT_THRESHOLD),
             },
             Likelihood::Logistic => ContextualConfig {
                 likelihood,
@@ -77,12 +87,13 @@ impl ContextualConfig {
                 prior_rate: 0.05,
                 noise_variance: 1.0,
                 noise_from_rate: false,
-                exploration: 0.3,
+                exploration: DEFAULT_EXPLORATION,
                 half_life: None,
                 time_half_life_ms: Some(
                     super::forgetting::DEFAULT_HALF_LIFE_DAYS * super::forgetting::DAY_MS,
                 ),
                 adaptive_prior: true,
+                change_threshold: Some(super::change::DEFAULT_THRESHOLD),
             },
         }
     }
@@ -116,6 +127,8 @@ pub struct GaussianPosterior {
     /// known (a store written before it kept one): the learned prior's mean
     /// for the offer's features then.
     pub prior_mean: Vec<f64>,
+    /// The change detector's sums and recent alarms ([`super::change`]).
+    pub change: super::change::ChangeWatch,
 }
 
 /// How much of an erased decision a posterior still holds, and the prior
@@ -165,6 +178,7 @@ impl GaussianPosterior {
             forgetting_since_ms: super::forgetting::NEVER,
             prior_mean: mean.clone(),
             mean,
+            change: Default::default(),
         }
     }
 

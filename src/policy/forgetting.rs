@@ -58,7 +58,9 @@ pub fn kept(elapsed_ms: f64, half_life_ms: Option<f64>) -> f64 {
 /// `decided_ms` still has in `posterior`:
 /// `2^(-(clock - max(tick(decided), since)) / half-life)`, where `since` is
 /// when the posterior's discounting began (evidence from before then kept
-/// its full weight until then). Exact for the decision's own observation
+/// its full weight until then), times [`KEPT_ON_ALARM`](super::change::KEPT_ON_ALARM)
+/// for each alarm of change detection after the decision (an estimate for
+/// an observation learned after such an alarm). Exact for the decision's own observation
 /// (learned when the clock reached its tick); a redemption learned after the
 /// clock moved on holds a little more than this.
 pub fn kept_over_time(
@@ -66,14 +68,17 @@ pub fn kept_over_time(
     posterior: &GaussianPosterior,
     decided_ms: i64,
 ) -> f64 {
+    // Alarms of change detection after the decision discounted it too.
+    let alarms = posterior.change.kept(decided_ms);
     if posterior.forgotten_to_ms == NEVER {
-        return 1.0;
+        return alarms;
     }
     let from = tick_of(decided_ms).max(posterior.forgetting_since_ms);
-    kept(
-        posterior.forgotten_to_ms.saturating_sub(from) as f64,
-        config.time_half_life_ms,
-    )
+    alarms
+        * kept(
+            posterior.forgotten_to_ms.saturating_sub(from) as f64,
+            config.time_half_life_ms,
+        )
 }
 
 /// The share of its weight an observation still has under count-based

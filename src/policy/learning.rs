@@ -10,7 +10,9 @@
 //! that. An event carries its decision's timestamp: with forgetting over
 //! time, the campaign's clock first advances to it and every offer's
 //! evidence is discounted by the time passed ([`super::forgetting`]). The
-//! event then goes into its offer's posterior; with forgetting, the learned
+//! event is then checked against what its offer's posterior predicts
+//! ([`super::change`]: an offer whose outcomes stopped matching it keeps
+//! a tenth of its evidence) and goes into the posterior; with forgetting, the learned
 //! prior's variances bound how far forgetting widens it. The event is then
 //! counted for the learned prior, and when a re-estimation is due every
 //! offer's posterior is re-based on the new prior. Where the posteriors live
@@ -20,6 +22,7 @@
 use crate::{features::Encoder, linalg::Sparse};
 
 use super::{
+    change,
     contextual::{ContextualConfig, GaussianPosterior, Removal},
     forgetting,
     shared_prior::{self, SharedPrior},
@@ -100,6 +103,17 @@ impl Step<'_> {
             // discounting begins then, for all it holds.
             posterior.forgotten_to_ms = forgetting::NEVER;
         }
+        if let Some(threshold) = self.config.change_threshold {
+            self.watch(
+                posterior,
+                prior.as_deref(),
+                offer,
+                x,
+                redeemed,
+                at_ms,
+                threshold,
+            );
+        }
         // The learned prior bounds forgetting (only then is it needed).
         let bound = prior
             .as_deref()
@@ -117,6 +131,36 @@ impl Step<'_> {
             });
         }
         true
+    }
+
+    /// Change detection ([`change`]): adds the outcome about to be learned
+    /// into `posterior` to its offer's test, against what the posterior
+    /// predicts; on an alarm, the offer keeps [`change::KEPT_ON_ALARM`] of
+    /// its evidence, towards its prior (`prior`: the learned one).
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &self,
+        posterior: &mut GaussianPosterior,
+        prior: Option<&SharedPrior>,
+        offer: usize,
+        x: &Sparse,
+        redeemed: bool,
+        at_ms: i64,
+        threshold: f64,
+    ) {
+        let predicted = change::predict(posterior.predictive(x), self.config.likelihood);
+        let alarm = posterior
+            .change
+            .observe(predicted, redeemed, at_ms, 1.0)
+            .is_some_and(|z| z.abs() > threshold);
+        if !alarm {
+            return;
+        }
+        posterior.change.alarm(at_ms);
+        let features = (self.offer_features)();
+        let offer_x = features.get(offer).map_or(&[][..], Vec::as_slice);
+        let (mean, variance) = forgetting::posterior_prior(prior, posterior, offer_x, self.config);
+        posterior.discount(change::KEPT_ON_ALARM, &mean, &variance);
     }
 
     /// Takes back the non-redemption learned for the decision made at
@@ -149,8 +193,67 @@ impl Step<'_> {
             weights_are_exact: false,
             prior_variance: &variances,
         };
+        if self.config.change_threshold.is_some() {
+            // The detector takes the non-redemption back too, at today's
+            // prediction (an
+            // alarm waits for the redemption itself).
+            let predicted = change::predict(posterior.predictive(x), self.config.likelihood);
+            posterior.change.observe(predicted, false, at_ms, -1.0);
+        }
         let config = shared_prior::learning_config(self.config, prior);
         posterior.retract_non_redemption(x, &removal, &config);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::contextual::Likelihood;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Learns 3,000 outcomes of one offer (30%, then 2% from the 2,000th),
+    /// 500 a day, through the learning step; at `checkpoint` the
+    /// posteriors are written and read back as a checkpoint does.
+    fn learn_with_a_checkpoint_at(checkpoint: usize) -> Vec<GaussianPosterior> {
+        let encoder = Encoder::new(Vec::new(), 0).expect("intercept only");
+        let config = ContextualConfig::new(Likelihood::Logistic);
+        let none = || Vec::new();
+        let step = Step {
+            encoder: &encoder,
+            config: &config,
+            offer_features: &none,
+        };
+        let mut models = vec![GaussianPosterior::prior(1, &config)];
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for i in 0..3_000 {
+            if i == checkpoint {
+                let bytes = postcard::to_stdvec(&models).expect("encodes");
+                models = postcard::from_bytes(&bytes).expect("decodes");
+            }
+            let p = if i < 2_000 { 0.3 } else { 0.02 };
+            let at = i64::try_from(i).expect("small") * forgetting::TICK_MS / 500;
+            step.learn(
+                &mut models,
+                None,
+                0,
+                &[(0, 1.0)],
+                rng.random::<f64>() < p,
+                at,
+            );
+        }
+        models
+    }
+
+    /// Change detection's state is part of what a checkpoint keeps: a
+    /// restart from one taken just before the fall learns the same
+    /// posterior, alarms included, as the process that never stopped.
+    #[test]
+    fn a_checkpoint_keeps_the_change_detector() {
+        let straight = learn_with_a_checkpoint_at(usize::MAX);
+        let restarted = learn_with_a_checkpoint_at(1_990);
+        assert!(straight[0].change.alarms >= 1, "{:?}", straight[0].change);
+        assert_eq!(straight, restarted);
     }
 }

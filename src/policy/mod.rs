@@ -2,6 +2,7 @@
 //! storage types; randomness is injected.
 
 pub mod baseline;
+pub mod change;
 pub mod contextual;
 pub mod contextual_ts;
 pub mod delay;

@@ -110,6 +110,33 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
     if let Ok((posterior, [])) = postcard::take_from_bytes::<GaussianPosterior>(rest) {
         return Ok(posterior);
     }
+    // Schema 9 before the change detector (read as quiet): postcard writes
+    // a struct as the tuple of its fields.
+    type V9 = (
+        Vec<f64>,
+        crate::linalg::SymMatrix,
+        u64,
+        u64,
+        f64,
+        i64,
+        i64,
+        Vec<f64>,
+    );
+    if let Ok(((mean, cov, observations, decisions, predicted_sum, to, since, prior), [])) =
+        postcard::take_from_bytes::<V9>(rest)
+    {
+        return Ok(GaussianPosterior {
+            mean,
+            cov,
+            observations,
+            decisions,
+            predicted_sum,
+            forgotten_to_ms: to,
+            forgetting_since_ms: since,
+            prior_mean: prior,
+            change: Default::default(),
+        });
+    }
     if let Ok((old, [])) = postcard::take_from_bytes::<GaussianPosteriorV8>(rest) {
         return Ok(GaussianPosterior {
             mean: old.mean,
@@ -120,6 +147,7 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
             forgotten_to_ms: old.forgotten_to_ms,
             forgetting_since_ms: old.forgetting_since_ms,
             prior_mean: Vec::new(),
+            change: Default::default(),
         });
     }
     match postcard::take_from_bytes::<GaussianPosteriorV7>(rest) {
@@ -132,6 +160,7 @@ pub(super) fn decode_model(key: &[u8], bytes: &[u8]) -> Result<GaussianPosterior
             forgotten_to_ms: crate::policy::forgetting::NEVER,
             forgetting_since_ms: crate::policy::forgetting::NEVER,
             prior_mean: Vec::new(),
+            change: Default::default(),
         }),
         Ok(_) => Err(corrupt("trailing bytes after a posterior".into())),
         Err(e) => Err(corrupt(e.to_string())),
@@ -204,6 +233,10 @@ mod tests {
             }
         );
         assert_eq!(decode_model(b"m/x", &encode(&m)).expect("current"), m);
+        let v9 = (&m.mean, &m.cov, 1u64, 1u64, 0.5, 5i64, 4i64, vec![0.25; 3]);
+        let read = decode_model(b"m/x", &encode(&v9)).expect("a schema-9 posterior reads");
+        assert_eq!(read.prior_mean, vec![0.25; 3]);
+        assert_eq!(read.change, Default::default());
         let mut long = v8;
         long.extend([7, 7]);
         assert!(decode_model(b"m/x", &long).is_err(), "trailing bytes");

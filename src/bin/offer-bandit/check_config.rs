@@ -117,7 +117,7 @@ pub(crate) fn describe(c: &CampaignConfig) -> Vec<String> {
     ));
     if let Some(m) = c.contextual() {
         out.push(format!(
-            "  model: exploration {}, prior variance {}, prior rate {}, noise variance {}, forgetting per offer {}, forgetting over time {}, learned prior {}",
+            "  model: exploration {}, prior variance {}, prior rate {}, noise variance {}, forgetting per offer {}, forgetting over time {}, learned prior {}, change detection {}",
             num(m.exploration),
             num(m.prior_variance),
             num(m.prior_rate),
@@ -129,6 +129,8 @@ pub(crate) fn describe(c: &CampaignConfig) -> Vec<String> {
                 num(ms / offer_bandit::policy::forgetting::DAY_MS)
             )),
             if m.adaptive_prior { "on" } else { "off" },
+            m.change_threshold
+                .map_or("off".to_owned(), |z| format!("|z| > {}", num(z))),
         ));
     } else {
         out.push(format!(

@@ -133,6 +133,7 @@ impl Writer {
             // than its decision's age says; while the clock is still at the
             // decision's tick, nothing has been discounted.
             weights_are_exact: ctx.config.half_life.is_none()
+                && posterior.change.kept(rec.created_ms) == 1.0
                 && (ctx.config.time_half_life_ms.is_none()
                     || posterior.forgotten_to_ms
                         <= crate::policy::forgetting::tick_of(rec.created_ms)),
