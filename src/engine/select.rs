@@ -135,9 +135,9 @@ impl Engine {
                 return Ok(Decided::Made(Selection::from_record(id, &rec, true)));
             }
         }
-        let candidates = self.candidates(&campaign, &req.candidates)?;
+        let candidates = self.candidates(campaign, &req.candidates)?;
         let (candidates, excluded) =
-            self.within_budget(&campaign, candidates, req.customer_id.as_deref(), spent)?;
+            self.within_budget(campaign, candidates, req.customer_id.as_deref(), spent)?;
         // Offer indices keep their meaning: offers are only ever appended.
         // Only a limited campaign's writer refuses a choice (a spent
         // budget), so only its first candidates are ever needed again.
@@ -148,7 +148,7 @@ impl Engine {
         let arm = if req.non_personalized {
             Arm::NonPersonalized
         } else {
-            self.arm_of(&campaign, req.customer_id.as_deref(), anonymous_draw)
+            self.arm_of(campaign, req.customer_id.as_deref(), anonymous_draw)
         };
         // The bandit's draw only for the bandit's visits; the control
         // policy chooses for the others below.
@@ -223,12 +223,12 @@ impl Engine {
             Arm::Bandit => choice,
             Arm::Control => self
                 .rng
-                .with(|rng| control_choice(&campaign, &candidates, &req.context, rng)),
+                .with(|rng| control_choice(campaign, &candidates, &req.context, rng)),
             // Without consent (and for a fallback) nothing of the visit
             // personalizes the offer: the rule sees no context.
             Arm::NonPersonalized | Arm::Fallback => self
                 .rng
-                .with(|rng| control_choice(&campaign, &candidates, &Context::new(), rng)),
+                .with(|rng| control_choice(campaign, &candidates, &Context::new(), rng)),
         };
         let mut explanation = if req.explain {
             // Up to EXPLAIN_BUDGET of computing: off the async workers where
@@ -236,7 +236,7 @@ impl Engine {
             // requests on this worker are not held up meanwhile.
             let explain = || {
                 self.explain(
-                    &campaign,
+                    campaign,
                     &segment,
                     &features,
                     &candidates,
@@ -254,7 +254,7 @@ impl Engine {
             Vec::new()
         };
         let draw = race::Draw {
-            campaign: &campaign,
+            campaign,
             arm,
             segment: &segment,
             features: &features,
@@ -285,7 +285,7 @@ impl Engine {
                 candidates[choice.index],
                 |set, o| draw.probability(set, o),
             );
-            race::explain_after_refusals(&mut explanation, &campaign, &all, &refused, &draw);
+            race::explain_after_refusals(&mut explanation, campaign, &all, &refused, &draw);
         }
         let offer_index = candidates[choice.index];
         let offer = &campaign.offers[offer_index];
