@@ -343,45 +343,68 @@ mod tests {
         }
     }
 
-    /// Share of the last 1,000 decisions that go to offer 1, which redeems
-    /// at 5% (offer 0: 20%) for 16 days of 500 visits, then at 40% for 10
-    /// days. The first 8 days alternate the two offers (so offer 1's
-    /// posterior is sure it is poor), then Thompson sampling chooses.
-    fn share_after_an_offer_starts_working(time_half_life_days: Option<f64>, seed: u64) -> f64 {
+    /// Two offers on the intercept alone, 500 visits a day of event time,
+    /// `rounds` visits: offer k redeems at `rates(t)[k]` at visit t; the
+    /// first `alternate` visits alternate the offers, then Thompson
+    /// sampling chooses. Returns the policy and the offer of each visit.
+    fn two_offers(
+        config: ContextualConfig,
+        rounds: u32,
+        alternate: u32,
+        rates: impl Fn(u32) -> [f64; 2],
+        seed: u64,
+    ) -> (ContextualTs, Vec<usize>) {
         let encoder = Encoder::new(Vec::new(), 0).expect("intercept only");
-        let config = ContextualConfig {
-            time_half_life_ms: time_half_life_days.map(|d| d * super::super::forgetting::DAY_MS),
-            ..ContextualConfig::new(Likelihood::Logistic)
-        };
         let mut policy = ContextualTs::new(encoder, config, vec![1.0, 1.0]);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let f = policy.features(&Context::new()).expect("encodes");
-        let (per_day, days, change_day) = (500u32, 26u32, 16u32);
-        let mut late = 0u32;
-        for t in 0..per_day * days {
-            policy.advance_clock(i64::from(t) * 86_400_000 / i64::from(per_day));
-            let p = if t < per_day * change_day {
-                [0.20, 0.05]
-            } else {
-                [0.20, 0.40]
-            };
-            let o = if t < per_day * 8 {
+        let per_day = 500;
+        let mut chosen = Vec::with_capacity(rounds as usize);
+        for t in 0..rounds {
+            policy.advance_clock(i64::from(t) * 86_400_000 / per_day);
+            let o = if t < alternate {
                 (t % 2) as usize
             } else {
                 policy.choose(&f, &[0, 1], &mut rng)
             };
             policy.on_decision(&f, o);
-            let outcome = if rng.random::<f64>() < p[o] {
+            let outcome = if rng.random::<f64>() < rates(t)[o] {
                 Outcome::Redeemed { value: 1.0 }
             } else {
                 Outcome::Expired
             };
             policy.on_outcome(&f, o, outcome);
-            if t >= per_day * days - 1_000 && o == 1 {
-                late += 1;
-            }
+            chosen.push(o);
         }
-        f64::from(late) / 1_000.0
+        (policy, chosen)
+    }
+
+    /// The share of `chosen[range]` that went to `offer`.
+    fn share(chosen: &[usize], range: std::ops::Range<usize>, offer: usize) -> f64 {
+        let n = range.len() as f64;
+        chosen[range].iter().filter(|&&o| o == offer).count() as f64 / n
+    }
+
+    /// Share of the last 1,000 decisions that go to offer 1, which redeems
+    /// at 5% (offer 0: 20%) for 16 days of 500 visits, then at 40% for 10
+    /// days. The first 8 days alternate the two offers (so offer 1's
+    /// posterior is sure it is poor), then Thompson sampling chooses.
+    fn share_after_an_offer_starts_working(time_half_life_days: Option<f64>, seed: u64) -> f64 {
+        let config = ContextualConfig {
+            time_half_life_ms: time_half_life_days.map(|d| d * super::super::forgetting::DAY_MS),
+            ..ContextualConfig::new(Likelihood::Logistic)
+        };
+        let (per_day, days, change_day) = (500u32, 26u32, 16u32);
+        let rates = |t| {
+            if t < per_day * change_day {
+                [0.20, 0.05]
+            } else {
+                [0.20, 0.40]
+            }
+        };
+        let rounds = per_day * days;
+        let (_, chosen) = two_offers(config, rounds, per_day * 8, rates, seed);
+        share(&chosen, rounds as usize - 1_000..rounds as usize, 1)
     }
 
     /// Issue 18, item 6: an offer Thompson sampling abandoned regains its
@@ -406,41 +429,22 @@ mod tests {
         drop: bool,
         seed: u64,
     ) -> (f64, [u64; 2]) {
-        let encoder = Encoder::new(Vec::new(), 0).expect("intercept only");
         let config = ContextualConfig {
             change_threshold,
             ..ContextualConfig::new(Likelihood::Logistic)
         };
-        let mut policy = ContextualTs::new(encoder, config, vec![1.0, 1.0]);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let f = policy.features(&Context::new()).expect("encodes");
-        let (per_day, change_at) = (500u32, 5_000u32);
-        let mut late = 0u32;
-        for t in 0..change_at + 2_000 {
-            policy.advance_clock(i64::from(t) * 86_400_000 / i64::from(per_day));
-            let p = if drop && t >= change_at {
+        let change_at = 5_000u32;
+        let rates = |t| {
+            if drop && t >= change_at {
                 [0.02, 0.10]
             } else {
                 [0.30, 0.10]
-            };
-            let o = if t < 400 {
-                (t % 2) as usize
-            } else {
-                policy.choose(&f, &[0, 1], &mut rng)
-            };
-            policy.on_decision(&f, o);
-            let outcome = if rng.random::<f64>() < p[o] {
-                Outcome::Redeemed { value: 1.0 }
-            } else {
-                Outcome::Expired
-            };
-            policy.on_outcome(&f, o, outcome);
-            if (change_at + 300..change_at + 1_300).contains(&t) && o == 0 {
-                late += 1;
             }
-        }
+        };
+        let (policy, chosen) = two_offers(config, change_at + 2_000, 400, rates, seed);
+        let at = change_at as usize;
         let alarms = [0, 1].map(|k| policy.models()[k].change.alarms);
-        (f64::from(late) / 1_000.0, alarms)
+        (share(&chosen, at + 300..at + 1_300, 0), alarms)
     }
 
     /// Issue 18, item 6: when the offer Thompson sampling favours stops
