@@ -120,7 +120,9 @@ async function recordFallback(stub, a, context, offerId, requestId) {
 async function recordRedemption(stub, decisionId, value, attempts = 5) {
   for (let attempt = 0; ; attempt++) {
     try {
-      const r = await call(stub, 'RecordRedemption', { decision_id: decisionId, value }, 2000);
+      // The recommended deadline (docs/errors.md): a feedback pipeline can
+      // wait, and a retry is safe.
+      const r = await call(stub, 'RecordRedemption', { decision_id: decisionId, value }, 10000);
       return { already_recorded: r.already_recorded, offer_id: r.offer_id };
     } catch (e) {
       if (e.code !== grpc.status.UNAVAILABLE || attempt + 1 === attempts) throw e;

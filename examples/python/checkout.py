@@ -138,7 +138,9 @@ def record_redemption(stub, decision_id, value, attempts=5):
     request = pb.RecordRedemptionRequest(decision_id=decision_id, value=value)
     for attempt in range(attempts):
         try:
-            reply = stub.RecordRedemption(request, timeout=2.0)
+            # The recommended deadline (docs/errors.md): a feedback
+            # pipeline can wait, and a retry is safe.
+            reply = stub.RecordRedemption(request, timeout=10.0)
             return {"already_recorded": reply.already_recorded, "offer_id": reply.offer_id}
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == attempts:
