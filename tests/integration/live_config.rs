@@ -500,8 +500,10 @@ async fn offers_added_while_requests_run_are_served_without_errors() {
 
 #[tokio::test]
 async fn an_offer_added_to_a_contextual_campaign_learns_and_survives_a_crash() {
+    // A 20-day window: non-redemptions are revealed on ticks of 7.5 hours,
+    // so none is revealed between the two reads compared below.
     let mut server = TestServer::start(
-        Some(&logistic_campaign_toml("p", &["u", "v"], "1h", &["a"])),
+        Some(&logistic_campaign_toml("p", &["u", "v"], "20d", &["a"])),
         // Acknowledged decisions are durable too, so a kill loses none.
         &["--durable-decisions"],
     );

@@ -176,12 +176,16 @@ async fn a_store_from_before_step_buckets_keeps_its_one_hot_models() {
     // stored config, as the older server wrote it.
     let campaign = |buckets: &str| {
         format!(
-            "[[campaigns]]\nid = \"h\"\npolicy = \"logistic-ts\"\nreward_window = \"1h\"\n\
+            "[[campaigns]]\nid = \"h\"\npolicy = \"logistic-ts\"\nreward_window = \"20d\"\n\
              [[campaigns.features]]\nkind = \"numeric\"\nname = \"hour\"\nmin = 0\nmax = 24\n\
              bins = [6, 11, 14, 18, 22]\n{buckets}\
              [[campaigns.offers]]\nid = \"a\"\n[[campaigns.offers]]\nid = \"b\"\n"
         )
     };
+    // A 20-day window: its delay model reveals non-redemptions on ticks of
+    // 7.5 hours, so none is revealed while the test runs and the stats
+    // compared below move only if the models were not kept (with a 1-hour
+    // window, a tick passed during a slow run and the compared counts moved).
     let mut server = TestServer::start(Some(&campaign("buckets = \"one-hot\"\n")), &[]);
     let mut client = server.offers().await;
     let mut redeemed = Vec::new();
@@ -220,8 +224,9 @@ async fn a_store_from_before_step_buckets_keeps_its_one_hot_models() {
     // The file as it was then, with nothing about buckets, edited so that
     // it is read as a new revision: the campaign keeps one-hot buckets and
     // every posterior (a steps encoding would not even have their dimension).
-    server
-        .rewrite_config(&campaign("").replace("reward_window = \"1h\"", "reward_window = \"2h\""));
+    server.rewrite_config(
+        &campaign("").replace("reward_window = \"20d\"", "reward_window = \"21d\""),
+    );
     server.relaunch();
     let after = server.stats("h").await;
     assert_eq!(before.offers, after.offers);
@@ -240,7 +245,7 @@ async fn a_store_from_before_step_buckets_keeps_its_one_hot_models() {
         config.config_toml
     );
     assert!(
-        config.config_toml.contains("reward_window = \"2h\""),
+        config.config_toml.contains("reward_window = \"21days\""),
         "{}",
         config.config_toml
     );
