@@ -140,6 +140,11 @@ pub(super) struct Contextual {
     /// at the next restart, as segment-ts's does). Derived state: recovery
     /// rebuilds both from the decision records.
     pub(super) delays: Arc<RwLock<Delays>>,
+    /// The posteriors' version, what a decision logs as `model_version`:
+    /// the learning sequence number of the last event in them (0: none),
+    /// set with them under `models`' lock, so a decision reads the version
+    /// of the posteriors it sampled. Shared by every revision.
+    pub(super) version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A contextual campaign's delay model and its non-redemptions to reveal.
@@ -292,6 +297,7 @@ impl Campaign {
                     &cfg,
                 ))),
                 delays: Arc::new(RwLock::new(Delays::new(&config))),
+                version: Arc::default(),
                 encoder,
                 config: cfg,
             }),
@@ -374,6 +380,7 @@ impl Campaign {
                 models: c.models.clone(),
                 prior: c.prior.clone(),
                 delays: c.delays.clone(),
+                version: c.version.clone(),
             })
         });
         let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
@@ -480,6 +487,15 @@ impl Campaign {
             OfferStatus::Active => None,
             OfferStatus::Paused => Some("paused by an operator".into()),
             OfferStatus::Retired => Some("retired by an operator".into()),
+        }
+    }
+
+    /// The version a decision made now logs: a contextual campaign's
+    /// posteriors' ([`Contextual::version`]), segment-ts's learning events.
+    pub(super) fn model_version(&self) -> u64 {
+        match &self.contextual {
+            Some(ctx) => ctx.version.load(std::sync::atomic::Ordering::Relaxed),
+            None => self.model.read().version(),
         }
     }
 

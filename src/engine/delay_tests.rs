@@ -235,3 +235,48 @@ async fn erasing_decisions_still_waiting_for_their_reveal_removes_what_was_learn
     assert_eq!(counts(&engine)?, (0, 0));
     Ok(())
 }
+
+/// A contextual decision logs the version of the posteriors it sampled: the
+/// learning sequence number of the campaign's last event in them. Two
+/// decisions with no learning between them log the same version (the
+/// segment counts' event count, logged before, moved with every decision);
+/// a redemption and a reveal move it; a restart rebuilds it from the
+/// records.
+#[tokio::test]
+async fn a_contextual_decision_logs_the_version_of_the_posteriors_it_sampled() -> Result<(), Error>
+{
+    use crate::store::DecisionLog;
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let live = super::tests::open(&store, &clock);
+    let first = live.select(visit("a", None)).await?;
+    clock.advance(1_000);
+    let second = live.select(visit("b", None)).await?;
+    assert_eq!(first.model_version, 0, "nothing learned yet");
+    assert_eq!(
+        second.model_version, first.model_version,
+        "nothing learned between them"
+    );
+    live.redeem(redemption(first.decision_id)).await?;
+    let third = live.select(visit("c", None)).await?;
+    let redeemed = store
+        .decision(&first.decision_id)?
+        .ok_or(Error::NotFound("the first decision".into()))?;
+    assert!(redeemed.redeemed_seq > 0);
+    assert_eq!(third.model_version, redeemed.redeemed_seq);
+    // The window (an hour) closes: the other decisions' non-redemptions
+    // are learned, each an event of its own.
+    clock.advance(2 * 3_600_000);
+    live.sweep(live.now_ms(), 10_000).await?;
+    let fourth = live.select(visit("a", None)).await?;
+    assert!(
+        fourth.model_version > third.model_version,
+        "{} after {}",
+        fourth.model_version,
+        third.model_version
+    );
+    let restarted = super::tests::open(&store.fork(), &clock);
+    let fifth = restarted.select(visit("a", None)).await?;
+    assert_eq!(fifth.model_version, fourth.model_version, "after a restart");
+    Ok(())
+}

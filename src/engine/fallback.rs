@@ -64,7 +64,7 @@ impl Engine {
             request_id: req
                 .request_id
                 .map(|r| format!("{FALLBACK_REQUEST_PREFIX}{r}")),
-            model_version: campaign.model.read().version(),
+            model_version: campaign.model_version(),
             state: DecisionState::Pending,
             features,
             context,

@@ -383,10 +383,18 @@ pub(super) fn replay_learning(
     type Event = (u64, String, String, Vec<(u32, f64)>, bool, i64, bool);
     let mut events: Vec<Event> = Vec::new();
     let mut n = 0usize;
+    // Each contextual campaign's posteriors' version: its last event's
+    // sequence number, as the writer published it.
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     store.scan_decisions(0, i64::MAX, &mut |id, rec| {
         n += 1;
         if let Some(c) = campaigns.get(&rec.campaign) {
             recover_delays(c, &id, &rec);
+        }
+        let last = rec.learned_seq.max(rec.redeemed_seq);
+        if last > 0 {
+            let v = versions.entry(rec.campaign.clone()).or_default();
+            *v = (*v).max(last);
         }
         for (seq, redeemed) in [(rec.learned_seq, false), (rec.redeemed_seq, true)] {
             if seq > checkpoint {
@@ -403,6 +411,11 @@ pub(super) fn replay_learning(
         }
         true
     })?;
+    for (campaign, v) in versions {
+        if let Some(ctx) = campaigns.get(&campaign).and_then(|c| c.contextual.as_ref()) {
+            ctx.version.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     events.sort_by_key(|e| e.0);
     let mut last = checkpoint;
     for (seq, campaign, offer, x, redeemed, at_ms, retract) in events {

@@ -163,23 +163,31 @@ impl Engine {
                     .encoder
                     .encode(&req.context)
                     .map_err(|e| Error::InvalidArgument(format!("context: {e}")))?;
-                let choice = if bandit {
+                let (choice, model_version) = if bandit {
                     let weights: Vec<f64> = campaign
                         .offers
                         .iter()
                         .map(|o| objective.weight(o.value))
                         .collect();
-                    let arms = {
+                    let (arms, version) = {
                         let models = ctx.models.read();
-                        gaussian_arms(&models, &ctx.config, &weights, &x, &candidates)
+                        (
+                            gaussian_arms(&models, &ctx.config, &weights, &x, &candidates),
+                            ctx.version.load(std::sync::atomic::Ordering::Relaxed),
+                        )
                     };
-                    self.rng
+                    let choice = self
+                        .rng
                         .with(|rng| thompson::choose(&arms, rng))
-                        .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?
+                        .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
+                    (choice, version)
                 } else {
-                    placeholder
+                    (
+                        placeholder,
+                        ctx.version.load(std::sync::atomic::Ordering::Relaxed),
+                    )
                 };
-                (String::new(), x, choice, campaign.model.read().version())
+                (String::new(), x, choice, model_version)
             }
             None => {
                 let segment = segment_key(&campaign.config.segment_by, &req.context)

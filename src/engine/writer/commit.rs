@@ -132,14 +132,7 @@ impl Writer {
                 }
             }
             self.publish_delays(group.delays, group.reweigh_at);
-            for ((campaign, offer), posterior) in group.models {
-                if let Some(c) = self.campaign(&campaign)
-                    && let Some(ctx) = &c.contextual
-                    && let Some(slot) = ctx.models.write().get_mut(offer)
-                {
-                    *slot = posterior;
-                }
-            }
+            self.publish_models(group.models, &group.versions);
             for (campaign, prior) in group.priors {
                 if let Some(c) = self.campaign(&campaign)
                     && let Some(ctx) = &c.contextual
@@ -152,6 +145,40 @@ impl Writer {
             reply.send(failure.as_deref());
         }
         failure.is_none()
+    }
+
+    /// After the group is stored: each contextual campaign's changed
+    /// posteriors, under one lock for the campaign with their version (the
+    /// sequence number of the group's last event of the campaign; an
+    /// erasure, which learns no event, leaves it), so that a decision
+    /// samples a whole group's change or none of it and logs which.
+    fn publish_models(
+        &self,
+        models: HashMap<(String, usize), GaussianPosterior>,
+        versions: &HashMap<String, u64>,
+    ) {
+        let mut by_campaign: HashMap<String, Vec<(usize, GaussianPosterior)>> = HashMap::new();
+        for ((campaign, offer), posterior) in models {
+            by_campaign
+                .entry(campaign)
+                .or_default()
+                .push((offer, posterior));
+        }
+        for (campaign, posteriors) in by_campaign {
+            if let Some(c) = self.campaign(&campaign)
+                && let Some(ctx) = &c.contextual
+            {
+                let mut published = ctx.models.write();
+                for (offer, posterior) in posteriors {
+                    if let Some(slot) = published.get_mut(offer) {
+                        *slot = posterior;
+                    }
+                }
+                if let Some(&v) = versions.get(&campaign) {
+                    ctx.version.store(v, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// Applies a stored group's changes to pending decisions and delays to

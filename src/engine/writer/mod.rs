@@ -379,6 +379,7 @@ impl Writer {
         // Written at the next checkpoint (`finish`); until then the event is
         // durable as this sequence number in its decision record.
         self.seq += 1;
+        g.versions.insert(rec.campaign.clone(), self.seq);
         self.seq
     }
 }
@@ -464,6 +465,9 @@ pub(super) struct Group {
     pub(super) traffic: HashMap<String, crate::budget::TrafficProfile>,
     pub(super) statuses: HashMap<String, CampaignStatus>,
     pub(super) models: HashMap<(String, usize), GaussianPosterior>,
+    /// Per contextual campaign, the sequence number of its last learning
+    /// event in this group: its posteriors' version once published.
+    pub(super) versions: HashMap<String, u64>,
     /// Learned priors this group changed, by campaign.
     pub(super) priors: HashMap<String, SharedPrior>,
     /// Decisions this group added per offer (erasures in the same group
