@@ -770,7 +770,7 @@ impl Engine {
 
     /// Sends a command someone waits on (the writer wakes for it).
     async fn send(&self, cmd: Command) -> Result<(), Error> {
-        self.writer.send(cmd, true).await.map_err(|_| writer_gone())
+        self.writer.send(cmd).await.map_err(|_| writer_gone())
     }
 
     /// Numbers a decision and hands it to the writer in one step, so that

@@ -76,10 +76,10 @@ impl Drop for WriterQueue {
 }
 
 impl WriterQueue {
-    /// Sends `cmd`; `urgent`: someone waits for its answer.
-    pub(super) async fn send(&self, cmd: Command, urgent: bool) -> Result<(), Closed> {
+    /// Sends `cmd`, which someone waits on: the writer wakes for it.
+    pub(super) async fn send(&self, cmd: Command) -> Result<(), Closed> {
         let permit = self.reserve().await?;
-        self.send_reserved(permit, cmd, urgent);
+        self.send_reserved(permit, cmd, true);
         Ok(())
     }
 

@@ -195,8 +195,7 @@ impl Step<'_> {
         };
         if self.config.change_threshold.is_some() {
             // The detector takes the non-redemption back too, at today's
-            // prediction (an
-            // alarm waits for the redemption itself).
+            // prediction (an alarm waits for the redemption itself).
             let predicted = change::predict(posterior.predictive(x), self.config.likelihood);
             posterior.change.observe(predicted, false, at_ms, -1.0);
         }

@@ -36,6 +36,12 @@ use crate::support::{
 
 const TYPES: [&str; 3] = ["x", "y", "z"];
 
+/// The generator the kill moments are drawn from, its seed printed.
+fn kill_moments(seed: u64) -> ChaCha8Rng {
+    println!("kill moments from ChaCha8 seed {seed}");
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
 fn cycles() -> usize {
     std::env::var("OFFER_BANDIT_CRASH_LOG_CYCLES")
         .ok()
@@ -166,9 +172,7 @@ async fn check_redeemed_once(server: &TestServer, campaign: &str, acked: &[Strin
 async fn contextual_campaign_loses_and_doubles_nothing_under_kill_9() {
     const STREAMS: usize = 16;
     let cycles = cycles();
-    let seed = 1919;
-    println!("kill moments from ChaCha8 seed {seed}");
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = kill_moments(1919);
     // A 30-day window: no non-redemption is revealed while the test runs
     // (issue 18's delayed feedback learns each decision once, as its
     // outcome), so every learning event is a redemption and the counts are
@@ -410,9 +414,7 @@ fn write_groups(metrics_addr: &str) -> (f64, f64, f64) {
 async fn kill_9_while_blocks_are_written_keeps_whole_groups() {
     const STREAMS: usize = 64;
     let cycles = cycles();
-    let seed = 6464;
-    println!("kill moments from ChaCha8 seed {seed}");
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = kill_moments(6464);
     let mut server = TestServer::start(
         Some(&campaign_toml("promo", &["tier"], "1h", &["a", "b", "c"])),
         &["--learn-interval", "50ms"],
