@@ -1,8 +1,6 @@
 //! The customer context of a visit: named feature values, independent of any
 //! wire format.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 /// One feature value.
@@ -16,5 +14,213 @@ pub enum FeatureValue {
     Flag(bool),
 }
 
-/// Feature name -> value.
-pub type Context = HashMap<String, FeatureValue>;
+/// Feature name -> value: a visit's context, kept sorted by name.
+///
+/// A small sorted vector rather than a hash map: contexts hold a handful of
+/// features, are built once per request straight from the wire (see
+/// `crate::service::wire`) and read by name a few times, so a binary search
+/// beats hashing every key, and what a decision record keeps of it comes out
+/// already sorted. A name appears once; inserting it again replaces its
+/// value (protobuf's rule for a map key sent twice: the last one wins).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    entries: Vec<(String, FeatureValue)>,
+}
+
+impl Context {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty context with room for `n` features.
+    pub fn with_capacity(n: usize) -> Self {
+        Context {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(name))
+    }
+
+    /// Sets `name` to `value`; returns the value it replaces.
+    pub fn insert(&mut self, name: String, value: FeatureValue) -> Option<FeatureValue> {
+        // Appending in order (as a sorted source does) is the common case.
+        if self.entries.last().is_none_or(|(k, _)| *k < name) {
+            self.entries.push((name, value));
+            return None;
+        }
+        match self.position(&name) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (name, value));
+                None
+            }
+        }
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&FeatureValue> {
+        self.position(name).ok().map(|i| &self.entries[i].1)
+    }
+
+    /// Whether `name` has a value.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.position(name).is_ok()
+    }
+
+    /// Removes `name`; returns its value.
+    pub fn remove(&mut self, name: &str) -> Option<FeatureValue> {
+        self.position(name).ok().map(|i| self.entries.remove(i).1)
+    }
+
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// (name, value) pairs, sorted by name.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &FeatureValue)> + Clone {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Names, sorted.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &String> + Clone {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    /// Values, in their names' order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &FeatureValue> + Clone {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// Removes every feature, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Keeps the features `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut FeatureValue) -> bool) {
+        self.entries.retain_mut(|(k, v)| keep(k, v));
+    }
+}
+
+impl FromIterator<(String, FeatureValue)> for Context {
+    fn from_iter<I: IntoIterator<Item = (String, FeatureValue)>>(iter: I) -> Self {
+        let mut c = Context::new();
+        c.extend(iter);
+        c
+    }
+}
+
+impl Extend<(String, FeatureValue)> for Context {
+    fn extend<I: IntoIterator<Item = (String, FeatureValue)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl<const N: usize> From<[(String, FeatureValue); N]> for Context {
+    fn from(pairs: [(String, FeatureValue); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl IntoIterator for Context {
+    type Item = (String, FeatureValue);
+    type IntoIter = std::vec::IntoIter<(String, FeatureValue)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Context {
+    type Item = (&'a String, &'a FeatureValue);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, FeatureValue)>,
+        fn(&'a (String, FeatureValue)) -> (&'a String, &'a FeatureValue),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl std::ops::Index<&str> for Context {
+    type Output = FeatureValue;
+    /// Panics when `name` has no value, as a map's index does: for tests
+    /// and callers that checked first.
+    fn index(&self, name: &str) -> &FeatureValue {
+        match self.get(name) {
+            Some(v) => v,
+            None => panic!("no feature '{name}' in the context"),
+        }
+    }
+}
+
+impl Serialize for Context {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Context {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, FeatureValue>::deserialize(d)?;
+        Ok(map.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(x: f64) -> FeatureValue {
+        FeatureValue::Number(x)
+    }
+
+    #[test]
+    fn keeps_one_value_per_name_sorted_whatever_the_insertion_order() {
+        let mut c = Context::new();
+        for (k, x) in [("visits", 1.0), ("age", 2.0), ("tier", 3.0), ("age", 4.0)] {
+            c.insert(k.into(), n(x));
+        }
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            c.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["age", "tier", "visits"]
+        );
+        assert_eq!(c.get("age"), Some(&n(4.0)));
+        assert_eq!(c.insert("tier".into(), n(5.0)), Some(n(3.0)));
+        assert_eq!(c.remove("visits"), Some(n(1.0)));
+        assert!(!c.contains_key("visits") && c.get("zzz").is_none());
+    }
+
+    #[test]
+    fn serializes_as_the_map_it_replaces() {
+        let c: Context = [
+            ("tier".to_owned(), FeatureValue::Category("gold".into())),
+            ("member".to_owned(), FeatureValue::Flag(true)),
+        ]
+        .into();
+        let map: std::collections::HashMap<String, FeatureValue> =
+            c.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let json = serde_json::to_string(&c).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json).expect("json"),
+            serde_json::to_value(&map).expect("json")
+        );
+        assert_eq!(serde_json::from_str::<Context>(&json).expect("reads"), c);
+        // Sorted maps write the same bytes, in any format.
+        let sorted: std::collections::BTreeMap<_, _> = map.into_iter().collect();
+        let bytes = postcard::to_allocvec(&c).expect("postcard");
+        assert_eq!(bytes, postcard::to_allocvec(&sorted).expect("postcard"));
+        assert_eq!(postcard::from_bytes::<Context>(&bytes).expect("reads"), c);
+    }
+}

@@ -174,15 +174,18 @@ struct FallbackRecorded {
 async fn select_offer(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
     run(&g, &headers, &body, |api, r: SelectOffer| async move {
         let reply = api
-            .select_offer(tonic::Request::new(proto::SelectOfferRequest {
-                campaign: r.campaign,
-                context: context(r.context),
-                candidate_offer_ids: r.candidate_offer_ids,
-                customer_id: r.customer_id,
-                request_id: r.request_id,
-                explain: r.explain,
-                personalization_consent: r.personalization_consent,
-            }))
+            .select_offer(tonic::Request::new(
+                proto::SelectOfferRequest {
+                    campaign: r.campaign,
+                    context: context(r.context),
+                    candidate_offer_ids: r.candidate_offer_ids,
+                    customer_id: r.customer_id,
+                    request_id: r.request_id,
+                    explain: r.explain,
+                    personalization_consent: r.personalization_consent,
+                }
+                .into(),
+            ))
             .await?
             .into_inner();
         Ok(Selected {

@@ -83,7 +83,7 @@ pub use crate::{
 pub use crate::{
     guard::{AuthScope, GuardConfig, MIN_TOKEN_BYTES, Role},
     server::{ServeOptions, free_bytes, serve, shutdown_signal},
-    service::{Limits, validate_select},
+    service::{Limits, validate_select, wire},
 };
 
 // Statistics the simulator and the tests check against the server's own:

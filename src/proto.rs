@@ -4,6 +4,14 @@
 
 tonic::include_proto!("offerbandit.v1");
 
+/// The servers, generated apart from the messages (`build.rs`): SelectOffer's
+/// request is [`crate::service::wire::SelectOfferRequest`], decoded by our own
+/// decoder; every other message is the one above.
+mod servers {
+    include!(concat!(env!("OUT_DIR"), "/servers/offerbandit.v1.rs"));
+}
+pub(crate) use servers::{campaign_admin_server, offer_service_server};
+
 /// Encoded descriptor set of the API, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/offerbandit_descriptor.bin"));

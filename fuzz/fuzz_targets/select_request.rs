@@ -1,14 +1,18 @@
-//! Any bytes as a SelectOffer request: decode, validate, then segment and
-//! encode the context for every demo campaign, as the server would. Nothing
-//! may panic; invalid input must come back as an error.
+//! Any bytes as a SelectOffer request: decode with the server's decoder
+//! (which must accept exactly what the generated one accepts), validate,
+//! then segment and encode the context for every demo campaign, as the
+//! server would. Nothing may panic; invalid input must come back as an error.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use offer_bandit::{Limits, config, policy::segment::segment_key, proto, validate_select};
+use offer_bandit::{Limits, config, policy::segment::segment_key, proto, validate_select, wire};
 use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(request) = proto::SelectOfferRequest::decode(data) else {
+    let generated = proto::SelectOfferRequest::decode(data);
+    let decoded = wire::SelectOfferRequest::decode(data);
+    assert_eq!(generated.is_ok(), decoded.is_ok(), "the decoders disagree");
+    let Ok(request) = decoded else {
         return;
     };
     let Ok(req) = validate_select(&Limits::default(), request) else {

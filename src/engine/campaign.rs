@@ -511,13 +511,12 @@ impl Campaign {
     /// store's to keep, and undeclared keys let a caller grow every record
     /// (21 KB each filled a disk).
     pub(super) fn kept_context(&self, context: &Context) -> Vec<(String, FeatureValue)> {
-        let mut kept: Vec<_> = context
+        // Sorted, as the context is.
+        context
             .iter()
             .filter(|(k, _)| self.declares(k))
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        kept.sort_by(|a, b| a.0.cmp(&b.0));
-        kept
+            .collect()
     }
 
     /// The segment a visit counts in: its own while the model tracks it or

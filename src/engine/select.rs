@@ -49,7 +49,8 @@ impl Engine {
         campaign: &Campaign,
         req: &SelectRequest,
     ) -> Result<Vec<String>, Error> {
-        let mut ignored: Vec<String> = req
+        // Sorted, as the context's keys are.
+        let ignored: Vec<String> = req
             .context
             .keys()
             .filter(|k| !campaign.declares(k))
@@ -58,7 +59,6 @@ impl Engine {
         if ignored.is_empty() {
             return Ok(ignored);
         }
-        ignored.sort();
         campaign.ignored_features.increment(ignored.len() as u64, || {
             metrics::counter!("offer_bandit_ignored_features_total", "campaign" => req.campaign.clone())
         });

@@ -725,7 +725,7 @@ mod tests {
         let kind = |k: usize| if k.is_multiple_of(2) { "a" } else { "b" };
         let offers: Vec<Vec<(u32, f64)>> = (0..10)
             .map(|k| {
-                let c = std::collections::HashMap::from([(
+                let c = crate::context::Context::from([(
                     "kind".to_owned(),
                     crate::context::FeatureValue::Category(kind(k).into()),
                 )]);

@@ -2,13 +2,13 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, Limits, convert::estimate, truncate};
+use super::{Api, Limits, convert::estimate, truncate, wire::SelectOfferRequest};
 use crate::{
     config::valid_id,
     context::{Context, FeatureValue},
     engine::SelectRequest,
     error::{Error, Reason},
-    proto::{self, feature_value::Kind},
+    proto,
 };
 
 impl Api {
@@ -42,7 +42,8 @@ impl Api {
                 request_id: r.request_id,
                 explain: false,
                 personalization_consent: r.personalization_consent,
-            },
+            }
+            .into(),
         )?;
         let s = self.engine.record_fallback(req, &r.offer_id).await?;
         Ok(Response::new(proto::RecordFallbackResponse {
@@ -78,7 +79,7 @@ impl Api {
     /// SelectOffer.
     pub(super) async fn decide(
         &self,
-        request: Request<proto::SelectOfferRequest>,
+        request: Request<SelectOfferRequest>,
     ) -> Result<Response<proto::SelectOfferResponse>, Status> {
         let req = validate_select(&self.limits, request.into_inner())?;
         let campaign = req.campaign.clone();
@@ -112,9 +113,9 @@ impl Api {
 }
 
 /// Checks a SelectOffer request against `limits` and converts it for the
-/// engine; the error names the field. Never panics on any input (a fuzz
+/// engine (the context moves as it was decoded); the error names the field. Never panics on any input (a fuzz
 /// target checks).
-pub fn validate_select(l: &Limits, r: proto::SelectOfferRequest) -> Result<SelectRequest, Error> {
+pub fn validate_select(l: &Limits, r: SelectOfferRequest) -> Result<SelectRequest, Error> {
     let bad = |m: String| Err(Error::InvalidArgument(m));
     let bad_context = |m: String| Err(Error::refused(Reason::InvalidContext, m));
     if r.campaign.is_empty() {
@@ -123,43 +124,45 @@ pub fn validate_select(l: &Limits, r: proto::SelectOfferRequest) -> Result<Selec
     if !valid_id(&r.campaign) {
         return bad("campaign must be 1-64 letters, digits, '_', '-' or '.'".into());
     }
-    if r.context.len() > l.max_features {
+    let features = r.context.len() + r.unset.len();
+    if features > l.max_features {
         return bad_context(format!(
-            "context has {} features; at most {} are allowed",
-            r.context.len(),
+            "context has {features} features; at most {} are allowed",
             l.max_features
         ));
     }
-    let mut context = Context::with_capacity(r.context.len());
-    for (name, value) in r.context {
-        if name.is_empty() || name.len() > l.max_feature_name {
-            return bad_context(format!(
-                "feature names must be 1-{} bytes; got {} bytes",
-                l.max_feature_name,
-                name.len()
-            ));
-        }
-        let v = match value.kind {
-            None => {
-                return bad_context(format!(
-                    "feature '{name}' has no value: set number, category or flag"
-                ));
-            }
-            Some(Kind::Number(x)) if !x.is_finite() => {
+    if let Some(name) = r
+        .context
+        .keys()
+        .chain(&r.unset)
+        .find(|name| name.is_empty() || name.len() > l.max_feature_name)
+    {
+        return bad_context(format!(
+            "feature names must be 1-{} bytes; got {} bytes",
+            l.max_feature_name,
+            name.len()
+        ));
+    }
+    if let Some(name) = r.unset.first() {
+        return bad_context(format!(
+            "feature '{name}' has no value: set number, category or flag"
+        ));
+    }
+    for (name, value) in r.context.iter() {
+        match value {
+            FeatureValue::Number(x) if !x.is_finite() => {
                 return bad_context(format!("feature '{name}' is {x}; numbers must be finite"));
             }
-            Some(Kind::Number(x)) => FeatureValue::Number(x),
-            Some(Kind::Category(c)) if c.len() > l.max_category => {
+            FeatureValue::Category(c) if c.len() > l.max_category => {
                 return bad_context(format!(
                     "feature '{name}': categories are at most {} bytes",
                     l.max_category
                 ));
             }
-            Some(Kind::Category(c)) => FeatureValue::Category(c),
-            Some(Kind::Flag(b)) => FeatureValue::Flag(b),
-        };
-        context.insert(name, v);
+            _ => {}
+        }
     }
+    let mut context = r.context;
     if r.candidate_offer_ids.len() > l.max_candidates {
         return bad(format!(
             "at most {} candidate_offer_ids are allowed",

@@ -7,6 +7,7 @@ mod convert;
 mod decide;
 mod errors;
 mod redeem;
+pub mod wire;
 
 pub use decide::validate_select;
 pub(crate) use errors::refusal;
@@ -123,7 +124,7 @@ impl Api {
 impl OfferService for Api {
     async fn select_offer(
         &self,
-        request: Request<proto::SelectOfferRequest>,
+        request: Request<wire::SelectOfferRequest>,
     ) -> Result<Response<proto::SelectOfferResponse>, Status> {
         self.decide(request).await
     }

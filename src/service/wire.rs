@@ -1,0 +1,439 @@
+//! SelectOffer's request as the server decodes it: the protobuf message
+//! `offerbandit.v1.SelectOfferRequest`, byte for byte the one in
+//! [`crate::proto`], decoded by hand so that the context goes from the wire
+//! straight into its sorted [`Context`]. The generated decoder builds a hash
+//! map of the context first (a SipHash and an allocation per feature), which
+//! validation then copied into a second map; this one does neither.
+//!
+//! Clients keep the generated message: `build.rs` generates the servers
+//! apart, with this type for SelectOffer's request. Tests (below, and a fuzz
+//! target) check that both decoders accept and refuse the same bytes and
+//! agree on what they read.
+
+use prost::{
+    DecodeError, Message,
+    bytes::{Buf, BufMut},
+    encoding::{self, DecodeContext, WireType},
+};
+
+use crate::{
+    context::{Context, FeatureValue},
+    proto::{self, feature_value::Kind},
+};
+
+const MESSAGE: &str = "SelectOfferRequest";
+
+/// `offerbandit.v1.SelectOfferRequest`, with its context decoded into a
+/// [`Context`]. Protobuf's rules hold: a field sent twice keeps its last
+/// value, a context key sent twice its last entry, unknown fields are
+/// skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SelectOfferRequest {
+    /// Field 1.
+    pub campaign: String,
+    /// Field 2's entries that carry a value.
+    pub context: Context,
+    /// Field 2's keys whose value sets none of number, category or flag, in
+    /// the order met (validation refuses them).
+    pub unset: Vec<String>,
+    /// Field 3.
+    pub candidate_offer_ids: Vec<String>,
+    /// Field 4.
+    pub customer_id: String,
+    /// Field 5.
+    pub request_id: String,
+    /// Field 6.
+    pub explain: bool,
+    /// Field 7.
+    pub personalization_consent: Option<bool>,
+}
+
+impl SelectOfferRequest {
+    /// Decodes one context entry into `context` or `unset`.
+    fn merge_entry(
+        &mut self,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        let mut entry = Entry::default();
+        encoding::message::merge(wire_type, &mut entry, buf, ctx)?;
+        let Entry { name, value } = entry;
+        match value.0 {
+            Some(v) => {
+                if !self.unset.is_empty() {
+                    self.unset.retain(|n| *n != name);
+                }
+                self.context.insert(name, v);
+            }
+            None => {
+                self.context.remove(&name);
+                if !self.unset.contains(&name) {
+                    self.unset.push(name);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A context map entry: key 1, value 2. Decoded through prost's own
+/// nested-message step, so that its recursion limit counts as for the
+/// generated decoder.
+#[derive(Debug, Default)]
+struct Entry {
+    name: String,
+    value: Value,
+}
+
+impl Message for Entry {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        encoding::string::encode(1, &self.name, buf);
+        encoding::message::encode(2, &self.value, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::string::merge(wire_type, &mut self.name, buf, ctx),
+            2 => encoding::message::merge(wire_type, &mut self.value, buf, ctx),
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        encoding::string::encoded_len(1, &self.name)
+            + encoding::message::encoded_len(2, &self.value)
+    }
+
+    fn clear(&mut self) {
+        *self = Entry::default();
+    }
+}
+
+/// A `FeatureValue` message: its oneof's last field wins; one that sets
+/// none leaves the value as it was (none, unless merged twice).
+#[derive(Debug, Default)]
+struct Value(Option<FeatureValue>);
+
+impl Message for Value {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        match &self.0 {
+            Some(FeatureValue::Number(x)) => encoding::double::encode(1, x, buf),
+            Some(FeatureValue::Category(c)) => encoding::string::encode(2, c, buf),
+            Some(FeatureValue::Flag(b)) => encoding::bool::encode(3, b, buf),
+            None => {}
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => {
+                let mut x = 0.0;
+                encoding::double::merge(wire_type, &mut x, buf, ctx)?;
+                self.0 = Some(FeatureValue::Number(x));
+            }
+            2 => {
+                let mut c = String::new();
+                encoding::string::merge(wire_type, &mut c, buf, ctx)?;
+                self.0 = Some(FeatureValue::Category(c));
+            }
+            3 => {
+                let mut b = false;
+                encoding::bool::merge(wire_type, &mut b, buf, ctx)?;
+                self.0 = Some(FeatureValue::Flag(b));
+            }
+            _ => encoding::skip_field(wire_type, tag, buf, ctx)?,
+        }
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        match &self.0 {
+            Some(FeatureValue::Number(x)) => encoding::double::encoded_len(1, x),
+            Some(FeatureValue::Category(c)) => encoding::string::encoded_len(2, c),
+            Some(FeatureValue::Flag(b)) => encoding::bool::encoded_len(3, b),
+            None => 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Names the field an error came from, as the generated decoders do.
+fn within(field: &'static str) -> impl FnOnce(DecodeError) -> DecodeError {
+    move |mut e| {
+        e.push(MESSAGE, field);
+        e
+    }
+}
+
+impl Message for SelectOfferRequest {
+    /// Encodes through the generated message: only tests and clients of the
+    /// in-process API encode this type, never the server's hot path.
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        proto::SelectOfferRequest::from(self.clone()).encode_raw(buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::string::merge(wire_type, &mut self.campaign, buf, ctx)
+                .map_err(within("campaign")),
+            2 => self
+                .merge_entry(wire_type, buf, ctx)
+                .map_err(within("context")),
+            3 => {
+                encoding::string::merge_repeated(wire_type, &mut self.candidate_offer_ids, buf, ctx)
+                    .map_err(within("candidate_offer_ids"))
+            }
+            4 => encoding::string::merge(wire_type, &mut self.customer_id, buf, ctx)
+                .map_err(within("customer_id")),
+            5 => encoding::string::merge(wire_type, &mut self.request_id, buf, ctx)
+                .map_err(within("request_id")),
+            6 => encoding::bool::merge(wire_type, &mut self.explain, buf, ctx)
+                .map_err(within("explain")),
+            7 => encoding::bool::merge(
+                wire_type,
+                self.personalization_consent.get_or_insert(false),
+                buf,
+                ctx,
+            )
+            .map_err(within("personalization_consent")),
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        proto::SelectOfferRequest::from(self.clone()).encoded_len()
+    }
+
+    fn clear(&mut self) {
+        *self = SelectOfferRequest::default();
+    }
+}
+
+impl From<proto::SelectOfferRequest> for SelectOfferRequest {
+    fn from(r: proto::SelectOfferRequest) -> Self {
+        let mut context = Context::with_capacity(r.context.len());
+        let mut unset = Vec::new();
+        for (name, value) in r.context {
+            match value.kind {
+                Some(Kind::Number(x)) => context.insert(name, FeatureValue::Number(x)),
+                Some(Kind::Category(c)) => context.insert(name, FeatureValue::Category(c)),
+                Some(Kind::Flag(b)) => context.insert(name, FeatureValue::Flag(b)),
+                None => {
+                    unset.push(name);
+                    None
+                }
+            };
+        }
+        SelectOfferRequest {
+            campaign: r.campaign,
+            context,
+            unset,
+            candidate_offer_ids: r.candidate_offer_ids,
+            customer_id: r.customer_id,
+            request_id: r.request_id,
+            explain: r.explain,
+            personalization_consent: r.personalization_consent,
+        }
+    }
+}
+
+impl From<SelectOfferRequest> for proto::SelectOfferRequest {
+    fn from(r: SelectOfferRequest) -> Self {
+        let set = r.context.into_iter().map(|(name, v)| {
+            let kind = match v {
+                FeatureValue::Number(x) => Kind::Number(x),
+                FeatureValue::Category(c) => Kind::Category(c),
+                FeatureValue::Flag(b) => Kind::Flag(b),
+            };
+            (name, proto::FeatureValue { kind: Some(kind) })
+        });
+        let unset = r
+            .unset
+            .into_iter()
+            .map(|name| (name, proto::FeatureValue { kind: None }));
+        proto::SelectOfferRequest {
+            campaign: r.campaign,
+            context: set.chain(unset).collect(),
+            candidate_offer_ids: r.candidate_offer_ids,
+            customer_id: r.customer_id,
+            request_id: r.request_id,
+            explain: r.explain,
+            personalization_consent: r.personalization_consent,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use rand::{Rng, RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn random_value(rng: &mut impl Rng) -> proto::FeatureValue {
+        let kind = match rng.random_range(0..5) {
+            0 => None,
+            1 => Some(Kind::Number(rng.random_range(-1e3..1e3))),
+            2 => Some(Kind::Number(
+                [f64::NAN, f64::INFINITY, -0.0][rng.random_range(0..3)],
+            )),
+            3 => Some(Kind::Category(
+                ["", "lapsing", "ÿ€", "x"][rng.random_range(0..4)].into(),
+            )),
+            _ => Some(Kind::Flag(rng.random())),
+        };
+        proto::FeatureValue { kind }
+    }
+
+    fn random_request(rng: &mut impl Rng) -> proto::SelectOfferRequest {
+        let names = ["", "tier", "visits", "lifecycle", "hour", "é"];
+        proto::SelectOfferRequest {
+            campaign: ["", "coffee", "x.y"][rng.random_range(0..3)].into(),
+            context: (0..rng.random_range(0..7))
+                .map(|_| {
+                    (
+                        names[rng.random_range(0..names.len())].to_owned(),
+                        random_value(rng),
+                    )
+                })
+                .collect(),
+            candidate_offer_ids: (0..rng.random_range(0..3))
+                .map(|i| format!("o{i}"))
+                .collect(),
+            customer_id: ["", "c1"][rng.random_range(0..2)].into(),
+            request_id: ["", "r"][rng.random_range(0..2)].into(),
+            explain: rng.random(),
+            personalization_consent: [None, Some(false), Some(true)][rng.random_range(0..3)],
+        }
+    }
+
+    /// Both decoders on `bytes`: both refuse, or both accept and agree.
+    fn agree(bytes: &[u8]) -> bool {
+        let generated = proto::SelectOfferRequest::decode(bytes);
+        let ours = SelectOfferRequest::decode(bytes);
+        match (generated, ours) {
+            (Ok(g), Ok(o)) => {
+                let mut o = o;
+                o.unset.sort();
+                let mut g = SelectOfferRequest::from(g);
+                g.unset.sort();
+                normalized(g) == normalized(o)
+            }
+            (Err(_), Err(_)) => true,
+            (g, o) => panic!("decoders disagree on {bytes:?}: generated {g:?}, ours {o:?}"),
+        }
+    }
+
+    /// NaN is not equal to itself: compare numbers by their bits.
+    fn normalized(mut r: SelectOfferRequest) -> (SelectOfferRequest, Vec<u64>) {
+        let mut bits = Vec::new();
+        for (_, v) in r.context.iter() {
+            if let FeatureValue::Number(x) = v {
+                bits.push(x.to_bits());
+            }
+        }
+        r.context
+            .retain(|_, v| !matches!(v, FeatureValue::Number(_)));
+        (r, bits)
+    }
+
+    #[test]
+    fn decodes_what_the_generated_encoder_writes_as_the_generated_decoder_does() {
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        for _ in 0..5_000 {
+            let bytes = random_request(&mut rng).encode_to_vec();
+            assert!(agree(&bytes));
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_generated_decoder_on_damaged_and_repeated_bytes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(20);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut bytes = random_request(&mut rng).encode_to_vec();
+            // Fields and entries sent twice: the last one wins in both.
+            if rng.random_bool(0.3) {
+                let more = random_request(&mut rng).encode_to_vec();
+                bytes.extend_from_slice(&more);
+            }
+            if !bytes.is_empty() {
+                for _ in 0..rng.random_range(0..3) {
+                    let i = rng.random_range(0..bytes.len());
+                    bytes[i] = rng.random();
+                }
+                if rng.random_bool(0.2) {
+                    bytes.truncate(rng.random_range(0..bytes.len()));
+                }
+            }
+            assert!(agree(&bytes));
+            if proto::SelectOfferRequest::decode(bytes.as_slice()).is_ok() {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // Both kinds of input were exercised.
+        assert!(
+            accepted > 1_000 && refused > 1_000,
+            "{accepted} / {refused}"
+        );
+    }
+
+    #[test]
+    fn a_key_sent_again_keeps_its_last_value_and_a_valueless_entry_is_kept_apart() {
+        let entry = |name: &str, kind: Option<Kind>| proto::SelectOfferRequest {
+            context: [(name.to_owned(), proto::FeatureValue { kind })].into(),
+            ..Default::default()
+        };
+        let mut bytes = entry("tier", None).encode_to_vec();
+        bytes.extend(entry("tier", Some(Kind::Category("gold".into()))).encode_to_vec());
+        bytes.extend(entry("visits", Some(Kind::Number(3.0))).encode_to_vec());
+        bytes.extend(entry("visits", None).encode_to_vec());
+        let r = SelectOfferRequest::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(
+            r.context.get("tier"),
+            Some(&FeatureValue::Category("gold".into()))
+        );
+        assert_eq!(r.context.get("visits"), None);
+        assert_eq!(r.unset, vec!["visits".to_owned()]);
+        assert!(agree(&bytes));
+    }
+
+    #[test]
+    fn encodes_to_bytes_the_generated_decoder_reads_back() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        for _ in 0..1_000 {
+            let original = random_request(&mut rng);
+            let ours = SelectOfferRequest::from(original.clone());
+            let back = proto::SelectOfferRequest::decode(ours.encode_to_vec().as_slice())
+                .expect("decodes");
+            assert_eq!(back.encoded_len(), ours.encoded_len());
+            assert!(agree(&back.encode_to_vec()));
+            assert_eq!(back.context.len(), original.context.len());
+        }
+    }
+}
