@@ -4,6 +4,7 @@
 
 use std::marker::PhantomData;
 
+use prost::bytes::Buf;
 use tonic::{
     Status,
     codec::{BufferSettings, Codec, DecodeBuf, Decoder},
@@ -47,15 +48,24 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|e| {
+        let refused = |why: &str| {
             crate::service::refusal(
                 crate::error::Reason::InvalidBody,
-                format!(
-                    "the request body is not this method's protobuf message: {}",
-                    e.message()
-                ),
+                format!("the request body is not this method's protobuf message: {why}"),
             )
-        })
+        };
+        // The message is one contiguous chunk (tonic buffers the whole
+        // frame): decoding from a plain slice spares every varint and field
+        // the buffer wrapper's bounds checks and bookkeeping (measured: about
+        // 10,000 instructions of SelectOffer's 120,000, BENCHMARKS.md).
+        let len = buf.remaining();
+        let chunk = buf.chunk();
+        if chunk.len() == len {
+            let decoded = U::decode(chunk).map_err(|e| refused(&e.to_string()))?;
+            buf.advance(len);
+            return Ok(Some(decoded));
+        }
+        self.0.decode(buf).map_err(|s| refused(s.message()))
     }
 
     fn buffer_settings(&self) -> BufferSettings {
