@@ -40,6 +40,7 @@ mod decision;
 mod decision_id;
 mod engine;
 mod error;
+mod fast_map;
 mod features;
 mod gateway;
 mod guard;

@@ -2,10 +2,7 @@
 //! shrunk toward the offer's rate in the rest of the campaign so that sparse or
 //! new segments start from what the campaign already knows.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, OnceLock},
-};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -112,7 +109,7 @@ pub fn segment_key(segment_by: &[String], context: &Context) -> Result<String, S
 #[derive(Debug, Clone, Default)]
 pub struct SegmentModel {
     offers: usize,
-    cells: HashMap<String, Vec<CellCounts>>,
+    cells: crate::fast_map::FastMap<String, Vec<CellCounts>>,
     totals: Vec<CellCounts>,
     events: u64,
     /// With delayed feedback, what pending decisions weigh; without, each
@@ -127,7 +124,7 @@ pub struct SegmentModel {
 struct DelayedFeedback {
     /// The delay model; its tick is the one the weights were taken at.
     learner: DelayLearner,
-    cells: HashMap<(String, usize), PendingAges>,
+    cells: crate::fast_map::FastMap<(String, usize), PendingAges>,
     totals: Vec<PendingAges>,
 }
 
@@ -136,7 +133,7 @@ impl SegmentModel {
     pub fn new(offers: usize) -> Self {
         SegmentModel {
             offers,
-            cells: HashMap::new(),
+            cells: Default::default(),
             totals: vec![CellCounts::default(); offers],
             events: 0,
             delayed: None,
@@ -152,7 +149,7 @@ impl SegmentModel {
     pub fn with_delayed_feedback(mut self, window_ms: i64) -> Self {
         self.delayed = Some(DelayedFeedback {
             learner: DelayLearner::new(window_ms),
-            cells: HashMap::new(),
+            cells: Default::default(),
             totals: vec![PendingAges::default(); self.offers],
         });
         self
@@ -422,7 +419,7 @@ const MAX_SNAPSHOTS: usize = 65_536;
 #[derive(Debug)]
 pub struct SnapshotCache {
     tolerance: f64,
-    entries: Mutex<HashMap<SnapshotKey, Arc<Snapshot>>>,
+    entries: Mutex<crate::fast_map::FastMap<SnapshotKey, Arc<Snapshot>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -480,7 +477,7 @@ impl SnapshotCache {
             } else {
                 0.0
             },
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Default::default()),
         }
     }
 

@@ -1,8 +1,6 @@
 //! A write set: the changes of one write group, typed, applied atomically
 //! by whichever [`Storage`](super::Storage) commits it.
 
-use std::collections::HashMap;
-
 use super::*;
 
 /// One change to durable state. Each backend maps it to its own layout
@@ -93,9 +91,9 @@ pub enum Write {
 pub struct WriteSet {
     writes: Vec<Write>,
     /// Decision records set (`Some`) or removed (`None`) in this set.
-    decisions: HashMap<DecisionId, Option<DecisionRecord>>,
+    decisions: crate::fast_map::FastMap<DecisionId, Option<DecisionRecord>>,
     /// Those of `decisions` made in this set's group (written as blocks).
-    new: std::collections::HashSet<DecisionId>,
+    new: crate::fast_map::FastSet<DecisionId>,
     len: usize,
 }
 

@@ -154,8 +154,8 @@ impl Writer {
     /// samples a whole group's change or none of it and logs which.
     fn publish_models(
         &self,
-        models: HashMap<(String, usize), GaussianPosterior>,
-        versions: &HashMap<String, u64>,
+        models: FastMap<(String, usize), GaussianPosterior>,
+        versions: &FastMap<String, u64>,
     ) {
         let mut by_campaign: HashMap<String, Vec<(usize, GaussianPosterior)>> = HashMap::new();
         for ((campaign, offer), posterior) in models {

@@ -2,6 +2,7 @@
 //! into the posteriors, committed in one batch (its verbs, one file each).
 
 use super::*;
+use crate::fast_map::FastMap;
 
 mod closed;
 mod commit;
@@ -389,7 +390,7 @@ impl Writer {
 /// and marked for the next checkpoint.
 struct Staged<'a> {
     campaign: &'a str,
-    staged: &'a mut HashMap<(String, usize), GaussianPosterior>,
+    staged: &'a mut FastMap<(String, usize), GaussianPosterior>,
     published: &'a RwLock<Vec<GaussianPosterior>>,
     dirty: &'a mut std::collections::HashSet<(String, usize)>,
 }
@@ -451,33 +452,33 @@ pub(super) struct Group {
     /// what later commands of the group read.
     pub(super) writes: WriteSet,
     /// Counts this group changed (written once each, at commit).
-    pub(super) cells: HashMap<(String, String, usize), CellCounts>,
-    pub(super) arms: HashMap<(String, Arm), ArmCounts>,
+    pub(super) cells: FastMap<(String, String, usize), CellCounts>,
+    pub(super) arms: FastMap<(String, Arm), ArmCounts>,
     /// Per-customer sums this group changed, by (campaign, arm).
-    pub(super) clusters: HashMap<(String, Arm), ClusterSums>,
+    pub(super) clusters: FastMap<(String, Arm), ClusterSums>,
     /// Customer totals as this group sees them: read by a sweep, changed
     /// (then also in `writes`), or `None`: erased.
-    pub(super) totals: HashMap<(CustomerHash, String, Arm), Option<CustomerTotals>>,
+    pub(super) totals: FastMap<(CustomerHash, String, Arm), Option<CustomerTotals>>,
     /// Today's counts this group changed (written once each, at commit).
-    pub(super) daily: HashMap<(String, usize), DailyCounts>,
+    pub(super) daily: FastMap<(String, usize), DailyCounts>,
     /// Traffic profiles this group counted decisions in, by campaign
     /// (stored once per group, at commit).
-    pub(super) traffic: HashMap<String, crate::budget::TrafficProfile>,
-    pub(super) statuses: HashMap<String, CampaignStatus>,
-    pub(super) models: HashMap<(String, usize), GaussianPosterior>,
+    pub(super) traffic: FastMap<String, crate::budget::TrafficProfile>,
+    pub(super) statuses: FastMap<String, CampaignStatus>,
+    pub(super) models: FastMap<(String, usize), GaussianPosterior>,
     /// Per contextual campaign, the sequence number of its last learning
     /// event in this group: its posteriors' version once published.
-    pub(super) versions: HashMap<String, u64>,
+    pub(super) versions: FastMap<String, u64>,
     /// Learned priors this group changed, by campaign.
-    pub(super) priors: HashMap<String, SharedPrior>,
+    pub(super) priors: FastMap<String, SharedPrior>,
     /// Decisions this group added per offer (erasures in the same group
     /// are not subtracted: budget checks err on the safe side).
-    pub(super) trials: HashMap<(String, usize), u64>,
+    pub(super) trials: FastMap<(String, usize), u64>,
     /// The decisions staged in this group, by customer.
-    pub(super) by_customer: HashMap<CustomerHash, Vec<DecisionId>>,
-    pub(super) requests: HashMap<(String, String), DecisionId>,
+    pub(super) by_customer: FastMap<CustomerHash, Vec<DecisionId>>,
+    pub(super) requests: FastMap<(String, String), DecisionId>,
     /// New decisions per campaign: when the last window closes, and the ids.
-    pub(super) expiries: HashMap<String, (i64, Vec<DecisionId>)>,
+    pub(super) expiries: FastMap<String, (i64, Vec<DecisionId>)>,
     /// Changes to pending decisions and redemption delays, in order, for
     /// the segment models' delayed feedback once the group is stored.
     pub(super) delays: Vec<DelayChange>,
@@ -591,7 +592,7 @@ mod tests {
             let mut published_prior = SharedPrior::new(encoder.dim(), 0, &config);
             let mut dirty = std::collections::HashSet::new();
             for (g, group) in events.chunks(37).enumerate() {
-                let mut staged_models = HashMap::new();
+                let mut staged_models = FastMap::default();
                 let mut prior = published_prior.clone();
                 for (j, (offer, x, redeemed)) in group.iter().enumerate() {
                     let at = at(g * 37 + j);

@@ -30,7 +30,7 @@ impl Writer {
 
     /// After the group is stored: the profiles it counted are the
     /// campaigns' own.
-    pub(super) fn publish_traffic(&self, traffic: HashMap<String, crate::budget::TrafficProfile>) {
+    pub(super) fn publish_traffic(&self, traffic: FastMap<String, crate::budget::TrafficProfile>) {
         for (campaign, profile) in traffic {
             if let Some(c) = self.campaign(&campaign) {
                 *c.traffic.write() = profile;
