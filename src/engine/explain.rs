@@ -4,10 +4,13 @@
 use super::*;
 
 impl Engine {
-    /// Every offer's estimate for this visit (see [`Explanation`]).
+    /// Every offer's estimate for this visit (see [`Explanation`]), from
+    /// `sampled`, the snapshot the request's draw sampled (None: segment-ts).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn explain(
         &self,
         campaign: &Campaign,
+        sampled: Option<&SampledModels<'_>>,
         segment: &str,
         x: &[(u32, f64)],
         candidates: &[usize],
@@ -18,15 +21,15 @@ impl Engine {
         use crate::uplift::Estimate;
         let objective = campaign.config.objective;
         // (mean, low, high) of the redemption rate, per candidate.
-        let (rates, probabilities): (Vec<(f64, f64, f64)>, Vec<f64>) = match &campaign.contextual {
-            Some(ctx) => {
-                let models = ctx.models.read();
+        let (rates, probabilities): (Vec<(f64, f64, f64)>, Vec<f64>) = match sampled {
+            Some(sampled) => {
+                let (ctx, models) = (sampled.ctx, &sampled.snapshot);
                 let weights: Vec<f64> = campaign
                     .offers
                     .iter()
                     .map(|o| objective.weight(o.value))
                     .collect();
-                let arms = gaussian_arms(&models, &ctx.config, &weights, x, candidates);
+                let arms = gaussian_arms(&models.posteriors, &ctx.config, &weights, x, candidates);
                 let rate = |z: f64| GaussianPosterior::rate(z, ctx.config.likelihood);
                 let rates = candidates
                     .iter()

@@ -80,6 +80,8 @@ pub(super) fn propensity_after_refusals(
 /// probability of an offer among a candidate set depends on.
 pub(super) struct Draw<'a> {
     pub campaign: &'a Campaign,
+    /// The snapshot the request sampled (None: segment-ts).
+    pub sampled: Option<&'a SampledModels<'a>>,
     pub arm: Arm,
     pub segment: &'a str,
     pub features: &'a [(u32, f64)],
@@ -88,7 +90,8 @@ pub(super) struct Draw<'a> {
 
 impl Draw<'_> {
     /// P(this draw picks `offer` among `set`) (campaign indices), under the
-    /// posterior as it is now, with the campaign's minimum propensity.
+    /// posterior the request sampled, with the campaign's minimum
+    /// propensity.
     pub(super) fn probability(&self, set: &[usize], offer: usize) -> f64 {
         match self.arm {
             Arm::Bandit => self
@@ -110,15 +113,21 @@ impl Draw<'_> {
         };
         let campaign = self.campaign;
         let objective = campaign.config.objective;
-        match &campaign.contextual {
-            Some(ctx) => {
+        match self.sampled {
+            Some(sampled) => {
                 let weights: Vec<f64> = campaign
                     .offers
                     .iter()
                     .map(|o| objective.weight(o.value))
                     .collect();
-                let models = ctx.models.read();
-                let arms = gaussian_arms(&models, &ctx.config, &weights, self.features, set);
+                let (ctx, models) = (sampled.ctx, &sampled.snapshot);
+                let arms = gaussian_arms(
+                    &models.posteriors,
+                    &ctx.config,
+                    &weights,
+                    self.features,
+                    set,
+                );
                 thompson::win_probability(&arms, k)
             }
             None => {
@@ -242,9 +251,10 @@ mod tests {
             .encode(&visit("a", None).context)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let weights = vec![1.0; campaign.offers.len()];
+        let sampled = ctx.sample();
         let win = |set: &[usize], k: usize| {
-            let models = ctx.models.read();
-            thompson::win_probability(&gaussian_arms(&models, &ctx.config, &weights, &x, set), k)
+            let models = &sampled.snapshot.posteriors;
+            thompson::win_probability(&gaussian_arms(models, &ctx.config, &weights, &x, set), k)
         };
         let all = [0, 1, 2];
         let rest = [1, 2];
@@ -264,6 +274,7 @@ mod tests {
         let decided = engine
             .select_among(
                 &engine.campaign(&req.campaign)?,
+                Some(&sampled),
                 &req,
                 &spent,
                 &OnceLock::new(),
