@@ -136,7 +136,8 @@ impl Contextual {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::contextual::{ContextualConfig, Likelihood};
+    use crate::error::Error;
+    use crate::policy::contextual::{ContextualConfig, Likelihood, gaussian_arms};
 
     fn prior(mean: f64) -> GaussianPosterior {
         let mut p = GaussianPosterior::prior(1, &ContextualConfig::new(Likelihood::Logistic));
@@ -162,5 +163,156 @@ mod tests {
         published.publish([], None);
         let last = published.load();
         assert_eq!((last.version, last.posteriors.len()), (4, 3));
+    }
+
+    /// A request samples the snapshot it loaded, whatever is published
+    /// after: here a publish lands after the request's snapshot is loaded
+    /// and before its draw, so any step that read the current posteriors
+    /// instead (the draw, the logged version, the minimum propensity's
+    /// probability, the race path after a refused offer, `explain`) would
+    /// see a campaign where offer x all but always wins.
+    #[tokio::test]
+    async fn a_decision_logs_and_explains_the_snapshot_it_sampled() -> Result<(), Error> {
+        use crate::clock::ManualClock;
+        use crate::engine::tests::{T0, WINDOW_MS, campaigns, open_campaigns, options, visit};
+        use crate::engine::{Decided, SelectRequest, race, thompson};
+        use crate::store::{DecisionLog, MemoryStore};
+        use std::sync::OnceLock;
+
+        let mut files = campaigns();
+        for f in &mut files {
+            f.config.min_propensity = 0.1;
+        }
+        let store = MemoryStore::new();
+        let clock = Arc::new(ManualClock::new(T0));
+        let engine = open_campaigns(&store, &clock, files, options());
+        // Something learned, so that the sampled snapshot has a version
+        // and offers that differ: y redeems, x and z do not.
+        for _ in 0..12 {
+            let s = engine.select(visit("a", None)).await?;
+            if s.offer_id == "y" {
+                engine
+                    .redeem(crate::engine::tests::redemption(s.decision_id))
+                    .await?;
+            }
+        }
+        engine
+            .sweep(clock.advance(2 * WINDOW_MS), usize::MAX)
+            .await?;
+        engine.flush().await?;
+        let campaign = engine.campaign("p")?;
+        let ctx = campaign
+            .contextual
+            .as_ref()
+            .ok_or(Error::FailedPrecondition("campaign p is contextual".into()))?;
+        let req = SelectRequest {
+            explain: true,
+            ..visit("a", None)
+        };
+        let x = ctx
+            .encoder
+            .encode(&req.context)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let weights: Vec<f64> = campaign
+            .offers
+            .iter()
+            .map(|o| campaign.config.objective.weight(o.value))
+            .collect();
+        let floor = campaign.floor();
+        // One draw's floored probability of `offer` among `set` under `s`.
+        let win = |s: &ModelSnapshot, set: &[usize], offer: usize| {
+            let k = set.iter().position(|&o| o == offer).unwrap_or(usize::MAX);
+            let arms = gaussian_arms(&s.posteriors, &ctx.config, &weights, &x, set);
+            floor.propensity(set.len(), thompson::win_probability(&arms, k))
+        };
+
+        let sampled = ctx.sample();
+        let loaded = sampled.snapshot.clone();
+        assert!(loaded.version > 0, "the learning above has a version");
+        // The publish: x's posterior moved far up, at a later version.
+        let mut moved = loaded.get(0).cloned().ok_or(Error::NotFound("x".into()))?;
+        moved.mean.iter_mut().for_each(|m| *m += 4.0);
+        ctx.models
+            .publish([(0, moved)], Some(loaded.version + 1_000));
+        let current = ctx.models.load();
+        let all = [0, 1, 2];
+        assert!(
+            win(&current, &all, 0) > win(&loaded, &all, 0) + 0.2,
+            "the publish changes the probabilities: {} vs {}",
+            win(&current, &all, 0),
+            win(&loaded, &all, 0)
+        );
+
+        let decide = |spent: Vec<(String, String)>| {
+            let (engine, campaign, sampled, req) = (&engine, &campaign, &sampled, &req);
+            async move {
+                let first = OnceLock::new();
+                let _ = first.set(vec![0, 1, 2]);
+                match engine
+                    .select_among(
+                        campaign,
+                        Some(sampled),
+                        req,
+                        &spent,
+                        &OnceLock::new(),
+                        &first,
+                    )
+                    .await?
+                {
+                    Decided::Made(s) => Ok::<_, Error>(s),
+                    Decided::Spent { offer, .. } => {
+                        Err(Error::FailedPrecondition(format!("{offer} refused")))
+                    }
+                }
+            }
+        };
+        let shown = |sel: &crate::engine::Selection, id: &str| {
+            sel.explanation
+                .iter()
+                .find(|e| e.offer_id == id)
+                .map_or(f64::NAN, |e| e.probability)
+        };
+        let ids = ["x", "y", "z"];
+
+        // Every offer a candidate: the floored one-draw probabilities.
+        let sel = decide(Vec::new()).await?;
+        let chosen = campaign
+            .offer_index(&sel.offer_id)
+            .ok_or(Error::NotFound(sel.offer_id.clone()))?;
+        assert_eq!(sel.model_version, loaded.version);
+        assert!((sel.propensity - win(&loaded, &all, chosen)).abs() < 1e-9);
+        for (o, id) in ids.iter().enumerate() {
+            let p = shown(&sel, id);
+            assert!((p - win(&loaded, &all, o)).abs() < 1e-9, "{id}: {p}");
+        }
+        let logged = store
+            .decision(&sel.decision_id)?
+            .ok_or(Error::NotFound("the decision".into()))?;
+        assert_eq!(
+            (logged.model_version, logged.propensity),
+            (loaded.version, sel.propensity)
+        );
+
+        // x refused by a racing budget: the propensity sums the paths
+        // through x, all under the loaded snapshot.
+        let spent = vec![("x".to_owned(), "spent by a racing decision".to_owned())];
+        let sel = decide(spent).await?;
+        let chosen = campaign
+            .offer_index(&sel.offer_id)
+            .ok_or(Error::NotFound(sel.offer_id.clone()))?;
+        let after_refusal = |s: &ModelSnapshot, o| {
+            race::propensity_after_refusals(&all, &[0], o, |set, c| win(s, set, c))
+        };
+        assert_eq!(sel.model_version, loaded.version);
+        assert!((sel.propensity - after_refusal(&loaded, chosen)).abs() < 1e-9);
+        assert!(
+            (after_refusal(&loaded, chosen) - after_refusal(&current, chosen)).abs() > 1e-3,
+            "the published snapshot would log another propensity"
+        );
+        for (o, id) in ids.iter().enumerate().skip(1) {
+            let p = shown(&sel, id);
+            assert!((p - after_refusal(&loaded, o)).abs() < 1e-9, "{id}: {p}");
+        }
+        Ok(())
     }
 }
