@@ -274,24 +274,29 @@ mod tests {
         };
         let ids = ["x", "y", "z"];
 
-        // Every offer a candidate: the floored one-draw probabilities.
-        let sel = decide(Vec::new()).await?;
-        let chosen = campaign
-            .offer_index(&sel.offer_id)
-            .ok_or(Error::NotFound(sel.offer_id.clone()))?;
-        assert_eq!(sel.model_version, loaded.version);
-        assert!((sel.propensity - win(&loaded, &all, chosen)).abs() < 1e-9);
-        for (o, id) in ids.iter().enumerate() {
-            let p = shown(&sel, id);
-            assert!((p - win(&loaded, &all, o)).abs() < 1e-9, "{id}: {p}");
+        // Every offer a candidate: the floored one-draw probabilities, over
+        // enough decisions that the minimum propensity's exploring draw
+        // (which asks the policy's probability of another offer) is among
+        // them.
+        for _ in 0..24 {
+            let sel = decide(Vec::new()).await?;
+            let chosen = campaign
+                .offer_index(&sel.offer_id)
+                .ok_or(Error::NotFound(sel.offer_id.clone()))?;
+            assert_eq!(sel.model_version, loaded.version);
+            assert!((sel.propensity - win(&loaded, &all, chosen)).abs() < 1e-9);
+            for (o, id) in ids.iter().enumerate() {
+                let p = shown(&sel, id);
+                assert!((p - win(&loaded, &all, o)).abs() < 1e-9, "{id}: {p}");
+            }
+            let logged = store
+                .decision(&sel.decision_id)?
+                .ok_or(Error::NotFound("the decision".into()))?;
+            assert_eq!(
+                (logged.model_version, logged.propensity),
+                (loaded.version, sel.propensity)
+            );
         }
-        let logged = store
-            .decision(&sel.decision_id)?
-            .ok_or(Error::NotFound("the decision".into()))?;
-        assert_eq!(
-            (logged.model_version, logged.propensity),
-            (loaded.version, sel.propensity)
-        );
 
         // x refused by a racing budget: the propensity sums the paths
         // through x, all under the loaded snapshot.
