@@ -80,8 +80,8 @@ pub(super) fn propensity_after_refusals(
 /// probability of an offer among a candidate set depends on.
 pub(super) struct Draw<'a> {
     pub campaign: &'a Campaign,
-    /// The snapshot the request sampled (None: segment-ts).
-    pub sampled: Option<&'a SampledModels<'a>>,
+    /// What the request's draw sampled.
+    pub sample: Sample<'a>,
     pub arm: Arm,
     pub segment: &'a str,
     pub features: &'a [(u32, f64)],
@@ -90,7 +90,8 @@ pub(super) struct Draw<'a> {
 
 impl Draw<'_> {
     /// P(this draw picks `offer` among `set`) (campaign indices), under the
-    /// posterior the request sampled, with the campaign's minimum
+    /// posterior the request sampled (segment-ts: for a set other than the
+    /// draw's, the segment's snapshot now), with the campaign's minimum
     /// propensity.
     pub(super) fn probability(&self, set: &[usize], offer: usize) -> f64 {
         match self.arm {
@@ -113,8 +114,8 @@ impl Draw<'_> {
         };
         let campaign = self.campaign;
         let objective = campaign.config.objective;
-        match self.sampled {
-            Some(sampled) => {
+        match self.sample {
+            Sample::Contextual(sampled) => {
                 let weights: Vec<f64> = campaign
                     .offers
                     .iter()
@@ -130,7 +131,11 @@ impl Draw<'_> {
                 );
                 thompson::win_probability(&arms, k)
             }
-            None => {
+            // The set the draw was among: its snapshot's propensity.
+            Sample::Segment(Some(drawn)) if drawn.candidates() == set => drawn.propensity(k),
+            // Another set (a budget race's): the snapshot a draw among it
+            // would sample now.
+            Sample::Segment(_) => {
                 let weights: Vec<f64> = set
                     .iter()
                     .map(|&i| objective.weight(campaign.offers[i].value))

@@ -169,7 +169,8 @@ impl Engine {
             index: 0,
             propensity: 1.0,
         };
-        let (segment, features, choice, model_version) = match sampled {
+        // segment-ts: the arms the bandit's draw sampled.
+        let (segment, features, choice, model_version, drawn) = match sampled {
             Some(sampled) => {
                 let (ctx, models) = (sampled.ctx, &sampled.snapshot);
                 let x = ctx
@@ -192,7 +193,7 @@ impl Engine {
                 } else {
                     (placeholder, models.version)
                 };
-                (String::new(), x, choice, model_version)
+                (String::new(), x, choice, model_version, None)
             }
             None => {
                 let segment = segment_key(&campaign.config.segment_by, &req.context)
@@ -201,29 +202,32 @@ impl Engine {
                     .iter()
                     .map(|&i| objective.weight(campaign.offers[i].value))
                     .collect();
-                let (segment, choice, model_version) = {
+                let (segment, drawn, model_version) = {
                     let model = campaign.model.read();
                     let segment = campaign.tracked_segment(&model, segment);
-                    let choice = if bandit {
-                        self.rng.with(|rng| {
-                            campaign.snapshots.choose(
-                                &model,
-                                &segment,
-                                &candidates,
-                                &weights,
-                                campaign.config.prior_strength,
-                                rng,
-                            )
-                        })
-                    } else {
-                        Some(placeholder)
-                    };
-                    (segment, choice, model.version())
+                    let drawn = bandit.then(|| {
+                        campaign.snapshots.sample(
+                            &model,
+                            &segment,
+                            &candidates,
+                            &weights,
+                            campaign.config.prior_strength,
+                        )
+                    });
+                    (segment, drawn, model.version())
+                };
+                let choice = match &drawn {
+                    Some(arms) => self.rng.with(|rng| arms.choose(rng)),
+                    None => Some(placeholder),
                 };
                 let choice = choice
                     .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
-                (segment, Vec::new(), choice, model_version)
+                (segment, Vec::new(), choice, model_version, drawn)
             }
+        };
+        let sample = match sampled {
+            Some(s) => Sample::Contextual(s),
+            None => Sample::Segment(drawn.as_ref()),
         };
         // Without consent the visit's evidence goes to no segment the bandit
         // samples (and, contextual, to no posterior: the writer learns none).
@@ -250,7 +254,7 @@ impl Engine {
             let explain = || {
                 self.explain(
                     campaign,
-                    sampled,
+                    sample,
                     &segment,
                     &features,
                     &candidates,
@@ -269,7 +273,7 @@ impl Engine {
         };
         let draw = race::Draw {
             campaign,
-            sampled,
+            sample,
             arm,
             segment: &segment,
             features: &features,

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::Contextual;
-use crate::policy::contextual::GaussianPosterior;
+use crate::policy::{contextual::GaussianPosterior, segment::SampledArms};
 
 /// Every offer's posterior of a contextual campaign at one version.
 #[derive(Debug, Default)]
@@ -123,6 +123,17 @@ pub(super) struct SampledModels<'a> {
     pub(super) snapshot: Arc<ModelSnapshot>,
 }
 
+/// What a request's draw sampled, which its logged propensity, the minimum
+/// propensity's probabilities and its explanation are computed from.
+#[derive(Clone, Copy)]
+pub(super) enum Sample<'a> {
+    /// A contextual campaign's snapshot, loaded once for the request.
+    Contextual(&'a SampledModels<'a>),
+    /// Segment-ts: the arms the bandit's draw sampled (a cached snapshot
+    /// of the segment; None: no draw, the control policy chose).
+    Segment(Option<&'a SampledArms>),
+}
+
 impl Contextual {
     /// The campaign's current snapshot, for one request.
     pub(super) fn sample(&self) -> SampledModels<'_> {
@@ -138,6 +149,7 @@ mod tests {
     use super::*;
     use crate::error::Error;
     use crate::policy::contextual::{ContextualConfig, Likelihood, gaussian_arms};
+    use crate::store::MemoryStore;
 
     fn prior(mean: f64) -> GaussianPosterior {
         let mut p = GaussianPosterior::prior(1, &ContextualConfig::new(Likelihood::Logistic));
@@ -176,7 +188,7 @@ mod tests {
         use crate::clock::ManualClock;
         use crate::engine::tests::{T0, WINDOW_MS, campaigns, open_campaigns, options, visit};
         use crate::engine::{Decided, SelectRequest, race, thompson};
-        use crate::store::{DecisionLog, MemoryStore};
+        use crate::store::DecisionLog;
         use std::sync::OnceLock;
 
         let mut files = campaigns();
@@ -317,6 +329,62 @@ mod tests {
         for (o, id) in ids.iter().enumerate().skip(1) {
             let p = shown(&sel, id);
             assert!((p - after_refusal(&loaded, o)).abs() < 1e-9, "{id}: {p}");
+        }
+        Ok(())
+    }
+
+    /// Segment-ts samples a cached snapshot of the segment's arms while the
+    /// live posterior stays within `snapshot_tolerance` of it: the
+    /// explanation shows that snapshot's probabilities, the ones the
+    /// logged propensity is of (it used to show the live posterior's).
+    #[tokio::test]
+    async fn a_segment_ts_decision_explains_the_arms_it_sampled() -> Result<(), Error> {
+        use crate::clock::ManualClock;
+        use crate::config::PolicyKind;
+        use crate::engine::SelectRequest;
+        use crate::engine::tests::{T0, campaigns, open_campaigns, options, redemption, visit};
+
+        let mut files = campaigns();
+        for f in &mut files {
+            f.config.policy = PolicyKind::SegmentTs;
+            f.config.features.clear();
+            f.config.segment_by = vec!["type".into()];
+            f.config.min_propensity = 0.05;
+        }
+        let store = MemoryStore::new();
+        let clock = Arc::new(ManualClock::new(T0));
+        let engine = open_campaigns(&store, &clock, files, options());
+        // Enough evidence that the segment's snapshot is reused while its
+        // live posterior moves a little with every sweep.
+        for i in 0..600 {
+            clock.advance(10_000);
+            let s = engine.select(visit("a", None)).await?;
+            if i % 4 == 0 {
+                engine.redeem(redemption(s.decision_id)).await?;
+            }
+            engine.sweep(engine.now_ms(), 1_000).await?;
+        }
+        for _ in 0..100 {
+            clock.advance(10_000);
+            engine.sweep(engine.now_ms(), 1_000).await?;
+            let s = engine
+                .select(SelectRequest {
+                    explain: true,
+                    ..visit("a", None)
+                })
+                .await?;
+            let shown: Vec<f64> = s.explanation.iter().map(|e| e.probability).collect();
+            let chosen = s
+                .explanation
+                .iter()
+                .find(|e| e.offer_id == s.offer_id)
+                .map_or(f64::NAN, |e| e.probability);
+            assert!(
+                (chosen - s.propensity).abs() < 1e-12,
+                "explained {chosen}, logged {} ({shown:?})",
+                s.propensity
+            );
+            assert!((shown.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{shown:?}");
         }
         Ok(())
     }
