@@ -130,7 +130,9 @@ pub struct Campaign {
 pub(super) struct Contextual {
     pub(super) encoder: Encoder,
     pub(super) config: ContextualConfig,
-    pub(super) models: Arc<RwLock<Vec<GaussianPosterior>>>,
+    /// The posteriors decisions sample, as versioned snapshots
+    /// ([`super::snapshot`]); shared by every revision.
+    pub(super) models: Arc<PublishedModels>,
     /// The prior learned across the offers (used when
     /// `config.adaptive_prior`), shared by every revision like the models.
     pub(super) prior: Arc<RwLock<SharedPrior>>,
@@ -140,11 +142,6 @@ pub(super) struct Contextual {
     /// at the next restart, as segment-ts's does). Derived state: recovery
     /// rebuilds both from the decision records.
     pub(super) delays: Arc<RwLock<Delays>>,
-    /// The posteriors' version, what a decision logs as `model_version`:
-    /// the learning sequence number of the last event in them (0: none),
-    /// set with them under `models`' lock, so a decision reads the version
-    /// of the posteriors it sampled. Shared by every revision.
-    pub(super) version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A contextual campaign's delay model and its non-redemptions to reveal.
@@ -234,7 +231,7 @@ impl Contextual {
             *v = self.config.prior_variance;
         }
         let configured = GaussianPosterior::prior(self.encoder.dim(), next).mean;
-        let mut models = self.models.read().clone();
+        let mut models = self.models.load().to_vec();
         let mut skipped = 0;
         for (k, m) in models.iter_mut().enumerate() {
             if m.learned_nothing() {
@@ -258,19 +255,23 @@ impl Contextual {
                 "learned prior switched off: columns whose covariance exceeded the learned prior kept it"
             );
         }
-        *self.models.write() = models;
+        self.models.publish_all(models, None);
         *prior = prior.restarted(next);
     }
 
     /// Sets every offer that has learned nothing to the prior under `next`.
     pub(super) fn reset_untrained(&self, next: &ContextualConfig, offers: &[Offer]) {
         let prior = self.prior.read();
-        for (k, m) in self.models.write().iter_mut().enumerate() {
-            if m.learned_nothing() {
+        let snapshot = self.models.load();
+        let reset = snapshot
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.learned_nothing())
+            .map(|(k, _)| {
                 let z = offers.get(k).map_or(&[][..], |o| o.features.as_slice());
-                *m = Self::prior_under(&prior, self.encoder.dim(), next, z);
-            }
-        }
+                (k, Self::prior_under(&prior, self.encoder.dim(), next, z))
+            });
+        self.models.publish(reset, None);
     }
 }
 
@@ -297,7 +298,6 @@ impl Campaign {
                     &cfg,
                 ))),
                 delays: Arc::new(RwLock::new(Delays::new(&config))),
-                version: Arc::default(),
                 encoder,
                 config: cfg,
             }),
@@ -361,7 +361,7 @@ impl Campaign {
                 != (c.config.prior_variance, c.config.prior_rate);
             if new_prior
                 && c.models
-                    .read()
+                    .load()
                     .iter()
                     .all(GaussianPosterior::learned_nothing)
             {
@@ -380,7 +380,6 @@ impl Campaign {
                 models: c.models.clone(),
                 prior: c.prior.clone(),
                 delays: c.delays.clone(),
-                version: c.version.clone(),
             })
         });
         let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
@@ -438,7 +437,7 @@ impl Campaign {
         self.daily.write().push(DailyCounts::default());
         if let Some(c) = &self.contextual {
             let prior = c.offer_prior(&offer.features);
-            c.models.write().push(prior);
+            c.models.push(prior);
         }
         self.offer_index.insert(offer.id.clone(), idx);
         self.offers.push(offer);
@@ -491,10 +490,11 @@ impl Campaign {
     }
 
     /// The version a decision made now logs: a contextual campaign's
-    /// posteriors' ([`Contextual::version`]), segment-ts's learning events.
+    /// current snapshot's ([`ModelSnapshot::version`]), segment-ts's
+    /// learning events.
     pub(super) fn model_version(&self) -> u64 {
         match &self.contextual {
-            Some(ctx) => ctx.version.load(std::sync::atomic::Ordering::Relaxed),
+            Some(ctx) => ctx.models.load().version,
             None => self.model.read().version(),
         }
     }

@@ -226,7 +226,8 @@ async fn erasing_decisions_still_waiting_for_their_reveal_removes_what_was_learn
     let counts = |e: &Engine| -> Result<(u64, u64), Error> {
         let c = e.campaign("p")?;
         let ctx = c.contextual.as_ref().ok_or(Error::NotFound("ctx".into()))?;
-        let m = &ctx.models.read()[0];
+        let snapshot = ctx.models.load();
+        let m = snapshot.get(0).ok_or(Error::NotFound("offer 0".into()))?;
         Ok((m.decisions, m.observations))
     };
     assert_eq!(counts(&engine)?, (2, 4), "two redemptions learned");

@@ -4,10 +4,14 @@
 use super::*;
 
 impl Engine {
-    /// Every offer's estimate for this visit (see [`Explanation`]).
+    /// Every offer's estimate for this visit (see [`Explanation`]), from
+    /// `sample`, what the request's draw sampled (a segment-ts visit the
+    /// control policy served: the live posterior of `segment`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn explain(
         &self,
         campaign: &Campaign,
+        sample: Sample<'_>,
         segment: &str,
         x: &[(u32, f64)],
         candidates: &[usize],
@@ -18,15 +22,15 @@ impl Engine {
         use crate::uplift::Estimate;
         let objective = campaign.config.objective;
         // (mean, low, high) of the redemption rate, per candidate.
-        let (rates, probabilities): (Vec<(f64, f64, f64)>, Vec<f64>) = match &campaign.contextual {
-            Some(ctx) => {
-                let models = ctx.models.read();
+        let (rates, probabilities): (Vec<(f64, f64, f64)>, Vec<f64>) = match sample {
+            Sample::Contextual(sampled) => {
+                let (ctx, models) = (sampled.ctx, &sampled.snapshot);
                 let weights: Vec<f64> = campaign
                     .offers
                     .iter()
                     .map(|o| objective.weight(o.value))
                     .collect();
-                let arms = gaussian_arms(&models, &ctx.config, &weights, x, candidates);
+                let arms = gaussian_arms(&models.posteriors, &ctx.config, &weights, x, candidates);
                 let rate = |z: f64| GaussianPosterior::rate(z, ctx.config.likelihood);
                 let rates = candidates
                     .iter()
@@ -39,18 +43,24 @@ impl Engine {
                 let probs = within_budget(arms.len(), |i| thompson::win_probability(&arms, i))?;
                 (rates, probs)
             }
-            None => {
-                let weights: Vec<f64> = candidates
-                    .iter()
-                    .map(|&i| objective.weight(campaign.offers[i].value))
-                    .collect();
-                let model = campaign.model.read();
-                let arms = model.arms(
-                    segment,
-                    candidates,
-                    &weights,
-                    campaign.config.prior_strength,
-                );
+            Sample::Segment(drawn) => {
+                let live;
+                let arms = match drawn {
+                    Some(drawn) => drawn.arms(),
+                    None => {
+                        let weights: Vec<f64> = candidates
+                            .iter()
+                            .map(|&i| objective.weight(campaign.offers[i].value))
+                            .collect();
+                        live = campaign.model.read().arms(
+                            segment,
+                            candidates,
+                            &weights,
+                            campaign.config.prior_strength,
+                        );
+                        &live
+                    }
+                };
                 let rates = arms
                     .iter()
                     .map(|a| {
@@ -61,7 +71,11 @@ impl Engine {
                         )
                     })
                     .collect();
-                let probs = within_budget(arms.len(), |i| thompson::win_probability(&arms, i))?;
+                // The draw's snapshot computes each propensity once.
+                let probs = within_budget(arms.len(), |i| match drawn {
+                    Some(drawn) => drawn.propensity(i),
+                    None => thompson::win_probability(arms, i),
+                })?;
                 (rates, probs)
             }
         };

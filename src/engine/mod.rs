@@ -50,9 +50,10 @@ mod race;
 mod recovery;
 mod reports;
 mod select;
+mod snapshot;
 mod writer;
 
-use self::{campaign::*, caps::*, queue::*, select::*, writer::*};
+use self::{campaign::*, caps::*, queue::*, select::*, snapshot::*, writer::*};
 pub(crate) use self::{
     campaign::{Campaign, Offer},
     reports::{

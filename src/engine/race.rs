@@ -80,6 +80,8 @@ pub(super) fn propensity_after_refusals(
 /// probability of an offer among a candidate set depends on.
 pub(super) struct Draw<'a> {
     pub campaign: &'a Campaign,
+    /// What the request's draw sampled.
+    pub sample: Sample<'a>,
     pub arm: Arm,
     pub segment: &'a str,
     pub features: &'a [(u32, f64)],
@@ -88,7 +90,9 @@ pub(super) struct Draw<'a> {
 
 impl Draw<'_> {
     /// P(this draw picks `offer` among `set`) (campaign indices), under the
-    /// posterior as it is now, with the campaign's minimum propensity.
+    /// posterior the request sampled (segment-ts: for a set other than the
+    /// draw's, the segment's snapshot now), with the campaign's minimum
+    /// propensity.
     pub(super) fn probability(&self, set: &[usize], offer: usize) -> f64 {
         match self.arm {
             Arm::Bandit => self
@@ -110,18 +114,28 @@ impl Draw<'_> {
         };
         let campaign = self.campaign;
         let objective = campaign.config.objective;
-        match &campaign.contextual {
-            Some(ctx) => {
+        match self.sample {
+            Sample::Contextual(sampled) => {
                 let weights: Vec<f64> = campaign
                     .offers
                     .iter()
                     .map(|o| objective.weight(o.value))
                     .collect();
-                let models = ctx.models.read();
-                let arms = gaussian_arms(&models, &ctx.config, &weights, self.features, set);
+                let (ctx, models) = (sampled.ctx, &sampled.snapshot);
+                let arms = gaussian_arms(
+                    &models.posteriors,
+                    &ctx.config,
+                    &weights,
+                    self.features,
+                    set,
+                );
                 thompson::win_probability(&arms, k)
             }
-            None => {
+            // The set the draw was among: its snapshot's propensity.
+            Sample::Segment(Some(drawn)) if drawn.candidates() == set => drawn.propensity(k),
+            // Another set (a budget race's): the snapshot a draw among it
+            // would sample now.
+            Sample::Segment(_) => {
                 let weights: Vec<f64> = set
                     .iter()
                     .map(|&i| objective.weight(campaign.offers[i].value))
@@ -242,9 +256,10 @@ mod tests {
             .encode(&visit("a", None).context)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let weights = vec![1.0; campaign.offers.len()];
+        let sampled = ctx.sample();
         let win = |set: &[usize], k: usize| {
-            let models = ctx.models.read();
-            thompson::win_probability(&gaussian_arms(&models, &ctx.config, &weights, &x, set), k)
+            let models = &sampled.snapshot.posteriors;
+            thompson::win_probability(&gaussian_arms(models, &ctx.config, &weights, &x, set), k)
         };
         let all = [0, 1, 2];
         let rest = [1, 2];
@@ -264,6 +279,7 @@ mod tests {
         let decided = engine
             .select_among(
                 &engine.campaign(&req.campaign)?,
+                Some(&sampled),
                 &req,
                 &spent,
                 &OnceLock::new(),

@@ -183,7 +183,9 @@ pub(super) fn recover(
             None => campaign.add_retired_offer(&offer),
         };
         match &mut campaign.contextual {
-            Some(c) if posterior.mean.len() == c.encoder.dim() => c.models.write()[idx] = posterior,
+            Some(c) if posterior.mean.len() == c.encoder.dim() => {
+                c.models.publish([(idx, posterior)], None);
+            }
             Some(c) => {
                 return Err(StoreError::Corrupt {
                     key: format!("model {campaign_id}/{offer}"),
@@ -283,7 +285,7 @@ pub(super) fn recover(
     if last_seq > checkpoint || settled {
         for (id, c) in &campaigns {
             let Some(ctx) = &c.contextual else { continue };
-            for (o, m) in c.offers.iter().zip(ctx.models.read().iter()) {
+            for (o, m) in c.offers.iter().zip(ctx.models.load().iter()) {
                 writes.put_model(id, &o.id, m);
             }
             writes.put_prior(id, &ctx.prior.read());
@@ -411,12 +413,10 @@ pub(super) fn replay_learning(
         }
         true
     })?;
-    for (campaign, v) in versions {
-        if let Some(ctx) = campaigns.get(&campaign).and_then(|c| c.contextual.as_ref()) {
-            ctx.version.store(v, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
     events.sort_by_key(|e| e.0);
+    // Each contextual campaign's posteriors, worked on in place and then
+    // published once with their version.
+    let mut working: BTreeMap<String, Vec<GaussianPosterior>> = BTreeMap::new();
     let mut last = checkpoint;
     for (seq, campaign, offer, x, redeemed, at_ms, retract) in events {
         last = last.max(seq);
@@ -437,11 +437,21 @@ pub(super) fn replay_learning(
         };
         let mut prior = ctx.prior.write();
         let prior = ctx.config.adaptive_prior.then_some(&mut *prior);
-        let mut models = ctx.models.write();
+        let models = working
+            .entry(campaign)
+            .or_insert_with(|| ctx.models.load().to_vec());
         if retract {
-            step.retract_non_redemption(&mut *models, prior.as_deref(), i, &x, at_ms);
+            step.retract_non_redemption(models, prior.as_deref(), i, &x, at_ms);
         }
-        step.learn(&mut *models, prior, i, &x, redeemed, at_ms);
+        step.learn(models, prior, i, &x, redeemed, at_ms);
+    }
+    for (id, c) in campaigns.iter() {
+        let Some(ctx) = &c.contextual else { continue };
+        let version = versions.get(id).copied();
+        match working.remove(id) {
+            Some(models) => ctx.models.publish_all(models, version),
+            None => ctx.models.publish([], version),
+        }
     }
     Ok((n, last))
 }

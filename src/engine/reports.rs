@@ -97,15 +97,13 @@ impl Engine {
     pub fn stats(&self, campaign_id: &str) -> Result<CampaignStats, Error> {
         let campaign = self.campaign(campaign_id)?;
         let model = campaign.model.read();
+        let snapshot = campaign.contextual.as_ref().map(|c| c.models.load());
         let mut offers: Vec<OfferStats> = campaign
             .offers
             .iter()
             .enumerate()
             .map(|(i, o)| {
-                let posterior = campaign
-                    .contextual
-                    .as_ref()
-                    .and_then(|c| c.models.read().get(i).cloned());
+                let posterior = snapshot.as_ref().and_then(|s| s.get(i));
                 let (model_observations, mean_predicted_rate) = match posterior {
                     Some(p) if p.decisions > 0 => {
                         (p.observations, p.predicted_sum / p.decisions as f64)

@@ -16,12 +16,22 @@ impl Engine {
         // The first draw's candidates: the logged propensity counts the
         // paths through every offer refused since (see `race`).
         let first_candidates = std::sync::OnceLock::new();
-        // One campaign for the whole request, retries included.
+        // One campaign for the whole request, retries included, and one
+        // snapshot of its posteriors: every draw, the logged version and
+        // propensity, and the explanation come from it.
         let campaign = self.campaign(&req.campaign)?;
+        let sampled = campaign.contextual.as_ref().map(Contextual::sample);
         let ignored = self.ignored_features(&campaign, &req)?;
         loop {
             match self
-                .select_among(&campaign, &req, &spent, &anonymous_draw, &first_candidates)
+                .select_among(
+                    &campaign,
+                    sampled.as_ref(),
+                    &req,
+                    &spent,
+                    &anonymous_draw,
+                    &first_candidates,
+                )
                 .await?
             {
                 Decided::Spent { offer, why } => {
@@ -82,14 +92,16 @@ impl Engine {
         Ok(ignored)
     }
 
-    /// [`Engine::select`] in `campaign` (`req`'s) without the offers in
-    /// `spent` (offer, why), with
+    /// [`Engine::select`] in `campaign` (`req`'s), sampling `sampled` (a
+    /// contextual campaign's snapshot, loaded once for the request; None
+    /// for segment-ts), without the offers in `spent` (offer, why), with
     /// `anonymous_draw` (uniform, drawn once per request when first needed)
     /// deciding the arm of a visit without a customer id, and
     /// `first_candidates` keeping the request's first draw's candidates.
     pub(super) async fn select_among(
         &self,
         campaign: &Arc<Campaign>,
+        sampled: Option<&SampledModels<'_>>,
         req: &SelectRequest,
         spent: &[(String, String)],
         anonymous_draw: &std::sync::OnceLock<f64>,
@@ -157,8 +169,10 @@ impl Engine {
             index: 0,
             propensity: 1.0,
         };
-        let (segment, features, choice, model_version) = match &campaign.contextual {
-            Some(ctx) => {
+        // segment-ts: the arms the bandit's draw sampled.
+        let (segment, features, choice, model_version, drawn) = match sampled {
+            Some(sampled) => {
+                let (ctx, models) = (sampled.ctx, &sampled.snapshot);
                 let x = ctx
                     .encoder
                     .encode(&req.context)
@@ -169,25 +183,17 @@ impl Engine {
                         .iter()
                         .map(|o| objective.weight(o.value))
                         .collect();
-                    let (arms, version) = {
-                        let models = ctx.models.read();
-                        (
-                            gaussian_arms(&models, &ctx.config, &weights, &x, &candidates),
-                            ctx.version.load(std::sync::atomic::Ordering::Relaxed),
-                        )
-                    };
+                    let arms =
+                        gaussian_arms(&models.posteriors, &ctx.config, &weights, &x, &candidates);
                     let choice = self
                         .rng
                         .with(|rng| thompson::choose(&arms, rng))
                         .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
-                    (choice, version)
+                    (choice, models.version)
                 } else {
-                    (
-                        placeholder,
-                        ctx.version.load(std::sync::atomic::Ordering::Relaxed),
-                    )
+                    (placeholder, models.version)
                 };
-                (String::new(), x, choice, model_version)
+                (String::new(), x, choice, model_version, None)
             }
             None => {
                 let segment = segment_key(&campaign.config.segment_by, &req.context)
@@ -196,29 +202,32 @@ impl Engine {
                     .iter()
                     .map(|&i| objective.weight(campaign.offers[i].value))
                     .collect();
-                let (segment, choice, model_version) = {
+                let (segment, drawn, model_version) = {
                     let model = campaign.model.read();
                     let segment = campaign.tracked_segment(&model, segment);
-                    let choice = if bandit {
-                        self.rng.with(|rng| {
-                            campaign.snapshots.choose(
-                                &model,
-                                &segment,
-                                &candidates,
-                                &weights,
-                                campaign.config.prior_strength,
-                                rng,
-                            )
-                        })
-                    } else {
-                        Some(placeholder)
-                    };
-                    (segment, choice, model.version())
+                    let drawn = bandit.then(|| {
+                        campaign.snapshots.sample(
+                            &model,
+                            &segment,
+                            &candidates,
+                            &weights,
+                            campaign.config.prior_strength,
+                        )
+                    });
+                    (segment, drawn, model.version())
+                };
+                let choice = match &drawn {
+                    Some(arms) => self.rng.with(|rng| arms.choose(rng)),
+                    None => Some(placeholder),
                 };
                 let choice = choice
                     .ok_or_else(|| Error::FailedPrecondition("no candidate offers".into()))?;
-                (segment, Vec::new(), choice, model_version)
+                (segment, Vec::new(), choice, model_version, drawn)
             }
+        };
+        let sample = match sampled {
+            Some(s) => Sample::Contextual(s),
+            None => Sample::Segment(drawn.as_ref()),
         };
         // Without consent the visit's evidence goes to no segment the bandit
         // samples (and, contextual, to no posterior: the writer learns none).
@@ -245,6 +254,7 @@ impl Engine {
             let explain = || {
                 self.explain(
                     campaign,
+                    sample,
                     &segment,
                     &features,
                     &candidates,
@@ -263,6 +273,7 @@ impl Engine {
         };
         let draw = race::Draw {
             campaign,
+            sample,
             arm,
             segment: &segment,
             features: &features,

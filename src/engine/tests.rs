@@ -124,9 +124,11 @@ pub(super) fn learned(engine: &Engine) -> String {
             *c.status.read()
         );
         if let Some(ctx) = &c.contextual {
+            let snapshot = ctx.models.load();
             out += &format!(
-                "models {:?}\nprior {:?}\n",
-                *ctx.models.read(),
+                "models {:?} version {}\nprior {:?}\n",
+                snapshot.to_vec(),
+                snapshot.version,
                 *ctx.prior.read()
             );
         }
@@ -217,7 +219,7 @@ async fn erasure_checkpoints_the_models_at_once() -> Result<(), Error> {
         .contextual
         .as_ref()
         .ok_or(Error::NotFound("ctx".into()))?;
-    assert_eq!(stored, *ctx.models.read());
+    assert_eq!(stored, ctx.models.load().to_vec());
     assert_eq!(store.load_priors()?[0].1, *ctx.prior.read());
     let alice = CustomerKey::from_bytes([1; 32]).hash("alice");
     assert!(store.customer_decisions(&alice)?.is_empty());
@@ -316,7 +318,12 @@ async fn erasure_under_half_life_removes_the_weight_later_observations_left() ->
         .encoder
         .encode(&visit("x", "a", "alice").context)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let before = ctx.models.read()[0].clone();
+    let before = ctx
+        .models
+        .load()
+        .get(0)
+        .cloned()
+        .ok_or(Error::NotFound("offer 0".into()))?;
     // The closed form: each observation removed with 2^(-n / half_life).
     let removed_with = |decision_weight: f64, redemption_weight: f64| {
         let variances = vec![ctx.config.prior_variance; ctx.encoder.dim()];
@@ -342,7 +349,7 @@ async fn erasure_under_half_life_removes_the_weight_later_observations_left() ->
         .campaign("h")?
         .contextual
         .as_ref()
-        .map(|c| c.models.read()[0].clone());
+        .and_then(|c| c.models.load().get(0).cloned());
     let after = after.ok_or(Error::NotFound("ctx".into()))?;
     for (i, (a, e)) in after.mean.iter().zip(&expected.mean).enumerate() {
         assert!(

@@ -508,12 +508,12 @@ impl GaussianPosterior {
 }
 
 /// The Thompson arms of `candidates` at `x`, given every offer's posterior
-/// and weight. When every candidate
+/// (owned, or shared as in the engine's snapshots) and weight. When every candidate
 /// has the same weight the link is dropped:
 /// a monotone transform applied to every score changes neither the argmax
 /// nor its probability, and the identity is the cheapest to integrate.
 pub fn gaussian_arms(
-    models: &[GaussianPosterior],
+    models: &[impl std::borrow::Borrow<GaussianPosterior>],
     config: &ContextualConfig,
     weights: &[f64],
     x: &Sparse,
@@ -525,7 +525,9 @@ pub fn gaussian_arms(
     candidates
         .iter()
         .map(|&c| {
-            let (mean, var) = models.get(c).map_or((0.0, 1.0), |m| m.predictive(x));
+            let (mean, var) = models
+                .get(c)
+                .map_or((0.0, 1.0), |m| m.borrow().predictive(x));
             let sd = config.exploration.max(1e-6) * var.sqrt();
             // Both models learn the redemption rate p (one observation per
             // decision, [`GaussianPosterior::learn`]); the value objective

@@ -430,15 +430,21 @@ struct SnapshotKey {
 
 #[derive(Debug)]
 struct Snapshot {
+    /// The offers the arms are of, in order.
+    candidates: Vec<usize>,
     arms: Vec<Arm>,
     /// Propensity of each arm, computed when it is first chosen.
     propensities: Vec<OnceLock<f64>>,
 }
 
 impl Snapshot {
-    fn new(arms: Vec<Arm>) -> Self {
+    fn new(candidates: &[usize], arms: Vec<Arm>) -> Self {
         let propensities = (0..arms.len()).map(|_| OnceLock::new()).collect();
-        Snapshot { arms, propensities }
+        Snapshot {
+            candidates: candidates.to_vec(),
+            arms,
+            propensities,
+        }
     }
 
     fn fresh(&self, live: &[Arm], tolerance: f64) -> bool {
@@ -456,6 +462,39 @@ impl Snapshot {
             Some(p) => *p.get_or_init(|| thompson::win_probability(&self.arms, i)),
             None => 0.0,
         }
+    }
+}
+
+/// The arms one draw samples for a segment and candidate set (a snapshot
+/// of [`SnapshotCache`]), with each arm's exact propensity computed once:
+/// what a decision's draw, its logged propensity and its explanation share.
+#[derive(Debug, Clone)]
+pub struct SampledArms(Arc<Snapshot>);
+
+impl SampledArms {
+    /// The offers (model indices) the arms are of, in order.
+    pub fn candidates(&self) -> &[usize] {
+        &self.0.candidates
+    }
+
+    /// One arm per candidate.
+    pub fn arms(&self) -> &[Arm] {
+        &self.0.arms
+    }
+
+    /// P(a draw from these arms picks candidate `i`) (0 past the last).
+    pub fn propensity(&self, i: usize) -> f64 {
+        self.0.propensity(i)
+    }
+
+    /// A draw: the candidate's index and its propensity; None without
+    /// candidates.
+    pub fn choose(&self, rng: &mut dyn Rng) -> Option<Choice> {
+        let index = thompson::argmax_draw(&self.0.arms, rng)?;
+        Some(Choice {
+            index,
+            propensity: self.propensity(index),
+        })
     }
 }
 
@@ -488,7 +527,7 @@ impl SnapshotCache {
 
     fn snapshot(&self, segment: &str, candidates: &[usize], live: Vec<Arm>) -> Arc<Snapshot> {
         if self.tolerance == 0.0 {
-            return Arc::new(Snapshot::new(live));
+            return Arc::new(Snapshot::new(candidates, live));
         }
         let key = SnapshotKey {
             segment: segment.to_owned(),
@@ -503,9 +542,25 @@ impl SnapshotCache {
         if entries.len() >= MAX_SNAPSHOTS {
             entries.clear();
         }
-        let s = Arc::new(Snapshot::new(live));
+        let s = Arc::new(Snapshot::new(candidates, live));
         entries.insert(key, s.clone());
         s
+    }
+
+    /// The arms a draw for `segment` among `candidates` (indices into the
+    /// model's offers, weighted by `weights`) samples now: the cached
+    /// snapshot while it is within tolerance of the live posterior, else a
+    /// new one.
+    pub fn sample(
+        &self,
+        model: &SegmentModel,
+        segment: &str,
+        candidates: &[usize],
+        weights: &[f64],
+        prior_strength: f64,
+    ) -> SampledArms {
+        let live = model.arms(segment, candidates, weights, prior_strength);
+        SampledArms(self.snapshot(segment, candidates, live))
     }
 
     /// Draws an offer among `candidates` (indices into the model's offers,
@@ -520,11 +575,8 @@ impl SnapshotCache {
         prior_strength: f64,
         rng: &mut dyn Rng,
     ) -> Option<Choice> {
-        let (snap, index) = self.draw(model, segment, candidates, weights, prior_strength, rng)?;
-        Some(Choice {
-            index,
-            propensity: snap.propensity(index),
-        })
+        self.sample(model, segment, candidates, weights, prior_strength)
+            .choose(rng)
     }
 
     /// [`SnapshotCache::choose`] without the propensity: the index into

@@ -46,7 +46,7 @@ impl Writer {
                 match group.models.get(&key) {
                     Some(p) => group.writes.put_model(campaign, &o.id, p),
                     None => {
-                        if let Some(p) = ctx.models.read().get(*offer) {
+                        if let Some(p) = ctx.models.load().get(*offer) {
                             group.writes.put_model(campaign, &o.id, p);
                         }
                     }
@@ -148,10 +148,11 @@ impl Writer {
     }
 
     /// After the group is stored: each contextual campaign's changed
-    /// posteriors, under one lock for the campaign with their version (the
-    /// sequence number of the group's last event of the campaign; an
-    /// erasure, which learns no event, leaves it), so that a decision
-    /// samples a whole group's change or none of it and logs which.
+    /// posteriors, published as the campaign's next snapshot in one swap
+    /// with their version (the sequence number of the group's last event
+    /// of the campaign; an erasure, which learns no event, leaves it), so
+    /// that a decision samples a whole group's change or none of it and
+    /// logs which.
     fn publish_models(
         &self,
         models: FastMap<(String, usize), GaussianPosterior>,
@@ -168,15 +169,8 @@ impl Writer {
             if let Some(c) = self.campaign(&campaign)
                 && let Some(ctx) = &c.contextual
             {
-                let mut published = ctx.models.write();
-                for (offer, posterior) in posteriors {
-                    if let Some(slot) = published.get_mut(offer) {
-                        *slot = posterior;
-                    }
-                }
-                if let Some(&v) = versions.get(&campaign) {
-                    ctx.version.store(v, Ordering::Relaxed);
-                }
+                ctx.models
+                    .publish(posteriors, versions.get(&campaign).copied());
             }
         }
     }

@@ -107,7 +107,7 @@ impl Writer {
         let key = (rec.campaign.clone(), offer);
         let mut posterior = match g.models.remove(&key) {
             Some(p) => p,
-            None => ctx.models.read().get(offer)?.clone(),
+            None => ctx.models.load().get(offer)?.clone(),
         };
         // The weight forgetting left each observation, and the prior no
         // removal may widen the posterior past.

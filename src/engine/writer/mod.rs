@@ -391,7 +391,7 @@ impl Writer {
 struct Staged<'a> {
     campaign: &'a str,
     staged: &'a mut FastMap<(String, usize), GaussianPosterior>,
-    published: &'a RwLock<Vec<GaussianPosterior>>,
+    published: &'a PublishedModels,
     dirty: &'a mut std::collections::HashSet<(String, usize)>,
 }
 
@@ -399,7 +399,7 @@ impl crate::policy::learning::Posteriors for Staged<'_> {
     fn posterior_mut(&mut self, offer: usize) -> Option<&mut GaussianPosterior> {
         let key = (self.campaign.to_owned(), offer);
         if !self.staged.contains_key(&key) {
-            let p = self.published.read().get(offer)?.clone();
+            let p = self.published.load().get(offer)?.clone();
             self.staged.insert(key.clone(), p);
         }
         self.dirty.insert(key.clone());
@@ -408,12 +408,16 @@ impl crate::policy::learning::Posteriors for Staged<'_> {
 
     fn with_all(&mut self, f: &mut dyn FnMut(&mut [GaussianPosterior]) -> bool) -> bool {
         let mut all: Vec<GaussianPosterior> = {
-            let published = self.published.read();
-            (0..published.len())
-                .map(|i| match self.staged.get(&(self.campaign.to_owned(), i)) {
-                    Some(p) => p.clone(),
-                    None => published[i].clone(),
-                })
+            let published = self.published.load();
+            published
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, p)| match self.staged.get(&(self.campaign.to_owned(), i)) {
+                        Some(staged) => staged.clone(),
+                        None => p.clone(),
+                    },
+                )
                 .collect()
         };
         if !f(&mut all) {
@@ -588,7 +592,8 @@ mod tests {
                 }
             }
             // Staged, in groups of 37 events, published after each group.
-            let published = RwLock::new(fresh());
+            let published = PublishedModels::default();
+            published.publish_all(fresh(), None);
             let mut published_prior = SharedPrior::new(encoder.dim(), 0, &config);
             let mut dirty = std::collections::HashSet::new();
             for (g, group) in events.chunks(37).enumerate() {
@@ -607,13 +612,10 @@ mod tests {
                         step.learn(&mut staged, Some(&mut prior), *offer, x, true, at);
                     }
                 }
-                let mut models = published.write();
-                for ((_, i), p) in staged_models {
-                    models[i] = p;
-                }
+                published.publish(staged_models.into_iter().map(|((_, i), p)| (i, p)), None);
                 published_prior = prior;
             }
-            assert_eq!(*published.read(), direct, "{half_life:?}");
+            assert_eq!(published.load().to_vec(), direct, "{half_life:?}");
             assert_eq!(published_prior, direct_prior, "{half_life:?}");
             assert_eq!(dirty.len(), k, "every offer marked for the checkpoint");
         }

@@ -171,7 +171,7 @@ impl Writer {
         // the prior, at the learning event the forced checkpoint reached.
         if let Some(ctx) = &next.contextual {
             let mut writes = WriteSet::default();
-            for (o, m) in next.offers.iter().zip(ctx.models.read().iter()) {
+            for (o, m) in next.offers.iter().zip(ctx.models.load().iter()) {
                 writes.put_model(campaign, &o.id, m);
             }
             writes.put_prior(campaign, &ctx.prior.read());
