@@ -32,33 +32,7 @@ METRICS=1
 extra=()
 [ -z "${CONFIG:-}" ] || extra+=(--config "$CONFIG")
 
-# Request bodies (gRPC frames), protobuf written by hand: SelectOfferRequest
-# {campaign = 1, context = 2 (map<string, FeatureValue{number 1, category 2,
-# flag 3}>)}, with the context the demo's coffee customers send.
-python3 - "$CAMPAIGN" "$W" <<'EOF'
-import struct, sys
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F; n >>= 7
-        if n: out += bytes([b | 0x80])
-        else: return out + bytes([b])
-def field(num, wire, payload):
-    tag = varint(num << 3 | wire)
-    return tag + (varint(len(payload)) + payload if wire == 2 else payload)
-def value(v):
-    if isinstance(v, bool): return field(3, 0, varint(int(v)))
-    if isinstance(v, (int, float)): return field(1, 1, struct.pack("<d", float(v)))
-    return field(2, 2, v.encode())
-context = {"lifecycle": "active", "hour": 15, "channel": "app", "spend_tier": "mid",
-           "store_id": "s-1042", "app_user": True, "region": "west",
-           "favorite_category": "coffee", "tier": "gold"}
-msg = field(1, 2, sys.argv[1].encode())
-for k, v in context.items():
-    msg += field(2, 2, field(1, 2, k.encode()) + field(2, 2, value(v)))
-open(sys.argv[2] + "/select.bin", "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
-open(sys.argv[2] + "/health.bin", "wb").write(b"\0" + struct.pack(">I", 0))
-EOF
+python3 "$(dirname "$0")/grpc_bodies.py" "$CAMPAIGN" "$W"
 
 h2() { # h2 PATH BODY ARGS... -> h2load's summary; per-request lines in $W/lat
   rm -f "$W/lat"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Instructions per call, counted by valgrind's callgrind: SelectOffer and
+# Health/Check on the same server, and what SelectOffer's share goes to
+# (BENCHMARKS.md, "Instructions per call"). Unlike throughput, an
+# instruction count barely moves with the other work on a shared VM, so it
+# can tell a 3% change apart; it does not see cache misses, lock waits or
+# system calls, so throughput (run.sh) stays the figure the targets name.
+#
+#   benches/instructions.sh          # run from the project root
+#
+# The server runs under callgrind with instrumentation off until it has
+# served a warm-up of 500 calls; then N calls (default 5000; h2load, 16
+# connections x 16 streams, one request body) are counted, and nothing
+# else. The writer's interval is LEARN_INTERVAL (default 100ms): callgrind
+# slows the server about 50 times, and at the default 5 ms its write groups
+# would hold a tenth of the decisions they hold at full speed, which
+# inflates every per-group cost. CONFIG=config/bench-k12-d64.toml
+# CAMPAIGN=bench-k12-d64 for the contextual campaign; BIN=path/to/offer-bandit
+# to count another build, KEEP=dir to keep the two profiles (callgrind_annotate
+# reads them). SKIP_BUILD=1 reuses target/release.
+set -euo pipefail
+BIN="${BIN:-target/release/offer-bandit}"
+N="${N:-5000}"
+CAMPAIGN="${CAMPAIGN:-coffee}"
+LEARN_INTERVAL="${LEARN_INTERVAL:-100ms}"
+for tool in valgrind callgrind_control callgrind_annotate h2load; do
+  command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install valgrind nghttp2-client" >&2; exit 1; }
+done
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p offer-bandit
+W="$(mktemp -d)"
+PID=""
+KEEP="${KEEP:-}"
+trap '[ -z "$PID" ] || kill "$PID" 2>/dev/null || true; rm -rf "$W"' EXIT
+python3 "$(dirname "$0")/grpc_bodies.py" "$CAMPAIGN" "$W"
+extra=()
+[ -z "${CONFIG:-}" ] || extra+=(--config "$CONFIG")
+
+h2() { # h2 N PATH BODY
+  h2load -n "$1" -c 16 -m 16 -t 1 -d "$3" -H "content-type: application/grpc" \
+    -H "te: trailers" "http://$ADDR$2" | grep -E '^requests:'
+}
+
+count() { # count NAME PATH BODY -> instructions per call, and the profile in $W/NAME.out
+  rm -rf "$W/data"
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/$1.out" \
+    "$BIN" serve --listen 127.0.0.1:0 --no-metrics --data-dir "$W/data" \
+    --learn-interval "$LEARN_INTERVAL" "${extra[@]}" >"$W/log" 2>&1 &
+  PID=$!
+  ADDR=""
+  for _ in $(seq 600); do
+    ADDR=$(sed -n 's/^offer-bandit listening on //p' "$W/log")
+    [ -z "$ADDR" ] || break
+    sleep 0.2
+  done
+  [ -n "$ADDR" ] || { cat "$W/log" >&2; exit 1; }
+  h2 500 "$2" "$3" >/dev/null
+  callgrind_control -i on "$PID" >/dev/null 2>&1
+  h2 "$N" "$2" "$3" >&2
+  callgrind_control -i off "$PID" >/dev/null 2>&1
+  kill "$PID"
+  wait "$PID" 2>/dev/null || true
+  PID=""
+  callgrind_annotate "$W/$1.out" 2>/dev/null |
+    awk -v n="$N" '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); printf "%.0f\n", $1 / n; done = 1 }'
+}
+
+select_ir=$(count select /offerbandit.v1.OfferService/SelectOffer "$W/select.bin")
+health_ir=$(count health /grpc.health.v1.Health/Check "$W/health.bin")
+echo "campaign $CAMPAIGN, $N calls each, --learn-interval $LEARN_INTERVAL"
+echo "instructions per call: SelectOffer $select_ir, Health/Check $health_ir, ratio $(awk -v s="$select_ir" -v h="$health_ir" 'BEGIN { printf "%.2f", h / s }')"
+[ -z "$KEEP" ] || cp "$W/select.out" "$W/health.out" "$KEEP"/
+echo "SelectOffer's parts (inclusive instructions per call):"
+callgrind_annotate --inclusive=yes "$W/select.out" 2>/dev/null | awk -v n="$N" '
+  # The first (largest) line naming each part; plain substrings, no regex.
+  function part(name, text) { if (index($0, text) && !(name in seen)) { gsub(",", "", $1); seen[name] = $1 / n; order[++k] = name } }
+  { part("decoding the request", "codec.rs:<offer_bandit::codec::ProtoDecoder<U> as tonic::codec::Decoder>::decode")
+    part("the handler (validation, the draw, the reply)", "OfferService>::select_offer::{{closure}}")
+    part("the writer thread (staging, learning, the store)", "offer_bandit::engine::writer::Writer::run")
+    part("  of which the store commit", "store/mod.rs:offer_bandit::store::Store::commit")
+    part("encoding the reply", "<tonic::codec::encode::EncodeBody<T,U> as http_body::Body>::poll_frame") }
+  END { for (i = 1; i <= k; i++) printf "  %-52s %8.0f\n", order[i], seen[order[i]] }'
