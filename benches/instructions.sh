@@ -14,7 +14,8 @@
 # else. The writer's interval is LEARN_INTERVAL (default 100ms): callgrind
 # slows the server about 50 times, and at the default 5 ms its write groups
 # would hold a tenth of the decisions they hold at full speed, which
-# inflates every per-group cost. CONFIG=config/bench-k12-d64.toml
+# inflates every per-group cost (for the same reason the counts rise when
+# other work slows the server: compare builds in alternation). CONFIG=config/bench-k12-d64.toml
 # CAMPAIGN=bench-k12-d64 for the contextual campaign; BIN=path/to/offer-bandit
 # to count another build, KEEP=dir to keep the two profiles (callgrind_annotate
 # reads them). SKIP_BUILD=1 reuses target/release.
