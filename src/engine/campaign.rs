@@ -96,8 +96,9 @@ pub struct Campaign {
     pub offers: Vec<Offer>,
     pub(super) offer_index: HashMap<String, usize>,
     /// Per (segment, offer) counts: the posterior of segment-ts, and the
-    /// decision ledger (single segment "") of contextual campaigns.
-    pub(super) model: Arc<RwLock<SegmentModel>>,
+    /// decision ledger (single segment "") of contextual campaigns, as
+    /// published snapshots ([`super::segment_snapshot`]).
+    pub(super) model: Arc<PublishedSegments>,
     /// segment-ts: the posterior snapshots decisions sample from (a cache,
     /// so each revision starts its own).
     pub(super) snapshots: SnapshotCache,
@@ -317,7 +318,7 @@ impl Campaign {
             active,
             offers: Vec::new(),
             offer_index: HashMap::new(),
-            model: Arc::new(RwLock::new(segment_model(&config))),
+            model: Arc::new(PublishedSegments::new(segment_model(&config))),
             contextual,
             control_rules: None,
             ignored_features: KeptCounter::default(),
@@ -433,7 +434,11 @@ impl Campaign {
     /// Appends an offer, with a prior in every per-offer table of the
     /// shared state; returns its index.
     pub(super) fn push_offer(&mut self, offer: Offer) -> usize {
-        let idx = self.model.write().push_offer();
+        let mut idx = 0;
+        self.model.change(|m| {
+            idx = m.push_offer();
+            true
+        });
         self.daily.write().push(DailyCounts::default());
         if let Some(c) = &self.contextual {
             let prior = c.offer_prior(&offer.features);
@@ -489,13 +494,13 @@ impl Campaign {
         }
     }
 
-    /// The version a decision made now logs: a contextual campaign's
-    /// current snapshot's ([`ModelSnapshot::version`]), segment-ts's
+    /// The version a decision sampling `sampled` logs: a contextual
+    /// campaign's snapshot's ([`ModelSnapshot::version`]), segment-ts's
     /// learning events.
-    pub(super) fn model_version(&self) -> u64 {
-        match &self.contextual {
-            Some(ctx) => ctx.models.load().version,
-            None => self.model.read().version(),
+    pub(super) fn model_version(sampled: &Sampled<'_>) -> u64 {
+        match &sampled.contextual {
+            Some(ctx) => ctx.snapshot.version,
+            None => sampled.segments.version(),
         }
     }
 

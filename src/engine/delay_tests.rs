@@ -29,7 +29,7 @@ fn open(store: &MemoryStore, clock: &Arc<ManualClock>) -> Engine {
 /// weigh, as text (bit-exact); and the delay model.
 fn weighed(engine: &Engine) -> Result<(String, DelayModel), Error> {
     let c = engine.campaign("p")?;
-    let model = c.model.read();
+    let model = c.model.load();
     let mut out = String::new();
     for segment in ["a", "b"] {
         for offer in 0..2 {
@@ -86,7 +86,7 @@ async fn pending_decisions_weigh_by_age_and_survive_a_restart() -> Result<(), Er
     // those younger than 5 minutes weigh almost nothing.
     let c = engine.campaign("p")?;
     let (weight, count) = {
-        let m = c.model.read();
+        let m = c.model.load();
         let mut w = 0.0;
         let mut n = 0;
         for s in ["a", "b"] {

@@ -6,7 +6,8 @@ use super::*;
 impl Engine {
     /// Every offer's estimate for this visit (see [`Explanation`]), from
     /// `sample`, what the request's draw sampled (a segment-ts visit the
-    /// control policy served: the live posterior of `segment`).
+    /// control policy served: the posterior of `segment` in the counts the
+    /// request loaded).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn explain(
         &self,
@@ -43,7 +44,7 @@ impl Engine {
                 let probs = within_budget(arms.len(), |i| thompson::win_probability(&arms, i))?;
                 (rates, probs)
             }
-            Sample::Segment(drawn) => {
+            Sample::Segment { model, drawn } => {
                 let live;
                 let arms = match drawn {
                     Some(drawn) => drawn.arms(),
@@ -52,7 +53,7 @@ impl Engine {
                             .iter()
                             .map(|&i| objective.weight(campaign.offers[i].value))
                             .collect();
-                        live = campaign.model.read().arms(
+                        live = model.arms(
                             segment,
                             candidates,
                             &weights,

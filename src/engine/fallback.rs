@@ -38,6 +38,9 @@ impl Engine {
                 ),
             )
         })?;
+        // One snapshot of what the campaign learned, for the segment and
+        // the logged version.
+        let sampled = campaign.sample();
         let (segment, features) = match &campaign.contextual {
             Some(ctx) => (
                 String::new(),
@@ -48,7 +51,7 @@ impl Engine {
             None => {
                 let segment = segment_key(&campaign.config.segment_by, &req.context)
                     .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                let segment = campaign.tracked_segment(&campaign.model.read(), segment);
+                let segment = campaign.tracked_segment(&sampled.segments, segment);
                 (segment, Vec::new())
             }
         };
@@ -64,7 +67,7 @@ impl Engine {
             request_id: req
                 .request_id
                 .map(|r| format!("{FALLBACK_REQUEST_PREFIX}{r}")),
-            model_version: campaign.model_version(),
+            model_version: Campaign::model_version(&sampled),
             state: DecisionState::Pending,
             features,
             context,

@@ -49,11 +49,14 @@ pub(crate) use fallback::FALLBACK_REQUEST_PREFIX;
 mod race;
 mod recovery;
 mod reports;
+mod segment_snapshot;
 mod select;
 mod snapshot;
 mod writer;
 
-use self::{campaign::*, caps::*, queue::*, select::*, snapshot::*, writer::*};
+use self::{
+    campaign::*, caps::*, queue::*, segment_snapshot::*, select::*, snapshot::*, writer::*,
+};
 pub(crate) use self::{
     campaign::{Campaign, Offer},
     reports::{

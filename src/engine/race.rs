@@ -132,17 +132,18 @@ impl Draw<'_> {
                 thompson::win_probability(&arms, k)
             }
             // The set the draw was among: its snapshot's propensity.
-            Sample::Segment(Some(drawn)) if drawn.candidates() == set => drawn.propensity(k),
+            Sample::Segment {
+                drawn: Some(drawn), ..
+            } if drawn.candidates() == set => drawn.propensity(k),
             // Another set (a budget race's): the snapshot a draw among it
-            // would sample now.
-            Sample::Segment(_) => {
+            // would sample now from the counts the request loaded.
+            Sample::Segment { model, .. } => {
                 let weights: Vec<f64> = set
                     .iter()
                     .map(|&i| objective.weight(campaign.offers[i].value))
                     .collect();
-                let model = campaign.model.read();
                 campaign.snapshots.propensity(
-                    &model,
+                    model,
                     self.segment,
                     set,
                     &weights,
@@ -256,9 +257,14 @@ mod tests {
             .encode(&visit("a", None).context)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let weights = vec![1.0; campaign.offers.len()];
-        let sampled = ctx.sample();
+        let sampled = campaign.sample();
+        let models = sampled
+            .contextual
+            .as_ref()
+            .map(|s| s.snapshot.clone())
+            .ok_or(Error::FailedPrecondition("campaign p is contextual".into()))?;
         let win = |set: &[usize], k: usize| {
-            let models = &sampled.snapshot.posteriors;
+            let models = &models.posteriors;
             thompson::win_probability(&gaussian_arms(models, &ctx.config, &weights, &x, set), k)
         };
         let all = [0, 1, 2];
@@ -277,14 +283,7 @@ mod tests {
             ..visit("a", None)
         };
         let decided = engine
-            .select_among(
-                &engine.campaign(&req.campaign)?,
-                Some(&sampled),
-                &req,
-                &spent,
-                &OnceLock::new(),
-                &first,
-            )
+            .select_among(&campaign, &sampled, &req, &spent, &OnceLock::new(), &first)
             .await?;
         let Decided::Made(sel) = decided else {
             panic!("the writer refused y or z too");

@@ -148,7 +148,10 @@ pub(super) fn recover(
                 campaign.add_retired_offer(&key.offer)
             }
         };
-        campaign.model.write().set_cell(&key.segment, idx, *counts);
+        campaign
+            .model
+            .working()
+            .set_cell(&key.segment, idx, *counts);
     }
     for (campaign_id, prior) in store.load_priors()? {
         let Some(campaign) = campaigns.get_mut(&campaign_id) else {
@@ -268,8 +271,10 @@ pub(super) fn recover(
     let checkpoint = store.model_seq()?;
     let (decisions, last_seq) = replay_learning(store, &mut campaigns, checkpoint)?;
     // Delayed feedback's pending decisions and delays, weighed as of now.
+    // Published once, with every count and pending decision recovered.
     for c in campaigns.values() {
-        c.model.write().reweigh(now_ms);
+        c.model.working().reweigh(now_ms);
+        c.model.publish();
     }
     tracing::info!(
         cells = cells.len(),
@@ -359,11 +364,11 @@ fn recover_delays(c: &Campaign, id: &DecisionId, rec: &DecisionRecord) {
     match rec.state {
         DecisionState::Pending => {
             c.model
-                .write()
+                .working()
                 .move_pending(&rec.segment, offer, rec.created_ms, 1);
         }
         DecisionState::Redeemed { at_ms, .. } => {
-            c.model.write().redemption_delay(rec.created_ms, at_ms);
+            c.model.working().redemption_delay(rec.created_ms, at_ms);
         }
         DecisionState::Expired => {}
     }

@@ -96,7 +96,7 @@ impl Engine {
     /// Counts and posteriors of a campaign.
     pub fn stats(&self, campaign_id: &str) -> Result<CampaignStats, Error> {
         let campaign = self.campaign(campaign_id)?;
-        let model = campaign.model.read();
+        let model = campaign.model.load();
         let snapshot = campaign.contextual.as_ref().map(|c| c.models.load());
         let mut offers: Vec<OfferStats> = campaign
             .offers

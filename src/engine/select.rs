@@ -20,13 +20,13 @@ impl Engine {
         // snapshot of its posteriors: every draw, the logged version and
         // propensity, and the explanation come from it.
         let campaign = self.campaign(&req.campaign)?;
-        let sampled = campaign.contextual.as_ref().map(Contextual::sample);
+        let sampled = campaign.sample();
         let ignored = self.ignored_features(&campaign, &req)?;
         loop {
             match self
                 .select_among(
                     &campaign,
-                    sampled.as_ref(),
+                    &sampled,
                     &req,
                     &spent,
                     &anonymous_draw,
@@ -92,16 +92,16 @@ impl Engine {
         Ok(ignored)
     }
 
-    /// [`Engine::select`] in `campaign` (`req`'s), sampling `sampled` (a
-    /// contextual campaign's snapshot, loaded once for the request; None
-    /// for segment-ts), without the offers in `spent` (offer, why), with
+    /// [`Engine::select`] in `campaign` (`req`'s), sampling `sampled` (the
+    /// campaign's snapshots, loaded once for the request), without the
+    /// offers in `spent` (offer, why), with
     /// `anonymous_draw` (uniform, drawn once per request when first needed)
     /// deciding the arm of a visit without a customer id, and
     /// `first_candidates` keeping the request's first draw's candidates.
     pub(super) async fn select_among(
         &self,
         campaign: &Arc<Campaign>,
-        sampled: Option<&SampledModels<'_>>,
+        sampled: &Sampled<'_>,
         req: &SelectRequest,
         spent: &[(String, String)],
         anonymous_draw: &std::sync::OnceLock<f64>,
@@ -148,8 +148,13 @@ impl Engine {
             }
         }
         let candidates = self.candidates(campaign, &req.candidates)?;
-        let (candidates, excluded) =
-            self.within_budget(campaign, candidates, req.customer_id.as_deref(), spent)?;
+        let (candidates, excluded) = self.within_budget(
+            campaign,
+            &sampled.segments,
+            candidates,
+            req.customer_id.as_deref(),
+            spent,
+        )?;
         // Offer indices keep their meaning: offers are only ever appended.
         // Only a limited campaign's writer refuses a choice (a spent
         // budget), so only its first candidates are ever needed again.
@@ -170,7 +175,7 @@ impl Engine {
             propensity: 1.0,
         };
         // segment-ts: the arms the bandit's draw sampled.
-        let (segment, features, choice, model_version, drawn) = match sampled {
+        let (segment, features, choice, model_version, drawn) = match &sampled.contextual {
             Some(sampled) => {
                 let (ctx, models) = (sampled.ctx, &sampled.snapshot);
                 let x = ctx
@@ -202,20 +207,18 @@ impl Engine {
                     .iter()
                     .map(|&i| objective.weight(campaign.offers[i].value))
                     .collect();
-                let (segment, drawn, model_version) = {
-                    let model = campaign.model.read();
-                    let segment = campaign.tracked_segment(&model, segment);
-                    let drawn = bandit.then(|| {
-                        campaign.snapshots.sample(
-                            &model,
-                            &segment,
-                            &candidates,
-                            &weights,
-                            campaign.config.prior_strength,
-                        )
-                    });
-                    (segment, drawn, model.version())
-                };
+                let model = &*sampled.segments;
+                let segment = campaign.tracked_segment(model, segment);
+                let drawn = bandit.then(|| {
+                    campaign.snapshots.sample(
+                        model,
+                        &segment,
+                        &candidates,
+                        &weights,
+                        campaign.config.prior_strength,
+                    )
+                });
+                let model_version = model.version();
                 let choice = match &drawn {
                     Some(arms) => self.rng.with(|rng| arms.choose(rng)),
                     None => Some(placeholder),
@@ -225,9 +228,12 @@ impl Engine {
                 (segment, Vec::new(), choice, model_version, drawn)
             }
         };
-        let sample = match sampled {
+        let sample = match &sampled.contextual {
             Some(s) => Sample::Contextual(s),
-            None => Sample::Segment(drawn.as_ref()),
+            None => Sample::Segment {
+                model: &sampled.segments,
+                drawn: drawn.as_ref(),
+            },
         };
         // Without consent the visit's evidence goes to no segment the bandit
         // samples (and, contextual, to no posterior: the writer learns none).
@@ -392,12 +398,14 @@ impl Engine {
     }
 
     /// Drops the candidates whose budget is spent, whose daily pacing is
-    /// ahead, or that the customer has had too often; returns the rest and
-    /// the reasons. BUDGET_EXHAUSTED (FAILED_PRECONDITION) when nothing is left.
+    /// ahead, or that the customer has had too often (budgets' totals read
+    /// from `model`, the request's snapshot); returns the rest and the
+    /// reasons. BUDGET_EXHAUSTED (FAILED_PRECONDITION) when nothing is left.
     #[allow(clippy::type_complexity)]
     pub(super) fn within_budget(
         &self,
         campaign: &Campaign,
+        model: &SegmentModel,
         candidates: Vec<usize>,
         customer_id: Option<&str>,
         spent: &[(String, String)],
@@ -432,7 +440,6 @@ impl Engine {
             _ => None,
         };
         let pace = campaign.pace(now);
-        let model = campaign.model.read();
         let daily = campaign.daily.read();
         let kept: Vec<usize> = candidates
             .into_iter()

@@ -15,8 +15,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use super::Contextual;
-use crate::policy::{contextual::GaussianPosterior, segment::SampledArms};
+use super::{Campaign, Contextual};
+use crate::policy::{
+    contextual::GaussianPosterior,
+    segment::{SampledArms, SegmentModel},
+};
 
 /// Every offer's posterior of a contextual campaign at one version.
 #[derive(Debug, Default)]
@@ -123,15 +126,43 @@ pub(super) struct SampledModels<'a> {
     pub(super) snapshot: Arc<ModelSnapshot>,
 }
 
+/// The learned state one request reads, each part loaded once for the
+/// whole request (retries after a refused offer included): whatever is
+/// published meanwhile, its draws, logged version and propensity, budget
+/// totals and explanation come from these.
+pub(super) struct Sampled<'a> {
+    /// The campaign's counts ([`super::segment_snapshot`]): segment-ts's
+    /// posterior, and every campaign's budget totals.
+    pub(super) segments: Arc<SegmentModel>,
+    /// A contextual campaign's posteriors.
+    pub(super) contextual: Option<SampledModels<'a>>,
+}
+
 /// What a request's draw sampled, which its logged propensity, the minimum
 /// propensity's probabilities and its explanation are computed from.
 #[derive(Clone, Copy)]
 pub(super) enum Sample<'a> {
     /// A contextual campaign's snapshot, loaded once for the request.
     Contextual(&'a SampledModels<'a>),
-    /// Segment-ts: the arms the bandit's draw sampled (a cached snapshot
-    /// of the segment; None: no draw, the control policy chose).
-    Segment(Option<&'a SampledArms>),
+    /// Segment-ts: the counts loaded for the request, and the arms the
+    /// bandit's draw sampled from them (a cached snapshot of the segment;
+    /// None: no draw, the control policy chose).
+    Segment {
+        /// The campaign's counts as the request loaded them.
+        model: &'a SegmentModel,
+        /// The arms the draw sampled.
+        drawn: Option<&'a SampledArms>,
+    },
+}
+
+impl Campaign {
+    /// The campaign's current snapshots, for one request.
+    pub(super) fn sample(&self) -> Sampled<'_> {
+        Sampled {
+            segments: self.model.load(),
+            contextual: self.contextual.as_ref().map(Contextual::sample),
+        }
+    }
 }
 
 impl Contextual {
@@ -238,8 +269,12 @@ mod tests {
             floor.propensity(set.len(), thompson::win_probability(&arms, k))
         };
 
-        let sampled = ctx.sample();
-        let loaded = sampled.snapshot.clone();
+        let sampled = campaign.sample();
+        let loaded = sampled
+            .contextual
+            .as_ref()
+            .map(|s| s.snapshot.clone())
+            .ok_or(Error::FailedPrecondition("campaign p is contextual".into()))?;
         assert!(loaded.version > 0, "the learning above has a version");
         // The publish: x's posterior moved far up, at a later version.
         let mut moved = loaded.get(0).cloned().ok_or(Error::NotFound("x".into()))?;
@@ -261,14 +296,7 @@ mod tests {
                 let first = OnceLock::new();
                 let _ = first.set(vec![0, 1, 2]);
                 match engine
-                    .select_among(
-                        campaign,
-                        Some(sampled),
-                        req,
-                        &spent,
-                        &OnceLock::new(),
-                        &first,
-                    )
+                    .select_among(campaign, sampled, req, &spent, &OnceLock::new(), &first)
                     .await?
                 {
                     Decided::Made(s) => Ok::<_, Error>(s),

@@ -109,7 +109,7 @@ pub(super) fn learned(engine: &Engine) -> String {
         let offers: Vec<&str> = c.offers.iter().map(|o| o.id.as_str()).collect();
         let mut cells: Vec<(String, usize, CellCounts)> = c
             .model
-            .read()
+            .load()
             .iter_cells()
             .map(|(s, o, n)| (s.to_owned(), o, n))
             .collect();

@@ -273,6 +273,18 @@ impl DelayLearner {
         self.now_tick
     }
 
+    /// The model and its tick without the delays still waiting for their
+    /// window to close: what a published, read-only snapshot keeps (it
+    /// never advances, and copying those delays at every publish would
+    /// cost one entry per redemption in the window).
+    pub fn without_closing(&self) -> Self {
+        DelayLearner {
+            model: self.model.clone(),
+            now_tick: self.now_tick,
+            closing: std::collections::BinaryHeap::new(),
+        }
+    }
+
     /// A decision made at `decided_ms` was redeemed at `redeemed_ms`: the
     /// model learns the delay once the decision's window has closed.
     pub fn redemption(&mut self, decided_ms: i64, redeemed_ms: i64) {

@@ -105,11 +105,29 @@ pub fn segment_key(segment_by: &[String], context: &Context) -> Result<String, S
     Ok(key)
 }
 
+/// A persistent map by segment: cloning it costs a pointer copy, and
+/// changing a clone copies only the path to the changed entry (the rest
+/// stays shared with the original), so a published snapshot of the model
+/// costs the segments a write group changed, not the 10,000 it may hold.
+type SegmentMap<V> = imbl::GenericHashMap<
+    Arc<str>,
+    Arc<V>,
+    foldhash::fast::RandomState,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
+
 /// The posterior state of one campaign under segment Thompson sampling.
+///
+/// Cheap to snapshot ([`SegmentModel::snapshot`]): the engine's writer
+/// changes its own copy and publishes snapshots of it that share every
+/// segment the change left alone; the simulator's [`SegmentTs`] changes
+/// its one copy in place.
 #[derive(Debug, Clone, Default)]
 pub struct SegmentModel {
     offers: usize,
-    cells: crate::fast_map::FastMap<String, Vec<CellCounts>>,
+    /// Per segment, its cells by offer index (a row may be shorter than
+    /// `offers`: the missing cells are empty).
+    cells: SegmentMap<Vec<CellCounts>>,
     totals: Vec<CellCounts>,
     events: u64,
     /// With delayed feedback, what pending decisions weigh; without, each
@@ -124,8 +142,20 @@ pub struct SegmentModel {
 struct DelayedFeedback {
     /// The delay model; its tick is the one the weights were taken at.
     learner: DelayLearner,
-    cells: crate::fast_map::FastMap<(String, usize), PendingAges>,
+    /// Per segment, by offer index (a row may be shorter than the offers);
+    /// a segment with no pending decision left is removed.
+    cells: SegmentMap<Vec<PendingAges>>,
     totals: Vec<PendingAges>,
+}
+
+impl DelayedFeedback {
+    /// What the pending decisions of a cell weigh.
+    fn pending(&self, segment: &str, offer: usize) -> f64 {
+        self.cells
+            .get(segment)
+            .and_then(|row| row.get(offer))
+            .map_or(0.0, PendingAges::weight)
+    }
 }
 
 impl SegmentModel {
@@ -155,6 +185,35 @@ impl SegmentModel {
         self
     }
 
+    /// A copy to publish: the same posterior, sharing every segment's data
+    /// with this model (O(offers) to take, whatever the number of
+    /// segments). It keeps the delay model but not the redemptions still
+    /// waiting for their window to close: a snapshot is read, never
+    /// learned into.
+    pub fn snapshot(&self) -> SegmentModel {
+        SegmentModel {
+            offers: self.offers,
+            cells: self.cells.clone(),
+            totals: self.totals.clone(),
+            events: self.events,
+            delayed: self.delayed.as_ref().map(|d| DelayedFeedback {
+                learner: d.learner.without_closing(),
+                cells: d.cells.clone(),
+                totals: d.totals.clone(),
+            }),
+        }
+    }
+
+    /// Whether `segment`'s cells are the same allocation in both models
+    /// (a snapshot shares the segments changed after it was taken with
+    /// nobody): structural sharing, for tests and diagnostics.
+    pub fn shares_segment(&self, other: &SegmentModel, segment: &str) -> bool {
+        match (self.cells.get(segment), other.cells.get(segment)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     /// The delay model, when pending decisions are weighed by it.
     pub fn delay_model(&self) -> Option<&DelayModel> {
         self.delayed.as_ref().map(|d| d.learner.model())
@@ -164,10 +223,7 @@ impl SegmentModel {
     /// count without delayed feedback.
     pub fn pending_weight(&self, segment: &str, offer: usize) -> f64 {
         match &self.delayed {
-            Some(d) => d
-                .cells
-                .get(&(segment.to_owned(), offer))
-                .map_or(0.0, PendingAges::weight),
+            Some(d) => d.pending(segment, offer),
             None => self.cell(segment, offer).pending() as f64,
         }
     }
@@ -184,11 +240,22 @@ impl SegmentModel {
         }
         let (model, now_tick) = (d.learner.model(), d.learner.now_tick());
         let tick = model.tick_of(decided_ms);
-        let key = (segment.to_owned(), offer);
-        let cell = d.cells.entry(key.clone()).or_default();
-        cell.add(model, now_tick, tick, delta);
-        if cell.is_empty() {
-            d.cells.remove(&key);
+        let row = match d.cells.get_mut(segment) {
+            Some(row) => Arc::make_mut(row),
+            None => {
+                d.cells.insert(Arc::from(segment), Arc::new(Vec::new()));
+                match d.cells.get_mut(segment) {
+                    Some(row) => Arc::make_mut(row),
+                    None => return,
+                }
+            }
+        };
+        if row.len() <= offer {
+            row.resize(offer + 1, PendingAges::default());
+        }
+        row[offer].add(model, now_tick, tick, delta);
+        if row.iter().all(PendingAges::is_empty) {
+            d.cells.remove(segment);
         }
         if let Some(total) = d.totals.get_mut(offer) {
             total.add(model, now_tick, tick, delta);
@@ -219,7 +286,12 @@ impl SegmentModel {
             return false;
         }
         let (model, tick) = (d.learner.model(), d.learner.now_tick());
-        for p in d.cells.values_mut().chain(d.totals.iter_mut()) {
+        for (_, row) in d.cells.iter_mut() {
+            for p in Arc::make_mut(row) {
+                p.reweigh(model, tick);
+            }
+        }
+        for p in &mut d.totals {
             p.reweigh(model, tick);
         }
         true
@@ -231,10 +303,7 @@ impl SegmentModel {
         let totals = self.totals(offer);
         match &self.delayed {
             Some(d) => {
-                let own_w = d
-                    .cells
-                    .get(&(segment.to_owned(), offer))
-                    .map_or(0.0, PendingAges::weight);
+                let own_w = d.pending(segment, offer);
                 let total_w = d.totals.get(offer).map_or(0.0, PendingAges::weight);
                 (own.expired as f64 + own_w, totals.expired as f64 + total_w)
             }
@@ -257,9 +326,7 @@ impl SegmentModel {
         if let Some(d) = &mut self.delayed {
             d.totals.push(PendingAges::default());
         }
-        for row in self.cells.values_mut() {
-            row.push(CellCounts::default());
-        }
+        // Rows are not extended: a missing cell is an empty one.
         self.offers - 1
     }
 
@@ -298,7 +365,7 @@ impl SegmentModel {
             row.iter()
                 .enumerate()
                 .filter(|(_, c)| c.trials > 0)
-                .map(move |(o, c)| (s.as_str(), o, *c))
+                .map(move |(o, c)| (&**s, o, *c))
         })
     }
 
@@ -308,11 +375,19 @@ impl SegmentModel {
         if offer >= self.offers {
             return;
         }
-        let offers = self.offers;
-        let row = self
-            .cells
-            .entry(segment.to_owned())
-            .or_insert_with(|| vec![CellCounts::default(); offers]);
+        let row = match self.cells.get_mut(segment) {
+            Some(row) => Arc::make_mut(row),
+            None => {
+                self.cells.insert(Arc::from(segment), Arc::new(Vec::new()));
+                match self.cells.get_mut(segment) {
+                    Some(row) => Arc::make_mut(row),
+                    None => return,
+                }
+            }
+        };
+        if row.len() <= offer {
+            row.resize(offer + 1, CellCounts::default());
+        }
         let old = row[offer];
         row[offer] = counts;
         self.totals[offer] = self.totals[offer].minus(old).plus(counts);

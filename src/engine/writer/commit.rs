@@ -126,12 +126,7 @@ impl Writer {
                     c.clusters.write()[arm.index()] = sums;
                 }
             }
-            for ((campaign, segment, offer), counts) in group.cells {
-                if let Some(c) = self.campaign(&campaign) {
-                    c.model.write().set_cell(&segment, offer, counts);
-                }
-            }
-            self.publish_delays(group.delays, group.reweigh_at);
+            self.publish_counts(group.cells, group.delays, group.reweigh_at);
             self.publish_models(group.models, &group.versions);
             for (campaign, prior) in group.priors {
                 if let Some(c) = self.campaign(&campaign)
@@ -175,47 +170,100 @@ impl Writer {
         }
     }
 
-    /// Applies a stored group's changes to pending decisions and delays to
-    /// the segment models and, at a sweep, reweighs every campaign's
-    /// pending decisions by their age.
-    fn publish_delays(&self, changes: Vec<DelayChange>, reweigh_at: Option<i64>) {
-        for change in changes {
-            match change {
-                DelayChange::Pending {
-                    campaign,
-                    segment,
-                    offer,
-                    decided_ms,
-                    delta,
-                } => {
-                    if let Some(c) = self.campaign(&campaign) {
-                        c.model
-                            .write()
-                            .move_pending(&segment, offer, decided_ms, delta);
-                    }
-                }
+    /// After the group is stored: each campaign's changed counts, then its
+    /// pending decisions' moves and redemption delays (in the group's
+    /// order) and, at a sweep, every campaign's pending decisions reweighed
+    /// by their age; published as the campaign's next snapshot of counts
+    /// in one swap ([`PublishedSegments::change`]), so that a decision reads
+    /// a whole group's change or none of it.
+    fn publish_counts(
+        &self,
+        cells: FastMap<(String, String, usize), CellCounts>,
+        delays: Vec<DelayChange>,
+        reweigh_at: Option<i64>,
+    ) {
+        #[derive(Default)]
+        struct Changes {
+            cells: Vec<(String, usize, CellCounts)>,
+            /// Pending moves and redemption delays, in order.
+            delays: Vec<DelayChange>,
+        }
+        let mut by_campaign: HashMap<String, Changes> = HashMap::new();
+        for ((campaign, segment, offer), counts) in cells {
+            by_campaign
+                .entry(campaign)
+                .or_default()
+                .cells
+                .push((segment, offer, counts));
+        }
+        for change in delays {
+            let campaign = match &change {
+                DelayChange::Pending { campaign, .. } => campaign,
                 DelayChange::Redeemed {
                     campaign,
                     decided_ms,
                     redeemed_ms,
                 } => {
-                    if let Some(c) = self.campaign(&campaign) {
-                        match &c.contextual {
-                            Some(ctx) => ctx
-                                .delays
-                                .write()
-                                .learner
-                                .redemption(decided_ms, redeemed_ms),
-                            None => c.model.write().redemption_delay(decided_ms, redeemed_ms),
-                        }
+                    // A contextual campaign's delay model is its own.
+                    if let Some(c) = self.campaign(campaign)
+                        && let Some(ctx) = &c.contextual
+                    {
+                        ctx.delays
+                            .write()
+                            .learner
+                            .redemption(*decided_ms, *redeemed_ms);
+                        continue;
+                    }
+                    campaign
+                }
+            };
+            by_campaign
+                .entry(campaign.clone())
+                .or_default()
+                .delays
+                .push(change);
+        }
+        let campaigns: Vec<(String, Arc<Campaign>)> = match reweigh_at {
+            // A sweep reweighs every campaign.
+            Some(_) => self
+                .campaigns
+                .read()
+                .iter()
+                .map(|(id, c)| (id.clone(), c.clone()))
+                .collect(),
+            None => by_campaign
+                .keys()
+                .filter_map(|id| Some((id.clone(), self.campaign(id)?)))
+                .collect(),
+        };
+        for (id, c) in campaigns {
+            let changes = by_campaign.remove(&id).unwrap_or_default();
+            c.model.change(|m| {
+                let mut changed = !changes.cells.is_empty() || !changes.delays.is_empty();
+                for (segment, offer, counts) in &changes.cells {
+                    m.set_cell(segment, *offer, *counts);
+                }
+                for change in &changes.delays {
+                    match change {
+                        DelayChange::Pending {
+                            segment,
+                            offer,
+                            decided_ms,
+                            delta,
+                            ..
+                        } => m.move_pending(segment, *offer, *decided_ms, *delta),
+                        DelayChange::Redeemed {
+                            decided_ms,
+                            redeemed_ms,
+                            ..
+                        } => m.redemption_delay(*decided_ms, *redeemed_ms),
                     }
                 }
-            }
-        }
-        if let Some(now_ms) = reweigh_at {
-            for c in self.campaigns.read().values() {
-                c.model.write().reweigh(now_ms);
-            }
+                if let Some(now_ms) = reweigh_at {
+                    changed |= m.reweigh(now_ms);
+                }
+                changed
+            });
         }
     }
 

@@ -40,7 +40,7 @@ impl Writer {
         }
         let i = campaign.offer_index(&rec.offer)?;
         let staged = g.trials.entry((rec.campaign.clone(), i)).or_insert(0);
-        let trials = campaign.model.read().totals(i).trials + *staged;
+        let trials = campaign.model.load().totals(i).trials + *staged;
         let today = match g.daily.get(&(rec.campaign.clone(), i)) {
             Some(d) => *d,
             None => campaign.daily.read().get(i).copied().unwrap_or_default(),

@@ -257,7 +257,7 @@ fn later_commands_of_a_group_read_what_earlier_ones_staged() -> Result<(), Error
         "{stored:?}"
     );
     let campaign = engine.campaign("p")?;
-    let totals = campaign.model.read().totals(0);
+    let totals = campaign.model.load().totals(0);
     assert_eq!((totals.trials, totals.successes), (1, 1));
     // Learned once: the decision, as its redemption.
     assert_eq!(writer.seq, 1);

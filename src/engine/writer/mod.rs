@@ -283,7 +283,7 @@ impl Writer {
         let key = (rec.campaign.clone(), rec.segment.clone(), offer);
         let mut counts = match g.cells.get(&key) {
             Some(c) => *c,
-            None => campaign.model.read().cell(&rec.segment, offer),
+            None => campaign.model.load().cell(&rec.segment, offer),
         };
         let pending_before = counts.pending();
         change(&mut counts);
