@@ -111,6 +111,23 @@ impl Context {
     }
 }
 
+/// Sorts `entries` by name, keeping the last value of a name sent more
+/// than once: O(n log n) whatever their order (inserting one by one would
+/// be O(n²) for names sent in reverse order).
+pub(crate) fn sort_keeping_last<V>(entries: &mut Vec<(String, V)>) {
+    // Stable: a name's values stay in the order they came.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    // `dedup_by` drops the later of two equal names: hand its value to the
+    // one kept first.
+    entries.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(&mut later.1, &mut kept.1);
+        }
+        same
+    });
+}
+
 impl FromIterator<(String, FeatureValue)> for Context {
     fn from_iter<I: IntoIterator<Item = (String, FeatureValue)>>(iter: I) -> Self {
         let mut c = Context::new();
@@ -120,10 +137,10 @@ impl FromIterator<(String, FeatureValue)> for Context {
 }
 
 impl Extend<(String, FeatureValue)> for Context {
+    /// Later values win over earlier ones and over the context's own.
     fn extend<I: IntoIterator<Item = (String, FeatureValue)>>(&mut self, iter: I) {
-        for (k, v) in iter {
-            self.insert(k, v);
-        }
+        self.entries.extend(iter);
+        sort_keeping_last(&mut self.entries);
     }
 }
 
@@ -200,6 +217,36 @@ mod tests {
         assert_eq!(c.insert("tier".into(), n(5.0)), Some(n(3.0)));
         assert_eq!(c.remove("visits"), Some(n(1.0)));
         assert!(!c.contains_key("visits") && c.get("zzz").is_none());
+    }
+
+    #[test]
+    fn a_bulk_build_keeps_the_last_value_of_a_name_in_any_order() {
+        let pairs = |names: &[&str]| -> Vec<(String, FeatureValue)> {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, k)| ((*k).to_owned(), n(i as f64)))
+                .collect()
+        };
+        let c: Context = pairs(&["z", "a", "m", "a", "z", "b"]).into_iter().collect();
+        assert_eq!(
+            c.iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect::<Vec<_>>(),
+            [("a", n(3.0)), ("b", n(5.0)), ("m", n(2.0)), ("z", n(4.0))]
+        );
+        let mut c = c;
+        c.extend(pairs(&["m", "q"]));
+        assert_eq!(c.get("m"), Some(&n(0.0)));
+        assert_eq!(c.len(), 5);
+        // 200,000 names in reverse order: one sort, not 10^10 moves (the
+        // test would take minutes if inserting were quadratic).
+        let many: Context = (0..200_000)
+            .rev()
+            .map(|i| (format!("k{i:07}"), n(f64::from(i))))
+            .collect();
+        assert_eq!(many.len(), 200_000);
+        assert_eq!(many.keys().next().map(String::as_str), Some("k0000000"));
     }
 
     #[test]

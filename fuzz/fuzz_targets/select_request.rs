@@ -1,5 +1,6 @@
 //! Any bytes as a SelectOffer request: decode with the server's decoder
-//! (which must accept exactly what the generated one accepts), validate,
+//! (which must accept exactly what the generated one accepts, and read the
+//! same request from it), validate,
 //! then segment and encode the context for every demo campaign, as the
 //! server would. Nothing may panic; invalid input must come back as an error.
 #![no_main]
@@ -12,9 +13,24 @@ fuzz_target!(|data: &[u8]| {
     let generated = proto::SelectOfferRequest::decode(data);
     let decoded = wire::SelectOfferRequest::decode(data);
     assert_eq!(generated.is_ok(), decoded.is_ok(), "the decoders disagree");
-    let Ok(request) = decoded else {
+    let (Ok(generated), Ok(request)) = (generated, decoded) else {
         return;
     };
+    // What validation reads: each context name's last entry, and the rest
+    // (compared as text: a NaN is not equal to itself).
+    let read = |r: &wire::SelectOfferRequest| {
+        let context = wire::split_context(r.context.clone());
+        let rest = wire::SelectOfferRequest {
+            context: Vec::new(),
+            ..r.clone()
+        };
+        format!("{context:?} {rest:?}")
+    };
+    assert_eq!(
+        read(&wire::SelectOfferRequest::from(generated)),
+        read(&request),
+        "the decoders read different requests"
+    );
     let Ok(req) = validate_select(&Limits::default(), request) else {
         return;
     };

@@ -1,5 +1,6 @@
 //! A campaign's published per-(segment, offer) counts: immutable snapshots
-//! of its [`SegmentModel`] that SelectOffer reads without a lock, and the
+//! of its [`SegmentModel`] that SelectOffer reads without a lock on them (the
+//! draw's `SnapshotCache` of sampled arms keeps its own short mutex), and the
 //! writer's working copy they are published from.
 //!
 //! Plan (issue 19, "Decide from a snapshot", for segment-ts):

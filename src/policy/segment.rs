@@ -116,6 +116,24 @@ type SegmentMap<V> = imbl::GenericHashMap<
     imbl::shared_ptr::DefaultSharedPtr,
 >;
 
+/// `segment`'s row in `map`, made if missing, copied first if a snapshot
+/// shares it, and long enough to hold `offer`. `None` only if the map
+/// loses the row it was just given.
+fn row_mut<'a, V: Clone + Default>(
+    map: &'a mut SegmentMap<Vec<V>>,
+    segment: &str,
+    offer: usize,
+) -> Option<&'a mut Vec<V>> {
+    if !map.contains_key(segment) {
+        map.insert(Arc::from(segment), Arc::new(Vec::new()));
+    }
+    let row = Arc::make_mut(map.get_mut(segment)?);
+    if row.len() <= offer {
+        row.resize(offer + 1, V::default());
+    }
+    Some(row)
+}
+
 /// The posterior state of one campaign under segment Thompson sampling.
 ///
 /// Cheap to snapshot ([`SegmentModel::snapshot`]): the engine's writer
@@ -240,19 +258,9 @@ impl SegmentModel {
         }
         let (model, now_tick) = (d.learner.model(), d.learner.now_tick());
         let tick = model.tick_of(decided_ms);
-        let row = match d.cells.get_mut(segment) {
-            Some(row) => Arc::make_mut(row),
-            None => {
-                d.cells.insert(Arc::from(segment), Arc::new(Vec::new()));
-                match d.cells.get_mut(segment) {
-                    Some(row) => Arc::make_mut(row),
-                    None => return,
-                }
-            }
+        let Some(row) = row_mut(&mut d.cells, segment, offer) else {
+            return;
         };
-        if row.len() <= offer {
-            row.resize(offer + 1, PendingAges::default());
-        }
         row[offer].add(model, now_tick, tick, delta);
         if row.iter().all(PendingAges::is_empty) {
             d.cells.remove(segment);
@@ -375,19 +383,9 @@ impl SegmentModel {
         if offer >= self.offers {
             return;
         }
-        let row = match self.cells.get_mut(segment) {
-            Some(row) => Arc::make_mut(row),
-            None => {
-                self.cells.insert(Arc::from(segment), Arc::new(Vec::new()));
-                match self.cells.get_mut(segment) {
-                    Some(row) => Arc::make_mut(row),
-                    None => return,
-                }
-            }
+        let Some(row) = row_mut(&mut self.cells, segment, offer) else {
+            return;
         };
-        if row.len() <= offer {
-            row.resize(offer + 1, CellCounts::default());
-        }
         let old = row[offer];
         row[offer] = counts;
         self.totals[offer] = self.totals[offer].minus(old).plus(counts);

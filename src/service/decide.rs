@@ -2,7 +2,12 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, Limits, convert::estimate, truncate, wire::SelectOfferRequest};
+use super::{
+    Api, Limits,
+    convert::estimate,
+    truncate,
+    wire::{SelectOfferRequest, split_context},
+};
 use crate::{
     config::valid_id,
     context::{Context, FeatureValue},
@@ -124,17 +129,26 @@ pub fn validate_select(l: &Limits, r: SelectOfferRequest) -> Result<SelectReques
     if !valid_id(&r.campaign) {
         return bad("campaign must be 1-64 letters, digits, '_', '-' or '.'".into());
     }
-    let features = r.context.len() + r.unset.len();
+    // Far more entries than features allowed is refused before any sort
+    // (a name sent twice counts once, so a little slack).
+    let entries = r.context.len();
+    if entries > 4 * l.max_features {
+        return bad_context(format!(
+            "context has {entries} entries; at most {} features are allowed",
+            l.max_features
+        ));
+    }
+    let (context, unset) = split_context(r.context);
+    let features = context.len() + unset.len();
     if features > l.max_features {
         return bad_context(format!(
             "context has {features} features; at most {} are allowed",
             l.max_features
         ));
     }
-    if let Some(name) = r
-        .context
+    if let Some(name) = context
         .keys()
-        .chain(&r.unset)
+        .chain(&unset)
         .find(|name| name.is_empty() || name.len() > l.max_feature_name)
     {
         return bad_context(format!(
@@ -143,12 +157,12 @@ pub fn validate_select(l: &Limits, r: SelectOfferRequest) -> Result<SelectReques
             name.len()
         ));
     }
-    if let Some(name) = r.unset.first() {
+    if let Some(name) = unset.first() {
         return bad_context(format!(
             "feature '{name}' has no value: set number, category or flag"
         ));
     }
-    for (name, value) in r.context.iter() {
+    for (name, value) in context.iter() {
         match value {
             FeatureValue::Number(x) if !x.is_finite() => {
                 return bad_context(format!("feature '{name}' is {x}; numbers must be finite"));
@@ -162,7 +176,7 @@ pub fn validate_select(l: &Limits, r: SelectOfferRequest) -> Result<SelectReques
             _ => {}
         }
     }
-    let mut context = r.context;
+    let mut context = context;
     if r.candidate_offer_ids.len() > l.max_candidates {
         return bad(format!(
             "at most {} candidate_offer_ids are allowed",

@@ -1,9 +1,11 @@
 //! SelectOffer's request as the server decodes it: the protobuf message
 //! `offerbandit.v1.SelectOfferRequest`, byte for byte the one in
 //! [`crate::proto`], decoded by hand so that the context goes from the wire
-//! straight into its sorted [`Context`]. The generated decoder builds a hash
-//! map of the context first (a SipHash and an allocation per feature), which
-//! validation then copied into a second map; this one does neither.
+//! into a plain list of entries, which validation sorts once into a
+//! [`Context`] ([`split_context`]). The generated decoder builds a hash map
+//! of the context first (a SipHash and an allocation per feature), which
+//! validation then copied into a second map; this one does neither, and no
+//! order of keys makes it worse than O(n log n).
 //!
 //! Clients keep the generated message: `build.rs` generates the servers
 //! apart, with this type for SelectOffer's request. Tests (below, and a fuzz
@@ -23,19 +25,19 @@ use crate::{
 
 const MESSAGE: &str = "SelectOfferRequest";
 
-/// `offerbandit.v1.SelectOfferRequest`, with its context decoded into a
-/// [`Context`]. Protobuf's rules hold: a field sent twice keeps its last
-/// value, a context key sent twice its last entry, unknown fields are
-/// skipped.
+/// `offerbandit.v1.SelectOfferRequest`, with its context's entries in the
+/// order sent ([`split_context`] makes them a [`Context`]). Protobuf's rules
+/// hold: a field sent twice keeps its last value, a context key sent twice
+/// its last entry, unknown fields are skipped.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SelectOfferRequest {
     /// Field 1.
     pub campaign: String,
-    /// Field 2's entries that carry a value.
-    pub context: Context,
-    /// Field 2's keys whose value sets none of number, category or flag, in
-    /// the order met (validation refuses them).
-    pub unset: Vec<String>,
+    /// Field 2's entries, in the order sent: a value, or `None` for one that
+    /// sets none of number, category or flag (validation refuses it). A
+    /// plain list while decoding, so that no order of keys makes decoding
+    /// slower than linear; [`split_context`] sorts it once.
+    pub context: Vec<(String, Option<FeatureValue>)>,
     /// Field 3.
     pub candidate_offer_ids: Vec<String>,
     /// Field 4.
@@ -49,7 +51,7 @@ pub struct SelectOfferRequest {
 }
 
 impl SelectOfferRequest {
-    /// Decodes one context entry into `context` or `unset`.
+    /// Decodes one context entry onto `context`.
     fn merge_entry(
         &mut self,
         wire_type: WireType,
@@ -59,22 +61,28 @@ impl SelectOfferRequest {
         let mut entry = Entry::default();
         encoding::message::merge(wire_type, &mut entry, buf, ctx)?;
         let Entry { name, value } = entry;
-        match value.0 {
-            Some(v) => {
-                if !self.unset.is_empty() {
-                    self.unset.retain(|n| *n != name);
-                }
-                self.context.insert(name, v);
-            }
-            None => {
-                self.context.remove(&name);
-                if !self.unset.contains(&name) {
-                    self.unset.push(name);
-                }
-            }
-        }
+        self.context.push((name, value.0));
         Ok(())
     }
+}
+
+/// A request's context entries as a [`Context`] and the names sent without
+/// a value (sorted): each name's last entry counts, as in a protobuf map.
+/// One sort, O(n log n) in the number of entries whatever their order.
+pub fn split_context(mut entries: Vec<(String, Option<FeatureValue>)>) -> (Context, Vec<String>) {
+    crate::context::sort_keeping_last(&mut entries);
+    let mut unset = Vec::new();
+    let context = entries
+        .into_iter()
+        .filter_map(|(name, value)| match value {
+            Some(v) => Some((name, v)),
+            None => {
+                unset.push(name);
+                None
+            }
+        })
+        .collect();
+    (context, unset)
 }
 
 /// A context map entry: key 1, value 2. Decoded through prost's own
@@ -233,23 +241,21 @@ impl Message for SelectOfferRequest {
 
 impl From<proto::SelectOfferRequest> for SelectOfferRequest {
     fn from(r: proto::SelectOfferRequest) -> Self {
-        let mut context = Context::with_capacity(r.context.len());
-        let mut unset = Vec::new();
-        for (name, value) in r.context {
-            match value.kind {
-                Some(Kind::Number(x)) => context.insert(name, FeatureValue::Number(x)),
-                Some(Kind::Category(c)) => context.insert(name, FeatureValue::Category(c)),
-                Some(Kind::Flag(b)) => context.insert(name, FeatureValue::Flag(b)),
-                None => {
-                    unset.push(name);
-                    None
-                }
-            };
-        }
+        let context = r
+            .context
+            .into_iter()
+            .map(|(name, value)| {
+                let value = value.kind.map(|kind| match kind {
+                    Kind::Number(x) => FeatureValue::Number(x),
+                    Kind::Category(c) => FeatureValue::Category(c),
+                    Kind::Flag(b) => FeatureValue::Flag(b),
+                });
+                (name, value)
+            })
+            .collect();
         SelectOfferRequest {
             campaign: r.campaign,
             context,
-            unset,
             candidate_offer_ids: r.candidate_offer_ids,
             customer_id: r.customer_id,
             request_id: r.request_id,
@@ -261,21 +267,18 @@ impl From<proto::SelectOfferRequest> for SelectOfferRequest {
 
 impl From<SelectOfferRequest> for proto::SelectOfferRequest {
     fn from(r: SelectOfferRequest) -> Self {
-        let set = r.context.into_iter().map(|(name, v)| {
-            let kind = match v {
+        // In the order sent: a map keeps each key's last entry.
+        let context = r.context.into_iter().map(|(name, value)| {
+            let kind = value.map(|v| match v {
                 FeatureValue::Number(x) => Kind::Number(x),
                 FeatureValue::Category(c) => Kind::Category(c),
                 FeatureValue::Flag(b) => Kind::Flag(b),
-            };
-            (name, proto::FeatureValue { kind: Some(kind) })
+            });
+            (name, proto::FeatureValue { kind })
         });
-        let unset = r
-            .unset
-            .into_iter()
-            .map(|name| (name, proto::FeatureValue { kind: None }));
         proto::SelectOfferRequest {
             campaign: r.campaign,
-            context: set.chain(unset).collect(),
+            context: context.collect(),
             candidate_offer_ids: r.candidate_offer_ids,
             customer_id: r.customer_id,
             request_id: r.request_id,
@@ -335,29 +338,41 @@ mod tests {
         let generated = proto::SelectOfferRequest::decode(bytes);
         let ours = SelectOfferRequest::decode(bytes);
         match (generated, ours) {
-            (Ok(g), Ok(o)) => {
-                let mut o = o;
-                o.unset.sort();
-                let mut g = SelectOfferRequest::from(g);
-                g.unset.sort();
-                normalized(g) == normalized(o)
-            }
+            (Ok(g), Ok(o)) => read(SelectOfferRequest::from(g)) == read(o),
             (Err(_), Err(_)) => true,
             (g, o) => panic!("decoders disagree on {bytes:?}: generated {g:?}, ours {o:?}"),
         }
     }
 
-    /// NaN is not equal to itself: compare numbers by their bits.
-    fn normalized(mut r: SelectOfferRequest) -> (SelectOfferRequest, Vec<u64>) {
-        let mut bits = Vec::new();
-        for (_, v) in r.context.iter() {
-            if let FeatureValue::Number(x) = v {
-                bits.push(x.to_bits());
-            }
-        }
-        r.context
-            .retain(|_, v| !matches!(v, FeatureValue::Number(_)));
-        (r, bits)
+    /// What validation reads of a request: its context as each name's last
+    /// entry, sorted (numbers by their bits: NaN is not equal to itself),
+    /// then every other field.
+    #[allow(clippy::type_complexity)]
+    fn read(
+        r: SelectOfferRequest,
+    ) -> (
+        Vec<(String, Option<Result<u64, FeatureValue>>)>,
+        Vec<String>,
+        SelectOfferRequest,
+    ) {
+        let mut entries = r.context.clone();
+        crate::context::sort_keeping_last(&mut entries);
+        let entries = entries
+            .into_iter()
+            .map(|(name, v)| {
+                let v = v.map(|v| match v {
+                    FeatureValue::Number(x) => Ok(x.to_bits()),
+                    other => Err(other),
+                });
+                (name, v)
+            })
+            .collect();
+        let (_, unset) = split_context(r.context.clone());
+        let rest = SelectOfferRequest {
+            context: Vec::new(),
+            ..r
+        };
+        (entries, unset, rest)
     }
 
     #[test]
@@ -414,13 +429,44 @@ mod tests {
         bytes.extend(entry("visits", Some(Kind::Number(3.0))).encode_to_vec());
         bytes.extend(entry("visits", None).encode_to_vec());
         let r = SelectOfferRequest::decode(bytes.as_slice()).expect("decodes");
+        let (context, unset) = split_context(r.context);
         assert_eq!(
-            r.context.get("tier"),
+            context.get("tier"),
             Some(&FeatureValue::Category("gold".into()))
         );
-        assert_eq!(r.context.get("visits"), None);
-        assert_eq!(r.unset, vec!["visits".to_owned()]);
+        assert_eq!(context.get("visits"), None);
+        assert_eq!(unset, vec!["visits".to_owned()]);
         assert!(agree(&bytes));
+    }
+
+    #[test]
+    fn many_entries_in_any_order_decode_in_linear_time_and_split_in_one_sort() {
+        // 4 MiB of entries (the server's message limit) in reverse order,
+        // half without a value: inserting them one by one into a sorted
+        // context was quadratic, minutes of CPU a request.
+        let mut bytes = Vec::new();
+        let mut n = 0;
+        while bytes.len() < 4 << 20 {
+            let kind = (n % 2 == 0).then_some(Kind::Flag(true));
+            let entry = proto::SelectOfferRequest {
+                context: [(
+                    format!("k{:07}", 1_000_000 - n),
+                    proto::FeatureValue { kind },
+                )]
+                .into(),
+                ..Default::default()
+            };
+            bytes.extend(entry.encode_to_vec());
+            n += 1;
+        }
+        let started = std::time::Instant::now();
+        let r = SelectOfferRequest::decode(bytes.as_slice()).expect("decodes");
+        let (context, unset) = split_context(r.context);
+        // Generous for a debug build on a shared machine; the quadratic
+        // version took minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(context.len() + unset.len(), n);
+        assert!(unset.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
