@@ -17,8 +17,9 @@ pub enum FeatureValue {
 /// Feature name -> value: a visit's context, kept sorted by name.
 ///
 /// A small sorted vector rather than a hash map: contexts hold a handful of
-/// features, are built once per request straight from the wire (see
-/// `crate::service::wire`) and read by name a few times, so a binary search
+/// features, are built once per request by one sort of the entries decoded
+/// from the wire (`crate::service::wire::split_context`) and read by name a
+/// few times, so a binary search
 /// beats hashing every key, and what a decision record keeps of it comes out
 /// already sorted. A name appears once; inserting it again replaces its
 /// value (protobuf's rule for a map key sent twice: the last one wins).
@@ -70,11 +71,6 @@ impl Context {
         self.position(name).is_ok()
     }
 
-    /// Removes `name`; returns its value.
-    pub fn remove(&mut self, name: &str) -> Option<FeatureValue> {
-        self.position(name).ok().map(|i| self.entries.remove(i).1)
-    }
-
     /// Number of features.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -95,19 +91,9 @@ impl Context {
         self.entries.iter().map(|(k, _)| k)
     }
 
-    /// Values, in their names' order.
-    pub fn values(&self) -> impl ExactSizeIterator<Item = &FeatureValue> + Clone {
-        self.entries.iter().map(|(_, v)| v)
-    }
-
     /// Removes every feature, keeping the allocation.
     pub fn clear(&mut self) {
         self.entries.clear();
-    }
-
-    /// Keeps the features `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut FeatureValue) -> bool) {
-        self.entries.retain_mut(|(k, v)| keep(k, v));
     }
 }
 
@@ -215,8 +201,7 @@ mod tests {
         );
         assert_eq!(c.get("age"), Some(&n(4.0)));
         assert_eq!(c.insert("tier".into(), n(5.0)), Some(n(3.0)));
-        assert_eq!(c.remove("visits"), Some(n(1.0)));
-        assert!(!c.contains_key("visits") && c.get("zzz").is_none());
+        assert!(c.contains_key("visits") && c.get("zzz").is_none());
     }
 
     #[test]
