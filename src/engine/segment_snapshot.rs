@@ -142,12 +142,12 @@ mod tests {
         use crate::clock::ManualClock;
         use crate::config::PolicyKind;
         use crate::engine::tests::{
-            T0, WINDOW_MS, campaigns, open_campaigns, options, redemption, visit,
+            T0, WINDOW_MS, campaigns, decide_in, explained, open_campaigns, options, redemption,
+            visit,
         };
-        use crate::engine::{Decided, Engine, SelectRequest, Selection, race, thompson};
+        use crate::engine::{Engine, SelectRequest, race, thompson};
         use crate::error::Error;
         use crate::store::{DecisionLog, MemoryStore};
-        use std::sync::OnceLock;
 
         let mut files = campaigns();
         for f in &mut files {
@@ -223,41 +223,19 @@ mod tests {
             explain: true,
             ..visit("c", None)
         };
-        let decide = |spent: Vec<(String, String)>| {
-            let (engine, campaign, sampled, req) = (&engine, &campaign, &sampled, &req);
-            async move {
-                let first = OnceLock::new();
-                let _ = first.set(vec![0, 1, 2]);
-                match engine
-                    .select_among(campaign, sampled, req, &spent, &OnceLock::new(), &first)
-                    .await?
-                {
-                    Decided::Made(s) => Ok::<_, Error>(s),
-                    Decided::Spent { offer, .. } => {
-                        Err(Error::FailedPrecondition(format!("{offer} refused")))
-                    }
-                }
-            }
-        };
-        let shown = |sel: &Selection, id: &str| {
-            sel.explanation
-                .iter()
-                .find(|e| e.offer_id == id)
-                .map_or(f64::NAN, |e| e.probability)
-        };
         let ids = ["x", "y", "z"];
 
         // Every offer a candidate, over enough decisions that the minimum
         // propensity's exploring draw is among them.
         for _ in 0..24 {
-            let sel = decide(Vec::new()).await?;
+            let sel = decide_in(&engine, &campaign, &sampled, &req, Vec::new()).await?;
             let chosen = campaign
                 .offer_index(&sel.offer_id)
                 .ok_or(Error::NotFound(sel.offer_id.clone()))?;
             assert_eq!(sel.model_version, loaded.version());
             assert!((sel.propensity - win(&loaded, "c", &all, chosen)).abs() < 1e-9);
             for (o, id) in ids.iter().enumerate() {
-                let p = shown(&sel, id);
+                let p = explained(&sel, id);
                 assert!((p - win(&loaded, "c", &all, o)).abs() < 1e-9, "{id}: {p}");
             }
             let logged = store
@@ -277,7 +255,7 @@ mod tests {
         // x refused by a racing budget: the propensity sums the paths
         // through x, all under the loaded counts.
         let spent = vec![("x".to_owned(), "spent by a racing decision".to_owned())];
-        let sel = decide(spent).await?;
+        let sel = decide_in(&engine, &campaign, &sampled, &req, spent).await?;
         let chosen = campaign
             .offer_index(&sel.offer_id)
             .ok_or(Error::NotFound(sel.offer_id.clone()))?;
@@ -293,7 +271,7 @@ mod tests {
             "the published counts would log another propensity"
         );
         for (o, id) in ids.iter().enumerate().skip(1) {
-            let p = shown(&sel, id);
+            let p = explained(&sel, id);
             assert!(
                 (p - after_refusal(&loaded, "c", o)).abs() < 1e-9,
                 "{id}: {p}"

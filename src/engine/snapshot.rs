@@ -217,10 +217,11 @@ mod tests {
     #[tokio::test]
     async fn a_decision_logs_and_explains_the_snapshot_it_sampled() -> Result<(), Error> {
         use crate::clock::ManualClock;
-        use crate::engine::tests::{T0, WINDOW_MS, campaigns, open_campaigns, options, visit};
-        use crate::engine::{Decided, SelectRequest, race, thompson};
+        use crate::engine::tests::{
+            T0, WINDOW_MS, campaigns, decide_in, explained, open_campaigns, options, visit,
+        };
+        use crate::engine::{SelectRequest, race, thompson};
         use crate::store::DecisionLog;
-        use std::sync::OnceLock;
 
         let mut files = campaigns();
         for f in &mut files {
@@ -290,28 +291,6 @@ mod tests {
             win(&loaded, &all, 0)
         );
 
-        let decide = |spent: Vec<(String, String)>| {
-            let (engine, campaign, sampled, req) = (&engine, &campaign, &sampled, &req);
-            async move {
-                let first = OnceLock::new();
-                let _ = first.set(vec![0, 1, 2]);
-                match engine
-                    .select_among(campaign, sampled, req, &spent, &OnceLock::new(), &first)
-                    .await?
-                {
-                    Decided::Made(s) => Ok::<_, Error>(s),
-                    Decided::Spent { offer, .. } => {
-                        Err(Error::FailedPrecondition(format!("{offer} refused")))
-                    }
-                }
-            }
-        };
-        let shown = |sel: &crate::engine::Selection, id: &str| {
-            sel.explanation
-                .iter()
-                .find(|e| e.offer_id == id)
-                .map_or(f64::NAN, |e| e.probability)
-        };
         let ids = ["x", "y", "z"];
 
         // Every offer a candidate: the floored one-draw probabilities, over
@@ -319,14 +298,14 @@ mod tests {
         // (which asks the policy's probability of another offer) is among
         // them.
         for _ in 0..24 {
-            let sel = decide(Vec::new()).await?;
+            let sel = decide_in(&engine, &campaign, &sampled, &req, Vec::new()).await?;
             let chosen = campaign
                 .offer_index(&sel.offer_id)
                 .ok_or(Error::NotFound(sel.offer_id.clone()))?;
             assert_eq!(sel.model_version, loaded.version);
             assert!((sel.propensity - win(&loaded, &all, chosen)).abs() < 1e-9);
             for (o, id) in ids.iter().enumerate() {
-                let p = shown(&sel, id);
+                let p = explained(&sel, id);
                 assert!((p - win(&loaded, &all, o)).abs() < 1e-9, "{id}: {p}");
             }
             let logged = store
@@ -341,7 +320,7 @@ mod tests {
         // x refused by a racing budget: the propensity sums the paths
         // through x, all under the loaded snapshot.
         let spent = vec![("x".to_owned(), "spent by a racing decision".to_owned())];
-        let sel = decide(spent).await?;
+        let sel = decide_in(&engine, &campaign, &sampled, &req, spent).await?;
         let chosen = campaign
             .offer_index(&sel.offer_id)
             .ok_or(Error::NotFound(sel.offer_id.clone()))?;
@@ -355,7 +334,7 @@ mod tests {
             "the published snapshot would log another propensity"
         );
         for (o, id) in ids.iter().enumerate().skip(1) {
-            let p = shown(&sel, id);
+            let p = explained(&sel, id);
             assert!((p - after_refusal(&loaded, o)).abs() < 1e-9, "{id}: {p}");
         }
         Ok(())

@@ -93,6 +93,42 @@ pub(super) fn visit(kind: &str, customer: Option<String>) -> SelectRequest {
     }
 }
 
+/// A decision by `select_among` in `campaign`'s loaded `sampled` snapshot,
+/// with `spent` (offer, why) refused since a first draw among offers 0-2:
+/// the snapshot tests drive one request's steps by hand this way.
+pub(super) async fn decide_in(
+    engine: &Engine,
+    campaign: &Arc<Campaign>,
+    sampled: &super::snapshot::Sampled<'_>,
+    req: &SelectRequest,
+    spent: Vec<(String, String)>,
+) -> Result<Selection, Error> {
+    let first = std::sync::OnceLock::new();
+    let _ = first.set(vec![0, 1, 2]);
+    match engine
+        .select_among(
+            campaign,
+            sampled,
+            req,
+            &spent,
+            &std::sync::OnceLock::new(),
+            &first,
+        )
+        .await?
+    {
+        Decided::Made(s) => Ok(s),
+        Decided::Spent { offer, .. } => Err(Error::FailedPrecondition(format!("{offer} refused"))),
+    }
+}
+
+/// The probability `explain` gave offer `id` in `sel` (NaN if none).
+pub(super) fn explained(sel: &Selection, id: &str) -> f64 {
+    sel.explanation
+        .iter()
+        .find(|e| e.offer_id == id)
+        .map_or(f64::NAN, |e| e.probability)
+}
+
 pub(super) fn redemption(id: DecisionId) -> Redemption {
     Redemption {
         decision_id: id,
