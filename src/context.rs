@@ -34,6 +34,27 @@ impl Context {
         Self::default()
     }
 
+    /// A context of `entries` already sorted by name, each name once (what
+    /// [`sort_keeping_last`] leaves): no second sort.
+    pub(crate) fn from_sorted(entries: Vec<(String, FeatureValue)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        Context { entries }
+    }
+
+    /// Removes the entries whose names `remove` picks and returns those
+    /// names, sorted (moved, not copied).
+    pub(crate) fn remove_names(&mut self, remove: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut removed = Vec::new();
+        self.entries.retain_mut(|(name, _)| {
+            let go = remove(name);
+            if go {
+                removed.push(std::mem::take(name));
+            }
+            !go
+        });
+        removed
+    }
+
     /// An empty context with room for `n` features.
     pub fn with_capacity(n: usize) -> Self {
         Context {

@@ -225,9 +225,10 @@ impl IdKeys {
     pub fn encode(&self, id: &DecisionId) -> String {
         match id.key_id().and_then(|k| self.key(k)) {
             Some(key) => {
-                let mut s = hex(&id.0);
-                s.push_str(&hex(&Self::mac(key, &id.0)));
-                s
+                let mut bytes = [0u8; LOCATOR_BYTES + MAC_BYTES];
+                bytes[..LOCATOR_BYTES].copy_from_slice(&id.0);
+                bytes[LOCATOR_BYTES..].copy_from_slice(&Self::mac(key, &id.0));
+                hex(&bytes)
             }
             None => hex(&id.0),
         }
@@ -273,15 +274,17 @@ impl IdKeys {
     }
 }
 
-/// Lowercase hex, by table (every SelectOffer reply encodes an id).
+/// Lowercase hex, by table, in one allocation (every SelectOffer reply
+/// encodes an id).
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    let mut out = vec![0u8; bytes.len() * 2];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    s
+    // Only ASCII digits were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {

@@ -1,7 +1,8 @@
 //! Hash maps for the engine's per-decision work: the writer's group
-//! staging, the segment model's cells, the snapshot cache. std's SipHash
-//! took about 7,000 of SelectOffer's ~108,000 instructions (callgrind,
-//! BENCHMARKS.md); foldhash is several times cheaper on short keys.
+//! staging, the segment model's cells, the snapshot cache, a campaign's
+//! offer index. std's SipHash took about 7,000 of SelectOffer's ~108,000
+//! instructions (callgrind, BENCHMARKS.md); foldhash is several times
+//! cheaper on short keys.
 //!
 //! Some keys come from callers: segments are built from the request's
 //! context (at most `max_segments` a campaign), the snapshot cache's keys

@@ -4,6 +4,7 @@
 use super::*;
 use crate::budget::{LocalTime, Pace, TrafficProfile};
 use crate::context::{Context, FeatureValue};
+use crate::fast_map::FastMap;
 use crate::policy::{
     Policy,
     rules::{RulePolicy, Rules},
@@ -94,7 +95,7 @@ pub struct Campaign {
     /// Every offer the campaign ever had, in the order they were added:
     /// offers no longer in the config are kept as retired.
     pub offers: Vec<Offer>,
-    pub(super) offer_index: HashMap<String, usize>,
+    pub(super) offer_index: FastMap<String, usize>,
     /// Per (segment, offer) counts: the posterior of segment-ts, and the
     /// decision ledger (single segment "") of contextual campaigns, as
     /// published snapshots ([`super::segment_snapshot`]).
@@ -124,6 +125,8 @@ pub struct Campaign {
     pub(super) control_rules: Option<RulePolicy>,
     /// Its `offer_bandit_ignored_features_total` series.
     pub(super) ignored_features: KeptCounter,
+    /// The context keys it reads (see [`Campaign::declares`]), sorted.
+    declared: Vec<String>,
 }
 
 /// The regression posteriors of a contextual campaign.
@@ -287,6 +290,20 @@ fn segment_model(config: &CampaignConfig) -> SegmentModel {
     model.with_delayed_feedback(window_ms)
 }
 
+/// The context keys a campaign reads: its segment features and its model's
+/// features, sorted (each key once) for [`Campaign::declares`].
+fn declared(config: &CampaignConfig) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .segment_by
+        .iter()
+        .cloned()
+        .chain(config.features.iter().map(|f| f.name().to_owned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 impl Campaign {
     pub(super) fn new(config: CampaignConfig, revision: Revision, active: bool) -> Self {
         // The config was validated at load, so the encoder builds.
@@ -317,11 +334,12 @@ impl Campaign {
             retired: Vec::new(),
             active,
             offers: Vec::new(),
-            offer_index: HashMap::new(),
+            offer_index: FastMap::default(),
             model: Arc::new(PublishedSegments::new(segment_model(&config))),
             contextual,
             control_rules: None,
             ignored_features: KeptCounter::default(),
+            declared: declared(&config),
             config,
         };
         let offer_encoder = campaign.config.offer_encoder();
@@ -409,6 +427,7 @@ impl Campaign {
             contextual,
             control_rules: None,
             ignored_features: self.ignored_features.clone(),
+            declared: declared(&config),
             config,
         };
         let offer_encoder = next.config.offer_encoder();
@@ -507,8 +526,9 @@ impl Campaign {
     /// Whether the campaign reads the context key `key` (a feature of its
     /// model or of its segments); nothing else of a context is used or kept.
     pub fn declares(&self, key: &str) -> bool {
-        self.config.segment_by.iter().any(|s| s == key)
-            || self.config.features.iter().any(|f| f.name() == key)
+        self.declared
+            .binary_search_by(|d| d.as_str().cmp(key))
+            .is_ok()
     }
 
     /// What a decision record keeps of a visit's context: the features the

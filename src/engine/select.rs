@@ -5,7 +5,7 @@ use super::*;
 
 impl Engine {
     /// Chooses an offer by Thompson sampling and records the decision.
-    pub async fn select(&self, req: SelectRequest) -> Result<Selection, Error> {
+    pub async fn select(&self, mut req: SelectRequest) -> Result<Selection, Error> {
         // A decision budget another request spent while this one chose:
         // choose again without that offer (each time one offer fewer, so
         // this ends), in the same arm.
@@ -21,7 +21,7 @@ impl Engine {
         // propensity, and the explanation come from it.
         let campaign = self.campaign(&req.campaign)?;
         let sampled = campaign.sample();
-        let ignored = self.ignored_features(&campaign, &req)?;
+        self.check_ignored_features(&campaign, &req)?;
         loop {
             match self
                 .select_among(
@@ -45,51 +45,48 @@ impl Engine {
                     spent.push((offer, why));
                 }
                 Decided::Made(mut selection) => {
-                    selection.ignored_features = ignored;
+                    // Chosen and recorded: the keys the campaign does not
+                    // read move from the context to the reply.
+                    selection.ignored_features =
+                        req.context.remove_names(|k| !campaign.declares(k));
                     return Ok(selection);
                 }
             }
         }
     }
 
-    /// The context keys `req`'s campaign does not declare, sorted, counted
-    /// in a metric; refused under `strict_context`.
-    fn ignored_features(
+    /// Counts the context keys `req`'s campaign does not declare in a
+    /// metric, and refuses them under `strict_context` (they are named in the
+    /// reply otherwise).
+    fn check_ignored_features(
         &self,
         campaign: &Campaign,
         req: &SelectRequest,
-    ) -> Result<Vec<String>, Error> {
-        // Sorted, as the context's keys are.
-        let ignored: Vec<String> = req
-            .context
-            .keys()
-            .filter(|k| !campaign.declares(k))
-            .cloned()
-            .collect();
-        if ignored.is_empty() {
-            return Ok(ignored);
+    ) -> Result<(), Error> {
+        let ignored = || req.context.keys().filter(|k| !campaign.declares(k));
+        let count = ignored().count();
+        if count == 0 {
+            return Ok(());
         }
-        campaign.ignored_features.increment(ignored.len() as u64, || {
+        campaign.ignored_features.increment(count as u64, || {
             metrics::counter!("offer_bandit_ignored_features_total", "campaign" => req.campaign.clone())
         });
         if self.options.strict_context {
-            let shown: Vec<String> = ignored
-                .iter()
+            let shown: Vec<String> = ignored()
                 .take(8)
                 .map(|k| k.chars().take(64).collect())
                 .collect();
             return Err(Error::refused(
                 crate::error::Reason::InvalidContext,
                 format!(
-                    "context has {} key(s) campaign '{}' does not declare: {}{} (--strict-context refuses them; ListCampaigns and the campaign file name its features)",
-                    ignored.len(),
+                    "context has {count} key(s) campaign '{}' does not declare: {}{} (--strict-context refuses them; ListCampaigns and the campaign file name its features)",
                     req.campaign,
                     shown.join(", "),
-                    if ignored.len() > 8 { ", ..." } else { "" }
+                    if count > 8 { ", ..." } else { "" }
                 ),
             ));
         }
-        Ok(ignored)
+        Ok(())
     }
 
     /// [`Engine::select`] in `campaign` (`req`'s), sampling `sampled` (the

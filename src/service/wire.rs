@@ -72,17 +72,14 @@ impl SelectOfferRequest {
 pub fn split_context(mut entries: Vec<(String, Option<FeatureValue>)>) -> (Context, Vec<String>) {
     crate::context::sort_keeping_last(&mut entries);
     let mut unset = Vec::new();
-    let context = entries
-        .into_iter()
-        .filter_map(|(name, value)| match value {
-            Some(v) => Some((name, v)),
-            None => {
-                unset.push(name);
-                None
-            }
-        })
-        .collect();
-    (context, unset)
+    let mut context = Vec::with_capacity(entries.len());
+    for (name, value) in entries {
+        match value {
+            Some(v) => context.push((name, v)),
+            None => unset.push(name),
+        }
+    }
+    (Context::from_sorted(context), unset)
 }
 
 /// A context map entry: key 1, value 2. Decoded through prost's own

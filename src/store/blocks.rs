@@ -48,18 +48,20 @@ pub(super) fn overlay_key(id: &DecisionId) -> Vec<u8> {
 
 /// Encodes decisions sorted by locator (the caller sorts).
 pub(super) fn encode_block(records: &[(DecisionId, DecisionRecord)]) -> Vec<u8> {
-    let bodies: Vec<Vec<u8>> = records.iter().map(|(_, r)| encode(r)).collect();
-    let total: usize = bodies.iter().map(Vec::len).sum();
-    let mut layout = Vec::with_capacity(4 + records.len() * ENTRY + total);
+    // The directory first, its ends filled in as each record is encoded
+    // after it: one buffer, no record copied.
+    let dir = 4 + records.len() * ENTRY;
+    let mut layout = Vec::with_capacity(dir + records.len() * 256);
     layout.extend_from_slice(&(records.len() as u32).to_be_bytes());
-    let mut end = 0u32;
-    for ((id, _), body) in records.iter().zip(&bodies) {
-        end += body.len() as u32;
+    for (id, _) in records {
         layout.extend_from_slice(&id.0);
-        layout.extend_from_slice(&end.to_be_bytes());
+        layout.extend_from_slice(&[0; 4]);
     }
-    for body in bodies {
-        layout.extend_from_slice(&body);
+    for (i, (_, rec)) in records.iter().enumerate() {
+        layout = encode_onto(layout, rec);
+        let end = ((layout.len() - dir) as u32).to_be_bytes();
+        let at = 4 + i * ENTRY + LOCATOR_BYTES;
+        layout[at..at + 4].copy_from_slice(&end);
     }
     let compressed = lz4_flex::block::compress_prepend_size(&layout);
     let (format, body) = if compressed.len() < layout.len() {

@@ -4,10 +4,18 @@
 use super::*;
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
-    // postcard only fails on writer errors, impossible for a Vec.
-    if let Ok(bytes) = postcard::to_stdvec(value) {
-        out.extend_from_slice(&bytes);
+    // Room for a typical decision record: one allocation, no copy.
+    encode_onto(Vec::with_capacity(256), value)
+}
+
+/// `out` followed by `value` encoded as [`encode`] does.
+pub(super) fn encode_onto<T: Serialize>(mut out: Vec<u8>, value: &T) -> Vec<u8> {
+    out.push(FORMAT_VERSION);
+    let before = out.len();
+    // postcard only fails on writer errors, impossible for a Vec; should
+    // it, the value is its format byte alone, as it always was.
+    if postcard::to_io(value, &mut out).is_err() {
+        out.truncate(before);
     }
     out
 }

@@ -15,9 +15,10 @@ use offer_bandit::{
     config, is_broken_pipe, quiet_on_broken_pipe, serve, shutdown_signal,
 };
 
-/// mimalloc: glibc's malloc spent a fifth of the server's CPU under load.
+/// mimalloc: glibc's malloc spent a fifth of the server's CPU under load
+/// (asked for plain blocks: see `offer_bandit_alloc`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: offer_bandit_alloc::MiMalloc = offer_bandit_alloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -79,7 +79,8 @@ impl Writer {
                 return Ok(Decided::Made(Selection::from_record(eid, &erec, true)));
             }
         }
-        if let Some(campaign) = self.campaign(&rec.campaign) {
+        let campaign = self.campaign_of(&rec);
+        if let Some(campaign) = &campaign {
             // A request that read the campaign before its retirement landed
             // (one that was answered already is a fact to record).
             if campaign.revision.retired && !shown {
@@ -93,7 +94,7 @@ impl Writer {
                 if let Some(i) = campaign.offer_index(&rec.offer) {
                     *g.trials.entry((rec.campaign.clone(), i)).or_insert(0) += 1;
                 }
-            } else if let Some(why) = self.decision_budget_spent(g, &campaign, &rec)? {
+            } else if let Some(why) = self.decision_budget_spent(g, campaign, &rec)? {
                 return Ok(Decided::Spent {
                     offer: rec.offer.clone(),
                     why,
@@ -104,11 +105,13 @@ impl Writer {
             g.writes.put_request(&rec.campaign, rid, &id);
             g.requests.insert((rec.campaign.clone(), rid.clone()), id);
         }
-        self.change_cell(g, &rec, |c| c.trials += 1);
-        self.change_arm(g, &rec, |a| a.decisions += 1);
-        self.change_daily(g, &rec, rec.created_ms, |d| d.decisions += 1);
-        self.count_traffic(g, &rec);
-        self.await_reveal(&rec, id);
+        if let Some(campaign) = &campaign {
+            Self::change_cell(g, campaign, &rec, |c| c.trials += 1);
+            Self::change_arm(g, campaign, &rec, |a| a.decisions += 1);
+            Self::change_daily(g, campaign, &rec, rec.created_ms, |d| d.decisions += 1);
+            Self::count_traffic(g, campaign, &rec);
+            Self::await_reveal(campaign, &rec, id);
+        }
         if let Some(c) = &rec.customer {
             g.writes.put_customer(c, &id);
         }

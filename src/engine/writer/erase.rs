@@ -41,29 +41,31 @@ impl Writer {
             if rec.customer.as_ref() != Some(customer) {
                 continue;
             }
-            self.change_cell(g, &rec, |c| {
-                c.trials = c.trials.saturating_sub(1);
-                match rec.state {
-                    DecisionState::Pending => {}
-                    DecisionState::Redeemed { value, .. } => {
-                        c.successes = c.successes.saturating_sub(1);
-                        c.value_sum -= value;
+            if let Some(campaign) = self.campaign_of(&rec) {
+                Self::change_cell(g, &campaign, &rec, |c| {
+                    c.trials = c.trials.saturating_sub(1);
+                    match rec.state {
+                        DecisionState::Pending => {}
+                        DecisionState::Redeemed { value, .. } => {
+                            c.successes = c.successes.saturating_sub(1);
+                            c.value_sum -= value;
+                        }
+                        DecisionState::Expired => c.expired = c.expired.saturating_sub(1),
                     }
-                    DecisionState::Expired => c.expired = c.expired.saturating_sub(1),
-                }
-            });
-            self.change_arm(g, &rec, |a| {
-                a.decisions = a.decisions.saturating_sub(1);
-                match rec.state {
-                    DecisionState::Pending => {}
-                    DecisionState::Redeemed { value, .. } => {
-                        a.redemptions = a.redemptions.saturating_sub(1);
-                        a.value_sum -= value;
-                        a.value_sq_sum -= value * value;
+                });
+                Self::change_arm(g, &campaign, &rec, |a| {
+                    a.decisions = a.decisions.saturating_sub(1);
+                    match rec.state {
+                        DecisionState::Pending => {}
+                        DecisionState::Redeemed { value, .. } => {
+                            a.redemptions = a.redemptions.saturating_sub(1);
+                            a.value_sum -= value;
+                            a.value_sq_sum -= value * value;
+                        }
+                        DecisionState::Expired => a.expired = a.expired.saturating_sub(1),
                     }
-                    DecisionState::Expired => a.expired = a.expired.saturating_sub(1),
-                }
-            });
+                });
+            }
             if let Some(exact) = self.unlearn(g, &rec, &erasing) {
                 out.model_updates += 1;
                 out.exact &= exact;

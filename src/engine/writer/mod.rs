@@ -17,6 +17,17 @@ impl Writer {
         self.campaigns.read().get(id).cloned()
     }
 
+    /// A decision's campaign, looked up once for all the counts an event
+    /// changes; None (with a warning) for a campaign this server no longer
+    /// has, whose counts then stay as they are.
+    pub(super) fn campaign_of(&self, rec: &DecisionRecord) -> Option<Arc<Campaign>> {
+        let campaign = self.campaign(&rec.campaign);
+        if campaign.is_none() {
+            tracing::warn!(campaign = %rec.campaign, "decision of an unknown campaign: counts not updated");
+        }
+        campaign
+    }
+
     pub(super) fn run(mut self, mut inbox: WriterInbox) {
         inbox.register();
         let mut next: Option<Command> = None;
@@ -219,15 +230,12 @@ impl Writer {
     /// Applies `change` to today's counts (as of `at_ms`) of a decision's
     /// offer, staging the result.
     pub(super) fn change_daily(
-        &mut self,
         g: &mut Group,
+        campaign: &Campaign,
         rec: &DecisionRecord,
         at_ms: i64,
         change: impl FnOnce(&mut DailyCounts),
     ) {
-        let Some(campaign) = self.campaign(&rec.campaign) else {
-            return;
-        };
         let Some(offer) = campaign.offer_index(&rec.offer) else {
             return;
         };
@@ -248,14 +256,11 @@ impl Writer {
 
     /// Applies `change` to the arm counts of a decision, staging the result.
     pub(super) fn change_arm(
-        &mut self,
         g: &mut Group,
+        campaign: &Campaign,
         rec: &DecisionRecord,
         change: impl FnOnce(&mut ArmCounts),
     ) {
-        let Some(campaign) = self.campaign(&rec.campaign) else {
-            return;
-        };
         let key = (rec.campaign.clone(), rec.arm);
         let mut counts = match g.arms.get(&key) {
             Some(c) => *c,
@@ -267,15 +272,11 @@ impl Writer {
 
     /// Applies `change` to the cell of a decision, staging the result.
     pub(super) fn change_cell(
-        &mut self,
         g: &mut Group,
+        campaign: &Campaign,
         rec: &DecisionRecord,
         change: impl FnOnce(&mut CellCounts),
     ) {
-        let Some(campaign) = self.campaign(&rec.campaign) else {
-            tracing::warn!(campaign = %rec.campaign, "decision of an unknown campaign: posterior not updated");
-            return;
-        };
         let Some(offer) = campaign.offer_index(&rec.offer) else {
             tracing::warn!(campaign = %rec.campaign, offer = %rec.offer, "decision of an unknown offer: posterior not updated");
             return;
@@ -305,12 +306,11 @@ impl Writer {
     /// non-redemption to be revealed by the sweep ([`Self::reveal`]); it is
     /// learned then, at its window's close, or as a redemption, whichever
     /// comes first. Not for a decision no learning step would learn.
-    pub(super) fn await_reveal(&self, rec: &DecisionRecord, id: DecisionId) {
+    pub(super) fn await_reveal(campaign: &Campaign, rec: &DecisionRecord, id: DecisionId) {
         if rec.arm == Arm::NonPersonalized {
             return;
         }
-        if let Some(campaign) = self.campaign(&rec.campaign)
-            && let Some(ctx) = &campaign.contextual
+        if let Some(ctx) = &campaign.contextual
             && campaign.offer_index(&rec.offer).is_some()
         {
             ctx.delays.write().add(id, rec.created_ms);

@@ -49,20 +49,22 @@ impl Writer {
                     )));
                 }
                 let result = outcome(false);
-                self.change_cell(g, &rec, |c| {
-                    c.successes += 1;
-                    c.value_sum += value;
-                });
+                if let Some(campaign) = self.campaign_of(&rec) {
+                    Self::change_cell(g, &campaign, &rec, |c| {
+                        c.successes += 1;
+                        c.value_sum += value;
+                    });
+                    Self::change_daily(g, &campaign, &rec, now_ms, |d| d.redemptions += 1);
+                    Self::change_arm(g, &campaign, &rec, |a| {
+                        a.redemptions += 1;
+                        a.value_sum += value;
+                        a.value_sq_sum += value * value;
+                    });
+                }
                 g.delays.push(DelayChange::Redeemed {
                     campaign: rec.campaign.clone(),
                     decided_ms: rec.created_ms,
                     redeemed_ms: now_ms,
-                });
-                self.change_daily(g, &rec, now_ms, |d| d.redemptions += 1);
-                self.change_arm(g, &rec, |a| {
-                    a.redemptions += 1;
-                    a.value_sum += value;
-                    a.value_sq_sum += value * value;
                 });
                 rec.redeemed_seq = self.learn(g, &rec, true);
                 rec.state = DecisionState::Redeemed {
@@ -95,8 +97,10 @@ impl Writer {
             // Not revealed yet: its window's close reveals it.
             rec.learned_seq = self.learn(g, &rec, false);
         }
-        self.change_cell(g, &rec, |c| c.expired += 1);
-        self.change_arm(g, &rec, |a| a.expired += 1);
+        if let Some(campaign) = self.campaign_of(&rec) {
+            Self::change_cell(g, &campaign, &rec, |c| c.expired += 1);
+            Self::change_arm(g, &campaign, &rec, |a| a.expired += 1);
+        }
         g.expired += 1;
         self.drop_request(g, id, &rec);
         rec.state = DecisionState::Expired;

@@ -7,10 +7,7 @@ use super::*;
 impl Writer {
     /// Counts a new decision in its campaign's traffic profile, at the
     /// decision's own time (so a replay of the log counts the same).
-    pub(super) fn count_traffic(&mut self, g: &mut Group, rec: &DecisionRecord) {
-        let Some(campaign) = self.campaign(&rec.campaign) else {
-            return;
-        };
+    pub(super) fn count_traffic(g: &mut Group, campaign: &Campaign, rec: &DecisionRecord) {
         // Looked up before inserting: no key allocated per decision.
         if !g.traffic.contains_key(&rec.campaign) {
             g.traffic
