@@ -115,12 +115,17 @@ impl Writer {
         if let Some(c) = &rec.customer {
             g.writes.put_customer(c, &id);
         }
-        let (last, ids) = g
-            .expiries
-            .entry(rec.campaign.clone())
-            .or_insert((rec.expires_ms, Vec::new()));
-        *last = (*last).max(rec.expires_ms);
-        ids.push(id);
+        // Looked up before inserting: no key allocated per decision.
+        match g.expiries.get_mut(&rec.campaign) {
+            Some((last, ids)) => {
+                *last = (*last).max(rec.expires_ms);
+                ids.push(id);
+            }
+            None => {
+                g.expiries
+                    .insert(rec.campaign.clone(), (rec.expires_ms, vec![id]));
+            }
+        }
         let selection = Selection::from_record(id, &rec, false);
         self.add_decision(g, id, rec);
         g.durable |= self.options.durable_decisions;
