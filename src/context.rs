@@ -41,16 +41,18 @@ impl Context {
         Context { entries }
     }
 
-    /// Removes the entries whose names `remove` picks and returns those
-    /// names, sorted (moved, not copied).
-    pub(crate) fn remove_names(&mut self, remove: impl Fn(&str) -> bool) -> Vec<String> {
+    /// Removes the entries whose names are not in `kept` (sorted, as a
+    /// context's names are) and returns those names, sorted (moved, not
+    /// copied): one walk over both lists.
+    pub(crate) fn remove_names_not_in(&mut self, kept: &[String]) -> Vec<String> {
+        let mut kept = SortedNames::new(kept);
         let mut removed = Vec::new();
         self.entries.retain_mut(|(name, _)| {
-            let go = remove(name);
-            if go {
+            let keep = kept.contains(name);
+            if !keep {
                 removed.push(std::mem::take(name));
             }
-            !go
+            keep
         });
         removed
     }
@@ -115,6 +117,30 @@ impl Context {
     /// Removes every feature, keeping the allocation.
     pub fn clear(&mut self) {
         self.entries.clear();
+    }
+}
+
+/// Membership in a sorted list of names, for names asked in ascending
+/// order (a context's): each question moves a cursor forward, so a whole
+/// context costs one merge walk, not a search per name.
+pub(crate) struct SortedNames<'a> {
+    names: &'a [String],
+    at: usize,
+}
+
+impl<'a> SortedNames<'a> {
+    /// Over `names`, sorted ascending.
+    pub(crate) fn new(names: &'a [String]) -> Self {
+        SortedNames { names, at: 0 }
+    }
+
+    /// Whether `name` is in the list; `name` must not sort before the
+    /// previous question's.
+    pub(crate) fn contains(&mut self, name: &str) -> bool {
+        while self.names.get(self.at).is_some_and(|n| n.as_str() < name) {
+            self.at += 1;
+        }
+        self.names.get(self.at).is_some_and(|n| n == name)
     }
 }
 
@@ -207,6 +233,37 @@ mod tests {
 
     fn n(x: f64) -> FeatureValue {
         FeatureValue::Number(x)
+    }
+
+    #[test]
+    fn names_not_kept_move_out_in_order_and_the_rest_stay() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (keys, kept, removed) in [
+            (
+                &["a", "b", "c", "d"][..],
+                &["b", "d", "z"][..],
+                &["a", "c"][..],
+            ),
+            (&["a", "b"], &[], &["a", "b"]),
+            (&["m"], &["a", "m", "n"], &[]),
+            (&["a", "b", "c"], &["0", "c"], &["a", "b"]),
+        ] {
+            let mut c: Context = keys.iter().map(|k| (k.to_string(), n(1.0))).collect();
+            let kept = names(kept);
+            assert_eq!(c.remove_names_not_in(&kept), names(removed), "{keys:?}");
+            let left: Vec<&str> = c.keys().map(String::as_str).collect();
+            let want: Vec<&str> = keys
+                .iter()
+                .copied()
+                .filter(|k| !removed.contains(k))
+                .collect();
+            assert_eq!(left, want);
+            let mut members = SortedNames::new(&kept);
+            assert!(
+                keys.iter()
+                    .all(|k| members.contains(k) == !removed.contains(k))
+            );
+        }
     }
 
     #[test]

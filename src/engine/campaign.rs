@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::budget::{LocalTime, Pace, TrafficProfile};
-use crate::context::{Context, FeatureValue};
+use crate::context::{Context, FeatureValue, SortedNames};
 use crate::fast_map::FastMap;
 use crate::policy::{
     Policy,
@@ -125,7 +125,7 @@ pub struct Campaign {
     pub(super) control_rules: Option<RulePolicy>,
     /// Its `offer_bandit_ignored_features_total` series.
     pub(super) ignored_features: KeptCounter,
-    /// The context keys it reads (see [`Campaign::declares`]), sorted.
+    /// The context keys it reads (see [`Campaign::declared`]), sorted.
     declared: Vec<String>,
 }
 
@@ -291,7 +291,7 @@ fn segment_model(config: &CampaignConfig) -> SegmentModel {
 }
 
 /// The context keys a campaign reads: its segment features and its model's
-/// features, sorted (each key once) for [`Campaign::declares`].
+/// features, sorted (each key once): [`Campaign::declared`].
 fn declared(config: &CampaignConfig) -> Vec<String> {
     let mut names: Vec<String> = config
         .segment_by
@@ -523,12 +523,10 @@ impl Campaign {
         }
     }
 
-    /// Whether the campaign reads the context key `key` (a feature of its
-    /// model or of its segments); nothing else of a context is used or kept.
-    pub fn declares(&self, key: &str) -> bool {
-        self.declared
-            .binary_search_by(|d| d.as_str().cmp(key))
-            .is_ok()
+    /// The context keys the campaign reads (the features of its model and
+    /// of its segments), sorted; nothing else of a context is used or kept.
+    pub fn declared(&self) -> &[String] {
+        &self.declared
     }
 
     /// What a decision record keeps of a visit's context: the features the
@@ -537,9 +535,10 @@ impl Campaign {
     /// (21 KB each filled a disk).
     pub(super) fn kept_context(&self, context: &Context) -> Vec<(String, FeatureValue)> {
         // Sorted, as the context is.
+        let mut declared = SortedNames::new(&self.declared);
         context
             .iter()
-            .filter(|(k, _)| self.declares(k))
+            .filter(|(k, _)| declared.contains(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }

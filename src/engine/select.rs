@@ -48,7 +48,7 @@ impl Engine {
                     // Chosen and recorded: the keys the campaign does not
                     // read move from the context to the reply.
                     selection.ignored_features =
-                        req.context.remove_names(|k| !campaign.declares(k));
+                        req.context.remove_names_not_in(campaign.declared());
                     return Ok(selection);
                 }
             }
@@ -63,7 +63,10 @@ impl Engine {
         campaign: &Campaign,
         req: &SelectRequest,
     ) -> Result<(), Error> {
-        let ignored = || req.context.keys().filter(|k| !campaign.declares(k));
+        let ignored = || {
+            let mut declared = crate::context::SortedNames::new(campaign.declared());
+            req.context.keys().filter(move |k| !declared.contains(k))
+        };
         let count = ignored().count();
         if count == 0 {
             return Ok(());
