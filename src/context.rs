@@ -261,7 +261,7 @@ mod tests {
             let mut members = SortedNames::new(&kept);
             assert!(
                 keys.iter()
-                    .all(|k| members.contains(k) == !removed.contains(k))
+                    .all(|k| members.contains(k) != removed.contains(k))
             );
         }
     }
