@@ -535,15 +535,15 @@ fn linear_by_pieces(rivals: &[(f64, f64)]) -> f64 {
 /// chosen arm its error grows (relative 8.5e-5 with 19 identical rivals).
 const SHORTCUT_MAX_RIVALS: usize = 11;
 
-/// Nodes and weights of 32-point Gauss-Hermite quadrature for the standard
-/// normal density (`∫ φ(t) g(t) dt ≈ Σ w g(t)`), computed once by Newton's
-/// method on the Hermite recurrence (Numerical Recipes' `gauher`); nodes
-/// whose weight is below 1e-16 are dropped.
 /// Gauss-Hermite nodes under this weight are left out of probability
 /// integrals, where a node adds at most its weight
 /// (see [`linear_by_gauss_hermite`]).
 const NEGLIGIBLE_NODE_WEIGHT: f64 = 1e-10;
 
+/// Nodes and weights of 32-point Gauss-Hermite quadrature for the standard
+/// normal density (`∫ φ(t) g(t) dt ≈ Σ w g(t)`), computed once by Newton's
+/// method on the Hermite recurrence (Numerical Recipes' `gauher`); nodes
+/// whose weight is below 1e-16 are dropped.
 fn gauss_hermite() -> &'static [(f64, f64)] {
     static NODES: std::sync::OnceLock<Vec<(f64, f64)>> = std::sync::OnceLock::new();
     NODES.get_or_init(|| {
