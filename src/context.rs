@@ -57,6 +57,23 @@ impl Context {
         removed
     }
 
+    /// Removes the entries whose names are in `names` (sorted, as a
+    /// context's are) and returns them, sorted (moved, not copied): one walk
+    /// over both lists. [`Context::extend`] puts them back.
+    pub(crate) fn take_names_in(&mut self, names: &[String]) -> Vec<(String, FeatureValue)> {
+        let mut names = SortedNames::new(names);
+        let mut taken = Vec::new();
+        self.entries.retain_mut(|(name, value)| {
+            let take = names.contains(name);
+            if take {
+                let value = std::mem::replace(value, FeatureValue::Flag(false));
+                taken.push((std::mem::take(name), value));
+            }
+            !take
+        });
+        taken
+    }
+
     /// An empty context with room for `n` features.
     pub fn with_capacity(n: usize) -> Self {
         Context {
@@ -264,6 +281,29 @@ mod tests {
                     .all(|k| members.contains(k) != removed.contains(k))
             );
         }
+    }
+
+    #[test]
+    fn names_taken_out_come_back_whole() {
+        let full: Context = [
+            ("a".to_string(), n(1.0)),
+            ("b".to_string(), FeatureValue::Category("x".into())),
+            ("c".to_string(), FeatureValue::Flag(true)),
+            ("d".to_string(), n(4.0)),
+        ]
+        .into();
+        let mut c = full.clone();
+        let taken = c.take_names_in(&["b".to_string(), "d".to_string(), "e".to_string()]);
+        assert_eq!(
+            taken,
+            vec![
+                ("b".to_string(), FeatureValue::Category("x".into())),
+                ("d".to_string(), n(4.0))
+            ]
+        );
+        assert_eq!(c.keys().map(String::as_str).collect::<Vec<_>>(), ["a", "c"]);
+        c.extend(taken);
+        assert_eq!(c, full);
     }
 
     #[test]

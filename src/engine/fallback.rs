@@ -91,7 +91,7 @@ impl Engine {
                 Ok(s)
             }
             // The writer never refuses a fallback for a budget.
-            Decided::Spent { offer, why } => Err(Error::refused(
+            Decided::Spent { offer, why, .. } => Err(Error::refused(
                 crate::error::Reason::Internal,
                 format!("fallback of '{offer}' refused by a budget: {why}"),
             )),

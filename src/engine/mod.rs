@@ -388,6 +388,10 @@ enum Decided {
         offer: String,
         /// Which budget or cap.
         why: String,
+        /// The context the refused record kept (moved there from the
+        /// request, see [`Context::take_names_in`]), handed back for the
+        /// next choice.
+        kept: Vec<(String, crate::context::FeatureValue)>,
     },
 }
 

@@ -278,12 +278,19 @@ mod tests {
             "x".to_owned(),
             "budget spent by a racing decision".to_owned(),
         )];
-        let req = SelectRequest {
+        let mut req = SelectRequest {
             explain: true,
             ..visit("a", None)
         };
         let decided = engine
-            .select_among(&campaign, &sampled, &req, &spent, &OnceLock::new(), &first)
+            .select_among(
+                &campaign,
+                &sampled,
+                &mut req,
+                &spent,
+                &OnceLock::new(),
+                &first,
+            )
             .await?;
         let Decided::Made(sel) = decided else {
             panic!("the writer refused y or z too");
@@ -316,6 +323,70 @@ mod tests {
             "closed {closed} vs reduced set {}",
             p_rest[b]
         );
+        Ok(())
+    }
+
+    /// A race through `Engine::select` itself: offer x has a budget of one
+    /// decision, and 60 visits arrive within one write group, so the drawn
+    /// x's past the first are refused by the writer and chosen again
+    /// without it (the chance that at most one visit draws x is about
+    /// 1e-9). The record of every decision, retried or not, keeps the whole
+    /// declared context and its encoded features: the first draw moves them
+    /// into its record, and a refused record hands them back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decision_chosen_again_after_a_refusal_keeps_its_context() -> Result<(), Error> {
+        use crate::clock::ManualClock;
+        use crate::engine::tests::{T0, campaigns, open_campaigns, options, visit};
+        use crate::store::{DecisionLog, MemoryStore};
+        use std::sync::Arc;
+
+        let store = MemoryStore::new();
+        let clock = Arc::new(ManualClock::new(T0));
+        let mut limited = campaigns();
+        for c in &mut limited {
+            for o in &mut c.config.offers {
+                if o.id == "x" {
+                    o.max_decisions = Some(1);
+                }
+            }
+        }
+        let engine = Arc::new(open_campaigns(
+            &store,
+            &clock,
+            limited,
+            EngineOptions {
+                learn_interval: std::time::Duration::from_millis(300),
+                ..options()
+            },
+        ));
+        let mut visits = tokio::task::JoinSet::new();
+        for _ in 0..60 {
+            let engine = engine.clone();
+            visits.spawn(async move { engine.select(visit("a", None)).await });
+        }
+        let mut ids = Vec::new();
+        while let Some(done) = visits.join_next().await {
+            let sel = done.map_err(|e| Error::FailedPrecondition(e.to_string()))??;
+            ids.push(sel.decision_id);
+        }
+        engine.flush().await?;
+        let want = visit("a", None).context;
+        let mut xs = 0;
+        for id in &ids {
+            let rec = store
+                .decision(id)?
+                .ok_or_else(|| Error::FailedPrecondition("a decision was not stored".into()))?;
+            xs += usize::from(rec.offer == "x");
+            let kept: Context = rec.context.iter().cloned().collect();
+            assert_eq!(
+                kept, want,
+                "the record of {} kept {:?}",
+                rec.offer, rec.context
+            );
+            // The intercept and the visit's type: more than the intercept.
+            assert!(rec.features.len() > 1, "features {:?}", rec.features);
+        }
+        assert_eq!((ids.len(), xs), (60, 1));
         Ok(())
     }
 }

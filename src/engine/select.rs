@@ -27,15 +27,17 @@ impl Engine {
                 .select_among(
                     &campaign,
                     &sampled,
-                    &req,
+                    &mut req,
                     &spent,
                     &anonymous_draw,
                     &first_candidates,
                 )
                 .await?
             {
-                Decided::Spent { offer, why } => {
+                Decided::Spent { offer, why, kept } => {
                     tracing::debug!(offer = %offer, "{why}: choosing again");
+                    // The declared features the refused record took.
+                    req.context.extend(kept);
                     if spent.iter().any(|(o, _)| *o == offer) {
                         return Err(Error::refused(
                             crate::error::Reason::BudgetExhausted,
@@ -102,7 +104,7 @@ impl Engine {
         &self,
         campaign: &Arc<Campaign>,
         sampled: &Sampled<'_>,
-        req: &SelectRequest,
+        req: &mut SelectRequest,
         spent: &[(String, String)],
         anonymous_draw: &std::sync::OnceLock<f64>,
         first_candidates: &std::sync::OnceLock<Vec<usize>>,
@@ -326,7 +328,9 @@ impl Engine {
             model_version,
             state: DecisionState::Pending,
             features,
-            context: campaign.kept_context(&req.context),
+            // Moved, not copied: nothing reads them after the record (a
+            // refused record hands them back, `Decided::Spent`).
+            context: req.context.take_names_in(campaign.declared()),
             candidates: candidates
                 .iter()
                 .map(|&i| campaign.offers[i].id.clone())

@@ -105,11 +105,13 @@ pub(super) async fn decide_in(
 ) -> Result<Selection, Error> {
     let first = std::sync::OnceLock::new();
     let _ = first.set(vec![0, 1, 2]);
+    // select_among moves the kept context into the record.
+    let mut req = req.clone();
     match engine
         .select_among(
             campaign,
             sampled,
-            req,
+            &mut req,
             &spent,
             &std::sync::OnceLock::new(),
             &first,

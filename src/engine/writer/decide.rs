@@ -96,8 +96,9 @@ impl Writer {
                 }
             } else if let Some(why) = self.decision_budget_spent(g, campaign, &rec)? {
                 return Ok(Decided::Spent {
-                    offer: rec.offer.clone(),
+                    offer: rec.offer,
                     why,
+                    kept: rec.context,
                 });
             }
         }
