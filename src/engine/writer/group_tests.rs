@@ -297,3 +297,86 @@ fn a_fallback_counts_against_the_budget_within_its_group() -> Result<(), Error> 
     }
     Ok(())
 }
+
+/// The budget race through `Engine::select`, made deterministic by driving
+/// the writer by hand: 30 visits choose between x (a budget of one
+/// decision) and y before the writer takes any, so one group refuses every
+/// x after the first, and those visits choose again in a second group (the
+/// chance that at most one of 30 draws x is about 3e-8). Every record,
+/// chosen again or not, keeps the visit's declared context and its
+/// features: the first draw moves them into its record, and the refused
+/// record hands them back.
+#[tokio::test]
+async fn a_decision_chosen_again_after_a_refusal_keeps_its_context() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let mut limited = campaigns();
+    for c in &mut limited {
+        for o in &mut c.config.offers {
+            if o.id == "x" {
+                o.max_decisions = Some(1);
+            }
+        }
+    }
+    let clock = Arc::new(ManualClock::new(T0));
+    let (engine, mut writer, mut inbox) = Engine::assemble(
+        Arc::new(store.clone()),
+        limited,
+        options(),
+        CustomerKey::from_bytes([1; 32]),
+        IdKeys::derived(&[2; 32]),
+        sources(&clock, 3),
+    )?;
+    let engine = Arc::new(engine);
+    let mut visits = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let engine = engine.clone();
+        visits.spawn(async move {
+            let req = SelectRequest {
+                candidates: vec!["x".into(), "y".into()],
+                ..visit("a", None)
+            };
+            engine.select(req).await
+        });
+    }
+    // One group per round: what the visits queued, applied and committed.
+    let mut rounds = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let mut g = Group::default();
+        let mut commands = 0;
+        while let Some(cmd) = inbox.try_next() {
+            writer.apply(&mut g, cmd);
+            commands += 1;
+        }
+        assert!(writer.finish(g), "the commit succeeds");
+        rounds.push(commands);
+    }
+    let mut ids = Vec::new();
+    while let Some(done) = visits.join_next().await {
+        let sel = done.map_err(|e| Error::FailedPrecondition(e.to_string()))??;
+        ids.push(sel.decision_id);
+    }
+    // Every visit in the first group; the refused ones chose again.
+    assert_eq!(rounds[0], 30);
+    assert!(rounds[1] >= 1, "no visit was refused: {rounds:?}");
+    let want = visit("a", None).context;
+    let mut xs = 0;
+    for id in &ids {
+        let rec = store
+            .decision(id)?
+            .ok_or_else(|| Error::FailedPrecondition("a decision was not stored".into()))?;
+        xs += usize::from(rec.offer == "x");
+        let kept: Context = rec.context.iter().cloned().collect();
+        assert_eq!(
+            kept, want,
+            "the record of {} kept {:?}",
+            rec.offer, rec.context
+        );
+        // The intercept and the visit's type: more than the intercept.
+        assert!(rec.features.len() > 1, "features {:?}", rec.features);
+    }
+    assert_eq!((ids.len(), xs), (30, 1));
+    Ok(())
+}
