@@ -24,6 +24,16 @@ fn assembled_with(
     store: &MemoryStore,
     campaigns: Vec<crate::config::FileCampaign>,
 ) -> (Engine, Writer) {
+    let (engine, writer, _inbox) = assembled_with_inbox(store, campaigns);
+    (engine, writer)
+}
+
+/// The same, with the writer's inbox, for tests that feed the writer what
+/// the engine queued.
+fn assembled_with_inbox(
+    store: &MemoryStore,
+    campaigns: Vec<crate::config::FileCampaign>,
+) -> (Engine, Writer, WriterInbox) {
     let clock = Arc::new(ManualClock::new(T0));
     let built = Engine::assemble(
         Arc::new(store.clone()),
@@ -34,9 +44,22 @@ fn assembled_with(
         sources(&clock, 3),
     );
     match built {
-        Ok((engine, writer, _rx)) => (engine, writer),
+        Ok(assembled) => assembled,
         Err(e) => panic!("assembling: {e}"),
     }
+}
+
+/// The test campaigns with a budget of one decision on offer x.
+fn x_budget_of_one() -> Vec<crate::config::FileCampaign> {
+    let mut limited = campaigns();
+    for c in &mut limited {
+        for o in &mut c.config.offers {
+            if o.id == "x" {
+                o.max_decisions = Some(1);
+            }
+        }
+    }
+    limited
 }
 
 /// A decision of campaign "p" for offer `offer` made at T0, as the select
@@ -270,15 +293,7 @@ fn later_commands_of_a_group_read_what_earlier_ones_staged() -> Result<(), Error
 #[test]
 fn a_fallback_counts_against_the_budget_within_its_group() -> Result<(), Error> {
     let store = MemoryStore::new();
-    let mut limited = campaigns();
-    for c in &mut limited {
-        for o in &mut c.config.offers {
-            if o.id == "x" {
-                o.max_decisions = Some(1);
-            }
-        }
-    }
-    let (engine, mut writer) = assembled_with(&store, limited);
+    let (engine, mut writer) = assembled_with(&store, x_budget_of_one());
     let mut g = Group::default();
     let mut fallback = record(&engine, "x", None);
     fallback.arm = Arm::Fallback;
@@ -309,23 +324,7 @@ fn a_fallback_counts_against_the_budget_within_its_group() -> Result<(), Error> 
 #[tokio::test]
 async fn a_decision_chosen_again_after_a_refusal_keeps_its_context() -> Result<(), Error> {
     let store = MemoryStore::new();
-    let mut limited = campaigns();
-    for c in &mut limited {
-        for o in &mut c.config.offers {
-            if o.id == "x" {
-                o.max_decisions = Some(1);
-            }
-        }
-    }
-    let clock = Arc::new(ManualClock::new(T0));
-    let (engine, mut writer, mut inbox) = Engine::assemble(
-        Arc::new(store.clone()),
-        limited,
-        options(),
-        CustomerKey::from_bytes([1; 32]),
-        IdKeys::derived(&[2; 32]),
-        sources(&clock, 3),
-    )?;
+    let (engine, mut writer, mut inbox) = assembled_with_inbox(&store, x_budget_of_one());
     let engine = Arc::new(engine);
     let mut visits = tokio::task::JoinSet::new();
     for _ in 0..30 {
