@@ -43,35 +43,40 @@ impl Context {
 
     /// Removes the entries whose names are not in `kept` (sorted, as a
     /// context's names are) and returns those names, sorted (moved, not
-    /// copied): one walk over both lists.
+    /// copied).
     pub(crate) fn remove_names_not_in(&mut self, kept: &[String]) -> Vec<String> {
-        let mut kept = SortedNames::new(kept);
         let mut removed = Vec::new();
-        self.entries.retain_mut(|(name, _)| {
-            let keep = kept.contains(name);
-            if !keep {
-                removed.push(std::mem::take(name));
-            }
-            keep
-        });
+        self.move_out(kept, false, |name, _| removed.push(name));
         removed
     }
 
     /// Removes the entries whose names are in `names` (sorted, as a
-    /// context's are) and returns them, sorted (moved, not copied): one walk
-    /// over both lists. [`Context::extend`] puts them back.
+    /// context's are) and returns them, sorted (moved, not copied).
+    /// [`Context::extend`] puts them back.
     pub(crate) fn take_names_in(&mut self, names: &[String]) -> Vec<(String, FeatureValue)> {
-        let mut names = SortedNames::new(names);
         let mut taken = Vec::new();
-        self.entries.retain_mut(|(name, value)| {
-            let take = names.contains(name);
-            if take {
-                let value = std::mem::replace(value, FeatureValue::Flag(false));
-                taken.push((std::mem::take(name), value));
-            }
-            !take
-        });
+        self.move_out(names, true, |name, value| taken.push((name, value)));
         taken
+    }
+
+    /// Hands each entry whose name is (`listed`) or is not (`!listed`) in
+    /// `names` (sorted) to `out`, in order, and drops it from the context:
+    /// one walk over both lists.
+    fn move_out(
+        &mut self,
+        names: &[String],
+        listed: bool,
+        mut out: impl FnMut(String, FeatureValue),
+    ) {
+        let mut names = SortedNames::new(names);
+        self.entries.retain_mut(|(name, value)| {
+            let go = names.contains(name) == listed;
+            if go {
+                let value = std::mem::replace(value, FeatureValue::Flag(false));
+                out(std::mem::take(name), value);
+            }
+            !go
+        });
     }
 
     /// An empty context with room for `n` features.
