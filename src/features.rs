@@ -137,6 +137,9 @@ pub enum EncodeError {
 pub struct Encoder {
     specs: Vec<FeatureSpec>,
     offsets: Vec<usize>,
+    /// The specs' indices in name order: one walk alongside a context's
+    /// entries (sorted by name too) finds every feature's value.
+    by_name: Vec<usize>,
     hash_offset: usize,
     hash_bits: u32,
     dim: usize,
@@ -212,9 +215,12 @@ impl Encoder {
         let hash_bits = if hashed { hash_bits } else { 0 };
         let hash_offset = next;
         let dim = next + if hashed { 1usize << hash_bits } else { 0 };
+        let mut by_name: Vec<usize> = (0..specs.len()).collect();
+        by_name.sort_by(|&a, &b| specs[a].name().cmp(specs[b].name()));
         Ok(Encoder {
             specs,
             offsets,
+            by_name,
             hash_offset,
             hash_bits,
             dim,
@@ -327,8 +333,24 @@ impl Encoder {
         let mut x: Vec<(u32, f64)> = Vec::with_capacity(2 + 2 * self.specs.len());
         x.push((0, 1.0));
         let mut hashed: Vec<(u32, f64)> = Vec::new();
-        for (spec, &off) in self.specs.iter().zip(&self.offsets) {
-            let Some(v) = context.get(spec.name()) else {
+        // Both in name order: one walk, no search per feature.
+        let mut entries = context.iter().peekable();
+        for &s in &self.by_name {
+            let (spec, off) = (&self.specs[s], self.offsets[s]);
+            let mut value = None;
+            while let Some(&(name, v)) = entries.peek() {
+                match name.as_str().cmp(spec.name()) {
+                    std::cmp::Ordering::Less => {
+                        entries.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        value = Some(v);
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            let Some(v) = value else {
                 continue;
             };
             let wrong = |expected| EncodeError::Kind {
@@ -380,10 +402,10 @@ impl Encoder {
                     }
                 }
                 FeatureSpec::Hashed { name } => {
-                    let label = match v {
-                        FeatureValue::Category(c) => c.clone(),
-                        FeatureValue::Flag(b) => b.to_string(),
-                        FeatureValue::Number(n) => format!("{n}"),
+                    let label: std::borrow::Cow<'_, str> = match v {
+                        FeatureValue::Category(c) => c.into(),
+                        FeatureValue::Flag(b) => b.to_string().into(),
+                        FeatureValue::Number(n) => format!("{n}").into(),
                     };
                     let h = fnv1a(&[name.as_bytes(), label.as_bytes()]);
                     let col = self.hash_offset + (h & ((1u64 << self.hash_bits) - 1)) as usize;
@@ -391,6 +413,9 @@ impl Encoder {
                 }
             }
         }
+        // Each spec has columns of its own, from its offset: in column order
+        // they are the order of the specs, not of their names.
+        x.sort_unstable_by_key(|p| p.0);
         if !hashed.is_empty() {
             hashed.sort_by_key(|p| p.0);
             // Collisions add up.

@@ -43,3 +43,13 @@ pub struct CampaignStatus {
     /// Offers whose status is not `Active`.
     pub offers: Vec<(String, OfferStatus)>,
 }
+
+impl CampaignStatus {
+    /// Offer `id`'s status (`Active` unless an operator set another).
+    pub fn offer(&self, id: &str) -> OfferStatus {
+        self.offers
+            .iter()
+            .find(|(o, _)| o == id)
+            .map_or(OfferStatus::Active, |(_, s)| *s)
+    }
+}

@@ -482,12 +482,7 @@ impl Campaign {
 
     /// The operator-set status of an offer.
     pub fn offer_status(&self, id: &str) -> OfferStatus {
-        self.status
-            .read()
-            .offers
-            .iter()
-            .find(|(o, _)| o == id)
-            .map_or(OfferStatus::Active, |(_, s)| *s)
+        self.status.read().offer(id)
     }
 
     /// Whether an operator paused the campaign.
@@ -503,13 +498,27 @@ impl Campaign {
     /// Why offer `i` cannot be chosen, or None when it can.
     pub(super) fn unavailable(&self, i: usize) -> Option<String> {
         let o = self.offers.get(i)?;
-        if !o.active {
-            return Some("retired: no longer in the campaign's configuration".into());
+        Self::why_unavailable(o, &self.status.read()).map(str::to_owned)
+    }
+
+    /// The offers that can be chosen now, in order: the campaign's status
+    /// read once for all of them.
+    pub(super) fn available_offers(&self) -> Vec<usize> {
+        let status = self.status.read();
+        (0..self.offers.len())
+            .filter(|&i| Self::why_unavailable(&self.offers[i], &status).is_none())
+            .collect()
+    }
+
+    /// Why `offer` cannot be chosen under `status`, or None when it can.
+    fn why_unavailable(offer: &Offer, status: &CampaignStatus) -> Option<&'static str> {
+        if !offer.active {
+            return Some("retired: no longer in the campaign's configuration");
         }
-        match self.offer_status(&o.id) {
+        match status.offer(&offer.id) {
             OfferStatus::Active => None,
-            OfferStatus::Paused => Some("paused by an operator".into()),
-            OfferStatus::Retired => Some("retired by an operator".into()),
+            OfferStatus::Paused => Some("paused by an operator"),
+            OfferStatus::Retired => Some("retired by an operator"),
         }
     }
 

@@ -497,9 +497,7 @@ impl Engine {
         ids: &[String],
     ) -> Result<Vec<usize>, Error> {
         if ids.is_empty() {
-            let all: Vec<usize> = (0..campaign.offers.len())
-                .filter(|&i| campaign.unavailable(i).is_none())
-                .collect();
+            let all = campaign.available_offers();
             return if all.is_empty() {
                 Err(Error::refused(
                     crate::error::Reason::CampaignNotServing,
