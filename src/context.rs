@@ -45,7 +45,7 @@ impl Context {
     /// context's names are) and returns those names, sorted (moved, not
     /// copied).
     pub(crate) fn remove_names_not_in(&mut self, kept: &[String]) -> Vec<String> {
-        let mut removed = Vec::new();
+        let mut removed = Vec::with_capacity(self.len().saturating_sub(kept.len()));
         self.move_out(kept, false, |name, _| removed.push(name));
         removed
     }
@@ -54,7 +54,7 @@ impl Context {
     /// context's are) and returns them, sorted (moved, not copied).
     /// [`Context::extend`] puts them back.
     pub(crate) fn take_names_in(&mut self, names: &[String]) -> Vec<(String, FeatureValue)> {
-        let mut taken = Vec::new();
+        let mut taken = Vec::with_capacity(names.len().min(self.len()));
         self.move_out(names, true, |name, value| taken.push((name, value)));
         taken
     }

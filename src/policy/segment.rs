@@ -166,16 +166,6 @@ struct DelayedFeedback {
     totals: Vec<PendingAges>,
 }
 
-impl DelayedFeedback {
-    /// What the pending decisions of a cell weigh.
-    fn pending(&self, segment: &str, offer: usize) -> f64 {
-        self.cells
-            .get(segment)
-            .and_then(|row| row.get(offer))
-            .map_or(0.0, PendingAges::weight)
-    }
-}
-
 impl SegmentModel {
     /// An empty model over `offers` offers (indexed 0..offers).
     pub fn new(offers: usize) -> Self {
@@ -240,9 +230,10 @@ impl SegmentModel {
     /// What the pending decisions of a cell weigh as non-redemptions: their
     /// count without delayed feedback.
     pub fn pending_weight(&self, segment: &str, offer: usize) -> f64 {
+        let row = self.row(segment);
         match &self.delayed {
-            Some(d) => d.pending(segment, offer),
-            None => self.cell(segment, offer).pending() as f64,
+            Some(_) => row.pending(offer),
+            None => row.cell(offer).pending() as f64,
         }
     }
 
@@ -307,11 +298,11 @@ impl SegmentModel {
 
     /// Non-redemptions of a cell and of the offer's totals, as the posterior
     /// counts them: resolved ones plus what the pending ones weigh.
-    fn failures(&self, own: CellCounts, segment: &str, offer: usize) -> (f64, f64) {
+    fn failures(&self, own: CellCounts, row: &Row<'_>, offer: usize) -> (f64, f64) {
         let totals = self.totals(offer);
         match &self.delayed {
             Some(d) => {
-                let own_w = d.pending(segment, offer);
+                let own_w = row.pending(offer);
                 let total_w = d.totals.get(offer).map_or(0.0, PendingAges::weight);
                 (own.expired as f64 + own_w, totals.expired as f64 + total_w)
             }
@@ -421,18 +412,26 @@ impl SegmentModel {
     /// other segments)`: a new segment starts from the campaign's experience,
     /// and its own evidence outweighs the prior after a few dozen decisions.
     pub fn posterior(&self, segment: &str, offer: usize, prior_strength: f64) -> (f64, f64) {
-        self.shrunk(segment, offer, self.cell(segment, offer), prior_strength)
+        self.shrunk(&self.row(segment), offer, prior_strength)
     }
 
-    fn shrunk(
-        &self,
-        segment: &str,
-        offer: usize,
-        own: CellCounts,
-        prior_strength: f64,
-    ) -> (f64, f64) {
+    /// `segment`'s cells and pending weights, looked up once for all its
+    /// offers.
+    fn row(&self, segment: &str) -> Row<'_> {
+        Row {
+            cells: self.cells.get(segment).map(|r| r.as_slice()),
+            pending: self
+                .delayed
+                .as_ref()
+                .and_then(|d| d.cells.get(segment))
+                .map(|r| r.as_slice()),
+        }
+    }
+
+    fn shrunk(&self, row: &Row<'_>, offer: usize, prior_strength: f64) -> (f64, f64) {
+        let own = row.cell(offer);
         let totals = self.totals(offer);
-        let (own_f, total_f) = self.failures(own, segment, offer);
+        let (own_f, total_f) = self.failures(own, row, offer);
         let rest_s = totals.successes.saturating_sub(own.successes) as f64;
         let rest_f = (total_f - own_f).max(0.0);
         let rest_n = rest_s + rest_f;
@@ -451,16 +450,38 @@ impl SegmentModel {
         weights: &[f64],
         prior_strength: f64,
     ) -> Vec<Arm> {
-        let row = self.cells.get(segment);
+        let row = self.row(segment);
         offers
             .iter()
             .zip(weights)
             .map(|(&o, &w)| {
-                let own = row.and_then(|r| r.get(o)).copied().unwrap_or_default();
-                let (alpha, beta) = self.shrunk(segment, o, own, prior_strength);
+                let (alpha, beta) = self.shrunk(&row, o, prior_strength);
                 Arm::new(alpha, beta, w)
             })
             .collect()
+    }
+}
+
+/// One segment's cells and, with delayed feedback, its pending weights, by
+/// offer index (missing rows and cells are empty).
+struct Row<'a> {
+    cells: Option<&'a [CellCounts]>,
+    pending: Option<&'a [PendingAges]>,
+}
+
+impl Row<'_> {
+    fn cell(&self, offer: usize) -> CellCounts {
+        self.cells
+            .and_then(|r| r.get(offer))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// What the pending decisions of the cell weigh.
+    fn pending(&self, offer: usize) -> f64 {
+        self.pending
+            .and_then(|r| r.get(offer))
+            .map_or(0.0, PendingAges::weight)
     }
 }
 
