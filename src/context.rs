@@ -159,10 +159,16 @@ impl<'a> SortedNames<'a> {
     /// Whether `name` is in the list; `name` must not sort before the
     /// previous question's.
     pub(crate) fn contains(&mut self, name: &str) -> bool {
-        while self.names.get(self.at).is_some_and(|n| n.as_str() < name) {
-            self.at += 1;
+        // One comparison per step (a `<` then an `==` would compare the
+        // same two names twice).
+        while let Some(n) = self.names.get(self.at) {
+            match n.as_str().cmp(name) {
+                std::cmp::Ordering::Less => self.at += 1,
+                std::cmp::Ordering::Equal => return true,
+                std::cmp::Ordering::Greater => return false,
+            }
         }
-        self.names.get(self.at).is_some_and(|n| n == name)
+        false
     }
 }
 
