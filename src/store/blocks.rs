@@ -47,32 +47,41 @@ pub(super) fn overlay_key(id: &DecisionId) -> Vec<u8> {
 }
 
 /// Encodes decisions sorted by locator (the caller sorts).
-pub(super) fn encode_block(records: &[(DecisionId, DecisionRecord)]) -> Vec<u8> {
-    // The directory first, its ends filled in as each record is encoded
-    // after it: one buffer, no record copied.
-    let dir = 4 + records.len() * ENTRY;
+pub(super) fn encode_block<R: std::borrow::Borrow<DecisionRecord>>(
+    records: &[(DecisionId, R)],
+) -> Vec<u8> {
+    // The format byte, then the directory, its ends filled in as each
+    // record is encoded after it: one buffer, no record copied, and
+    // returned as it is when it does not compress.
+    let dir = 1 + 4 + records.len() * ENTRY;
     let mut layout = Vec::with_capacity(dir + records.len() * 256);
+    layout.push(FORMAT_VERSION);
     layout.extend_from_slice(&(records.len() as u32).to_be_bytes());
     for (id, _) in records {
         layout.extend_from_slice(&id.0);
         layout.extend_from_slice(&[0; 4]);
     }
     for (i, (_, rec)) in records.iter().enumerate() {
-        layout = encode_onto(layout, rec);
+        layout = encode_onto(layout, rec.borrow());
         let end = ((layout.len() - dir) as u32).to_be_bytes();
-        let at = 4 + i * ENTRY + LOCATOR_BYTES;
+        let at = 1 + 4 + i * ENTRY + LOCATOR_BYTES;
         layout[at..at + 4].copy_from_slice(&end);
     }
-    let compressed = lz4_flex::block::compress_prepend_size(&layout);
-    let (format, body) = if compressed.len() < layout.len() {
-        (BLOCK_LZ4, compressed)
-    } else {
-        (FORMAT_VERSION, layout)
-    };
-    let mut out = Vec::with_capacity(1 + body.len());
-    out.push(format);
-    out.extend_from_slice(&body);
-    out
+    // Compressed: the format byte, the layout's length (little-endian, as
+    // lz4_flex's `compress_prepend_size` writes it), then lz4's block,
+    // written in place.
+    let body = &layout[1..];
+    let mut out = Vec::with_capacity(1 + 4 + lz4_flex::block::get_maximum_output_size(body.len()));
+    out.push(BLOCK_LZ4);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.resize(out.capacity(), 0);
+    match lz4_flex::block::compress_into(body, &mut out[5..]) {
+        Ok(n) if 4 + n < body.len() => {
+            out.truncate(5 + n);
+            out
+        }
+        _ => layout,
+    }
 }
 
 /// A block's directory: (locator, start, end) of each record in `data`.
@@ -274,6 +283,14 @@ mod tests {
         assert_eq!(
             find_in_block(&key, &value, &id(40))?.as_ref(),
             Some(&records[39].1)
+        );
+        // The bytes lz4_flex's own `compress_prepend_size` writes for the
+        // layout, after the format byte: the stored format.
+        let layout = lz4_flex::block::decompress_size_prepended(&value[1..])
+            .map_err(|e| StoreError::backend(e.to_string()))?;
+        assert_eq!(
+            value[1..],
+            lz4_flex::block::compress_prepend_size(&layout)[..]
         );
         // Damaged: cut short, or declaring an impossible size.
         for cut in [1, 3, 5, value.len() / 2, value.len() - 1] {

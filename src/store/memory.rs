@@ -63,7 +63,9 @@ impl Contents {
                 self.priors.insert(campaign, prior);
             }
             Write::ModelSeq(seq) => self.model_seq = seq,
-            Write::Block(records) => self.decisions.extend(records),
+            Write::Block(records) => self
+                .decisions
+                .extend(records.into_iter().map(|(id, rec)| (id, *rec))),
             Write::Decision(id, rec) => {
                 self.decisions.insert(id, *rec);
             }

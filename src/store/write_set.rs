@@ -28,8 +28,8 @@ pub enum Write {
     /// The stored posteriors include learning events up to this one.
     ModelSeq(u64),
     /// Adds new decisions, sorted by locator, as one block (at most
-    /// [`BLOCK_MAX`](super::BLOCK_MAX)).
-    Block(Vec<(DecisionId, DecisionRecord)>),
+    /// [`BLOCK_MAX`](super::BLOCK_MAX)); boxed, as they were staged.
+    Block(Vec<(DecisionId, Box<DecisionRecord>)>),
     /// Sets a decision record (one stored before: its new state).
     Decision(DecisionId, Box<DecisionRecord>),
     /// Removes a decision record.
@@ -90,8 +90,10 @@ pub enum Write {
 #[derive(Debug, Default)]
 pub struct WriteSet {
     writes: Vec<Write>,
-    /// Decision records set (`Some`) or removed (`None`) in this set.
-    decisions: crate::fast_map::FastMap<DecisionId, Option<DecisionRecord>>,
+    /// Decision records set (`Some`) or removed (`None`) in this set;
+    /// boxed, so that the map's growth and the blocks move pointers, not
+    /// records of hundreds of bytes.
+    decisions: crate::fast_map::FastMap<DecisionId, Option<Box<DecisionRecord>>>,
     /// Those of `decisions` made in this set's group (written as blocks).
     new: crate::fast_map::FastSet<DecisionId>,
     len: usize,
@@ -111,12 +113,12 @@ impl WriteSet {
     /// A decision as this set leaves it: `None` when the set does not touch
     /// it, `Some(None)` when it removes it.
     pub fn staged_decision(&self, id: &DecisionId) -> Option<Option<&DecisionRecord>> {
-        self.decisions.get(id).map(Option::as_ref)
+        self.decisions.get(id).map(Option::as_deref)
     }
 
     /// Every decision this set touches: `Some` set, `None` removed.
     pub fn staged_decisions(&self) -> impl Iterator<Item = (&DecisionId, Option<&DecisionRecord>)> {
-        self.decisions.iter().map(|(id, rec)| (id, rec.as_ref()))
+        self.decisions.iter().map(|(id, rec)| (id, rec.as_deref()))
     }
 
     /// The changes, decision records last: the new ones in blocks (in
@@ -137,7 +139,7 @@ impl WriteSet {
             .decisions
             .into_iter()
             .map(|(id, rec)| match rec {
-                Some(rec) => Write::Decision(id, Box::new(rec)),
+                Some(rec) => Write::Decision(id, rec),
                 None => Write::RemoveDecision(id),
             })
             .collect();
@@ -145,7 +147,7 @@ impl WriteSet {
         // made within MAX_GROUP_SPAN_MS of its first: what lookups and
         // scans rely on.
         let mut blocks = Vec::new();
-        let mut block: Vec<(DecisionId, DecisionRecord)> = Vec::new();
+        let mut block: Vec<(DecisionId, Box<DecisionRecord>)> = Vec::new();
         for (id, rec) in made {
             if let Some((first, _)) = block.first()
                 && (block.len() >= super::BLOCK_MAX
@@ -201,14 +203,14 @@ impl WriteSet {
 
     /// Adds a decision made in this group (later changes in the same set
     /// still land in its block).
-    pub fn add_decision(&mut self, id: DecisionId, rec: DecisionRecord) {
+    pub fn add_decision(&mut self, id: DecisionId, rec: impl Into<Box<DecisionRecord>>) {
         self.new.insert(id);
         self.set_decision(id, rec);
     }
 
     /// Sets a decision record, taking it.
-    pub fn set_decision(&mut self, id: DecisionId, rec: DecisionRecord) {
-        self.decisions.insert(id, Some(rec));
+    pub fn set_decision(&mut self, id: DecisionId, rec: impl Into<Box<DecisionRecord>>) {
+        self.decisions.insert(id, Some(rec.into()));
         self.len += 1;
     }
 

@@ -59,7 +59,7 @@ impl Writer {
         &mut self,
         g: &mut Group,
         id: DecisionId,
-        rec: DecisionRecord,
+        rec: Box<DecisionRecord>,
         shown: bool,
     ) -> Result<Decided, Error> {
         if let Some(rid) = &rec.request_id {
@@ -95,10 +95,11 @@ impl Writer {
                     *g.trials.entry((rec.campaign.clone(), i)).or_insert(0) += 1;
                 }
             } else if let Some(why) = self.decision_budget_spent(g, campaign, &rec)? {
+                let DecisionRecord { offer, context, .. } = *rec;
                 return Ok(Decided::Spent {
-                    offer: rec.offer,
+                    offer,
                     why,
-                    kept: rec.context,
+                    kept: context,
                 });
             }
         }

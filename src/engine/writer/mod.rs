@@ -101,7 +101,7 @@ impl Writer {
     pub(super) fn apply(&mut self, g: &mut Group, cmd: Command) {
         match cmd {
             Command::Decide { id, rec, reply } => {
-                let r = self.decide(g, id, *rec, reply.is_none());
+                let r = self.decide(g, id, rec, reply.is_none());
                 g.replies.push(Reply::Select(reply, r));
             }
             Command::Redeem {
@@ -220,7 +220,7 @@ impl Writer {
     }
 
     /// Stages a decision made in this group (written in its block).
-    pub(super) fn add_decision(&mut self, g: &mut Group, id: DecisionId, rec: DecisionRecord) {
+    pub(super) fn add_decision(&mut self, g: &mut Group, id: DecisionId, rec: Box<DecisionRecord>) {
         if let Some(c) = &rec.customer {
             g.by_customer.entry(*c).or_default().push(id);
         }
