@@ -607,7 +607,10 @@ fn backups_of_every_backend_restore_into_sled() -> Result {
         let mut out = std::fs::File::create(&file).map_err(io)?;
         let n = store.write_snapshot(&mut out)?;
         assert_eq!(restore_snapshot(&file, &dir.path().join("r"))?, n, "{name}");
-        let restored = open_once_released(&dir.path().join("r"))?;
+        // The restore's sled handle is dropped, but its I/O threads close
+        // the file a moment later (an open at once failed on the lock twice
+        // in two days of full test runs).
+        let restored = super::tests::reopen(&dir.path().join("r"))?;
         assert_eq!(loaded(&restored)?, loaded(&*store)?, "{name}");
         assert_eq!(DecisionLog::decision(&restored, &id)?, store.decision(&id)?);
         assert_eq!(DecisionLog::request(&restored, "c", "r")?, Some(id));
@@ -620,24 +623,6 @@ fn backups_of_every_backend_restore_into_sled() -> Result {
         assert_eq!(restored.customer_key(None)?, key, "{name}");
     }
     Ok(())
-}
-
-/// The store in `dir`, once sled has let go of its lock: the restore's sled
-/// handle is dropped, but its I/O threads close the file a moment later
-/// (an open right after the restore failed with "could not acquire lock"
-/// twice in two days of full test runs). In another process, as `offer-bandit restore` then
-/// `serve` are, the lock is free when the first exits.
-fn open_once_released(dir: &std::path::Path) -> std::result::Result<Store, StoreError> {
-    let mut tries = 0;
-    loop {
-        match Store::open(dir) {
-            Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            opened => return opened,
-        }
-    }
 }
 
 #[test]

@@ -755,7 +755,7 @@ mod tests {
 
     /// Opens a store just closed: sled's background threads can hold the
     /// directory's lock for a moment after the last handle drops.
-    fn reopen(dir: &Path) -> Result<Store, StoreError> {
+    pub(super) fn reopen(dir: &Path) -> Result<Store, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match Store::open(dir) {
