@@ -140,6 +140,49 @@ impl Context {
     pub fn clear(&mut self) {
         self.entries.clear();
     }
+
+    /// Values looked up by names asked in ascending order: one merge walk
+    /// over the context, not a search per name.
+    pub(crate) fn by_name(&self) -> ValuesByName<'_> {
+        ValuesByName {
+            entries: &self.entries,
+            at: 0,
+        }
+    }
+}
+
+/// [`Context::by_name`].
+pub(crate) struct ValuesByName<'a> {
+    entries: &'a [(String, FeatureValue)],
+    at: usize,
+}
+
+impl<'a> ValuesByName<'a> {
+    /// The value of `name`; `name` must not sort before the previous
+    /// question's.
+    pub(crate) fn get(&mut self, name: &str) -> Option<&'a FeatureValue> {
+        seek(self.entries, &mut self.at, name, |(n, _)| n).map(|(_, v)| v)
+    }
+}
+
+/// The item named `name` in `items` (sorted by `key`), moving the cursor
+/// `at` forward to it: asked in ascending order, a whole walk is linear.
+/// One comparison per step (a `<` then an `==` would compare the same two
+/// names twice).
+fn seek<'a, T>(
+    items: &'a [T],
+    at: &mut usize,
+    name: &str,
+    key: impl Fn(&T) -> &str,
+) -> Option<&'a T> {
+    while let Some(item) = items.get(*at) {
+        match key(item).cmp(name) {
+            std::cmp::Ordering::Less => *at += 1,
+            std::cmp::Ordering::Equal => return Some(item),
+            std::cmp::Ordering::Greater => return None,
+        }
+    }
+    None
 }
 
 /// Membership in a sorted list of names, for names asked in ascending
@@ -159,16 +202,7 @@ impl<'a> SortedNames<'a> {
     /// Whether `name` is in the list; `name` must not sort before the
     /// previous question's.
     pub(crate) fn contains(&mut self, name: &str) -> bool {
-        // One comparison per step (a `<` then an `==` would compare the
-        // same two names twice).
-        while let Some(n) = self.names.get(self.at) {
-            match n.as_str().cmp(name) {
-                std::cmp::Ordering::Less => self.at += 1,
-                std::cmp::Ordering::Equal => return true,
-                std::cmp::Ordering::Greater => return false,
-            }
-        }
-        false
+        seek(self.names, &mut self.at, name, String::as_str).is_some()
     }
 }
 

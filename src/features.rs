@@ -333,24 +333,11 @@ impl Encoder {
         let mut x: Vec<(u32, f64)> = Vec::with_capacity(2 + 2 * self.specs.len());
         x.push((0, 1.0));
         let mut hashed: Vec<(u32, f64)> = Vec::new();
-        // Both in name order: one walk, no search per feature.
-        let mut entries = context.iter().peekable();
+        // The specs in name order: one walk over the context.
+        let mut values = context.by_name();
         for &s in &self.by_name {
             let (spec, off) = (&self.specs[s], self.offsets[s]);
-            let mut value = None;
-            while let Some(&(name, v)) = entries.peek() {
-                match name.as_str().cmp(spec.name()) {
-                    std::cmp::Ordering::Less => {
-                        entries.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        value = Some(v);
-                        break;
-                    }
-                    std::cmp::Ordering::Greater => break,
-                }
-            }
-            let Some(v) = value else {
+            let Some(v) = values.get(spec.name()) else {
                 continue;
             };
             let wrong = |expected| EncodeError::Kind {

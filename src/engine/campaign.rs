@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::budget::{LocalTime, Pace, TrafficProfile};
-use crate::context::{Context, FeatureValue, SortedNames};
+use crate::context::Context;
 use crate::fast_map::FastMap;
 use crate::policy::{
     Policy,
@@ -536,20 +536,6 @@ impl Campaign {
     /// of its segments), sorted; nothing else of a context is used or kept.
     pub fn declared(&self) -> &[String] {
         &self.declared
-    }
-
-    /// What a decision record keeps of a visit's context: the features the
-    /// campaign declares, sorted by name. What it never reads is not the
-    /// store's to keep, and undeclared keys let a caller grow every record
-    /// (21 KB each filled a disk).
-    pub(super) fn kept_context(&self, context: &Context) -> Vec<(String, FeatureValue)> {
-        // Sorted, as the context is.
-        let mut declared = SortedNames::new(&self.declared);
-        context
-            .iter()
-            .filter(|(k, _)| declared.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
     }
 
     /// The segment a visit counts in: its own while the model tracks it or

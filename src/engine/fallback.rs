@@ -15,7 +15,7 @@ impl Engine {
     /// already shown).
     pub async fn record_fallback(
         &self,
-        req: SelectRequest,
+        mut req: SelectRequest,
         offer_id: &str,
     ) -> Result<Selection, Error> {
         self.check_healthy()?;
@@ -56,7 +56,10 @@ impl Engine {
             }
         };
         let now = self.now_ms();
-        let context = campaign.kept_context(&req.context);
+        // Only what the campaign declares is kept: what it never reads is
+        // not the store's to keep, and undeclared keys let a caller grow
+        // every record (21 KB each filled a disk).
+        let context = req.context.take_names_in(campaign.declared());
         let rec = DecisionRecord {
             campaign: req.campaign.clone(),
             offer: campaign.offers[offer].id.clone(),
