@@ -207,6 +207,11 @@ pub struct EngineOptions {
     /// decision. Zero: at once. Redemptions, and decisions someone waits
     /// on, are taken at once whatever this is.
     pub learn_interval: Duration,
+    /// Added to the writer thread's nice value (Linux; 0 leaves it as it
+    /// is): on a busy core, requests then preempt a group's commit instead
+    /// of queueing behind it, and the writer catches up when they pause
+    /// (`serve --writer-nice`).
+    pub writer_niceness: i32,
 }
 
 impl Default for EngineOptions {
@@ -218,6 +223,7 @@ impl Default for EngineOptions {
             max_offers: 1000,
             strict_context: false,
             learn_interval: DEFAULT_LEARN_INTERVAL,
+            writer_niceness: 0,
         }
     }
 }

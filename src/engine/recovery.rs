@@ -33,11 +33,15 @@ impl Engine {
         id_keys: IdKeys,
         sources: Sources,
     ) -> Result<Engine, StoreError> {
+        let niceness = options.writer_niceness;
         let (engine, writer, inbox) =
             Engine::assemble(store, configs, options, customer_key, id_keys, sources)?;
         std::thread::Builder::new()
             .name("offer-bandit-writer".into())
-            .spawn(move || writer.run(inbox))
+            .spawn(move || {
+                lower_this_threads_priority(niceness);
+                writer.run(inbox)
+            })
             .map_err(StoreError::backend)?;
         Ok(engine)
     }
@@ -459,4 +463,29 @@ pub(super) fn replay_learning(
         }
     }
     Ok((n, last))
+}
+
+/// Adds `niceness` to the calling thread's nice value (Linux, where a
+/// thread has its own; elsewhere, and for 0, nothing). Raising one's own
+/// nice value needs no privilege; a failure is logged and changes nothing
+/// else.
+fn lower_this_threads_priority(niceness: i32) {
+    if niceness == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let tid = Some(rustix::thread::gettid());
+        let set = getpriority_process(tid).and_then(|now| {
+            let nice = now.saturating_add(niceness).clamp(-20, 19);
+            setpriority_process(tid, nice).map(|()| nice)
+        });
+        match set {
+            Ok(nice) => tracing::debug!(nice, "writer thread's nice value"),
+            Err(e) => tracing::warn!(error = %e, "could not lower the writer thread's priority"),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::debug!(niceness, "--writer-nice applies on Linux only");
 }

@@ -404,6 +404,16 @@ pub(crate) struct ServeArgs {
     /// taken at once.
     #[arg(long, env = "OFFER_BANDIT_LEARN_INTERVAL", default_value = "5ms", value_parser = parse_learn_interval)]
     pub learn_interval: Duration,
+    /// Lower the writer thread's CPU priority by this much (its nice value,
+    /// Linux; 0 leaves it equal to the request handlers'). Where requests
+    /// and the writer share a core, a request then preempts a write
+    /// group's commit instead of waiting behind it: on one core at half
+    /// load with varied customers, SelectOffer's p99 fell by a fifth, for
+    /// about 1% of the maximum throughput (BENCHMARKS.md). Much more starves
+    /// the writer at saturation: at 10, callers waited up to 30 ms for room
+    /// in its queue.
+    #[arg(long, env = "OFFER_BANDIT_WRITER_NICE", default_value_t = 5, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub writer_nice: i32,
     /// Page cache of the embedded database, in MiB (what does not fit is read
     /// from disk; this bounds most of the server's memory).
     #[arg(long, env = "OFFER_BANDIT_CACHE_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=65_536))]

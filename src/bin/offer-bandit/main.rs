@@ -152,6 +152,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
             durable_decisions: args.durable_decisions,
             checkpoint_interval: args.checkpoint_interval,
             learn_interval: args.learn_interval,
+            writer_niceness: args.writer_nice,
             max_offers,
             strict_context: args.strict_context,
             ..EngineOptions::default()
