@@ -513,13 +513,17 @@ const MAX_SNAPSHOTS: usize = 65_536;
 #[derive(Debug)]
 pub struct SnapshotCache {
     tolerance: f64,
-    entries: Mutex<crate::fast_map::FastMap<SnapshotKey, Arc<Snapshot>>>,
+    entries: Mutex<Snapshots>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SnapshotKey {
-    segment: String,
-    candidates: Vec<usize>,
+/// The cached snapshots by segment, then by candidate set (each snapshot
+/// names its candidates): a lookup borrows the request's segment and
+/// candidates, and only a new snapshot allocates a key.
+#[derive(Debug, Default)]
+struct Snapshots {
+    by_segment: crate::fast_map::FastMap<String, Vec<Arc<Snapshot>>>,
+    /// Snapshots held, over all segments.
+    len: usize,
 }
 
 #[derive(Debug)]
@@ -623,21 +627,27 @@ impl SnapshotCache {
         if self.tolerance == 0.0 {
             return Arc::new(Snapshot::new(candidates, live));
         }
-        let key = SnapshotKey {
-            segment: segment.to_owned(),
-            candidates: candidates.to_vec(),
-        };
         let mut entries = self.entries.lock();
-        if let Some(s) = entries.get(&key)
-            && s.fresh(&live, self.tolerance)
-        {
-            return s.clone();
+        let cached = entries
+            .by_segment
+            .get_mut(segment)
+            .and_then(|snapshots| snapshots.iter_mut().find(|s| s.candidates == candidates));
+        if let Some(slot) = cached {
+            if !slot.fresh(&live, self.tolerance) {
+                *slot = Arc::new(Snapshot::new(candidates, live));
+            }
+            return slot.clone();
         }
-        if entries.len() >= MAX_SNAPSHOTS {
-            entries.clear();
+        if entries.len >= MAX_SNAPSHOTS {
+            *entries = Snapshots::default();
         }
         let s = Arc::new(Snapshot::new(candidates, live));
-        entries.insert(key, s.clone());
+        entries
+            .by_segment
+            .entry(segment.to_owned())
+            .or_default()
+            .push(s.clone());
+        entries.len += 1;
         s
     }
 
@@ -1062,5 +1072,52 @@ mod tests {
             .expect("candidates");
         let live = m.arms("s", &cands, &w, 0.0);
         assert_eq!(c.propensity, thompson::win_probability(&live, c.index));
+    }
+
+    /// A segment keeps one snapshot per candidate set: a draw among some
+    /// offers never reads one among others, and each set is redrawn on its
+    /// own. Past `MAX_SNAPSHOTS` the cache starts over.
+    #[test]
+    fn each_candidate_set_of_a_segment_has_its_own_snapshot() {
+        let w = [1.0; 3];
+        let cache = SnapshotCache::new(DEFAULT_SNAPSHOT_TOLERANCE);
+        let m = model_with("s", &[(20_000, 1_000), (20_000, 1_010), (20_000, 990)]);
+        let all = cache.sample(&m, "s", &[0, 1, 2], &w, 0.0);
+        let two = cache.sample(&m, "s", &[0, 1], &w, 0.0);
+        assert_eq!(all.candidates(), [0, 1, 2]);
+        assert_eq!(two.candidates(), [0, 1]);
+        assert!(Arc::ptr_eq(
+            &all.0,
+            &cache.sample(&m, "s", &[0, 1, 2], &w, 0.0).0
+        ));
+        assert!(Arc::ptr_eq(
+            &two.0,
+            &cache.sample(&m, "s", &[0, 1], &w, 0.0).0
+        ));
+        // The same offers in another segment: another snapshot.
+        let other = model_with("t", &[(20_000, 1_000), (20_000, 1_010), (20_000, 990)]);
+        assert!(!Arc::ptr_eq(
+            &two.0,
+            &cache.sample(&other, "t", &[0, 1], &w, 0.0).0
+        ));
+        assert_eq!(cache.entries.lock().len, 3);
+        // Offer 1 moves far: the two-offer set is redrawn in place.
+        let mut moved = m.clone();
+        for _ in 0..200 {
+            moved.record_success("s", 1, 1.0);
+        }
+        let redrawn = cache.sample(&moved, "s", &[0, 1], &w, 0.0);
+        assert!(!Arc::ptr_eq(&two.0, &redrawn.0));
+        assert!(Arc::ptr_eq(
+            &redrawn.0,
+            &cache.sample(&moved, "s", &[0, 1], &w, 0.0).0
+        ));
+        assert_eq!(cache.entries.lock().len, 3);
+        // Full: the next new set starts the cache over.
+        cache.entries.lock().len = MAX_SNAPSHOTS;
+        cache.sample(&m, "s", &[2], &w, 0.0);
+        let entries = cache.entries.lock();
+        assert_eq!(entries.len, 1);
+        assert_eq!(entries.by_segment.len(), 1);
     }
 }

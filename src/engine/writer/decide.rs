@@ -91,7 +91,10 @@ impl Writer {
             // A fallback, or a decision answered already, was shown: it is
             // counted, never refused.
             if rec.arm == Arm::Fallback || shown {
-                if let Some(i) = campaign.offer_index(&rec.offer) {
+                // Staged trials are read by budget checks only.
+                if campaign.limited
+                    && let Some(i) = campaign.offer_index(&rec.offer)
+                {
                     *g.trials.entry((rec.campaign.clone(), i)).or_insert(0) += 1;
                 }
             } else if let Some(why) = self.decision_budget_spent(g, campaign, &rec)? {

@@ -475,8 +475,9 @@ pub(super) struct Group {
     pub(super) versions: FastMap<String, u64>,
     /// Learned priors this group changed, by campaign.
     pub(super) priors: FastMap<String, SharedPrior>,
-    /// Decisions this group added per offer (erasures in the same group
-    /// are not subtracted: budget checks err on the safe side).
+    /// Decisions this group added per offer of a limited campaign, for its
+    /// budget checks, the only readers (erasures in the same group are not
+    /// subtracted: budget checks err on the safe side).
     pub(super) trials: FastMap<(String, usize), u64>,
     /// The decisions staged in this group, by customer.
     pub(super) by_customer: FastMap<CustomerHash, Vec<DecisionId>>,
