@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # SelectOffer against Health/Check on one server, pass after pass: a
-# server option's cost or gain measured with the same client and body as
-# ../shared/bench/run.sh (h2load, 16 connections x 16 streams, 200,000
-# calls a pass), but PASSES (default 3) pairs per server start after a
-# warm-up of 30,000 SelectOffers, so that two settings can be compared in
-# alternating server starts (BENCHMARKS.md, "Learning in batches").
+# server option's cost or gain measured with the client and body of the
+# h2load ratio in BENCHMARKS.md (h2load, 16 connections x 16 streams,
+# 200,000 calls a pass, `run.sh`'s request), but PASSES (default 3) pairs
+# per server start after a warm-up of 30,000 SelectOffers, so that two
+# settings can be compared in alternating server starts (BENCHMARKS.md,
+# "Learning in batches"). A pass counts only if every call succeeded and
+# carried a reply: h2load counts a gRPC error (HTTP 200, no message) as a
+# success.
 #
 #   benches/passes.sh --learn-interval 5ms     # run from the project root
 #
@@ -25,9 +28,19 @@ python3 benches/grpc_bodies.py "$CAMPAIGN" "$W"
 extra=()
 [ -z "${CONFIG:-}" ] || extra+=(--config "$CONFIG")
 
-rate() { # rate N PATH BODY -> calls per second
-  taskset -c 1 h2load -n "$1" -c 16 -m 16 -t 1 -d "$3" -H "content-type: application/grpc" \
-    -H "te: trailers" "http://$ADDR$2" | sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p'
+rate() { # rate N PATH BODY -> calls per second; exits unless every call succeeded
+  local out ok data
+  out=$(taskset -c 1 h2load -n "$1" -c 16 -m 16 -t 1 -d "$3" -H "content-type: application/grpc" \
+    -H "te: trailers" "http://$ADDR$2")
+  ok=$(echo "$out" | awk '/^requests:/ { print $8 }')
+  # A reply's message carries at least its 5-byte gRPC frame header as DATA.
+  data=$(echo "$out" | sed -n 's/^traffic: .*, [^ ]* (\([0-9]*\)) data.*/\1/p')
+  if [ "${ok:-0}" != "$1" ] || [ "${data:-0}" -lt $((5 * $1)) ]; then
+    echo "$out" >&2
+    echo "$2: $ok of $1 calls succeeded, $data bytes of replies (gRPC errors?)" >&2
+    exit 1
+  fi
+  echo "$out" | sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p'
 }
 
 start_pinned "${extra[@]}" "$@"

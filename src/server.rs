@@ -165,6 +165,8 @@ pub async fn serve(
         campaigns = %opts.campaigns.iter().map(|c| c.config.id.as_str()).collect::<Vec<_>>().join(","),
         durable_decisions = opts.engine.durable_decisions,
         checkpoint_interval = %duration(opts.engine.checkpoint_interval),
+        learn_interval = %duration(opts.engine.learn_interval),
+        writer_nice = opts.engine.writer_niceness,
         sweep_interval = %duration(opts.sweep_interval),
         retention = %opts.retention.map_or_else(|| "never".to_owned(), duration),
         tls = opts.tls.is_some(),

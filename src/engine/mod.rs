@@ -209,8 +209,9 @@ pub struct EngineOptions {
     pub learn_interval: Duration,
     /// Added to the writer thread's nice value (Linux; 0 leaves it as it
     /// is): on a busy core, requests then preempt a group's commit instead
-    /// of queueing behind it, and the writer catches up when they pause
-    /// (`serve --writer-nice`).
+    /// of queueing behind it, and the writer catches up when they pause.
+    /// 0 here (the library, the simulator); `serve --writer-nice` defaults
+    /// to 5.
     pub writer_niceness: i32,
 }
 

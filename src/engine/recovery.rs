@@ -468,7 +468,10 @@ pub(super) fn replay_learning(
 /// Adds `niceness` to the calling thread's nice value (Linux, where a
 /// thread has its own; elsewhere, and for 0, nothing). Raising one's own
 /// nice value needs no privilege; a failure is logged and changes nothing
-/// else.
+/// else. Threads this one starts inherit the value: sled starts its first
+/// seven I/O threads when the store opens (before the writer), but more on
+/// demand from whichever thread writes, so under a long burst some of
+/// them can run niced too.
 fn lower_this_threads_priority(niceness: i32) {
     if niceness == 0 {
         return;

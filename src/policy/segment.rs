@@ -13,6 +13,7 @@ use super::delay::{DelayLearner, DelayModel, PendingAges};
 use super::thompson::{self, Arm, Choice};
 use super::{Features, Outcome, Policy, PolicyError};
 use crate::context::{Context, FeatureValue};
+use crate::fast_map::FastMap;
 
 /// Segment key used when a campaign has more segments than it may track.
 pub const OVERFLOW_SEGMENT: &str = "(other)";
@@ -516,12 +517,12 @@ pub struct SnapshotCache {
     entries: Mutex<Snapshots>,
 }
 
-/// The cached snapshots by segment, then by candidate set (each snapshot
-/// names its candidates): a lookup borrows the request's segment and
-/// candidates, and only a new snapshot allocates a key.
+/// The cached snapshots by segment, then by candidate set: a lookup borrows
+/// the request's segment and candidates, and only a new snapshot allocates
+/// its keys.
 #[derive(Debug, Default)]
 struct Snapshots {
-    by_segment: crate::fast_map::FastMap<String, Vec<Arc<Snapshot>>>,
+    by_segment: FastMap<String, FastMap<Vec<usize>, Arc<Snapshot>>>,
     /// Snapshots held, over all segments.
     len: usize,
 }
@@ -631,7 +632,7 @@ impl SnapshotCache {
         let cached = entries
             .by_segment
             .get_mut(segment)
-            .and_then(|snapshots| snapshots.iter_mut().find(|s| s.candidates == candidates));
+            .and_then(|sets| sets.get_mut(candidates));
         if let Some(slot) = cached {
             if !slot.fresh(&live, self.tolerance) {
                 *slot = Arc::new(Snapshot::new(candidates, live));
@@ -646,7 +647,7 @@ impl SnapshotCache {
             .by_segment
             .entry(segment.to_owned())
             .or_default()
-            .push(s.clone());
+            .insert(candidates.to_vec(), s.clone());
         entries.len += 1;
         s
     }

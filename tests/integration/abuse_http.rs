@@ -530,11 +530,13 @@ fn connections_beyond_the_cap_are_closed_at_once() {
 #[cfg(target_os = "linux")]
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the command name (which is in parentheses): 14 and 15
-    // of the whole line are utime and stime.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+    // Fields 14 and 15: utime and stime.
+    let ticks = |n| {
+        crate::support::stat_field(&stat, n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .expect("utime and stime")
+    };
+    ticks(14) + ticks(15)
 }
 
 #[cfg(target_os = "linux")]

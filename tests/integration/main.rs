@@ -27,6 +27,8 @@ mod metrics;
 mod offer_features;
 mod overload;
 mod persistence;
+#[cfg(target_os = "linux")]
+mod priority;
 mod privacy;
 mod probes;
 mod security;

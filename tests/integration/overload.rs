@@ -1,7 +1,6 @@
 //! Overload: a flood beyond --max-in-flight gets RESOURCE_EXHAUSTED at once
 //! while health checks keep answering; slow requests hit --request-timeout;
 //! oversized messages are refused. The server serves normally afterwards.
-//! Under load the writer thread steps aside for requests (`--writer-nice`).
 
 use std::time::{Duration, Instant};
 
@@ -124,49 +123,4 @@ async fn oversized_messages_are_refused() {
         .select_offer(select("coffee", &[("tier", "gold")]))
         .await
         .expect("served afterwards");
-}
-
-/// The nice value of each of `pid`'s threads named `name` (`/proc`, Linux):
-/// field 19 of its `stat`, counted after the parenthesized name.
-#[cfg(target_os = "linux")]
-fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
-    let mut nice = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
-        let dir = task.expect("task").path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("stat")).expect("stat");
-        let after_name = &stat[stat.rfind(')').expect("name") + 2..];
-        // Fields from the third (state); nice is the 19th overall.
-        let field = after_name.split(' ').nth(19 - 3).expect("nice field");
-        nice.push(field.parse().expect("nice"));
-    }
-    nice
-}
-
-/// The writer runs 5 nice levels below the request handlers by default,
-/// `--writer-nice 0` leaves it equal, and the server serves either way.
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn the_writer_steps_aside_for_requests_by_default() {
-    for (args, step) in [(&[][..], 5), (&["--writer-nice", "0"][..], 0)] {
-        let server = TestServer::start(None, args);
-        let mut client = server.offers().await;
-        client
-            .select_offer(select("coffee", &[("tier", "gold")]))
-            .await
-            .expect("select");
-        let handlers = nice_of_threads(server.pid(), "tokio-rt-worker");
-        let writer = nice_of_threads(server.pid(), "offer-bandit-wr");
-        assert!(!handlers.is_empty(), "no request handler threads found");
-        assert_eq!(writer.len(), 1, "one writer thread");
-        let expected = (handlers[0] + step).min(19);
-        assert_eq!(
-            writer[0], expected,
-            "{args:?}: writer nice {} against handlers' {}",
-            writer[0], handlers[0]
-        );
-    }
 }

@@ -318,6 +318,15 @@ pub fn serve_refuses(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> St
 
 /// One HTTP/1.1 GET, with `addr` as the Host (as a browser sends it): the
 /// response's head and body.
+/// Field `n` of a `/proc/.../stat` line, numbered from 1 as proc(5) does:
+/// counted after the command name (field 2), which is in parentheses and
+/// may itself hold spaces and parentheses.
+#[cfg(target_os = "linux")]
+pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    after_name.split_whitespace().nth(n.checked_sub(3)?)
+}
+
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");

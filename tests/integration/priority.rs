@@ -1,0 +1,53 @@
+//! The writer thread steps aside for requests (`--writer-nice`): on a
+//! shared core a request preempts a write group's commit.
+
+use crate::support::{TestServer, select, stat_field};
+
+/// The nice values of `pid`'s threads named `name` (`/proc`, Linux),
+/// leaving out threads that exit while they are read.
+fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let Ok(task) = task else { continue };
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // Field 19: nice.
+        nice.push(
+            stat_field(&stat, 19)
+                .expect("nice field")
+                .parse()
+                .expect("nice"),
+        );
+    }
+    nice
+}
+
+/// The writer runs 5 nice levels below the request handlers by default,
+/// `--writer-nice 0` leaves it equal, and the server serves either way.
+#[tokio::test]
+async fn the_writer_steps_aside_for_requests_by_default() {
+    for (args, step) in [(&[][..], 5), (&["--writer-nice", "0"][..], 0)] {
+        let server = TestServer::start(None, args);
+        let mut client = server.offers().await;
+        client
+            .select_offer(select("coffee", &[("tier", "gold")]))
+            .await
+            .expect("select");
+        let handlers = nice_of_threads(server.pid(), "tokio-rt-worker");
+        let writer = nice_of_threads(server.pid(), "offer-bandit-wr");
+        assert!(!handlers.is_empty(), "no request handler threads found");
+        assert_eq!(writer.len(), 1, "one writer thread");
+        let expected = (handlers[0] + step).min(19);
+        assert_eq!(
+            writer[0], expected,
+            "{args:?}: writer nice {} against handlers' {}",
+            writer[0], handlers[0]
+        );
+    }
+}
