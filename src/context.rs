@@ -136,6 +136,15 @@ impl Context {
         self.entries.iter().map(|(k, _)| k)
     }
 
+    /// Removes every entry and returns the names, sorted (moved, not
+    /// copied).
+    pub(crate) fn take_all_names(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
     /// Removes every feature, keeping the allocation.
     pub fn clear(&mut self) {
         self.entries.clear();

@@ -48,9 +48,20 @@ impl Engine {
                 }
                 Decided::Made(mut selection) => {
                     // Chosen and recorded: the keys the campaign does not
-                    // read move from the context to the reply.
-                    selection.ignored_features =
-                        req.context.remove_names_not_in(campaign.declared());
+                    // read move from the context to the reply. A decision
+                    // made now took the declared ones into its record, so
+                    // the rest is exactly those; a stored decision replayed
+                    // before any record was built took none.
+                    selection.ignored_features = if selection.replayed {
+                        req.context.remove_names_not_in(campaign.declared())
+                    } else {
+                        debug_assert!({
+                            let mut declared =
+                                crate::context::SortedNames::new(campaign.declared());
+                            req.context.keys().all(|k| !declared.contains(k))
+                        });
+                        req.context.take_all_names()
+                    };
                     return Ok(selection);
                 }
             }

@@ -588,3 +588,27 @@ async fn floored_selects(policy: PolicyKind) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// The reply names the context keys the campaign does not declare, alike
+/// for a decision made now (its record took the declared keys) and for its
+/// replay by request id (which built no record, so the declared keys are
+/// still in its context).
+#[tokio::test]
+async fn undeclared_keys_are_reported_alike_for_a_decision_and_its_replay() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = open(&store, &clock);
+    let mut req = visit("a", Some("c1".into()));
+    req.context.insert("zeta".into(), FeatureValue::Flag(true));
+    req.context
+        .insert("alpha".into(), FeatureValue::Number(1.0));
+    req.request_id = Some("r-1".into());
+    let made = engine.select(req.clone()).await?;
+    assert!(!made.replayed);
+    assert_eq!(made.ignored_features, ["alpha", "zeta"]);
+    let again = engine.select(req).await?;
+    assert!(again.replayed);
+    assert_eq!(again.decision_id, made.decision_id);
+    assert_eq!(again.ignored_features, ["alpha", "zeta"]);
+    Ok(())
+}
