@@ -113,7 +113,7 @@ pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
     (
         "offer_bandit_ignored_features_total",
         Kind::Counter,
-        "SelectOffer context keys the campaign does not declare (typos show here), by campaign.",
+        "SelectOffer context keys the campaign does not declare (typos show here), as replies named them in ignored_features or --strict-context refused them, by campaign.",
     ),
     (
         "offer_bandit_redemptions_not_found_total",

@@ -21,7 +21,9 @@ impl Engine {
         // propensity, and the explanation come from it.
         let campaign = self.campaign(&req.campaign)?;
         let sampled = campaign.sample();
-        self.check_ignored_features(&campaign, &req)?;
+        if self.options.strict_context {
+            self.refuse_undeclared_features(&campaign, &req)?;
+        }
         loop {
             match self
                 .select_among(
@@ -62,16 +64,21 @@ impl Engine {
                         });
                         req.context.take_all_names()
                     };
+                    count_ignored_features(
+                        &campaign,
+                        &req.campaign,
+                        selection.ignored_features.len(),
+                    );
                     return Ok(selection);
                 }
             }
         }
     }
 
-    /// Counts the context keys `req`'s campaign does not declare in a
-    /// metric, and refuses them under `strict_context` (they are named in the
-    /// reply otherwise).
-    fn check_ignored_features(
+    /// Under `strict_context`: refuses a context with keys `req`'s campaign
+    /// does not declare, and counts them in the metric (otherwise they are
+    /// counted when the reply names them, [`count_ignored_features`]).
+    fn refuse_undeclared_features(
         &self,
         campaign: &Campaign,
         req: &SelectRequest,
@@ -84,25 +91,20 @@ impl Engine {
         if count == 0 {
             return Ok(());
         }
-        campaign.ignored_features.increment(count as u64, || {
-            metrics::counter!("offer_bandit_ignored_features_total", "campaign" => req.campaign.clone())
-        });
-        if self.options.strict_context {
-            let shown: Vec<String> = ignored()
-                .take(8)
-                .map(|k| k.chars().take(64).collect())
-                .collect();
-            return Err(Error::refused(
-                crate::error::Reason::InvalidContext,
-                format!(
-                    "context has {count} key(s) campaign '{}' does not declare: {}{} (--strict-context refuses them; ListCampaigns and the campaign file name its features)",
-                    req.campaign,
-                    shown.join(", "),
-                    if count > 8 { ", ..." } else { "" }
-                ),
-            ));
-        }
-        Ok(())
+        count_ignored_features(campaign, &req.campaign, count);
+        let shown: Vec<String> = ignored()
+            .take(8)
+            .map(|k| k.chars().take(64).collect())
+            .collect();
+        Err(Error::refused(
+            crate::error::Reason::InvalidContext,
+            format!(
+                "context has {count} key(s) campaign '{}' does not declare: {}{} (--strict-context refuses them; ListCampaigns and the campaign file name its features)",
+                req.campaign,
+                shown.join(", "),
+                if count > 8 { ", ..." } else { "" }
+            ),
+        ))
     }
 
     /// [`Engine::select`] in `campaign` (`req`'s), sampling `sampled` (the
@@ -555,5 +557,16 @@ pub(super) fn replay_for(
             crate::error::Reason::RequestIdReused,
             "request_id was already used by a request for another customer; send a fresh request_id with every new request (retries reuse theirs)",
         ))
+    }
+}
+
+/// Counts `count` context keys `campaign` (id `id`) does not declare in
+/// `offer_bandit_ignored_features_total`: those a reply named in
+/// `ignored_features`, or those `--strict-context` refused.
+fn count_ignored_features(campaign: &Campaign, id: &str, count: usize) {
+    if count > 0 {
+        campaign.ignored_features.increment(count as u64, || {
+            metrics::counter!("offer_bandit_ignored_features_total", "campaign" => id.to_owned())
+        });
     }
 }
