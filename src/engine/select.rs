@@ -52,8 +52,9 @@ impl Engine {
                     // Chosen and recorded: the keys the campaign does not
                     // read move from the context to the reply. A decision
                     // made now took the declared ones into its record, so
-                    // the rest is exactly those; a stored decision replayed
-                    // before any record was built took none.
+                    // the rest is exactly those. A replay is filtered: one
+                    // found before a record was built (the request id seen
+                    // already) took none, one the writer found after it did.
                     selection.ignored_features = if selection.replayed {
                         req.context.remove_names_not_in(campaign.declared())
                     } else {

@@ -591,8 +591,8 @@ async fn floored_selects(policy: PolicyKind) -> Result<(), Error> {
 
 /// The reply names the context keys the campaign does not declare, alike
 /// for a decision made now (its record took the declared keys) and for its
-/// replay by request id (which built no record, so the declared keys are
-/// still in its context).
+/// replay by request id found before any record was built (the declared
+/// keys still in its context).
 #[tokio::test]
 async fn undeclared_keys_are_reported_alike_for_a_decision_and_its_replay() -> Result<(), Error> {
     let store = MemoryStore::new();
