@@ -95,11 +95,18 @@ def select_offer(stub, campaign, customer_id, context, request_id, deadline_s):
         request_id=request_id,
         context={k: feature(v) for k, v in context.items()},
     )
+    started = time.monotonic()
     try:
         reply = stub.SelectOffer(request, timeout=deadline_s)
     except grpc.RpcError as e:
-        if e.code() in FALL_BACK_ON:
-            return {"offer_id": FALLBACK_OFFER, "fallback": e.code().name}
+        code = e.code()
+        # gRPC core sometimes reports a call that ran out of its deadline as
+        # CANCELLED ("Timeout expired") instead of DEADLINE_EXCEEDED, a known
+        # race (googleapis/python-bigtable#1235): to checkout, the same thing.
+        if code == grpc.StatusCode.CANCELLED and time.monotonic() - started >= deadline_s:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+        if code in FALL_BACK_ON:
+            return {"offer_id": FALLBACK_OFFER, "fallback": code.name}
         # INVALID_ARGUMENT, NOT_FOUND, ...: a bug in the caller; fail loudly.
         raise
     return {
