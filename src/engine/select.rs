@@ -65,11 +65,7 @@ impl Engine {
                         });
                         req.context.take_all_names()
                     };
-                    count_ignored_features(
-                        &campaign,
-                        &req.campaign,
-                        selection.ignored_features.len(),
-                    );
+                    count_ignored_features(&campaign, selection.ignored_features.len());
                     return Ok(selection);
                 }
             }
@@ -92,7 +88,7 @@ impl Engine {
         if count == 0 {
             return Ok(());
         }
-        count_ignored_features(campaign, &req.campaign, count);
+        count_ignored_features(campaign, count);
         let shown: Vec<String> = ignored()
             .take(8)
             .map(|k| k.chars().take(64).collect())
@@ -561,13 +557,13 @@ pub(super) fn replay_for(
     }
 }
 
-/// Counts `count` context keys `campaign` (id `id`) does not declare in
+/// Counts `count` context keys `campaign` does not declare in
 /// `offer_bandit_ignored_features_total`: those a reply named in
 /// `ignored_features`, or those `--strict-context` refused.
-fn count_ignored_features(campaign: &Campaign, id: &str, count: usize) {
+fn count_ignored_features(campaign: &Campaign, count: usize) {
     if count > 0 {
         campaign.ignored_features.increment(count as u64, || {
-            metrics::counter!("offer_bandit_ignored_features_total", "campaign" => id.to_owned())
+            metrics::counter!("offer_bandit_ignored_features_total", "campaign" => campaign.config.id.clone())
         });
     }
 }
