@@ -50,8 +50,10 @@ pub struct DecisionRecord {
     /// The context the policy saw, sorted by name (for the decision log and
     /// off-policy evaluation).
     pub context: Vec<(String, crate::context::FeatureValue)>,
-    /// The offers it chose among.
-    pub candidates: Vec<String>,
+    /// The offers it chose among. Shared: the decisions of one candidate
+    /// set hold one list (stored as a plain list; see
+    /// [`crate::store`]'s blocks for how a block stores it once).
+    pub candidates: std::sync::Arc<[String]>,
     /// The customer, as a keyed hash (see [`crate::customer`]), when the
     /// request named one: the handle of erasure.
     pub customer: Option<crate::customer::CustomerHash>,

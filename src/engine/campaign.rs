@@ -103,6 +103,9 @@ pub struct Campaign {
     /// segment-ts: the posterior snapshots decisions sample from (a cache,
     /// so each revision starts its own).
     pub(super) snapshots: SnapshotCache,
+    /// The offer ids of the candidate set decided among last, which the
+    /// decision records of that set share.
+    pub(super) candidate_ids: CandidateIds,
     /// Counts of the bandit and the control group (see [`Arm::index`]).
     pub(super) arms: Arc<RwLock<[ArmCounts; Arm::ALL.len()]>>,
     /// Per arm: the per-customer sums over decisions whose window closed,
@@ -127,6 +130,37 @@ pub struct Campaign {
     pub(super) ignored_features: KeptCounter,
     /// The context keys it reads (see [`Campaign::declared`]), sorted.
     declared: Vec<String>,
+}
+
+/// The ids of the offers a decision chose among, as its record holds them:
+/// one list shared by the decisions of one candidate set, so that a
+/// decision neither allocates nor copies a name per offer (nor the writer
+/// frees them). Holds the last set asked for: callers that send no
+/// candidate list (the campaign's available offers, the common case) or
+/// the same list each time always find it; alternating sets build their
+/// lists as before.
+#[derive(Debug, Default)]
+pub(super) struct CandidateIds {
+    last: arc_swap::ArcSwapOption<IdsOfSet>,
+}
+
+/// A candidate set (indexes into the campaign's offers) and its offer ids.
+type IdsOfSet = (Box<[usize]>, Arc<[String]>);
+
+impl CandidateIds {
+    /// The ids of `candidates` (indexes into `offers`, whose ids never
+    /// change for a campaign revision, and a revision has its own cache).
+    pub(super) fn of(&self, offers: &[Offer], candidates: &[usize]) -> Arc<[String]> {
+        if let Some(last) = &*self.last.load()
+            && *last.0 == *candidates
+        {
+            return last.1.clone();
+        }
+        let ids: Arc<[String]> = candidates.iter().map(|&i| offers[i].id.clone()).collect();
+        self.last
+            .store(Some(Arc::new((candidates.into(), ids.clone()))));
+        ids
+    }
 }
 
 /// The regression posteriors of a contextual campaign.
@@ -323,6 +357,7 @@ impl Campaign {
         };
         let mut campaign = Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
+            candidate_ids: CandidateIds::default(),
             limited: limited(&config),
             arms: Arc::new(RwLock::new([ArmCounts::default(); Arm::ALL.len()])),
             clusters: Arc::new(RwLock::new([ClusterSums::default(); Arm::ALL.len()])),
@@ -404,6 +439,7 @@ impl Campaign {
         let retired = crate::revisions::dropped_offers(&self.config, &self.retired, &config);
         let mut next = Campaign {
             snapshots: SnapshotCache::new(config.snapshot_tolerance),
+            candidate_ids: CandidateIds::default(),
             limited: limited(&config),
             arms: self.arms.clone(),
             clusters: self.clusters.clone(),
@@ -655,5 +691,40 @@ pub(super) fn control_propensity(
     match fixed {
         Some(i) => f64::from(u8::from(i == offer)),
         None => 1.0 / candidates.len() as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offers(ids: &[&str]) -> Vec<Offer> {
+        ids.iter()
+            .map(|id| Offer {
+                id: (*id).to_owned(),
+                name: String::new(),
+                value: 1.0,
+                category: String::new(),
+                active: true,
+                features: Vec::new(),
+                decisions: KeptCounter::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decisions_of_one_candidate_set_share_its_ids() {
+        let offers = offers(&["a", "b", "c"]);
+        let cache = CandidateIds::default();
+        let all = cache.of(&offers, &[0, 1, 2]);
+        assert_eq!(*all, ["a", "b", "c"].map(String::from));
+        assert!(Arc::ptr_eq(&all, &cache.of(&offers, &[0, 1, 2])));
+        // Another set has its own names, and then becomes the one kept.
+        let some = cache.of(&offers, &[2, 0]);
+        assert_eq!(*some, ["c", "a"].map(String::from));
+        assert!(Arc::ptr_eq(&some, &cache.of(&offers, &[2, 0])));
+        let again = cache.of(&offers, &[0, 1, 2]);
+        assert_eq!(again, all);
+        assert!(!Arc::ptr_eq(&again, &some));
     }
 }

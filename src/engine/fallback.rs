@@ -74,7 +74,7 @@ impl Engine {
             state: DecisionState::Pending,
             features,
             context,
-            candidates: vec![campaign.offers[offer].id.clone()],
+            candidates: [campaign.offers[offer].id.clone()].into(),
             customer: req
                 .customer_id
                 .as_deref()

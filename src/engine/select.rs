@@ -341,10 +341,7 @@ impl Engine {
             // Moved, not copied: nothing reads them after the record (a
             // refused record hands them back, `Decided::Spent`).
             context: req.context.take_names_in(campaign.declared()),
-            candidates: candidates
-                .iter()
-                .map(|&i| campaign.offers[i].id.clone())
-                .collect(),
+            candidates: campaign.candidate_ids.of(&campaign.offers, &candidates),
             customer: req
                 .customer_id
                 .as_deref()

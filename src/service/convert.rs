@@ -35,7 +35,7 @@ pub(super) fn log_entry(
                 (k, proto::FeatureValue { kind: Some(kind) })
             })
             .collect(),
-        candidate_offer_ids: rec.candidates,
+        candidate_offer_ids: rec.candidates.to_vec(),
         offer_id: rec.offer,
         propensity: rec.propensity,
         model_version: rec.model_version,

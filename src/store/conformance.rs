@@ -58,7 +58,7 @@ fn record(campaign: &str, offer: &str, created_ms: i64, customer: Option<u8>) ->
         state: DecisionState::Pending,
         features: vec![(0, 1.0), (3, 0.5)],
         context: Vec::new(),
-        candidates: vec!["a".into(), "b".into()],
+        candidates: ["a".into(), "b".into()].into(),
         customer: customer.map(|c| CustomerHash([c; 32])),
         learned_seq: 0,
         redeemed_seq: 0,

@@ -56,7 +56,7 @@ pub(super) fn migrate_from_3(db: &sled::Db, tree: &sled::Tree) -> Result<(), Sto
             state: old.state,
             features: old.features,
             context: old.context,
-            candidates: old.candidates,
+            candidates: old.candidates.into(),
             customer: None,
             learned_seq: 0,
             redeemed_seq: 0,

@@ -687,12 +687,12 @@ impl Store {
                 },
             }
         }
-        for (key, records) in rewritten {
+        for (key, mut records) in rewritten {
             if records.is_empty() {
                 batch.remove(key);
             } else {
                 // Keeps its key: still at or before each of its records.
-                batch.insert(key, encode_block(&records));
+                batch.insert(key, encode_block(&mut records));
             }
         }
         self.tree.apply_batch(batch)?;
@@ -785,7 +785,7 @@ mod tests {
                 "tier".into(),
                 crate::context::FeatureValue::Category("gold".into()),
             )],
-            candidates: vec!["a".into(), "b".into()],
+            candidates: ["a".into(), "b".into()].into(),
             customer: Some(CustomerHash([3; 32])),
             learned_seq: 7,
             redeemed_seq: 0,
@@ -881,7 +881,7 @@ mod tests {
             state: r.state,
             features: r.features.clone(),
             context: r.context.clone(),
-            candidates: r.candidates.clone(),
+            candidates: r.candidates.to_vec(),
         };
         let dir = tempfile::tempdir().map_err(StoreError::backend)?;
         let id = DecisionId([5; 16]);

@@ -342,7 +342,10 @@ pub(super) fn keyed(write: Write) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
             ([PRIOR, campaign.as_bytes()].concat(), Some(encode(&prior)))
         }
         Write::ModelSeq(seq) => (META_MODEL_SEQ.to_vec(), Some(seq.to_be_bytes().to_vec())),
-        Write::Block(records) => (block_key(&records.first()?.0), Some(encode_block(&records))),
+        Write::Block(mut records) => (
+            block_key(&records.first()?.0),
+            Some(encode_block(&mut records)),
+        ),
         Write::Decision(id, rec) => (decision_key(&id), Some(encode(&*rec))),
         Write::RemoveDecision(id) => (decision_key(&id), None),
         Write::Expiries { expires_ms, ids } => {

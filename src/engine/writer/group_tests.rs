@@ -89,7 +89,7 @@ fn record(engine: &Engine, offer: &str, request_id: Option<&str>) -> DecisionRec
         state: DecisionState::Pending,
         features,
         context: Vec::new(),
-        candidates: vec!["x".into(), "y".into(), "z".into()],
+        candidates: ["x".into(), "y".into(), "z".into()].into(),
         customer: None,
         learned_seq: 0,
         redeemed_seq: 0,
