@@ -227,4 +227,46 @@ mod tests {
         assert!((a.quad(&wide) - 4.5).abs() < 1e-12);
         assert_eq!(a.mul_sparse(&wide), a.mul_sparse(&x));
     }
+
+    #[test]
+    fn quad_agrees_with_the_dense_product_at_every_sparsity() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let d = 23;
+        let mut a = SymMatrix::scaled_identity(d, 1.5);
+        for _ in 0..5 {
+            let u: Vec<f64> = (0..d).map(|_| rng.random_range(-1.0..1.0)).collect();
+            a.rank1_sub(&u, -0.3);
+        }
+        for nnz in 0..=d + 3 {
+            // Increasing indices; the last three may lie beyond the
+            // dimension (ignored).
+            let mut idx: Vec<u32> = (0..d as u32 + 3).collect();
+            for i in (1..idx.len()).rev() {
+                idx.swap(i, rng.random_range(0..=i));
+            }
+            idx.truncate(nnz);
+            idx.sort_unstable();
+            let x: Vec<(u32, f64)> = idx
+                .iter()
+                .map(|&i| (i, rng.random_range(-2.0..2.0)))
+                .collect();
+            let mut dense = vec![0.0; d];
+            for &(i, v) in x.iter().filter(|(i, _)| (*i as usize) < d) {
+                dense[i as usize] = v;
+            }
+            let want: f64 = (0..d)
+                .map(|i| {
+                    (0..d)
+                        .map(|j| dense[i] * a.get(i, j) * dense[j])
+                        .sum::<f64>()
+                })
+                .sum();
+            let got = a.quad(&x);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                "nnz {nnz}: {got} against {want}"
+            );
+        }
+    }
 }
