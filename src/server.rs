@@ -70,6 +70,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// Writes are refused while the data directory's disk has less free.
     pub min_free_bytes: u64,
+    /// Leave transparent huge pages to the system's setting (false: the
+    /// server turns them off for its process, Linux; see
+    /// [`crate::process::disable_transparent_huge_pages`]).
+    pub transparent_huge_pages: bool,
 }
 
 impl ServeOptions {
@@ -97,6 +101,7 @@ impl ServeOptions {
             max_connections: 4096,
             idle_timeout: Duration::from_secs(300),
             min_free_bytes: 64 << 20,
+            transparent_huge_pages: false,
         }
     }
 }
@@ -107,6 +112,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     opts.guard.validate()?;
+    if !opts.transparent_huge_pages {
+        // Before the store and its buffers are allocated.
+        crate::process::disable_transparent_huge_pages();
+    }
     let data_dir = opts.data_dir.clone();
     let cache_bytes = opts.cache_bytes;
     // The one place that picks the backend; the rest sees `dyn Storage`.
@@ -167,6 +176,7 @@ pub async fn serve(
         checkpoint_interval = %duration(opts.engine.checkpoint_interval),
         learn_interval = %duration(opts.engine.learn_interval),
         writer_nice = opts.engine.writer_niceness,
+        transparent_huge_pages = opts.transparent_huge_pages,
         sweep_interval = %duration(opts.sweep_interval),
         retention = %opts.retention.map_or_else(|| "never".to_owned(), duration),
         tls = opts.tls.is_some(),

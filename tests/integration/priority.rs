@@ -1,5 +1,7 @@
-//! The writer thread steps aside for requests (`--writer-nice`): on a
-//! shared core a request preempts a write group's commit.
+//! What the server asks of the kernel for the core it shares: the writer
+//! thread steps aside for requests (`--writer-nice`), so that a request
+//! preempts a write group's commit, and transparent huge pages are off
+//! (`--transparent-huge-pages` leaves them on).
 
 use crate::support::{TestServer, select, stat_field};
 
@@ -48,6 +50,42 @@ async fn the_writer_steps_aside_for_requests_by_default() {
             writer[0], expected,
             "{args:?}: writer nice {} against handlers' {}",
             writer[0], handlers[0]
+        );
+    }
+}
+
+/// `THP_enabled` of `/proc/{pid}/status`: 0 once a process has turned
+/// transparent huge pages off for itself (Linux 5.0 and later).
+fn thp_enabled(pid: &str) -> Option<u8> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// By default the server turns transparent huge pages off for itself;
+/// `--transparent-huge-pages` leaves the setting it started with (this
+/// test's own, which it inherits).
+#[tokio::test]
+async fn transparent_huge_pages_are_off_unless_asked_for() {
+    let Some(inherited) = thp_enabled("self") else {
+        eprintln!("skipped: this kernel's /proc has no THP_enabled");
+        return;
+    };
+    for (args, expected) in [(&[][..], 0), (&["--transparent-huge-pages"][..], inherited)] {
+        let server = TestServer::start(None, args);
+        let mut client = server.offers().await;
+        client
+            .select_offer(select("coffee", &[("tier", "gold")]))
+            .await
+            .expect("select");
+        assert_eq!(
+            thp_enabled(&server.pid().to_string()),
+            Some(expected),
+            "{args:?}"
         );
     }
 }

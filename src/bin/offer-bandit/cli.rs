@@ -414,6 +414,14 @@ pub(crate) struct ServeArgs {
     /// (p99.9 at the maximum 30 ms, against 7 ms at 0 and at 5).
     #[arg(long, env = "OFFER_BANDIT_WRITER_NICE", default_value_t = 5, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub writer_nice: i32,
+    /// Leave transparent huge pages to the system's setting. By default the
+    /// server turns them off for its own process (Linux): with them, each
+    /// first touch of fresh memory zeroes 2 MiB on the core serving
+    /// requests, and sled takes fresh I/O buffers for every write group.
+    /// On one core, SelectOffer gained 5% of throughput without them
+    /// (BENCHMARKS.md).
+    #[arg(long, env = "OFFER_BANDIT_TRANSPARENT_HUGE_PAGES")]
+    pub transparent_huge_pages: bool,
     /// Page cache of the embedded database, in MiB (what does not fit is read
     /// from disk; this bounds most of the server's memory).
     #[arg(long, env = "OFFER_BANDIT_CACHE_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=65_536))]
