@@ -30,17 +30,24 @@ fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
     nice
 }
 
+/// A server started with `args`, once it has made a decision (its
+/// writer thread running).
+async fn deciding_server(args: &[&str]) -> TestServer {
+    let server = TestServer::start(None, args);
+    let mut client = server.offers().await;
+    client
+        .select_offer(select("coffee", &[("tier", "gold")]))
+        .await
+        .expect("select");
+    server
+}
+
 /// The writer runs 5 nice levels below the request handlers by default,
 /// `--writer-nice 0` leaves it equal, and the server serves either way.
 #[tokio::test]
 async fn the_writer_steps_aside_for_requests_by_default() {
     for (args, step) in [(&[][..], 5), (&["--writer-nice", "0"][..], 0)] {
-        let server = TestServer::start(None, args);
-        let mut client = server.offers().await;
-        client
-            .select_offer(select("coffee", &[("tier", "gold")]))
-            .await
-            .expect("select");
+        let server = deciding_server(args).await;
         let handlers = nice_of_threads(server.pid(), "tokio-rt-worker");
         let writer = nice_of_threads(server.pid(), "offer-bandit-wr");
         assert!(!handlers.is_empty(), "no request handler threads found");
@@ -76,12 +83,7 @@ async fn transparent_huge_pages_are_off_unless_asked_for() {
         return;
     };
     for (args, expected) in [(&[][..], 0), (&["--transparent-huge-pages"][..], inherited)] {
-        let server = TestServer::start(None, args);
-        let mut client = server.offers().await;
-        client
-            .select_offer(select("coffee", &[("tier", "gold")]))
-            .await
-            .expect("select");
+        let server = deciding_server(args).await;
         assert_eq!(
             thp_enabled(&server.pid().to_string()),
             Some(expected),
