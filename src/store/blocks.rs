@@ -20,7 +20,7 @@
 //! `Vec<Vec<String>>`). Then the records in locator order, each the byte
 //! [`SHARED_CANDIDATES`], the index of its list in the table and the
 //! record as [`encode`] writes it without its candidates; or the record
-//! as [`encode`] writes it whole (a block's 256th distinct list, which a
+//! as [`encode`] writes it whole (a block's 257th distinct list, which a
 //! block of [`BLOCK_MAX`] cannot have). Or, when that is smaller, the byte
 //! [`BLOCK_SHARED_LZ4`] and the same layout after the format byte,
 //! LZ4-compressed (block format, its length first as a little-endian
@@ -146,14 +146,25 @@ pub(super) fn encode_block<R: std::borrow::BorrowMut<DecisionRecord>>(
 }
 
 /// A block's directory: (locator, start, end) of each record in `data`,
-/// and its candidate table (empty in a block written without one).
+/// and where its candidate table is (None in a block written without one),
+/// decoded when a record first needs it.
 struct Directory<'a> {
     entries: Vec<(DecisionId, usize, usize)>,
     data: std::borrow::Cow<'a, [u8]>,
-    table: Vec<Arc<[String]>>,
+    table_at: Option<std::ops::Range<usize>>,
+    table: std::cell::OnceCell<Vec<Arc<[String]>>>,
 }
 
 impl Directory<'_> {
+    /// The candidate table, decoded on first use.
+    fn table(&self, key: &[u8]) -> Result<&[Arc<[String]>], StoreError> {
+        if let (None, Some(at)) = (self.table.get(), &self.table_at) {
+            let decoded = decode(key, self.data.get(at.clone()).unwrap_or_default())?;
+            let _ = self.table.set(decoded);
+        }
+        Ok(self.table.get().map_or(&[], Vec::as_slice))
+    }
+
     /// The record of entry `i`, with its candidates from the table when
     /// it was written without them.
     fn record(&self, key: &[u8], i: usize) -> Result<(DecisionId, DecisionRecord), StoreError> {
@@ -162,12 +173,16 @@ impl Directory<'_> {
         let rec = match bytes {
             [SHARED_CANDIDATES, t, rest @ ..] => {
                 let mut rec: DecisionRecord = decode(key, rest)?;
-                rec.candidates = self.table.get(usize::from(*t)).cloned().ok_or_else(|| {
-                    StoreError::Corrupt {
-                        key: escape(key),
-                        reason: format!("block record names candidate list {t}, not in the block"),
-                    }
-                })?;
+                rec.candidates =
+                    self.table(key)?
+                        .get(usize::from(*t))
+                        .cloned()
+                        .ok_or_else(|| StoreError::Corrupt {
+                            key: escape(key),
+                            reason: format!(
+                                "block record names candidate list {t}, not in the block"
+                            ),
+                        })?;
                 rec
             }
             _ => decode(key, bytes)?,
@@ -210,17 +225,18 @@ fn directory<'a>(key: &[u8], value: &'a [u8]) -> Result<Directory<'a>, StoreErro
         .filter(|&n| n <= dir_and_data.len())
         .ok_or_else(|| corrupt("truncated block directory"))?;
     let dir_end = 4 + dir_len;
-    let (table, data_start) = if shared {
-        let (len, rest) = layout[dir_end..]
-            .split_first_chunk::<4>()
+    let (table_at, data_start) = if shared {
+        let len = layout[dir_end..]
+            .first_chunk::<4>()
+            .map(|n| u32::from_be_bytes(*n) as usize)
             .ok_or_else(|| corrupt("truncated candidate table"))?;
-        let len = u32::from_be_bytes(*len) as usize;
-        let bytes = rest
-            .get(..len)
-            .ok_or_else(|| corrupt("truncated candidate table"))?;
-        (decode(key, bytes)?, dir_end + 4 + len)
+        let at = dir_end + 4..dir_end + 4 + len;
+        if at.end > layout.len() {
+            return Err(corrupt("truncated candidate table"));
+        }
+        (Some(at.clone()), at.end)
     } else {
-        (Vec::new(), dir_end)
+        (None, dir_end)
     };
     let data_len = layout.len() - data_start;
     let mut entries = Vec::with_capacity(count);
@@ -246,7 +262,8 @@ fn directory<'a>(key: &[u8], value: &'a [u8]) -> Result<Directory<'a>, StoreErro
     Ok(Directory {
         entries,
         data: layout,
-        table,
+        table_at,
+        table: std::cell::OnceCell::new(),
     })
 }
 
@@ -429,6 +446,11 @@ mod tests {
         ]) as usize;
         let first_record = 5 + 2 * ENTRY + 4 + table_len;
         assert_eq!(bad[first_record], SHARED_CANDIDATES);
+        // A table that does not decode (its format byte changed).
+        let mut bad_table = bad.clone();
+        bad_table[5 + 2 * ENTRY + 4] = 0x7F;
+        let r = block_records(&key, &bad_table);
+        assert!(matches!(&r, Err(StoreError::Corrupt { .. })), "{r:?}");
         bad[first_record + 1] = 7;
         let r = block_records(&key, &bad);
         assert!(

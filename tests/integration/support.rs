@@ -109,6 +109,13 @@ impl TestServer {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
+        // The server's settings are the test's own: none comes from a
+        // variable the shell running the tests exported.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OFFER_BANDIT_") {
+                cmd.env_remove(k);
+            }
+        }
         cmd.args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn")

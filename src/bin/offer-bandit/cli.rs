@@ -416,9 +416,9 @@ pub(crate) struct ServeArgs {
     pub writer_nice: i32,
     /// Leave transparent huge pages to the system's setting. By default the
     /// server turns them off for its own process (Linux): with them, each
-    /// first touch of fresh memory zeroes 2 MiB on the core serving
+    /// first touch of a huge page zeroes 2 MiB on the core serving
     /// requests, and sled takes fresh I/O buffers for every write group.
-    /// On one core, SelectOffer gained 5% of throughput without them
+    /// On one core, SelectOffer gained 3-5% of throughput without them
     /// (BENCHMARKS.md).
     #[arg(long, env = "OFFER_BANDIT_TRANSPARENT_HUGE_PAGES")]
     pub transparent_huge_pages: bool,
