@@ -25,6 +25,10 @@ use crate::{
 
 const MESSAGE: &str = "SelectOfferRequest";
 
+/// What a context entry takes on the wire, at least in practice: its tag
+/// and length, the key's tag, length and a few letters, the value's.
+const ENTRY_BYTES_AT_LEAST: usize = 8;
+
 /// `offerbandit.v1.SelectOfferRequest`, with its context's entries in the
 /// order sent ([`split_context`] makes them a [`Context`]). Protobuf's rules
 /// hold: a field sent twice keeps its last value, a context key sent twice
@@ -58,6 +62,13 @@ impl SelectOfferRequest {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
+        if self.context.capacity() == 0 {
+            // Room for the entries the rest of the message can hold at a
+            // typical 8 bytes or more each, up to 32: one allocation for a
+            // usual context instead of a doubling per power of two.
+            self.context
+                .reserve((buf.remaining() / ENTRY_BYTES_AT_LEAST + 1).min(32));
+        }
         let mut entry = Entry::default();
         encoding::message::merge(wire_type, &mut entry, buf, ctx)?;
         let Entry { name, value } = entry;
