@@ -1,5 +1,7 @@
-//! The process's own resource use, read from `/proc` at scrape time: the
-//! standard `process_*` series of `/metrics` (the names Prometheus' own
+//! The process and the kernel: what the server asks of the scheduler and
+//! the memory manager (the writer thread's nice value, transparent huge
+//! pages off), and its own resource use, read from `/proc` at scrape time:
+//! the standard `process_*` series of `/metrics` (the names Prometheus' own
 //! client libraries use, so that stock dashboards work). Where `/proc` is
 //! missing (not Linux) the series are left out.
 
@@ -21,6 +23,34 @@ pub(crate) fn disable_transparent_huge_pages() {
         Ok(()) => tracing::debug!("transparent huge pages off for this process"),
         Err(e) => tracing::warn!(error = %e, "could not turn transparent huge pages off"),
     }
+}
+
+/// Adds `niceness` to the calling thread's nice value (Linux, where a
+/// thread has its own; elsewhere, and for 0, nothing). Raising one's own
+/// nice value needs no privilege; a failure is logged and changes nothing
+/// else. Threads this one starts inherit the value: sled starts its first
+/// seven I/O threads when the store opens (before the writer), but more on
+/// demand from whichever thread writes, so under a long burst some of
+/// them can run niced too.
+pub(crate) fn lower_this_threads_priority(niceness: i32) {
+    if niceness == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let tid = Some(rustix::thread::gettid());
+        let set = getpriority_process(tid).and_then(|now| {
+            let nice = now.saturating_add(niceness).clamp(-20, 19);
+            setpriority_process(tid, nice).map(|()| nice)
+        });
+        match set {
+            Ok(nice) => tracing::debug!(nice, "writer thread's nice value"),
+            Err(e) => tracing::warn!(error = %e, "could not lower the writer thread's priority"),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::debug!(niceness, "--writer-nice applies on Linux only");
 }
 
 /// The series, their kind and `# HELP` text (written here, not through the

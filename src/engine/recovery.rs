@@ -39,7 +39,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("offer-bandit-writer".into())
             .spawn(move || {
-                lower_this_threads_priority(niceness);
+                crate::process::lower_this_threads_priority(niceness);
                 writer.run(inbox)
             })
             .map_err(StoreError::backend)?;
@@ -463,32 +463,4 @@ pub(super) fn replay_learning(
         }
     }
     Ok((n, last))
-}
-
-/// Adds `niceness` to the calling thread's nice value (Linux, where a
-/// thread has its own; elsewhere, and for 0, nothing). Raising one's own
-/// nice value needs no privilege; a failure is logged and changes nothing
-/// else. Threads this one starts inherit the value: sled starts its first
-/// seven I/O threads when the store opens (before the writer), but more on
-/// demand from whichever thread writes, so under a long burst some of
-/// them can run niced too.
-fn lower_this_threads_priority(niceness: i32) {
-    if niceness == 0 {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::process::{getpriority_process, setpriority_process};
-        let tid = Some(rustix::thread::gettid());
-        let set = getpriority_process(tid).and_then(|now| {
-            let nice = now.saturating_add(niceness).clamp(-20, 19);
-            setpriority_process(tid, nice).map(|()| nice)
-        });
-        match set {
-            Ok(nice) => tracing::debug!(nice, "writer thread's nice value"),
-            Err(e) => tracing::warn!(error = %e, "could not lower the writer thread's priority"),
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    tracing::debug!(niceness, "--writer-nice applies on Linux only");
 }
