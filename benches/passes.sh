@@ -12,12 +12,17 @@
 #   benches/passes.sh --learn-interval 5ms     # run from the project root
 #
 # The arguments go to `offer-bandit serve`. Prints one line per pass:
-# SelectOffer/s, Health/Check/s and their ratio. CONFIG=config/bench-k12-d64.toml
+# SelectOffer/s, Health/Check/s and their ratio, and for each the server's
+# CPU time per call (user + system, and system alone, from /proc/PID/stat)
+# and its minor page faults per 1,000 calls; "cpu ratio" is Health/Check's
+# CPU time per call over SelectOffer's, which the throughput ratio follows
+# while the server's core is saturated. B=<dir> runs another build's
+# offer-bandit. CONFIG=config/bench-k12-d64.toml
 # CAMPAIGN=bench-k12-d64 for the contextual campaign; SKIP_BUILD=1 reuses
 # target/release. Server on core 0, h2load on core 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=target/release
+B="${B:-target/release}"
 PASSES="${PASSES:-3}"
 N="${N:-200000}"
 CAMPAIGN="${CAMPAIGN:-coffee}"
@@ -43,11 +48,22 @@ rate() { # rate N PATH BODY -> calls per second; exits unless every call succeed
   echo "$out" | sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p'
 }
 
+usage() { # the server's minor faults, CPU ticks (user + system) and system ticks
+  awk '{ print $10, $14 + $15, $15 }' "/proc/$PID/stat"
+}
+
 start_pinned "${extra[@]}" "$@"
 rate 30000 /offerbandit.v1.OfferService/SelectOffer "$W/select.bin" >/dev/null
+tick_ns=$((1000000000 / $(getconf CLK_TCK)))
 for _ in $(seq "$PASSES"); do
+  read -r f0 c0 y0 < <(usage)
   s=$(rate "$N" /offerbandit.v1.OfferService/SelectOffer "$W/select.bin")
+  read -r f1 c1 y1 < <(usage)
   h=$(rate "$N" /grpc.health.v1.Health/Check "$W/health.bin")
-  awk -v s="$s" -v h="$h" 'BEGIN { printf "SelectOffer %.0f/s, Health/Check %.0f/s, ratio %.3f\n", s, h, s / h }'
+  read -r _ c2 _ < <(usage)
+  awk -v s="$s" -v h="$h" -v n="$N" -v t="$tick_ns" -v sc=$((c1 - c0)) -v sy=$((y1 - y0)) \
+    -v sf=$((f1 - f0)) -v hc=$((c2 - c1)) 'BEGIN {
+      printf "SelectOffer %.0f/s (cpu %.0f ns/call, sys %.0f ns, %.0f faults/1000), ", s, sc * t / n, sy * t / n, sf * 1000 / n
+      printf "Health/Check %.0f/s (cpu %.0f ns/call), cpu ratio %.3f, ratio %.3f\n", h, hc * t / n, (sc > 0 ? hc / sc : 0), s / h }'
 done
 stop_pinned
