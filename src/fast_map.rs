@@ -16,5 +16,12 @@
 /// A `HashMap` with foldhash, randomly seeded per map.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A [`FastMap`] whose composite keys can be looked up by borrowed parts
+/// (hashbrown's [`hashbrown::Equivalent`]): the writer's per-decision
+/// counts are keyed by (campaign, segment, offer) and the like, and a
+/// std map would need both strings copied into a key to look one up,
+/// four allocations a decision.
+pub(crate) type LookupMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A `HashSet` with foldhash, randomly seeded per set.
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -178,7 +178,7 @@ impl Writer {
     /// a whole group's change or none of it.
     fn publish_counts(
         &self,
-        cells: FastMap<(String, String, usize), CellCounts>,
+        cells: crate::fast_map::LookupMap<(String, String, usize), CellCounts>,
         delays: Vec<DelayChange>,
         reweigh_at: Option<i64>,
     ) {

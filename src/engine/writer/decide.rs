@@ -39,9 +39,14 @@ impl Writer {
             return None;
         }
         let i = campaign.offer_index(&rec.offer)?;
-        let staged = g.trials.entry((rec.campaign.clone(), i)).or_insert(0);
+        let staged = stage(
+            &mut g.trials,
+            StagedOffer(&rec.campaign, i),
+            || (rec.campaign.clone(), i),
+            || 0,
+        );
         let trials = campaign.model.load().totals(i).trials + *staged;
-        let today = match g.daily.get(&(rec.campaign.clone(), i)) {
+        let today = match g.daily.get(&StagedOffer(&rec.campaign, i)) {
             Some(d) => *d,
             None => campaign.daily.read().get(i).copied().unwrap_or_default(),
         };
@@ -95,7 +100,12 @@ impl Writer {
                 if campaign.limited
                     && let Some(i) = campaign.offer_index(&rec.offer)
                 {
-                    *g.trials.entry((rec.campaign.clone(), i)).or_insert(0) += 1;
+                    *stage(
+                        &mut g.trials,
+                        StagedOffer(&rec.campaign, i),
+                        || (rec.campaign.clone(), i),
+                        || 0,
+                    ) += 1;
                 }
             } else if let Some(why) = self.decision_budget_spent(g, campaign, &rec)? {
                 let DecisionRecord { offer, context, .. } = *rec;

@@ -2,7 +2,7 @@
 //! into the posteriors, committed in one batch (its verbs, one file each).
 
 use super::*;
-use crate::fast_map::FastMap;
+use crate::fast_map::{FastMap, LookupMap};
 
 mod closed;
 mod commit;
@@ -239,19 +239,21 @@ impl Writer {
         let Some(offer) = campaign.offer_index(&rec.offer) else {
             return;
         };
-        let key = (rec.campaign.clone(), offer);
-        let current = match g.daily.get(&key) {
-            Some(c) => *c,
-            None => campaign
-                .daily
-                .read()
-                .get(offer)
-                .copied()
-                .unwrap_or_default(),
-        };
-        let mut counts = current.on(campaign.local_time.day_of(at_ms));
-        change(&mut counts);
-        g.daily.insert(key, counts);
+        let counts = stage(
+            &mut g.daily,
+            StagedOffer(&rec.campaign, offer),
+            || (rec.campaign.clone(), offer),
+            || {
+                campaign
+                    .daily
+                    .read()
+                    .get(offer)
+                    .copied()
+                    .unwrap_or_default()
+            },
+        );
+        *counts = counts.on(campaign.local_time.day_of(at_ms));
+        change(counts);
     }
 
     /// Applies `change` to the arm counts of a decision, staging the result.
@@ -261,13 +263,12 @@ impl Writer {
         rec: &DecisionRecord,
         change: impl FnOnce(&mut ArmCounts),
     ) {
-        let key = (rec.campaign.clone(), rec.arm);
-        let mut counts = match g.arms.get(&key) {
-            Some(c) => *c,
-            None => campaign.arms.read()[rec.arm.index()],
-        };
-        change(&mut counts);
-        g.arms.insert(key, counts);
+        change(stage(
+            &mut g.arms,
+            StagedArm(&rec.campaign, rec.arm),
+            || (rec.campaign.clone(), rec.arm),
+            || campaign.arms.read()[rec.arm.index()],
+        ));
     }
 
     /// Applies `change` to the cell of a decision, staging the result.
@@ -281,13 +282,14 @@ impl Writer {
             tracing::warn!(campaign = %rec.campaign, offer = %rec.offer, "decision of an unknown offer: posterior not updated");
             return;
         };
-        let key = (rec.campaign.clone(), rec.segment.clone(), offer);
-        let mut counts = match g.cells.get(&key) {
-            Some(c) => *c,
-            None => campaign.model.load().cell(&rec.segment, offer),
-        };
+        let counts = stage(
+            &mut g.cells,
+            StagedCell(&rec.campaign, &rec.segment, offer),
+            || (rec.campaign.clone(), rec.segment.clone(), offer),
+            || campaign.model.load().cell(&rec.segment, offer),
+        );
         let pending_before = counts.pending();
-        change(&mut counts);
+        change(counts);
         let delta = counts.pending() as i64 - pending_before as i64;
         // segment-ts weighs pending decisions by their age.
         if delta != 0 && campaign.contextual.is_none() {
@@ -299,7 +301,6 @@ impl Writer {
                 delta,
             });
         }
-        g.cells.insert(key, counts);
     }
 
     /// A new decision of a contextual campaign waits for its
@@ -449,6 +450,57 @@ pub(super) struct Writer {
     pub(super) last_checkpoint_ms: i64,
 }
 
+/// The value `map` stages for `key`, staging `committed()` first when the
+/// group has none; the key is copied (`owned`) only then, not per event.
+fn stage<K, Q, V>(
+    map: &mut LookupMap<K, V>,
+    key: Q,
+    owned: impl FnOnce() -> K,
+    committed: impl FnOnce() -> V,
+) -> &mut V
+where
+    K: std::hash::Hash + Eq,
+    Q: std::hash::Hash + hashbrown::Equivalent<K>,
+{
+    match map.raw_entry_mut().from_key(&key) {
+        hashbrown::hash_map::RawEntryMut::Occupied(e) => e.into_mut(),
+        hashbrown::hash_map::RawEntryMut::Vacant(e) => e.insert(owned(), committed()).1,
+    }
+}
+
+/// A [`Group::cells`] key, borrowed: (campaign, segment, offer). It hashes
+/// as the owned tuple does (a `&str` as its `String`, field by field), as a
+/// lookup by it requires (tested).
+#[derive(Hash)]
+pub(super) struct StagedCell<'a>(pub &'a str, pub &'a str, pub usize);
+
+impl hashbrown::Equivalent<(String, String, usize)> for StagedCell<'_> {
+    fn equivalent(&self, key: &(String, String, usize)) -> bool {
+        self.0 == key.0 && self.1 == key.1 && self.2 == key.2
+    }
+}
+
+/// A [`Group::arms`] key, borrowed: (campaign, arm); hashed as [`StagedCell`].
+#[derive(Hash)]
+pub(super) struct StagedArm<'a>(pub &'a str, pub Arm);
+
+impl hashbrown::Equivalent<(String, Arm)> for StagedArm<'_> {
+    fn equivalent(&self, key: &(String, Arm)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
+/// A (campaign, offer) key of [`Group::daily`] or [`Group::trials`],
+/// borrowed; hashed as [`StagedCell`].
+#[derive(Hash)]
+pub(super) struct StagedOffer<'a>(pub &'a str, pub usize);
+
+impl hashbrown::Equivalent<(String, usize)> for StagedOffer<'_> {
+    fn equivalent(&self, key: &(String, usize)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// Changes staged by one group, visible to later commands of the same group.
 #[derive(Default)]
 pub(super) struct Group {
@@ -456,15 +508,15 @@ pub(super) struct Group {
     /// what later commands of the group read.
     pub(super) writes: WriteSet,
     /// Counts this group changed (written once each, at commit).
-    pub(super) cells: FastMap<(String, String, usize), CellCounts>,
-    pub(super) arms: FastMap<(String, Arm), ArmCounts>,
+    pub(super) cells: LookupMap<(String, String, usize), CellCounts>,
+    pub(super) arms: LookupMap<(String, Arm), ArmCounts>,
     /// Per-customer sums this group changed, by (campaign, arm).
     pub(super) clusters: FastMap<(String, Arm), ClusterSums>,
     /// Customer totals as this group sees them: read by a sweep, changed
     /// (then also in `writes`), or `None`: erased.
     pub(super) totals: FastMap<(CustomerHash, String, Arm), Option<CustomerTotals>>,
     /// Today's counts this group changed (written once each, at commit).
-    pub(super) daily: FastMap<(String, usize), DailyCounts>,
+    pub(super) daily: LookupMap<(String, usize), DailyCounts>,
     /// Traffic profiles this group counted decisions in, by campaign
     /// (stored once per group, at commit).
     pub(super) traffic: FastMap<String, crate::budget::TrafficProfile>,
@@ -478,7 +530,7 @@ pub(super) struct Group {
     /// Decisions this group added per offer of a limited campaign, for its
     /// budget checks, the only readers (erasures in the same group are not
     /// subtracted: budget checks err on the safe side).
-    pub(super) trials: FastMap<(String, usize), u64>,
+    pub(super) trials: LookupMap<(String, usize), u64>,
     /// The decisions staged in this group, by customer.
     pub(super) by_customer: FastMap<CustomerHash, Vec<DecisionId>>,
     pub(super) requests: FastMap<(String, String), DecisionId>,
@@ -531,6 +583,62 @@ mod tests {
             learning::Step,
         },
     };
+
+    /// A borrowed key hashes as its owned key and finds it, in maps seeded
+    /// differently: otherwise staged counts would be read as missing and
+    /// overwritten from the committed ones.
+    #[test]
+    fn borrowed_keys_hash_and_find_as_the_owned_ones() {
+        use std::hash::BuildHasher;
+        let segments = ["", "a", "new|afternoon", "é", "(other)"];
+        for seed in 0..4 {
+            let mut cells: LookupMap<(String, String, usize), u32> = LookupMap::default();
+            let mut arms: LookupMap<(String, Arm), u32> = LookupMap::default();
+            let mut daily: LookupMap<(String, usize), u32> = LookupMap::default();
+            for (i, campaign) in ["", "coffee", "coffee-personal", "c"].iter().enumerate() {
+                for (j, segment) in segments.iter().enumerate() {
+                    let offer = seed * 7 + i + j;
+                    let owned = (campaign.to_string(), segment.to_string(), offer);
+                    let borrowed = StagedCell(campaign, segment, offer);
+                    let h = cells.hasher();
+                    assert_eq!(h.hash_one(&owned), h.hash_one(&borrowed));
+                    *stage(&mut cells, borrowed, || owned.clone(), || 0) += 1;
+                    *stage(
+                        &mut cells,
+                        StagedCell(campaign, segment, offer),
+                        || owned,
+                        || 0,
+                    ) += 1;
+                    *stage(
+                        &mut daily,
+                        StagedOffer(campaign, offer),
+                        || (campaign.to_string(), offer),
+                        || 10,
+                    ) += 1;
+                }
+                for arm in [Arm::Bandit, Arm::Control] {
+                    let h = arms.hasher();
+                    assert_eq!(
+                        h.hash_one(&(campaign.to_string(), arm)),
+                        h.hash_one(StagedArm(campaign, arm))
+                    );
+                    *stage(
+                        &mut arms,
+                        StagedArm(campaign, arm),
+                        || (campaign.to_string(), arm),
+                        || 5,
+                    ) += 1;
+                }
+            }
+            // Each key staged once, and every change landed on it.
+            assert_eq!(cells.len(), 4 * segments.len());
+            assert!(cells.values().all(|&n| n == 2));
+            assert_eq!(daily.len(), 4 * segments.len());
+            assert!(daily.values().all(|&n| n == 11));
+            assert_eq!(arms.len(), 8);
+            assert!(arms.values().all(|&n| n == 6));
+        }
+    }
 
     /// The writer's staged learning (copy-on-write over published
     /// posteriors, in groups that are published between) and learning
