@@ -222,8 +222,8 @@ impl Engine {
                 let model = &*sampled.segments;
                 let segment = campaign.tracked_segment(model, segment);
                 let drawn = bandit.then(|| {
-                    campaign.snapshots.sample(
-                        model,
+                    campaign.snapshots.sample_published(
+                        &sampled.segments,
                         &segment,
                         &candidates,
                         &weights,
