@@ -69,9 +69,9 @@ async fn best_offer_takes_over() {
 }
 
 /// 5,000 visits a segment. A new segment borrows `prior_strength` from the
-/// campaign, where each segment's best offer is the other's 5% one, and
-/// under a loaded test run redemptions come back later, so pending
-/// decisions weigh less as failures: with 3,000 visits a segment the share
+/// campaign, where each segment's best offer is the other's 5% one (and,
+/// a guess not measured, under a loaded test run redemptions come back
+/// later, so pending decisions weigh less as failures): with 3,000 visits a segment the share
 /// read 0.85-0.96 here and once 0.78 in CI; with 5,000, 0.89-1.00 with
 /// both cores busy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
