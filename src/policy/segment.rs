@@ -84,7 +84,9 @@ pub enum SegmentError {
 /// The segment key of a context: the values of `segment_by`, joined by `|`.
 /// No segment features gives the single segment `""`.
 pub fn segment_key(segment_by: &[String], context: &Context) -> Result<String, SegmentError> {
-    let mut key = String::new();
+    // Room for usual values up front: one allocation instead of one per
+    // doubling as the values are appended.
+    let mut key = String::with_capacity(16 * segment_by.len());
     for (i, name) in segment_by.iter().enumerate() {
         if i > 0 {
             key.push(SEGMENT_SEPARATOR);
