@@ -527,16 +527,33 @@ struct Snapshots {
     by_segment: FastMap<String, FastMap<Vec<usize>, Slot>>,
     /// Snapshots held, over all segments.
     len: usize,
+    /// The last published model seen ([`SnapshotCache::sample_published`]),
+    /// weakly: no model's cells are kept alive, but its address is not
+    /// reused by another model while it is compared against.
+    model: std::sync::Weak<SegmentModel>,
+    /// Its serial: one more for every other model seen, never reset, so a
+    /// serial names one model for the cache's lifetime.
+    serial: u64,
 }
 
-/// One cached snapshot, and the published model it was last checked
-/// against ([`SnapshotCache::sample_published`]). Weak, so that the cache
-/// keeps no old model's cells alive; held, so that its address is not
-/// reused by another model while the slot compares against it.
+impl Snapshots {
+    /// The serial of `model`: the current one if it is the last model seen,
+    /// else a new one.
+    fn serial_of(&mut self, model: &Arc<SegmentModel>) -> u64 {
+        if !std::ptr::eq(self.model.as_ptr(), Arc::as_ptr(model)) {
+            self.model = Arc::downgrade(model);
+            self.serial += 1;
+        }
+        self.serial
+    }
+}
+
+/// One cached snapshot, and the serial of the published model it was last
+/// checked against (0: none, or a model not published behind an `Arc`).
 #[derive(Debug)]
 struct Slot {
     snapshot: Arc<Snapshot>,
-    checked_against: std::sync::Weak<SegmentModel>,
+    checked: u64,
 }
 
 #[derive(Debug)]
@@ -638,13 +655,14 @@ impl SnapshotCache {
 
     /// The snapshot for `segment` and `candidates` given the `live` arms:
     /// the cached one while fresh, else a new one from `live`; the slot
-    /// remembers `checked_against` (the model `live` came from, or none).
+    /// remembers `checked`, the serial of the model `live` came from (0:
+    /// none).
     fn snapshot(
         &self,
         segment: &str,
         candidates: &[usize],
         live: Vec<Arm>,
-        checked_against: std::sync::Weak<SegmentModel>,
+        checked: u64,
     ) -> Arc<Snapshot> {
         if self.tolerance == 0.0 {
             return Arc::new(Snapshot::new(candidates, live));
@@ -658,11 +676,14 @@ impl SnapshotCache {
             if !slot.snapshot.fresh(&live, self.tolerance) {
                 slot.snapshot = Arc::new(Snapshot::new(candidates, live));
             }
-            slot.checked_against = checked_against;
+            slot.checked = checked;
             return slot.snapshot.clone();
         }
         if entries.len >= MAX_SNAPSHOTS {
-            *entries = Snapshots::default();
+            // Starts over, but keeps counting serials: a serial read before
+            // this must not name another model after it.
+            entries.by_segment.clear();
+            entries.len = 0;
         }
         let s = Arc::new(Snapshot::new(candidates, live));
         entries
@@ -673,7 +694,7 @@ impl SnapshotCache {
                 candidates.to_vec(),
                 Slot {
                     snapshot: s.clone(),
-                    checked_against,
+                    checked,
                 },
             );
         entries.len += 1;
@@ -686,7 +707,11 @@ impl SnapshotCache {
     /// and the live arms (a shrinkage per offer, about 1,300 instructions for
     /// five) are not recomputed. The server publishes a model per write
     /// group, every few milliseconds, so nearly every request takes this
-    /// path. The same snapshot as [`SnapshotCache::sample`] returns (tested).
+    /// path. The cache numbers the models it sees (a new serial whenever a
+    /// request brings another model than the last) and a slot keeps the
+    /// serial it was checked at; a request racing a publish with the model
+    /// before only costs a recomputation. The same snapshot as
+    /// [`SnapshotCache::sample`] returns (tested).
     pub fn sample_published(
         &self,
         model: &Arc<SegmentModel>,
@@ -695,19 +720,21 @@ impl SnapshotCache {
         weights: &[f64],
         prior_strength: f64,
     ) -> SampledArms {
+        let mut serial = 0;
         if self.tolerance > 0.0 {
-            let entries = self.entries.lock();
+            let mut entries = self.entries.lock();
+            serial = entries.serial_of(model);
             if let Some(slot) = entries
                 .by_segment
                 .get(segment)
                 .and_then(|sets| sets.get(candidates))
-                && std::ptr::eq(slot.checked_against.as_ptr(), Arc::as_ptr(model))
+                && slot.checked == serial
             {
                 return SampledArms(slot.snapshot.clone());
             }
         }
         let live = model.arms(segment, candidates, weights, prior_strength);
-        SampledArms(self.snapshot(segment, candidates, live, Arc::downgrade(model)))
+        SampledArms(self.snapshot(segment, candidates, live, serial))
     }
 
     /// The arms a draw for `segment` among `candidates` (indices into the
@@ -723,7 +750,7 @@ impl SnapshotCache {
         prior_strength: f64,
     ) -> SampledArms {
         let live = model.arms(segment, candidates, weights, prior_strength);
-        SampledArms(self.snapshot(segment, candidates, live, std::sync::Weak::new()))
+        SampledArms(self.snapshot(segment, candidates, live, 0))
     }
 
     /// Draws an offer among `candidates` (indices into the model's offers,
@@ -767,7 +794,7 @@ impl SnapshotCache {
         rng: &mut dyn Rng,
     ) -> Option<(Arc<Snapshot>, usize)> {
         let live = model.arms(segment, candidates, weights, prior_strength);
-        let snap = self.snapshot(segment, candidates, live, std::sync::Weak::new());
+        let snap = self.snapshot(segment, candidates, live, 0);
         let index = thompson::argmax_draw(&snap.arms, rng)?;
         Some((snap, index))
     }
@@ -784,8 +811,7 @@ impl SnapshotCache {
         i: usize,
     ) -> f64 {
         let live = model.arms(segment, candidates, weights, prior_strength);
-        self.snapshot(segment, candidates, live, std::sync::Weak::new())
-            .propensity(i)
+        self.snapshot(segment, candidates, live, 0).propensity(i)
     }
 }
 
@@ -1135,19 +1161,30 @@ mod tests {
     }
 
     /// Against published models, the cache answers as [`SnapshotCache::
-    /// sample`] does, step for step, while it skips the live arms for a
-    /// model it has already checked; and it keeps no model alive.
+    /// sample`] does, step for step, also when draws on an older model
+    /// (a request racing a publish) and the paths without a published model
+    /// (`sample`, `propensity`) come in between; it skips the live arms for
+    /// a model its slot was checked against, and keeps no model alive.
     #[test]
     fn published_models_get_the_snapshots_sampling_them_would_get() {
+        use rand::{RngExt, SeedableRng};
         let w = [1.0; 3];
+        let set = [0, 1, 2];
         let shortcut = SnapshotCache::new(DEFAULT_SNAPSHOT_TOLERANCE);
         let plain = SnapshotCache::new(DEFAULT_SNAPSHOT_TOLERANCE);
         let mut model = model_with("s", &[(20_000, 1_000), (20_000, 1_010), (20_000, 990)]);
-        use rand::{RngExt, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
         let (mut redrawn, mut kept) = (0, 0);
         let mut last: Option<Arc<Snapshot>> = None;
-        for step in 0..300 {
+        let mut older = Arc::new(model.clone());
+        let params = |arms: &[Arm]| -> Vec<(f64, f64, f64)> {
+            arms.iter().map(|x| (x.alpha, x.beta, x.weight)).collect()
+        };
+        let checked = |cache: &SnapshotCache| {
+            let entries = cache.entries.lock();
+            (entries.by_segment["s"][&set[..]].checked, entries.serial)
+        };
+        for step in 0..400 {
             // Mostly small moves (within tolerance), now and then a big one.
             let successes = if rng.random_bool(0.1) {
                 300
@@ -1158,25 +1195,37 @@ mod tests {
                 model.record_success("s", rng.random_range(0..3), 1.0);
             }
             let published = Arc::new(model.clone());
-            let a = shortcut.sample_published(&published, "s", &[0, 1, 2], &w, 10.0);
-            let again = shortcut.sample_published(&published, "s", &[0, 1, 2], &w, 10.0);
-            let b = plain.sample(&published, "s", &[0, 1, 2], &w, 10.0);
-            assert!(
-                Arc::ptr_eq(&a.0, &again.0),
-                "step {step}: the same model, the same snapshot"
-            );
-            let params = |arms: &[Arm]| -> Vec<(f64, f64, f64)> {
-                arms.iter().map(|x| (x.alpha, x.beta, x.weight)).collect()
-            };
+            let a = shortcut.sample_published(&published, "s", &set, &w, 10.0);
+            let b = plain.sample(&published, "s", &set, &w, 10.0);
             assert_eq!(params(a.arms()), params(b.arms()), "step {step}");
             match &last {
                 Some(l) if Arc::ptr_eq(l, &a.0) => kept += 1,
                 _ => redrawn += 1,
             }
             last = Some(a.0.clone());
-            // The slot remembers this model, weakly.
-            assert_eq!(Arc::weak_count(&published), 1);
-            assert_eq!(Arc::strong_count(&published), 1);
+            // Checked against this model: the next request on it skips.
+            let (slot, serial) = checked(&shortcut);
+            assert_eq!(slot, serial, "step {step}");
+            let again = shortcut.sample_published(&published, "s", &set, &w, 10.0);
+            assert!(Arc::ptr_eq(&a.0, &again.0), "step {step}");
+            // Now and then something else touches the slot in between.
+            match rng.random_range(0..4) {
+                0 => {
+                    // A request still on the model before.
+                    let o = shortcut.sample_published(&older, "s", &set, &w, 10.0);
+                    let p = plain.sample(&older, "s", &set, &w, 10.0);
+                    assert_eq!(params(o.arms()), params(p.arms()), "step {step}");
+                }
+                1 => {
+                    shortcut.propensity(&older, "s", &set, &w, 10.0, 0);
+                    plain.propensity(&older, "s", &set, &w, 10.0, 0);
+                    assert_eq!(checked(&shortcut).0, 0, "unpublished: no serial");
+                }
+                _ => {}
+            }
+            // The cache keeps only a weak reference, to the last model.
+            assert!(Arc::weak_count(&published) <= 1 && Arc::strong_count(&published) == 1);
+            older = published;
         }
         assert!(
             redrawn >= 20 && kept >= 100,

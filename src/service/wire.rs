@@ -561,6 +561,41 @@ mod tests {
     }
 
     #[test]
+    fn lengths_written_oddly_wrong_wire_types_and_splits_inside_a_length_decode_as_prost_does() {
+        // Field 1 (campaign) as: a two-byte length that is really 0 or 5
+        // (a varint may carry zero high bits), a varint instead of bytes, a
+        // length longer than what follows, and a context entry whose name
+        // has a two-byte zero length.
+        let cases: [&[u8]; 6] = [
+            &[0x0a, 0x80, 0x00],
+            &[0x0a, 0x85, 0x00, b'c', b'o', b'f', b'f', b'e'],
+            &[0x08, 0x05],
+            &[0x0a, 0x85, 0x00, b'c', b'o'],
+            &[0x0a, 0x05, b'c', b'o', b'f', b'f', 0xff],
+            &[0x12, 0x04, 0x0a, 0x80, 0x00, 0x12],
+        ];
+        for bytes in cases {
+            assert!(agree(bytes), "{bytes:?}");
+            let whole = SelectOfferRequest::decode(bytes);
+            // Split at every byte: inside a two-byte length too.
+            for at in 0..=bytes.len() {
+                let split = SelectOfferRequest::decode(Buf::chain(&bytes[..at], &bytes[at..]));
+                match (&whole, &split) {
+                    (Ok(w), Ok(s)) => assert_eq!(read(w.clone()), read(s.clone())),
+                    (Err(w), Err(s)) => assert_eq!(w.to_string(), s.to_string()),
+                    _ => panic!("{bytes:?} split at {at}: {whole:?} against {split:?}"),
+                }
+            }
+        }
+        let read_campaign = |bytes: &[u8]| SelectOfferRequest::decode(bytes).map(|r| r.campaign);
+        assert_eq!(read_campaign(cases[0]).ok().as_deref(), Some(""));
+        assert_eq!(read_campaign(cases[1]).ok().as_deref(), Some("coffe"));
+        for refused in &cases[2..5] {
+            assert!(SelectOfferRequest::decode(*refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn encodes_to_bytes_the_generated_decoder_reads_back() {
         let mut rng = ChaCha8Rng::seed_from_u64(21);
         for _ in 0..1_000 {

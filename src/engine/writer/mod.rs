@@ -464,7 +464,12 @@ where
 {
     match map.raw_entry_mut().from_key(&key) {
         hashbrown::hash_map::RawEntryMut::Occupied(e) => e.into_mut(),
-        hashbrown::hash_map::RawEntryMut::Vacant(e) => e.insert(owned(), committed()).1,
+        hashbrown::hash_map::RawEntryMut::Vacant(e) => {
+            let owned = owned();
+            // Else the value would sit under a key no lookup finds.
+            debug_assert!(key.equivalent(&owned), "a borrowed key and its copy differ");
+            e.insert(owned, committed()).1
+        }
     }
 }
 
