@@ -142,14 +142,16 @@ impl Draw<'_> {
                     .iter()
                     .map(|&i| objective.weight(campaign.offers[i].value))
                     .collect();
-                campaign.snapshots.propensity(
-                    model,
-                    self.segment,
-                    set,
-                    &weights,
-                    campaign.config.prior_strength,
-                    k,
-                )
+                campaign
+                    .snapshots
+                    .sample_published(
+                        model,
+                        self.segment,
+                        set,
+                        &weights,
+                        campaign.config.prior_strength,
+                    )
+                    .propensity(k)
             }
         }
     }

@@ -148,8 +148,9 @@ pub(super) enum Sample<'a> {
     /// bandit's draw sampled from them (a cached snapshot of the segment;
     /// None: no draw, the control policy chose).
     Segment {
-        /// The campaign's counts as the request loaded them.
-        model: &'a SegmentModel,
+        /// The campaign's counts as the request loaded them (the published
+        /// model, which the snapshot cache recognizes).
+        model: &'a Arc<SegmentModel>,
         /// The arms the draw sampled.
         drawn: Option<&'a SampledArms>,
     },

@@ -989,8 +989,7 @@ mod tests {
     /// spreads up to 8 times apart, so that narrow rivals make steps inside
     /// arm k's bell. Within 1e-6 absolute: the Gauss-Hermite route's stated
     /// accuracy. The worst case here is 1.5e-7 (71 of the 80 cases take
-    /// the pieces, 7 Gauss-Hermite, 2 are decided at once); 4e-7 at worst
-    /// on 1,500 cases of up to twelve arms with numpy. The pieces agree
+    /// the pieces, 7 Gauss-Hermite, 2 are decided at once). The pieces agree
     /// with the general quadrature to 1e-9 because both integrate on the
     /// same pieces, not because either is that close to the integral.
     #[test]

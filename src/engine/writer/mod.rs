@@ -614,12 +614,19 @@ mod tests {
                         || owned,
                         || 0,
                     ) += 1;
-                    *stage(
-                        &mut daily,
-                        StagedOffer(campaign, offer),
-                        || (campaign.to_string(), offer),
-                        || 10,
-                    ) += 1;
+                    let h = daily.hasher();
+                    assert_eq!(
+                        h.hash_one(&(campaign.to_string(), offer)),
+                        h.hash_one(StagedOffer(campaign, offer))
+                    );
+                    for _ in 0..2 {
+                        *stage(
+                            &mut daily,
+                            StagedOffer(campaign, offer),
+                            || (campaign.to_string(), offer),
+                            || 10,
+                        ) += 1;
+                    }
                 }
                 for arm in [Arm::Bandit, Arm::Control] {
                     let h = arms.hasher();
@@ -627,21 +634,23 @@ mod tests {
                         h.hash_one(&(campaign.to_string(), arm)),
                         h.hash_one(StagedArm(campaign, arm))
                     );
-                    *stage(
-                        &mut arms,
-                        StagedArm(campaign, arm),
-                        || (campaign.to_string(), arm),
-                        || 5,
-                    ) += 1;
+                    for _ in 0..2 {
+                        *stage(
+                            &mut arms,
+                            StagedArm(campaign, arm),
+                            || (campaign.to_string(), arm),
+                            || 5,
+                        ) += 1;
+                    }
                 }
             }
             // Each key staged once, and every change landed on it.
             assert_eq!(cells.len(), 4 * segments.len());
             assert!(cells.values().all(|&n| n == 2));
             assert_eq!(daily.len(), 4 * segments.len());
-            assert!(daily.values().all(|&n| n == 11));
+            assert!(daily.values().all(|&n| n == 12));
             assert_eq!(arms.len(), 8);
-            assert!(arms.values().all(|&n| n == 6));
+            assert!(arms.values().all(|&n| n == 7));
         }
     }
 
