@@ -245,12 +245,13 @@ impl ScoreDistribution for GaussianArm {
     /// campaign: in arm k's standard units t, P(k wins) is
     /// `∫ φ(t) Π_j Φ(a_j t + b_j) dt` with `a_j = σ_k / σ_j` and
     /// `b_j = (μ_k - μ_j) / σ_j`, and each factor costs one normal CDF.
-    /// When every rival that can matter is at least as spread as arm k
-    /// (all `a_j <= 1`) and there are at most [`SHORTCUT_MAX_RIVALS`], each
-    /// factor is smooth on the scale of t and 32-node Gauss-Hermite
-    /// quadrature integrates the product ([`linear_by_gauss_hermite`]).
-    /// Otherwise a narrower rival makes a step inside arm k's bell, and
-    /// [`linear_by_pieces`] integrates piece by piece. Either way the work
+    /// When no rival that can matter is much narrower than arm k (all
+    /// `a_j <=` [`SHORTCUT_MAX_STEEPNESS`]) and there are at most
+    /// [`SHORTCUT_MAX_RIVALS`], each factor is smooth on the scale of t and
+    /// 80-point Gauss-Hermite quadrature integrates the product
+    /// ([`linear_by_gauss_hermite`]). Otherwise a narrower rival makes a
+    /// step inside arm k's bell, and [`linear_by_pieces`] integrates piece
+    /// by piece. Either way the work
     /// is done in t, with no change of scale per evaluation.
     fn win_probability_shortcut(arms: &[Self], k: usize) -> Option<f64> {
         let linear = |a: &GaussianArm| {
@@ -272,7 +273,7 @@ impl ScoreDistribution for GaussianArm {
             if mj - TAIL_SDS * sj >= mk + TAIL_SDS * sk {
                 return Some(0.0); // always above
             }
-            smooth &= sj >= sk;
+            smooth &= sk <= SHORTCUT_MAX_STEEPNESS * sj;
             // Φ((μk + σk t - μj) / σj) = Φ(a t + b)
             rivals.push((sk / sj, (mk - mj) / sj));
         }
@@ -284,8 +285,7 @@ impl ScoreDistribution for GaussianArm {
                 .total_cmp(&(y.1 - y.0))
                 .then(x.0.total_cmp(&y.0))
         });
-        // Many rivals as spread as arm k multiply into a step the 32 nodes
-        // no longer resolve well (relative error 3e-4 at 50).
+        // Many rivals multiply into a step sharper than any one of them.
         let p = if smooth && rivals.len() <= SHORTCUT_MAX_RIVALS {
             linear_by_gauss_hermite(&rivals)
         } else {
@@ -463,17 +463,18 @@ pub fn win_probability_by_pieces<D: ScoreDistribution + Clone>(arms: &[D], k: us
     total.clamp(0.0, 1.0)
 }
 
-/// `∫ φ(t) Π Φ(a t + b) dt` over `rivals` = (a, b), by 32-node
-/// Gauss-Hermite quadrature. Accurate when every `a <= 1` and there are at
-/// most [`SHORTCUT_MAX_RIVALS`] (tested: within 1e-6 absolute and 1e-5
-/// relative in the worst case, identical arms, where the product of many
-/// equal steps is sharpest; within 1e-7 of the two-arm closed form).
-/// The integrand is at most 1, so a node adds at most its weight: the six
-/// outermost of the 28 kept (|t| > 6.5, weights 3e-11 to 7e-16, together
-/// under 7e-11, far below that accuracy) are left out, a fifth of the work.
-/// For the same reason a node's product stops once it is below
-/// [`NEGLIGIBLE_NODE_PRODUCT`] (the factors left are at most 1): under
-/// 22 x 1e-12 in all. The rivals come strongest first (lowest `b - a`,
+/// `∫ φ(t) Π Φ(a t + b) dt` over `rivals` = (a, b), by 80-point
+/// Gauss-Hermite quadrature. Accurate when every `a <=`
+/// [`SHORTCUT_MAX_STEEPNESS`] and there are at most [`SHORTCUT_MAX_RIVALS`]
+/// (tested against a fine reference: within 1e-6 absolute where the
+/// product is sharpest, eleven identical rivals as steep as allowed; and
+/// within 1e-5 relative for identical arms, each winning 1/K; within 1e-7
+/// of the two-arm closed form). The integrand is at most 1, so a node adds
+/// at most its weight: the ten outermost of the 46 kept (|t| > 6.6,
+/// weights under 1e-10, together under 1e-10, far below that accuracy) are
+/// left out, a fifth of the work. For the same reason a node's product
+/// stops once it is below [`NEGLIGIBLE_NODE_PRODUCT`] (the factors left
+/// are at most 1): under 36 x 1e-12 in all. The rivals come strongest first (lowest `b - a`,
 /// the factor at t = -1), so the products that vanish do so early, and
 /// rivals alike (the same `a` and `b`) one after another, which share one
 /// evaluation of their factor: the same product, multiplied in the same
@@ -559,9 +560,17 @@ fn linear_by_pieces(rivals: &[(f64, f64)]) -> f64 {
     total / (2.0 * std::f64::consts::PI).sqrt()
 }
 
-/// Most rivals the Gauss-Hermite shortcut takes: with more as spread as the
-/// chosen arm its error grows (relative 8.5e-5 with 19 identical rivals).
+/// Most rivals the Gauss-Hermite shortcut takes: with more, their product
+/// is a sharper step and the error grows.
 const SHORTCUT_MAX_RIVALS: usize = 11;
+
+/// Steepest rival factor the Gauss-Hermite shortcut takes: `a = σ_k / σ_j`,
+/// a rival at most this much narrower than the chosen arm. A steeper step
+/// needs more nodes: eleven identical rivals at a = 2 are 1e-5 off with 80
+/// nodes. Contextual arms differ little in spread: the rule sends most
+/// decisions here rather than to the pieces, which cost about four times
+/// as many CDFs (BENCHMARKS.md).
+const SHORTCUT_MAX_STEEPNESS: f64 = 1.5;
 
 /// Gauss-Hermite nodes under this weight are left out of probability
 /// integrals, where a node adds at most its weight
@@ -573,14 +582,14 @@ const NEGLIGIBLE_NODE_WEIGHT: f64 = 1e-10;
 /// (see [`linear_by_gauss_hermite`]).
 const NEGLIGIBLE_NODE_PRODUCT: f64 = 1e-12;
 
-/// Nodes and weights of 32-point Gauss-Hermite quadrature for the standard
+/// Nodes and weights of 80-point Gauss-Hermite quadrature for the standard
 /// normal density (`∫ φ(t) g(t) dt ≈ Σ w g(t)`), computed once by Newton's
 /// method on the Hermite recurrence (Numerical Recipes' `gauher`); nodes
-/// whose weight is below 1e-16 are dropped.
+/// whose weight is below 1e-16 are dropped (46 are kept).
 fn gauss_hermite() -> &'static [(f64, f64)] {
     static NODES: std::sync::OnceLock<Vec<(f64, f64)>> = std::sync::OnceLock::new();
     NODES.get_or_init(|| {
-        const N: usize = 32;
+        const N: usize = 80;
         let n = N as f64;
         let pim4 = std::f64::consts::PI.powf(-0.25);
         // Orthonormal Hermite polynomial H_N at z, and its derivative.
@@ -833,22 +842,23 @@ mod tests {
     }
 
     #[test]
-    fn the_nodes_left_out_of_probability_integrals_weigh_under_7e_11() {
+    fn the_nodes_left_out_of_probability_integrals_weigh_under_1e_10() {
         let nodes = gauss_hermite();
         let dropped: Vec<_> = nodes
             .iter()
             .filter(|&&(_, w)| w < NEGLIGIBLE_NODE_WEIGHT)
             .collect();
-        assert_eq!((nodes.len(), dropped.len()), (28, 6));
-        assert!(dropped.iter().all(|(t, _)| t.abs() > 6.5));
-        assert!(dropped.iter().map(|(_, w)| w).sum::<f64>() < 7e-11);
+        assert_eq!((nodes.len(), dropped.len()), (46, 10));
+        assert!(dropped.iter().all(|(t, _)| t.abs() > 6.6));
+        assert!(dropped.iter().map(|(_, w)| w).sum::<f64>() < 1e-10);
     }
 
     #[test]
-    fn stopping_a_vanishing_node_product_early_changes_an_integral_by_under_3e_11() {
+    fn stopping_a_vanishing_node_product_early_changes_an_integral_by_under_4e_11() {
         // The same quadrature with every factor evaluated and multiplied in,
         // against the one that stops and shares alike rivals' factors, on
-        // random rivals (a <= 1, as the shortcut sends).
+        // random rivals (a <= 1.5, as the shortcut sends): at most 36
+        // nodes x 1e-12.
         let full = |rivals: &[(f64, f64)]| {
             let cdf = InterpolatedNormalCdf::get();
             gauss_hermite()
@@ -866,7 +876,10 @@ mod tests {
                 // Some alike (offers at one prior), next to each other or not.
                 match rivals.last() {
                     Some(&r) if rng.random_bool(0.3) => rivals.push(r),
-                    _ => rivals.push((rng.random_range(0.05..=1.0), rng.random_range(-4.0..2.0))),
+                    _ => rivals.push((
+                        rng.random_range(0.05..=SHORTCUT_MAX_STEEPNESS),
+                        rng.random_range(-4.0..2.0),
+                    )),
                 }
             }
             if rng.random_bool(0.3) {
@@ -875,7 +888,7 @@ mod tests {
             }
             let (exact, fast) = (full(&rivals), linear_by_gauss_hermite(&rivals));
             assert!(
-                (exact - fast).abs() < 3e-11,
+                (exact - fast).abs() < 4e-11,
                 "{rivals:?}: {exact} vs {fast}"
             );
             stopped += usize::from(exact != fast);
@@ -932,7 +945,10 @@ mod tests {
                 let general = win_probability_by_pieces(&arms, k);
                 let fast = GaussianArm::win_probability_shortcut(&arms, k).expect("linear");
                 let me = arms[k].sd * arms[k].weight;
-                if arms.iter().all(|a| a.sd * a.weight >= me) {
+                if arms
+                    .iter()
+                    .all(|a| SHORTCUT_MAX_STEEPNESS * a.sd * a.weight >= me)
+                {
                     // Gauss-Hermite: within its stated accuracy.
                     assert!((fast - general).abs() < 1e-6, "{fast} vs {general}");
                     smooth += 1;
@@ -981,15 +997,75 @@ mod tests {
         assert_eq!(GaussianArm::win_probability_shortcut(&logistic, 0), None);
     }
 
-    /// The linear shortcut's both routes against a fine reference for the
-    /// whole integral, `∫ f_k(s) Π_j F_j(s) ds` by composite Simpson over
-    /// arm k's ±9 sd with libm's normal CDF: not only against the general
-    /// quadrature (whose pieces the piecewise route shares). Up to twenty
+    /// `∫ f_k(s) Π_j F_j(s) ds` for linear arms (weight 1), by composite
+    /// Simpson on 40,000 steps over arm k's ±9 sd with libm's normal CDF:
+    /// a reference for the whole integral that shares nothing with the
+    /// quadratures under test.
+    fn simpson_reference(arms: &[GaussianArm], k: usize) -> f64 {
+        let (mk, sk) = (arms[k].mean, arms[k].sd);
+        let steps = 40_000;
+        let h = 18.0 * sk / steps as f64;
+        let integrand = |i: usize| {
+            let x = mk - 9.0 * sk + i as f64 * h;
+            let u = (x - mk) / sk;
+            let density = (-0.5 * u * u).exp() / (sk * (2.0 * std::f64::consts::PI).sqrt());
+            arms.iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k)
+                .fold(density, |p, (_, a)| p * normal_cdf((x - a.mean) / a.sd))
+        };
+        (0..=steps)
+            .map(|i| {
+                let w = if i == 0 || i == steps {
+                    1.0
+                } else if i % 2 == 1 {
+                    4.0
+                } else {
+                    2.0
+                };
+                w * integrand(i)
+            })
+            .sum::<f64>()
+            * h
+            / 3.0
+    }
+
+    /// Gauss-Hermite where its product is sharpest: one to eleven identical
+    /// rivals, each as much narrower than arm k as the shortcut takes
+    /// (a = 1.5), their common step swept across arm k's bell. Within 1e-6
+    /// of the reference: the worst is 1.0e-7, at eleven rivals and b = 0.3.
+    #[test]
+    fn gauss_hermite_is_within_1e_6_at_its_steepest_rivals() {
+        let mut worst = (0.0_f64, 0, 0.0);
+        for n in 1..=SHORTCUT_MAX_RIVALS {
+            for step in 0..=30 {
+                let b = -7.5 + 0.6 * step as f64;
+                // Arm k N(0, 1.5²), rivals N(-b, 1): a = 1.5, b as swept.
+                let mut arms = vec![gaussian(0.0, SHORTCUT_MAX_STEEPNESS, Link::Identity, 1.0)];
+                arms.extend((0..n).map(|_| gaussian(-b, 1.0, Link::Identity, 1.0)));
+                let rivals = vec![(SHORTCUT_MAX_STEEPNESS, b); n];
+                let fast = linear_by_gauss_hermite(&rivals);
+                let shortcut = GaussianArm::win_probability_shortcut(&arms, 0).expect("linear");
+                // Within 7 + 10.5 of each other, every rival can matter:
+                // the shortcut takes this route.
+                assert_eq!(shortcut, fast.clamp(0.0, 1.0), "n = {n}, b = {b}");
+                let error = (fast - simpson_reference(&arms, 0)).abs();
+                if error > worst.0 {
+                    worst = (error, n, b);
+                }
+            }
+        }
+        assert!(worst.0 < 1e-6, "worst {worst:?} (error, rivals, b)");
+    }
+
+    /// The linear shortcut's both routes against [`simpson_reference`], not
+    /// only against the general quadrature (whose pieces the piecewise route
+    /// shares). Up to twenty
     /// arms (past twelve, Gauss-Hermite hands over to the pieces) with
     /// spreads up to 8 times apart, so that narrow rivals make steps inside
     /// arm k's bell. Within 1e-6 absolute: the Gauss-Hermite route's stated
-    /// accuracy. The worst case here is 1.5e-7 (71 of the 80 cases take
-    /// the pieces, 7 Gauss-Hermite, 2 are decided at once). The pieces agree
+    /// accuracy. The worst case here is 1.5e-7 (65 of the 80 cases take
+    /// the pieces, 13 Gauss-Hermite, 2 are decided at once). The pieces agree
     /// with the general quadrature to 1e-9 because both integrate on the
     /// same pieces, not because either is that close to the integral.
     #[test]
@@ -1013,31 +1089,7 @@ mod tests {
                 panic!("linear arms take the shortcut");
             };
             let (mk, sk) = (arms[k].mean, arms[k].sd);
-            let steps = 40_000;
-            let h = 18.0 * sk / steps as f64;
-            let integrand = |i: usize| {
-                let x = mk - 9.0 * sk + i as f64 * h;
-                let u = (x - mk) / sk;
-                let density = (-0.5 * u * u).exp() / (sk * (2.0 * std::f64::consts::PI).sqrt());
-                arms.iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != k)
-                    .fold(density, |p, (_, a)| p * normal_cdf((x - a.mean) / a.sd))
-            };
-            let simpson: f64 = (0..=steps)
-                .map(|i| {
-                    let w = if i == 0 || i == steps {
-                        1.0
-                    } else if i % 2 == 1 {
-                        4.0
-                    } else {
-                        2.0
-                    };
-                    w * integrand(i)
-                })
-                .sum::<f64>()
-                * h
-                / 3.0;
+            let simpson = simpson_reference(&arms, k);
             let error = (fast - simpson).abs();
             assert!(error < 1e-6, "{n} arms, k = {k}: {fast} vs {simpson}");
             // The route the shortcut took, by its own rule: rivals always
@@ -1054,7 +1106,9 @@ mod tests {
                 .any(|a| a.mean - TAIL_SDS * a.sd >= mk + TAIL_SDS * sk)
             {
                 decided += 1;
-            } else if rivals.len() <= SHORTCUT_MAX_RIVALS && rivals.iter().all(|a| a.sd >= sk) {
+            } else if rivals.len() <= SHORTCUT_MAX_RIVALS
+                && rivals.iter().all(|a| SHORTCUT_MAX_STEEPNESS * a.sd >= sk)
+            {
                 smooth += 1;
             } else {
                 stepped += 1;
