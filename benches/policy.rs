@@ -119,10 +119,20 @@ fn decide(c: &mut Criterion, name: &str, policy: &mut dyn Policy) {
             black_box(policy.features(&ctxs[i]).expect("encodes"))
         })
     });
+    // One decision's learning: its decision, then its outcome (redeemed one
+    // time in ten). The contextual policies learn at the outcome; timing
+    // the decision alone would time nothing.
     c.bench_function(&format!("{name}/update"), |b| {
         b.iter(|| {
             i = (i + 1) % samples.len();
-            policy.on_decision(&samples[i], i % OFFERS)
+            let offer = i % OFFERS;
+            policy.on_decision(&samples[i], offer);
+            let outcome = if i % 10 == 0 {
+                Outcome::Redeemed { value: 1.0 }
+            } else {
+                Outcome::Expired
+            };
+            policy.on_outcome(&samples[i], offer, outcome)
         })
     });
 }
