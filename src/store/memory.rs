@@ -66,7 +66,7 @@ impl Contents {
             Write::Block(records) => self
                 .decisions
                 .extend(records.into_iter().map(|(id, rec)| (id, *rec))),
-            Write::Decision(id, rec) => {
+            Write::Decision(id, rec, _) => {
                 self.decisions.insert(id, *rec);
             }
             Write::RemoveDecision(id) => {
@@ -204,7 +204,7 @@ impl Contents {
             .chain(
                 self.decisions
                     .iter()
-                    .map(|(id, rec)| Write::Decision(*id, Box::new(rec.clone()))),
+                    .map(|(id, rec)| Write::Decision(*id, Box::new(rec.clone()), None)),
             )
     }
 }

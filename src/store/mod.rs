@@ -81,7 +81,7 @@ pub use self::{
     backup::{SnapshotEntry, check_entry, parse_snapshot, restore_snapshot},
     memory::MemoryStore,
     traits::{CampaignConfigs, Checkpoints, DecisionLog, Storage},
-    write_set::{Write, WriteSet},
+    write_set::{Placement, Write, WriteSet},
 };
 use self::{blocks::*, codec::*, keys::*, migrate::*, write_set::keyed};
 
@@ -542,16 +542,25 @@ impl Store {
     /// A decision record: its latest change, else its own record (schema 8
     /// and before), else its block's copy.
     pub fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
+        Ok(self.placed_decision(id)?.map(|(rec, _)| rec))
+    }
+
+    /// [`Store::decision`], and where it lies: an overlay or a block's copy
+    /// is a decision in a block.
+    pub fn placed_decision(
+        &self,
+        id: &DecisionId,
+    ) -> Result<Option<(DecisionRecord, Placement)>, StoreError> {
         let key = overlay_key(id);
         if let Some(v) = self.tree.get(&key)? {
-            return decode(&key, &v).map(Some);
+            return Ok(Some((decode(&key, &v)?, Placement::Block)));
         }
         let key = decision_key(id);
         if let Some(v) = self.tree.get(&key)? {
-            return decode(&key, &v).map(Some);
+            return Ok(Some((decode(&key, &v)?, Placement::Own)));
         }
         match self.block_of(id)? {
-            Some((k, v)) => find_in_block(&k, &v, id),
+            Some((k, v)) => Ok(find_in_block(&k, &v, id)?.map(|rec| (rec, Placement::Block))),
             None => Ok(None),
         }
     }
@@ -654,14 +663,21 @@ impl Store {
         for write in writes.into_writes() {
             match write {
                 // A decision in a block changes in its overlay; one written
-                // on its own, in place.
-                Write::Decision(id, rec) => {
+                // on its own, in place. Where the writer's read found it
+                // holds: only a commit moves a record, and this one is the
+                // commit of that read's group.
+                Write::Decision(id, rec, placed) => {
                     let own = decision_key(&id);
-                    let in_block = !self.tree.contains_key(&own)?
-                        && match self.block_of(&id)? {
-                            Some((k, v)) => find_in_block(&k, &v, &id)?.is_some(),
-                            None => false,
-                        };
+                    let in_block = match placed {
+                        Some(p) => p == Placement::Block,
+                        None => {
+                            !self.tree.contains_key(&own)?
+                                && match self.block_of(&id)? {
+                                    Some((k, v)) => find_in_block(&k, &v, &id)?.is_some(),
+                                    None => false,
+                                }
+                        }
+                    };
                     let key = if in_block { overlay_key(&id) } else { own };
                     batch.insert(key, encode(&*rec));
                 }
@@ -978,6 +994,50 @@ mod tests {
         let mut long = v5.to_vec();
         long.extend([1, 2]);
         assert!(decode_prior(b"q/x", &long).is_err(), "trailing bytes");
+        Ok(())
+    }
+
+    #[test]
+    fn a_change_lands_where_the_read_found_its_decision() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(StoreError::backend)?;
+        let ids = crate::decision_id::IdGenerator::new(0);
+        let (old_id, new_id) = (ids.next(10), ids.next(11));
+        let store = Store::open(dir.path())?;
+        // One decision on its own (as schema 8 wrote them), one in a block.
+        store.tree.insert(decision_key(&old_id), encode(&rec()))?;
+        let mut w = WriteSet::default();
+        w.add_decision(new_id, rec());
+        store.commit(w)?;
+        let found = |id| Ok::<_, StoreError>(store.placed_decision(id)?.map(|(_, p)| p));
+        assert_eq!(found(&old_id)?, Some(Placement::Own));
+        assert_eq!(found(&new_id)?, Some(Placement::Block));
+        let absent = ids.next(12);
+        assert_eq!(found(&absent)?, None);
+        // Each change, told where its read found the record, lands there:
+        // the block's decision in its overlay (twice: the second read finds
+        // the overlay), the other under its own key.
+        for state in [
+            DecisionState::Redeemed {
+                value: 2.0,
+                at_ms: 20,
+            },
+            DecisionState::Expired,
+        ] {
+            let mut changed = rec();
+            changed.state = state;
+            let mut w = WriteSet::default();
+            for id in [old_id, new_id] {
+                let (_, placed) = store.placed_decision(&id)?.expect("stored");
+                w.set_placed_decision(id, changed.clone(), Some(placed));
+            }
+            store.commit(w)?;
+            assert_eq!(store.decision(&old_id)?, Some(changed.clone()));
+            assert_eq!(store.decision(&new_id)?, Some(changed));
+            assert!(store.tree.get(overlay_key(&old_id))?.is_none());
+            assert!(store.tree.get(overlay_key(&new_id))?.is_some());
+            assert!(store.tree.get(decision_key(&new_id))?.is_none());
+            assert_eq!(found(&new_id)?, Some(Placement::Block));
+        }
         Ok(())
     }
 

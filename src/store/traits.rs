@@ -11,6 +11,17 @@ pub trait DecisionLog {
     /// A decision record.
     fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError>;
 
+    /// [`DecisionLog::decision`], and where it lies if the backend says
+    /// (`None`: it does not). A change of it committed in the same group
+    /// passes that on ([`WriteSet::set_placed_decision`]), so that the
+    /// backend need not look for the record again.
+    fn placed_decision(
+        &self,
+        id: &DecisionId,
+    ) -> Result<Option<(DecisionRecord, Option<Placement>)>, StoreError> {
+        Ok(self.decision(id)?.map(|rec| (rec, None)))
+    }
+
     /// The decision an idempotency key of `campaign` points to.
     fn request(&self, campaign: &str, request_id: &str) -> Result<Option<DecisionId>, StoreError>;
 
@@ -134,6 +145,12 @@ pub trait Storage:
 impl DecisionLog for Store {
     fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
         Store::decision(self, id)
+    }
+    fn placed_decision(
+        &self,
+        id: &DecisionId,
+    ) -> Result<Option<(DecisionRecord, Option<Placement>)>, StoreError> {
+        Ok(Store::placed_decision(self, id)?.map(|(rec, p)| (rec, Some(p))))
     }
     fn request(&self, campaign: &str, request_id: &str) -> Result<Option<DecisionId>, StoreError> {
         Store::request(self, campaign, request_id)

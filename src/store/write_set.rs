@@ -30,8 +30,10 @@ pub enum Write {
     /// Adds new decisions, sorted by locator, as one block (at most
     /// [`BLOCK_MAX`](super::BLOCK_MAX)); boxed, as they were staged.
     Block(Vec<(DecisionId, Box<DecisionRecord>)>),
-    /// Sets a decision record (one stored before: its new state).
-    Decision(DecisionId, Box<DecisionRecord>),
+    /// Sets a decision record (one stored before: its new state), and
+    /// where it lies when the read that found it said so
+    /// ([`DecisionLog::placed_decision`](super::DecisionLog::placed_decision)).
+    Decision(DecisionId, Box<DecisionRecord>, Option<Placement>),
     /// Removes a decision record.
     RemoveDecision(DecisionId),
     /// Adds one expiry entry: decisions whose windows all close by
@@ -96,7 +98,21 @@ pub struct WriteSet {
     decisions: crate::fast_map::FastMap<DecisionId, Option<Box<DecisionRecord>>>,
     /// Those of `decisions` made in this set's group (written as blocks).
     new: crate::fast_map::FastSet<DecisionId>,
+    /// Where changed decisions lie, as the reads that found them said.
+    placed: crate::fast_map::FastMap<DecisionId, Placement>,
     len: usize,
+}
+
+/// Where a stored decision record lies, as the read that found it says: a
+/// change committed in the same group lands there without the backend
+/// looking for it again (blocks hold every decision made since schema 9;
+/// finding one in its block means decompressing the block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Under its own key (as schema 8 and before wrote decisions).
+    Own,
+    /// In a block: its changes go to its overlay.
+    Block,
 }
 
 impl WriteSet {
@@ -135,11 +151,12 @@ impl WriteSet {
                 made.push((id, rec));
             }
         }
+        let placed = self.placed;
         let changed: Vec<Write> = self
             .decisions
             .into_iter()
             .map(|(id, rec)| match rec {
-                Some(rec) => Write::Decision(id, rec),
+                Some(rec) => Write::Decision(id, rec, placed.get(&id).copied()),
                 None => Write::RemoveDecision(id),
             })
             .collect();
@@ -212,6 +229,21 @@ impl WriteSet {
     pub fn set_decision(&mut self, id: DecisionId, rec: impl Into<Box<DecisionRecord>>) {
         self.decisions.insert(id, Some(rec.into()));
         self.len += 1;
+    }
+
+    /// [`WriteSet::set_decision`] for a record read in this group, with
+    /// where the read found it (`None`: the backend did not say).
+    pub fn set_placed_decision(
+        &mut self,
+        id: DecisionId,
+        rec: impl Into<Box<DecisionRecord>>,
+        placed: Option<Placement>,
+    ) {
+        match placed {
+            Some(p) => self.placed.insert(id, p),
+            None => self.placed.remove(&id),
+        };
+        self.set_decision(id, rec);
     }
 
     /// Adds decisions whose windows all close by `expires_ms` to the expiry
@@ -346,7 +378,7 @@ pub(super) fn keyed(write: Write) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
             block_key(&records.first()?.0),
             Some(encode_block(&mut records)),
         ),
-        Write::Decision(id, rec) => (decision_key(&id), Some(encode(&*rec))),
+        Write::Decision(id, rec, _) => (decision_key(&id), Some(encode(&*rec))),
         Write::RemoveDecision(id) => (decision_key(&id), None),
         Write::Expiries { expires_ms, ids } => {
             // One id: an empty value stands for the key's id alone.

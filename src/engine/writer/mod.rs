@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::fast_map::{FastMap, LookupMap};
+use crate::store::Placement;
 
 mod closed;
 mod commit;
@@ -193,7 +194,12 @@ impl Writer {
     ) -> Result<Option<DecisionRecord>, Error> {
         match g.writes.staged_decision(id) {
             Some(staged) => Ok(staged.cloned()),
-            None => Ok(self.store.decision(id)?),
+            None => Ok(self.store.placed_decision(id)?.map(|(rec, placed)| {
+                if let Some(p) = placed {
+                    g.placed.borrow_mut().insert(*id, p);
+                }
+                rec
+            })),
         }
     }
 
@@ -216,7 +222,8 @@ impl Writer {
         if let Some(c) = &rec.customer {
             g.by_customer.entry(*c).or_default().push(id);
         }
-        g.writes.set_decision(id, rec);
+        let placed = g.placed.borrow().get(&id).copied();
+        g.writes.set_placed_decision(id, rec, placed);
     }
 
     /// Stages a decision made in this group (written in its block).
@@ -512,6 +519,9 @@ pub(super) struct Group {
     /// What the group commits; its decision records (set or deleted) are
     /// what later commands of the group read.
     pub(super) writes: WriteSet,
+    /// Where the store's reads in this group found decision records, for
+    /// their changes ([`Writer::decision`] fills it behind `&Group`).
+    pub(super) placed: std::cell::RefCell<FastMap<DecisionId, Placement>>,
     /// Counts this group changed (written once each, at commit).
     pub(super) cells: LookupMap<(String, String, usize), CellCounts>,
     pub(super) arms: LookupMap<(String, Arm), ArmCounts>,
