@@ -232,7 +232,9 @@ impl WriteSet {
     }
 
     /// [`WriteSet::set_decision`] for a record read in this group, with
-    /// where the read found it (`None`: the backend did not say).
+    /// where the read found it (`None`: the backend did not say). The
+    /// backend writes there without checking: `placed` must come from a
+    /// read made since the last commit, as the writer's group reads.
     pub fn set_placed_decision(
         &mut self,
         id: DecisionId,
