@@ -277,14 +277,7 @@ impl ScoreDistribution for GaussianArm {
             // Φ((μk + σk t - μj) / σj) = Φ(a t + b)
             rivals.push((sk / sj, (mk - mj) / sj));
         }
-        // Strongest first: the quadrature's products that vanish do so in
-        // fewer factors.
-        // Alike rivals end up side by side.
-        rivals.sort_unstable_by(|x, y| {
-            (x.1 - x.0)
-                .total_cmp(&(y.1 - y.0))
-                .then(x.0.total_cmp(&y.0))
-        });
+        order_rivals(&mut rivals);
         // Many rivals multiply into a step sharper than any one of them.
         let p = if smooth && rivals.len() <= SHORTCUT_MAX_RIVALS {
             linear_by_gauss_hermite(&rivals)
@@ -474,11 +467,11 @@ pub fn win_probability_by_pieces<D: ScoreDistribution + Clone>(arms: &[D], k: us
 /// weights under 1e-10, together under 1e-10, far below that accuracy) are
 /// left out, a fifth of the work. For the same reason a node's product
 /// stops once it is below [`NEGLIGIBLE_NODE_PRODUCT`] (the factors left
-/// are at most 1): under 36 x 1e-12 in all. The rivals come strongest
-/// first (lowest `b - a`, the factor at t = -1), so the products that vanish do so early, and
-/// rivals alike (the same `a` and `b`) one after another, which share one
-/// evaluation of their factor: the same product, multiplied in the same
-/// order.
+/// are at most 1): under 36 x 1e-12 in all. The rivals come in
+/// [`order_rivals`]'s order: strongest first, so the products that vanish
+/// do so early, and rivals alike (the same `a` and `b`) one after another,
+/// which share one evaluation of their factor: the same product, multiplied
+/// in the same order.
 fn linear_by_gauss_hermite(rivals: &[(f64, f64)]) -> f64 {
     let cdf = InterpolatedNormalCdf::get();
     let mut total = 0.0;
@@ -558,6 +551,17 @@ fn linear_by_pieces(rivals: &[(f64, f64)]) -> f64 {
         total += half * piece;
     }
     total / (2.0 * std::f64::consts::PI).sqrt()
+}
+
+/// Orders linear rivals (a, b) strongest first (lowest `b - a`, the factor
+/// at t = -1), so that the quadrature's products that vanish do so in fewer
+/// factors, and alike rivals side by side, so that they share a factor.
+fn order_rivals(rivals: &mut [(f64, f64)]) {
+    rivals.sort_unstable_by(|x, y| {
+        (x.1 - x.0)
+            .total_cmp(&(y.1 - y.0))
+            .then(x.0.total_cmp(&y.0))
+    });
 }
 
 /// Most rivals the Gauss-Hermite shortcut takes: with more, their product
@@ -996,9 +1000,9 @@ mod tests {
         assert_eq!(GaussianArm::win_probability_shortcut(&logistic, 0), None);
     }
 
-    /// The linear shortcut's rivals of arm k as its rule keeps and orders
-    /// them, by a copy of that rule, so that a test can check the route the
-    /// shortcut took: None when a rival is always above arm k (0 at once);
+    /// The linear shortcut's rivals of arm k as its rule keeps them, by a
+    /// copy of that rule (in the shortcut's order, [`order_rivals`]), so
+    /// that a test can check the route the shortcut took: None when a rival is always above arm k (0 at once);
     /// else the (a, b) pairs and whether Gauss-Hermite takes them.
     fn rivals_by_the_rule(arms: &[GaussianArm], k: usize) -> Option<(Vec<(f64, f64)>, bool)> {
         let (mk, sk) = (arms[k].mean * arms[k].weight, arms[k].sd * arms[k].weight);
@@ -1014,11 +1018,7 @@ mod tests {
             steep |= sk > SHORTCUT_MAX_STEEPNESS * sj;
             rivals.push((sk / sj, (mk - mj) / sj));
         }
-        rivals.sort_unstable_by(|x, y| {
-            (x.1 - x.0)
-                .total_cmp(&(y.1 - y.0))
-                .then(x.0.total_cmp(&y.0))
-        });
+        order_rivals(&mut rivals);
         let gauss_hermite = !steep && rivals.len() <= SHORTCUT_MAX_RIVALS;
         Some((rivals, gauss_hermite))
     }
@@ -1077,8 +1077,7 @@ mod tests {
     /// rivals, each as much narrower than arm k as the shortcut takes
     /// (a = 1.5), their common step swept across arm k's bell. Within 1e-6
     /// of the reference: the worst on this grid (b every 0.6) is 1.0e-7, at
-    /// eleven rivals and b = 0.3 (a review's finer sweep, not kept, peaked
-    /// at 1.1e-7 near b = 0.6).
+    /// eleven rivals and b = 0.3.
     #[test]
     fn gauss_hermite_is_within_1e_6_at_its_steepest_rivals() {
         let mut worst = (0.0_f64, 0, 0.0);
