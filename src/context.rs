@@ -87,7 +87,7 @@ impl Context {
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(name))
+        self.entries.binary_search_by(|(k, _)| name_order(k, name))
     }
 
     /// Sets `name` to `value`; returns the value it replaces.
@@ -185,7 +185,7 @@ fn seek<'a, T>(
     key: impl Fn(&T) -> &str,
 ) -> Option<&'a T> {
     while let Some(item) = items.get(*at) {
-        match key(item).cmp(name) {
+        match name_order(key(item), name) {
             std::cmp::Ordering::Less => *at += 1,
             std::cmp::Ordering::Equal => return Some(item),
             std::cmp::Ordering::Greater => return None,
@@ -215,12 +215,23 @@ impl<'a> SortedNames<'a> {
     }
 }
 
+/// `a.cmp(b)`, names' order: most names differ in their first byte, which
+/// this compares in place before anything calls the library's `memcmp`
+/// (the sort of a request's context made 20 such calls for 9 features).
+#[inline]
+pub(crate) fn name_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 /// Sorts `entries` by name, keeping the last value of a name sent more
 /// than once: O(n log n) whatever their order (inserting one by one would
 /// be O(n²) for names sent in reverse order).
 pub(crate) fn sort_keeping_last<V>(entries: &mut Vec<(String, V)>) {
     // Stable: a name's values stay in the order they came.
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by(|a, b| name_order(&a.0, &b.0));
     // `dedup_by` drops the later of two equal names: hand its value to the
     // one kept first.
     entries.dedup_by(|later, kept| {
@@ -304,6 +315,18 @@ mod tests {
 
     fn n(x: f64) -> FeatureValue {
         FeatureValue::Number(x)
+    }
+
+    #[test]
+    fn names_compare_as_strings_do() {
+        let names = [
+            "", "a", "ab", "abc", "b", "ba", "tier", "tiers", "é", "éa", "Z", "\u{0}",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(name_order(a, b), a.cmp(b), "{a:?} against {b:?}");
+            }
+        }
     }
 
     #[test]

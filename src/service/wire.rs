@@ -69,12 +69,56 @@ impl SelectOfferRequest {
             self.context
                 .reserve((buf.remaining() / ENTRY_BYTES_AT_LEAST + 1).min(32));
         }
+        if wire_type == WireType::LengthDelimited
+            && let Some((used, name, value)) = entry_in_place(buf.chunk())
+        {
+            buf.advance(used);
+            self.context.push((name, value));
+            return Ok(());
+        }
         let mut entry = Entry::default();
         encoding::message::merge(wire_type, &mut entry, buf, ctx)?;
         let Entry { name, value } = entry;
         self.context.push((name, value.0));
         Ok(())
     }
+}
+
+/// A context entry in the shape nearly every client writes, read in place:
+/// the entry's length, then the key (tag 1) and the value (tag 2), each
+/// length under 128 bytes and so one varint byte, the value one field
+/// (a double, a category of valid UTF-8, or a one-byte flag) or none, all
+/// inside `chunk`. Returns the bytes it used, the name and the value; `None`
+/// for anything else (fields in another order or sent twice, a longer
+/// length, unknown fields, bad UTF-8, bytes that end early), which prost's
+/// nested-message step then decodes from the same position. Both read the
+/// same bytes alike (tests below): this only skips the generic step's
+/// per-field dispatch for two nested messages.
+fn entry_in_place(chunk: &[u8]) -> Option<(usize, String, Option<FeatureValue>)> {
+    let one_byte = |n: u8| (n < 0x80).then_some(usize::from(n));
+    let (&len, rest) = chunk.split_first()?;
+    let entry = rest.get(..one_byte(len)?)?;
+    let [0x0a, name_len, rest @ ..] = entry else {
+        return None;
+    };
+    let (name, rest) = rest.split_at_checked(one_byte(*name_len)?)?;
+    let [0x12, value_len, value @ ..] = rest else {
+        return None;
+    };
+    if one_byte(*value_len)? != value.len() {
+        return None;
+    }
+    let value = match value {
+        [] => None,
+        [0x09, x @ ..] => Some(FeatureValue::Number(f64::from_le_bytes(x.try_into().ok()?))),
+        [0x12, c_len, c @ ..] if one_byte(*c_len)? == c.len() => Some(FeatureValue::Category(
+            std::str::from_utf8(c).ok()?.to_owned(),
+        )),
+        [0x18, b] if *b < 0x80 => Some(FeatureValue::Flag(*b != 0)),
+        _ => return None,
+    };
+    let name = std::str::from_utf8(name).ok()?.to_owned();
+    Some((1 + entry.len(), name, value))
 }
 
 /// A request's context entries as a [`Context`] and the names sent without
@@ -558,6 +602,95 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn entries_in_the_usual_shape_are_read_in_place_and_every_other_shape_as_prost_reads_it() {
+        // A context entry as field 2 of the request: its length, then `body`.
+        let entry = |body: &[u8]| {
+            let mut bytes = vec![0x12, u8::try_from(body.len()).expect("a short entry")];
+            bytes.extend_from_slice(body);
+            bytes
+        };
+        let keyed = |name: &[u8], value: &[u8]| {
+            let mut body = vec![0x0a, u8::try_from(name.len()).expect("a short name")];
+            body.extend_from_slice(name);
+            body.extend_from_slice(&[0x12, u8::try_from(value.len()).expect("a short value")]);
+            body.extend_from_slice(value);
+            body
+        };
+        let mut number = vec![0x09];
+        number.extend_from_slice(&2.5f64.to_le_bytes());
+        let category = [0x12, 4, b'g', b'o', b'l', b'd'];
+        let in_place: [(&[u8], &[u8]); 7] = [
+            (b"hour", &number),
+            (b"tier", &category),
+            (b"app", &[0x18, 1]),
+            (b"app", &[0x18, 0]),
+            (b"app", &[0x18, 7]),
+            (b"unset", &[]),
+            (b"", &category),
+        ];
+        for (name, value) in in_place {
+            let bytes = entry(&keyed(name, value));
+            assert!(entry_in_place(&bytes[1..]).is_some(), "{bytes:?}");
+            assert!(agree(&bytes), "{bytes:?}");
+        }
+        let mut reversed = vec![0x12, 6];
+        reversed.extend_from_slice(&category);
+        reversed.extend_from_slice(&[0x0a, 1, b't']);
+        let mut two_values = keyed(b"t", &category);
+        two_values.extend_from_slice(&[0x12, 2, 0x18, 1]);
+        let mut unknown = keyed(b"t", &category);
+        unknown.extend_from_slice(&[0x20, 1]);
+        let generic: [Vec<u8>; 11] = [
+            reversed,
+            two_values,
+            unknown,
+            keyed(b"t", &[0x18, 0x80, 0x01]),    // a two-byte flag
+            keyed(b"t", &[0x18, 0x80]),          // a flag cut short
+            keyed(b"t", &[0x09, 0, 0, 0]),       // a double cut short
+            keyed(b"t", &[0x12, 2, 0xbf, 0xbf]), // bad UTF-8
+            keyed(&[0xbf], &category),           // a bad name
+            keyed(b"t", &[0x12, 9, b'g']),       // a category cut short
+            keyed(b"t", &[0x1a, 1, b'x']),       // an unknown value field
+            [vec![0x0a, 1, b't'], vec![0x12, 2, 0x18]].concat(), // a value cut short
+        ];
+        for body in generic {
+            let bytes = entry(&body);
+            assert!(entry_in_place(&bytes[1..]).is_none(), "{bytes:?}");
+            assert!(agree(&bytes), "{bytes:?}");
+        }
+        // A length of two varint bytes, and an entry split across chunks.
+        let body = keyed(&[b'n'; 120], &category);
+        let long = [vec![0x12, 0x80 | (body.len() & 0x7f) as u8, 0x01], body].concat();
+        assert!(entry_in_place(&long[1..]).is_none());
+        assert_eq!(
+            SelectOfferRequest::decode(long.as_slice())
+                .expect("a long entry decodes")
+                .context[0]
+                .0
+                .len(),
+            120
+        );
+        assert!(agree(&long));
+        let short = entry(&keyed(b"tier", &category));
+        let whole = SelectOfferRequest::decode(short.as_slice()).expect("a short entry decodes");
+        for at in 1..short.len() {
+            let split = SelectOfferRequest::decode(Buf::chain(&short[..at], &short[at..]));
+            assert_eq!(
+                split.expect("a split entry decodes"),
+                whole,
+                "split at {at}"
+            );
+        }
+        assert_eq!(
+            whole.context,
+            [(
+                "tier".to_owned(),
+                Some(FeatureValue::Category("gold".into()))
+            )]
+        );
     }
 
     #[test]
