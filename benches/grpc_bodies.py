@@ -5,8 +5,11 @@ FeatureValue{number 1, category 2, flag 3}>)} with the nine-feature context
 the demo's coffee customers send, and an empty HealthCheckRequest.
 
     python3 benches/grpc_bodies.py CAMPAIGN DIR   # writes DIR/select.bin, DIR/health.bin
+
+FEATURES=lifecycle,hour keeps only the features named (what the context's
+size costs: BENCHMARKS.md, "Instructions per call").
 """
-import struct, sys
+import os, struct, sys
 def varint(n):
     out = b""
     while True:
@@ -23,6 +26,9 @@ def value(v):
 context = {"lifecycle": "active", "hour": 15, "channel": "app", "spend_tier": "mid",
            "store_id": "s-1042", "app_user": True, "region": "west",
            "favorite_category": "coffee", "tier": "gold"}
+if os.environ.get("FEATURES"):
+    kept = os.environ["FEATURES"].split(",")
+    context = {k: v for k, v in context.items() if k in kept}
 msg = field(1, 2, sys.argv[1].encode())
 for k, v in context.items():
     msg += field(2, 2, field(1, 2, k.encode()) + field(2, 2, value(v)))

@@ -18,7 +18,8 @@
 # other work slows the server: compare builds in alternation). CONFIG=config/bench-k12-d64.toml
 # CAMPAIGN=bench-k12-d64 for the contextual campaign; BIN=path/to/offer-bandit
 # to count another build, KEEP=dir to keep the two profiles (callgrind_annotate
-# reads them). SKIP_BUILD=1 reuses target/release.
+# reads them). FEATURES=lifecycle,hour sends only those context features
+# (benches/grpc_bodies.py). SKIP_BUILD=1 reuses target/release.
 set -euo pipefail
 BIN="${BIN:-target/release/offer-bandit}"
 N="${N:-5000}"
