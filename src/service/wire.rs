@@ -93,7 +93,10 @@ impl SelectOfferRequest {
 /// length, unknown fields, bad UTF-8, bytes that end early), which prost's
 /// nested-message step then decodes from the same position. Both read the
 /// same bytes alike (tests below): this only skips the generic step's
-/// per-field dispatch for two nested messages.
+/// per-field dispatch for two nested messages, and its recursion count,
+/// which cannot run out at a request's top level (entries are depth 1 and
+/// their values 2, of prost's 100). The caller has checked that the entry
+/// comes length-delimited.
 fn entry_in_place(chunk: &[u8]) -> Option<(usize, String, Option<FeatureValue>)> {
     let one_byte = |n: u8| (n < 0x80).then_some(usize::from(n));
     let (&len, rest) = chunk.split_first()?;
@@ -138,8 +141,8 @@ pub fn split_context(mut entries: Vec<(String, Option<FeatureValue>)>) -> (Conte
 }
 
 /// A context map entry: key 1, value 2. Decoded through prost's own
-/// nested-message step, so that its recursion limit counts as for the
-/// generated decoder.
+/// nested-message step (so that its recursion limit counts as for the
+/// generated decoder) when [`entry_in_place`] does not read it.
 #[derive(Debug, Default)]
 struct Entry {
     name: String,
@@ -643,26 +646,58 @@ mod tests {
         two_values.extend_from_slice(&[0x12, 2, 0x18, 1]);
         let mut unknown = keyed(b"t", &category);
         unknown.extend_from_slice(&[0x20, 1]);
-        let generic: [Vec<u8>; 11] = [
+        let generic: [Vec<u8>; 17] = [
             reversed,
             two_values,
             unknown,
-            keyed(b"t", &[0x18, 0x80, 0x01]),    // a two-byte flag
-            keyed(b"t", &[0x18, 0x80]),          // a flag cut short
-            keyed(b"t", &[0x09, 0, 0, 0]),       // a double cut short
-            keyed(b"t", &[0x12, 2, 0xbf, 0xbf]), // bad UTF-8
-            keyed(&[0xbf], &category),           // a bad name
-            keyed(b"t", &[0x12, 9, b'g']),       // a category cut short
-            keyed(b"t", &[0x1a, 1, b'x']),       // an unknown value field
+            vec![],                                              // an entry of length 0
+            [vec![0x8a, 0x00, 1, b't'], vec![0x12, 0]].concat(), // a tag written in two bytes
+            keyed(b"t", &[0x08, 1]),                             // a number as a varint
+            keyed(b"t", &[0x0d, 0, 0, 0, 0]),                    // a number as fixed32
+            keyed(b"t", &[&number[..], &[0x18, 1]].concat()),    // two of the oneof's fields
+            keyed(b"t", &[0x12, 0, 0x12, 0]),                    // a category sent twice
+            keyed(b"t", &[0x18, 0x80, 0x01]),                    // a two-byte flag
+            keyed(b"t", &[0x18, 0x80]),                          // a flag cut short
+            keyed(b"t", &[0x09, 0, 0, 0]),                       // a double cut short
+            keyed(b"t", &[0x12, 2, 0xbf, 0xbf]),                 // bad UTF-8
+            keyed(&[0xbf], &category),                           // a bad name
+            keyed(b"t", &[0x12, 9, b'g']),                       // a category cut short
+            keyed(b"t", &[0x1a, 1, b'x']),                       // an unknown value field
             [vec![0x0a, 1, b't'], vec![0x12, 2, 0x18]].concat(), // a value cut short
         ];
+        // A field after the entry (the campaign) checks where each read
+        // leaves the buffer.
+        let campaign = [0x0a, 1, b'c'];
         for body in generic {
             let bytes = entry(&body);
             assert!(entry_in_place(&bytes[1..]).is_none(), "{bytes:?}");
             assert!(agree(&bytes), "{bytes:?}");
+            assert!(agree(&[&bytes[..], &campaign[..]].concat()), "{bytes:?}");
+        }
+        for (name, value) in in_place {
+            let bytes = [&entry(&keyed(name, value))[..], &campaign[..]].concat();
+            assert!(agree(&bytes), "{bytes:?}");
+            let read =
+                SelectOfferRequest::decode(bytes.as_slice()).expect("an entry and a campaign");
+            assert_eq!((read.context.len(), read.campaign.as_str()), (1, "c"));
+        }
+        // An empty category is read in place too.
+        let empty = entry(&keyed(b"t", &[0x12, 0]));
+        assert!(entry_in_place(&empty[1..]).is_some() && agree(&empty));
+        // The entry's bytes under every other wire type of field 2 are not
+        // an entry: prost refuses them (or reads a varint), and so must this.
+        let body = keyed(b"t", &category);
+        for tag in [0x10, 0x11, 0x13, 0x15] {
+            let mut bytes = vec![tag, u8::try_from(body.len()).expect("a short entry")];
+            bytes.extend_from_slice(&body);
+            assert!(agree(&bytes), "{bytes:?}");
         }
         // A length of two varint bytes, and an entry split across chunks.
         let body = keyed(&[b'n'; 120], &category);
+        assert!(
+            (128..256).contains(&body.len()),
+            "a length of two varint bytes, the second 1"
+        );
         let long = [vec![0x12, 0x80 | (body.len() & 0x7f) as u8, 0x01], body].concat();
         assert!(entry_in_place(&long[1..]).is_none());
         assert_eq!(
