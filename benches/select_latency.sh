@@ -10,7 +10,9 @@
 # RUNS (default 2) server starts: Health/Check at full speed, SelectOffer at
 # full speed (its maximum), then SelectOffer at half that maximum (--rps),
 # DURATION (default 10s) each. Prints one line per measurement: rpc, calls
-# per second, p50/p99/p99.9 in microseconds, errors.
+# per second, p50/p99/p99.9 in microseconds, errors, and the cores the load
+# generator kept busy (near 1.00: the rate is the client's limit too; its
+# Health/Check runs so, which flatters the ratio: compare run.sh's).
 # CONFIG=config/bench-k12-d64.toml CAMPAIGN=bench-k12-d64 for the contextual
 # campaign (its scenario: SCENARIO=simulator/scenarios/cold-start.toml).
 # SKIP_BUILD=1 reuses target/release.
@@ -28,7 +30,7 @@ scenario=()
 load() { # load ARGS... -> "rpc per_second p50 p99 p999 errors" for the first RPC
   taskset -c 1 "$B/offer-sim" load --target "http://$ADDR" --concurrency 32 \
     --duration "$DURATION" --json "$@" 2>/dev/null |
-    python3 -c 'import json,sys; r=json.load(sys.stdin)["rpcs"][0]; print(r["rpc"], round(r["per_second"]), r["p50_us"], r["p99_us"], r.get("p999_us"), r["errors"] or 0)'
+    python3 -c 'import json,sys; j=json.load(sys.stdin); r=j["rpcs"][0]; print(r["rpc"], round(r["per_second"]), r["p50_us"], r["p99_us"], r.get("p999_us"), r["errors"] or 0, "client %.2f" % (j.get("client_cores_busy") or 0))'
 }
 for run in $(seq 1 "$RUNS"); do
   start_pinned "${extra[@]}"

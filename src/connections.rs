@@ -145,8 +145,14 @@ impl AsyncWrite for Conn {
         r
     }
 
+    /// False, although the socket could: h2 then copies DATA payloads of up
+    /// to 1 KiB into its write buffer (256 bytes when the transport is
+    /// vectored), and each larger payload makes the connection flush before
+    /// it takes the next frame. A SelectOffer reply is a few hundred bytes,
+    /// so with vectored writes each one went out in a write of its own and
+    /// its trailers in another (BENCHMARKS.md, "Replies in one write").
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        false
     }
 }
 
@@ -215,4 +221,48 @@ pub(crate) fn accept(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A connection over loopback, and its peer.
+    async fn pair() -> (Conn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let conn = Conn {
+            inner: accepted.expect("accept").0,
+            deadline: Box::pin(tokio::time::sleep(Duration::from_secs(60))),
+            last: Instant::now(),
+            idle: Duration::from_secs(60),
+            started: true,
+            _slot: Arc::new(Semaphore::new(1))
+                .try_acquire_owned()
+                .expect("a free slot"),
+        };
+        (conn, client.expect("connect"))
+    }
+
+    /// h2 sizes its copy-or-chain threshold from this: false keeps replies
+    /// of up to 1 KiB in one write with their trailers.
+    #[tokio::test]
+    async fn reports_unvectored_writes_and_still_writes_slices() {
+        let (mut conn, mut peer) = pair().await;
+        assert!(!conn.is_write_vectored());
+        // TLS writes its records through poll_write_vectored: every slice
+        // still arrives, in order.
+        let slices = [io::IoSlice::new(b"head"), io::IoSlice::new(b"-body")];
+        let n = std::future::poll_fn(|cx| Pin::new(&mut conn).poll_write_vectored(cx, &slices))
+            .await
+            .expect("write");
+        assert_eq!(n, 9, "loopback takes both slices at once");
+        conn.write_all(b"+tail").await.expect("write");
+        conn.flush().await.expect("flush");
+        let mut got = [0u8; 14];
+        peer.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"head-body+tail");
+    }
 }

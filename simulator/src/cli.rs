@@ -60,6 +60,10 @@ pub(crate) struct LoadArgs {
     /// Concurrent callers.
     #[arg(long, default_value_t = 32)]
     pub(crate) concurrency: usize,
+    /// HTTP/2 connections the callers share, as many client processes
+    /// would open (h2load's benchmarks use 16).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) connections: usize,
     /// How long to run (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) duration: std::time::Duration,

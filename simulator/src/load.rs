@@ -37,6 +37,8 @@ pub(crate) struct LoadOptions {
     pub(crate) target: String,
     pub(crate) campaign: String,
     pub(crate) concurrency: usize,
+    /// HTTP/2 connections the callers share (caller `w` uses `w % connections`).
+    pub(crate) connections: usize,
     pub(crate) duration: Duration,
     pub(crate) rps: Option<f64>,
     pub(crate) rpc: LoadRpc,
@@ -73,7 +75,13 @@ pub(crate) struct LoadReport {
     pub(crate) target: String,
     pub(crate) campaign: String,
     pub(crate) concurrency: usize,
+    pub(crate) connections: usize,
     pub(crate) seconds: f64,
+    /// CPU the load generator itself used over the timed run, in cores
+    /// (its CPU seconds over the wall-clock seconds; Linux only).
+    pub(crate) client_cores_busy: Option<f64>,
+    /// Cores the load generator may run on.
+    pub(crate) client_cores: usize,
     pub(crate) rps_limit: Option<f64>,
     pub(crate) rpcs: Vec<RpcFigures>,
 }
@@ -175,13 +183,26 @@ struct Due {
 
 /// Runs the load; returns its report.
 pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::Result<LoadReport> {
-    let channel = tonic::transport::Endpoint::from_shared(opts.target.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", opts.target))?;
-    if opts.rpc == LoadRpc::Redeem {
-        return run_redeem(opts, scenario, channel).await;
+    let mut channels = Vec::with_capacity(opts.connections.max(1));
+    for _ in 0..opts.connections.max(1) {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(opts.target.clone())?
+                .initial_stream_window_size(
+                    std::env::var("OB_SW").ok().and_then(|v| v.parse().ok()),
+                )
+                .initial_connection_window_size(
+                    std::env::var("OB_CW").ok().and_then(|v| v.parse().ok()),
+                )
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {}", opts.target))?,
+        );
     }
+    let channel = channels[0].clone();
+    if opts.rpc == LoadRpc::Redeem {
+        return run_redeem(opts, scenario, channels).await;
+    }
+    let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let deadline = started + opts.duration;
     let due: Arc<Mutex<Vec<Due>>> = Arc::new(Mutex::new(Vec::new()));
@@ -190,7 +211,7 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
         .map(|r| Duration::from_secs_f64(opts.concurrency as f64 / r.max(1e-9)));
     let mut workers = Vec::with_capacity(opts.concurrency);
     for w in 0..opts.concurrency {
-        let channel = channel.clone();
+        let channel = channels[w % channels.len()].clone();
         let scenario = scenario.clone();
         let due = due.clone();
         let campaign = opts.campaign.clone();
@@ -304,6 +325,7 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
     }
     let redeem = redeemer.await?;
     let seconds = started.elapsed().as_secs_f64();
+    let client_cores_busy = cores_busy(cpu_before, seconds);
     let name = match opts.rpc {
         LoadRpc::Health => "Health/Check",
         _ => "SelectOffer",
@@ -316,10 +338,47 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
         target: opts.target,
         campaign: opts.campaign,
         concurrency: opts.concurrency,
+        connections: channels.len(),
         seconds,
+        client_cores_busy,
+        client_cores: client_cores(),
         rps_limit: opts.rps,
         rpcs,
     })
+}
+
+/// The CPU seconds this process has used (user and system, all threads), read
+/// from `/proc/self/stat` (Linux; None elsewhere).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is the 3rd field, utime the 14th and stime the 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // In clock ticks: USER_HZ, 100 on every Linux architecture Rust targets.
+    Some((utime + stime) / 100.0)
+}
+
+/// Cores busy since `before` (from [`process_cpu_seconds`]) over `seconds`.
+fn cores_busy(before: Option<f64>, seconds: f64) -> Option<f64> {
+    let used = process_cpu_seconds()? - before?;
+    (seconds > 0.0).then(|| used / seconds)
+}
+
+/// The cores this process may run on.
+fn client_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl LoadReport {
+    /// True when the load generator used at least 90% of its cores: then
+    /// the rates measure the client as much as the server.
+    pub(crate) fn client_bound(&self) -> bool {
+        self.client_cores_busy
+            .is_some_and(|busy| busy >= 0.9 * self.client_cores as f64)
+    }
 }
 
 /// `--rpc redeem`: makes `opts.decisions` decisions as fast as it can (not
@@ -329,14 +388,14 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
 async fn run_redeem(
     opts: LoadOptions,
     scenario: Arc<Scenario>,
-    channel: tonic::transport::Channel,
+    channels: Vec<tonic::transport::Channel>,
 ) -> anyhow::Result<LoadReport> {
     let ids: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::with_capacity(opts.decisions)));
     let prefill_started = Instant::now();
     let mut makers = Vec::with_capacity(opts.concurrency);
     let per_worker = opts.decisions.div_ceil(opts.concurrency);
     for w in 0..opts.concurrency {
-        let mut offers = OfferServiceClient::new(channel.clone());
+        let mut offers = OfferServiceClient::new(channels[w % channels.len()].clone());
         let (scenario, ids, campaign) = (scenario.clone(), ids.clone(), opts.campaign.clone());
         let seed = opts.seed;
         makers.push(tokio::spawn(async move {
@@ -364,11 +423,12 @@ async fn run_redeem(
     }
     let prefill_seconds = prefill_started.elapsed().as_secs_f64();
     let batch = opts.batch.max(1);
+    let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let deadline = started + opts.duration;
     let mut workers = Vec::with_capacity(opts.concurrency);
-    for _ in 0..opts.concurrency {
-        let mut offers = OfferServiceClient::new(channel.clone());
+    for w in 0..opts.concurrency {
+        let mut offers = OfferServiceClient::new(channels[w % channels.len()].clone());
         let ids = ids.clone();
         workers.push(tokio::spawn(async move {
             let mut t = tally();
@@ -415,6 +475,7 @@ async fn run_redeem(
         redeem.merge(w.await?);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let client_cores_busy = cores_busy(cpu_before, seconds);
     let name = if batch == 1 {
         "RecordRedemption (unary)".to_owned()
     } else {
@@ -424,11 +485,57 @@ async fn run_redeem(
         target: opts.target,
         campaign: opts.campaign,
         concurrency: opts.concurrency,
+        connections: channels.len(),
         seconds,
+        client_cores_busy,
+        client_cores: client_cores(),
         rps_limit: None,
         rpcs: vec![
             select.figures("SelectOffer (prefill, untimed)", prefill_seconds),
             redeem.figures(&name, seconds),
         ],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU seconds rise with work, and by no more than the wall-clock time
+    /// times the cores (the clock ticks are 10 ms).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_cpu_seconds_follow_work() {
+        let before = process_cpu_seconds().expect("/proc/self/stat on Linux");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let used = process_cpu_seconds().expect("/proc/self/stat") - before;
+        assert!(used > 0.0, "no CPU time counted for {wall} s of spinning");
+        assert!(
+            used <= wall * client_cores() as f64 + 0.02,
+            "{used} s in {wall} s"
+        );
+    }
+
+    #[test]
+    fn client_bound_from_ninety_percent_of_the_cores() {
+        let report = |busy: Option<f64>| LoadReport {
+            target: String::new(),
+            campaign: String::new(),
+            concurrency: 1,
+            connections: 1,
+            seconds: 1.0,
+            client_cores_busy: busy,
+            client_cores: 2,
+            rps_limit: None,
+            rpcs: Vec::new(),
+        };
+        assert!(report(Some(1.85)).client_bound());
+        assert!(!report(Some(1.75)).client_bound());
+        assert!(!report(None).client_bound());
+    }
 }

@@ -141,6 +141,8 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
             "health",
             "--concurrency",
             "4",
+            "--connections",
+            "2",
             "--duration",
             "1s",
             "--json",
@@ -148,6 +150,13 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
     );
     let load: Value = serde_json::from_str(&load).expect("load --json");
     assert!(load["rpcs"][0]["ok"].as_u64().unwrap_or(0) > 100, "{load}");
+    assert_eq!(load["connections"], 2, "{load}");
+    // The load generator's own CPU, in cores: some, and no more than it has.
+    let busy = load["client_cores_busy"]
+        .as_f64()
+        .expect("client_cores_busy on Linux");
+    let cores = load["client_cores"].as_f64().expect("client_cores");
+    assert!(busy > 0.0 && busy <= cores + 0.05, "{load}");
     assert!(
         load["rpcs"][0]["errors"]
             .as_object()

@@ -47,6 +47,7 @@ pub(crate) fn load(a: LoadArgs) -> anyhow::Result<()> {
         target: a.target.clone(),
         campaign: a.campaign.clone(),
         concurrency: a.concurrency.max(1),
+        connections: a.connections.clamp(1, a.concurrency.max(1)),
         duration: a.duration,
         rps: a.rps,
         rpc: a.rpc,
@@ -61,10 +62,12 @@ pub(crate) fn load(a: LoadArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} for {:.1}s, {} callers{}",
+            "{} for {:.1}s, {} callers on {} connection{}{}",
             report.target,
             report.seconds,
             report.concurrency,
+            report.connections,
+            if report.connections == 1 { "" } else { "s" },
             report
                 .rps_limit
                 .map_or(String::new(), |r| format!(", aiming at {r} calls/s"))
@@ -86,6 +89,17 @@ pub(crate) fn load(a: LoadArgs) -> anyhow::Result<()> {
                 r.errors
             );
         }
+        if let Some(busy) = report.client_cores_busy {
+            println!(
+                "load generator: {busy:.2} of its {} cores busy",
+                report.client_cores
+            );
+        }
+    }
+    if report.client_bound() {
+        eprintln!(
+            "warning: the load generator kept its cores at least 90% busy: these rates are its own limit as much as the server's (give it more cores, or compare against h2load)"
+        );
     }
     Ok(())
 }
