@@ -30,7 +30,7 @@ scenario=()
 load() { # load ARGS... -> "rpc per_second p50 p99 p999 errors" for the first RPC
   taskset -c 1 "$B/offer-sim" load --target "http://$ADDR" --concurrency 32 \
     --duration "$DURATION" --json "$@" 2>/dev/null |
-    python3 -c 'import json,sys; j=json.load(sys.stdin); r=j["rpcs"][0]; print(r["rpc"], round(r["per_second"]), r["p50_us"], r["p99_us"], r.get("p999_us"), r["errors"] or 0, "client %.2f" % (j.get("client_cores_busy") or 0))'
+    python3 -c 'import json,sys; j=json.load(sys.stdin); r=j["rpcs"][0]; print(r["rpc"], round(r["per_second"]), r["p50_us"], r["p99_us"], r.get("p999_us"), r["errors"] or 0, "client " + ("%.2f" % j["client_cores_busy"] if j.get("client_cores_busy") is not None else "n/a"))'
 }
 for run in $(seq 1 "$RUNS"); do
   start_pinned "${extra[@]}"

@@ -145,12 +145,16 @@ impl AsyncWrite for Conn {
         r
     }
 
-    /// False, although the socket could: h2 then copies DATA payloads of up
-    /// to 1 KiB into its write buffer (256 bytes when the transport is
+    /// False, although the socket could: h2 then copies DATA payloads under
+    /// 1 KiB into its write buffer (under 256 bytes when the transport is
     /// vectored), and each larger payload makes the connection flush before
     /// it takes the next frame. A SelectOffer reply is a few hundred bytes,
     /// so with vectored writes each one went out in a write of its own and
     /// its trailers in another (BENCHMARKS.md, "Replies in one write").
+    /// The price: a payload of 1 KiB or more (an explained reply, a backup
+    /// chunk's 16 KiB frames) leaves in two writes instead of one writev.
+    /// Plaintext gRPC only: over TLS, tokio-rustls's stream says vectored
+    /// whatever this says, and h2 keeps 256 bytes.
     fn is_write_vectored(&self) -> bool {
         false
     }
@@ -247,7 +251,7 @@ mod tests {
     }
 
     /// h2 sizes its copy-or-chain threshold from this: false keeps replies
-    /// of up to 1 KiB in one write with their trailers.
+    /// under 1 KiB in one write with their trailers.
     #[tokio::test]
     async fn reports_unvectored_writes_and_still_writes_slices() {
         let (mut conn, mut peer) = pair().await;

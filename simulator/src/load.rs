@@ -3,6 +3,9 @@
 //! back after their simulated delay (scaled by `--seconds-per-day`), batched
 //! through `RecordRedemptions`. `--rpc health` calls `grpc.health.v1.Health/Check`
 //! instead of SelectOffer: an RPC that does no work, the stack's baseline.
+//! The timed calls go through a lean client of our own
+//! ([`crate::raw_grpc`]): with tonic's, the load generator's core was the
+//! limit of Health/Check before the server's was.
 
 use std::{
     collections::BTreeMap,
@@ -11,14 +14,23 @@ use std::{
 };
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use offer_bandit::proto::{self, offer_service_client::OfferServiceClient};
+use prost::Message as _;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_health::pb::HealthCheckRequest;
 
-use crate::scenario::{Scenario, SimVisit};
+use crate::{
+    raw_grpc::{RawChannel, frame},
+    scenario::{Scenario, SimVisit},
+};
+
+/// The timed RPCs' paths.
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+const SELECT_OFFER: &str = "/offerbandit.v1.OfferService/SelectOffer";
 
 /// Which RPC the workers call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -187,21 +199,23 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
     for _ in 0..opts.connections.max(1) {
         channels.push(
             tonic::transport::Endpoint::from_shared(opts.target.clone())?
-                .initial_stream_window_size(
-                    std::env::var("OB_SW").ok().and_then(|v| v.parse().ok()),
-                )
-                .initial_connection_window_size(
-                    std::env::var("OB_CW").ok().and_then(|v| v.parse().ok()),
-                )
                 .connect()
                 .await
                 .with_context(|| format!("cannot connect to {}", opts.target))?,
         );
     }
-    let channel = channels[0].clone();
     if opts.rpc == LoadRpc::Redeem {
         return run_redeem(opts, scenario, channels).await;
     }
+    // The timed calls go over lean connections of their own (the same
+    // number); redemptions over tonic's.
+    let mut raw = Vec::with_capacity(channels.len());
+    for _ in 0..channels.len() {
+        raw.push(RawChannel::connect(&opts.target).await?);
+    }
+    let health_request = frame(&HealthCheckRequest {
+        service: String::new(),
+    });
     let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let deadline = started + opts.duration;
@@ -211,21 +225,24 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
         .map(|r| Duration::from_secs_f64(opts.concurrency as f64 / r.max(1e-9)));
     let mut workers = Vec::with_capacity(opts.concurrency);
     for w in 0..opts.concurrency {
-        let channel = channels[w % channels.len()].clone();
+        let channel = raw[w % raw.len()].clone();
+        let health_request = health_request.clone();
         let scenario = scenario.clone();
         let due = due.clone();
         let campaign = opts.campaign.clone();
         let (rpc, seed, spd) = (opts.rpc, opts.seed, opts.seconds_per_day);
         let concurrency = opts.concurrency;
         workers.push(tokio::spawn(async move {
-            let mut offers = OfferServiceClient::new(channel.clone());
-            let mut health = HealthClient::new(channel);
             let mut rng =
                 ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
             let mut t = tally();
             // Requests are drawn before the clock starts, so that the load
             // generator spends its time sending, not simulating customers.
-            let pool = request_pool(&scenario, &campaign, w, POOL, &mut rng);
+            let pool: Vec<(Bytes, Vec<f64>)> =
+                request_pool(&scenario, &campaign, w, POOL, &mut rng)
+                    .into_iter()
+                    .map(|(req, p)| (frame(&req), p))
+                    .collect();
             // Phases are staggered so that callers do not fire in bursts.
             let phase = w as f64 / concurrency as f64;
             let mut ticker = per_worker_interval.map(|i| {
@@ -243,21 +260,25 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
                     LoadRpc::Redeem => break,
                     LoadRpc::Health => {
                         let s = Instant::now();
-                        let r = health
-                            .check(HealthCheckRequest {
-                                service: String::new(),
-                            })
-                            .await
-                            .map(|_| 1);
-                        t.record(s, r);
+                        let r = channel.unary(HEALTH_CHECK, health_request.clone()).await;
+                        t.record(s, r.map(|_| 1));
                     }
                     LoadRpc::Select => {
                         let (req, p) = &pool[round as usize % pool.len()];
                         round += 1;
                         let s = Instant::now();
-                        let r = offers.select_offer(req.clone()).await;
-                        let resp = r.as_ref().ok().map(|r| r.get_ref().clone());
-                        t.record(s, r.map(|_| 1));
+                        let r = channel
+                            .unary(SELECT_OFFER, req.clone())
+                            .await
+                            .and_then(|m| {
+                                proto::SelectOfferResponse::decode(m)
+                                    .map_err(|e| tonic::Status::internal(format!("reply: {e}")))
+                            });
+                        let (result, resp) = match r {
+                            Ok(resp) => (Ok(1), Some(resp)),
+                            Err(e) => (Err(e), None),
+                        };
+                        t.record(s, result);
                         if let Some(resp) = resp {
                             let p = scenario
                                 .offers()
@@ -284,7 +305,7 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
     // Redemptions flow back in batches as they come due.
     let redeemer = {
         let due = due.clone();
-        let mut offers = OfferServiceClient::new(channel.clone());
+        let mut offers = OfferServiceClient::new(channels[0].clone());
         tokio::spawn(async move {
             let mut t = tally();
             while Instant::now() < deadline {
@@ -501,23 +522,27 @@ async fn run_redeem(
 mod tests {
     use super::*;
 
-    /// CPU seconds rise with work, and by no more than the wall-clock time
-    /// times the cores (the clock ticks are 10 ms).
+    /// The reading rises with work (its clock ticks are 10 ms): a field
+    /// misread, or one that does not count this process, stays put.
     #[cfg(target_os = "linux")]
     #[test]
     fn process_cpu_seconds_follow_work() {
         let before = process_cpu_seconds().expect("/proc/self/stat on Linux");
+        assert!(before >= 0.0);
         let started = Instant::now();
         let mut x = 0u64;
-        while started.elapsed() < Duration::from_millis(300) {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        let mut now = before;
+        while now < before + 0.05 && started.elapsed() < Duration::from_secs(10) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            now = process_cpu_seconds().expect("/proc/self/stat");
         }
-        let wall = started.elapsed().as_secs_f64();
-        let used = process_cpu_seconds().expect("/proc/self/stat") - before;
-        assert!(used > 0.0, "no CPU time counted for {wall} s of spinning");
         assert!(
-            used <= wall * client_cores() as f64 + 0.02,
-            "{used} s in {wall} s"
+            now >= before + 0.05,
+            "{:.2} s of CPU counted in {:?} of spinning",
+            now - before,
+            started.elapsed()
         );
     }
 

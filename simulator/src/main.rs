@@ -22,6 +22,7 @@ mod offer_features;
 mod ope;
 mod output;
 mod policies;
+mod raw_grpc;
 mod report;
 mod results;
 mod run;

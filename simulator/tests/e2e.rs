@@ -151,17 +151,43 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
     let load: Value = serde_json::from_str(&load).expect("load --json");
     assert!(load["rpcs"][0]["ok"].as_u64().unwrap_or(0) > 100, "{load}");
     assert_eq!(load["connections"], 2, "{load}");
-    // The load generator's own CPU, in cores: some, and no more than it has.
+    // The load generator's own CPU, in cores: it did some work.
     let busy = load["client_cores_busy"]
         .as_f64()
         .expect("client_cores_busy on Linux");
-    let cores = load["client_cores"].as_f64().expect("client_cores");
-    assert!(busy > 0.0 && busy <= cores + 0.05, "{load}");
+    assert!(busy > 0.0 && busy.is_finite(), "{load}");
+    assert!(load["client_cores"].as_u64().unwrap_or(0) >= 1, "{load}");
     assert!(
         load["rpcs"][0]["errors"]
             .as_object()
             .is_some_and(|e| e.is_empty()),
         "{load}"
+    );
+    // A refusal is counted by its status, not as a call: an unknown campaign
+    // (a trailers-only reply, read by the load generator's own client).
+    let refused = run(
+        &offer_sim(),
+        &[
+            "load",
+            "--target",
+            &addr,
+            "--campaign",
+            "no-such-campaign",
+            "--concurrency",
+            "2",
+            "--duration",
+            "300ms",
+            "--json",
+        ],
+    );
+    let refused: Value = serde_json::from_str(&refused).expect("load --json");
+    assert_eq!(refused["rpcs"][0]["ok"], 0, "{refused}");
+    assert!(
+        refused["rpcs"][0]["errors"]["NotFound"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{refused}"
     );
     // Let every reward window close and the sweep expire the rest.
     std::thread::sleep(Duration::from_millis(4_600));

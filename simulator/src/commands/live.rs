@@ -91,14 +91,15 @@ pub(crate) fn load(a: LoadArgs) -> anyhow::Result<()> {
         }
         if let Some(busy) = report.client_cores_busy {
             println!(
-                "load generator: {busy:.2} of its {} cores busy",
-                report.client_cores
+                "load generator: {busy:.2} of its {} core{} busy",
+                report.client_cores,
+                if report.client_cores == 1 { "" } else { "s" }
             );
         }
     }
     if report.client_bound() {
         eprintln!(
-            "warning: the load generator kept its cores at least 90% busy: these rates are its own limit as much as the server's (give it more cores, or compare against h2load)"
+            "warning: the load generator kept its cores at least 90% busy: these rates are its own limit as much as the server's (give it more cores, or compare against h2load; the check is reliable when it is pinned, e.g. taskset -c 1)"
         );
     }
     Ok(())
