@@ -21,7 +21,9 @@ use prost::Message as _;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::{
+    HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
+};
 
 use crate::{
     raw_grpc::{RawChannel, frame},
@@ -195,54 +197,72 @@ struct Due {
 
 /// Runs the load; returns its report.
 pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::Result<LoadReport> {
-    let mut channels = Vec::with_capacity(opts.connections.max(1));
-    for _ in 0..opts.connections.max(1) {
-        channels.push(
-            tonic::transport::Endpoint::from_shared(opts.target.clone())?
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to {}", opts.target))?,
-        );
-    }
+    let connect = || async {
+        tonic::transport::Endpoint::from_shared(opts.target.clone())?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", opts.target))
+    };
     if opts.rpc == LoadRpc::Redeem {
+        let mut channels = Vec::with_capacity(opts.connections.max(1));
+        for _ in 0..opts.connections.max(1) {
+            channels.push(connect().await?);
+        }
         return run_redeem(opts, scenario, channels).await;
     }
-    // The timed calls go over lean connections of their own (the same
-    // number); redemptions over tonic's.
-    let mut raw = Vec::with_capacity(channels.len());
-    for _ in 0..channels.len() {
-        raw.push(RawChannel::connect(&opts.target).await?);
-    }
+    // The timed calls go over lean connections of their own; redemptions
+    // over one of tonic's.
+    let redemptions = connect().await?;
     let health_request = frame(&HealthCheckRequest {
         service: String::new(),
     });
+    let mut raw = Vec::with_capacity(opts.connections.max(1));
+    for _ in 0..opts.connections.max(1) {
+        let channel = RawChannel::connect(&opts.target).await?;
+        // One untimed call each: the server's settings have arrived (its
+        // stream limit is known) and the header tables are warm.
+        channel
+            .unary(HEALTH_CHECK, health_request.clone())
+            .await
+            .with_context(|| format!("{}: Health/Check", opts.target))?;
+        raw.push(channel);
+    }
+    // Requests are drawn and encoded before the clock starts, so that the
+    // load generator spends the run sending, not simulating customers.
+    let pools: Vec<(Pool, ChaCha8Rng)> = (0..opts.concurrency)
+        .map(|w| {
+            let mut rng = worker_rng(opts.seed, w);
+            if opts.rpc != LoadRpc::Select {
+                return (Vec::new(), rng);
+            }
+            let pool = request_pool(&scenario, &opts.campaign, w, POOL, &mut rng)
+                .into_iter()
+                .map(|(req, p)| (frame(&req), p))
+                .collect();
+            // The same stream then draws the redemption coins.
+            (pool, rng)
+        })
+        .collect();
     let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let deadline = started + opts.duration;
+    // A call still unanswered this long after the run's end is counted as
+    // DeadlineExceeded, so that a lost reply cannot hang the run.
+    let call_deadline = tokio::time::Instant::from_std(deadline + CALL_GRACE);
     let due: Arc<Mutex<Vec<Due>>> = Arc::new(Mutex::new(Vec::new()));
     let per_worker_interval = opts
         .rps
         .map(|r| Duration::from_secs_f64(opts.concurrency as f64 / r.max(1e-9)));
     let mut workers = Vec::with_capacity(opts.concurrency);
-    for w in 0..opts.concurrency {
+    for (w, (pool, mut rng)) in pools.into_iter().enumerate() {
         let channel = raw[w % raw.len()].clone();
         let health_request = health_request.clone();
         let scenario = scenario.clone();
         let due = due.clone();
-        let campaign = opts.campaign.clone();
-        let (rpc, seed, spd) = (opts.rpc, opts.seed, opts.seconds_per_day);
+        let (rpc, spd) = (opts.rpc, opts.seconds_per_day);
         let concurrency = opts.concurrency;
         workers.push(tokio::spawn(async move {
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
             let mut t = tally();
-            // Requests are drawn before the clock starts, so that the load
-            // generator spends its time sending, not simulating customers.
-            let pool: Vec<(Bytes, Vec<f64>)> =
-                request_pool(&scenario, &campaign, w, POOL, &mut rng)
-                    .into_iter()
-                    .map(|(req, p)| (frame(&req), p))
-                    .collect();
             // Phases are staggered so that callers do not fire in bursts.
             let phase = w as f64 / concurrency as f64;
             let mut ticker = per_worker_interval.map(|i| {
@@ -260,15 +280,25 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
                     LoadRpc::Redeem => break,
                     LoadRpc::Health => {
                         let s = Instant::now();
-                        let r = channel.unary(HEALTH_CHECK, health_request.clone()).await;
+                        let r = timed(
+                            call_deadline,
+                            channel.unary(HEALTH_CHECK, health_request.clone()),
+                        )
+                        .await
+                        .and_then(|m| serving(&m));
+                        let failed = r.is_err();
                         t.record(s, r.map(|_| 1));
+                        if failed && !carry_on(&channel).await {
+                            break;
+                        }
                     }
                     LoadRpc::Select => {
-                        let (req, p) = &pool[round as usize % pool.len()];
+                        let Some((req, p)) = pool.get(round as usize % pool.len().max(1)) else {
+                            break;
+                        };
                         round += 1;
                         let s = Instant::now();
-                        let r = channel
-                            .unary(SELECT_OFFER, req.clone())
+                        let r = timed(call_deadline, channel.unary(SELECT_OFFER, req.clone()))
                             .await
                             .and_then(|m| {
                                 proto::SelectOfferResponse::decode(m)
@@ -278,7 +308,11 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
                             Ok(resp) => (Ok(1), Some(resp)),
                             Err(e) => (Err(e), None),
                         };
+                        let failed = result.is_err();
                         t.record(s, result);
+                        if failed && !carry_on(&channel).await {
+                            break;
+                        }
                         if let Some(resp) = resp {
                             let p = scenario
                                 .offers()
@@ -305,7 +339,7 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
     // Redemptions flow back in batches as they come due.
     let redeemer = {
         let due = due.clone();
-        let mut offers = OfferServiceClient::new(channels[0].clone());
+        let mut offers = OfferServiceClient::new(redemptions);
         tokio::spawn(async move {
             let mut t = tally();
             while Instant::now() < deadline {
@@ -359,13 +393,58 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
         target: opts.target,
         campaign: opts.campaign,
         concurrency: opts.concurrency,
-        connections: channels.len(),
+        connections: raw.len(),
         seconds,
         client_cores_busy,
         client_cores: client_cores(),
         rps_limit: opts.rps,
         rpcs,
     })
+}
+
+/// A caller's requests, encoded, each with its offers' true redemption
+/// probabilities.
+type Pool = Vec<(Bytes, Vec<f64>)>;
+
+/// How long after the run's end a call may still be answered.
+const CALL_GRACE: Duration = Duration::from_secs(10);
+
+/// A worker's random stream.
+fn worker_rng(seed: u64, w: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64))
+}
+
+/// `call`, or DeadlineExceeded once `deadline` passes.
+async fn timed<T>(
+    deadline: tokio::time::Instant,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(
+                "no reply by the run's end",
+            ))
+        })
+}
+
+/// Ok when a Health/Check reply says SERVING.
+fn serving(reply: &Bytes) -> Result<(), tonic::Status> {
+    let r = HealthCheckResponse::decode(reply.clone())
+        .map_err(|e| tonic::Status::internal(format!("reply: {e}")))?;
+    if r.status == ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err(tonic::Status::unavailable("not serving"))
+    }
+}
+
+/// After a failed call: whether the worker goes on (its connection is
+/// alive; it yields first, so that a run of failures cannot starve the
+/// other callers).
+async fn carry_on(channel: &RawChannel) -> bool {
+    tokio::task::yield_now().await;
+    !channel.is_lost()
 }
 
 /// The CPU seconds this process has used (user and system, all threads), read
@@ -420,8 +499,7 @@ async fn run_redeem(
         let (scenario, ids, campaign) = (scenario.clone(), ids.clone(), opts.campaign.clone());
         let seed = opts.seed;
         makers.push(tokio::spawn(async move {
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+            let mut rng = worker_rng(seed, w);
             let pool = request_pool(&scenario, &campaign, w, POOL.min(per_worker), &mut rng);
             let mut t = tally();
             for i in 0..per_worker {

@@ -5,15 +5,34 @@
 //! below what the server answers for Health/Check, and then the ratio
 //! measures the client (BENCHMARKS.md, "Replies in one write").
 
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, Request, Uri};
+use http::{
+    HeaderMap, HeaderValue, Request, Uri,
+    uri::{Authority, PathAndQuery},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 use tonic::{Code, Status};
 
 /// One HTTP/2 connection; clones share it.
 #[derive(Clone)]
 pub(crate) struct RawChannel {
     send: h2::client::SendRequest<Bytes>,
-    authority: http::uri::Authority,
+    authority: Authority,
+    /// Set once the connection has ended: its calls fail at once.
+    lost: Arc<AtomicBool>,
 }
 
 impl RawChannel {
@@ -27,56 +46,89 @@ impl RawChannel {
             .authority()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("{target}: no host:port"))?;
-        let port = authority.port_u16().unwrap_or(80);
-        let tcp = tokio::net::TcpStream::connect((authority.host(), port)).await?;
+        // `host:port` as written (brackets kept for IPv6), port 80 if none.
+        let address = match authority.port_u16() {
+            Some(_) => authority.as_str().to_owned(),
+            None => format!("{}:80", authority.host()),
+        };
+        let tcp = TcpStream::connect(&address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {e}"))?;
         tcp.set_nodelay(true)?;
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(1 << 20)
             .initial_connection_window_size(1 << 24)
-            .handshake(tcp)
+            .handshake(Unvectored(tcp))
             .await?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        let target = target.to_owned();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                log_connection_end(&e);
+                eprintln!("load: the connection to {target} ended: {e}");
             }
+            flag.store(true, Ordering::Relaxed);
         });
-        Ok(RawChannel { send, authority })
+        Ok(RawChannel {
+            send,
+            authority,
+            lost,
+        })
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// Calls `path` with `message` (a gRPC frame, [`frame`]) and returns the
     /// reply's message, or the call's status.
-    pub(crate) async fn unary(&self, path: &str, message: Bytes) -> Result<Bytes, Status> {
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let request = Request::post(uri)
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
+    pub(crate) async fn unary(&self, path: &'static str, message: Bytes) -> Result<Bytes, Status> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(PathAndQuery::from_static(path));
+        let uri = Uri::from_parts(uri).map_err(|e| Status::internal(e.to_string()))?;
+        let mut request = Request::post(uri)
             .body(())
             .map_err(|e| Status::internal(e.to_string()))?;
-        let mut send = self.send.clone().ready().await.map_err(h2_status)?;
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        let mut send = match self.send.clone().ready().await {
+            Ok(send) => send,
+            Err(e) => {
+                self.lost.store(true, Ordering::Relaxed);
+                return Err(h2_status(e));
+            }
+        };
         let (response, mut body_tx) = send.send_request(request, false).map_err(h2_status)?;
         body_tx.send_data(message, true).map_err(h2_status)?;
         let response = response.await.map_err(h2_status)?;
+        // A trailers-only reply (an error) carries grpc-status in its headers.
+        if response.headers().contains_key("grpc-status") {
+            grpc_status(response.headers())?;
+            return Err(Status::internal("a trailers-only reply with status OK"));
+        }
         if response.status() != http::StatusCode::OK {
             return Err(Status::unknown(format!(
                 "HTTP status {}",
                 response.status()
             )));
         }
-        // A trailers-only reply (an error) carries grpc-status in its headers.
-        if response.headers().contains_key("grpc-status") {
-            grpc_status(response.headers())?;
-            return Err(Status::internal("a trailers-only reply with status OK"));
-        }
         let mut body = response.into_body();
         let mut reply = BytesMut::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(h2_status)?;
             let _ = body.flow_control().release_capacity(chunk.len());
+            if reply.len() + chunk.len() > MAX_REPLY {
+                return Err(Status::resource_exhausted(format!(
+                    "a reply over {MAX_REPLY} bytes"
+                )));
+            }
             reply.put(chunk);
         }
         match body.trailers().await.map_err(h2_status)? {
@@ -87,17 +139,51 @@ impl RawChannel {
     }
 }
 
-/// The error of an h2 failure, as a gRPC status.
-fn h2_status(e: h2::Error) -> Status {
-    Status::unavailable(format!("HTTP/2: {e}"))
+/// The largest reply read (tonic's default limit for a decoded message).
+const MAX_REPLY: usize = 4 << 20;
+
+/// The socket, reporting unvectored writes so that h2 copies frames under
+/// 1 KiB into one buffer, as the server does (`src/connections.rs`): a
+/// SelectOffer request of about 270 bytes would otherwise be chained and
+/// flushed on its own, which a Health/Check request never is.
+struct Unvectored(TcpStream);
+
+impl AsyncRead for Unvectored {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
 }
 
-/// The connection task's error goes nowhere but stderr: the calls on it
-/// fail and are counted as errors.
-fn log_connection_end(e: &h2::Error) {
-    if !e.is_go_away() && !e.is_io() {
-        eprintln!("load: connection ended: {e}");
+impl AsyncWrite for Unvectored {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
     }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+/// The error of an h2 failure, as a gRPC status (tonic's mapping of the
+/// HTTP/2 reason: REFUSED_STREAM is Unavailable, CANCEL Cancelled, ...).
+fn h2_status(e: h2::Error) -> Status {
+    Status::from_error(Box::new(e))
 }
 
 /// The status `headers` name in `grpc-status` (and `grpc-message`): Ok for
@@ -175,6 +261,101 @@ mod tests {
             <offer_bandit::proto::RecordRedemptionRequest as prost::Message>::decode(message)
                 .expect("decodes");
         assert_eq!(back, m);
+    }
+
+    /// A server of `h2` on loopback answering each call with `reply`:
+    /// the reply's frame one byte per DATA frame, then its trailers.
+    async fn split_reply_server(
+        reply: Bytes,
+        status: &'static str,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut conn = h2::server::handshake(tcp).await.expect("handshake");
+            // Two calls, then the connection closes.
+            for _ in 0..2 {
+                let Some(Ok((request, mut respond))) = conn.accept().await else {
+                    return;
+                };
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut body = request.into_body();
+                    while let Some(chunk) = body.data().await {
+                        let n = chunk.expect("request data").len();
+                        let _ = body.flow_control().release_capacity(n);
+                    }
+                    let response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .expect("response");
+                    let mut tx = respond.send_response(response, false).expect("headers");
+                    for b in reply.iter() {
+                        tx.send_data(Bytes::copy_from_slice(&[*b]), false)
+                            .expect("data");
+                    }
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static(status));
+                    tx.send_trailers(trailers).expect("trailers");
+                });
+            }
+            // Serve the two streams to their end, then drop the connection.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+                while conn.accept().await.is_some() {}
+            })
+            .await;
+        });
+        (target, server)
+    }
+
+    #[tokio::test]
+    async fn a_reply_in_many_frames_then_a_closed_connection() {
+        let message = offer_bandit::proto::RecordRedemptionRequest {
+            decision_id: "a decision id long enough to span many frames".into(),
+            ..Default::default()
+        };
+        let (target, server) = split_reply_server(frame(&message), "0").await;
+        let channel = RawChannel::connect(&target).await.expect("connects");
+        let reply = channel
+            .unary("/test.Svc/Call", frame(&message))
+            .await
+            .expect("a reply");
+        let back = <offer_bandit::proto::RecordRedemptionRequest as prost::Message>::decode(reply)
+            .expect("decodes");
+        assert_eq!(back, message);
+        assert!(
+            channel
+                .unary("/test.Svc/Call", frame(&message))
+                .await
+                .is_ok()
+        );
+        server.await.expect("server");
+        // The server is gone: the channel says so, and calls fail at once.
+        let started = std::time::Instant::now();
+        while !channel.is_lost() && started.elapsed() < std::time::Duration::from_secs(5) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(channel.is_lost());
+        assert!(
+            channel
+                .unary("/test.Svc/Call", frame(&message))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_status_in_the_trailers_is_the_calls() {
+        let (target, _server) = split_reply_server(Bytes::new(), "5").await;
+        let channel = RawChannel::connect(&target).await.expect("connects");
+        let e = channel
+            .unary("/test.Svc/Call", Bytes::from_static(b"\0\0\0\0\0"))
+            .await
+            .expect_err("NOT_FOUND");
+        assert_eq!(e.code(), Code::NotFound);
     }
 
     #[test]

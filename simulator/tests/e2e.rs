@@ -210,6 +210,37 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
         !lines.contains("\"pending\""),
         "every decision resolved before the export"
     );
+    // SelectOffer through the load generator's own client, after the
+    // export: answered (replies decoded), no errors.
+    let select = run(
+        &offer_sim(),
+        &[
+            "load",
+            "--target",
+            &addr,
+            "--campaign",
+            "coffee",
+            "--scenario",
+            scenario,
+            "--concurrency",
+            "4",
+            "--duration",
+            "500ms",
+            "--json",
+        ],
+    );
+    let select: Value = serde_json::from_str(&select).expect("load --json");
+    assert_eq!(select["rpcs"][0]["rpc"], "SelectOffer", "{select}");
+    assert!(
+        select["rpcs"][0]["ok"].as_u64().unwrap_or(0) > 10,
+        "{select}"
+    );
+    assert!(
+        select["rpcs"][0]["errors"]
+            .as_object()
+            .is_some_and(|e| e.is_empty()),
+        "{select}"
+    );
 
     // Each target's true value over the same 4,000 visits, by simulating it
     // directly (its expected reward, averaged over 16 seeds of visits).
