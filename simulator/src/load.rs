@@ -276,59 +276,59 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
                 if let Some(tk) = &mut ticker {
                     tk.tick().await;
                 }
-                match rpc {
+                let s = Instant::now();
+                // SelectOffer's reply, with the true redemption
+                // probabilities of the request's customer; None for a
+                // Health/Check.
+                let reply = match rpc {
                     LoadRpc::Redeem => break,
-                    LoadRpc::Health => {
-                        let s = Instant::now();
-                        let r = timed(
-                            call_deadline,
-                            channel.unary(HEALTH_CHECK, health_request.clone()),
-                        )
-                        .await
-                        .and_then(|m| serving(&m));
-                        let failed = r.is_err();
-                        t.record(s, r.map(|_| 1));
-                        if failed && !carry_on(&channel).await {
-                            break;
-                        }
-                    }
+                    LoadRpc::Health => timed(
+                        call_deadline,
+                        channel.unary(HEALTH_CHECK, health_request.clone()),
+                    )
+                    .await
+                    .and_then(serving)
+                    .map(|()| None),
                     LoadRpc::Select => {
                         let Some((req, p)) = pool.get(round as usize % pool.len().max(1)) else {
                             break;
                         };
                         round += 1;
-                        let s = Instant::now();
-                        let r = timed(call_deadline, channel.unary(SELECT_OFFER, req.clone()))
+                        timed(call_deadline, channel.unary(SELECT_OFFER, req.clone()))
                             .await
                             .and_then(|m| {
                                 proto::SelectOfferResponse::decode(m)
                                     .map_err(|e| tonic::Status::internal(format!("reply: {e}")))
-                            });
-                        let (result, resp) = match r {
-                            Ok(resp) => (Ok(1), Some(resp)),
-                            Err(e) => (Err(e), None),
-                        };
-                        let failed = result.is_err();
-                        t.record(s, result);
-                        if failed && !carry_on(&channel).await {
-                            break;
+                            })
+                            .map(|resp| Some((resp, p)))
+                    }
+                };
+                let selected = match reply {
+                    Ok(selected) => {
+                        t.record(s, Ok(1));
+                        selected
+                    }
+                    Err(e) => {
+                        t.record(s, Err(e));
+                        if carry_on(&channel).await {
+                            continue;
                         }
-                        if let Some(resp) = resp {
-                            let p = scenario
-                                .offers()
-                                .iter()
-                                .position(|o| o.id == resp.offer_id)
-                                .map_or(0.0, |k| p[k]);
-                            if rng.random::<f64>() < p {
-                                let delay = scenario.draw_delay_days(&mut rng) * spd;
-                                if let Ok(mut d) = due.lock() {
-                                    d.push(Due {
-                                        at: Instant::now()
-                                            + Duration::from_secs_f64(delay.max(0.0)),
-                                        decision_id: resp.decision_id,
-                                    });
-                                }
-                            }
+                        break;
+                    }
+                };
+                if let Some((resp, p)) = selected {
+                    let p = scenario
+                        .offers()
+                        .iter()
+                        .position(|o| o.id == resp.offer_id)
+                        .map_or(0.0, |k| p[k]);
+                    if rng.random::<f64>() < p {
+                        let delay = scenario.draw_delay_days(&mut rng) * spd;
+                        if let Ok(mut d) = due.lock() {
+                            d.push(Due {
+                                at: Instant::now() + Duration::from_secs_f64(delay.max(0.0)),
+                                decision_id: resp.decision_id,
+                            });
                         }
                     }
                 }
@@ -429,8 +429,8 @@ async fn timed<T>(
 }
 
 /// Ok when a Health/Check reply says SERVING.
-fn serving(reply: &Bytes) -> Result<(), tonic::Status> {
-    let r = HealthCheckResponse::decode(reply.clone())
+fn serving(reply: Bytes) -> Result<(), tonic::Status> {
+    let r = HealthCheckResponse::decode(reply)
         .map_err(|e| tonic::Status::internal(format!("reply: {e}")))?;
     if r.status == ServingStatus::Serving as i32 {
         Ok(())

@@ -109,8 +109,8 @@ impl RawChannel {
         body_tx.send_data(message, true).map_err(h2_status)?;
         let response = response.await.map_err(h2_status)?;
         // A trailers-only reply (an error) carries grpc-status in its headers.
-        if response.headers().contains_key("grpc-status") {
-            grpc_status(response.headers())?;
+        if let Some(status) = grpc_status(response.headers()) {
+            status?;
             return Err(Status::internal("a trailers-only reply with status OK"));
         }
         if response.status() != http::StatusCode::OK {
@@ -131,9 +131,10 @@ impl RawChannel {
             }
             reply.put(chunk);
         }
-        match body.trailers().await.map_err(h2_status)? {
-            Some(trailers) if trailers.contains_key("grpc-status") => grpc_status(&trailers)?,
-            _ => return Err(Status::unknown("a reply without grpc-status")),
+        let trailers = body.trailers().await.map_err(h2_status)?;
+        match trailers.as_ref().and_then(grpc_status) {
+            Some(status) => status?,
+            None => return Err(Status::unknown("a reply without grpc-status")),
         }
         unframe(reply.freeze())
     }
@@ -186,25 +187,23 @@ fn h2_status(e: h2::Error) -> Status {
     Status::from_error(Box::new(e))
 }
 
-/// The status `headers` name in `grpc-status` (and `grpc-message`): Ok for
-/// 0, and when they name none.
-fn grpc_status(headers: &HeaderMap) -> Result<(), Status> {
-    let Some(code) = headers.get("grpc-status") else {
-        return Ok(());
-    };
+/// The status `headers` name in `grpc-status` (and `grpc-message`), Ok for
+/// 0; None when they name none.
+fn grpc_status(headers: &HeaderMap) -> Option<Result<(), Status>> {
+    let code = headers.get("grpc-status")?;
     let code = code
         .to_str()
         .ok()
         .and_then(|c| c.parse::<i32>().ok())
         .unwrap_or(Code::Unknown as i32);
     if code == 0 {
-        return Ok(());
+        return Some(Ok(()));
     }
     let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
         .unwrap_or_default();
-    Err(Status::new(Code::from(code), message.to_owned()))
+    Some(Err(Status::new(Code::from(code), message.to_owned())))
 }
 
 /// `message` as a gRPC frame: no compression, its length, its bytes.
@@ -365,12 +364,14 @@ mod tests {
         assert!(unframe(Bytes::from_static(b"\0\0\0\0\x02a")).is_err());
         assert!(unframe(Bytes::from_static(b"\0\0\0\0\0")).is_ok());
         let mut h = HeaderMap::new();
-        assert!(grpc_status(&h).is_ok());
+        assert!(grpc_status(&h).is_none());
         h.insert("grpc-status", http::HeaderValue::from_static("0"));
-        assert!(grpc_status(&h).is_ok());
+        assert!(matches!(grpc_status(&h), Some(Ok(()))));
         h.insert("grpc-status", http::HeaderValue::from_static("8"));
         h.insert("grpc-message", http::HeaderValue::from_static("busy"));
-        let e = grpc_status(&h).expect_err("RESOURCE_EXHAUSTED");
+        let e = grpc_status(&h)
+            .expect("a status")
+            .expect_err("RESOURCE_EXHAUSTED");
         assert_eq!(e.code(), Code::ResourceExhausted);
         assert_eq!(e.message(), "busy");
     }
