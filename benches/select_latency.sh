@@ -2,7 +2,7 @@
 # SelectOffer against Health/Check with `offer-sim load` (varied contexts:
 # the coffee-loyalty scenario's customers, redemptions flowing back), then
 # SelectOffer's latency at half of its maximum throughput (BENCHMARKS.md,
-# "SelectOffer near the stack's limit").
+# "`offer-sim load`: varied customers").
 #
 #   benches/select_latency.sh            # run from the project root
 #

@@ -40,7 +40,7 @@ pub(crate) struct Log {
     pub(crate) rows: Vec<Logged>,
 }
 
-/// One line of `offer-bandit export` (see the README's "Decision log format").
+/// One line of `offer-bandit export` (the format: docs/api.md, "The decision log").
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct ExportLine {
     #[allow(dead_code)]

@@ -1,6 +1,6 @@
 //! The admin subcommands that talk to a running server: `export` writes the
-//! decision log as JSON Lines, one decision per line (the format is in the
-//! README; `offer-sim ope --logs` reads it); `forget` erases a customer;
+//! decision log as JSON Lines, one decision per line (the format is in
+//! docs/api.md, "The decision log"; `offer-sim ope --logs` reads it); `forget` erases a customer;
 //! `backup` writes a consistent snapshot of the store to a file; `report`
 //! prints the bandit-versus-control report. The live campaign changes are
 //! in [`crate::admin_cli`].
