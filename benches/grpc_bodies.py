@@ -7,7 +7,11 @@ the demo's coffee customers send, and an empty HealthCheckRequest.
     python3 benches/grpc_bodies.py CAMPAIGN DIR   # writes DIR/select.bin, DIR/health.bin
 
 FEATURES=lifecycle,hour keeps only the features named (what the context's
-size costs: BENCHMARKS.md, "Instructions per call").
+size costs: BENCHMARKS.md, "Instructions per call"). EXTRA=1 adds four
+features no demo campaign declares (device, visit_count, locale, weather):
+the reply names the features it ignored, which takes it past 256 bytes, as
+the offer-sim scenarios' replies are (BENCHMARKS.md, "Replies in one
+write").
 """
 import os, struct, sys
 def varint(n):
@@ -29,6 +33,8 @@ context = {"lifecycle": "active", "hour": 15, "channel": "app", "spend_tier": "m
 if os.environ.get("FEATURES"):
     kept = os.environ["FEATURES"].split(",")
     context = {k: v for k, v in context.items() if k in kept}
+if os.environ.get("EXTRA"):
+    context.update({"device": "ios", "visit_count": 12, "locale": "en-US", "weather": "sunny"})
 msg = field(1, 2, sys.argv[1].encode())
 for k, v in context.items():
     msg += field(2, 2, field(1, 2, k.encode()) + field(2, 2, value(v)))

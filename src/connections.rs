@@ -1,7 +1,9 @@
 //! Accepted gRPC connections: at most so many open, each closed when it
 //! stays silent (no HTTP/2 preface in time, or no traffic either way for the
 //! idle timeout), and accept errors (EMFILE) met with a pause instead of a
-//! busy loop.
+//! busy loop. With TLS, the handshake is done here too (each connection in
+//! a task of its own, within the preface timeout), so that the stream h2
+//! writes to is ours over TLS as well ([`Accepted`]).
 
 use std::{
     io,
@@ -17,6 +19,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::{Instant, Sleep},
 };
+use tokio_rustls::{TlsAcceptor, rustls, server::TlsStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// How long a new connection has to send its first bytes (the HTTP/2
@@ -145,27 +148,120 @@ impl AsyncWrite for Conn {
         r
     }
 
-    /// False, although the socket could: h2 then copies DATA payloads under
-    /// 1 KiB into its write buffer (under 256 bytes when the transport is
-    /// vectored), and each larger payload makes the connection flush before
-    /// it takes the next frame. A SelectOffer reply is a few hundred bytes,
-    /// so with vectored writes each one went out in a write of its own and
-    /// its trailers in another (BENCHMARKS.md, "Replies in one write").
-    /// The price: a payload of 1 KiB or more (an explained reply, a backup
-    /// chunk's 16 KiB frames) leaves in two writes instead of one writev.
-    /// Plaintext gRPC only: over TLS, tokio-rustls's stream says vectored
-    /// whatever this says, and h2 keeps 256 bytes.
+    /// False, as [`Accepted`] says to h2; a TLS stream over this one writes
+    /// its records through `poll_write_vectored` all the same.
     fn is_write_vectored(&self) -> bool {
         false
     }
 }
 
-impl Connected for Conn {
+/// A connection as the gRPC server gets it: plaintext, or TLS over the
+/// same [`Conn`] (whose limits then apply to the encrypted bytes).
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    Plain(Conn),
+    Tls(Box<TlsStream<Conn>>),
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Accepted::Plain(c) => Pin::new(c).poll_read(cx, buf),
+            Accepted::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Accepted::Plain(c) => Pin::new(c).poll_write(cx, data),
+            Accepted::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Accepted::Plain(c) => Pin::new(c).poll_flush(cx),
+            Accepted::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Accepted::Plain(c) => Pin::new(c).poll_shutdown(cx),
+            Accepted::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Accepted::Plain(c) => Pin::new(c).poll_write_vectored(cx, bufs),
+            Accepted::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    /// False, although the socket could, and over TLS as well (whose stream
+    /// would say true): h2 then copies DATA payloads under 1 KiB into its
+    /// write buffer (under 256 bytes when the transport is vectored), and
+    /// each larger payload makes the connection flush before it takes the
+    /// next frame. A SelectOffer reply is a few hundred bytes, so with
+    /// vectored writes each one went out in a write of its own (over TLS, a
+    /// record of its own) and its trailers in another (BENCHMARKS.md,
+    /// "Replies in one write"). The price: a payload of 1 KiB or more (an
+    /// explained reply, a backup chunk's 16 KiB frames) leaves in two
+    /// writes instead of one writev.
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+impl Connected for Accepted {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        let conn = match self {
+            Accepted::Plain(c) => c,
+            Accepted::Tls(t) => t.get_ref().0,
+        };
+        conn.inner.connect_info()
     }
+}
+
+/// The server's TLS acceptor for a PEM certificate chain and its PEM
+/// private key: TLS 1.2 and 1.3 on ring, offering HTTP/2 by ALPN (gRPC
+/// clients such as grpc-go require it), no client certificates.
+pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate file is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("the certificate file holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("the key file holds no PEM private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Accepts connections on `listener` under `limits` until the returned
@@ -173,7 +269,8 @@ impl Connected for Conn {
 pub(crate) fn accept(
     listener: TcpListener,
     limits: ConnectionLimits,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
+    tls: Option<TlsAcceptor>,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
@@ -219,9 +316,31 @@ pub(crate) fn accept(
                 started: false,
                 _slot: slot,
             };
-            if tx.send(Ok(conn)).await.is_err() {
-                break;
-            }
+            let Some(tls) = &tls else {
+                if tx.send(Ok(Accepted::Plain(conn))).await.is_err() {
+                    break;
+                }
+                continue;
+            };
+            // The handshake in a task of its own, so that a slow client
+            // holds up no other; one that has not finished it within the
+            // preface timeout is closed, and its slot freed.
+            let (tls, tx) = (tls.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(limits.preface_timeout, tls.accept(conn)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(Accepted::Tls(Box::new(stream)))).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        metrics::counter!("offer_bandit_tls_handshake_failures_total").increment(1);
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake not finished in time");
+                        metrics::counter!("offer_bandit_tls_handshake_failures_total").increment(1);
+                    }
+                }
+            });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -268,5 +387,131 @@ mod tests {
         let mut got = [0u8; 14];
         peer.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"head-body+tail");
+    }
+
+    /// A self-signed certificate for localhost: the server's acceptor, and
+    /// a client that trusts it and offers HTTP/2.
+    fn tls_pair() -> (TlsAcceptor, tokio_rustls::TlsConnector) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let acceptor = tls_acceptor(
+            cert.pem().as_bytes(),
+            signing_key.serialize_pem().as_bytes(),
+        )
+        .expect("acceptor");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("root");
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        (acceptor, tokio_rustls::TlsConnector::from(Arc::new(client)))
+    }
+
+    async fn tls_listener(
+        limits: ConnectionLimits,
+        acceptor: TlsAcceptor,
+    ) -> (
+        std::net::SocketAddr,
+        tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        (addr, accept(listener, limits, Some(acceptor)))
+    }
+
+    /// Over TLS too the stream h2 writes to says unvectored (tokio-rustls's
+    /// own would say vectored), HTTP/2 is agreed by ALPN, and bytes cross
+    /// both ways.
+    #[tokio::test]
+    async fn tls_connections_are_handshaken_here_and_report_unvectored_writes() {
+        use tokio_stream::StreamExt as _;
+        let (acceptor, connector) = tls_pair();
+        let limits = ConnectionLimits {
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(60),
+            preface_timeout: Duration::from_secs(10),
+        };
+        let (addr, mut incoming) = tls_listener(limits, acceptor).await;
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let (client, server) = tokio::join!(connector.connect(name, tcp), incoming.next());
+        let mut client = client.expect("client handshake");
+        let mut server = server.expect("a connection").expect("accepted");
+        let Accepted::Tls(tls) = &server else {
+            panic!("a TLS connection, not plaintext");
+        };
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        assert_eq!(client.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        assert!(
+            tls.is_write_vectored(),
+            "tokio-rustls's own stream says vectored"
+        );
+        assert!(!server.is_write_vectored());
+        assert!(server.connect_info().remote_addr().is_some());
+        let reply = vec![7u8; 600];
+        server.write_all(&reply).await.expect("write");
+        server.flush().await.expect("flush");
+        let mut got = vec![0u8; 600];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, reply);
+        client.write_all(b"request").await.expect("write");
+        client.flush().await.expect("flush");
+        let mut got = [0u8; 7];
+        server.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"request");
+    }
+
+    /// A client that never finishes its handshake is closed after the
+    /// preface timeout, and its place under the cap goes to the next.
+    #[tokio::test]
+    async fn a_stalled_tls_handshake_is_dropped_and_frees_its_slot() {
+        use tokio_stream::StreamExt as _;
+        let (acceptor, connector) = tls_pair();
+        let limits = ConnectionLimits {
+            max_connections: 1,
+            idle_timeout: Duration::from_secs(60),
+            preface_timeout: Duration::from_millis(200),
+        };
+        let (addr, mut incoming) = tls_listener(limits, acceptor).await;
+        // Sends half a record header, then nothing: the handshake waits.
+        let mut stalled = TcpStream::connect(addr).await.expect("connect");
+        stalled.write_all(&[0x16, 0x03]).await.expect("write");
+        let none = tokio::time::timeout(Duration::from_millis(500), incoming.next()).await;
+        assert!(none.is_err(), "a stalled handshake yields no connection");
+        // Its slot is free again: the next client gets through.
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let (client, server) = tokio::join!(connector.connect(name, tcp), incoming.next());
+        client.expect("client handshake");
+        assert!(matches!(server, Some(Ok(Accepted::Tls(_)))));
+        // The stalled one was closed.
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), stalled.read(&mut buf))
+            .await
+            .expect("closed, not left open");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+
+    #[test]
+    fn unusable_certificates_and_keys_are_refused_with_a_reason() {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let key = signing_key.serialize_pem();
+        let err = |r: Result<TlsAcceptor, String>| r.err().unwrap_or_default();
+        assert!(err(tls_acceptor(b"", key.as_bytes())).contains("no certificate"));
+        assert!(
+            err(tls_acceptor(cert.pem().as_bytes(), b"not a key")).contains("no PEM private key")
+        );
+        // A key that is not the certificate's.
+        let other = rcgen::KeyPair::generate().expect("key").serialize_pem();
+        assert!(
+            err(tls_acceptor(cert.pem().as_bytes(), other.as_bytes())).contains("TLS identity")
+        );
+        assert!(tls_acceptor(cert.pem().as_bytes(), key.as_bytes()).is_ok());
     }
 }

@@ -150,6 +150,11 @@ pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "gRPC connections closed at once because --max-connections were open.",
     ),
+    (
+        "offer_bandit_tls_handshake_failures_total",
+        Kind::Counter,
+        "TLS handshakes on the gRPC port that failed or did not finish within the preface timeout.",
+    ),
 ];
 
 /// Installs the process-wide recorder, describes every series and sets

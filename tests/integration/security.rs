@@ -134,6 +134,32 @@ fn short_tokens_are_refused_at_startup() {
     assert!(stderr.contains("at least 16 bytes"), "{stderr}");
 }
 
+#[test]
+fn a_tls_key_that_is_not_the_certificates_is_refused_at_startup() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rcgen::CertifiedKey { cert, .. } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let other = rcgen::KeyPair::generate().expect("key");
+    let cert_path = tmp.path().join("cert.pem");
+    let key_path = tmp.path().join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, other.serialize_pem()).expect("write key");
+    let stderr = crate::support::serve_refuses(
+        &tmp.path().join("d"),
+        &[
+            "--tls-cert",
+            &cert_path.display().to_string(),
+            "--tls-key",
+            &key_path.display().to_string(),
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("the TLS certificate or key is not usable"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn tls_serves_https_with_the_configured_certificate() {
     let tmp = tempfile::tempdir().expect("tmp");
