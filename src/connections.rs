@@ -1,9 +1,10 @@
-//! Accepted gRPC connections: at most so many open, each closed when it
-//! stays silent (no HTTP/2 preface in time, or no traffic either way for the
-//! idle timeout), and accept errors (EMFILE) met with a pause instead of a
+//! Accepted connections: at most so many open, each closed when it stays
+//! silent (nothing sent in time after connecting, or no traffic either way
+//! for the idle timeout), and accept errors (EMFILE) met with a pause instead of a
 //! busy loop. With TLS, the handshake is done here too (each connection in
 //! a task of its own, within the preface timeout), so that the stream h2
-//! writes to is ours over TLS as well ([`Accepted`]).
+//! writes to is ours over TLS as well ([`Accepted`]). The gRPC port takes
+//! them as a stream ([`accept`]), the JSON/HTTP gateway as a [`Listener`].
 
 use std::{
     io,
@@ -83,7 +84,7 @@ impl Conn {
         let what = if self.started {
             "idle connection closed (--idle-timeout)"
         } else {
-            "no HTTP/2 preface in time"
+            "nothing received in time after connecting"
         };
         io::Error::new(io::ErrorKind::TimedOut, what)
     }
@@ -240,10 +241,64 @@ impl Connected for Accepted {
     }
 }
 
-/// The server's TLS acceptor for a PEM certificate chain and its PEM
-/// private key: TLS 1.2 and 1.3 on ring, offering HTTP/2 by ALPN (gRPC
-/// clients such as grpc-go require it), no client certificates.
-pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+/// [`accept`]'s connections as a listener for axum (the JSON/HTTP gateway):
+/// the same cap, timeouts and TLS as the gRPC port.
+pub(crate) struct Listener {
+    incoming: tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>>,
+    local: std::net::SocketAddr,
+}
+
+impl Listener {
+    /// Accepts on `listener` under `limits`, with TLS when `tls` is given.
+    pub(crate) fn new(
+        listener: TcpListener,
+        limits: ConnectionLimits,
+        tls: Option<TlsAcceptor>,
+    ) -> io::Result<Listener> {
+        let local = listener.local_addr()?;
+        Ok(Listener {
+            incoming: accept(listener, limits, tls),
+            local,
+        })
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Accepted;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Accepted, std::net::SocketAddr) {
+        use tokio_stream::StreamExt as _;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(conn)) => {
+                    let peer = conn.connect_info().remote_addr().unwrap_or(self.local);
+                    return (conn, peer);
+                }
+                // [`accept`] logs and retries its failures itself.
+                Some(Err(_)) => {}
+                // Only when the server is stopping: axum's graceful
+                // shutdown ends the serve.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// A TLS acceptor for a PEM certificate chain and its PEM private key: TLS
+/// 1.2 and 1.3 on ring, no client certificates, offering `protocol` by
+/// ALPN: `h2` on the gRPC port (clients such as grpc-go require it),
+/// `http/1.1` on the gateway (a client offering both, as curl does, must
+/// not be led to HTTP/2 there).
+pub(crate) fn tls_acceptor(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    protocol: &[u8],
+) -> Result<TlsAcceptor, String> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
     let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
@@ -260,7 +315,7 @@ pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAccepto
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![protocol.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -273,6 +328,9 @@ pub(crate) fn accept(
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     tokio::spawn(async move {
         let mut refused_logged = Instant::now() - Duration::from_secs(60);
         loop {
@@ -296,6 +354,7 @@ pub(crate) fn accept(
                     refused_logged = Instant::now();
                     tracing::warn!(
                         max_connections = limits.max_connections,
+                        listen = %local,
                         peer = %stream.peer_addr().map_or_else(|_| "unknown".to_owned(), |a| a.to_string()),
                         "at the connection limit (--max-connections); closing new connections"
                     );
@@ -397,6 +456,7 @@ mod tests {
         let acceptor = tls_acceptor(
             cert.pem().as_bytes(),
             signing_key.serialize_pem().as_bytes(),
+            b"h2",
         )
         .expect("acceptor");
         let mut roots = rustls::RootCertStore::empty();
@@ -503,15 +563,17 @@ mod tests {
             rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
         let key = signing_key.serialize_pem();
         let err = |r: Result<TlsAcceptor, String>| r.err().unwrap_or_default();
-        assert!(err(tls_acceptor(b"", key.as_bytes())).contains("no certificate"));
+        assert!(err(tls_acceptor(b"", key.as_bytes(), b"h2")).contains("no certificate"));
         assert!(
-            err(tls_acceptor(cert.pem().as_bytes(), b"not a key")).contains("no PEM private key")
+            err(tls_acceptor(cert.pem().as_bytes(), b"not a key", b"h2"))
+                .contains("no PEM private key")
         );
         // A key that is not the certificate's.
         let other = rcgen::KeyPair::generate().expect("key").serialize_pem();
         assert!(
-            err(tls_acceptor(cert.pem().as_bytes(), other.as_bytes())).contains("TLS identity")
+            err(tls_acceptor(cert.pem().as_bytes(), other.as_bytes(), b"h2"))
+                .contains("TLS identity")
         );
-        assert!(tls_acceptor(cert.pem().as_bytes(), key.as_bytes()).is_ok());
+        assert!(tls_acceptor(cert.pem().as_bytes(), key.as_bytes(), b"h2").is_ok());
     }
 }

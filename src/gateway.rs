@@ -52,7 +52,7 @@ pub(crate) struct Gateway {
 /// Serves the gateway on `listener` until `stop` completes (then lets the
 /// requests in flight finish) or the task is dropped.
 pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::connections::Listener,
     gateway: Gateway,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {

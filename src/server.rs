@@ -258,14 +258,34 @@ pub async fn serve(
     let api = Api::new(engine.clone(), opts.limits)
         .with_permits(guard.permits())
         .with_scratch(scratch);
+    // TLS is ours to do ([`crate::connections::accept`]), not tonic's: the
+    // stream h2 writes to then says it takes no vectored writes, which
+    // keeps each reply under 1 KiB in one TLS record with its trailers.
+    // The gateway gets the same certificate, offering HTTP/1.1.
+    let (tls, gateway_tls) = match &opts.tls {
+        Some((cert, key)) => {
+            let cert_pem = std::fs::read(cert)
+                .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
+            let key_pem = std::fs::read(key)
+                .with_context(|| format!("reading the TLS key {}", key.display()))?;
+            let acceptor = |protocol: &[u8]| {
+                crate::connections::tls_acceptor(&cert_pem, &key_pem, protocol)
+                    .map_err(|e| anyhow::anyhow!("the TLS certificate or key is not usable: {e}"))
+            };
+            (Some(acceptor(b"h2")?), Some(acceptor(b"http/1.1")?))
+        }
+        None => (None, None),
+    };
+    // Both ports' connections: capped, closed when silent, TLS when set.
+    let limits = ConnectionLimits {
+        max_connections: opts.max_connections,
+        idle_timeout: opts.idle_timeout,
+        preface_timeout: crate::connections::PREFACE_TIMEOUT.min(opts.idle_timeout),
+    };
     let (gateway_stop, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
-    if gateway_listener.is_some() && opts.tls.is_some() {
-        tracing::warn!(
-            "the JSON/HTTP gateway (--http-listen) serves plain HTTP although gRPC has TLS: \
-             tokens and customer ids cross the network unencrypted; listen on loopback or put \
-             a TLS proxy in front"
-        );
-    }
+    let gateway_listener = gateway_listener
+        .map(|listener| crate::connections::Listener::new(listener, limits, gateway_tls.clone()))
+        .transpose()?;
     let gateway_task = gateway_listener.map(|listener| {
         tokio::spawn(crate::gateway::serve(
             listener,
@@ -293,23 +313,6 @@ pub async fn serve(
         .http2_keepalive_interval(Some(
             (opts.idle_timeout / 2).clamp(Duration::from_millis(500), Duration::from_secs(60)),
         ));
-    // TLS is ours to do ([`crate::connections::accept`]), not tonic's: the
-    // stream h2 writes to then says it takes no vectored writes, which
-    // keeps each reply under 1 KiB in one TLS record with its trailers.
-    let tls = match &opts.tls {
-        Some((cert, key)) => {
-            let cert_pem = std::fs::read(cert)
-                .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
-            let key_pem = std::fs::read(key)
-                .with_context(|| format!("reading the TLS key {}", key.display()))?;
-            Some(
-                crate::connections::tls_acceptor(&cert_pem, &key_pem).map_err(|e| {
-                    anyhow::anyhow!("the TLS certificate or key is not usable: {e}")
-                })?,
-            )
-        }
-        None => None,
-    };
     let server = builder
         .trace_fn(|req| tracing::debug_span!("rpc", method = %req.uri().path()))
         .layer(crate::metrics::RpcMetricsLayer)
@@ -327,20 +330,9 @@ pub async fn serve(
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(64 << 20),
         )
-        .serve_with_incoming_shutdown(
-            crate::connections::accept(
-                listener,
-                ConnectionLimits {
-                    max_connections: opts.max_connections,
-                    idle_timeout: opts.idle_timeout,
-                    preface_timeout: crate::connections::PREFACE_TIMEOUT.min(opts.idle_timeout),
-                },
-                tls,
-            ),
-            async {
-                let _ = stop_rx.await;
-            },
-        );
+        .serve_with_incoming_shutdown(crate::connections::accept(listener, limits, tls), async {
+            let _ = stop_rx.await;
+        });
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r,

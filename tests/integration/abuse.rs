@@ -4,7 +4,7 @@
 //! and the smaller ones.
 
 use std::{
-    io::{Read, Write},
+    io::Write,
     net::TcpStream,
     time::{Duration, Instant},
 };
@@ -15,7 +15,9 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::support::{TestServer, campaign_toml, http_get, redeem, select, serve_refuses};
+use crate::support::{
+    TestServer, campaign_toml, closed_within, http_get, redeem, select, serve_refuses,
+};
 
 /// A segment-ts campaign of two offers; `a` caps a redemption's value at 10.
 fn capped_campaign() -> String {
@@ -311,28 +313,6 @@ async fn streams_that_send_nothing_do_not_lock_out_decisions() {
     for h in held.into_iter().chain(more) {
         h.abort();
     }
-}
-
-/// Reads from `s` until EOF or error; true when the server closed it within
-/// `limit`.
-fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let started = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let mut buf = [0u8; 256];
-    while started.elapsed() < limit {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 #[tokio::test]

@@ -204,3 +204,117 @@ async fn an_oversized_body_is_a_json_error() {
     assert_eq!(err["error"]["reason"], "INVALID_BODY", "{err}");
     assert_eq!(err["error"]["code"], "INVALID_ARGUMENT", "{err}");
 }
+
+/// With TLS set, the gateway speaks HTTPS with the gRPC port's certificate
+/// (and not plain HTTP): tokens and customer ids no longer cross in clear.
+#[tokio::test]
+async fn with_tls_the_gateway_serves_https() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let cert_path = tmp.path().join("cert.pem");
+    let key_path = tmp.path().join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
+    let server = TestServer::start(
+        Some(CONFIG),
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert_path.display().to_string(),
+            "--tls-key",
+            &key_path.display().to_string(),
+        ],
+    );
+    let gw = server.gateway_addr.clone();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).expect("root");
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // As curl offers: the gateway must choose HTTP/1.1, which it speaks.
+    client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(&gw).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the gateway");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let body = json!({"campaign": "g", "context": {"tier": "gold"}}).to_string();
+    let request = format!(
+        "POST /v1/select-offer HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    // The server may close without TLS's close_notify after `connection: close`.
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"offer_id\":\"muffin\""), "{answer}");
+    // Plain HTTP to the same port gets no answer.
+    let plain = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&gw).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = s.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nhost: x\r\n\r\n");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    })
+    .await
+    .expect("plain client");
+    assert!(
+        !String::from_utf8_lossy(&plain).starts_with("HTTP/1.1 200"),
+        "plain HTTP must not be answered"
+    );
+}
+
+/// The gateway's connections are capped and closed when silent, as the
+/// gRPC port's are (`--max-connections`, `--idle-timeout`).
+#[test]
+fn gateway_connections_are_capped_and_silent_ones_closed() {
+    use crate::support::closed_within;
+    use std::time::Duration;
+    let server = TestServer::start(
+        Some(CONFIG),
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "2",
+            "--idle-timeout",
+            "1s",
+        ],
+    );
+    let gw = server.gateway_addr.clone();
+    let mut silent: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&gw).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = std::net::TcpStream::connect(&gw).expect("connect");
+    assert!(
+        closed_within(&mut third, Duration::from_millis(1500)),
+        "a gateway connection over --max-connections stayed open"
+    );
+    for (i, s) in silent.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(5)),
+            "silent gateway connection {i} was never closed"
+        );
+    }
+    // Their places are free again.
+    let (status, _) = call(&gw, "GET", "/v1/openapi.json", "", None);
+    assert_eq!(status, 200);
+}

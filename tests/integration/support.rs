@@ -417,3 +417,25 @@ pub fn logistic_campaign_toml(id: &str, types: &[&str], window: &str, offers: &[
     }
     t
 }
+
+/// Reads from `s` until EOF or error; true when the server closed it within
+/// `limit`.
+pub fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+    let started = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    while started.elapsed() < limit {
+        match std::io::Read::read(s, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}

@@ -377,8 +377,9 @@ pub(crate) struct ServeArgs {
     )]
     pub metrics_listen: SocketAddr,
     /// Serve SelectOffer, RecordRedemption and RecordFallback as JSON over
-    /// HTTP/1.1 on this address too (off by default; printed on stdout as
-    /// "offer-bandit gateway on ADDR"; described at GET /v1/openapi.json).
+    /// HTTP/1.1 on this address too (off by default; HTTPS with --tls-cert;
+    /// printed on stdout as "offer-bandit gateway on ADDR"; described at
+    /// GET /v1/openapi.json).
     #[arg(long, env = "OFFER_BANDIT_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
     /// Do not serve /metrics.
