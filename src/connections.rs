@@ -249,15 +249,17 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// Accepts on `listener` under `limits`, with TLS when `tls` is given.
+    /// Accepts on `listener` under `limits`, with TLS when `tls` is given
+    /// (`port` as for [`accept`]).
     pub(crate) fn new(
         listener: TcpListener,
         limits: ConnectionLimits,
         tls: Option<TlsAcceptor>,
+        port: &'static str,
     ) -> io::Result<Listener> {
         let local = listener.local_addr()?;
         Ok(Listener {
-            incoming: accept(listener, limits, tls),
+            incoming: accept(listener, limits, tls, port),
             local,
         })
     }
@@ -272,14 +274,21 @@ impl axum::serve::Listener for Listener {
         loop {
             match self.incoming.next().await {
                 Some(Ok(conn)) => {
-                    let peer = conn.connect_info().remote_addr().unwrap_or(self.local);
+                    // A TCP stream always knows its peer; unspecified if not.
+                    let peer = conn
+                        .connect_info()
+                        .remote_addr()
+                        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
                     return (conn, peer);
                 }
                 // [`accept`] logs and retries its failures itself.
                 Some(Err(_)) => {}
-                // Only when the server is stopping: axum's graceful
-                // shutdown ends the serve.
-                None => std::future::pending::<()>().await,
+                // The accept task is gone (it stops only if it panicked):
+                // no new connections; those open are served on.
+                None => {
+                    tracing::error!(listen = %self.local, "the accept loop ended: no new connections");
+                    std::future::pending::<()>().await;
+                }
             }
         }
     }
@@ -292,8 +301,8 @@ impl axum::serve::Listener for Listener {
 /// A TLS acceptor for a PEM certificate chain and its PEM private key: TLS
 /// 1.2 and 1.3 on ring, no client certificates, offering `protocol` by
 /// ALPN: `h2` on the gRPC port (clients such as grpc-go require it),
-/// `http/1.1` on the gateway (a client offering both, as curl does, must
-/// not be led to HTTP/2 there).
+/// `http/1.1` on the gateway (what its clients speak: curl, offering both,
+/// then keeps to HTTP/1.1).
 pub(crate) fn tls_acceptor(
     cert_pem: &[u8],
     key_pem: &[u8],
@@ -321,10 +330,12 @@ pub(crate) fn tls_acceptor(
 
 /// Accepts connections on `listener` under `limits` until the returned
 /// stream is dropped (then the listener closes too).
+/// `port` names the port in logs and metrics (`grpc`, `gateway`).
 pub(crate) fn accept(
     listener: TcpListener,
     limits: ConnectionLimits,
     tls: Option<TlsAcceptor>,
+    port: &'static str,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -342,18 +353,21 @@ pub(crate) fn accept(
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // EMFILE/ENFILE and friends: retrying at once spins a core.
-                    tracing::warn!(error = %e, "cannot accept a connection; pausing {ACCEPT_BACKOFF:?}");
-                    metrics::counter!("offer_bandit_accept_errors_total").increment(1);
+                    tracing::warn!(error = %e, port, "cannot accept a connection; pausing {ACCEPT_BACKOFF:?}");
+                    metrics::counter!("offer_bandit_accept_errors_total", "port" => port)
+                        .increment(1);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                metrics::counter!("offer_bandit_connections_refused_total").increment(1);
+                metrics::counter!("offer_bandit_connections_refused_total", "port" => port)
+                    .increment(1);
                 if refused_logged.elapsed() >= Duration::from_secs(10) {
                     refused_logged = Instant::now();
                     tracing::warn!(
                         max_connections = limits.max_connections,
+                        port,
                         listen = %local,
                         peer = %stream.peer_addr().map_or_else(|_| "unknown".to_owned(), |a| a.to_string()),
                         "at the connection limit (--max-connections); closing new connections"
@@ -383,22 +397,26 @@ pub(crate) fn accept(
             };
             // The handshake in a task of its own, so that a slow client
             // holds up no other; one that has not finished it within the
-            // preface timeout is closed, and its slot freed.
+            // preface timeout is closed, and its slot freed, as is one
+            // still going when the server stops taking connections.
             let (tls, tx) = (tls.clone(), tx.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(limits.preface_timeout, tls.accept(conn)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(Accepted::Tls(Box::new(stream)))).await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        metrics::counter!("offer_bandit_tls_handshake_failures_total").increment(1);
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake not finished in time");
-                        metrics::counter!("offer_bandit_tls_handshake_failures_total").increment(1);
-                    }
-                }
+                let handshake = tokio::time::timeout(limits.preface_timeout, tls.accept(conn));
+                let failed = tokio::select! {
+                    () = tx.closed() => return,
+                    done = handshake => match done {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Ok(Accepted::Tls(Box::new(stream)))).await;
+                            return;
+                        }
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "not finished within the preface timeout".to_owned(),
+                    },
+                };
+                // TCP-only health probes of a load balancer land here too.
+                tracing::debug!(error = %failed, port, "TLS handshake failed");
+                metrics::counter!("offer_bandit_tls_handshake_failures_total", "port" => port)
+                    .increment(1);
             });
         }
     });
@@ -481,7 +499,7 @@ mod tests {
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
-        (addr, accept(listener, limits, Some(acceptor)))
+        (addr, accept(listener, limits, Some(acceptor), "grpc"))
     }
 
     /// Over TLS too the stream h2 writes to says unvectored (tokio-rustls's

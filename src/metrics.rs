@@ -143,17 +143,17 @@ pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
     (
         "offer_bandit_accept_errors_total",
         Kind::Counter,
-        "Failed accepts of gRPC connections (out of file descriptors, say).",
+        "Failed accepts of connections (out of file descriptors, say), by port (grpc, gateway).",
     ),
     (
         "offer_bandit_connections_refused_total",
         Kind::Counter,
-        "gRPC connections closed at once because --max-connections were open.",
+        "Connections closed at once because --max-connections were open, by port (grpc, gateway).",
     ),
     (
         "offer_bandit_tls_handshake_failures_total",
         Kind::Counter,
-        "TLS handshakes on the gRPC port that failed or did not finish within the preface timeout.",
+        "TLS handshakes that failed or did not finish within the preface timeout, by port (grpc, gateway).",
     ),
 ];
 

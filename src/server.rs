@@ -284,7 +284,17 @@ pub async fn serve(
     };
     let (gateway_stop, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
     let gateway_listener = gateway_listener
-        .map(|listener| crate::connections::Listener::new(listener, limits, gateway_tls.clone()))
+        .map(|listener| {
+            // HTTP/1.1 has no pings: a request still running must not be cut
+            // as idle, so the gateway waits at least the request timeout.
+            let limits = ConnectionLimits {
+                idle_timeout: limits
+                    .idle_timeout
+                    .max(opts.guard.request_timeout + Duration::from_secs(1)),
+                ..limits
+            };
+            crate::connections::Listener::new(listener, limits, gateway_tls.clone(), "gateway")
+        })
         .transpose()?;
     let gateway_task = gateway_listener.map(|listener| {
         tokio::spawn(crate::gateway::serve(
@@ -330,9 +340,12 @@ pub async fn serve(
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(64 << 20),
         )
-        .serve_with_incoming_shutdown(crate::connections::accept(listener, limits, tls), async {
-            let _ = stop_rx.await;
-        });
+        .serve_with_incoming_shutdown(
+            crate::connections::accept(listener, limits, tls, "grpc"),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r,

@@ -433,7 +433,8 @@ pub(crate) struct ServeArgs {
     /// On SIGTERM/Ctrl-C, how long to wait for in-flight requests before closing connections.
     #[arg(long, env = "OFFER_BANDIT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-    /// PEM certificate chain for TLS (with --tls-key); without both, gRPC is plaintext.
+    /// PEM certificate chain for TLS (with --tls-key), for gRPC and the
+    /// gateway (--http-listen); without both, they are plaintext.
     #[arg(long, env = "OFFER_BANDIT_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS (with --tls-cert).
@@ -490,8 +491,9 @@ pub(crate) struct ServeArgs {
     /// Most concurrent HTTP/2 streams (requests) on one connection.
     #[arg(long, env = "OFFER_BANDIT_MAX_STREAMS_PER_CONNECTION", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_streams_per_connection: u32,
-    /// Most open gRPC connections; beyond it, new connections are closed at
-    /// once (existing ones are served).
+    /// Most open connections on the gRPC port (and as many on the gateway's);
+    /// beyond it, new connections are closed at once (existing ones are
+    /// served).
     #[arg(long, env = "OFFER_BANDIT_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
     /// A connection that has sent nothing and received nothing for this
