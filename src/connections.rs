@@ -20,8 +20,10 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::{Instant, Sleep},
 };
-use tokio_rustls::{TlsAcceptor, rustls, server::TlsStream};
+use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::tls::SharedAcceptor;
 
 /// How long a new connection has to send its first bytes (the HTTP/2
 /// preface, or a TLS hello).
@@ -254,7 +256,7 @@ impl Listener {
     pub(crate) fn new(
         listener: TcpListener,
         limits: ConnectionLimits,
-        tls: Option<TlsAcceptor>,
+        tls: Option<SharedAcceptor>,
         port: &'static str,
     ) -> io::Result<Listener> {
         let local = listener.local_addr()?;
@@ -298,43 +300,13 @@ impl axum::serve::Listener for Listener {
     }
 }
 
-/// A TLS acceptor for a PEM certificate chain and its PEM private key: TLS
-/// 1.2 and 1.3 on ring, no client certificates, offering `protocol` by
-/// ALPN: `h2` on the gRPC port (clients such as grpc-go require it),
-/// `http/1.1` on the gateway (what its clients speak: curl, offering both,
-/// then keeps to HTTP/1.1).
-pub(crate) fn tls_acceptor(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    protocol: &[u8],
-) -> Result<TlsAcceptor, String> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
-    let certs = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("the certificate file is not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("the certificate file holds no certificate".into());
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| format!("the key file holds no PEM private key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
-    config.alpn_protocols = vec![protocol.to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Accepts connections on `listener` under `limits` until the returned
 /// stream is dropped (then the listener closes too).
 /// `port` names the port in logs and metrics (`grpc`, `gateway`).
 pub(crate) fn accept(
     listener: TcpListener,
     limits: ConnectionLimits,
-    tls: Option<TlsAcceptor>,
+    tls: Option<SharedAcceptor>,
     port: &'static str,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(64);
@@ -399,7 +371,9 @@ pub(crate) fn accept(
             // holds up no other; one that has not finished it within the
             // preface timeout is closed, and its slot freed, as is one
             // still going when the server stops taking connections.
-            let (tls, tx) = (tls.clone(), tx.clone());
+            // The acceptor current now: a renewed certificate serves the
+            // connections that come after it.
+            let (tls, tx) = (tls.current(), tx.clone());
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(limits.preface_timeout, tls.accept(conn));
                 let failed = tokio::select! {
@@ -468,10 +442,11 @@ mod tests {
 
     /// A self-signed certificate for localhost: the server's acceptor, and
     /// a client that trusts it and offers HTTP/2.
-    fn tls_pair() -> (TlsAcceptor, tokio_rustls::TlsConnector) {
+    fn tls_pair() -> (SharedAcceptor, tokio_rustls::TlsConnector) {
+        use tokio_rustls::rustls;
         let rcgen::CertifiedKey { cert, signing_key } =
             rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-        let acceptor = tls_acceptor(
+        let acceptor = crate::tls::acceptor(
             cert.pem().as_bytes(),
             signing_key.serialize_pem().as_bytes(),
             b"h2",
@@ -487,12 +462,15 @@ mod tests {
         .with_root_certificates(roots)
         .with_no_client_auth();
         client.alpn_protocols = vec![b"h2".to_vec()];
-        (acceptor, tokio_rustls::TlsConnector::from(Arc::new(client)))
+        (
+            SharedAcceptor::new(acceptor),
+            tokio_rustls::TlsConnector::from(Arc::new(client)),
+        )
     }
 
     async fn tls_listener(
         limits: ConnectionLimits,
-        acceptor: TlsAcceptor,
+        acceptor: SharedAcceptor,
     ) -> (
         std::net::SocketAddr,
         tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>>,
@@ -516,7 +494,8 @@ mod tests {
         };
         let (addr, mut incoming) = tls_listener(limits, acceptor).await;
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let name =
+            tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let (client, server) = tokio::join!(connector.connect(name, tcp), incoming.next());
         let mut client = client.expect("client handshake");
         let mut server = server.expect("a connection").expect("accepted");
@@ -563,7 +542,8 @@ mod tests {
         assert!(none.is_err(), "a stalled handshake yields no connection");
         // Its slot is free again: the next client gets through.
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let name =
+            tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let (client, server) = tokio::join!(connector.connect(name, tcp), incoming.next());
         client.expect("client handshake");
         assert!(matches!(server, Some(Ok(Accepted::Tls(_)))));
@@ -573,25 +553,5 @@ mod tests {
             .await
             .expect("closed, not left open");
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-    }
-
-    #[test]
-    fn unusable_certificates_and_keys_are_refused_with_a_reason() {
-        let rcgen::CertifiedKey { cert, signing_key } =
-            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-        let key = signing_key.serialize_pem();
-        let err = |r: Result<TlsAcceptor, String>| r.err().unwrap_or_default();
-        assert!(err(tls_acceptor(b"", key.as_bytes(), b"h2")).contains("no certificate"));
-        assert!(
-            err(tls_acceptor(cert.pem().as_bytes(), b"not a key", b"h2"))
-                .contains("no PEM private key")
-        );
-        // A key that is not the certificate's.
-        let other = rcgen::KeyPair::generate().expect("key").serialize_pem();
-        assert!(
-            err(tls_acceptor(cert.pem().as_bytes(), other.as_bytes(), b"h2"))
-                .contains("TLS identity")
-        );
-        assert!(tls_acceptor(cert.pem().as_bytes(), key.as_bytes(), b"h2").is_ok());
     }
 }

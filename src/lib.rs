@@ -53,6 +53,7 @@ mod rng;
 mod server;
 mod service;
 mod status;
+mod tls;
 mod web;
 
 // The engine handle: the learning loop over any `Storage`, in-process (the

@@ -155,6 +155,11 @@ pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "TLS handshakes that failed or did not finish within the preface timeout, by port (grpc, gateway).",
     ),
+    (
+        "offer_bandit_tls_reloads_total",
+        Kind::Counter,
+        "Changed TLS certificate files taken up (result=ok) or refused as unusable (result=refused).",
+    ),
 ];
 
 /// Installs the process-wide recorder, describes every series and sets

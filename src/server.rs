@@ -57,6 +57,9 @@ pub struct ServeOptions {
     pub dashboard_allowed_hosts: Vec<String>,
     /// PEM certificate chain and key (None: plaintext).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How often the certificate and key are reread, to take up a renewed
+    /// pair (zero: never).
+    pub tls_reload_interval: Duration,
     /// Largest request message, bytes.
     pub max_message_bytes: usize,
     /// Configured decision-id keys (the first signs; key 0, derived from
@@ -95,6 +98,7 @@ impl ServeOptions {
             guard: GuardConfig::default(),
             dashboard_allowed_hosts: Vec::new(),
             tls: None,
+            tls_reload_interval: Duration::from_secs(60),
             max_message_bytes: 4 << 20,
             decision_id_keys: Vec::new(),
             max_streams_per_connection: 128,
@@ -261,21 +265,19 @@ pub async fn serve(
     // TLS is ours to do ([`crate::connections::accept`]), not tonic's: the
     // stream h2 writes to then says it takes no vectored writes, which
     // keeps each reply under 1 KiB in one TLS record with its trailers.
-    // The gateway gets the same certificate, offering HTTP/1.1.
-    let (tls, gateway_tls) = match &opts.tls {
-        Some((cert, key)) => {
-            let cert_pem = std::fs::read(cert)
-                .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
-            let key_pem = std::fs::read(key)
-                .with_context(|| format!("reading the TLS key {}", key.display()))?;
-            let acceptor = |protocol: &[u8]| {
-                crate::connections::tls_acceptor(&cert_pem, &key_pem, protocol)
-                    .map_err(|e| anyhow::anyhow!("the TLS certificate or key is not usable: {e}"))
-            };
-            (Some(acceptor(b"h2")?), Some(acceptor(b"http/1.1")?))
-        }
+    // The gateway gets the same certificate, offering HTTP/1.1; a renewed
+    // certificate is taken up without a restart.
+    let identity = match &opts.tls {
+        Some((cert, key)) => Some(crate::tls::Identity::load(cert, key)?),
+        None => None,
+    };
+    let (tls, gateway_tls) = match &identity {
+        Some(i) => (Some(i.grpc.clone()), Some(i.gateway.clone())),
         None => (None, None),
     };
+    let tls_reloader = identity
+        .filter(|_| !opts.tls_reload_interval.is_zero())
+        .map(|i| tokio::spawn(i.keep_current(opts.tls_reload_interval)));
     // Both ports' connections: capped, closed when silent, TLS when set.
     let limits = ConnectionLimits {
         max_connections: opts.max_connections,
@@ -383,6 +385,9 @@ pub async fn serve(
     };
     sweeper.abort();
     watcher.abort();
+    if let Some(t) = &tls_reloader {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -134,6 +134,68 @@ fn short_tokens_are_refused_at_startup() {
     assert!(stderr.contains("at least 16 bytes"), "{stderr}");
 }
 
+/// A renewed certificate and key, written over the files, serve new
+/// connections without a restart (`--tls-reload-interval`).
+#[tokio::test]
+async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cert_path = tmp.path().join("cert.pem");
+    let key_path = tmp.path().join("key.pem");
+    let write = |ck: &rcgen::CertifiedKey<rcgen::KeyPair>| {
+        std::fs::write(&cert_path, ck.cert.pem()).expect("write cert");
+        std::fs::write(&key_path, ck.signing_key.serialize_pem()).expect("write key");
+    };
+    let first = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    write(&first);
+    let server = TestServer::start(
+        None,
+        &[
+            "--tls-cert",
+            &cert_path.display().to_string(),
+            "--tls-key",
+            &key_path.display().to_string(),
+            "--tls-reload-interval",
+            "100ms",
+        ],
+    );
+    let list_trusting = |ca: String| {
+        let url = format!("https://{}", server.addr);
+        async move {
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name("localhost");
+            let channel = Channel::from_shared(url)
+                .ok()?
+                .tls_config(tls)
+                .ok()?
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .ok()?;
+            CampaignAdminClient::new(channel)
+                .list_campaigns(proto::ListCampaignsRequest {})
+                .await
+                .ok()
+        }
+    };
+    assert!(list_trusting(first.cert.pem()).await.is_some());
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    write(&renewed);
+    let mut taken = false;
+    for _ in 0..100 {
+        if list_trusting(renewed.cert.pem()).await.is_some() {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken, "the renewed certificate was never served");
+    assert!(
+        list_trusting(first.cert.pem()).await.is_none(),
+        "new connections still got the old certificate"
+    );
+}
+
 #[test]
 fn a_tls_key_that_is_not_the_certificates_is_refused_at_startup() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -440,6 +440,12 @@ pub(crate) struct ServeArgs {
     /// PEM private key for TLS (with --tls-cert).
     #[arg(long, env = "OFFER_BANDIT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// How often the TLS certificate and key are reread: a renewed pair
+    /// serves new connections from the next check on, without a restart
+    /// (a pair that does not match is logged and the one before kept);
+    /// 0s: never.
+    #[arg(long, env = "OFFER_BANDIT_TLS_RELOAD_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
     /// The admin token (none, and no other token: no authentication).
     #[command(flatten)]
     pub token: TokenArgs,
