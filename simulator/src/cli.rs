@@ -48,9 +48,17 @@ pub(crate) enum Command {
     offer-sim load --target http://127.0.0.1:50051 --rpc health --concurrency 32 --duration 10s\n  \
     offer-sim load --target http://127.0.0.1:50051 --scenario simulator/scenarios/coffee-loyalty.toml --campaign coffee --concurrency 32 --duration 10s")]
 pub(crate) struct LoadArgs {
-    /// The server's gRPC address.
+    /// The server's gRPC address (https:// with --ca-cert for a TLS server).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub(crate) target: String,
+    /// PEM certificate of the CA that signed the server's certificate
+    /// (https:// targets; the server's own for a self-signed one).
+    #[arg(long)]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// The name the server's certificate is checked for (default: the
+    /// target's host).
+    #[arg(long, requires = "ca_cert")]
+    pub(crate) tls_domain: Option<String>,
     /// Scenario whose customers visit (default: coffee-loyalty, built in).
     #[arg(long)]
     pub(crate) scenario: Option<PathBuf>,

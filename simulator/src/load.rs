@@ -62,6 +62,8 @@ pub(crate) struct LoadOptions {
     pub(crate) decisions: usize,
     /// `Redeem`: redemptions per RecordRedemptions stream (1: unary).
     pub(crate) batch: usize,
+    /// How an `https://` target is checked (None: plaintext only).
+    pub(crate) tls: Option<crate::raw_grpc::ClientTls>,
 }
 
 /// Figures of one RPC.
@@ -197,8 +199,22 @@ struct Due {
 
 /// Runs the load; returns its report.
 pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::Result<LoadReport> {
+    if opts.target.starts_with("https://") && opts.tls.is_none() {
+        anyhow::bail!(
+            "{}: an https:// target needs --ca-cert (the CA that signed the server's certificate)",
+            opts.target
+        );
+    }
     let connect = || async {
-        tonic::transport::Endpoint::from_shared(opts.target.clone())?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(opts.target.clone())?;
+        if let Some(tls) = opts
+            .tls
+            .as_ref()
+            .filter(|_| opts.target.starts_with("https://"))
+        {
+            endpoint = endpoint.tls_config(tls.tonic(&opts.target)?)?;
+        }
+        endpoint
             .connect()
             .await
             .with_context(|| format!("cannot connect to {}", opts.target))
@@ -218,7 +234,7 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
     });
     let mut raw = Vec::with_capacity(opts.connections.max(1));
     for _ in 0..opts.connections.max(1) {
-        let channel = RawChannel::connect(&opts.target).await?;
+        let channel = RawChannel::connect(&opts.target, opts.tls.as_ref()).await?;
         // One untimed call each: the server's settings have arrived (its
         // stream limit is known) and the header tables are warm.
         channel

@@ -26,22 +26,85 @@ use tokio::{
 };
 use tonic::{Code, Status};
 
+/// What an `https://` target is checked against: the CA that signed the
+/// server's certificate, and the name to check it for.
+#[derive(Clone)]
+pub(crate) struct ClientTls {
+    /// PEM certificates to trust.
+    pub(crate) ca_pem: Vec<u8>,
+    /// The name the certificate must hold (None: the target's host).
+    pub(crate) domain: Option<String>,
+}
+
+impl ClientTls {
+    /// The name to check `uri`'s certificate for.
+    fn domain_for(&self, uri: &Uri) -> String {
+        self.domain.clone().unwrap_or_else(|| {
+            uri.host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        })
+    }
+
+    /// tonic's TLS settings for `target` (the redemptions' channel).
+    pub(crate) fn tonic(&self, target: &str) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+        let uri: Uri = target.parse()?;
+        Ok(tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .domain_name(self.domain_for(&uri)))
+    }
+
+    /// A rustls client trusting only `ca_pem`, offering HTTP/2.
+    fn connector(&self) -> anyhow::Result<tokio_rustls::TlsConnector> {
+        use tokio_rustls::rustls::{
+            self, pki_types::CertificateDer, pki_types::pem::PemObject as _,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            roots.add(cert.map_err(|e| anyhow::anyhow!("the CA file is not PEM: {e}"))?)?;
+        }
+        if roots.is_empty() {
+            anyhow::bail!("the CA file holds no certificate");
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
+}
+
 /// One HTTP/2 connection; clones share it.
 #[derive(Clone)]
 pub(crate) struct RawChannel {
     send: h2::client::SendRequest<Bytes>,
+    scheme: http::uri::Scheme,
     authority: Authority,
     /// Set once the connection has ended: its calls fail at once.
     lost: Arc<AtomicBool>,
 }
 
 impl RawChannel {
-    /// Connects to `target` (`http://host:port`; plaintext only).
-    pub(crate) async fn connect(target: &str) -> anyhow::Result<RawChannel> {
+    /// Connects to `target`: `http://host:port`, or `https://host:port`
+    /// checked against `tls`.
+    pub(crate) async fn connect(
+        target: &str,
+        tls: Option<&ClientTls>,
+    ) -> anyhow::Result<RawChannel> {
         let uri: Uri = target.parse()?;
-        if uri.scheme_str() != Some("http") {
-            anyhow::bail!("{target}: the load generator speaks plaintext gRPC only (http://)");
-        }
+        let tls = match (uri.scheme_str(), tls) {
+            (Some("http"), _) => None,
+            (Some("https"), Some(tls)) => Some(tls),
+            (Some("https"), None) => {
+                anyhow::bail!("{target}: an https:// target needs the CA to check it against")
+            }
+            _ => anyhow::bail!("{target}: the target must start with http:// or https://"),
+        };
         let authority = uri
             .authority()
             .cloned()
@@ -55,22 +118,28 @@ impl RawChannel {
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {e}"))?;
         tcp.set_nodelay(true)?;
-        let (send, connection) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(1 << 24)
-            .handshake(Unvectored(tcp))
-            .await?;
         let lost = Arc::new(AtomicBool::new(false));
-        let flag = lost.clone();
-        let target = target.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                eprintln!("load: the connection to {target} ended: {e}");
+        let send = match tls {
+            None => handshake(Unvectored(tcp), target, lost.clone()).await?,
+            Some(tls) => {
+                let name =
+                    tokio_rustls::rustls::pki_types::ServerName::try_from(tls.domain_for(&uri))
+                        .map_err(|e| anyhow::anyhow!("{target}: {e}"))?;
+                let stream = tls
+                    .connector()?
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{target}: TLS handshake: {e}"))?;
+                handshake(Unvectored(stream), target, lost.clone()).await?
             }
-            flag.store(true, Ordering::Relaxed);
-        });
+        };
         Ok(RawChannel {
             send,
+            scheme: if tls.is_some() {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
             authority,
             lost,
         })
@@ -85,7 +154,7 @@ impl RawChannel {
     /// reply's message, or the call's status.
     pub(crate) async fn unary(&self, path: &'static str, message: Bytes) -> Result<Bytes, Status> {
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());
         uri.path_and_query = Some(PathAndQuery::from_static(path));
         let uri = Uri::from_parts(uri).map_err(|e| Status::internal(e.to_string()))?;
@@ -140,16 +209,42 @@ impl RawChannel {
     }
 }
 
+/// The HTTP/2 handshake over `io`; the connection is driven by a task of
+/// its own, which sets `lost` when it ends.
+async fn handshake<S>(
+    io: Unvectored<S>,
+    target: &str,
+    lost: Arc<AtomicBool>,
+) -> anyhow::Result<h2::client::SendRequest<Bytes>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(1 << 24)
+        .handshake(io)
+        .await?;
+    let target = target.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("load: the connection to {target} ended: {e}");
+        }
+        lost.store(true, Ordering::Relaxed);
+    });
+    Ok(send)
+}
+
 /// The largest reply read (tonic's default limit for a decoded message).
 const MAX_REPLY: usize = 4 << 20;
 
-/// The socket, reporting unvectored writes so that h2 copies frames under
-/// 1 KiB into one buffer, as the server does (`src/connections.rs`): a
-/// SelectOffer request of about 270 bytes would otherwise be chained and
-/// flushed on its own, which a Health/Check request never is.
-struct Unvectored(TcpStream);
+/// The socket (or its TLS stream), reporting unvectored writes so that h2
+/// copies frames under 1 KiB into one buffer, as the server does
+/// (`src/connections.rs`): a SelectOffer request of about 270 bytes would
+/// otherwise be chained and flushed on its own, which a Health/Check
+/// request never is.
+struct Unvectored<S>(S);
 
-impl AsyncRead for Unvectored {
+impl<S: AsyncRead + Unpin> AsyncRead for Unvectored<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -159,7 +254,7 @@ impl AsyncRead for Unvectored {
     }
 }
 
-impl AsyncWrite for Unvectored {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Unvectored<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -317,7 +412,7 @@ mod tests {
             ..Default::default()
         };
         let (target, server) = split_reply_server(frame(&message), "0").await;
-        let channel = RawChannel::connect(&target).await.expect("connects");
+        let channel = RawChannel::connect(&target, None).await.expect("connects");
         let reply = channel
             .unary("/test.Svc/Call", frame(&message))
             .await
@@ -349,7 +444,7 @@ mod tests {
     #[tokio::test]
     async fn a_status_in_the_trailers_is_the_calls() {
         let (target, _server) = split_reply_server(Bytes::new(), "5").await;
-        let channel = RawChannel::connect(&target).await.expect("connects");
+        let channel = RawChannel::connect(&target, None).await.expect("connects");
         let e = channel
             .unary("/test.Svc/Call", Bytes::from_static(b"\0\0\0\0\0"))
             .await

@@ -313,3 +313,98 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
         }
     }
 }
+
+/// `offer-sim load` against a TLS server: `https://` with the CA to trust
+/// (here the server's own self-signed certificate), through both its lean
+/// client (SelectOffer, Health/Check) and tonic's (redemptions).
+#[test]
+fn load_speaks_tls_to_a_tls_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
+    let mut child = Command::new(offer_bandit())
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    while !line.starts_with("offer-bandit listening on") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).expect("address line") > 0,
+            "no address line"
+        );
+    }
+    let _server = Server(child);
+    let target = format!(
+        "https://{}",
+        line.trim().rsplit(' ').next().expect("address")
+    );
+    let ca = cert_path.display().to_string();
+    for rpc in ["select", "health"] {
+        let out = run(
+            &offer_sim(),
+            &[
+                "load",
+                "--target",
+                &target,
+                "--ca-cert",
+                &ca,
+                "--tls-domain",
+                "localhost",
+                "--rpc",
+                rpc,
+                "--concurrency",
+                "4",
+                "--duration",
+                "500ms",
+                // Redemptions come due at once: tonic's channel speaks TLS too.
+                "--seconds-per-day",
+                "0.001",
+                "--json",
+            ],
+        );
+        let report: Value = serde_json::from_str(&out).expect("load --json");
+        assert!(
+            report["rpcs"][0]["ok"].as_u64().unwrap_or(0) > 10,
+            "{report}"
+        );
+        assert!(
+            report["rpcs"][0]["errors"]
+                .as_object()
+                .is_some_and(|e| e.is_empty()),
+            "{report}"
+        );
+        if rpc == "select" {
+            let redeemed = report["rpcs"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["rpc"] != "SelectOffer"));
+            assert!(
+                redeemed.is_some_and(|r| r["ok"].as_u64().unwrap_or(0) > 0),
+                "redemptions over TLS: {report}"
+            );
+        }
+    }
+    // Without the CA, an https:// target is refused with the reason.
+    let out = Command::new(offer_sim())
+        .args(["load", "--target", &target, "--duration", "100ms"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ca-cert"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -55,6 +55,15 @@ pub(crate) fn load(a: LoadArgs) -> anyhow::Result<()> {
         seed: a.seed,
         decisions: a.decisions,
         batch: a.batch,
+        tls: match &a.ca_cert {
+            Some(path) => Some(crate::raw_grpc::ClientTls {
+                ca_pem: std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("reading the CA certificate {}: {e}", path.display())
+                })?,
+                domain: a.tls_domain.clone(),
+            }),
+            None => None,
+        },
     };
     let rt = runtime()?;
     let report = rt.block_on(load::run(opts, std::sync::Arc::new(scenario)))?;
