@@ -15,7 +15,8 @@
 # Health/Check runs so, which flatters the ratio: compare run.sh's).
 # CONFIG=config/bench-k12-d64.toml CAMPAIGN=bench-k12-d64 for the contextual
 # campaign (its scenario: SCENARIO=simulator/scenarios/cold-start.toml).
-# SKIP_BUILD=1 reuses target/release.
+# TLS=1 serves and loads over TLS (a throwaway self-signed certificate,
+# openssl). SKIP_BUILD=1 reuses target/release.
 set -euo pipefail
 B="${B:-target/release}"
 RUNS="${RUNS:-2}"
@@ -27,8 +28,18 @@ extra=()
 [ -z "${CONFIG:-}" ] || extra+=(--config "$CONFIG")
 scenario=()
 [ -z "${SCENARIO:-}" ] || scenario+=(--scenario "$SCENARIO")
+scheme=http
+tls=()
+if [ -n "${TLS:-}" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/key.pem" -out "$W/cert.pem" -days 1 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
+    -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null
+  extra+=(--tls-cert "$W/cert.pem" --tls-key "$W/key.pem")
+  scheme=https
+  tls=(--ca-cert "$W/cert.pem" --tls-domain localhost)
+fi
 load() { # load ARGS... -> "rpc per_second p50 p99 p999 errors" for the first RPC
-  taskset -c 1 "$B/offer-sim" load --target "http://$ADDR" --concurrency 32 \
+  taskset -c 1 "$B/offer-sim" load --target "$scheme://$ADDR" "${tls[@]}" --concurrency 32 \
     --duration "$DURATION" --json "$@" 2>/dev/null |
     python3 -c 'import json,sys; j=json.load(sys.stdin); r=j["rpcs"][0]; print(r["rpc"], round(r["per_second"]), r["p50_us"], r["p99_us"], r.get("p999_us"), r["errors"] or 0, "client " + ("%.2f" % j["client_cores_busy"] if j.get("client_cores_busy") is not None else "n/a"))'
 }
