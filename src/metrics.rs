@@ -153,7 +153,7 @@ pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
     (
         "offer_bandit_tls_handshake_failures_total",
         Kind::Counter,
-        "TLS handshakes that failed or did not finish within the preface timeout, by port (grpc, gateway).",
+        "TLS handshakes that failed or did not finish in time, by port (grpc, gateway, metrics).",
     ),
     (
         "offer_bandit_tls_reloads_total",

@@ -60,6 +60,8 @@ pub struct ServeOptions {
     /// How often the certificate and key are reread, to take up a renewed
     /// pair (zero: never).
     pub tls_reload_interval: Duration,
+    /// Whether the metrics port (metrics, probes, dashboard) speaks TLS too.
+    pub metrics_tls: bool,
     /// Largest request message, bytes.
     pub max_message_bytes: usize,
     /// Configured decision-id keys (the first signs; key 0, derived from
@@ -99,6 +101,7 @@ impl ServeOptions {
             dashboard_allowed_hosts: Vec::new(),
             tls: None,
             tls_reload_interval: Duration::from_secs(60),
+            metrics_tls: false,
             max_message_bytes: 4 << 20,
             decision_id_keys: Vec::new(),
             max_streams_per_connection: 128,
@@ -206,6 +209,23 @@ pub async fn serve(
     );
     let guard = GuardLayer::new(&opts.guard);
     let mut out = std::io::stdout();
+    // TLS is ours to do ([`crate::connections::accept`]), not tonic's: the
+    // stream h2 writes to then says it takes no vectored writes, which
+    // keeps each reply under 1 KiB in one TLS record with its trailers.
+    // The gateway gets the same certificate, offering HTTP/1.1; a renewed
+    // certificate is taken up without a restart.
+    let identity = match &opts.tls {
+        Some((cert, key)) => Some(crate::tls::Identity::load(cert, key)?),
+        None => None,
+    };
+    let (tls, gateway_tls) = match &identity {
+        Some(i) => (Some(i.grpc.clone()), Some(i.http.clone())),
+        None => (None, None),
+    };
+    let metrics_tls = gateway_tls.clone().filter(|_| opts.metrics_tls);
+    let tls_reloader = identity
+        .filter(|_| !opts.tls_reload_interval.is_zero())
+        .map(|i| tokio::spawn(i.keep_current(opts.tls_reload_interval)));
     let metrics_task = match opts.metrics_listen {
         Some(m) => {
             let handle = crate::metrics::install()?;
@@ -225,6 +245,7 @@ pub async fn serve(
                     listen: maddr,
                     readiness: readiness.clone(),
                 },
+                metrics_tls,
             )))
         }
         None => None,
@@ -262,22 +283,6 @@ pub async fn serve(
     let api = Api::new(engine.clone(), opts.limits)
         .with_permits(guard.permits())
         .with_scratch(scratch);
-    // TLS is ours to do ([`crate::connections::accept`]), not tonic's: the
-    // stream h2 writes to then says it takes no vectored writes, which
-    // keeps each reply under 1 KiB in one TLS record with its trailers.
-    // The gateway gets the same certificate, offering HTTP/1.1; a renewed
-    // certificate is taken up without a restart.
-    let identity = match &opts.tls {
-        Some((cert, key)) => Some(crate::tls::Identity::load(cert, key)?),
-        None => None,
-    };
-    let (tls, gateway_tls) = match &identity {
-        Some(i) => (Some(i.grpc.clone()), Some(i.gateway.clone())),
-        None => (None, None),
-    };
-    let tls_reloader = identity
-        .filter(|_| !opts.tls_reload_interval.is_zero())
-        .map(|i| tokio::spawn(i.keep_current(opts.tls_reload_interval)));
     // Both ports' connections: capped, closed when silent, TLS when set.
     let limits = ConnectionLimits {
         max_connections: opts.max_connections,

@@ -1,6 +1,7 @@
 //! The server's TLS identity: the certificate and key files (PEM) made into
-//! acceptors, one for the gRPC port (ALPN `h2`) and one for the JSON/HTTP
-//! gateway (`http/1.1`), and replaced while the server runs when the files
+//! acceptors, one for the gRPC port (ALPN `h2`) and one for the HTTP/1.1
+//! ports (`http/1.1`: the JSON/HTTP gateway, and the metrics port with
+//! `--metrics-tls`), and replaced while the server runs when the files
 //! change, so that a renewed certificate (cert-manager, Let's Encrypt)
 //! needs no restart. The handshake itself is done in
 //! [`crate::connections`].
@@ -79,8 +80,9 @@ type Pems = (Vec<u8>, Vec<u8>);
 pub(crate) struct Identity {
     /// The gRPC port's acceptor (ALPN `h2`).
     pub grpc: SharedAcceptor,
-    /// The gateway's acceptor (ALPN `http/1.1`).
-    pub gateway: SharedAcceptor,
+    /// The HTTP/1.1 ports' acceptor (ALPN `http/1.1`): the gateway's, and
+    /// the metrics port's with `--metrics-tls`.
+    pub http: SharedAcceptor,
     cert: PathBuf,
     key: PathBuf,
     loaded: Pems,
@@ -107,11 +109,11 @@ impl Identity {
     /// the reason.
     pub(crate) fn load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
         let loaded = read(cert, key)?;
-        let (grpc, gateway) = acceptors(&loaded)
+        let (grpc, http) = acceptors(&loaded)
             .map_err(|e| anyhow::anyhow!("the TLS certificate or key is not usable: {e}"))?;
         Ok(Identity {
             grpc: SharedAcceptor::new(grpc),
-            gateway: SharedAcceptor::new(gateway),
+            http: SharedAcceptor::new(http),
             cert: cert.to_owned(),
             key: key.to_owned(),
             loaded,
@@ -151,9 +153,9 @@ impl Identity {
                 continue;
             }
             match acceptors(&pems) {
-                Ok((grpc, gateway)) => {
+                Ok((grpc, http)) => {
                     self.grpc.replace(grpc);
-                    self.gateway.replace(gateway);
+                    self.http.replace(http);
                     self.loaded = pems;
                     refused = None;
                     tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
@@ -294,7 +296,7 @@ mod tests {
         std::fs::write(&cert_path, &cert_a).expect("write");
         std::fs::write(&key_path, &key_a).expect("write");
         let identity = Identity::load(&cert_path, &key_path).expect("load");
-        let (grpc, gateway) = (identity.grpc.clone(), identity.gateway.clone());
+        let (grpc, http) = (identity.grpc.clone(), identity.http.clone());
         let watcher = tokio::spawn(identity.keep_current(Duration::from_millis(50)));
         assert_eq!(served_certificate(&grpc).await, der_of(&cert_a));
 
@@ -322,7 +324,7 @@ mod tests {
             der_of(&cert_b),
             "the renewed certificate was not taken"
         );
-        assert_eq!(served_certificate(&gateway).await, der_of(&cert_b));
+        assert_eq!(served_certificate(&http).await, der_of(&cert_b));
         watcher.abort();
     }
 }

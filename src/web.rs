@@ -7,7 +7,8 @@
 //! token whenever the server has tokens (`Authorization: Bearer`, or HTTP
 //! Basic with the token as the password so that a browser can log in), and
 //! carry security headers. At most [`MAX_CONNECTIONS`] connections at once;
-//! each request head must arrive within [`HEAD_TIMEOUT`].
+//! each request head (and, with `--metrics-tls`, the TLS handshake before
+//! it) must arrive within [`HEAD_TIMEOUT`].
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -18,8 +19,8 @@ use std::{
 use base64::Engine as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
     sync::Semaphore,
 };
 
@@ -28,6 +29,7 @@ use crate::{
     engine::Engine,
     guard::{Role, Tokens},
     readiness::Readiness,
+    tls::SharedAcceptor,
 };
 
 /// Most connections served at once; beyond it, a new one is closed at once.
@@ -71,12 +73,14 @@ struct Site {
     opts: WebOptions,
 }
 
-/// Serves `/metrics` and the dashboard on `listener` until the task is dropped.
+/// Serves `/metrics` and the dashboard on `listener` until the task is
+/// dropped; over TLS when `tls` is given (`--metrics-tls`).
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     engine: Arc<Engine>,
     opts: WebOptions,
+    tls: Option<SharedAcceptor>,
 ) {
     let site = Arc::new(Site {
         metrics,
@@ -113,9 +117,19 @@ pub(crate) async fn serve(
             continue;
         };
         let site = site.clone();
+        let tls = tls.as_ref().map(SharedAcceptor::current);
         tokio::spawn(async move {
             let _permit = permit;
-            site.handle(socket).await;
+            let Some(tls) = tls else {
+                return site.handle(socket).await;
+            };
+            match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket)).await {
+                Ok(Ok(stream)) => site.handle(stream).await,
+                _ => {
+                    metrics::counter!("offer_bandit_tls_handshake_failures_total", "port" => "metrics")
+                        .increment(1);
+                }
+            }
         });
     }
 }
@@ -160,7 +174,7 @@ impl Reply {
 }
 
 impl Site {
-    async fn handle(self: Arc<Self>, mut socket: TcpStream) {
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, mut socket: S) {
         let Ok(head) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket)).await else {
             return; // too slow: no answer
         };
@@ -267,7 +281,7 @@ impl Site {
 }
 
 /// Reads up to the end of the request head; None if it is not one.
-async fn read_head(socket: &mut TcpStream) -> Option<Head> {
+async fn read_head<S: AsyncRead + Unpin>(socket: &mut S) -> Option<Head> {
     let mut buf = vec![0u8; MAX_HEAD];
     let mut read = 0;
     loop {

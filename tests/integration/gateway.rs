@@ -209,9 +209,7 @@ async fn an_oversized_body_is_a_json_error() {
 /// (and not plain HTTP): tokens and customer ids no longer cross in clear.
 #[tokio::test]
 async fn with_tls_the_gateway_serves_https() {
-    use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::rustls;
+    use crate::support::{https_request, plain_request};
     let tmp = tempfile::tempdir().expect("tmp");
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
@@ -231,47 +229,22 @@ async fn with_tls_the_gateway_serves_https() {
         ],
     );
     let gw = server.gateway_addr.clone();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).expect("root");
-    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    // As curl offers: the gateway must choose HTTP/1.1, which it speaks.
-    client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(&gw).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake with the gateway");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let body = json!({"campaign": "g", "context": {"tier": "gold"}}).to_string();
     let request = format!(
         "POST /v1/select-offer HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    tls.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    // The server may close without TLS's close_notify after `connection: close`.
-    let _ = tls.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let (answer, alpn) = https_request(&gw, &cert.pem(), &request)
+        .await
+        .expect("TLS handshake with the gateway");
+    // Offered both, as curl does: the gateway chose HTTP/1.1, which it speaks.
+    assert_eq!(alpn, b"http/1.1");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"offer_id\":\"muffin\""), "{answer}");
     // Plain HTTP to the same port gets no answer.
     let plain = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&gw).expect("connect");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .expect("timeout");
-        let _ = s.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nhost: x\r\n\r\n");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        out
+        plain_request(&gw, "GET /v1/openapi.json HTTP/1.1\r\nhost: x\r\n\r\n")
     })
     .await
     .expect("plain client");

@@ -196,6 +196,57 @@ async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
     );
 }
 
+/// With --metrics-tls the metrics port (probes, /metrics, the dashboard)
+/// speaks HTTPS with the same certificate, and not plain HTTP.
+#[tokio::test]
+async fn metrics_tls_serves_the_metrics_port_over_https() {
+    use crate::support::{https_request, plain_request};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let cert_path = tmp.path().join("cert.pem");
+    let key_path = tmp.path().join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
+    let server = TestServer::start(
+        None,
+        &[
+            "--tls-cert",
+            &cert_path.display().to_string(),
+            "--tls-key",
+            &key_path.display().to_string(),
+            "--metrics-tls",
+        ],
+    );
+    let addr = server.metrics_addr.clone();
+    let (answer, alpn) = https_request(
+        &addr,
+        &cert.pem(),
+        "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    )
+    .await
+    .expect("TLS handshake with the metrics port");
+    assert_eq!(alpn, b"http/1.1");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (metrics, _) = https_request(
+        &addr,
+        &cert.pem(),
+        "GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    )
+    .await
+    .expect("TLS handshake with the metrics port");
+    assert!(metrics.contains("offer_bandit_build_info"), "{metrics}");
+    let plain = tokio::task::spawn_blocking(move || {
+        plain_request(&addr, "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+    })
+    .await
+    .expect("plain client");
+    assert!(
+        !String::from_utf8_lossy(&plain).starts_with("HTTP/1.1 200"),
+        "plain HTTP must not be answered"
+    );
+}
+
 #[test]
 fn a_tls_key_that_is_not_the_certificates_is_refused_at_startup() {
     let tmp = tempfile::tempdir().expect("tmp");

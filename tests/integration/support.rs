@@ -439,3 +439,53 @@ pub fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
     }
     false
 }
+
+/// Sends `request` (a whole HTTP/1.1 request) over TLS to `addr`, trusting
+/// the PEM certificate `ca_pem` for "localhost" and offering `h2` and
+/// `http/1.1` as curl does; the answer as text, and the protocol ALPN
+/// agreed. None when the handshake fails.
+pub async fn https_request(addr: &str, ca_pem: &str, request: &str) -> Option<(String, Vec<u8>)> {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, ServerName, pem::PemObject as _},
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?)
+        .ok()?;
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = ServerName::try_from("localhost").ok()?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
+    tls.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    // The server may close without TLS's close_notify after `connection: close`.
+    let _ = tls.read_to_end(&mut answer).await;
+    Some((String::from_utf8_lossy(&answer).into_owned(), alpn))
+}
+
+/// Sends `request` in plaintext to `addr`: what comes back within 5 s.
+pub fn plain_request(addr: &str, request: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return Vec::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(request.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}

@@ -446,6 +446,10 @@ pub(crate) struct ServeArgs {
     /// 0s: never.
     #[arg(long, env = "OFFER_BANDIT_TLS_RELOAD_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub tls_reload_interval: Duration,
+    /// Serve the metrics port (/metrics, /healthz, /readyz, the dashboard)
+    /// over TLS too, with --tls-cert (scrapers and probes then use https).
+    #[arg(long, env = "OFFER_BANDIT_METRICS_TLS", requires = "tls_cert")]
+    pub metrics_tls: bool,
     /// The admin token (none, and no other token: no authentication).
     #[command(flatten)]
     pub token: TokenArgs,

@@ -191,6 +191,7 @@ fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         dashboard_allowed_hosts: args.dashboard_allowed_hosts,
         tls: args.tls_cert.zip(args.tls_key),
         tls_reload_interval: args.tls_reload_interval,
+        metrics_tls: args.metrics_tls,
         max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
         transparent_huge_pages: args.transparent_huge_pages,
         ..ServeOptions::new(args.listen, args.data_dir, campaigns)
