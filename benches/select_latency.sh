@@ -16,9 +16,12 @@
 # CONFIG=config/bench-k12-d64.toml CAMPAIGN=bench-k12-d64 for the contextual
 # campaign (its scenario: SCENARIO=simulator/scenarios/cold-start.toml).
 # TLS=1 serves and loads over TLS (a throwaway self-signed certificate,
-# openssl). SKIP_BUILD=1 reuses target/release.
+# openssl). B is the server's directory; SIM the load generator
+# (default $B/offer-sim: set it to compare servers older than the load
+# generator's TLS, d8a4a00). SKIP_BUILD=1 reuses target/release.
 set -euo pipefail
 B="${B:-target/release}"
+SIM="${SIM:-$B/offer-sim}"
 RUNS="${RUNS:-2}"
 DURATION="${DURATION:-10s}"
 CAMPAIGN="${CAMPAIGN:-coffee}"
@@ -39,7 +42,7 @@ if [ -n "${TLS:-}" ]; then
   tls=(--ca-cert "$W/cert.pem" --tls-domain localhost)
 fi
 load() { # load ARGS... -> "rpc per_second p50 p99 p999 errors" for the first RPC
-  taskset -c 1 "$B/offer-sim" load --target "$scheme://$ADDR" "${tls[@]}" --concurrency 32 \
+  taskset -c 1 "$SIM" load --target "$scheme://$ADDR" "${tls[@]}" --concurrency 32 \
     --duration "$DURATION" --json "$@" 2>/dev/null |
     python3 -c 'import json,sys; j=json.load(sys.stdin); r=j["rpcs"][0]; print(r["rpc"], round(r["per_second"]), r["p50_us"], r["p99_us"], r.get("p999_us"), r["errors"] or 0, "client " + ("%.2f" % j["client_cores_busy"] if j.get("client_cores_busy") is not None else "n/a"))'
 }

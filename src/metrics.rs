@@ -158,7 +158,7 @@ pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
     (
         "offer_bandit_tls_reloads_total",
         Kind::Counter,
-        "Changed TLS certificate files taken up (result=ok) or refused as unusable (result=refused).",
+        "Changed TLS certificate files taken up (result=ok), refused as unusable (result=refused), or unreadable (result=unreadable).",
     ),
 ];
 

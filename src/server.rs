@@ -223,9 +223,12 @@ pub async fn serve(
         None => (None, None),
     };
     let metrics_tls = gateway_tls.clone().filter(|_| opts.metrics_tls);
-    let tls_reloader = identity
-        .filter(|_| !opts.tls_reload_interval.is_zero())
-        .map(|i| tokio::spawn(i.keep_current(opts.tls_reload_interval)));
+    // Both ports' connections: capped, closed when silent, TLS when set.
+    let limits = ConnectionLimits {
+        max_connections: opts.max_connections,
+        idle_timeout: opts.idle_timeout,
+        preface_timeout: crate::connections::PREFACE_TIMEOUT.min(opts.idle_timeout),
+    };
     let metrics_task = match opts.metrics_listen {
         Some(m) => {
             let handle = crate::metrics::install()?;
@@ -256,6 +259,20 @@ pub async fn serve(
                 .await
                 .with_context(|| format!("binding the JSON/HTTP gateway {h}"))?;
             let gaddr = listener.local_addr()?;
+            // HTTP/1.1 has no pings: a request still running must not be cut
+            // as idle, so the gateway waits at least the request timeout.
+            let limits = ConnectionLimits {
+                idle_timeout: limits
+                    .idle_timeout
+                    .max(opts.guard.request_timeout + Duration::from_secs(1)),
+                ..limits
+            };
+            let listener = crate::connections::Listener::new(
+                listener,
+                limits,
+                gateway_tls.clone(),
+                "gateway",
+            )?;
             tracing::info!(%gaddr, "serving the JSON/HTTP gateway");
             writeln!(out, "offer-bandit gateway on {gaddr}")?;
             Some(listener)
@@ -278,31 +295,15 @@ pub async fn serve(
         opts.sweep_interval,
         opts.retention,
     ));
+    let tls_reloader = identity
+        .filter(|_| !opts.tls_reload_interval.is_zero())
+        .map(|i| tokio::spawn(i.keep_current(opts.tls_reload_interval)));
     let max_msg = opts.max_message_bytes;
     let guard = GuardLayer::new(&opts.guard);
     let api = Api::new(engine.clone(), opts.limits)
         .with_permits(guard.permits())
         .with_scratch(scratch);
-    // Both ports' connections: capped, closed when silent, TLS when set.
-    let limits = ConnectionLimits {
-        max_connections: opts.max_connections,
-        idle_timeout: opts.idle_timeout,
-        preface_timeout: crate::connections::PREFACE_TIMEOUT.min(opts.idle_timeout),
-    };
     let (gateway_stop, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
-    let gateway_listener = gateway_listener
-        .map(|listener| {
-            // HTTP/1.1 has no pings: a request still running must not be cut
-            // as idle, so the gateway waits at least the request timeout.
-            let limits = ConnectionLimits {
-                idle_timeout: limits
-                    .idle_timeout
-                    .max(opts.guard.request_timeout + Duration::from_secs(1)),
-                ..limits
-            };
-            crate::connections::Listener::new(listener, limits, gateway_tls.clone(), "gateway")
-        })
-        .transpose()?;
     let gateway_task = gateway_listener.map(|listener| {
         tokio::spawn(crate::gateway::serve(
             listener,

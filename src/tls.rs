@@ -72,11 +72,22 @@ pub(crate) fn acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The files' contents as last read: (certificate, key).
+/// The files' contents: (certificate, key).
 type Pems = (Vec<u8>, Vec<u8>);
 
+/// A pair's fingerprint: what the reload loop remembers of a pair, so that
+/// it holds no copy of the key.
+type Fingerprint = [u8; 32];
+
+fn fingerprint((cert, key): &Pems) -> Fingerprint {
+    let mut h = blake3::Hasher::new();
+    h.update(&(cert.len() as u64).to_le_bytes());
+    h.update(cert);
+    h.update(key);
+    *h.finalize().as_bytes()
+}
+
 /// The server's acceptors, and the files they come from.
-#[derive(Debug)]
 pub(crate) struct Identity {
     /// The gRPC port's acceptor (ALPN `h2`).
     pub grpc: SharedAcceptor,
@@ -85,7 +96,24 @@ pub(crate) struct Identity {
     pub http: SharedAcceptor,
     cert: PathBuf,
     key: PathBuf,
-    loaded: Pems,
+    /// The pair being served.
+    loaded: Fingerprint,
+    /// An unusable pair seen once: a renewal caught between its two files,
+    /// or one that is wrong; refused if it is still there at the next check.
+    unmatched: Option<Fingerprint>,
+    /// An unusable pair refused (logged and counted once).
+    refused: Option<Fingerprint>,
+    /// The last error reading the files (logged and counted once).
+    unreadable: Option<String>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 fn read(cert: &Path, key: &Path) -> anyhow::Result<Pems> {
@@ -104,70 +132,111 @@ fn acceptors((cert, key): &Pems) -> Result<(TlsAcceptor, TlsAcceptor), String> {
     ))
 }
 
+/// What one check of the files did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// The files hold the pair being served.
+    Unchanged,
+    /// A new, usable pair: new connections get it.
+    Reloaded,
+    /// A new pair that is not usable, seen for the first time: perhaps a
+    /// renewal caught between its two files. Left for the next check.
+    Waiting,
+    /// The same unusable pair again: refused, logged and counted.
+    Refused(String),
+    /// A pair already refused.
+    StillRefused,
+    /// The files could not be read (logged and counted when the error is
+    /// new).
+    Unreadable { new: bool },
+}
+
 impl Identity {
     /// Reads the certificate and key; an unusable pair stops startup with
     /// the reason.
     pub(crate) fn load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
-        let loaded = read(cert, key)?;
-        let (grpc, http) = acceptors(&loaded)
+        let pems = read(cert, key)?;
+        let (grpc, http) = acceptors(&pems)
             .map_err(|e| anyhow::anyhow!("the TLS certificate or key is not usable: {e}"))?;
         Ok(Identity {
             grpc: SharedAcceptor::new(grpc),
             http: SharedAcceptor::new(http),
             cert: cert.to_owned(),
             key: key.to_owned(),
-            loaded,
+            loaded: fingerprint(&pems),
+            unmatched: None,
+            refused: None,
+            unreadable: None,
         })
     }
 
-    /// Rereads the files every `every` and, when they changed and make a
-    /// usable pair, serves new connections with them; connections already
-    /// open keep theirs. A pair that is not usable (the certificate renewed
-    /// and the key not yet, say) is logged and counted once, and the one
-    /// before stays. Runs until the task is dropped.
+    /// One check of what the files hold (`read`: their contents, or why
+    /// they could not be read).
+    pub(crate) fn check(&mut self, read: anyhow::Result<Pems>) -> Check {
+        let pems = match read {
+            Ok(pems) => pems,
+            Err(e) => {
+                let e = format!("{e:#}");
+                let new = self.unreadable.as_ref() != Some(&e);
+                if new {
+                    tracing::warn!(error = %e, "cannot reread the TLS certificate; serving the one loaded");
+                    metrics::counter!("offer_bandit_tls_reloads_total", "result" => "unreadable")
+                        .increment(1);
+                    self.unreadable = Some(e);
+                }
+                return Check::Unreadable { new };
+            }
+        };
+        self.unreadable = None;
+        let seen = fingerprint(&pems);
+        if seen == self.loaded {
+            (self.unmatched, self.refused) = (None, None);
+            return Check::Unchanged;
+        }
+        if self.refused == Some(seen) {
+            return Check::StillRefused;
+        }
+        match acceptors(&pems) {
+            Ok((grpc, http)) => {
+                self.grpc.replace(grpc);
+                self.http.replace(http);
+                (self.loaded, self.unmatched, self.refused) = (seen, None, None);
+                tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                metrics::counter!("offer_bandit_tls_reloads_total", "result" => "ok").increment(1);
+                Check::Reloaded
+            }
+            Err(e) if self.unmatched == Some(seen) => {
+                tracing::warn!(error = %e, cert = %self.cert.display(), "the TLS certificate or key changed but is not usable; serving the one loaded");
+                metrics::counter!("offer_bandit_tls_reloads_total", "result" => "refused")
+                    .increment(1);
+                (self.unmatched, self.refused) = (None, Some(seen));
+                Check::Refused(e)
+            }
+            Err(_) => {
+                self.unmatched = Some(seen);
+                Check::Waiting
+            }
+        }
+    }
+
+    /// Rereads the files every `every` and [`Identity::check`]s them: a
+    /// changed, usable pair serves new connections from then on (open ones
+    /// keep theirs); an unusable one (the certificate renewed and the key
+    /// not yet, say) is refused if it is still there at the next check,
+    /// logged and counted once, and the pair before stays. Runs until the
+    /// task is aborted.
     pub(crate) async fn keep_current(mut self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is now: the files were just read
-        let mut refused: Option<Pems> = None;
-        let mut unreadable: Option<String> = None;
         loop {
             tick.tick().await;
             let (cert, key) = (self.cert.clone(), self.key.clone());
-            let pems = match tokio::task::spawn_blocking(move || read(&cert, &key)).await {
-                Ok(Ok(pems)) => pems,
-                Ok(Err(e)) => {
-                    // A file being replaced can be missing for a moment:
-                    // said once, not at every tick.
-                    let e = format!("{e:#}");
-                    if unreadable.as_ref() != Some(&e) {
-                        tracing::warn!(error = %e, "cannot reread the TLS certificate; serving the one loaded");
-                        unreadable = Some(e);
-                    }
-                    continue;
+            match tokio::task::spawn_blocking(move || read(&cert, &key)).await {
+                Ok(read) => {
+                    self.check(read);
                 }
-                Err(_) => continue,
-            };
-            unreadable = None;
-            if pems == self.loaded || refused.as_ref() == Some(&pems) {
-                continue;
-            }
-            match acceptors(&pems) {
-                Ok((grpc, http)) => {
-                    self.grpc.replace(grpc);
-                    self.http.replace(http);
-                    self.loaded = pems;
-                    refused = None;
-                    tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
-                    metrics::counter!("offer_bandit_tls_reloads_total", "result" => "ok")
-                        .increment(1);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, cert = %self.cert.display(), "the TLS certificate or key changed but is not usable; serving the one loaded");
-                    metrics::counter!("offer_bandit_tls_reloads_total", "result" => "refused")
-                        .increment(1);
-                    refused = Some(pems);
-                }
+                Err(e) => tracing::warn!(error = %e, "rereading the TLS certificate failed"),
             }
         }
     }
@@ -285,31 +354,66 @@ mod tests {
             .to_vec()
     }
 
-    /// A renewed certificate is served from the next check on; a renewal
-    /// whose key does not match is refused and the one before kept; the
-    /// pair completed later is taken.
+    /// A renewal as the loop meets it, one check at a time: the certificate
+    /// written first waits a check; the key then makes a pair, which is
+    /// taken; an unmatched pair still there at the next check is refused
+    /// once; unreadable files are said once.
     #[tokio::test]
-    async fn a_renewed_certificate_is_served_without_a_restart() {
+    async fn renewals_are_taken_waited_for_or_refused_once() {
+        let (cert_a, key_a) = pair();
+        let (cert_b, key_b) = pair();
+        let (cert_c, key_c) = pair();
+        let pems = |c: &str, k: &str| Ok((c.as_bytes().to_vec(), k.as_bytes().to_vec()));
+        let dir = tempfile::tempdir().expect("tmp");
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, &cert_a).expect("write");
+        std::fs::write(&key_path, &key_a).expect("write");
+        let mut id = Identity::load(&cert_path, &key_path).expect("load");
+        let (grpc, http) = (id.grpc.clone(), id.http.clone());
+        assert_eq!(id.check(pems(&cert_a, &key_a)), Check::Unchanged);
+        // The certificate renewed, its key not yet: waits, A still served.
+        assert_eq!(id.check(pems(&cert_b, &key_a)), Check::Waiting);
+        assert_eq!(served_certificate(&grpc).await, der_of(&cert_a));
+        // The key follows: B is served on both ports.
+        assert_eq!(id.check(pems(&cert_b, &key_b)), Check::Reloaded);
+        assert_eq!(served_certificate(&grpc).await, der_of(&cert_b));
+        assert_eq!(served_certificate(&http).await, der_of(&cert_b));
+        assert_eq!(id.check(pems(&cert_b, &key_b)), Check::Unchanged);
+        // A pair that stays unmatched is refused at its second sighting,
+        // once; B stays.
+        assert_eq!(id.check(pems(&cert_c, &key_b)), Check::Waiting);
+        assert!(matches!(
+            id.check(pems(&cert_c, &key_b)),
+            Check::Refused(e) if e.contains("TLS identity")
+        ));
+        assert_eq!(id.check(pems(&cert_c, &key_b)), Check::StillRefused);
+        assert_eq!(served_certificate(&grpc).await, der_of(&cert_b));
+        // Back to the pair served, then the bad pair again: waits anew.
+        assert_eq!(id.check(pems(&cert_b, &key_b)), Check::Unchanged);
+        assert_eq!(id.check(pems(&cert_c, &key_b)), Check::Waiting);
+        // Unreadable: said once per error.
+        let gone = || Err(anyhow::anyhow!("no such file"));
+        assert_eq!(id.check(gone()), Check::Unreadable { new: true });
+        assert_eq!(id.check(gone()), Check::Unreadable { new: false });
+        assert_eq!(id.check(pems(&cert_c, &key_c)), Check::Reloaded);
+        assert_eq!(served_certificate(&grpc).await, der_of(&cert_c));
+        // Nothing of the key in its Debug.
+        assert!(!format!("{id:?}").contains("PRIVATE KEY"));
+    }
+
+    /// The loop itself: files renewed on disk are taken up.
+    #[tokio::test]
+    async fn the_loop_takes_up_renewed_files() {
         let dir = tempfile::tempdir().expect("tmp");
         let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let (cert_a, key_a) = pair();
         std::fs::write(&cert_path, &cert_a).expect("write");
         std::fs::write(&key_path, &key_a).expect("write");
         let identity = Identity::load(&cert_path, &key_path).expect("load");
-        let (grpc, http) = (identity.grpc.clone(), identity.http.clone());
+        let grpc = identity.grpc.clone();
         let watcher = tokio::spawn(identity.keep_current(Duration::from_millis(50)));
-        assert_eq!(served_certificate(&grpc).await, der_of(&cert_a));
-
-        // Renewed: the certificate first, its key not yet.
         let (cert_b, key_b) = pair();
         std::fs::write(&cert_path, &cert_b).expect("write");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            served_certificate(&grpc).await,
-            der_of(&cert_a),
-            "a certificate without its key is not served"
-        );
-        // Then the key: both ports serve the new pair.
         std::fs::write(&key_path, &key_b).expect("write");
         let mut served = Vec::new();
         for _ in 0..100 {
@@ -319,12 +423,11 @@ mod tests {
                 break;
             }
         }
+        watcher.abort();
         assert_eq!(
             served,
             der_of(&cert_b),
             "the renewed certificate was not taken"
         );
-        assert_eq!(served_certificate(&http).await, der_of(&cert_b));
-        watcher.abort();
     }
 }

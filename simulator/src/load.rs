@@ -199,11 +199,16 @@ struct Due {
 
 /// Runs the load; returns its report.
 pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::Result<LoadReport> {
-    if opts.target.starts_with("https://") && opts.tls.is_none() {
-        anyhow::bail!(
+    match (opts.target.starts_with("https://"), opts.tls.is_some()) {
+        (true, false) => anyhow::bail!(
             "{}: an https:// target needs --ca-cert (the CA that signed the server's certificate)",
             opts.target
-        );
+        ),
+        (false, true) => anyhow::bail!(
+            "{}: --ca-cert is for https:// targets; this one is plaintext",
+            opts.target
+        ),
+        _ => {}
     }
     let connect = || async {
         let mut endpoint = tonic::transport::Endpoint::from_shared(opts.target.clone())?;

@@ -357,6 +357,27 @@ mod tests {
         assert_eq!(back, m);
     }
 
+    /// The name checked is the target's host, brackets off an IPv6 one,
+    /// unless --tls-domain names another.
+    #[test]
+    fn the_name_checked_is_the_hosts_unless_named() {
+        let tls = |domain: Option<&str>| ClientTls {
+            ca_pem: Vec::new(),
+            domain: domain.map(str::to_owned),
+        };
+        let uri = |s: &str| s.parse::<Uri>().expect("uri");
+        assert_eq!(tls(None).domain_for(&uri("https://[::1]:50051")), "::1");
+        assert_eq!(
+            tls(None).domain_for(&uri("https://shop.example:443")),
+            "shop.example"
+        );
+        assert_eq!(
+            tls(Some("offers.internal")).domain_for(&uri("https://10.0.0.5:50051")),
+            "offers.internal"
+        );
+        assert!(tls(None).connector().is_err(), "no CA: refused");
+    }
+
     /// A server of `h2` on loopback answering each call with `reply`:
     /// the reply's frame one byte per DATA frame, then its trailers.
     async fn split_reply_server(

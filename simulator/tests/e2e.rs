@@ -396,6 +396,39 @@ fn load_speaks_tls_to_a_tls_server() {
             );
         }
     }
+    // The certificate is checked: another name, or another CA, fails.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, other.cert.pem()).expect("write");
+    for args in [
+        vec![
+            "--ca-cert",
+            ca.as_str(),
+            "--tls-domain",
+            "elsewhere.example",
+        ],
+        vec![
+            "--ca-cert",
+            other_ca.to_str().expect("path"),
+            "--tls-domain",
+            "localhost",
+        ],
+    ] {
+        let out = Command::new(offer_sim())
+            .args([
+                "load",
+                "--target",
+                &target,
+                "--duration",
+                "100ms",
+                "--rpc",
+                "health",
+            ])
+            .args(&args)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?} was trusted");
+    }
     // Without the CA, an https:// target is refused with the reason.
     let out = Command::new(offer_sim())
         .args(["load", "--target", &target, "--duration", "100ms"])

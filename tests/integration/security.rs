@@ -156,6 +156,8 @@ async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
             &key_path.display().to_string(),
             "--tls-reload-interval",
             "100ms",
+            "--http-listen",
+            "127.0.0.1:0",
         ],
     );
     let list_trusting = |ca: String| {
@@ -194,6 +196,30 @@ async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
         list_trusting(first.cert.pem()).await.is_none(),
         "new connections still got the old certificate"
     );
+    // The gateway shares the renewal.
+    let health = "GET /v1/openapi.json HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    let gw = &server.gateway_addr;
+    let (answer, _) = crate::support::https_request(gw, &renewed.cert.pem(), health)
+        .await
+        .expect("the gateway serves the renewed certificate");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        crate::support::https_request(gw, &first.cert.pem(), health)
+            .await
+            .is_none(),
+        "the gateway still served the old certificate"
+    );
+}
+
+#[test]
+fn a_reload_interval_that_would_spin_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stderr = crate::support::serve_refuses(
+        &tmp.path().join("d"),
+        &["--tls-reload-interval", "1ms"],
+        &[],
+    );
+    assert!(stderr.contains("from 100ms to 1d"), "{stderr}");
 }
 
 /// With --metrics-tls the metrics port (probes, /metrics, the dashboard)

@@ -442,9 +442,9 @@ pub(crate) struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// How often the TLS certificate and key are reread: a renewed pair
     /// serves new connections from the next check on, without a restart
-    /// (a pair that does not match is logged and the one before kept);
-    /// 0s: never.
-    #[arg(long, env = "OFFER_BANDIT_TLS_RELOAD_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    /// (a pair that does not match at two checks in a row is logged and the
+    /// one before kept); 0s: never, else 100ms to 1d.
+    #[arg(long, env = "OFFER_BANDIT_TLS_RELOAD_INTERVAL", default_value = "1m", value_parser = parse_tls_reload_interval)]
     pub tls_reload_interval: Duration,
     /// Serve the metrics port (/metrics, /healthz, /readyz, the dashboard)
     /// over TLS too, with --tls-cert (scrapers and probes then use https).
@@ -580,6 +580,16 @@ fn parse_checkpoint_interval(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(10) {
         return Err("the checkpoint interval must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+/// 0s (never), or 100ms to 1d: shorter would reread the files in a busy
+/// loop; far longer overflows the timer.
+fn parse_tls_reload_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if !d.is_zero() && !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&d) {
+        return Err("the TLS reload interval must be 0s (never) or from 100ms to 1d".into());
     }
     Ok(d)
 }
