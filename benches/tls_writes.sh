@@ -23,9 +23,7 @@ bins=("$@")
 for tool in h2load openssl; do
   command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install nghttp2-client openssl" >&2; exit 1; }
 done
-W="$(mktemp -d)"
-PID=""
-trap '[ -z "$PID" ] || kill "$PID" 2>/dev/null || true; rm -rf "$W"' EXIT
+. "$(dirname "$0")/pinned_server.sh"
 if [ -n "${SMALL:-}" ]; then
   python3 "$(dirname "$0")/grpc_bodies.py" coffee "$W"
 else
@@ -40,6 +38,9 @@ rps() { # rps SCHEME N BODY PATH -> requests per second
 }
 
 for bin in "${bins[@]}"; do
+  # start_pinned runs $B/offer-bandit.
+  [ "$(basename "$bin")" = offer-bandit ] || { echo "$bin: not an offer-bandit binary" >&2; exit 1; }
+  B="$(dirname "$bin")"
   for mode in plain tls; do
     tls=()
     scheme=http
@@ -47,17 +48,7 @@ for bin in "${bins[@]}"; do
       tls=(--tls-cert "$W/cert.pem" --tls-key "$W/key.pem")
       scheme=https
     fi
-    rm -rf "$W/data"
-    taskset -c 0 "$bin" serve --listen 127.0.0.1:0 --no-metrics --data-dir "$W/data" "${tls[@]}" \
-      >"$W/log" 2>&1 &
-    PID=$!
-    ADDR=""
-    for _ in $(seq 100); do
-      ADDR=$(sed -n 's/^offer-bandit listening on //p' "$W/log")
-      [ -z "$ADDR" ] || break
-      sleep 0.1
-    done
-    [ -n "$ADDR" ] || { cat "$W/log" >&2; exit 1; }
+    start_pinned "${tls[@]}"
     rps "$scheme" 20000 "$W/health.bin" /grpc.health.v1.Health/Check >/dev/null
     rps "$scheme" 20000 "$W/select.bin" /offerbandit.v1.OfferService/SelectOffer >/dev/null
     writes="n/a"
@@ -74,9 +65,7 @@ for bin in "${bins[@]}"; do
       writes=$(awk -F, -v n="$N" '/sys_enter/ {s += $1} END {printf "%.2f", s / n}' "$W/perf")
     fi
     health=$(rps "$scheme" "$N" "$W/health.bin" /grpc.health.v1.Health/Check)
-    kill "$PID"
-    wait "$PID" 2>/dev/null || true
-    PID=""
+    stop_pinned
     awk -v b="$bin" -v m="$mode" -v s="$select" -v h="$health" -v w="$writes" \
       'BEGIN {printf "%s %s: SelectOffer %.0f/s, Health/Check %.0f/s, ratio %.2f, writes per SelectOffer %s\n", b, m, s, h, s / h, w}'
   done

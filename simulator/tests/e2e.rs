@@ -40,6 +40,29 @@ fn run(bin: &PathBuf, args: &[&str]) -> String {
 
 struct Server(Child);
 
+/// Starts the server with `args` after `serve --listen 127.0.0.1:0`; the
+/// running server, and the address it printed.
+fn serve(args: &[&std::ffi::OsStr]) -> (Server, String) {
+    let mut child = Command::new(offer_bandit())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    while !line.starts_with("offer-bandit listening on") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).expect("address line") > 0,
+            "no address line"
+        );
+    }
+    let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
+    (Server(child), addr)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -76,38 +99,17 @@ fn ope_on_an_exported_log_covers_the_directly_simulated_value() {
     assert!(toml.contains("min_propensity"), "{toml}");
     std::fs::write(&config, toml).expect("write config");
     let data = dir.path().join("data");
-    let mut child = Command::new(offer_bandit())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--sweep-interval",
-            "100ms",
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    while !line.starts_with("offer-bandit listening on") {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).expect("address line") > 0,
-            "no address line"
-        );
-    }
-    let _server = Server(child);
-    let addr = format!(
-        "http://{}",
-        line.trim().rsplit(' ').next().expect("address")
-    );
+    let (_server, addr) = serve(&[
+        "--metrics-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--sweep-interval".as_ref(),
+        "100ms".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    let addr = format!("http://{addr}");
 
     // One policy (the server's segment-ts) makes 4,000 decisions; all resolve.
     let driven = run(
@@ -325,32 +327,17 @@ fn load_speaks_tls_to_a_tls_server() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).expect("write cert");
     std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
-    let mut child = Command::new(offer_bandit())
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--tls-cert")
-        .arg(&cert_path)
-        .arg("--tls-key")
-        .arg(&key_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    while !line.starts_with("offer-bandit listening on") {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).expect("address line") > 0,
-            "no address line"
-        );
-    }
-    let _server = Server(child);
-    let target = format!(
-        "https://{}",
-        line.trim().rsplit(' ').next().expect("address")
-    );
+    let data = dir.path().join("data");
+    let (_server, addr) = serve(&[
+        "--no-metrics".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--tls-cert".as_ref(),
+        cert_path.as_os_str(),
+        "--tls-key".as_ref(),
+        key_path.as_os_str(),
+    ]);
+    let target = format!("https://{addr}");
     let ca = cert_path.display().to_string();
     for rpc in ["select", "health"] {
         let out = run(

@@ -139,21 +139,15 @@ fn short_tokens_are_refused_at_startup() {
 #[tokio::test]
 async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cert_path = tmp.path().join("cert.pem");
-    let key_path = tmp.path().join("key.pem");
-    let write = |ck: &rcgen::CertifiedKey<rcgen::KeyPair>| {
-        std::fs::write(&cert_path, ck.cert.pem()).expect("write cert");
-        std::fs::write(&key_path, ck.signing_key.serialize_pem()).expect("write key");
-    };
-    let first = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    write(&first);
+    let tls = crate::support::TlsFiles::write(tmp.path());
+    let first = tls.cert_pem.clone();
     let server = TestServer::start(
         None,
         &[
             "--tls-cert",
-            &cert_path.display().to_string(),
+            &tls.cert_arg,
             "--tls-key",
-            &key_path.display().to_string(),
+            &tls.key_arg,
             "--tls-reload-interval",
             "100ms",
             "--http-listen",
@@ -180,12 +174,11 @@ async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
                 .ok()
         }
     };
-    assert!(list_trusting(first.cert.pem()).await.is_some());
-    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    write(&renewed);
+    assert!(list_trusting(first.clone()).await.is_some());
+    let renewed = crate::support::TlsFiles::write(tmp.path()).cert_pem;
     let mut taken = false;
     for _ in 0..100 {
-        if list_trusting(renewed.cert.pem()).await.is_some() {
+        if list_trusting(renewed.clone()).await.is_some() {
             taken = true;
             break;
         }
@@ -193,18 +186,18 @@ async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
     }
     assert!(taken, "the renewed certificate was never served");
     assert!(
-        list_trusting(first.cert.pem()).await.is_none(),
+        list_trusting(first.clone()).await.is_none(),
         "new connections still got the old certificate"
     );
     // The gateway shares the renewal.
     let health = "GET /v1/openapi.json HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
     let gw = &server.gateway_addr;
-    let (answer, _) = crate::support::https_request(gw, &renewed.cert.pem(), health)
+    let (answer, _) = crate::support::https_request(gw, &renewed, health)
         .await
         .expect("the gateway serves the renewed certificate");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
-        crate::support::https_request(gw, &first.cert.pem(), health)
+        crate::support::https_request(gw, &first, health)
             .await
             .is_none(),
         "the gateway still served the old certificate"
@@ -226,28 +219,23 @@ fn a_reload_interval_that_would_spin_is_refused() {
 /// speaks HTTPS with the same certificate, and not plain HTTP.
 #[tokio::test]
 async fn metrics_tls_serves_the_metrics_port_over_https() {
-    use crate::support::{https_request, plain_request};
+    use crate::support::{https_request, plain_http_answered};
     let tmp = tempfile::tempdir().expect("tmp");
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let cert_path = tmp.path().join("cert.pem");
-    let key_path = tmp.path().join("key.pem");
-    std::fs::write(&cert_path, cert.pem()).expect("write cert");
-    std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
+    let tls = crate::support::TlsFiles::write(tmp.path());
     let server = TestServer::start(
         None,
         &[
             "--tls-cert",
-            &cert_path.display().to_string(),
+            &tls.cert_arg,
             "--tls-key",
-            &key_path.display().to_string(),
+            &tls.key_arg,
             "--metrics-tls",
         ],
     );
     let addr = server.metrics_addr.clone();
     let (answer, alpn) = https_request(
         &addr,
-        &cert.pem(),
+        &tls.cert_pem,
         "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n",
     )
     .await
@@ -256,19 +244,14 @@ async fn metrics_tls_serves_the_metrics_port_over_https() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let (metrics, _) = https_request(
         &addr,
-        &cert.pem(),
+        &tls.cert_pem,
         "GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n",
     )
     .await
     .expect("TLS handshake with the metrics port");
     assert!(metrics.contains("offer_bandit_build_info"), "{metrics}");
-    let plain = tokio::task::spawn_blocking(move || {
-        plain_request(&addr, "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
-    })
-    .await
-    .expect("plain client");
     assert!(
-        !String::from_utf8_lossy(&plain).starts_with("HTTP/1.1 200"),
+        !plain_http_answered(&addr, "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").await,
         "plain HTTP must not be answered"
     );
 }
@@ -276,21 +259,13 @@ async fn metrics_tls_serves_the_metrics_port_over_https() {
 #[test]
 fn a_tls_key_that_is_not_the_certificates_is_refused_at_startup() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let rcgen::CertifiedKey { cert, .. } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let tls = crate::support::TlsFiles::write(tmp.path());
+    // Another key over the certificate's.
     let other = rcgen::KeyPair::generate().expect("key");
-    let cert_path = tmp.path().join("cert.pem");
-    let key_path = tmp.path().join("key.pem");
-    std::fs::write(&cert_path, cert.pem()).expect("write cert");
-    std::fs::write(&key_path, other.serialize_pem()).expect("write key");
+    std::fs::write(&tls.key_arg, other.serialize_pem()).expect("write key");
     let stderr = crate::support::serve_refuses(
         &tmp.path().join("d"),
-        &[
-            "--tls-cert",
-            &cert_path.display().to_string(),
-            "--tls-key",
-            &key_path.display().to_string(),
-        ],
+        &["--tls-cert", &tls.cert_arg, "--tls-key", &tls.key_arg],
         &[],
     );
     assert!(
@@ -302,27 +277,17 @@ fn a_tls_key_that_is_not_the_certificates_is_refused_at_startup() {
 #[tokio::test]
 async fn tls_serves_https_with_the_configured_certificate() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let cert_path = tmp.path().join("cert.pem");
-    let key_path = tmp.path().join("key.pem");
-    std::fs::write(&cert_path, cert.pem()).expect("write cert");
-    std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
+    let tls = crate::support::TlsFiles::write(tmp.path());
     let server = TestServer::start(
         None,
-        &[
-            "--tls-cert",
-            &cert_path.display().to_string(),
-            "--tls-key",
-            &key_path.display().to_string(),
-        ],
+        &["--tls-cert", &tls.cert_arg, "--tls-key", &tls.key_arg],
     );
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(cert.pem()))
+    let client_tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&tls.cert_pem))
         .domain_name("localhost");
     let channel = Channel::from_shared(format!("https://{}", server.addr))
         .expect("url")
-        .tls_config(tls)
+        .tls_config(client_tls)
         .expect("tls config")
         .connect_timeout(Duration::from_secs(5))
         .connect()
@@ -361,7 +326,7 @@ async fn tls_serves_https_with_the_configured_certificate() {
         .arg("--server")
         .arg(format!("https://{}", server.addr))
         .arg("--ca-cert")
-        .arg(&cert_path)
+        .arg(&tls.cert_arg)
         .output()
         .expect("run export");
     assert!(

@@ -477,15 +477,47 @@ pub async fn https_request(addr: &str, ca_pem: &str, request: &str) -> Option<(S
     Some((String::from_utf8_lossy(&answer).into_owned(), alpn))
 }
 
-/// Sends `request` in plaintext to `addr`: what comes back within 5 s.
-pub fn plain_request(addr: &str, request: &str) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return Vec::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.write_all(request.as_bytes());
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    out
+/// Whether `addr` answers `request` sent in plaintext with a 200 within
+/// 5 s (a TLS port must not).
+pub async fn plain_http_answered(addr: &str, request: &str) -> bool {
+    let (addr, request) = (addr.to_owned(), request.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(request.as_bytes());
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200")
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A fresh self-signed certificate for "localhost", written as PEM files.
+pub struct TlsFiles {
+    /// The certificate, PEM: what a client trusts.
+    pub cert_pem: String,
+    /// The files' paths, as `--tls-cert` and `--tls-key` take them.
+    pub cert_arg: String,
+    pub key_arg: String,
+}
+
+impl TlsFiles {
+    /// Writes a new pair to `dir`/cert.pem and `dir`/key.pem (over any
+    /// there: a renewal).
+    pub fn write(dir: &Path) -> TlsFiles {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
+        TlsFiles {
+            cert_pem: cert.pem(),
+            cert_arg: cert_path.display().to_string(),
+            key_arg: key_path.display().to_string(),
+        }
+    }
 }
