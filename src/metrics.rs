@@ -156,6 +156,11 @@ pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
         "TLS handshakes that failed or did not finish in time, by port (grpc, gateway, metrics).",
     ),
     (
+        "offer_bandit_tls_certificate_expiry_timestamp_seconds",
+        Kind::Gauge,
+        "When the TLS certificate served expires (Unix seconds); alert well before.",
+    ),
+    (
         "offer_bandit_tls_reloads_total",
         Kind::Counter,
         "Changed TLS certificate files taken up (result=ok), refused as unusable (result=refused), or unreadable (result=unreadable).",

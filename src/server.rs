@@ -253,6 +253,9 @@ pub async fn serve(
         }
         None => None,
     };
+    if let Some(identity) = &identity {
+        identity.publish_expiry();
+    }
     let gateway_listener = match opts.http_listen {
         Some(h) => {
             let listener = tokio::net::TcpListener::bind(h)

@@ -105,6 +105,8 @@ pub(crate) struct Identity {
     refused: Option<Fingerprint>,
     /// The last error reading the files (logged and counted once).
     unreadable: Option<String>,
+    /// When the certificate served expires (Unix seconds).
+    expires_s: i64,
 }
 
 impl std::fmt::Debug for Identity {
@@ -124,12 +126,45 @@ fn read(cert: &Path, key: &Path) -> anyhow::Result<Pems> {
     Ok((cert_pem, key_pem))
 }
 
+/// When the chain's first certificate (the server's own) expires, in Unix
+/// seconds.
+fn expiry(cert_pem: &[u8]) -> Result<i64, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let der = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .ok_or("the certificate file holds no certificate")?
+        .map_err(|e| format!("the certificate file is not PEM: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| format!("the certificate cannot be read: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// `unix_s` as an RFC 3339 date, for messages.
+fn date(unix_s: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_s).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A pair made into acceptors, with its certificate's expiry.
+struct Usable {
+    grpc: TlsAcceptor,
+    http: TlsAcceptor,
+    expires_s: i64,
+}
+
 /// Both acceptors for one certificate and key.
-fn acceptors((cert, key): &Pems) -> Result<(TlsAcceptor, TlsAcceptor), String> {
-    Ok((
-        acceptor(cert, key, b"h2")?,
-        acceptor(cert, key, b"http/1.1")?,
-    ))
+fn acceptors((cert, key): &Pems) -> Result<Usable, String> {
+    Ok(Usable {
+        grpc: acceptor(cert, key, b"h2")?,
+        http: acceptor(cert, key, b"http/1.1")?,
+        expires_s: expiry(cert)?,
+    })
 }
 
 /// What one check of the files did.
@@ -156,18 +191,32 @@ impl Identity {
     /// the reason.
     pub(crate) fn load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
         let pems = read(cert, key)?;
-        let (grpc, http) = acceptors(&pems)
+        let usable = acceptors(&pems)
             .map_err(|e| anyhow::anyhow!("the TLS certificate or key is not usable: {e}"))?;
+        if usable.expires_s <= now_s() {
+            // Served all the same: a restart must not turn a certificate
+            // problem into an outage of the plaintext-less port.
+            tracing::error!(cert = %cert.display(), expired = %date(usable.expires_s), "the TLS certificate has expired: clients will refuse it");
+        }
         Ok(Identity {
-            grpc: SharedAcceptor::new(grpc),
-            http: SharedAcceptor::new(http),
+            grpc: SharedAcceptor::new(usable.grpc),
+            http: SharedAcceptor::new(usable.http),
             cert: cert.to_owned(),
             key: key.to_owned(),
             loaded: fingerprint(&pems),
             unmatched: None,
             refused: None,
             unreadable: None,
+            expires_s: usable.expires_s,
         })
+    }
+
+    /// Sets `offer_bandit_tls_certificate_expiry_timestamp_seconds` to the
+    /// served certificate's expiry (once the metrics recorder is installed;
+    /// every reload sets it again).
+    pub(crate) fn publish_expiry(&self) {
+        metrics::gauge!("offer_bandit_tls_certificate_expiry_timestamp_seconds")
+            .set(self.expires_s as f64);
     }
 
     /// One check of what the files hold (`read`: their contents, or why
@@ -196,10 +245,20 @@ impl Identity {
         if self.refused == Some(seen) {
             return Check::StillRefused;
         }
-        match acceptors(&pems) {
-            Ok((grpc, http)) => {
-                self.grpc.replace(grpc);
-                self.http.replace(http);
+        // A renewal must hold a certificate still valid.
+        let usable = acceptors(&pems).and_then(|u| {
+            if u.expires_s <= now_s() {
+                Err(format!("the certificate expired at {}", date(u.expires_s)))
+            } else {
+                Ok(u)
+            }
+        });
+        match usable {
+            Ok(usable) => {
+                self.grpc.replace(usable.grpc);
+                self.http.replace(usable.http);
+                self.expires_s = usable.expires_s;
+                self.publish_expiry();
                 (self.loaded, self.unmatched, self.refused) = (seen, None, None);
                 tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
                 metrics::counter!("offer_bandit_tls_reloads_total", "result" => "ok").increment(1);
@@ -399,6 +458,30 @@ mod tests {
         assert_eq!(served_certificate(&grpc).await, der_of(&cert_c));
         // Nothing of the key in its Debug.
         assert!(!format!("{id:?}").contains("PRIVATE KEY"));
+        // A renewal whose certificate has already expired is refused.
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let old_key = rcgen::KeyPair::generate().expect("key");
+        let old = params.self_signed(&old_key).expect("cert");
+        let expired = || pems(&old.pem(), &old_key.serialize_pem());
+        assert_eq!(id.check(expired()), Check::Waiting);
+        assert!(matches!(
+            id.check(expired()),
+            Check::Refused(e) if e.contains("expired at 2001-01-01")
+        ));
+        assert_eq!(served_certificate(&grpc).await, der_of(&cert_c));
+    }
+
+    #[test]
+    fn the_expiry_is_the_server_certificates() {
+        let (cert, _) = pair();
+        // rcgen's default validity ends on 4096-01-01.
+        let end = rcgen::date_time_ymd(4096, 1, 1).unix_timestamp();
+        assert_eq!(expiry(cert.as_bytes()), Ok(end));
+        assert_eq!(date(end), "4096-01-01T00:00:00Z");
+        assert!(expiry(b"").is_err());
     }
 
     /// The loop itself: files renewed on disk are taken up.

@@ -250,6 +250,12 @@ async fn metrics_tls_serves_the_metrics_port_over_https() {
     .await
     .expect("TLS handshake with the metrics port");
     assert!(metrics.contains("offer_bandit_build_info"), "{metrics}");
+    // The served certificate's expiry: rcgen's default, 4096-01-01.
+    let expiry = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("offer_bandit_tls_certificate_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(expiry, Some(67_090_118_400.0), "{metrics}");
     assert!(
         !plain_http_answered(&addr, "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").await,
         "plain HTTP must not be answered"
