@@ -194,8 +194,8 @@ impl Identity {
         let usable = acceptors(&pems)
             .map_err(|e| anyhow::anyhow!("the TLS certificate or key is not usable: {e}"))?;
         if usable.expires_s <= now_s() {
-            // Served all the same: a restart must not turn a certificate
-            // problem into an outage of the plaintext-less port.
+            // Served all the same: refusing to start would turn an expired
+            // certificate into an outage of every port.
             tracing::error!(cert = %cert.display(), expired = %date(usable.expires_s), "the TLS certificate has expired: clients will refuse it");
         }
         Ok(Identity {
