@@ -105,8 +105,9 @@ pub(crate) struct Identity {
     refused: Option<Fingerprint>,
     /// The last error reading the files (logged and counted once).
     unreadable: Option<String>,
-    /// When the certificate served expires (Unix seconds).
-    expires_s: i64,
+    /// When the certificate served expires (Unix seconds; None: its
+    /// validity could not be read).
+    expires_s: Option<i64>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -126,9 +127,9 @@ fn read(cert: &Path, key: &Path) -> anyhow::Result<Pems> {
     Ok((cert_pem, key_pem))
 }
 
-/// When the chain's first certificate (the server's own) expires, in Unix
-/// seconds.
-fn expiry(cert_pem: &[u8]) -> Result<i64, String> {
+/// When the chain's first certificate (the server's own) is valid, in Unix
+/// seconds: (not before, not after).
+fn validity(cert_pem: &[u8]) -> Result<(i64, i64), String> {
     use rustls::pki_types::{CertificateDer, pem::PemObject as _};
     let der = CertificateDer::pem_slice_iter(cert_pem)
         .next()
@@ -136,7 +137,8 @@ fn expiry(cert_pem: &[u8]) -> Result<i64, String> {
         .map_err(|e| format!("the certificate file is not PEM: {e}"))?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| format!("the certificate cannot be read: {e}"))?;
-    Ok(cert.validity().not_after.timestamp())
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 /// `unix_s` as an RFC 3339 date, for messages.
@@ -151,11 +153,36 @@ fn now_s() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// A pair made into acceptors, with its certificate's expiry.
+/// A pair made into acceptors, with its certificate's validity when it
+/// can be read (rustls takes some certificates x509-parser does not: those
+/// serve, without an expiry to show).
 struct Usable {
     grpc: TlsAcceptor,
     http: TlsAcceptor,
-    expires_s: i64,
+    validity: Option<(i64, i64)>,
+}
+
+/// How far ahead of this machine's clock a renewal may start to be valid
+/// (clocks differ).
+const CLOCK_SKEW_S: i64 = 300;
+
+impl Usable {
+    /// Why its certificate is not valid now (None: it is, or its validity
+    /// is unknown).
+    fn invalid_now(&self) -> Option<String> {
+        let (not_before, not_after) = self.validity?;
+        let now = now_s();
+        if not_after <= now {
+            Some(format!("the certificate expired at {}", date(not_after)))
+        } else if not_before > now + CLOCK_SKEW_S {
+            Some(format!(
+                "the certificate is not valid until {}",
+                date(not_before)
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Both acceptors for one certificate and key.
@@ -163,7 +190,9 @@ fn acceptors((cert, key): &Pems) -> Result<Usable, String> {
     Ok(Usable {
         grpc: acceptor(cert, key, b"h2")?,
         http: acceptor(cert, key, b"http/1.1")?,
-        expires_s: expiry(cert)?,
+        validity: validity(cert)
+            .inspect_err(|e| tracing::warn!(error = %e, "the TLS certificate's validity cannot be read: no expiry metric"))
+            .ok(),
     })
 }
 
@@ -193,10 +222,10 @@ impl Identity {
         let pems = read(cert, key)?;
         let usable = acceptors(&pems)
             .map_err(|e| anyhow::anyhow!("the TLS certificate or key is not usable: {e}"))?;
-        if usable.expires_s <= now_s() {
+        if let Some(why) = usable.invalid_now() {
             // Served all the same: refusing to start would turn an expired
             // certificate into an outage of every port.
-            tracing::error!(cert = %cert.display(), expired = %date(usable.expires_s), "the TLS certificate has expired: clients will refuse it");
+            tracing::error!(cert = %cert.display(), "{why}: clients will refuse it");
         }
         Ok(Identity {
             grpc: SharedAcceptor::new(usable.grpc),
@@ -207,7 +236,7 @@ impl Identity {
             unmatched: None,
             refused: None,
             unreadable: None,
-            expires_s: usable.expires_s,
+            expires_s: usable.validity.map(|(_, not_after)| not_after),
         })
     }
 
@@ -215,8 +244,10 @@ impl Identity {
     /// served certificate's expiry (once the metrics recorder is installed;
     /// every reload sets it again).
     pub(crate) fn publish_expiry(&self) {
-        metrics::gauge!("offer_bandit_tls_certificate_expiry_timestamp_seconds")
-            .set(self.expires_s as f64);
+        if let Some(expires_s) = self.expires_s {
+            metrics::gauge!("offer_bandit_tls_certificate_expiry_timestamp_seconds")
+                .set(expires_s as f64);
+        }
     }
 
     /// One check of what the files hold (`read`: their contents, or why
@@ -242,22 +273,19 @@ impl Identity {
             (self.unmatched, self.refused) = (None, None);
             return Check::Unchanged;
         }
-        if self.refused == Some(seen) {
-            return Check::StillRefused;
-        }
-        // A renewal must hold a certificate still valid.
-        let usable = acceptors(&pems).and_then(|u| {
-            if u.expires_s <= now_s() {
-                Err(format!("the certificate expired at {}", date(u.expires_s)))
-            } else {
-                Ok(u)
-            }
+        // A renewal must hold a certificate valid now. A pair refused is
+        // looked at again each time, quietly: a clock put right can make it
+        // valid.
+        let usable = acceptors(&pems).and_then(|u| match u.invalid_now() {
+            Some(why) => Err(why),
+            None => Ok(u),
         });
         match usable {
+            Err(_) if self.refused == Some(seen) => Check::StillRefused,
             Ok(usable) => {
                 self.grpc.replace(usable.grpc);
                 self.http.replace(usable.http);
-                self.expires_s = usable.expires_s;
+                self.expires_s = usable.validity.map(|(_, not_after)| not_after);
                 self.publish_expiry();
                 (self.loaded, self.unmatched, self.refused) = (seen, None, None);
                 tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
@@ -456,8 +484,11 @@ mod tests {
         assert_eq!(id.check(gone()), Check::Unreadable { new: false });
         assert_eq!(id.check(pems(&cert_c, &key_c)), Check::Reloaded);
         assert_eq!(served_certificate(&grpc).await, der_of(&cert_c));
-        // Nothing of the key in its Debug.
-        assert!(!format!("{id:?}").contains("PRIVATE KEY"));
+        // Its Debug names the files, nothing they hold.
+        assert_eq!(
+            format!("{id:?}"),
+            format!("Identity {{ cert: {cert_path:?}, key: {key_path:?}, .. }}")
+        );
         // A renewal whose certificate has already expired is refused.
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
@@ -471,17 +502,29 @@ mod tests {
             id.check(expired()),
             Check::Refused(e) if e.contains("expired at 2001-01-01")
         ));
+        // So is one not valid yet.
+        params.not_before = rcgen::date_time_ymd(2999, 1, 1);
+        params.not_after = rcgen::date_time_ymd(3000, 1, 1);
+        let early = params.self_signed(&old_key).expect("cert");
+        let early = || pems(&early.pem(), &old_key.serialize_pem());
+        assert_eq!(id.check(early()), Check::Waiting);
+        assert!(matches!(
+            id.check(early()),
+            Check::Refused(e) if e.contains("not valid until 2999-01-01")
+        ));
+        assert_eq!(id.check(early()), Check::StillRefused);
         assert_eq!(served_certificate(&grpc).await, der_of(&cert_c));
     }
 
     #[test]
-    fn the_expiry_is_the_server_certificates() {
+    fn the_validity_is_the_server_certificates() {
         let (cert, _) = pair();
         // rcgen's default validity ends on 4096-01-01.
         let end = rcgen::date_time_ymd(4096, 1, 1).unix_timestamp();
-        assert_eq!(expiry(cert.as_bytes()), Ok(end));
+        let start = rcgen::date_time_ymd(1975, 1, 1).unix_timestamp();
+        assert_eq!(validity(cert.as_bytes()), Ok((start, end)));
         assert_eq!(date(end), "4096-01-01T00:00:00Z");
-        assert!(expiry(b"").is_err());
+        assert!(validity(b"").is_err());
     }
 
     /// The loop itself: files renewed on disk are taken up.

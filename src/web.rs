@@ -8,7 +8,7 @@
 //! Basic with the token as the password so that a browser can log in), and
 //! carry security headers. At most [`MAX_CONNECTIONS`] connections at once;
 //! each request head (and, with `--metrics-tls`, the TLS handshake before
-//! it) must arrive within [`HEAD_TIMEOUT`].
+//! it, with a timeout of its own) must arrive within [`HEAD_TIMEOUT`].
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -123,13 +123,14 @@ pub(crate) async fn serve(
             let Some(tls) = tls else {
                 return site.handle(socket).await;
             };
-            match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket)).await {
-                Ok(Ok(stream)) => site.handle(stream).await,
-                _ => {
-                    metrics::counter!("offer_bandit_tls_handshake_failures_total", "port" => "metrics")
-                        .increment(1);
-                }
-            }
+            let failed = match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket)).await {
+                Ok(Ok(stream)) => return site.handle(stream).await,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("not finished within {HEAD_TIMEOUT:?}"),
+            };
+            tracing::debug!(error = %failed, port = "metrics", "TLS handshake failed");
+            metrics::counter!("offer_bandit_tls_handshake_failures_total", "port" => "metrics")
+                .increment(1);
         });
     }
 }

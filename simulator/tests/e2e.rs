@@ -415,7 +415,29 @@ fn load_speaks_tls_to_a_tls_server() {
             .output()
             .expect("runs");
         assert!(!out.status.success(), "{args:?} was trusted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("certificate"), "{args:?}: {stderr}");
     }
+    // A CA for a plaintext target is a mistake, said as one.
+    let plain = target.replacen("https://", "http://", 1);
+    let out = Command::new(offer_sim())
+        .args([
+            "load",
+            "--target",
+            &plain,
+            "--ca-cert",
+            &ca,
+            "--duration",
+            "100ms",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is for https:// targets"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without the CA, an https:// target is refused with the reason.
     let out = Command::new(offer_sim())
         .args(["load", "--target", &target, "--duration", "100ms"])

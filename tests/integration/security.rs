@@ -204,6 +204,57 @@ async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
     );
 }
 
+/// `--metrics-tls` needs a certificate, but a deployment template's
+/// OFFER_BANDIT_METRICS_TLS=false without one starts; with --no-metrics it
+/// is refused rather than ignored.
+#[tokio::test]
+async fn metrics_tls_false_needs_no_certificate_and_no_metrics_conflicts() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_on_env(
+        None,
+        &tmp.path().join("d"),
+        &[],
+        &[("OFFER_BANDIT_METRICS_TLS", "false")],
+    );
+    let mut offers = server.offers().await;
+    offers
+        .select_offer(select("coffee", &[("lifecycle", "active")]))
+        .await
+        .expect("serves");
+    // (serve_refuses adds --no-metrics: this one runs without.)
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_offer-bandit"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-tls",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("e"))
+        .output()
+        .expect("run offer-bandit");
+    assert!(
+        !out.status.success(),
+        "--metrics-tls without a certificate started"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
+    let tls = crate::support::TlsFiles::write(tmp.path());
+    let stderr = crate::support::serve_refuses(
+        &tmp.path().join("f"),
+        &[
+            "--tls-cert",
+            &tls.cert_arg,
+            "--tls-key",
+            &tls.key_arg,
+            "--metrics-tls",
+            "--no-metrics",
+        ],
+        &[],
+    );
+    assert!(stderr.contains("--no-metrics"), "{stderr}");
+}
+
 #[test]
 fn a_reload_interval_that_would_spin_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -448,7 +448,12 @@ pub(crate) struct ServeArgs {
     pub tls_reload_interval: Duration,
     /// Serve the metrics port (/metrics, /healthz, /readyz, the dashboard)
     /// over TLS too, with --tls-cert (scrapers and probes then use https).
-    #[arg(long, env = "OFFER_BANDIT_METRICS_TLS", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "OFFER_BANDIT_METRICS_TLS",
+        requires_if("true", "tls_cert"),
+        conflicts_with = "no_metrics"
+    )]
     pub metrics_tls: bool,
     /// The admin token (none, and no other token: no authentication).
     #[command(flatten)]
