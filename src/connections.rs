@@ -243,7 +243,7 @@ impl Connected for Accepted {
     }
 }
 
-/// [`accept`]'s connections as a listener for axum (the JSON/HTTP gateway):
+/// [`accept`]'s connections one at a time (the JSON/HTTP gateway):
 /// the same cap, timeouts and TLS as the gRPC port.
 pub(crate) struct Listener {
     incoming: tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>>,
@@ -267,22 +267,13 @@ impl Listener {
     }
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = Accepted;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Accepted, std::net::SocketAddr) {
+impl Listener {
+    /// The next connection (waits for one).
+    pub(crate) async fn next(&mut self) -> Accepted {
         use tokio_stream::StreamExt as _;
         loop {
             match self.incoming.next().await {
-                Some(Ok(conn)) => {
-                    // A TCP stream always knows its peer; unspecified if not.
-                    let peer = conn
-                        .connect_info()
-                        .remote_addr()
-                        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                    return (conn, peer);
-                }
+                Some(Ok(conn)) => return conn,
                 // [`accept`] logs and retries its failures itself.
                 Some(Err(_)) => {}
                 // The accept task is gone (it stops only if it panicked):
@@ -293,10 +284,6 @@ impl axum::serve::Listener for Listener {
                 }
             }
         }
-    }
-
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        Ok(self.local)
     }
 }
 

@@ -50,13 +50,21 @@ pub(crate) struct Gateway {
 }
 
 /// Serves the gateway on `listener` until `stop` completes (then lets the
-/// requests in flight finish) or the task is dropped.
+/// requests in flight finish) or the task is aborted. HTTP/1.1 only (a
+/// client opening with HTTP/2's preface is refused, not served under
+/// hyper's own stream limit), and a request's head must arrive within
+/// `--request-timeout`: a client dripping its headers a byte at a time
+/// cannot hold a connection for longer (idle keep-alive connections close
+/// then too).
 pub(crate) async fn serve(
-    listener: crate::connections::Listener,
+    mut listener: crate::connections::Listener,
     gateway: Gateway,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let max_body = gateway.max_body;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(gateway.timeout);
     let app = Router::new()
         .route("/v1/select-offer", post(select_offer))
         .route("/v1/record-redemption", post(record_redemption))
@@ -65,12 +73,23 @@ pub(crate) async fn serve(
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::map_response(too_large_as_json))
         .with_state(Arc::new(gateway));
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "the JSON/HTTP gateway stopped");
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let io = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.next() => accepted,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a gateway connection ended with an error");
+            }
+        });
     }
+    graceful.shutdown().await;
 }
 
 async fn openapi() -> Response {

@@ -283,3 +283,57 @@ fn gateway_connections_are_capped_and_silent_ones_closed() {
     let (status, _) = call(&gw, "GET", "/v1/openapi.json", "", None);
     assert_eq!(status, 200);
 }
+
+/// The gateway speaks HTTP/1.1 only: a client opening with HTTP/2's
+/// preface is not served HTTP/2 (under hyper's own stream limit rather
+/// than --max-streams-per-connection).
+#[test]
+fn the_gateway_does_not_speak_http2() {
+    use std::io::{Read, Write};
+    let server = TestServer::start(Some(CONFIG), &["--http-listen", "127.0.0.1:0"]);
+    let mut s = std::net::TcpStream::connect(&server.gateway_addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    // The preface, then an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    // An HTTP/2 server answers with its SETTINGS frame (type 4 in byte 3).
+    assert!(
+        !(answer.len() >= 9 && answer[3] == 0x04),
+        "answered as HTTP/2: {answer:?}"
+    );
+}
+
+/// A request's head must arrive within --request-timeout: a client
+/// dripping its headers a byte at a time is closed.
+#[test]
+fn a_request_head_dripped_slowly_is_cut_off() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let server = TestServer::start(
+        Some(CONFIG),
+        &["--http-listen", "127.0.0.1:0", "--request-timeout", "1s"],
+    );
+    let mut s = std::net::TcpStream::connect(&server.gateway_addr).expect("connect");
+    s.write_all(b"POST /v1/select-offer HTTP/1.1\r\nhost: x\r\n")
+        .expect("write");
+    let started = Instant::now();
+    // Keeps sending, so that no idle timeout could be what closes it.
+    let closed = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if s.write_all(b"x").is_err() || started.elapsed() > Duration::from_secs(8) {
+            break crate::support::closed_within(&mut s, Duration::from_secs(1));
+        }
+        if crate::support::closed_within(&mut s, Duration::from_millis(50)) {
+            break true;
+        }
+    };
+    assert!(closed, "a dripping client kept its connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+}
