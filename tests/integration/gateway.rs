@@ -212,17 +212,7 @@ async fn with_tls_the_gateway_serves_https() {
     use crate::support::{https_request, plain_http_answered};
     let tmp = tempfile::tempdir().expect("tmp");
     let tls = crate::support::TlsFiles::write(tmp.path());
-    let server = TestServer::start(
-        Some(CONFIG),
-        &[
-            "--http-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &tls.cert_arg,
-            "--tls-key",
-            &tls.key_arg,
-        ],
-    );
+    let server = TestServer::start(Some(CONFIG), &tls.args(&["--http-listen", "127.0.0.1:0"]));
     let gw = server.gateway_addr.clone();
     let body = json!({"campaign": "g", "context": {"tier": "gold"}}).to_string();
     let request = format!(

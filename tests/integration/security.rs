@@ -143,16 +143,12 @@ async fn a_renewed_tls_certificate_is_taken_up_without_a_restart() {
     let first = tls.cert_pem.clone();
     let server = TestServer::start(
         None,
-        &[
-            "--tls-cert",
-            &tls.cert_arg,
-            "--tls-key",
-            &tls.key_arg,
+        &tls.args(&[
             "--tls-reload-interval",
             "100ms",
             "--http-listen",
             "127.0.0.1:0",
-        ],
+        ]),
     );
     let list_trusting = |ca: String| {
         let url = format!("https://{}", server.addr);
@@ -242,14 +238,7 @@ async fn metrics_tls_false_needs_no_certificate_and_no_metrics_conflicts() {
     let tls = crate::support::TlsFiles::write(tmp.path());
     let stderr = crate::support::serve_refuses(
         &tmp.path().join("f"),
-        &[
-            "--tls-cert",
-            &tls.cert_arg,
-            "--tls-key",
-            &tls.key_arg,
-            "--metrics-tls",
-            "--no-metrics",
-        ],
+        &tls.args(&["--metrics-tls", "--no-metrics"]),
         &[],
     );
     assert!(stderr.contains("--no-metrics"), "{stderr}");
@@ -273,16 +262,7 @@ async fn metrics_tls_serves_the_metrics_port_over_https() {
     use crate::support::{https_request, plain_http_answered};
     let tmp = tempfile::tempdir().expect("tmp");
     let tls = crate::support::TlsFiles::write(tmp.path());
-    let server = TestServer::start(
-        None,
-        &[
-            "--tls-cert",
-            &tls.cert_arg,
-            "--tls-key",
-            &tls.key_arg,
-            "--metrics-tls",
-        ],
-    );
+    let server = TestServer::start(None, &tls.args(&["--metrics-tls"]));
     let addr = server.metrics_addr.clone();
     let (answer, alpn) = https_request(
         &addr,
@@ -320,11 +300,7 @@ fn a_tls_key_that_is_not_the_certificates_is_refused_at_startup() {
     // Another key over the certificate's.
     let other = rcgen::KeyPair::generate().expect("key");
     std::fs::write(&tls.key_arg, other.serialize_pem()).expect("write key");
-    let stderr = crate::support::serve_refuses(
-        &tmp.path().join("d"),
-        &["--tls-cert", &tls.cert_arg, "--tls-key", &tls.key_arg],
-        &[],
-    );
+    let stderr = crate::support::serve_refuses(&tmp.path().join("d"), &tls.args(&[]), &[]);
     assert!(
         stderr.contains("the TLS certificate or key is not usable"),
         "{stderr}"
@@ -335,10 +311,7 @@ fn a_tls_key_that_is_not_the_certificates_is_refused_at_startup() {
 async fn tls_serves_https_with_the_configured_certificate() {
     let tmp = tempfile::tempdir().expect("tmp");
     let tls = crate::support::TlsFiles::write(tmp.path());
-    let server = TestServer::start(
-        None,
-        &["--tls-cert", &tls.cert_arg, "--tls-key", &tls.key_arg],
-    );
+    let server = TestServer::start(None, &tls.args(&[]));
     let client_tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&tls.cert_pem))
         .domain_name("localhost");

@@ -506,6 +506,18 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// `--tls-cert FILE --tls-key FILE`, then `more`.
+    pub fn args<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "--tls-cert",
+            self.cert_arg.as_str(),
+            "--tls-key",
+            self.key_arg.as_str(),
+        ];
+        args.extend_from_slice(more);
+        args
+    }
+
     /// Writes a new pair to `dir`/cert.pem and `dir`/key.pem (over any
     /// there: a renewal).
     pub fn write(dir: &Path) -> TlsFiles {
