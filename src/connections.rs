@@ -4,7 +4,8 @@
 //! busy loop. With TLS, the handshake is done here too (each connection in
 //! a task of its own, within the preface timeout), so that the stream h2
 //! writes to is ours over TLS as well ([`Accepted`]). The gRPC port takes
-//! them as a stream ([`accept`]), the JSON/HTTP gateway as a [`Listener`].
+//! them as a stream ([`accept`]); the JSON/HTTP gateway and the metrics port
+//! one at a time ([`Listener`]).
 
 use std::{
     io,
@@ -243,8 +244,8 @@ impl Connected for Accepted {
     }
 }
 
-/// [`accept`]'s connections one at a time (the JSON/HTTP gateway):
-/// the same cap, timeouts and TLS as the gRPC port.
+/// [`accept`]'s connections one at a time (the JSON/HTTP gateway, the
+/// metrics port).
 pub(crate) struct Listener {
     incoming: tokio_stream::wrappers::ReceiverStream<io::Result<Accepted>>,
     local: std::net::SocketAddr,
@@ -265,9 +266,7 @@ impl Listener {
             local,
         })
     }
-}
 
-impl Listener {
     /// The next connection (waits for one).
     pub(crate) async fn next(&mut self) -> Accepted {
         use tokio_stream::StreamExt as _;
@@ -289,7 +288,7 @@ impl Listener {
 
 /// Accepts connections on `listener` under `limits` until the returned
 /// stream is dropped (then the listener closes too).
-/// `port` names the port in logs and metrics (`grpc`, `gateway`).
+/// `port` names the port in logs and metrics (`grpc`, `gateway`, `metrics`).
 pub(crate) fn accept(
     listener: TcpListener,
     limits: ConnectionLimits,
@@ -303,16 +302,30 @@ pub(crate) fn accept(
         .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     tokio::spawn(async move {
         let mut refused_logged = Instant::now() - Duration::from_secs(60);
+        // Failed accepts in a row: the first is a warning, the rest debug
+        // lines, and the recovery is said.
+        let mut failing = 0u64;
         loop {
             let accepted = tokio::select! {
                 () = tx.closed() => break,
                 a = listener.accept() => a,
             };
             let stream = match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    if failing > 0 {
+                        tracing::info!(failed = failing, port, "accepting connections again");
+                        failing = 0;
+                    }
+                    stream
+                }
                 Err(e) => {
                     // EMFILE/ENFILE and friends: retrying at once spins a core.
-                    tracing::warn!(error = %e, port, "cannot accept a connection; pausing {ACCEPT_BACKOFF:?}");
+                    if failing == 0 {
+                        tracing::warn!(error = %e, port, "cannot accept a connection; retrying every {ACCEPT_BACKOFF:?}");
+                    } else {
+                        tracing::debug!(error = %e, port, "cannot accept a connection, again");
+                    }
+                    failing += 1;
                     metrics::counter!("offer_bandit_accept_errors_total", "port" => port)
                         .increment(1);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -329,7 +342,7 @@ pub(crate) fn accept(
                         port,
                         listen = %local,
                         peer = %stream.peer_addr().map_or_else(|_| "unknown".to_owned(), |a| a.to_string()),
-                        "at the connection limit (--max-connections); closing new connections"
+                        "at the connection limit; closing new connections"
                     );
                 }
                 drop(stream);

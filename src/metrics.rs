@@ -143,12 +143,12 @@ pub(crate) const SERIES: &[(&str, Kind, &str)] = &[
     (
         "offer_bandit_accept_errors_total",
         Kind::Counter,
-        "Failed accepts of connections (out of file descriptors, say), by port (grpc, gateway).",
+        "Failed accepts of connections (out of file descriptors, say), by port (grpc, gateway, metrics).",
     ),
     (
         "offer_bandit_connections_refused_total",
         Kind::Counter,
-        "Connections closed at once because --max-connections were open, by port (grpc, gateway).",
+        "Connections closed at once because the port's cap was reached (--max-connections; 64 on the metrics port), by port (grpc, gateway, metrics).",
     ),
     (
         "offer_bandit_tls_handshake_failures_total",

@@ -238,6 +238,12 @@ pub async fn serve(
             let maddr = listener.local_addr()?;
             tracing::info!(%maddr, "serving /metrics");
             writeln!(out, "offer-bandit metrics on {maddr}")?;
+            let listener = crate::connections::Listener::new(
+                listener,
+                crate::web::LIMITS,
+                metrics_tls,
+                "metrics",
+            )?;
             Some(tokio::spawn(crate::web::serve(
                 listener,
                 handle,
@@ -248,7 +254,6 @@ pub async fn serve(
                     listen: maddr,
                     readiness: readiness.clone(),
                 },
-                metrics_tls,
             )))
         }
         None => None,

@@ -6,9 +6,9 @@
 //! under an allowed `Host` (against DNS rebinding), need a read or admin
 //! token whenever the server has tokens (`Authorization: Bearer`, or HTTP
 //! Basic with the token as the password so that a browser can log in), and
-//! carry security headers. At most [`MAX_CONNECTIONS`] connections at once;
-//! each request head (and, with `--metrics-tls`, the TLS handshake before
-//! it, with a timeout of its own) must arrive within [`HEAD_TIMEOUT`].
+//! carry security headers. Its connections come through
+//! [`crate::connections`] under [`LIMITS`] (TLS with `--metrics-tls`); each
+//! request head must then arrive within [`HEAD_TIMEOUT`].
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -18,18 +18,14 @@ use std::{
 
 use base64::Engine as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpListener,
-    sync::Semaphore,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
+    connections::{ConnectionLimits, Listener},
     dashboard::{Dashboard, Refresh},
     engine::Engine,
     guard::{Role, Tokens},
     readiness::Readiness,
-    tls::SharedAcceptor,
 };
 
 /// Most connections served at once; beyond it, a new one is closed at once.
@@ -38,9 +34,6 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a client may take to read the response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after a failed accept (out of file descriptors, say): the
-/// connection stays queued, so retrying at once would spin a core.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Largest request head read.
 const MAX_HEAD: usize = 8192;
 
@@ -73,14 +66,22 @@ struct Site {
     opts: WebOptions,
 }
 
-/// Serves `/metrics` and the dashboard on `listener` until the task is
-/// dropped; over TLS when `tls` is given (`--metrics-tls`).
+/// The metrics port's connections ([`crate::connections`]): at most
+/// [`MAX_CONNECTIONS`], the first bytes (or the TLS handshake) within
+/// [`HEAD_TIMEOUT`], closed after [`WRITE_TIMEOUT`] without traffic.
+pub(crate) const LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: MAX_CONNECTIONS,
+    idle_timeout: WRITE_TIMEOUT,
+    preface_timeout: HEAD_TIMEOUT,
+};
+
+/// Serves `/metrics` and the dashboard on `listener` (accepted under
+/// [`LIMITS`], over TLS with `--metrics-tls`) until the task is dropped.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    mut listener: Listener,
     metrics: PrometheusHandle,
     engine: Arc<Engine>,
     opts: WebOptions,
-    tls: Option<SharedAcceptor>,
 ) {
     let site = Arc::new(Site {
         metrics,
@@ -88,50 +89,9 @@ pub(crate) async fn serve(
         engine,
         opts,
     });
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    // Failed accepts in a row: the first is a warning, the rest debug lines.
-    let mut failing = 0u64;
     loop {
-        let socket = match listener.accept().await {
-            Ok((socket, _)) => {
-                if failing > 0 {
-                    tracing::info!(failed = failing, "metrics port: accepting again");
-                    failing = 0;
-                }
-                socket
-            }
-            Err(e) => {
-                if failing == 0 {
-                    tracing::warn!(error = %e, "metrics port: accept failed; retrying every {ACCEPT_BACKOFF:?}");
-                } else {
-                    tracing::debug!(error = %e, "metrics port: accept failed again");
-                }
-                failing += 1;
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!("metrics port: {MAX_CONNECTIONS} connections open; closing a new one");
-            drop(socket);
-            continue;
-        };
-        let site = site.clone();
-        let tls = tls.as_ref().map(SharedAcceptor::current);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let Some(tls) = tls else {
-                return site.handle(socket).await;
-            };
-            let failed = match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket)).await {
-                Ok(Ok(stream)) => return site.handle(stream).await,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("not finished within {HEAD_TIMEOUT:?}"),
-            };
-            tracing::debug!(error = %failed, port = "metrics", "TLS handshake failed");
-            metrics::counter!("offer_bandit_tls_handshake_failures_total", "port" => "metrics")
-                .increment(1);
-        });
+        let conn = listener.next().await;
+        tokio::spawn(site.clone().handle(conn));
     }
 }
 
