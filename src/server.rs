@@ -307,7 +307,6 @@ pub async fn serve(
         .filter(|_| !opts.tls_reload_interval.is_zero())
         .map(|i| tokio::spawn(i.keep_current(opts.tls_reload_interval)));
     let max_msg = opts.max_message_bytes;
-    let guard = GuardLayer::new(&opts.guard);
     let api = Api::new(engine.clone(), opts.limits)
         .with_permits(guard.permits())
         .with_scratch(scratch);

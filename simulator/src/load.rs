@@ -212,11 +212,8 @@ pub(crate) async fn run(opts: LoadOptions, scenario: Arc<Scenario>) -> anyhow::R
     }
     let connect = || async {
         let mut endpoint = tonic::transport::Endpoint::from_shared(opts.target.clone())?;
-        if let Some(tls) = opts
-            .tls
-            .as_ref()
-            .filter(|_| opts.target.starts_with("https://"))
-        {
+        // Checked above: a CA is given exactly when the target is https://.
+        if let Some(tls) = &opts.tls {
             endpoint = endpoint.tls_config(tls.tonic(&opts.target)?)?;
         }
         endpoint
