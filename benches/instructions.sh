@@ -20,15 +20,27 @@
 # to count another build, KEEP=dir to keep the two profiles (callgrind_annotate
 # reads them). FEATURES=lifecycle,hour sends only those context features
 # (benches/grpc_bodies.py). SKIP_BUILD=1 reuses target/release.
+# SIM=1 drives the server with `offer-sim load` instead (32 callers for
+# SIM_DURATION, default 20s, of the scenario's varied customers, with
+# redemptions flowing back; SCENARIO=path for another scenario): the
+# instructions are divided by the calls it made, so a SelectOffer's count
+# includes its share of the redemptions' work, as `offer-sim load`'s
+# throughput does. The call count varies with the machine; per call, it
+# does not.
 set -euo pipefail
 BIN="${BIN:-target/release/offer-bandit}"
 N="${N:-5000}"
 CAMPAIGN="${CAMPAIGN:-coffee}"
 LEARN_INTERVAL="${LEARN_INTERVAL:-100ms}"
+SIM="${SIM:-}"
+SIM_BIN="${SIM_BIN:-target/release/offer-sim}"
 for tool in valgrind callgrind_control callgrind_annotate h2load; do
   command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install valgrind nghttp2-client" >&2; exit 1; }
 done
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p offer-bandit
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release -p offer-bandit
+  [ -z "$SIM" ] || cargo build --release -p offer-sim
+fi
 W="$(mktemp -d)"
 PID=""
 KEEP="${KEEP:-}"
@@ -55,24 +67,47 @@ count() { # count NAME PATH BODY -> instructions per call, and the profile in $W
     sleep 0.2
   done
   [ -n "$ADDR" ] || { cat "$W/log" >&2; exit 1; }
-  h2 500 "$2" "$3" >/dev/null
-  callgrind_control -i on "$PID" >/dev/null 2>&1
-  h2 "$N" "$2" "$3" >&2
-  callgrind_control -i off "$PID" >/dev/null 2>&1
+  local calls="$N"
+  if [ -n "$SIM" ]; then
+    sim 2s "$2" >/dev/null
+    callgrind_control -i on "$PID" >/dev/null 2>&1
+    calls=$(sim "${SIM_DURATION:-20s}" "$2")
+    callgrind_control -i off "$PID" >/dev/null 2>&1
+    echo "offer-sim load: $calls calls ($2)" >&2
+  else
+    h2 500 "$2" "$3" >/dev/null
+    callgrind_control -i on "$PID" >/dev/null 2>&1
+    h2 "$N" "$2" "$3" >&2
+    callgrind_control -i off "$PID" >/dev/null 2>&1
+  fi
+  echo "$calls" >"$W/$1.calls"
   kill "$PID"
   wait "$PID" 2>/dev/null || true
   PID=""
   callgrind_annotate "$W/$1.out" 2>/dev/null |
-    awk -v n="$N" '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); printf "%.0f\n", $1 / n; done = 1 }'
+    awk -v n="$calls" '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); printf "%.0f\n", $1 / n; done = 1 }'
+}
+
+sim() { # sim DURATION PATH -> calls of the first RPC (`offer-sim load`, 32 callers)
+  local rpc=(--campaign "$CAMPAIGN")
+  [ -z "${SCENARIO:-}" ] || rpc+=(--scenario "$SCENARIO")
+  [ "$2" != /grpc.health.v1.Health/Check ] || rpc=(--rpc health)
+  "$SIM_BIN" load --target "http://$ADDR" --concurrency 32 --duration "$1" --json "${rpc[@]}" 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["rpcs"][0]["ok"])'
 }
 
 select_ir=$(count select /offerbandit.v1.OfferService/SelectOffer "$W/select.bin")
 health_ir=$(count health /grpc.health.v1.Health/Check "$W/health.bin")
-echo "campaign $CAMPAIGN, $N calls each, --learn-interval $LEARN_INTERVAL"
+select_calls=$(cat "$W/select.calls")
+if [ -n "$SIM" ]; then
+  echo "campaign $CAMPAIGN, offer-sim load: $select_calls SelectOffers, $(cat "$W/health.calls") Health/Checks, --learn-interval $LEARN_INTERVAL"
+else
+  echo "campaign $CAMPAIGN, $N calls each, --learn-interval $LEARN_INTERVAL"
+fi
 echo "instructions per call: SelectOffer $select_ir, Health/Check $health_ir, ratio $(awk -v s="$select_ir" -v h="$health_ir" 'BEGIN { printf "%.2f", h / s }')"
 [ -z "$KEEP" ] || cp "$W/select.out" "$W/health.out" "$KEEP"/
 echo "SelectOffer's parts (inclusive instructions per call):"
-callgrind_annotate --inclusive=yes "$W/select.out" 2>/dev/null | awk -v n="$N" '
+callgrind_annotate --inclusive=yes "$W/select.out" 2>/dev/null | awk -v n="$select_calls" '
   # The first (largest) line naming each part; plain substrings, no regex.
   function part(name, text) { if (index($0, text) && !(name in seen)) { gsub(",", "", $1); seen[name] = $1 / n; order[++k] = name } }
   { part("decoding the request", "codec.rs:<offer_bandit::codec::ProtoDecoder<U> as tonic::codec::Decoder>::decode")

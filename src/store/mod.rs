@@ -555,12 +555,18 @@ impl Store {
         if let Some(v) = self.tree.get(&key)? {
             return Ok(Some((decode(&key, &v)?, Placement::Block)));
         }
-        let key = decision_key(id);
-        if let Some(v) = self.tree.get(&key)? {
-            return Ok(Some((decode(&key, &v)?, Placement::Own)));
+        // A record lies in a block or under its own key, never both (only a
+        // schema-8 store's decisions have their own; a decision found in a
+        // block changes in its overlay): the block first, where every
+        // decision made since schema 9 is, saves a read that would miss.
+        if let Some((k, v)) = self.block_of(id)?
+            && let Some(rec) = find_in_block(&k, &v, id)?
+        {
+            return Ok(Some((rec, Placement::Block)));
         }
-        match self.block_of(id)? {
-            Some((k, v)) => Ok(find_in_block(&k, &v, id)?.map(|rec| (rec, Placement::Block))),
+        let key = decision_key(id);
+        match self.tree.get(&key)? {
+            Some(v) => Ok(Some((decode(&key, &v)?, Placement::Own))),
             None => Ok(None),
         }
     }
