@@ -20,27 +20,30 @@
 # to count another build, KEEP=dir to keep the two profiles (callgrind_annotate
 # reads them). FEATURES=lifecycle,hour sends only those context features
 # (benches/grpc_bodies.py). SKIP_BUILD=1 reuses target/release.
-# SIM=1 drives the server with `offer-sim load` instead (32 callers for
-# SIM_DURATION, default 20s, of the scenario's varied customers, with
-# redemptions flowing back; SCENARIO=path for another scenario): the
-# instructions are divided by the calls it made, so a SelectOffer's count
-# includes its share of the redemptions' work, as `offer-sim load`'s
-# throughput does. The call count varies with the machine; per call, it
-# does not.
+# SIM_LOAD=1 drives the server with `offer-sim load` instead (SIM_BIN,
+# default target/release/offer-sim): an untimed 2 s warm-up, then 32
+# callers for SIM_DURATION (default 20s) of the scenario's varied
+# customers, with redemptions flowing back (SCENARIO=path for another
+# scenario). The instructions are divided by the calls that succeeded, so a
+# SelectOffer's count includes its share of the redemptions' work, as
+# `offer-sim load`'s throughput does. Redemption delays run on the wall
+# clock, so that share depends on SIM_DURATION: compare builds at the same
+# duration, in alternation.
 set -euo pipefail
 BIN="${BIN:-target/release/offer-bandit}"
 N="${N:-5000}"
 CAMPAIGN="${CAMPAIGN:-coffee}"
 LEARN_INTERVAL="${LEARN_INTERVAL:-100ms}"
-SIM="${SIM:-}"
+SIM_LOAD="${SIM_LOAD:-}"
 SIM_BIN="${SIM_BIN:-target/release/offer-sim}"
 for tool in valgrind callgrind_control callgrind_annotate h2load; do
   command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install valgrind nghttp2-client" >&2; exit 1; }
 done
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release -p offer-bandit
-  [ -z "$SIM" ] || cargo build --release -p offer-sim
+  [ -z "$SIM_LOAD" ] || cargo build --release -p offer-sim
 fi
+[ -z "$SIM_LOAD" ] || [ -x "$SIM_BIN" ] || { echo "$SIM_BIN missing: cargo build --release -p offer-sim" >&2; exit 1; }
 W="$(mktemp -d)"
 PID=""
 KEEP="${KEEP:-}"
@@ -66,14 +69,20 @@ count() { # count NAME PATH BODY -> instructions per call, and the profile in $W
     [ -z "$ADDR" ] || break
     sleep 0.2
   done
-  [ -n "$ADDR" ] || { cat "$W/log" >&2; exit 1; }
+  [ -n "$ADDR" ] || { cat "$W/log" >&2; kill "$PID"; exit 1; }
   local calls="$N"
-  if [ -n "$SIM" ]; then
-    sim 2s "$2" >/dev/null
+  if [ -n "$SIM_LOAD" ]; then
+    sim 2s "$2" >/dev/null || true
     callgrind_control -i on "$PID" >/dev/null 2>&1
-    calls=$(sim "${SIM_DURATION:-20s}" "$2")
+    calls=$(sim "${SIM_DURATION:-20s}" "$2") || true
     callgrind_control -i off "$PID" >/dev/null 2>&1
-    echo "offer-sim load: $calls calls ($2)" >&2
+    if ! [[ $calls =~ ^[1-9][0-9]*$ ]]; then
+      echo "offer-sim load made no calls ($2):" >&2
+      cat "$W/sim.log" >&2
+      kill "$PID"
+      exit 1
+    fi
+    echo "offer-sim load: $calls calls that succeeded ($2)" >&2
   else
     h2 500 "$2" "$3" >/dev/null
     callgrind_control -i on "$PID" >/dev/null 2>&1
@@ -88,18 +97,23 @@ count() { # count NAME PATH BODY -> instructions per call, and the profile in $W
     awk -v n="$calls" '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); printf "%.0f\n", $1 / n; done = 1 }'
 }
 
-sim() { # sim DURATION PATH -> calls of the first RPC (`offer-sim load`, 32 callers)
+sim() { # sim DURATION PATH -> calls of the first RPC that succeeded (`offer-sim load`, 32 callers)
   local rpc=(--campaign "$CAMPAIGN")
   [ -z "${SCENARIO:-}" ] || rpc+=(--scenario "$SCENARIO")
   [ "$2" != /grpc.health.v1.Health/Check ] || rpc=(--rpc health)
-  "$SIM_BIN" load --target "http://$ADDR" --concurrency 32 --duration "$1" --json "${rpc[@]}" 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["rpcs"][0]["ok"])'
+  "$SIM_BIN" load --target "http://$ADDR" --concurrency 32 --duration "$1" --json "${rpc[@]}" 2>"$W/sim.log" |
+    python3 -c '
+import json, sys
+r = json.load(sys.stdin)["rpcs"][0]
+if r["errors"]:
+    print("offer-sim load: errors %s" % r["errors"], file=sys.stderr)
+print(r["ok"])'
 }
 
 select_ir=$(count select /offerbandit.v1.OfferService/SelectOffer "$W/select.bin")
 health_ir=$(count health /grpc.health.v1.Health/Check "$W/health.bin")
 select_calls=$(cat "$W/select.calls")
-if [ -n "$SIM" ]; then
+if [ -n "$SIM_LOAD" ]; then
   echo "campaign $CAMPAIGN, offer-sim load: $select_calls SelectOffers, $(cat "$W/health.calls") Health/Checks, --learn-interval $LEARN_INTERVAL"
 else
   echo "campaign $CAMPAIGN, $N calls each, --learn-interval $LEARN_INTERVAL"

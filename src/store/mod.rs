@@ -539,8 +539,8 @@ impl Store {
         Ok(())
     }
 
-    /// A decision record: its latest change, else its own record (schema 8
-    /// and before), else its block's copy.
+    /// A decision record: its latest change, else its block's copy, else
+    /// its own record (schema 8 and before).
     pub fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
         Ok(self.placed_decision(id)?.map(|(rec, _)| rec))
     }
@@ -555,10 +555,11 @@ impl Store {
         if let Some(v) = self.tree.get(&key)? {
             return Ok(Some((decode(&key, &v)?, Placement::Block)));
         }
-        // A record lies in a block or under its own key, never both (only a
-        // schema-8 store's decisions have their own; a decision found in a
-        // block changes in its overlay): the block first, where every
-        // decision made since schema 9 is, saves a read that would miss.
+        // A record lies in a block or under its own key, never both (only
+        // decisions made by schema 8 and before, v0 ids included, have their
+        // own; a decision found in a block changes in its overlay): the
+        // block first, where every decision made since schema 9 is, saves a
+        // read that would miss.
         if let Some((k, v)) = self.block_of(id)?
             && let Some(rec) = find_in_block(&k, &v, id)?
         {
@@ -1019,6 +1020,12 @@ mod tests {
         assert_eq!(found(&new_id)?, Some(Placement::Block));
         let absent = ids.next(12);
         assert_eq!(found(&absent)?, None);
+        // On its own key though a block of its stream begins before it: the
+        // block is read, does not hold it, and the own key is.
+        let later = ids.next(13);
+        store.tree.insert(decision_key(&later), encode(&rec()))?;
+        assert_eq!(found(&later)?, Some(Placement::Own));
+        assert_eq!(store.decision(&later)?, Some(rec()));
         // Each change, told where its read found the record, lands there:
         // the block's decision in its overlay (twice: the second read finds
         // the overlay), the other under its own key.
