@@ -113,11 +113,7 @@ print(r["ok"])'
 select_ir=$(count select /offerbandit.v1.OfferService/SelectOffer "$W/select.bin")
 health_ir=$(count health /grpc.health.v1.Health/Check "$W/health.bin")
 select_calls=$(cat "$W/select.calls")
-if [ -n "$SIM_LOAD" ]; then
-  echo "campaign $CAMPAIGN, offer-sim load: $select_calls SelectOffers, $(cat "$W/health.calls") Health/Checks, --learn-interval $LEARN_INTERVAL"
-else
-  echo "campaign $CAMPAIGN, $N calls each, --learn-interval $LEARN_INTERVAL"
-fi
+echo "campaign $CAMPAIGN, $select_calls SelectOffers and $(cat "$W/health.calls") Health/Checks counted ($([ -n "$SIM_LOAD" ] && echo "offer-sim load" || echo h2load)), --learn-interval $LEARN_INTERVAL"
 echo "instructions per call: SelectOffer $select_ir, Health/Check $health_ir, ratio $(awk -v s="$select_ir" -v h="$health_ir" 'BEGIN { printf "%.2f", h / s }')"
 [ -z "$KEEP" ] || cp "$W/select.out" "$W/health.out" "$KEEP"/
 echo "SelectOffer's parts (inclusive instructions per call):"

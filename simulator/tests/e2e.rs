@@ -383,70 +383,43 @@ fn load_speaks_tls_to_a_tls_server() {
             );
         }
     }
+    // `offer-sim load` with `args` is refused: its stderr.
+    let refused = |args: &[&str]| {
+        let out = Command::new(offer_sim())
+            .arg("load")
+            .args(args)
+            .args(["--duration", "100ms"])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     // The certificate is checked: another name, or another CA, fails.
     let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let other_ca = dir.path().join("other.pem");
     std::fs::write(&other_ca, other.cert.pem()).expect("write");
-    for args in [
-        vec![
+    let other_ca = other_ca.to_str().expect("path");
+    for (ca, domain) in [(ca.as_str(), "elsewhere.example"), (other_ca, "localhost")] {
+        let stderr = refused(&[
+            "--target",
+            &target,
+            "--rpc",
+            "health",
             "--ca-cert",
-            ca.as_str(),
+            ca,
             "--tls-domain",
-            "elsewhere.example",
-        ],
-        vec![
-            "--ca-cert",
-            other_ca.to_str().expect("path"),
-            "--tls-domain",
-            "localhost",
-        ],
-    ] {
-        let out = Command::new(offer_sim())
-            .args([
-                "load",
-                "--target",
-                &target,
-                "--duration",
-                "100ms",
-                "--rpc",
-                "health",
-            ])
-            .args(&args)
-            .output()
-            .expect("runs");
-        assert!(!out.status.success(), "{args:?} was trusted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("certificate"), "{args:?}: {stderr}");
+            domain,
+        ]);
+        assert!(
+            stderr.contains("certificate"),
+            "{ca} for {domain}: {stderr}"
+        );
     }
     // A CA for a plaintext target is a mistake, said as one.
     let plain = target.replacen("https://", "http://", 1);
-    let out = Command::new(offer_sim())
-        .args([
-            "load",
-            "--target",
-            &plain,
-            "--ca-cert",
-            &ca,
-            "--duration",
-            "100ms",
-        ])
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is for https:// targets"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = refused(&["--target", &plain, "--ca-cert", &ca]);
+    assert!(stderr.contains("is for https:// targets"), "{stderr}");
     // Without the CA, an https:// target is refused with the reason.
-    let out = Command::new(offer_sim())
-        .args(["load", "--target", &target, "--duration", "100ms"])
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--ca-cert"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = refused(&["--target", &target]);
+    assert!(stderr.contains("--ca-cert"), "{stderr}");
 }
