@@ -456,44 +456,59 @@ pub fn win_probability_by_pieces<D: ScoreDistribution + Clone>(arms: &[D], k: us
 /// sharper than any one of them). Each rule is within 1e-6 absolute of a
 /// fine reference where the product is sharpest, eleven identical rivals
 /// as steep as it takes (tested); within 1e-5 relative for identical arms,
-/// each winning 1/K; within 1e-7 of the two-arm closed form. The integrand
-/// is at most 1, so a node adds at most its weight: the outermost nodes,
-/// together under [`NEGLIGIBLE_NODE_WEIGHT`] (1e-10), are left out, and a node's product stops once it is below
-/// [`NEGLIGIBLE_NODE_PRODUCT`] (the factors left are at most 1): under 52 x
-/// 1e-12 in all. A factor whose argument is past [`CERTAIN_FACTOR`] is
-/// within 1e-9 of 1 and is not evaluated: eleven such change the integral
-/// by under 1.1e-8 of itself. The rivals come in [`order_rivals`]'s order:
-/// strongest first, so the products that vanish do so early, and rivals
-/// alike (the same `a` and `b`) one after another, which share one
-/// evaluation of their factor: the same product, multiplied in the same
-/// order.
+/// each winning 1/K; within 1e-7 of the two-arm closed form.
+///
+/// Every factor rises with t (a > 0), and so does their product. The
+/// nodes are taken from the largest t down:
+/// - a rival's factor is within 1e-9 of 1 (its argument past
+///   [`CERTAIN_FACTOR`]) down to its own `t = (6 - b) / a`, and is taken
+///   as 1 until then: eleven such move the integral by under 1.1e-8 of
+///   itself;
+/// - once a node's product is below [`NEGLIGIBLE_NODE_PRODUCT`], the nodes
+///   from there down add at most that product times their weights (under
+///   1) together: under 1e-12, and the sum stops;
+/// - the outermost nodes, together under [`NEGLIGIBLE_NODE_WEIGHT`]
+///   (1e-10), are left out, since the integrand is at most 1.
+///
+/// Rivals alike (the same `a` and `b`: offers still at one prior) come
+/// one after another and share one evaluation of their factor.
 fn linear_by_gauss_hermite(rivals: &[(f64, f64)]) -> Option<f64> {
     if rivals.len() > SHORTCUT_MAX_RIVALS {
         return None;
     }
     let steepest = rivals.iter().fold(0.0_f64, |m, &(a, _)| m.max(a));
     let nodes = gauss_hermite_rule(steepest)?;
+    // (t below which the factor counts, a, b), the first to count first;
+    // alike rivals side by side.
+    let mut order = [(0.0, 0.0, 0.0); SHORTCUT_MAX_RIVALS];
+    for (slot, &(a, b)) in order.iter_mut().zip(rivals) {
+        *slot = ((CERTAIN_FACTOR - b) / a, a, b);
+    }
+    let order = &mut order[..rivals.len()];
+    order.sort_unstable_by(|x, y| {
+        y.0.total_cmp(&x.0)
+            .then(x.1.total_cmp(&y.1))
+            .then(x.2.total_cmp(&y.2))
+    });
     let cdf = InterpolatedNormalCdf::get();
+    let mut counting = 0;
     let mut total = 0.0;
     for &(t, w) in nodes {
-        let mut prod = w;
-        // Rivals alike (offers still at one prior: a new campaign, new
-        // offers) come one after another and share their factor.
+        while counting < order.len() && order[counting].0 > t {
+            counting += 1;
+        }
+        let mut prod = 1.0;
         let (mut last, mut factor) = ((f64::NAN, f64::NAN), f64::NAN);
-        for &(a, b) in rivals {
-            let x = a * t + b;
-            if x >= CERTAIN_FACTOR {
-                continue;
-            }
+        for &(_, a, b) in &order[..counting] {
             if (a, b) != last {
-                (last, factor) = ((a, b), cdf.at(x));
+                (last, factor) = ((a, b), cdf.at(a * t + b));
             }
             prod *= factor;
-            if prod < NEGLIGIBLE_NODE_PRODUCT {
-                break;
-            }
         }
-        total += prod;
+        if prod < NEGLIGIBLE_NODE_PRODUCT {
+            break;
+        }
+        total += w * prod;
     }
     Some(total)
 }
@@ -595,8 +610,8 @@ const CERTAIN_FACTOR: f64 = 6.0;
 /// (see [`linear_by_gauss_hermite`]).
 const NEGLIGIBLE_NODE_WEIGHT: f64 = 1e-10;
 
-/// A Gauss-Hermite node's running product below this is left where it is:
-/// the factors still to come are at most 1, so the node adds at most this
+/// A Gauss-Hermite node's product below this ends the sum: the product
+/// rises with t, so the nodes from there down add at most this together
 /// (see [`linear_by_gauss_hermite`]).
 const NEGLIGIBLE_NODE_PRODUCT: f64 = 1e-12;
 
@@ -613,7 +628,9 @@ fn gauss_hermite_rule(steepest: f64) -> Option<&'static [(f64, f64)]> {
         .position(|&(max, _)| steepest <= max)?;
     let nodes = RULES[i].get_or_init(|| {
         let nodes = gauss_hermite(GAUSS_HERMITE_RULES[i].1);
-        nodes[outermost_negligible(&nodes)..].to_vec()
+        let mut kept = nodes[outermost_negligible(&nodes)..].to_vec();
+        kept.sort_by(|x, y| y.0.total_cmp(&x.0));
+        kept
     });
     Some(nodes)
 }
@@ -637,9 +654,11 @@ fn outermost_negligible(nodes: &[(f64, f64)]) -> usize {
 /// Nodes and weights of n-point Gauss-Hermite quadrature for the standard
 /// normal density (`∫ φ(t) g(t) dt ≈ Σ w g(t)`), by Newton's method on the
 /// Hermite recurrence (Numerical Recipes' `gauher`); nodes whose weight is
-/// below 1e-16 are dropped (46 of 80 are kept). The nodes come in pairs
-/// (t, w), (-t, w), the outermost first; n is even.
+/// 1e-16 or less are dropped (46 of 80 are kept). The nodes come in pairs
+/// (t, w), (-t, w), the outermost first; n is even (an odd rule's middle
+/// node, at 0, is not computed).
 fn gauss_hermite(n: usize) -> Vec<(f64, f64)> {
+    debug_assert!(n.is_multiple_of(2), "an even order: {n}");
     let order = n as f64;
     let pim4 = std::f64::consts::PI.powf(-0.25);
     // Orthonormal Hermite polynomial H_n at z, and its derivative.
@@ -900,7 +919,10 @@ mod tests {
             let nodes = gauss_hermite(n);
             let rule = gauss_hermite_rule(steepest).expect("a rule");
             let (dropped, inner) = nodes.split_at(nodes.len() - rule.len());
-            assert_eq!(inner, rule, "{n}: the inner nodes kept");
+            // The inner nodes kept, from the largest t down.
+            let mut sorted = inner.to_vec();
+            sorted.sort_by(|x, y| y.0.total_cmp(&x.0));
+            assert_eq!(sorted, rule, "{n}: the inner nodes kept");
             // The outermost nodes only, together under 1e-10; one pair more
             // would pass it.
             let widest = inner.iter().fold(0.0_f64, |m, (t, _)| m.max(t.abs()));
@@ -913,34 +935,36 @@ mod tests {
             kept.push(rule.len());
         }
         assert_eq!(kept, [28, 32, 36, 42, 46, 52]);
-        // Each rule takes factors up to its steepness, the next the rest.
+        // Each rule takes rivals up to its own steepness, the next rule
+        // those just past it.
+        for (i, &(steepest, _)) in GAUSS_HERMITE_RULES.iter().enumerate() {
+            let len = |a: f64| gauss_hermite_rule(a).map(<[_]>::len);
+            assert_eq!(len(steepest), Some(kept[i]), "{steepest}");
+            assert_eq!(len(steepest * (1.0 + 1e-12)), kept.get(i + 1).copied());
+        }
+        // Gentle rivals take the first rule; none takes a NaN.
         assert_eq!(gauss_hermite_rule(0.3).map(<[_]>::len), Some(28));
-        assert_eq!(gauss_hermite_rule(1.2).map(<[_]>::len), Some(28));
-        assert_eq!(gauss_hermite_rule(1.200_000_1).map(<[_]>::len), Some(32));
-        assert_eq!(gauss_hermite_rule(2.25).map(<[_]>::len), Some(52));
-        assert_eq!(gauss_hermite_rule(2.2500001), None);
         assert_eq!(gauss_hermite_rule(f64::NAN), None);
     }
 
     #[test]
-    fn stopping_a_vanishing_node_product_early_and_certain_factors_change_an_integral_by_under_1e_8()
-     {
-        // The same quadrature with every factor evaluated and multiplied in,
-        // against the one that stops, skips factors within 1e-9 of 1 and
-        // shares alike rivals' factors, on random rivals (a up to what the
-        // shortcut takes): at most 52 nodes x 1e-12, plus 1.1e-8 of the
-        // integral for eleven skipped factors.
-        let full = |rivals: &[(f64, f64)]| {
-            let cdf = InterpolatedNormalCdf::get();
+    fn stopping_at_a_vanishing_product_and_certain_factors_change_an_integral_by_under_1e_8() {
+        // The same quadrature with every factor evaluated at every node,
+        // against the one that takes factors within 1e-9 of 1 as 1, stops
+        // once a node's product vanishes and shares alike rivals' factors,
+        // on random rivals (a up to what the shortcut takes): under 1e-12
+        // for the nodes left below the stop, plus 1.1e-8 of the integral
+        // for eleven factors taken as 1.
+        let cdf = InterpolatedNormalCdf::get();
+        let rule = |rivals: &[(f64, f64)]| {
             let steepest = rivals.iter().fold(0.0_f64, |m, &(a, _)| m.max(a));
-            gauss_hermite_rule(steepest)
-                .expect("a rule")
-                .iter()
-                .map(|&(t, w)| rivals.iter().fold(w, |p, &(a, b)| p * cdf.at(a * t + b)))
-                .sum::<f64>()
+            gauss_hermite_rule(steepest).expect("a rule")
+        };
+        let product = |rivals: &[(f64, f64)], t: f64| {
+            rivals.iter().fold(1.0, |p, &(a, b)| p * cdf.at(a * t + b))
         };
         let mut rng = ChaCha8Rng::seed_from_u64(33);
-        let mut stopped = 0;
+        let (mut stopped, mut certain) = (0, 0);
         for _ in 0..2_000 {
             let n = rng.random_range(1..=SHORTCUT_MAX_RIVALS);
             let mut rivals: Vec<(f64, f64)> = Vec::with_capacity(n);
@@ -959,23 +983,33 @@ mod tests {
                 rivals.rotate_left(n / 2);
             }
             let fast = linear_by_gauss_hermite(&rivals).expect("the shortcut takes these");
-            let exact = full(&rivals);
+            let nodes = rule(&rivals);
+            let exact = nodes
+                .iter()
+                .map(|&(t, w)| w * product(&rivals, t))
+                .sum::<f64>();
             assert!(
-                (exact - fast).abs() < 52e-12 + 1.1e-8 * exact,
+                (exact - fast).abs() < 1e-12 + 1.1e-8 * exact,
                 "{rivals:?}: {exact} vs {fast}"
             );
-            stopped += usize::from(exact != fast);
+            // Both shortcuts were there to take: a product that vanishes
+            // at the lowest node (the sum stopped above it), a factor
+            // within 1e-9 of 1 where the product still counts.
+            let lowest = nodes.last().map_or(0.0, |&(t, _)| t);
+            stopped += usize::from(product(&rivals, lowest) < 1e-13);
+            certain += usize::from(nodes.iter().any(|&(t, _)| {
+                product(&rivals, t) > 1e-6
+                    && rivals.iter().any(|&(a, b)| a * t + b >= CERTAIN_FACTOR)
+            }));
         }
-        // Multiplied in the same order, the two differ only where a node
-        // stopped: the stop was taken, so the bound was tested.
-        assert!(stopped > 100, "{stopped}");
+        assert!(stopped > 100 && certain > 100, "{stopped}, {certain}");
     }
 
     #[test]
     fn gauss_hermite_integrates_normal_moments() {
         for (_, n) in GAUSS_HERMITE_RULES {
             let nodes = gauss_hermite(n);
-            assert_eq!(nodes.len() % 2, 0, "{n}: nodes in pairs ±t");
+            assert!(nodes.len().is_multiple_of(2), "{n}: nodes in pairs ±t");
             let moment = |k: i32| nodes.iter().map(|(t, w)| w * t.powi(k)).sum::<f64>();
             assert!((moment(0) - 1.0).abs() < 1e-12, "{n}: {}", moment(0));
             assert!(moment(1).abs() < 1e-12, "{n}");
