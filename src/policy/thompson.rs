@@ -275,7 +275,6 @@ impl ScoreDistribution for GaussianArm {
             // Φ((μk + σk t - μj) / σj) = Φ(a t + b)
             rivals.push((sk / sj, (mk - mj) / sj));
         }
-        order_rivals(&mut rivals);
         let p = linear_by_gauss_hermite(&rivals).unwrap_or_else(|| linear_by_pieces(&rivals));
         // An sd so small that a ratio overflows: the general method.
         p.is_finite().then(|| p.clamp(0.0, 1.0))
@@ -482,7 +481,18 @@ fn linear_by_gauss_hermite(rivals: &[(f64, f64)]) -> Option<f64> {
     // alike rivals side by side.
     let mut order = [(0.0, 0.0, 0.0); SHORTCUT_MAX_RIVALS];
     for (slot, &(a, b)) in order.iter_mut().zip(rivals) {
-        *slot = ((CERTAIN_FACTOR - b) / a, a, b);
+        // a = 0 and b = 6 (a spread that underflowed): 0 / 0, a factor
+        // Φ(6) at every t, never counted.
+        let below = (CERTAIN_FACTOR - b) / a;
+        *slot = (
+            if below.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                below
+            },
+            a,
+            b,
+        );
     }
     let order = &mut order[..rivals.len()];
     order.sort_unstable_by(|x, y| {
@@ -567,17 +577,6 @@ fn linear_by_pieces(rivals: &[(f64, f64)]) -> f64 {
         total += half * piece;
     }
     total / (2.0 * std::f64::consts::PI).sqrt()
-}
-
-/// Orders linear rivals (a, b) strongest first (lowest `b - a`, the factor
-/// at t = -1), so that the quadrature's products that vanish do so in fewer
-/// factors, and alike rivals side by side, so that they share a factor.
-fn order_rivals(rivals: &mut [(f64, f64)]) {
-    rivals.sort_unstable_by(|x, y| {
-        (x.1 - x.0)
-            .total_cmp(&(y.1 - y.0))
-            .then(x.0.total_cmp(&y.0))
-    });
 }
 
 /// Most rivals the Gauss-Hermite shortcut takes: with more, their product
@@ -948,7 +947,7 @@ mod tests {
     }
 
     #[test]
-    fn stopping_at_a_vanishing_product_and_certain_factors_change_an_integral_by_under_1e_8() {
+    fn stopping_at_a_vanishing_product_and_taking_certain_factors_as_1_stay_within_their_bounds() {
         // The same quadrature with every factor evaluated at every node,
         // against the one that takes factors within 1e-9 of 1 as 1, stops
         // once a node's product vanishes and shares alike rivals' factors,
@@ -993,8 +992,8 @@ mod tests {
                 "{rivals:?}: {exact} vs {fast}"
             );
             // Both shortcuts were there to take: a product that vanishes
-            // at the lowest node (the sum stopped above it), a factor
-            // within 1e-9 of 1 where the product still counts.
+            // at the lowest node (the sum stopped at or above it), a
+            // factor within 1e-9 of 1 where the product still counts.
             let lowest = nodes.last().map_or(0.0, |&(t, _)| t);
             stopped += usize::from(product(&rivals, lowest) < 1e-13);
             certain += usize::from(nodes.iter().any(|&(t, _)| {
@@ -1003,6 +1002,27 @@ mod tests {
             }));
         }
         assert!(stopped > 100 && certain > 100, "{stopped}, {certain}");
+    }
+
+    #[test]
+    fn a_rival_of_zero_steepness_is_a_constant_factor() {
+        // a = 0 (a spread that underflowed): the factor is Φ(b) at every t;
+        // at b = 6 it is within 1e-9 of 1, taken as 1, where (6 - b) / a
+        // is 0 / 0.
+        let weights = gauss_hermite_rule(0.0)
+            .expect("a rule")
+            .iter()
+            .map(|n| n.1)
+            .sum::<f64>();
+        for (b, want) in [
+            (6.0, 1.0),
+            (9.0, 1.0),
+            (1.0, normal_cdf(1.0)),
+            (-2.0, normal_cdf(-2.0)),
+        ] {
+            let p = linear_by_gauss_hermite(&[(0.0, b)]).expect("a rule");
+            assert!((p - want * weights).abs() < 1e-9, "b = {b}: {p}");
+        }
     }
 
     #[test]
@@ -1111,7 +1131,7 @@ mod tests {
     }
 
     /// The linear shortcut's rivals of arm k as its rule keeps them, by a
-    /// copy of that rule (in the shortcut's order, [`order_rivals`]), so
+    /// copy of that rule (in the arms' order), so
     /// that a test can check the route the shortcut took: None when a rival is always above arm k (0 at once);
     /// else the (a, b) pairs and whether Gauss-Hermite takes them.
     fn rivals_by_the_rule(arms: &[GaussianArm], k: usize) -> Option<(Vec<(f64, f64)>, bool)> {
@@ -1128,7 +1148,6 @@ mod tests {
             steep |= sk / sj > SHORTCUT_MAX_STEEPNESS;
             rivals.push((sk / sj, (mk - mj) / sj));
         }
-        order_rivals(&mut rivals);
         let gauss_hermite = !steep && rivals.len() <= SHORTCUT_MAX_RIVALS;
         Some((rivals, gauss_hermite))
     }
