@@ -11,8 +11,9 @@
 # full speed (its maximum), then SelectOffer at half that maximum (--rps),
 # DURATION (default 10s) each. Prints one line per measurement: rpc, calls
 # per second, p50/p99/p99.9 in microseconds, errors, and the cores the load
-# generator kept busy (near 1.00: the rate is the client's limit too; its
-# Health/Check runs so, which flatters the ratio: compare run.sh's).
+# generator kept busy (near 1.00 the rate would be the client's limit, not
+# the server's); then the run's ratio, SelectOffer's maximum over
+# Health/Check's.
 # CONFIG=config/bench-k12-d64.toml CAMPAIGN=bench-k12-d64 for the contextual
 # campaign (its scenario: SCENARIO=simulator/scenarios/cold-start.toml).
 # TLS=1 serves and loads over TLS (a throwaway self-signed certificate,
@@ -48,9 +49,12 @@ load() { # load ARGS... -> "rpc per_second p50 p99 p999 errors" for the first RP
 }
 for run in $(seq 1 "$RUNS"); do
   start_pinned "${extra[@]}"
-  echo "run $run: $(load --rpc health)"
+  health=$(load --rpc health)
+  echo "run $run: $health"
   full=$(load --campaign "$CAMPAIGN" "${scenario[@]}")
   echo "run $run: $full"
+  awk -v r="$run" -v h="$(echo "$health" | awk '{print $2}')" -v s="$(echo "$full" | awk '{print $2}')" \
+    'BEGIN { if (h > 0) printf "run %s: ratio SelectOffer / Health/Check %.3f\n", r, s / h }'
   half=$(( $(echo "$full" | awk '{print $2}') / 2 ))
   echo "run $run: at half ($half/s): $(load --campaign "$CAMPAIGN" "${scenario[@]}" --rps "$half")"
   stop_pinned
