@@ -244,23 +244,33 @@ impl SegmentModel {
     /// decision made: +1; redeemed, expired or erased while pending: -1).
     /// Without delayed feedback, nothing to do.
     pub fn move_pending(&mut self, segment: &str, offer: usize, decided_ms: i64, delta: i64) {
+        self.move_pending_all(segment, offer, &[(decided_ms, delta)]);
+    }
+
+    /// [`SegmentModel::move_pending`] for several moves of one cell,
+    /// `(decided_ms, delta)` each, in order: the segment's row is found once
+    /// (a writer's group moves a cell once per decision). The counts come
+    /// out as the moves one by one leave them.
+    pub fn move_pending_all(&mut self, segment: &str, offer: usize, moves: &[(i64, i64)]) {
         let Some(d) = &mut self.delayed else {
             return;
         };
-        if offer >= self.offers || delta == 0 {
+        if offer >= self.offers || moves.iter().all(|&(_, delta)| delta == 0) {
             return;
         }
         let (model, now_tick) = (d.learner.model(), d.learner.now_tick());
-        let tick = model.tick_of(decided_ms);
         let Some(row) = row_mut(&mut d.cells, segment, offer) else {
             return;
         };
-        row[offer].add(model, now_tick, tick, delta);
+        for &(decided_ms, delta) in moves {
+            let tick = model.tick_of(decided_ms);
+            row[offer].add(model, now_tick, tick, delta);
+            if let Some(total) = d.totals.get_mut(offer) {
+                total.add(model, now_tick, tick, delta);
+            }
+        }
         if row.iter().all(PendingAges::is_empty) {
             d.cells.remove(segment);
-        }
-        if let Some(total) = d.totals.get_mut(offer) {
-            total.add(model, now_tick, tick, delta);
         }
     }
 
@@ -1019,6 +1029,93 @@ mod tests {
     /// rate 0.1, delays exponential with a mean of half a day, window 4
     /// days: the delay model has learned from 6 days of closed windows);
     /// with or without delayed feedback.
+    #[test]
+    fn a_cells_moves_taken_at_once_leave_what_the_moves_one_by_one_leave() {
+        use rand::{RngExt, SeedableRng};
+        let day = 86_400_000i64;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut one_by_one = SegmentModel::new(3).with_delayed_feedback(7 * day);
+        let mut at_once = one_by_one.clone();
+        // Decisions still pending: (segment, offer, decided_ms).
+        let mut live: Vec<(String, usize, i64)> = Vec::new();
+        let mut t = 0i64;
+        let (mut emptied, mut spanned) = (0, 0);
+        for group in 0..400 {
+            t += rng.random_range(0..2 * day / 64);
+            // A writer's group: new decisions (+1) and pending ones ended
+            // (-1), some made in this very group, each cell's in order.
+            let mut moves: std::collections::BTreeMap<(String, usize), Vec<(i64, i64)>> =
+                Default::default();
+            for _ in 0..rng.random_range(0..12) {
+                if !live.is_empty() && rng.random_bool(0.45) {
+                    let (segment, offer, at) = live.swap_remove(rng.random_range(0..live.len()));
+                    moves.entry((segment, offer)).or_default().push((at, -1));
+                } else {
+                    let segment = format!("s{}", rng.random_range(0..4));
+                    let (offer, at) = (rng.random_range(0..3), t - rng.random_range(0..day));
+                    live.push((segment.clone(), offer, at));
+                    moves.entry((segment, offer)).or_default().push((at, 1));
+                }
+            }
+            for ((segment, offer), cell) in &moves {
+                let tick_of = |m: &SegmentModel, at: i64| {
+                    m.delayed.as_ref().map(|d| d.learner.model().tick_of(at))
+                };
+                spanned +=
+                    usize::from(cell.iter().any(|&(at, _)| {
+                        tick_of(&one_by_one, at) != tick_of(&one_by_one, cell[0].0)
+                    }));
+                for &(at, delta) in cell {
+                    one_by_one.move_pending(segment, *offer, at, delta);
+                    let has_row = |m: &SegmentModel| {
+                        m.delayed
+                            .as_ref()
+                            .is_some_and(|d| d.cells.contains_key(&**segment))
+                    };
+                    emptied += usize::from(!has_row(&one_by_one));
+                }
+                at_once.move_pending_all(segment, *offer, cell);
+            }
+            if group % 7 == 0 {
+                one_by_one.reweigh(t);
+                at_once.reweigh(t);
+            }
+        }
+        let (a, b) = (
+            one_by_one.delayed.as_ref().expect("delayed"),
+            at_once.delayed.as_ref().expect("delayed"),
+        );
+        assert_eq!(a.totals, b.totals);
+        assert!(
+            a.totals.iter().any(|p| !p.is_empty()),
+            "nothing left pending"
+        );
+        let segments: std::collections::BTreeSet<&str> =
+            a.cells.keys().chain(b.cells.keys()).map(|s| &**s).collect();
+        for segment in segments {
+            for offer in 0..3 {
+                let ages = |d: &DelayedFeedback| {
+                    d.cells
+                        .get(segment)
+                        .and_then(|r| r.get(offer))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                assert_eq!(ages(a), ages(b), "{segment}, offer {offer}");
+                assert_eq!(
+                    one_by_one.pending_weight(segment, offer),
+                    at_once.pending_weight(segment, offer)
+                );
+            }
+        }
+        // The cases that could tell them apart occurred: a row emptied
+        // between two moves, and one cell's moves over several ticks.
+        assert!(
+            emptied > 0 && spanned > 0,
+            "emptied {emptied}, spanned {spanned}"
+        );
+    }
+
     fn rate_after_traffic_quadruples(delayed: bool) -> f64 {
         use rand::{RngExt, SeedableRng};
         use std::{cmp::Reverse, collections::BinaryHeap};

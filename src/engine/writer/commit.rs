@@ -126,7 +126,7 @@ impl Writer {
                     c.clusters.write()[arm.index()] = sums;
                 }
             }
-            self.publish_counts(group.cells, group.delays, group.reweigh_at);
+            self.publish_counts(group.cells, group.pending, group.delays, group.reweigh_at);
             self.publish_models(group.models, &group.versions);
             for (campaign, prior) in group.priors {
                 if let Some(c) = self.campaign(&campaign)
@@ -171,22 +171,26 @@ impl Writer {
     }
 
     /// After the group is stored: each campaign's changed counts, then its
-    /// pending decisions' moves and redemption delays (in the group's
-    /// order) and, at a sweep, every campaign's pending decisions reweighed
-    /// by their age; published as the campaign's next snapshot of counts
+    /// pending decisions' moves (each cell's in the group's order) and
+    /// redemption delays (a delay is learned only when its window closes,
+    /// at a reweighing, so the moves do not depend on it) and, at a sweep,
+    /// every campaign's pending decisions reweighed by their age; published as the campaign's next snapshot of counts
     /// in one swap ([`PublishedSegments::change`]), so that a decision reads
     /// a whole group's change or none of it.
     fn publish_counts(
         &self,
         cells: crate::fast_map::LookupMap<(String, String, usize), CellCounts>,
-        delays: Vec<DelayChange>,
+        pending: crate::fast_map::LookupMap<(String, String, usize), PendingMoves>,
+        delays: Vec<RedemptionDelay>,
         reweigh_at: Option<i64>,
     ) {
         #[derive(Default)]
         struct Changes {
             cells: Vec<(String, usize, CellCounts)>,
-            /// Pending moves and redemption delays, in order.
-            delays: Vec<DelayChange>,
+            /// Each cell's pending moves, in order.
+            pending: Vec<(String, usize, PendingMoves)>,
+            /// Redemption delays, `(decided_ms, redeemed_ms)`.
+            delays: Vec<(i64, i64)>,
         }
         let mut by_campaign: HashMap<String, Changes> = HashMap::new();
         for ((campaign, segment, offer), counts) in cells {
@@ -196,32 +200,34 @@ impl Writer {
                 .cells
                 .push((segment, offer, counts));
         }
-        for change in delays {
-            let campaign = match &change {
-                DelayChange::Pending { campaign, .. } => campaign,
-                DelayChange::Redeemed {
-                    campaign,
-                    decided_ms,
-                    redeemed_ms,
-                } => {
-                    // A contextual campaign's delay model is its own.
-                    if let Some(c) = self.campaign(campaign)
-                        && let Some(ctx) = &c.contextual
-                    {
-                        ctx.delays
-                            .write()
-                            .learner
-                            .redemption(*decided_ms, *redeemed_ms);
-                        continue;
-                    }
-                    campaign
-                }
-            };
+        for ((campaign, segment, offer), moves) in pending {
             by_campaign
-                .entry(campaign.clone())
+                .entry(campaign)
+                .or_default()
+                .pending
+                .push((segment, offer, moves));
+        }
+        for RedemptionDelay {
+            campaign,
+            decided_ms,
+            redeemed_ms,
+        } in delays
+        {
+            // A contextual campaign's delay model is its own.
+            if let Some(c) = self.campaign(&campaign)
+                && let Some(ctx) = &c.contextual
+            {
+                ctx.delays
+                    .write()
+                    .learner
+                    .redemption(decided_ms, redeemed_ms);
+                continue;
+            }
+            by_campaign
+                .entry(campaign)
                 .or_default()
                 .delays
-                .push(change);
+                .push((decided_ms, redeemed_ms));
         }
         let campaigns: Vec<(String, Arc<Campaign>)> = match reweigh_at {
             // A sweep reweighs every campaign.
@@ -239,25 +245,17 @@ impl Writer {
         for (id, c) in campaigns {
             let changes = by_campaign.remove(&id).unwrap_or_default();
             c.model.change(|m| {
-                let mut changed = !changes.cells.is_empty() || !changes.delays.is_empty();
+                let mut changed = !changes.cells.is_empty()
+                    || !changes.pending.is_empty()
+                    || !changes.delays.is_empty();
                 for (segment, offer, counts) in &changes.cells {
                     m.set_cell(segment, *offer, *counts);
                 }
-                for change in &changes.delays {
-                    match change {
-                        DelayChange::Pending {
-                            segment,
-                            offer,
-                            decided_ms,
-                            delta,
-                            ..
-                        } => m.move_pending(segment, *offer, *decided_ms, *delta),
-                        DelayChange::Redeemed {
-                            decided_ms,
-                            redeemed_ms,
-                            ..
-                        } => m.redemption_delay(*decided_ms, *redeemed_ms),
-                    }
+                for (segment, offer, moves) in &changes.pending {
+                    m.move_pending_all(segment, *offer, moves);
+                }
+                for &(decided_ms, redeemed_ms) in &changes.delays {
+                    m.redemption_delay(decided_ms, redeemed_ms);
                 }
                 if let Some(now_ms) = reweigh_at {
                     changed |= m.reweigh(now_ms);

@@ -300,13 +300,13 @@ impl Writer {
         let delta = counts.pending() as i64 - pending_before as i64;
         // segment-ts weighs pending decisions by their age.
         if delta != 0 && campaign.contextual.is_none() {
-            g.delays.push(DelayChange::Pending {
-                campaign: rec.campaign.clone(),
-                segment: rec.segment.clone(),
-                offer,
-                decided_ms: rec.created_ms,
-                delta,
-            });
+            stage(
+                &mut g.pending,
+                StagedCell(&rec.campaign, &rec.segment, offer),
+                || (rec.campaign.clone(), rec.segment.clone(), offer),
+                Vec::new,
+            )
+            .push((rec.created_ms, delta));
         }
     }
 
@@ -551,9 +551,14 @@ pub(super) struct Group {
     pub(super) requests: FastMap<(String, String), DecisionId>,
     /// New decisions per campaign: when the last window closes, and the ids.
     pub(super) expiries: FastMap<String, (i64, Vec<DecisionId>)>,
-    /// Changes to pending decisions and redemption delays, in order, for
-    /// the segment models' delayed feedback once the group is stored.
-    pub(super) delays: Vec<DelayChange>,
+    /// Moves of each cell's pending decisions, `(decided_ms, delta)` in
+    /// order, for the segment models' delayed feedback once the group is
+    /// stored (by cell: each cell's row is then found once per group).
+    pub(super) pending: LookupMap<(String, String, usize), PendingMoves>,
+    /// Redemption delays, for the delay models once the group is stored
+    /// (learned when their windows close, so their order against the
+    /// pending moves does not matter).
+    pub(super) delays: Vec<RedemptionDelay>,
     /// The sweep's time: pending decisions are reweighed by their age.
     pub(super) reweigh_at: Option<i64>,
     pub(super) replies: Vec<Reply>,
@@ -564,22 +569,18 @@ pub(super) struct Group {
     pub(super) expired: u64,
 }
 
-/// What delayed feedback ([`crate::policy::delay`]) learns from a group.
-pub(super) enum DelayChange {
-    /// A cell's pending decisions made at `decided_ms` moved by `delta`.
-    Pending {
-        campaign: String,
-        segment: String,
-        offer: usize,
-        decided_ms: i64,
-        delta: i64,
-    },
-    /// A decision made at `decided_ms` was redeemed at `redeemed_ms`.
-    Redeemed {
-        campaign: String,
-        decided_ms: i64,
-        redeemed_ms: i64,
-    },
+/// A cell's pending decisions moved in one group, `(decided_ms, delta)` in
+/// order (a decision made: +1; redeemed, expired or erased while pending:
+/// -1).
+pub(super) type PendingMoves = Vec<(i64, i64)>;
+
+/// A redemption's delay, for delayed feedback's delay model
+/// ([`crate::policy::delay`]): the decision made at `decided_ms` was
+/// redeemed at `redeemed_ms`.
+pub(super) struct RedemptionDelay {
+    pub(super) campaign: String,
+    pub(super) decided_ms: i64,
+    pub(super) redeemed_ms: i64,
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ impl Writer {
                         a.value_sq_sum += value * value;
                     });
                 }
-                g.delays.push(DelayChange::Redeemed {
+                g.delays.push(RedemptionDelay {
                     campaign: rec.campaign.clone(),
                     decided_ms: rec.created_ms,
                     redeemed_ms: now_ms,
