@@ -14,10 +14,11 @@
 //! - The writer thread is the only mutator. It changes its working copy
 //!   (behind a mutex readers never take) and, once a group is stored,
 //!   publishes [`SegmentModel::snapshot`] of it in one swap
-//!   ([`PublishedSegments::change`]): the group's cells, then its pending
-//!   decisions' moves and redemption delays in their order, then the
-//!   sweep's reweighing, as the in-place model did, so that a reader sees a
-//!   whole group or none of it. Recovery changes the working copy record by
+//!   ([`PublishedSegments::change`]): the group's cells, then each cell's
+//!   pending decisions' moves in their order, then the redemption delays
+//!   (only queued until a reweighing), then the sweep's reweighing, with
+//!   the counts the in-place model had, so that a reader sees a whole
+//!   group or none of it. Recovery changes the working copy record by
 //!   record ([`PublishedSegments::working`]) and publishes once.
 //! - Copy-on-write per segment: the model keeps its segments in a
 //!   persistent map (`imbl`) of `Arc` rows, so a snapshot costs O(offers)

@@ -249,8 +249,8 @@ impl SegmentModel {
 
     /// [`SegmentModel::move_pending`] for several moves of one cell,
     /// `(decided_ms, delta)` each, in order: the segment's row is found once
-    /// (a writer's group moves a cell once per decision). The counts come
-    /// out as the moves one by one leave them.
+    /// (a writer's group may move one cell once per decision it holds). The
+    /// counts come out as the moves one by one leave them.
     pub fn move_pending_all(&mut self, segment: &str, offer: usize, moves: &[(i64, i64)]) {
         let Some(d) = &mut self.delayed else {
             return;
@@ -1024,11 +1024,9 @@ mod tests {
         m
     }
 
-    /// The rate a one-offer [`SegmentTs`] estimates when, after 10 days at
-    /// 5,000 decisions a day, the offer's traffic quadruples for a day (true
-    /// rate 0.1, delays exponential with a mean of half a day, window 4
-    /// days: the delay model has learned from 6 days of closed windows);
-    /// with or without delayed feedback.
+    /// The moves of a writer's group taken cell by cell, each cell's at
+    /// once and in order, against the same moves one by one in the order
+    /// they came across cells: the same pending counts and weights.
     #[test]
     fn a_cells_moves_taken_at_once_leave_what_the_moves_one_by_one_leave() {
         use rand::{RngExt, SeedableRng};
@@ -1036,45 +1034,54 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let mut one_by_one = SegmentModel::new(3).with_delayed_feedback(7 * day);
         let mut at_once = one_by_one.clone();
+        let has_row = |m: &SegmentModel, segment: &str| {
+            m.delayed
+                .as_ref()
+                .is_some_and(|d| d.cells.contains_key(segment))
+        };
         // Decisions still pending: (segment, offer, decided_ms).
         let mut live: Vec<(String, usize, i64)> = Vec::new();
         let mut t = 0i64;
-        let (mut emptied, mut spanned) = (0, 0);
+        let (mut emptied_between, mut spanned) = (0, 0);
         for group in 0..400 {
             t += rng.random_range(0..2 * day / 64);
             // A writer's group: new decisions (+1) and pending ones ended
-            // (-1), some made in this very group, each cell's in order.
-            let mut moves: std::collections::BTreeMap<(String, usize), Vec<(i64, i64)>> =
-                Default::default();
+            // (-1), some made in this very group, in the order they came.
+            let mut came: Vec<(String, usize, i64, i64)> = Vec::new();
             for _ in 0..rng.random_range(0..12) {
                 if !live.is_empty() && rng.random_bool(0.45) {
                     let (segment, offer, at) = live.swap_remove(rng.random_range(0..live.len()));
-                    moves.entry((segment, offer)).or_default().push((at, -1));
+                    came.push((segment, offer, at, -1));
                 } else {
                     let segment = format!("s{}", rng.random_range(0..4));
                     let (offer, at) = (rng.random_range(0..3), t - rng.random_range(0..day));
                     live.push((segment.clone(), offer, at));
-                    moves.entry((segment, offer)).or_default().push((at, 1));
+                    came.push((segment, offer, at, 1));
                 }
             }
-            for ((segment, offer), cell) in &moves {
-                let tick_of = |m: &SegmentModel, at: i64| {
-                    m.delayed.as_ref().map(|d| d.learner.model().tick_of(at))
-                };
-                spanned +=
-                    usize::from(cell.iter().any(|&(at, _)| {
-                        tick_of(&one_by_one, at) != tick_of(&one_by_one, cell[0].0)
-                    }));
-                for &(at, delta) in cell {
-                    one_by_one.move_pending(segment, *offer, at, delta);
-                    let has_row = |m: &SegmentModel| {
-                        m.delayed
-                            .as_ref()
-                            .is_some_and(|d| d.cells.contains_key(&**segment))
-                    };
-                    emptied += usize::from(!has_row(&one_by_one));
+            // Each cell, (segment, offer), with its moves in order.
+            type Moves = Vec<(i64, i64)>;
+            let mut cells: Vec<((String, usize), Moves)> = Vec::new();
+            for (segment, offer, at, delta) in &came {
+                one_by_one.move_pending(segment, *offer, *at, *delta);
+                let key = (segment.clone(), *offer);
+                match cells.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, moves)) => moves.push((*at, *delta)),
+                    None => cells.push((key, vec![(*at, *delta)])),
                 }
-                at_once.move_pending_all(segment, *offer, cell);
+            }
+            // Cells in another order than they came (a hash map's), each
+            // cell's moves in order.
+            for ((segment, offer), moves) in cells.iter().rev() {
+                let tick = |at: i64| at_once.delay_model().map(|m| m.tick_of(at));
+                spanned += usize::from(moves.iter().any(|&(at, _)| tick(at) != tick(moves[0].0)));
+                // Does the row empty before the cell's last move?
+                let mut probe = at_once.clone();
+                for &(at, delta) in &moves[..moves.len() - 1] {
+                    probe.move_pending(segment, *offer, at, delta);
+                    emptied_between += usize::from(!has_row(&probe, segment));
+                }
+                at_once.move_pending_all(segment, *offer, moves);
             }
             if group % 7 == 0 {
                 one_by_one.reweigh(t);
@@ -1090,32 +1097,79 @@ mod tests {
             a.totals.iter().any(|p| !p.is_empty()),
             "nothing left pending"
         );
-        let segments: std::collections::BTreeSet<&str> =
-            a.cells.keys().chain(b.cells.keys()).map(|s| &**s).collect();
-        for segment in segments {
+        // The same rows: an emptied one removed in both, and a row exactly
+        // where a decision is still pending.
+        let keys = |d: &DelayedFeedback| {
+            d.cells
+                .keys()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let live_segments = live.iter().map(|(s, _, _)| Arc::from(s.as_str())).collect();
+        assert_eq!(keys(a), live_segments);
+        assert_eq!(keys(b), live_segments);
+        for offer in 0..3 {
+            let n = live.iter().filter(|(_, o, _)| *o == offer).count() as u64;
+            assert_eq!(b.totals[offer].count(), n, "offer {offer}");
+        }
+        for segment in keys(a) {
             for offer in 0..3 {
                 let ages = |d: &DelayedFeedback| {
                     d.cells
-                        .get(segment)
+                        .get(&segment)
                         .and_then(|r| r.get(offer))
                         .cloned()
                         .unwrap_or_default()
                 };
                 assert_eq!(ages(a), ages(b), "{segment}, offer {offer}");
+                let n = live
+                    .iter()
+                    .filter(|(s, o, _)| **s == *segment && *o == offer);
                 assert_eq!(
-                    one_by_one.pending_weight(segment, offer),
-                    at_once.pending_weight(segment, offer)
+                    ages(b).count(),
+                    n.count() as u64,
+                    "{segment}, offer {offer}"
+                );
+                assert_eq!(
+                    one_by_one.pending_weight(&segment, offer),
+                    at_once.pending_weight(&segment, offer)
                 );
             }
         }
         // The cases that could tell them apart occurred: a row emptied
-        // between two moves, and one cell's moves over several ticks.
+        // between two moves of a cell, and one cell's moves over ticks.
         assert!(
-            emptied > 0 && spanned > 0,
-            "emptied {emptied}, spanned {spanned}"
+            emptied_between > 0 && spanned > 0,
+            "emptied between moves {emptied_between}, over ticks {spanned}"
         );
     }
 
+    /// The moves are taken in order, not netted: an end before its decision
+    /// (a count that would go below zero stays at zero) leaves the decision
+    /// counted, as one by one.
+    #[test]
+    fn a_cells_moves_at_once_are_taken_in_order_not_netted() {
+        let day = 86_400_000i64;
+        let mut one_by_one = SegmentModel::new(1).with_delayed_feedback(7 * day);
+        let mut at_once = one_by_one.clone();
+        for (at, delta) in [(day, -1), (day, 1)] {
+            one_by_one.move_pending("s", 0, at, delta);
+        }
+        at_once.move_pending_all("s", 0, &[(day, -1), (day, 1)]);
+        let pending = |m: &SegmentModel| {
+            m.delayed
+                .as_ref()
+                .map(|d| (d.totals[0].count(), d.cells.get("s").map(|r| r[0].count())))
+        };
+        assert_eq!(pending(&one_by_one), Some((1, Some(1))));
+        assert_eq!(pending(&at_once), pending(&one_by_one));
+    }
+
+    /// The rate a one-offer [`SegmentTs`] estimates when, after 10 days at
+    /// 5,000 decisions a day, the offer's traffic quadruples for a day (true
+    /// rate 0.1, delays exponential with a mean of half a day, window 4
+    /// days: the delay model has learned from 6 days of closed windows);
+    /// with or without delayed feedback.
     fn rate_after_traffic_quadruples(delayed: bool) -> f64 {
         use rand::{RngExt, SeedableRng};
         use std::{cmp::Reverse, collections::BinaryHeap};

@@ -171,12 +171,13 @@ impl Writer {
     }
 
     /// After the group is stored: each campaign's changed counts, then its
-    /// pending decisions' moves (each cell's in the group's order) and
+    /// pending decisions' moves (each cell's in the group's order), then its
     /// redemption delays (a delay is learned only when its window closes,
     /// at a reweighing, so the moves do not depend on it) and, at a sweep,
-    /// every campaign's pending decisions reweighed by their age; published as the campaign's next snapshot of counts
-    /// in one swap ([`PublishedSegments::change`]), so that a decision reads
-    /// a whole group's change or none of it.
+    /// every campaign's pending decisions reweighed by their age; published
+    /// as the campaign's next snapshot of counts in one swap
+    /// ([`PublishedSegments::change`]), so that a decision reads a whole
+    /// group's change or none of it.
     fn publish_counts(
         &self,
         cells: crate::fast_map::LookupMap<(String, String, usize), CellCounts>,

@@ -553,7 +553,10 @@ pub(super) struct Group {
     pub(super) expiries: FastMap<String, (i64, Vec<DecisionId>)>,
     /// Moves of each cell's pending decisions, `(decided_ms, delta)` in
     /// order, for the segment models' delayed feedback once the group is
-    /// stored (by cell: each cell's row is then found once per group).
+    /// stored (by cell: the segment's row is then found once per cell).
+    /// Cells are then taken in the map's order: the counts are the same
+    /// in any order, since a decision's end (-1) always lands in the cell
+    /// and tick of its own decision (+1), made before it.
     pub(super) pending: LookupMap<(String, String, usize), PendingMoves>,
     /// Redemption delays, for the delay models once the group is stored
     /// (learned when their windows close, so their order against the
