@@ -14,7 +14,7 @@
 //! - The writer thread is the only mutator. It changes its working copy
 //!   (behind a mutex readers never take) and, once a group is stored,
 //!   publishes [`SegmentModel::snapshot`] of it in one swap
-//!   ([`PublishedSegments::change`]): the group's cells, then each cell's
+//!   ([`PublishedSegments::change`]): the group's cells, each with its
 //!   pending decisions' moves in their order, then the redemption delays
 //!   (only queued until a reweighing), then the sweep's reweighing, with
 //!   the counts the in-place model had, so that a reader sees a whole

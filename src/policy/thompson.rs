@@ -587,10 +587,11 @@ const SHORTCUT_MAX_RIVALS: usize = 11;
 /// A rival's steepness is `a = σ_k / σ_j`, how much narrower it is than the
 /// chosen arm; a steeper step needs more nodes, and each rule is tested at
 /// its very steepness, eleven identical rivals (1e-6; on a grid of steps,
-/// the worst is 3.4e-7). Contextual arms differ little in spread: on the
-/// K = 12 campaign half the decisions' rivals are within 1.2 (28 nodes
-/// kept), nearly all within 2.0 (46), where the pieces evaluate 128 nodes
-/// or more (BENCHMARKS.md).
+/// the worst is 3.4e-7). Contextual arms differ little in spread: in a
+/// log of the K = 12 campaign's rivals under `offer-sim load` (a throwaway
+/// build, docs/experiments.md), half the decisions' narrowest rival was
+/// within 1.2 (28 nodes kept) and nearly all within 2.0 (46), where the
+/// pieces evaluate 128 nodes or more.
 const GAUSS_HERMITE_RULES: [(f64, usize); 6] = [
     (1.2, 50),
     (1.3, 60),
@@ -1131,9 +1132,9 @@ mod tests {
     }
 
     /// The linear shortcut's rivals of arm k as its rule keeps them, by a
-    /// copy of that rule (in the arms' order), so
-    /// that a test can check the route the shortcut took: None when a rival is always above arm k (0 at once);
-    /// else the (a, b) pairs and whether Gauss-Hermite takes them.
+    /// copy of that rule (in the arms' order), so that a test can check the
+    /// route the shortcut took: None when a rival is always above arm k (0
+    /// at once); else the (a, b) pairs and whether Gauss-Hermite takes them.
     fn rivals_by_the_rule(arms: &[GaussianArm], k: usize) -> Option<(Vec<(f64, f64)>, bool)> {
         let (mk, sk) = (arms[k].mean * arms[k].weight, arms[k].sd * arms[k].weight);
         let (mut rivals, mut steep) = (Vec::new(), false);

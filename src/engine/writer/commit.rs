@@ -126,7 +126,7 @@ impl Writer {
                     c.clusters.write()[arm.index()] = sums;
                 }
             }
-            self.publish_counts(group.cells, group.pending, group.delays, group.reweigh_at);
+            self.publish_counts(group.cells, group.delays, group.reweigh_at);
             self.publish_models(group.models, &group.versions);
             for (campaign, prior) in group.priors {
                 if let Some(c) = self.campaign(&campaign)
@@ -170,9 +170,9 @@ impl Writer {
         }
     }
 
-    /// After the group is stored: each campaign's changed counts, then its
-    /// pending decisions' moves (each cell's in the group's order), then its
-    /// redemption delays (a delay is learned only when its window closes,
+    /// After the group is stored: each campaign's changed cells, their counts
+    /// and pending decisions' moves (each cell's in the group's order), then
+    /// its redemption delays (a delay is learned only when its window closes,
     /// at a reweighing, so the moves do not depend on it) and, at a sweep,
     /// every campaign's pending decisions reweighed by their age; published
     /// as the campaign's next snapshot of counts in one swap
@@ -180,33 +180,24 @@ impl Writer {
     /// group's change or none of it.
     fn publish_counts(
         &self,
-        cells: crate::fast_map::LookupMap<(String, String, usize), CellCounts>,
-        pending: crate::fast_map::LookupMap<(String, String, usize), PendingMoves>,
+        cells: crate::fast_map::LookupMap<(String, String, usize), (CellCounts, PendingMoves)>,
         delays: Vec<RedemptionDelay>,
         reweigh_at: Option<i64>,
     ) {
         #[derive(Default)]
         struct Changes {
-            cells: Vec<(String, usize, CellCounts)>,
-            /// Each cell's pending moves, in order.
-            pending: Vec<(String, usize, PendingMoves)>,
+            /// Each cell's counts and pending moves, in order.
+            cells: Vec<(String, usize, CellCounts, PendingMoves)>,
             /// Redemption delays, `(decided_ms, redeemed_ms)`.
             delays: Vec<(i64, i64)>,
         }
         let mut by_campaign: HashMap<String, Changes> = HashMap::new();
-        for ((campaign, segment, offer), counts) in cells {
+        for ((campaign, segment, offer), (counts, moves)) in cells {
             by_campaign
                 .entry(campaign)
                 .or_default()
                 .cells
-                .push((segment, offer, counts));
-        }
-        for ((campaign, segment, offer), moves) in pending {
-            by_campaign
-                .entry(campaign)
-                .or_default()
-                .pending
-                .push((segment, offer, moves));
+                .push((segment, offer, counts, moves));
         }
         for RedemptionDelay {
             campaign,
@@ -246,13 +237,9 @@ impl Writer {
         for (id, c) in campaigns {
             let changes = by_campaign.remove(&id).unwrap_or_default();
             c.model.change(|m| {
-                let mut changed = !changes.cells.is_empty()
-                    || !changes.pending.is_empty()
-                    || !changes.delays.is_empty();
-                for (segment, offer, counts) in &changes.cells {
+                let mut changed = !changes.cells.is_empty() || !changes.delays.is_empty();
+                for (segment, offer, counts, moves) in &changes.cells {
                     m.set_cell(segment, *offer, *counts);
-                }
-                for (segment, offer, moves) in &changes.pending {
                     m.move_pending_all(segment, *offer, moves);
                 }
                 for &(decided_ms, redeemed_ms) in &changes.delays {
@@ -269,7 +256,7 @@ impl Writer {
     /// Adds the counts the group changed to its writes, each once however
     /// many of its commands changed it.
     fn stage_counts(&self, group: &mut Group) {
-        for ((campaign, segment, offer), counts) in &group.cells {
+        for ((campaign, segment, offer), (counts, _)) in &group.cells {
             if let Some(id) = self.offer_id(campaign, *offer) {
                 let cell = CellKey {
                     campaign: campaign.clone(),

@@ -289,24 +289,18 @@ impl Writer {
             tracing::warn!(campaign = %rec.campaign, offer = %rec.offer, "decision of an unknown offer: posterior not updated");
             return;
         };
-        let counts = stage(
+        let (counts, moves) = stage(
             &mut g.cells,
             StagedCell(&rec.campaign, &rec.segment, offer),
             || (rec.campaign.clone(), rec.segment.clone(), offer),
-            || campaign.model.load().cell(&rec.segment, offer),
+            || (campaign.model.load().cell(&rec.segment, offer), Vec::new()),
         );
         let pending_before = counts.pending();
         change(counts);
         let delta = counts.pending() as i64 - pending_before as i64;
         // segment-ts weighs pending decisions by their age.
         if delta != 0 && campaign.contextual.is_none() {
-            stage(
-                &mut g.pending,
-                StagedCell(&rec.campaign, &rec.segment, offer),
-                || (rec.campaign.clone(), rec.segment.clone(), offer),
-                Vec::new,
-            )
-            .push((rec.created_ms, delta));
+            moves.push((rec.created_ms, delta));
         }
     }
 
@@ -522,8 +516,14 @@ pub(super) struct Group {
     /// Where the store's reads in this group found decision records, for
     /// their changes ([`Writer::decision`] fills it behind `&Group`).
     pub(super) placed: std::cell::RefCell<FastMap<DecisionId, Placement>>,
-    /// Counts this group changed (written once each, at commit).
-    pub(super) cells: LookupMap<(String, String, usize), CellCounts>,
+    /// Counts this group changed (written once each, at commit), each with
+    /// its pending decisions' moves, `(decided_ms, delta)` in order, for the
+    /// segment models' delayed feedback once the group is stored (the
+    /// segment's row is then found once per cell). Cells are then taken in
+    /// the map's order: the counts are the same in any order, since a
+    /// decision's end (-1) always lands in the cell and tick of its own
+    /// decision (+1), made before it.
+    pub(super) cells: LookupMap<(String, String, usize), (CellCounts, PendingMoves)>,
     pub(super) arms: LookupMap<(String, Arm), ArmCounts>,
     /// Per-customer sums this group changed, by (campaign, arm).
     pub(super) clusters: FastMap<(String, Arm), ClusterSums>,
@@ -551,13 +551,6 @@ pub(super) struct Group {
     pub(super) requests: FastMap<(String, String), DecisionId>,
     /// New decisions per campaign: when the last window closes, and the ids.
     pub(super) expiries: FastMap<String, (i64, Vec<DecisionId>)>,
-    /// Moves of each cell's pending decisions, `(decided_ms, delta)` in
-    /// order, for the segment models' delayed feedback once the group is
-    /// stored (by cell: the segment's row is then found once per cell).
-    /// Cells are then taken in the map's order: the counts are the same
-    /// in any order, since a decision's end (-1) always lands in the cell
-    /// and tick of its own decision (+1), made before it.
-    pub(super) pending: LookupMap<(String, String, usize), PendingMoves>,
     /// Redemption delays, for the delay models once the group is stored
     /// (learned when their windows close, so their order against the
     /// pending moves does not matter).
